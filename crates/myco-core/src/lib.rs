@@ -1,0 +1,36 @@
+//! The Myco node core: a deterministic state machine, in the manner of
+//! `quinn-proto`.
+//!
+//! **What it never does:** read a clock, open a socket, spawn a task or a
+//! process, touch the disk or draw from a global random source. Time comes in
+//! as an argument ([`Time`]) on every call, randomness from the seed given at
+//! construction, and everything the node wants done comes out of `poll_*`
+//! methods. The agent (`myco-agent`) drives it with real sockets and clocks;
+//! the simulator (`myco-sim`) drives the very same code on a virtual network.
+//!
+//! The API has four kinds of methods on [`Node`]:
+//! - `handle_*(now, input)`: a datagram, the timer firing;
+//! - commands: [`Node::join`], [`Node::leave`];
+//! - `poll_*`: [`Node::poll_transmit`], [`Node::poll_timeout`], [`Node::poll_event`];
+//! - getters: [`Node::members`], [`Node::stats`], [`Node::identity`].
+//!
+//! Membership is SWIM, from the `foca` crate, wrapped here: foca's packets
+//! travel inside Myco frames, sealed in the authenticated envelope of
+//! `myco-proto`, after a replay check.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod config;
+mod members;
+mod node;
+mod replay;
+mod stats;
+mod time;
+mod timers;
+
+pub use config::Config;
+pub use members::{MemberState, MemberView};
+pub use node::{Event, Node, NodeSetup, Transmit};
+pub use stats::Stats;
+pub use time::Time;

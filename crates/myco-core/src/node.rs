@@ -1,0 +1,451 @@
+//! [`Node`]: one member of the mesh as a state machine.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::{Foca, NoCustomBroadcast, OwnedNotification, PostcardCodec, Runtime};
+use myco_proto::envelope::MAX_PLAINTEXT;
+use myco_proto::frame::Peer;
+use myco_proto::{Envelope, Frame, KeyRing, NodeId, NodeManifest};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+use crate::config::Config;
+use crate::members::{Change, MemberState, MemberTable, MemberView};
+use crate::replay::ReplayGuard;
+use crate::stats::Stats;
+use crate::time::Time;
+use crate::timers::Timers;
+
+type Swim = Foca<Peer, PostcardCodec, StdRng, NoCustomBroadcast>;
+
+/// Most join addresses a node keeps retrying.
+const MAX_SEEDS: usize = 64;
+/// Most events queued for the driver; older ones are dropped first.
+const MAX_EVENTS: usize = 4096;
+/// Manifest requests sent per housekeeping tick.
+const MANIFESTS_PER_TICK: usize = 32;
+/// How long before an unanswered manifest request is repeated.
+const MANIFEST_RETRY: Duration = Duration::from_secs(2);
+/// How often an isolated node says hello to its join addresses.
+const HELLO_RETRY: Duration = Duration::from_secs(1);
+
+/// Everything a node needs to start.
+#[derive(Clone, Debug)]
+pub struct NodeSetup {
+    /// Who the node is: id, advertised address and start epoch (`bump` 0).
+    pub peer: Peer,
+    /// What the node says about itself.
+    pub manifest: NodeManifest,
+    /// The cluster keys.
+    pub keys: KeyRing,
+    /// Seed for the node's random choices (SWIM's probe order and gossip targets).
+    pub seed: u64,
+    /// Tunables.
+    pub config: Config,
+}
+
+/// A datagram the driver must send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub to: SocketAddr,
+    /// The sealed datagram.
+    pub payload: Vec<u8>,
+}
+
+/// Something the driver may want to log or act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A member joined or came back.
+    MemberUp(Peer),
+    /// A member was declared down.
+    MemberDown(Peer),
+    /// A member left on purpose.
+    MemberLeft(Peer),
+    /// A member's manifest arrived or changed.
+    ManifestChanged(NodeId),
+    /// This node has at least one live peer again.
+    Connected,
+    /// This node sees no live peer.
+    Isolated,
+    /// This node was declared down and rejoined under a renewed identity.
+    Rejoined(Peer),
+}
+
+enum Timer {
+    Swim(foca::Timer<Peer>),
+    Tick,
+}
+
+/// Collects what foca asks for during one call; drained right after.
+#[derive(Default)]
+struct SwimOut {
+    send: Vec<(Peer, Vec<u8>)>,
+    timers: Vec<(Duration, foca::Timer<Peer>)>,
+    notes: Vec<OwnedNotification<Peer>>,
+}
+
+impl Runtime<Peer> for SwimOut {
+    fn notify(&mut self, notification: foca::Notification<'_, Peer>) {
+        self.notes.push(notification.to_owned());
+    }
+    fn send_to(&mut self, to: Peer, data: &[u8]) {
+        self.send.push((to, data.to_vec()));
+    }
+    fn submit_after(&mut self, event: foca::Timer<Peer>, after: Duration) {
+        self.timers.push((after, event));
+    }
+}
+
+/// One Myco node's logic. See the crate docs for the contract.
+pub struct Node {
+    cfg: Config,
+    keys: KeyRing,
+    me: Peer,
+    manifest: NodeManifest,
+    swim: Swim,
+    swim_size_bucket: u32,
+    counter: u64,
+    now: Time,
+    timers: Timers<Timer>,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    members: MemberTable,
+    replay: ReplayGuard,
+    seeds: BTreeMap<SocketAddr, Time>,
+    connected: bool,
+    leaving: bool,
+    stats: Stats,
+}
+
+impl Node {
+    /// Creates a node at time `now`. It knows no one until [`Node::join`] or
+    /// until another node announces itself to it.
+    pub fn new(now: Time, setup: NodeSetup) -> Node {
+        let NodeSetup { peer, manifest, keys, seed, config } = setup;
+        let swim = Foca::new(peer, config.foca(1), StdRng::seed_from_u64(seed), PostcardCodec);
+        let mut timers = Timers::new();
+        timers.insert(now + config.tick, Timer::Tick);
+        Node {
+            members: MemberTable::new(config.max_members),
+            replay: ReplayGuard::new(config.max_members),
+            cfg: config,
+            keys,
+            me: peer,
+            manifest,
+            swim,
+            swim_size_bucket: 0,
+            counter: 0,
+            now,
+            timers,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            seeds: BTreeMap::new(),
+            connected: false,
+            leaving: false,
+            stats: Stats::default(),
+        }
+    }
+
+    // ----- getters -----
+
+    /// This node's current identity.
+    pub fn identity(&self) -> Peer {
+        self.me
+    }
+
+    /// This node's manifest.
+    pub fn manifest(&self) -> &NodeManifest {
+        &self.manifest
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Whether the node sees at least one live peer.
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Every member this node knows, itself first, then by id.
+    pub fn members(&self) -> Vec<MemberView> {
+        let suspects: BTreeMap<NodeId, Peer> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .map(|m| (m.id().id, *m.id()))
+            .collect();
+        let me = MemberView {
+            peer: self.me,
+            state: if self.leaving { MemberState::Left } else { MemberState::Alive },
+            since: Time::ZERO,
+            manifest: Some(self.manifest.clone()),
+            is_self: true,
+        };
+        std::iter::once(me).chain(self.members.views(&suspects)).collect()
+    }
+
+    // ----- inputs -----
+
+    /// Feeds a datagram received from `from`.
+    pub fn handle_datagram(&mut self, now: Time, from: SocketAddr, datagram: &[u8]) {
+        self.now = now;
+        self.stats.datagrams_in += 1;
+        self.stats.bytes_in += datagram.len() as u64;
+        let (header, plain) = match Envelope::open(&self.keys, datagram) {
+            Ok(opened) => opened,
+            Err(e) => return self.refuse(from, e.reason()),
+        };
+        if header.sender == self.me.id {
+            return self.refuse(from, "from_self");
+        }
+        if !self.replay.accept(now, header.sender, header.epoch, header.counter) {
+            return self.refuse(from, "replay");
+        }
+        let frame = match Frame::decode(&plain) {
+            Ok(frame) => frame,
+            Err(_) => return self.refuse(from, "undecodable"),
+        };
+        let claimed = match &frame {
+            Frame::Hello(p) | Frame::HelloAck(p) | Frame::Leave(p) => Some(p.id),
+            Frame::Manifest(m) => Some(m.id),
+            Frame::Swim(_) | Frame::ManifestRequest => None,
+        };
+        if claimed.is_some_and(|id| id != header.sender) {
+            return self.refuse(from, "spoofed");
+        }
+        *self.stats.frames_in.entry(frame.kind()).or_default() += 1;
+        if self.leaving {
+            return;
+        }
+        match frame {
+            Frame::Swim(data) => {
+                let mut out = SwimOut::default();
+                if let Err(e) = self.swim.handle_data(&data, &mut out) {
+                    tracing::debug!(node = %self.me.id, %from, error = %e, "swim refused a packet");
+                    self.stats.drop("swim");
+                }
+                self.apply(out);
+            }
+            Frame::Hello(_) => self.send(from, &Frame::HelloAck(self.me)),
+            Frame::HelloAck(peer) => {
+                if !self.members.is_up(&peer.id) {
+                    let mut out = SwimOut::default();
+                    if let Err(e) = self.swim.announce(peer, &mut out) {
+                        tracing::debug!(node = %self.me.id, error = %e, "announce failed");
+                    }
+                    self.apply(out);
+                }
+            }
+            Frame::ManifestRequest => self.send(from, &Frame::Manifest(self.manifest.clone())),
+            Frame::Manifest(m) => {
+                if m.validate().is_err() {
+                    return self.stats.drop("bad_manifest");
+                }
+                let id = m.id;
+                if self.members.set_manifest(m) == Change::Changed {
+                    self.event(Event::ManifestChanged(id));
+                }
+            }
+            Frame::Leave(peer) => {
+                if self.members.left(now, peer) == Change::Changed {
+                    tracing::debug!(node = %self.me.id, member = %peer.id, "member left");
+                    self.event(Event::MemberLeft(peer));
+                }
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`. Call it when [`Node::poll_timeout`] passes.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = now;
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Swim(t) => {
+                    let mut out = SwimOut::default();
+                    if let Err(e) = self.swim.handle_timer(t, &mut out) {
+                        tracing::debug!(node = %self.me.id, error = %e, "swim timer failed");
+                    }
+                    self.apply(out);
+                }
+                Timer::Tick => {
+                    self.tick();
+                    self.timers.insert(now + self.cfg.tick, Timer::Tick);
+                }
+            }
+        }
+    }
+
+    // ----- commands -----
+
+    /// Joins the mesh through a member at `addr` (its id need not be known).
+    /// The address is kept and said hello to again whenever this node is
+    /// isolated, so a restarted or partitioned node finds its way back.
+    pub fn join(&mut self, now: Time, addr: SocketAddr) {
+        self.now = now;
+        if !self.seeds.contains_key(&addr) && self.seeds.len() >= MAX_SEEDS {
+            // Forget the seed retried soonest-to-be; the newest wish wins.
+            if let Some(first) = self.seeds.keys().next().copied() {
+                self.seeds.remove(&first);
+            }
+        }
+        self.seeds.insert(addr, now + HELLO_RETRY);
+        self.send(addr, &Frame::Hello(self.me));
+    }
+
+    /// Leaves the mesh on purpose: tells every live member, then stops
+    /// taking part. The driver should keep sending what is queued, then stop.
+    pub fn leave(&mut self, now: Time) {
+        self.now = now;
+        if self.leaving {
+            return;
+        }
+        let live: Vec<Peer> = self
+            .members()
+            .into_iter()
+            .filter(|m| !m.is_self && matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .map(|m| m.peer)
+            .collect();
+        for peer in live {
+            self.send(peer.addr, &Frame::Leave(self.me));
+        }
+        let mut out = SwimOut::default();
+        if let Err(e) = self.swim.leave_cluster(&mut out) {
+            tracing::debug!(node = %self.me.id, error = %e, "leave failed");
+        }
+        self.apply(out);
+        self.leaving = true;
+    }
+
+    // ----- outputs -----
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.outbox.pop_front()?;
+        self.stats.datagrams_out += 1;
+        self.stats.bytes_out += t.payload.len() as u64;
+        Some(t)
+    }
+
+    /// When [`Node::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.timers.next_deadline()
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ----- internals -----
+
+    fn refuse(&mut self, from: SocketAddr, reason: &'static str) {
+        tracing::debug!(node = %self.me.id, %from, reason, "datagram refused");
+        self.stats.drop(reason);
+    }
+
+    fn event(&mut self, event: Event) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    fn send(&mut self, to: SocketAddr, frame: &Frame) {
+        let plain = frame.encode();
+        if plain.len() > MAX_PLAINTEXT {
+            // Frames are sized to fit by construction; count it rather than crash.
+            return self.stats.drop("frame_too_large");
+        }
+        if self.outbox.len() >= self.cfg.max_outbox {
+            return self.stats.drop("outbox_full");
+        }
+        self.counter += 1;
+        let payload = Envelope::seal(&self.keys, self.me.id, self.me.boot, self.counter, &plain);
+        self.outbox.push_back(Transmit { to, payload });
+    }
+
+    /// Turns what foca asked for into datagrams, timers, table changes and events.
+    fn apply(&mut self, out: SwimOut) {
+        for (peer, data) in out.send {
+            self.send(peer.addr, &Frame::Swim(data));
+        }
+        for (after, timer) in out.timers {
+            self.timers.insert(self.now + after, Timer::Swim(timer));
+        }
+        let mut someone_up = false;
+        for note in out.notes {
+            match note {
+                OwnedNotification::MemberUp(peer) | OwnedNotification::Rename(_, peer) => {
+                    match self.members.up(self.now, peer) {
+                        Change::Changed => {
+                            tracing::debug!(node = %self.me.id, member = %peer.id, "member up");
+                            someone_up = true;
+                            self.event(Event::MemberUp(peer));
+                        }
+                        Change::Full => self.stats.drop("members_full"),
+                        Change::Unchanged => {}
+                    }
+                }
+                OwnedNotification::MemberDown(peer) => {
+                    if self.members.down(self.now, peer) == Change::Changed {
+                        tracing::debug!(node = %self.me.id, member = %peer.id, "member down");
+                        self.event(Event::MemberDown(peer));
+                    }
+                }
+                OwnedNotification::Active => {
+                    self.connected = true;
+                    self.event(Event::Connected);
+                }
+                OwnedNotification::Idle => {
+                    self.connected = false;
+                    self.event(Event::Isolated);
+                }
+                OwnedNotification::Rejoin(peer) => {
+                    tracing::debug!(node = %self.me.id, bump = peer.bump, "rejoined after being declared down");
+                    self.me = peer;
+                    self.event(Event::Rejoined(peer));
+                }
+                OwnedNotification::Defunct => {}
+            }
+        }
+        if someone_up {
+            self.request_manifests();
+        }
+    }
+
+    fn request_manifests(&mut self) {
+        for peer in self.members.manifests_wanted(self.now, MANIFEST_RETRY, MANIFESTS_PER_TICK) {
+            self.send(peer.addr, &Frame::ManifestRequest);
+        }
+    }
+
+    fn tick(&mut self) {
+        if !self.connected && !self.leaving {
+            let due: Vec<SocketAddr> = self.seeds.iter().filter(|(_, at)| **at <= self.now).map(|(a, _)| *a).collect();
+            for addr in due {
+                self.seeds.insert(addr, self.now + HELLO_RETRY);
+                self.send(addr, &Frame::Hello(self.me));
+            }
+        }
+        self.request_manifests();
+        self.members.forget(self.now, self.cfg.forget_after);
+        self.resize_swim();
+    }
+
+    /// foca derives retransmissions and suspicion from the cluster size; keep
+    /// them in step as the mesh grows, in powers of two to avoid churn.
+    fn resize_swim(&mut self) {
+        let bucket = (self.members.len() + 1).next_power_of_two() as u32;
+        if bucket != self.swim_size_bucket {
+            self.swim_size_bucket = bucket;
+            if let Err(e) = self.swim.set_config(self.cfg.foca(bucket as usize)) {
+                tracing::debug!(node = %self.me.id, error = %e, "swim config not updated");
+            }
+        }
+    }
+}

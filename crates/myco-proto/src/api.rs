@@ -1,0 +1,86 @@
+//! JSON shapes of the HTTP API, shared by the agent (which writes them) and
+//! the CLI (which reads them). Kept apart from internal state on purpose.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Resources as the API shows them.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU in thousandths of a core.
+    pub cpu_milli: u64,
+    /// Memory in MiB.
+    pub memory_mb: u64,
+}
+
+/// One member of the mesh (`GET /v1/nodes`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node id (16 hex digits).
+    pub id: String,
+    /// Node name (empty until its manifest arrives).
+    pub name: String,
+    /// Mesh address.
+    pub addr: String,
+    /// `alive`, `suspect`, `down` or `left`.
+    pub state: String,
+    /// Placement tags.
+    pub tags: BTreeMap<String, String>,
+    /// Detected capacity.
+    pub capacity: Resources,
+    /// Resources allocated to instances on the node.
+    pub allocated: Resources,
+    /// The node's HTTP API address, if known.
+    pub api: Option<String>,
+    /// The node's edge gateway address, if known.
+    pub edge: Option<String>,
+    /// The Myco version it runs, if known.
+    pub version: Option<String>,
+    /// Whether this entry is the answering node itself.
+    pub is_self: bool,
+    /// Milliseconds since the state last changed, as seen by the answering node.
+    pub state_age_ms: u64,
+}
+
+/// Counts of members by state.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberCounts {
+    /// Members in state alive (self included).
+    pub alive: usize,
+    /// Members suspected of failure.
+    pub suspect: usize,
+    /// Members declared down.
+    pub down: usize,
+    /// Members that left on purpose.
+    pub left: usize,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Status {
+    /// This node.
+    pub node: NodeInfo,
+    /// The mesh as this node sees it.
+    pub cluster: MemberCounts,
+    /// Id of the cluster key this node seals with.
+    pub cluster_key_id: String,
+    /// Seconds since the agent started.
+    pub uptime_s: u64,
+    /// The Myco version.
+    pub version: String,
+}
+
+/// `POST /v1/peers`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerAdd {
+    /// `host:port` of a peer's mesh port.
+    pub addr: String,
+}
+
+/// Error body of every non-2xx answer.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    /// What went wrong and what to do about it.
+    pub error: String,
+}
