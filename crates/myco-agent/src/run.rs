@@ -1,0 +1,179 @@
+//! Starting and stopping an agent.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use myco_core::{Config, Node, NodeSetup};
+use myco_proto::frame::Peer;
+use myco_proto::{ClusterKey, KeyRing, MYCO_VERSION, NodeManifest};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+use crate::api::{self, ApiState};
+use crate::datadir::{self, DataDir, random_bytes};
+use crate::mesh::{Clock, Command, MeshLoop};
+use crate::settings::AgentSettings;
+use crate::sysinfo;
+
+/// Where the cluster key ring came from.
+fn load_keys(
+    settings: &AgentSettings,
+    dir: &DataDir,
+) -> anyhow::Result<(KeyRing, Vec<ClusterKey>)> {
+    if let Some(path) = &settings.cluster_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --cluster-key-file {}", path.display()))?;
+        return Ok(datadir::parse_keys(&text, &path.display().to_string())?);
+    }
+    if let Ok(text) = std::env::var("MYCO_CLUSTER_KEY") {
+        return Ok(datadir::parse_keys(&text, "MYCO_CLUSTER_KEY")?);
+    }
+    if dir.read_cluster_keys()?.is_some() {
+        let text = std::fs::read_to_string(dir.path().join(datadir::CLUSTER_KEY))?;
+        return Ok(datadir::parse_keys(&text, datadir::CLUSTER_KEY)?);
+    }
+    let key = ClusterKey::from_bytes(random_bytes::<32>());
+    if settings.join.is_empty() {
+        tracing::info!(key_id = %key.id(), "generated a new cluster key; print it for other nodes with `myco cluster key --data-dir {}`", dir.path().display());
+    } else {
+        tracing::warn!(key_id = %key.id(), "no cluster key given, so a new one was generated: this node can only join nodes that share it (pass --cluster-key-file or MYCO_CLUSTER_KEY)");
+    }
+    Ok((KeyRing::new(key.clone()), vec![key]))
+}
+
+/// Runs an agent until SIGTERM or SIGINT, then leaves the mesh gracefully.
+pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = DataDir::create(&settings.data_dir)?;
+    let signing = dir.identity()?;
+    let id = datadir::node_id_of(&signing);
+    let boot = dir.next_boot()?;
+    let (keys, key_list) = load_keys(&settings, &dir)?;
+    dir.write_cluster_keys(&keys, &key_list)?;
+    let token = dir.api_token()?;
+
+    let manifest = NodeManifest {
+        format: NodeManifest::FORMAT,
+        id,
+        boot,
+        name: settings.name.clone(),
+        tags: settings.tags.clone(),
+        capacity: sysinfo::detect(),
+        mesh_addr: settings.advertise,
+        api_addr: Some(settings.api.to_string()),
+        edge_addr: Some(settings.edge.to_string()),
+        version: MYCO_VERSION.to_string(),
+        key_id: keys.primary_id().to_string(),
+    };
+    manifest.validate().context("node name and tags")?;
+
+    let socket = UdpSocket::bind(settings.bind).await.with_context(|| {
+        format!(
+            "binding the mesh port {}: is another agent running? choose another with --bind",
+            settings.bind
+        )
+    })?;
+    let api_listener = tokio::net::TcpListener::bind(settings.api)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the API on {}: is another agent running? choose another with --api",
+                settings.api
+            )
+        })?;
+
+    let clock = Clock::start();
+    let peer = Peer {
+        id,
+        addr: settings.advertise,
+        boot,
+        bump: 0,
+    };
+    let node = Node::new(
+        clock.now(),
+        NodeSetup {
+            peer,
+            manifest: manifest.clone(),
+            keys: keys.clone(),
+            seed: u64::from_le_bytes(random_bytes::<8>()),
+            config: Config::default(),
+        },
+    );
+    let (mesh, commands, snapshot) = MeshLoop::new(node, socket, clock);
+    let mesh_task = tokio::spawn(mesh.run());
+
+    for target in &settings.join {
+        match tokio::net::lookup_host(target.as_str()).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(addr) => commands
+                    .send(Command::Join(addr))
+                    .await
+                    .context("mesh loop stopped")?,
+                None => tracing::warn!(%target, "join address resolved to nothing"),
+            },
+            Err(e) => tracing::warn!(%target, error = %e, "cannot resolve join address"),
+        }
+    }
+
+    let state = ApiState {
+        snapshot,
+        commands: commands.clone(),
+        token: Arc::from(token.as_str()),
+        open_reads: settings.api.ip().is_loopback(),
+        started,
+        key_id: keys.primary_id().to_string(),
+        data_dir: dir.path().to_path_buf(),
+    };
+    let (stop_api, api_stopped) = oneshot::channel::<()>();
+    let api_task = tokio::spawn(async move {
+        axum::serve(api_listener, api::router(state))
+            .with_graceful_shutdown(async {
+                let _ = api_stopped.await;
+            })
+            .await
+    });
+    tracing::info!(node = %id, name = %settings.name, mesh = %settings.bind, advertise = %settings.advertise,
+        api = %format!("http://{}", settings.api), key_id = %keys.primary_id(), "myco agent ready");
+    notify_systemd("READY=1");
+
+    shutdown_signal().await;
+    notify_systemd("STOPPING=1");
+    tracing::info!("leaving the mesh");
+    let (tx, rx) = oneshot::channel();
+    if commands.send(Command::Leave(tx)).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+    }
+    let _ = stop_api.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
+    mesh_task.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Tells systemd (`Type=notify`) about readiness; a no-op outside systemd.
+fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &a));
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "systemd notification failed");
+    }
+}

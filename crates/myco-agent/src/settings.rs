@@ -1,0 +1,233 @@
+//! Agent settings: raw options (from flags and an optional TOML file, flags
+//! winning) resolved into validated [`AgentSettings`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Options as given, before defaults and validation. The TOML config file
+/// uses the same names (`data_dir`, `name`, `bind`, `advertise`, `api`,
+/// `edge`, `join = [..]`, `cluster_key_file`, `[tags]`).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentOptions {
+    /// Where the node keeps its identity, keys and state.
+    pub data_dir: Option<PathBuf>,
+    /// The node's name.
+    pub name: Option<String>,
+    /// Mesh transport listen address.
+    pub bind: Option<String>,
+    /// Address peers should use.
+    pub advertise: Option<String>,
+    /// HTTP API listen address.
+    pub api: Option<String>,
+    /// Edge gateway listen address.
+    pub edge: Option<String>,
+    /// Peers to join.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Node tags for placement.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// File holding the cluster key ring.
+    pub cluster_key_file: Option<PathBuf>,
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The config file could not be read or parsed.
+    #[error("config file {path}: {why}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// An address is not `IP:PORT`.
+    #[error("--{flag} {value:?} is not an address (want IP:PORT, e.g. 0.0.0.0:7946)")]
+    BadAddr {
+        /// Which flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// A tag is not `KEY=VALUE`.
+    #[error("--tag {0:?} is not KEY=VALUE")]
+    BadTag(String),
+}
+
+/// Validated settings the agent runs with.
+#[derive(Clone, Debug)]
+pub struct AgentSettings {
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// Node name (defaults to the host name).
+    pub name: String,
+    /// Mesh listen address.
+    pub bind: SocketAddr,
+    /// Address peers use; detected when not given.
+    pub advertise: SocketAddr,
+    /// HTTP API listen address.
+    pub api: SocketAddr,
+    /// Edge gateway listen address (served by a later release).
+    pub edge: SocketAddr,
+    /// Join addresses, `HOST:PORT`, resolved at start.
+    pub join: Vec<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Cluster key file, if given.
+    pub cluster_key_file: Option<PathBuf>,
+}
+
+/// Parses `KEY=VALUE` tags from the command line.
+pub fn parse_tags(tags: &[String]) -> Result<BTreeMap<String, String>, SettingsError> {
+    tags.iter()
+        .map(|t| match t.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(SettingsError::BadTag(t.clone())),
+        })
+        .collect()
+}
+
+impl AgentOptions {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<AgentOptions, SettingsError> {
+        let err = |why: String| SettingsError::ConfigFile {
+            path: path.to_path_buf(),
+            why,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        toml::from_str(&text).map_err(|e| err(e.to_string()))
+    }
+
+    /// `self` over `base`: options given here win; tags and joins merge.
+    pub fn over(self, base: AgentOptions) -> AgentOptions {
+        let mut tags = base.tags;
+        tags.extend(self.tags);
+        let mut join = base.join;
+        join.extend(self.join);
+        AgentOptions {
+            data_dir: self.data_dir.or(base.data_dir),
+            name: self.name.or(base.name),
+            bind: self.bind.or(base.bind),
+            advertise: self.advertise.or(base.advertise),
+            api: self.api.or(base.api),
+            edge: self.edge.or(base.edge),
+            join,
+            tags,
+            cluster_key_file: self.cluster_key_file.or(base.cluster_key_file),
+        }
+    }
+
+    /// Applies defaults and validates.
+    pub fn resolve(self) -> Result<AgentSettings, SettingsError> {
+        let addr = |flag: &'static str,
+                    v: Option<String>,
+                    default: &str|
+         -> Result<SocketAddr, SettingsError> {
+            let value = v.unwrap_or_else(|| default.to_string());
+            value
+                .parse()
+                .map_err(|_| SettingsError::BadAddr { flag, value })
+        };
+        let bind = addr("bind", self.bind, "0.0.0.0:7946")?;
+        let advertise = match self.advertise {
+            Some(v) => addr("advertise", Some(v), "")?,
+            None if bind.ip().is_unspecified() => {
+                SocketAddr::new(first_non_loopback_ip(), bind.port())
+            }
+            None => bind,
+        };
+        Ok(AgentSettings {
+            data_dir: self.data_dir.unwrap_or_else(default_data_dir),
+            name: self.name.unwrap_or_else(hostname),
+            bind,
+            advertise,
+            api: addr("api", self.api, "127.0.0.1:7070")?,
+            edge: addr("edge", self.edge, "0.0.0.0:8080")?,
+            join: self.join,
+            tags: self.tags,
+            cluster_key_file: self.cluster_key_file,
+        })
+    }
+}
+
+/// `/var/lib/myco` for root, `~/.local/share/myco` otherwise.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/myco");
+    }
+    match std::env::var_os("XDG_DATA_HOME")
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".local/share").into()))
+    {
+        Some(base) => Path::new(&base).join("myco"),
+        None => PathBuf::from("myco-data"),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "myco".into())
+}
+
+/// The first IPv4 address of an up, non-loopback interface; loopback if none.
+/// Multi-homed machines should pass `--advertise`.
+fn first_non_loopback_ip() -> IpAddr {
+    nix::ifaddrs::getifaddrs()
+        .ok()
+        .and_then(|addrs| {
+            addrs
+                .filter(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+                .filter_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|v4| v4.ip())))
+                .find(|ip| !ip.is_loopback())
+        })
+        .map(IpAddr::V4)
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_tags_merge() {
+        let file: AgentOptions =
+            toml::from_str("name = \"file\"\nbind = \"127.0.0.1:1\"\njoin = [\"a:1\"]\n[tags]\nzone = \"a\"\nrack = \"1\"\n").unwrap();
+        let flags = AgentOptions {
+            name: Some("flag".into()),
+            tags: BTreeMap::from([("zone".into(), "b".into())]),
+            join: vec!["b:2".into()],
+            ..Default::default()
+        };
+        let s = flags.over(file).resolve().unwrap();
+        assert_eq!(s.name, "flag");
+        assert_eq!(s.bind, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(
+            s.advertise, s.bind,
+            "a specific bind address is advertised as is"
+        );
+        assert_eq!(s.tags["zone"], "b");
+        assert_eq!(s.tags["rack"], "1");
+        assert_eq!(s.join, vec!["a:1".to_string(), "b:2".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_get_clear_errors() {
+        let e = AgentOptions {
+            bind: Some("nope".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(e.to_string().contains("--bind"), "{e}");
+        assert!(parse_tags(&["novalue".into()]).is_err());
+        assert_eq!(parse_tags(&["k=v=w".into()]).unwrap()["k"], "v=w");
+        assert!(toml::from_str::<AgentOptions>("unknown = 1").is_err());
+    }
+}

@@ -1,0 +1,138 @@
+//! Raw command-line flags; `commands` turns them into actions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Myco: a self-healing mesh orchestrator for small fleets of Linux machines.
+#[derive(Parser, Debug)]
+#[command(name = "myco", version, propagate_version = true)]
+pub struct Cli {
+    /// The agent API to talk to [default: http://127.0.0.1:7070]. For
+    /// `myco agent`, the address its API listens on (ADDR:PORT).
+    #[arg(long, global = true, env = "MYCO_API")]
+    pub api: Option<String>,
+    /// API token (default: from MYCO_API_TOKEN, or `api-token` in --data-dir).
+    #[arg(long, global = true, env = "MYCO_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The node's data dir (identity, keys, token, state).
+    #[arg(long, global = true, env = "MYCO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--json` for listings.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Output {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent (one per machine).
+    Agent(AgentArgs),
+    /// Print this node's id from its data dir (no agent needed).
+    Id,
+    /// This node and a summary of the mesh.
+    Status(Output),
+    /// Every member of the mesh.
+    Nodes(Output),
+    /// The other members, as this node sees them.
+    Peers(Output),
+    /// Manage peers.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// Cluster-wide settings.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Run a local mesh of N agents on loopback, for trying Myco out.
+    Dev(DevArgs),
+    /// Print a systemd unit for the agent.
+    SystemdUnit(SystemdArgs),
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// TOML config file (same names as the flags; flags win).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Node name (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Mesh transport address [default: 0.0.0.0:7946].
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// Address peers should use [default: detected].
+    #[arg(long)]
+    pub advertise: Option<String>,
+    /// Edge gateway [default: 0.0.0.0:8080].
+    #[arg(long)]
+    pub edge: Option<String>,
+    /// A peer to join, HOST:PORT (repeatable).
+    #[arg(long)]
+    pub join: Vec<String>,
+    /// A node tag KEY=VALUE (repeatable).
+    #[arg(long)]
+    pub tag: Vec<String>,
+    /// File with the cluster key (or env MYCO_CLUSTER_KEY).
+    #[arg(long)]
+    pub cluster_key_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCmd {
+    /// Join the agent to the mesh of the peer at ADDR (HOST:PORT of its mesh port).
+    Add {
+        /// HOST:PORT.
+        addr: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCmd {
+    /// Print the cluster key (from --data-dir, or from the agent with a token).
+    Key,
+}
+
+#[derive(Args, Debug)]
+pub struct DevArgs {
+    /// How many agents.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u16,
+    /// Where their data dirs go.
+    #[arg(long, default_value = ".myco-dev")]
+    pub dir: PathBuf,
+    /// Node i listens on mesh BASE+i, API 7070+i, edge 8080+i.
+    #[arg(long, default_value_t = 7946)]
+    pub mesh_port: u16,
+    /// First API port.
+    #[arg(long, default_value_t = 7070)]
+    pub api_port: u16,
+    /// First edge port.
+    #[arg(long, default_value_t = 8080)]
+    pub edge_port: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct SystemdArgs {
+    /// Extra arguments for `myco agent` in the unit.
+    #[arg(last = true)]
+    pub agent_args: Vec<String>,
+}

@@ -1,0 +1,175 @@
+//! One function per subcommand.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use myco_agent::datadir::DataDir;
+use myco_agent::settings::{AgentOptions, default_data_dir, parse_tags};
+use myco_proto::api::{NodeInfo, PeerAdd, Status};
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{AgentArgs, Cli, ClusterCmd, Command, LogFormat, PeerCmd};
+use crate::client::{Client, find_token};
+use crate::{dev, table};
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let client = || {
+        Client::new(
+            cli.api.as_deref(),
+            find_token(cli.token.clone(), cli.data_dir.as_deref()),
+        )
+    };
+    match cli.command {
+        Command::Agent(args) => agent(args, cli.api, cli.data_dir),
+        Command::Id => {
+            let dir = cli.data_dir.unwrap_or_else(default_data_dir);
+            println!("{}", DataDir::open(dir).node_id()?);
+            Ok(())
+        }
+        Command::Status(o) => {
+            let s: Status = client().get("/v1/status")?;
+            if o.json {
+                return print_json(&s);
+            }
+            let c = s.cluster;
+            println!("node     {} ({})", s.node.name, s.node.id);
+            println!("addr     {}", s.node.addr);
+            println!("version  {}", s.version);
+            println!("uptime   {}s", s.uptime_s);
+            println!("key id   {}", s.cluster_key_id);
+            println!(
+                "mesh     {} alive, {} suspect, {} down, {} left",
+                c.alive, c.suspect, c.down, c.left
+            );
+            Ok(())
+        }
+        Command::Nodes(o) => list_nodes(&client().get::<Vec<NodeInfo>>("/v1/nodes")?, o.json),
+        Command::Peers(o) => list_nodes(&client().get::<Vec<NodeInfo>>("/v1/peers")?, o.json),
+        Command::Peer(PeerCmd::Add { addr }) => {
+            let c = client();
+            c.post("/v1/peers", &PeerAdd { addr: addr.clone() })?;
+            println!("joining {addr} via {}", c.base());
+            Ok(())
+        }
+        Command::Cluster(ClusterCmd::Key) => {
+            // With a data dir, read it there: works with the agent stopped.
+            let text = match &cli.data_dir {
+                Some(dir) => std::fs::read_to_string(dir.join(myco_agent::datadir::CLUSTER_KEY))
+                    .with_context(|| {
+                        format!(
+                            "no cluster key in {} (start the agent there once)",
+                            dir.display()
+                        )
+                    })?,
+                None => client().get_text("/v1/cluster/key")?,
+            };
+            for line in text
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            {
+                println!("{}", line.trim());
+            }
+            Ok(())
+        }
+        Command::Dev(args) => dev::run(args),
+        Command::SystemdUnit(args) => {
+            print!("{}", systemd_unit(&args.agent_args));
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "myco", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn list_nodes(nodes: &[NodeInfo], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&nodes);
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                format!("{}{}", n.name, if n.is_self { " *" } else { "" }),
+                n.id.clone(),
+                n.state.clone(),
+                n.addr.clone(),
+                format!("{}", n.capacity.cpu_milli as f64 / 1000.0),
+                format!("{} MiB", n.capacity.memory_mb),
+                n.tags
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]
+        })
+        .collect();
+    table::print(
+        &["NAME", "ID", "STATE", "ADDR", "CPU", "MEMORY", "TAGS"],
+        &rows,
+    )?;
+    Ok(())
+}
+
+fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let flags = AgentOptions {
+        data_dir,
+        name: args.name,
+        bind: args.bind,
+        advertise: args.advertise,
+        // The global --api is the listen address here; a URL form is accepted too.
+        api: api.map(|a| {
+            a.trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string()
+        }),
+        edge: args.edge,
+        join: args.join,
+        tags: parse_tags(&args.tag)?,
+        cluster_key_file: args.cluster_key_file,
+    };
+    let options = match &args.config {
+        Some(path) => flags.over(AgentOptions::from_file(path)?),
+        None => flags,
+    };
+    let settings = options.resolve()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(myco_agent::run(settings))
+}
+
+fn systemd_unit(extra: &[String]) -> String {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "/usr/local/bin/myco".into());
+    let args = if extra.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", extra.join(" "))
+    };
+    format!(
+        "[Unit]\nDescription=Myco mesh agent\nWants=network-online.target\nAfter=network-online.target\n\n\
+[Service]\nType=notify\nExecStart={exe} agent --data-dir /var/lib/myco{args}\nKillSignal=SIGTERM\nTimeoutStopSec=20\n\
+Restart=always\nRestartSec=2\nLimitNOFILE=65536\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
+}
