@@ -40,8 +40,6 @@ pub struct ApiState {
     pub open_reads: bool,
     /// When the agent started.
     pub started: Instant,
-    /// The primary cluster key id.
-    pub key_id: String,
     /// The data dir (the cluster key is read from it on request).
     pub data_dir: PathBuf,
 }
@@ -161,7 +159,7 @@ fn status_of(s: &ApiState) -> Status {
     Status {
         node: node_info(&snap.members[0], &snap),
         cluster: counts(&snap),
-        cluster_key_id: s.key_id.clone(),
+        cluster_key_id: snap.key_id.to_string(),
         uptime_s: s.started.elapsed().as_secs(),
         version: MYCO_VERSION.to_string(),
     }

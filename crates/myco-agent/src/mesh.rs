@@ -20,6 +20,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub enum Command {
     /// Join through a peer at this address.
     Join(SocketAddr),
+    /// Replace the cluster key ring.
+    Rekey(myco_proto::KeyRing),
     /// Leave the mesh; answered once the leave messages are sent.
     Leave(oneshot::Sender<()>),
 }
@@ -37,6 +39,8 @@ pub struct Snapshot {
     pub connected: bool,
     /// The core time the snapshot was taken at.
     pub at: Time,
+    /// The id of the cluster key the node seals with.
+    pub key_id: myco_proto::KeyId,
 }
 
 /// How often the snapshot is refreshed even when nothing was reported:
@@ -120,6 +124,10 @@ impl MeshLoop {
                 _ = tokio::time::sleep_until(wake.into()) => self.node.handle_timeout(self.clock.now()),
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Join(addr)) => self.node.join(self.clock.now(), addr),
+                    Some(Command::Rekey(keys)) => {
+                        tracing::info!(key_id = %keys.primary_id(), keys = ?keys, "cluster key ring reloaded");
+                        self.node.set_keys(keys);
+                    }
                     Some(Command::Leave(reply)) => {
                         self.node.leave(self.clock.now());
                         leave_reply = Some(reply);
@@ -191,5 +199,6 @@ fn snapshot_of(node: &Node, at: Time) -> Snapshot {
         stats: node.stats().clone(),
         connected: node.is_connected(),
         at,
+        key_id: node.key_id(),
     }
 }

@@ -122,7 +122,6 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         token: Arc::from(token.as_str()),
         open_reads: settings.api.ip().is_loopback(),
         started,
-        key_id: keys.primary_id().to_string(),
         data_dir: dir.path().to_path_buf(),
     };
     let (stop_api, api_stopped) = oneshot::channel::<()>();
@@ -137,7 +136,13 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         api = %format!("http://{}", settings.api), key_id = %keys.primary_id(), "myco agent ready");
     notify_systemd("READY=1");
 
+    let reload = tokio::spawn(reload_keys_on_sighup(
+        settings.clone(),
+        dir.clone(),
+        commands.clone(),
+    ));
     shutdown_signal().await;
+    reload.abort();
     notify_systemd("STOPPING=1");
     tracing::info!("leaving the mesh");
     let (tx, rx) = oneshot::channel();
@@ -149,6 +154,33 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     mesh_task.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP re-reads the cluster key source, for rotation without a restart.
+async fn reload_keys_on_sighup(
+    settings: AgentSettings,
+    dir: DataDir,
+    commands: tokio::sync::mpsc::Sender<Command>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match load_keys(&settings, &dir).and_then(|(ring, list)| {
+            dir.write_cluster_keys(&ring, &list)?;
+            Ok(ring)
+        }) {
+            Ok(ring) => {
+                if commands.send(Command::Rekey(ring)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "SIGHUP: cluster keys not reloaded; the old ones stay in use")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -57,8 +57,11 @@ impl Config {
         c.probe_period = self.probe_period;
         c.probe_rtt = self.probe_rtt;
         c.suspect_to_down_after = self.suspect_to_down_after;
-        c.max_packet_size = NonZeroUsize::new(MAX_PLAINTEXT - SWIM_FRAME_OVERHEAD).expect("positive");
-        c.max_transmissions = c.max_transmissions.max(NonZeroU8::new(6).expect("positive"));
+        c.max_packet_size =
+            NonZeroUsize::new(MAX_PLAINTEXT - SWIM_FRAME_OVERHEAD).expect("positive");
+        c.max_transmissions = c
+            .max_transmissions
+            .max(NonZeroU8::new(6).expect("positive"));
         c.remove_down_after = Some(self.forget_after);
         c.notify_down_members = true;
         c.periodic_gossip = Some(foca::PeriodicParams {

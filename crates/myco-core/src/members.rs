@@ -85,7 +85,10 @@ pub(crate) enum Change {
 
 impl MemberTable {
     pub(crate) fn new(max: usize) -> Self {
-        MemberTable { records: BTreeMap::new(), max }
+        MemberTable {
+            records: BTreeMap::new(),
+            max,
+        }
     }
 
     pub(crate) fn up(&mut self, now: Time, peer: Peer) -> Change {
@@ -109,7 +112,11 @@ impl MemberTable {
         }
         rec.peer = peer;
         rec.liveness = Liveness::Up;
-        if changed { Change::Changed } else { Change::Unchanged }
+        if changed {
+            Change::Changed
+        } else {
+            Change::Unchanged
+        }
     }
 
     /// Marks a member down unless it left on purpose or a newer life is known.
@@ -126,7 +133,10 @@ impl MemberTable {
 
     pub(crate) fn left(&mut self, now: Time, peer: Peer) -> Change {
         match self.records.get_mut(&peer.id) {
-            Some(rec) if rec.liveness != Liveness::Left && (rec.peer.boot, rec.peer.bump) <= (peer.boot, peer.bump) => {
+            Some(rec)
+                if rec.liveness != Liveness::Left
+                    && (rec.peer.boot, rec.peer.bump) <= (peer.boot, peer.bump) =>
+            {
                 rec.liveness = Liveness::Left;
                 rec.since = now;
                 Change::Changed
@@ -138,7 +148,9 @@ impl MemberTable {
     /// Stores a manifest if it is for the member's current (or a newer) life.
     pub(crate) fn set_manifest(&mut self, manifest: NodeManifest) -> Change {
         match self.records.get_mut(&manifest.id) {
-            Some(rec) if manifest.boot >= rec.peer.boot && rec.manifest.as_ref() != Some(&manifest) => {
+            Some(rec)
+                if manifest.boot >= rec.peer.boot && rec.manifest.as_ref() != Some(&manifest) =>
+            {
                 rec.manifest = Some(manifest);
                 Change::Changed
             }
@@ -147,7 +159,12 @@ impl MemberTable {
     }
 
     /// Up members whose manifest is missing or stale, not asked since `retry`.
-    pub(crate) fn manifests_wanted(&mut self, now: Time, retry: Duration, limit: usize) -> Vec<Peer> {
+    pub(crate) fn manifests_wanted(
+        &mut self,
+        now: Time,
+        retry: Duration,
+        limit: usize,
+    ) -> Vec<Peer> {
         let mut out = Vec::new();
         for rec in self.records.values_mut() {
             if out.len() >= limit {
@@ -165,7 +182,8 @@ impl MemberTable {
 
     /// Forgets members down or left for longer than `after`.
     pub(crate) fn forget(&mut self, now: Time, after: Duration) {
-        self.records.retain(|_, r| r.liveness == Liveness::Up || now.since(r.since) < after);
+        self.records
+            .retain(|_, r| r.liveness == Liveness::Up || now.since(r.since) < after);
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -173,11 +191,16 @@ impl MemberTable {
     }
 
     pub(crate) fn is_up(&self, id: &NodeId) -> bool {
-        self.records.get(id).is_some_and(|r| r.liveness == Liveness::Up)
+        self.records
+            .get(id)
+            .is_some_and(|r| r.liveness == Liveness::Up)
     }
 
     /// The view, with suspicion taken from foca's `suspects`.
-    pub(crate) fn views<'a>(&'a self, suspects: &'a BTreeMap<NodeId, Peer>) -> impl Iterator<Item = MemberView> + 'a {
+    pub(crate) fn views<'a>(
+        &'a self,
+        suspects: &'a BTreeMap<NodeId, Peer>,
+    ) -> impl Iterator<Item = MemberView> + 'a {
         self.records.values().map(move |r| MemberView {
             peer: r.peer,
             state: match r.liveness {
@@ -198,12 +221,20 @@ mod tests {
     use super::*;
 
     fn peer(id: u64, boot: u64) -> Peer {
-        Peer { id: NodeId::from_u64(id), addr: "127.0.0.1:1".parse().unwrap(), boot, bump: 0 }
+        Peer {
+            id: NodeId::from_u64(id),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            boot,
+            bump: 0,
+        }
     }
 
     fn state(t: &MemberTable, id: u64) -> MemberState {
         let none = BTreeMap::new();
-        t.views(&none).find(|v| v.peer.id == NodeId::from_u64(id)).unwrap().state
+        t.views(&none)
+            .find(|v| v.peer.id == NodeId::from_u64(id))
+            .unwrap()
+            .state
     }
 
     #[test]
@@ -261,6 +292,10 @@ mod tests {
         assert_eq!(t.set_manifest(m), Change::Changed);
         assert_eq!(t.manifests_wanted(Time(5000), retry, 10).len(), 0);
         t.up(Time(6000), peer(1, 2));
-        assert_eq!(t.manifests_wanted(Time(6000), retry, 10).len(), 1, "a restart makes it stale");
+        assert_eq!(
+            t.manifests_wanted(Time(6000), retry, 10).len(),
+            1,
+            "a restart makes it stale"
+        );
     }
 }

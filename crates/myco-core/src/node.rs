@@ -124,8 +124,19 @@ impl Node {
     /// Creates a node at time `now`. It knows no one until [`Node::join`] or
     /// until another node announces itself to it.
     pub fn new(now: Time, setup: NodeSetup) -> Node {
-        let NodeSetup { peer, manifest, keys, seed, config } = setup;
-        let swim = Foca::new(peer, config.foca(1), StdRng::seed_from_u64(seed), PostcardCodec);
+        let NodeSetup {
+            peer,
+            manifest,
+            keys,
+            seed,
+            config,
+        } = setup;
+        let swim = Foca::new(
+            peer,
+            config.foca(1),
+            StdRng::seed_from_u64(seed),
+            PostcardCodec,
+        );
         let mut timers = Timers::new();
         timers.insert(now + config.tick, Timer::Tick);
         Node {
@@ -181,12 +192,18 @@ impl Node {
             .collect();
         let me = MemberView {
             peer: self.me,
-            state: if self.leaving { MemberState::Left } else { MemberState::Alive },
+            state: if self.leaving {
+                MemberState::Left
+            } else {
+                MemberState::Alive
+            },
             since: Time::ZERO,
             manifest: Some(self.manifest.clone()),
             is_self: true,
         };
-        std::iter::once(me).chain(self.members.views(&suspects)).collect()
+        std::iter::once(me)
+            .chain(self.members.views(&suspects))
+            .collect()
     }
 
     // ----- inputs -----
@@ -203,7 +220,10 @@ impl Node {
         if header.sender == self.me.id {
             return self.refuse(from, "from_self");
         }
-        if !self.replay.accept(now, header.sender, header.epoch, header.counter) {
+        if !self
+            .replay
+            .accept(now, header.sender, header.epoch, header.counter)
+        {
             return self.refuse(from, "replay");
         }
         let frame = match Frame::decode(&plain) {
@@ -295,6 +315,18 @@ impl Node {
         }
         self.seeds.insert(addr, now + HELLO_RETRY);
         self.send(addr, &Frame::Hello(self.me));
+    }
+
+    /// Replaces the cluster key ring (rotation). Datagrams are sealed with
+    /// the new primary from now on and opened with any key of the new ring.
+    pub fn set_keys(&mut self, keys: KeyRing) {
+        self.manifest.key_id = keys.primary_id().to_string();
+        self.keys = keys;
+    }
+
+    /// The id of the key this node seals with.
+    pub fn key_id(&self) -> myco_proto::KeyId {
+        self.keys.primary_id()
     }
 
     /// Leaves the mesh on purpose: tells every live member, then stops
@@ -419,14 +451,22 @@ impl Node {
     }
 
     fn request_manifests(&mut self) {
-        for peer in self.members.manifests_wanted(self.now, MANIFEST_RETRY, MANIFESTS_PER_TICK) {
+        for peer in self
+            .members
+            .manifests_wanted(self.now, MANIFEST_RETRY, MANIFESTS_PER_TICK)
+        {
             self.send(peer.addr, &Frame::ManifestRequest);
         }
     }
 
     fn tick(&mut self) {
         if !self.connected && !self.leaving {
-            let due: Vec<SocketAddr> = self.seeds.iter().filter(|(_, at)| **at <= self.now).map(|(a, _)| *a).collect();
+            let due: Vec<SocketAddr> = self
+                .seeds
+                .iter()
+                .filter(|(_, at)| **at <= self.now)
+                .map(|(a, _)| *a)
+                .collect();
             for addr in due {
                 self.seeds.insert(addr, self.now + HELLO_RETRY);
                 self.send(addr, &Frame::Hello(self.me));

@@ -30,7 +30,10 @@ pub(crate) struct ReplayGuard {
 
 impl ReplayGuard {
     pub(crate) fn new(capacity: usize) -> Self {
-        ReplayGuard { senders: BTreeMap::new(), capacity: capacity.max(1) }
+        ReplayGuard {
+            senders: BTreeMap::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// Records the datagram and says whether it is fresh.
@@ -39,14 +42,27 @@ impl ReplayGuard {
             if self.senders.len() >= self.capacity {
                 self.evict_oldest();
             }
-            self.senders.insert(sender, Window { epoch, top: counter, seen: 1, last_seen: now });
+            self.senders.insert(
+                sender,
+                Window {
+                    epoch,
+                    top: counter,
+                    seen: 1,
+                    last_seen: now,
+                },
+            );
             return true;
         };
         if epoch < w.epoch {
             return false;
         }
         if epoch > w.epoch {
-            *w = Window { epoch, top: counter, seen: 1, last_seen: now };
+            *w = Window {
+                epoch,
+                top: counter,
+                seen: 1,
+                last_seen: now,
+            };
             return true;
         }
         if counter > w.top {
@@ -66,7 +82,12 @@ impl ReplayGuard {
     }
 
     fn evict_oldest(&mut self) {
-        if let Some(oldest) = self.senders.iter().min_by_key(|(_, w)| w.last_seen).map(|(id, _)| *id) {
+        if let Some(oldest) = self
+            .senders
+            .iter()
+            .min_by_key(|(_, w)| w.last_seen)
+            .map(|(id, _)| *id)
+        {
             self.senders.remove(&oldest);
         }
     }

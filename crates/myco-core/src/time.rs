@@ -30,7 +30,7 @@ impl Add<Duration> for Time {
     type Output = Time;
     fn add(self, d: Duration) -> Time {
         // Round up so a timer never fires before its delay has passed.
-        let ms = d.as_millis() as u64 + u64::from(d.subsec_nanos() % 1_000_000 != 0);
+        let ms = d.as_millis() as u64 + u64::from(!d.subsec_nanos().is_multiple_of(1_000_000));
         Time(self.0.saturating_add(ms))
     }
 }

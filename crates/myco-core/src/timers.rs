@@ -12,7 +12,10 @@ pub(crate) struct Timers<T> {
 
 impl<T> Timers<T> {
     pub(crate) fn new() -> Self {
-        Timers { queue: BTreeMap::new(), seq: 0 }
+        Timers {
+            queue: BTreeMap::new(),
+            seq: 0,
+        }
     }
 
     pub(crate) fn insert(&mut self, at: Time, timer: T) {

@@ -10,12 +10,12 @@
 //! a node and the counter on every datagram, so a nonce never repeats under
 //! one key. The same pair lets receivers refuse replays (see `myco-core`).
 
-use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::XNonce;
+use chacha20poly1305::aead::{Aead, Payload};
 
+use crate::MAX_DATAGRAM;
 use crate::id::NodeId;
 use crate::key::{KeyId, KeyRing};
-use crate::MAX_DATAGRAM;
 
 const MAGIC: [u8; 2] = *b"MY";
 /// The envelope format version this build writes and reads.
@@ -86,8 +86,18 @@ impl Envelope {
     /// # Panics
     /// If `plaintext` is longer than [`MAX_PLAINTEXT`]: callers size their
     /// frames first, so this is a bug in the caller.
-    pub fn seal(ring: &KeyRing, sender: NodeId, epoch: u64, counter: u64, plaintext: &[u8]) -> Vec<u8> {
-        assert!(plaintext.len() <= MAX_PLAINTEXT, "frame of {} bytes exceeds the datagram", plaintext.len());
+    pub fn seal(
+        ring: &KeyRing,
+        sender: NodeId,
+        epoch: u64,
+        counter: u64,
+        plaintext: &[u8],
+    ) -> Vec<u8> {
+        assert!(
+            plaintext.len() <= MAX_PLAINTEXT,
+            "frame of {} bytes exceeds the datagram",
+            plaintext.len()
+        );
         let (key_id, cipher) = ring.primary_cipher();
         let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
         out.extend_from_slice(&MAGIC);
@@ -98,7 +108,13 @@ impl Envelope {
         out.extend_from_slice(&counter.to_be_bytes());
         let nonce = nonce_of(&out);
         let sealed = cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: &out })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &out,
+                },
+            )
             .expect("XChaCha20-Poly1305 sealing cannot fail for in-bounds input");
         out.extend_from_slice(&sealed);
         out
@@ -126,9 +142,17 @@ impl Envelope {
             epoch: u64::from_be_bytes(head[15..23].try_into().expect("8 bytes")),
             counter: u64::from_be_bytes(head[23..31].try_into().expect("8 bytes")),
         };
-        let cipher = ring.cipher(key_id).ok_or(EnvelopeError::UnknownKey(key_id))?;
+        let cipher = ring
+            .cipher(key_id)
+            .ok_or(EnvelopeError::UnknownKey(key_id))?;
         let plain = cipher
-            .decrypt(&nonce_of(head), Payload { msg: body, aad: head })
+            .decrypt(
+                &nonce_of(head),
+                Payload {
+                    msg: body,
+                    aad: head,
+                },
+            )
             .map_err(|_| EnvelopeError::Unauthentic)?;
         Ok((header, plain))
     }
@@ -164,14 +188,20 @@ mod tests {
         for i in 0..d.len() {
             let mut bad = d.clone();
             bad[i] ^= 0x40;
-            assert!(Envelope::open(&r, &bad).is_err(), "flip at byte {i} was accepted");
+            assert!(
+                Envelope::open(&r, &bad).is_err(),
+                "flip at byte {i} was accepted"
+            );
         }
     }
 
     #[test]
     fn other_cluster_key_is_refused_and_rotation_accepts_both() {
         let d = Envelope::seal(&ring(1), NodeId::from_u64(9), 1, 1, b"x");
-        assert!(matches!(Envelope::open(&ring(2), &d), Err(EnvelopeError::UnknownKey(_))));
+        assert!(matches!(
+            Envelope::open(&ring(2), &d),
+            Err(EnvelopeError::UnknownKey(_))
+        ));
         let mut rotating = ring(2);
         rotating.push(ClusterKey::from_bytes([1; 32]));
         assert_eq!(Envelope::open(&rotating, &d).unwrap().1, b"x");
@@ -185,12 +215,21 @@ mod tests {
             assert!(Envelope::open(&r, &d[..len]).is_err());
         }
         let big = vec![b'M'; MAX_DATAGRAM + 1];
-        assert_eq!(Envelope::open(&r, &big), Err(EnvelopeError::Oversize(MAX_DATAGRAM + 1)));
+        assert_eq!(
+            Envelope::open(&r, &big),
+            Err(EnvelopeError::Oversize(MAX_DATAGRAM + 1))
+        );
     }
 
     #[test]
     #[should_panic(expected = "exceeds the datagram")]
     fn sealing_an_oversized_frame_is_a_caller_bug() {
-        Envelope::seal(&ring(1), NodeId::default(), 0, 0, &vec![0; MAX_PLAINTEXT + 1]);
+        Envelope::seal(
+            &ring(1),
+            NodeId::default(),
+            0,
+            0,
+            &vec![0; MAX_PLAINTEXT + 1],
+        );
     }
 }

@@ -33,7 +33,10 @@ impl foca::Identity for Peer {
     type Addr = NodeId;
 
     fn renew(&self) -> Option<Self> {
-        Some(Peer { bump: self.bump.wrapping_add(1), ..*self })
+        Some(Peer {
+            bump: self.bump.wrapping_add(1),
+            ..*self
+        })
     }
 
     fn addr(&self) -> NodeId {
@@ -183,7 +186,10 @@ mod tests {
             boot: 1,
             name: "n1".into(),
             tags: BTreeMap::from([("zone".into(), "a".into())]),
-            capacity: Capacity { cpu_milli: 4000, memory_mb: 8192 },
+            capacity: Capacity {
+                cpu_milli: 4000,
+                memory_mb: 8192,
+            },
             mesh_addr: "127.0.0.1:7946".parse().unwrap(),
             api_addr: Some("127.0.0.1:7070".into()),
             edge_addr: Some("0.0.0.0:8080".into()),
@@ -213,15 +219,28 @@ mod tests {
         assert!(matches!(m.validate(), Err(ManifestError::FieldTooLong(_))));
         // Field limits alone would allow ~2 KiB of tags: the encoded size check catches it.
         let mut m = manifest();
-        m.tags = (0..16).map(|i| (format!("{i:0>63}"), "v".repeat(63))).collect();
-        assert!(matches!(m.validate(), Err(ManifestError::TooLarge(n)) if n > NodeManifest::MAX_ENCODED));
+        m.tags = (0..16)
+            .map(|i| (format!("{i:0>63}"), "v".repeat(63)))
+            .collect();
+        assert!(
+            matches!(m.validate(), Err(ManifestError::TooLarge(n)) if n > NodeManifest::MAX_ENCODED)
+        );
     }
 
     #[test]
     fn newer_life_wins_address_conflicts() {
         use foca::Identity;
-        let old = Peer { id: NodeId::from_u64(1), addr: "127.0.0.1:1".parse().unwrap(), boot: 5, bump: 9 };
-        let new = Peer { boot: 6, bump: 0, ..old };
+        let old = Peer {
+            id: NodeId::from_u64(1),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            boot: 5,
+            bump: 9,
+        };
+        let new = Peer {
+            boot: 6,
+            bump: 0,
+            ..old
+        };
         assert!(new.win_addr_conflict(&old));
         assert!(!old.win_addr_conflict(&new));
         assert!(old.renew().unwrap().win_addr_conflict(&old));

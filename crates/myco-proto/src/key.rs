@@ -148,7 +148,10 @@ impl KeyRing {
     }
 
     pub(crate) fn cipher(&self, id: KeyId) -> Option<&XChaCha20Poly1305> {
-        self.keys.iter().find(|(k, _, _)| *k == id).map(|(_, _, c)| c)
+        self.keys
+            .iter()
+            .find(|(k, _, _)| *k == id)
+            .map(|(_, _, c)| c)
     }
 }
 
@@ -180,6 +183,9 @@ mod tests {
         let ring = KeyRing::parse(&text).unwrap();
         assert_eq!(ring.primary_id(), b.id());
         assert_eq!(ring.ids().collect::<Vec<_>>(), vec![b.id(), a.id()]);
-        assert!(matches!(KeyRing::parse("# nothing\n"), Err(KeyError::Empty)));
+        assert!(matches!(
+            KeyRing::parse("# nothing\n"),
+            Err(KeyError::Empty)
+        ));
     }
 }
