@@ -161,9 +161,10 @@ impl MeshLoop {
         let mut any = false;
         while let Some(event) = self.node.poll_event() {
             any = true;
-            let name = |p: &Peer| {
-                self.node
-                    .members()
+            // A member's name arrives with its manifest, after it is seen up;
+            // later events about it carry the name.
+            let name = |node: &Node, p: &Peer| {
+                node.members()
                     .into_iter()
                     .find(|m| m.peer.id == p.id)
                     .and_then(|m| m.manifest)
@@ -171,16 +172,24 @@ impl MeshLoop {
                     .unwrap_or_default()
             };
             match event {
-                Event::MemberUp(p) => {
-                    tracing::info!(member = %p.id, name = %name(&p), addr = %p.addr, "member up")
-                }
+                Event::MemberUp(p) => tracing::info!(member = %p.id, addr = %p.addr, "member up"),
                 Event::MemberDown(p) => {
-                    tracing::warn!(member = %p.id, name = %name(&p), addr = %p.addr, "member down")
+                    tracing::warn!(member = %p.id, name = %name(&self.node, &p), addr = %p.addr, "member down")
                 }
                 Event::MemberLeft(p) => {
-                    tracing::info!(member = %p.id, name = %name(&p), "member left")
+                    tracing::info!(member = %p.id, name = %name(&self.node, &p), "member left")
                 }
-                Event::ManifestChanged(id) => tracing::debug!(member = %id, "manifest received"),
+                Event::ManifestChanged(id) => {
+                    let m = self
+                        .node
+                        .members()
+                        .into_iter()
+                        .find(|m| m.peer.id == id)
+                        .and_then(|m| m.manifest);
+                    if let Some(m) = m {
+                        tracing::info!(member = %id, name = %m.name, version = %m.version, tags = ?m.tags, "member identified");
+                    }
+                }
                 Event::Connected => tracing::info!("connected to the mesh"),
                 Event::Isolated => tracing::warn!("no live peers: retrying join addresses"),
                 Event::Rejoined(p) => {
