@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use myco_core::{Config, Node, NodeSetup};
+use myco_core::{Node, NodeSetup};
 use myco_proto::frame::Peer;
 use myco_proto::{ClusterKey, KeyRing, MYCO_VERSION, NodeManifest};
 use tokio::net::UdpSocket;
@@ -97,7 +97,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
             manifest: manifest.clone(),
             keys: keys.clone(),
             seed: u64::from_le_bytes(random_bytes::<8>()),
-            config: Config::default(),
+            config: settings.core.clone(),
         },
     );
     let (mesh, commands, snapshot) = MeshLoop::new(node, socket, clock);

@@ -33,6 +33,47 @@ pub struct AgentOptions {
     pub tags: BTreeMap<String, String>,
     /// File holding the cluster key ring.
     pub cluster_key_file: Option<PathBuf>,
+    /// Failure-detection timings (config file only).
+    #[serde(default)]
+    pub membership: MembershipOptions,
+}
+
+/// `[membership]` in the config file: SWIM timings. Every node of a mesh
+/// should use the same. Slower values suit lossy Wi-Fi; faster ones detect
+/// failures sooner at the cost of more false suspicions.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MembershipOptions {
+    /// How often each node probes one member [300].
+    pub probe_period_ms: Option<u64>,
+    /// How long a probe waits before asking others to probe [150].
+    pub probe_rtt_ms: Option<u64>,
+    /// How long a suspect may refute before it is declared down [1000].
+    pub suspect_ms: Option<u64>,
+}
+
+impl MembershipOptions {
+    /// The core config with these timings applied.
+    pub fn core_config(&self) -> Result<myco_core::Config, SettingsError> {
+        let mut c = myco_core::Config::default();
+        let ms = std::time::Duration::from_millis;
+        if let Some(v) = self.probe_period_ms {
+            c.probe_period = ms(v);
+        }
+        if let Some(v) = self.probe_rtt_ms {
+            c.probe_rtt = ms(v);
+        }
+        if let Some(v) = self.suspect_ms {
+            c.suspect_to_down_after = ms(v);
+        }
+        if c.probe_rtt.is_zero()
+            || c.probe_rtt >= c.probe_period
+            || c.suspect_to_down_after < c.probe_period
+        {
+            return Err(SettingsError::Membership);
+        }
+        Ok(c)
+    }
 }
 
 /// A setting that cannot be used.
@@ -57,6 +98,9 @@ pub enum SettingsError {
     /// A tag is not `KEY=VALUE`.
     #[error("--tag {0:?} is not KEY=VALUE")]
     BadTag(String),
+    /// Membership timings that cannot work together.
+    #[error("[membership]: need 0 < probe_rtt_ms < probe_period_ms <= suspect_ms")]
+    Membership,
 }
 
 /// Validated settings the agent runs with.
@@ -80,6 +124,8 @@ pub struct AgentSettings {
     pub tags: BTreeMap<String, String>,
     /// Cluster key file, if given.
     pub cluster_key_file: Option<PathBuf>,
+    /// Core tunables, from `[membership]`.
+    pub core: myco_core::Config,
 }
 
 /// Parses `KEY=VALUE` tags from the command line.
@@ -119,6 +165,17 @@ impl AgentOptions {
             join,
             tags,
             cluster_key_file: self.cluster_key_file.or(base.cluster_key_file),
+            membership: MembershipOptions {
+                probe_period_ms: self
+                    .membership
+                    .probe_period_ms
+                    .or(base.membership.probe_period_ms),
+                probe_rtt_ms: self
+                    .membership
+                    .probe_rtt_ms
+                    .or(base.membership.probe_rtt_ms),
+                suspect_ms: self.membership.suspect_ms.or(base.membership.suspect_ms),
+            },
         }
     }
 
@@ -151,6 +208,7 @@ impl AgentOptions {
             join: self.join,
             tags: self.tags,
             cluster_key_file: self.cluster_key_file,
+            core: self.membership.core_config()?,
         })
     }
 }
@@ -229,5 +287,15 @@ mod tests {
         assert!(parse_tags(&["novalue".into()]).is_err());
         assert_eq!(parse_tags(&["k=v=w".into()]).unwrap()["k"], "v=w");
         assert!(toml::from_str::<AgentOptions>("unknown = 1").is_err());
+        let slow: AgentOptions =
+            toml::from_str("[membership]\nprobe_period_ms = 1000\nsuspect_ms = 4000\n").unwrap();
+        let s = slow.resolve().unwrap();
+        assert_eq!(s.core.probe_period, std::time::Duration::from_secs(1));
+        assert_eq!(
+            s.core.suspect_to_down_after,
+            std::time::Duration::from_secs(4)
+        );
+        let bad: AgentOptions = toml::from_str("[membership]\nprobe_rtt_ms = 500\n").unwrap();
+        assert!(matches!(bad.resolve(), Err(SettingsError::Membership)));
     }
 }
