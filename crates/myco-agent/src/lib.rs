@@ -14,6 +14,8 @@ pub mod datadir;
 pub mod mesh;
 pub mod metrics;
 pub mod settings;
+pub mod store;
+pub mod streams;
 pub mod sysinfo;
 
 mod run;

@@ -15,11 +15,13 @@ pub mod envelope;
 pub mod frame;
 pub mod id;
 pub mod key;
+pub mod state;
 
 pub use envelope::{Envelope, EnvelopeError, Header};
 pub use frame::{Capacity, Frame, NodeManifest};
 pub use id::NodeId;
 pub use key::{ClusterKey, KeyError, KeyId, KeyRing};
+pub use state::{Change, Table, Timestamp};
 
 /// The largest datagram Myco sends or accepts on the mesh port, envelope
 /// included. Chosen to fit a 1500-byte Ethernet MTU with IPv6 and UDP headers.

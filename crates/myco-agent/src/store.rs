@@ -1,0 +1,1 @@
+//! Durable store of replicated state (being written).

@@ -1,0 +1,1 @@
+//! Authenticated, encrypted message streams between nodes (being written).

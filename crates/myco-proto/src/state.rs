@@ -1,0 +1,70 @@
+//! Replicated state on the wire and on disk: hybrid logical clock
+//! timestamps and the change records that carry last-writer-wins updates.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::NodeId;
+
+/// A hybrid logical clock timestamp, ordered by wall time, then the logical
+/// counter, then the writing node's id (the tie-break that makes every
+/// timestamp unique and every merge deterministic).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+pub struct Timestamp {
+    /// Milliseconds since the Unix epoch, as the writer's HLC saw it.
+    pub wall_ms: u64,
+    /// Counter for events within one millisecond.
+    pub logical: u32,
+    /// The node that made the write.
+    pub node: NodeId,
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}@{}", self.wall_ms, self.logical, self.node)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    /// `WALL-LOGICAL-NODE`, the form the API shows as a version.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}-{}", self.wall_ms, self.logical, self.node)
+    }
+}
+
+/// Which replicated table a change belongs to. A number, so a node keeps
+/// and forwards changes to tables a newer release added.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+pub struct Table(pub u8);
+
+impl Table {
+    /// The cluster config KV.
+    pub const KV: Table = Table(1);
+    /// Jobs (desired workloads).
+    pub const JOBS: Table = Table(2);
+    /// The spore index.
+    pub const SPORES: Table = Table(3);
+    /// Trusted publisher keys.
+    pub const TRUST: Table = Table(4);
+}
+
+/// One last-writer-wins write: a value, or a tombstone (`value: None`).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Change {
+    /// The table.
+    pub table: Table,
+    /// The key within the table.
+    pub key: String,
+    /// When and by whom it was written.
+    pub ts: Timestamp,
+    /// The value; `None` deletes.
+    pub value: Option<Vec<u8>>,
+}
+
+impl Change {
+    /// Bytes this change takes in memory and on the wire, roughly.
+    pub fn size(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len) + 32
+    }
+}
