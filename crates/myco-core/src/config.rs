@@ -28,6 +28,20 @@ pub struct Config {
     pub max_members: usize,
     /// Most datagrams queued for sending; beyond it new ones are dropped and counted.
     pub max_outbox: usize,
+    /// Peers each new change is pushed to.
+    pub fanout: usize,
+    /// How often a node runs anti-entropy with one random peer.
+    pub sync_interval: Duration,
+    /// How far ahead of this node's clock a peer's timestamp may be.
+    pub max_clock_drift: Duration,
+    /// Target size of one replication message.
+    pub max_part: usize,
+    /// How long a tombstone is kept at least (see `collect_tombstones`).
+    pub tombstone_grace: Duration,
+    /// Longest key.
+    pub max_key: usize,
+    /// Largest value.
+    pub max_value: usize,
 }
 
 impl Default for Config {
@@ -39,9 +53,16 @@ impl Default for Config {
             gossip_period: Duration::from_millis(200),
             announce_down_period: Duration::from_secs(2),
             tick: Duration::from_millis(500),
-            forget_after: Duration::from_secs(3600),
+            forget_after: Duration::from_secs(72 * 3600),
             max_members: 4096,
             max_outbox: 8192,
+            fanout: 4,
+            sync_interval: Duration::from_secs(1),
+            max_clock_drift: Duration::from_secs(30),
+            max_part: 1024 * 1024,
+            tombstone_grace: Duration::from_secs(24 * 3600),
+            max_key: 512,
+            max_value: 64 * 1024,
         }
     }
 }

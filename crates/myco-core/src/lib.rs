@@ -10,13 +10,18 @@
 //!
 //! The API has four kinds of methods on [`Node`]:
 //! - `handle_*(now, input)`: a datagram, the timer firing;
-//! - commands: [`Node::join`], [`Node::leave`];
-//! - `poll_*`: [`Node::poll_transmit`], [`Node::poll_timeout`], [`Node::poll_event`];
-//! - getters: [`Node::members`], [`Node::stats`], [`Node::identity`].
+//! - commands: [`Node::join`], [`Node::leave`], [`Node::write`], [`Node::restore`];
+//! - `poll_*`: [`Node::poll_transmit`] (datagrams), [`Node::poll_message`]
+//!   (stream messages), [`Node::poll_persist`], [`Node::poll_timeout`],
+//!   [`Node::poll_event`];
+//! - getters: [`Node::members`], [`Node::stats`], [`Node::identity`],
+//!   [`Node::get`], [`Node::scan`].
 //!
 //! Membership is SWIM, from the `foca` crate, wrapped here: foca's packets
 //! travel inside Myco frames, sealed in the authenticated envelope of
-//! `myco-proto`, after a replay check.
+//! `myco-proto`, after a replay check. Desired state is a set of
+//! last-writer-wins tables on hybrid logical clocks ([`state`]), spread by
+//! push and repaired by anti-entropy over stream messages.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -25,6 +30,8 @@ mod config;
 mod members;
 mod node;
 mod replay;
+mod replication;
+pub mod state;
 mod stats;
 mod time;
 mod timers;
@@ -32,5 +39,7 @@ mod timers;
 pub use config::Config;
 pub use members::{MemberState, MemberView};
 pub use node::{Event, Node, NodeSetup, Transmit};
+pub use replication::WriteError;
+pub use state::replica::Entry;
 pub use stats::Stats;
 pub use time::Time;

@@ -76,7 +76,7 @@ pub(crate) struct MemberTable {
 
 /// What a change did to the table.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Change {
+pub(crate) enum Update {
     Unchanged,
     Changed,
     /// The table is full and the member was not added.
@@ -91,9 +91,9 @@ impl MemberTable {
         }
     }
 
-    pub(crate) fn up(&mut self, now: Time, peer: Peer) -> Change {
+    pub(crate) fn up(&mut self, now: Time, peer: Peer) -> Update {
         if !self.records.contains_key(&peer.id) && self.records.len() >= self.max {
-            return Change::Full;
+            return Update::Full;
         }
         let rec = self.records.entry(peer.id).or_insert(Record {
             peer,
@@ -113,25 +113,25 @@ impl MemberTable {
         rec.peer = peer;
         rec.liveness = Liveness::Up;
         if changed {
-            Change::Changed
+            Update::Changed
         } else {
-            Change::Unchanged
+            Update::Unchanged
         }
     }
 
     /// Marks a member down unless it left on purpose or a newer life is known.
-    pub(crate) fn down(&mut self, now: Time, peer: Peer) -> Change {
+    pub(crate) fn down(&mut self, now: Time, peer: Peer) -> Update {
         match self.records.get_mut(&peer.id) {
             Some(rec) if rec.liveness == Liveness::Up && rec.peer <= peer => {
                 rec.liveness = Liveness::Down;
                 rec.since = now;
-                Change::Changed
+                Update::Changed
             }
-            _ => Change::Unchanged,
+            _ => Update::Unchanged,
         }
     }
 
-    pub(crate) fn left(&mut self, now: Time, peer: Peer) -> Change {
+    pub(crate) fn left(&mut self, now: Time, peer: Peer) -> Update {
         match self.records.get_mut(&peer.id) {
             Some(rec)
                 if rec.liveness != Liveness::Left
@@ -139,22 +139,22 @@ impl MemberTable {
             {
                 rec.liveness = Liveness::Left;
                 rec.since = now;
-                Change::Changed
+                Update::Changed
             }
-            _ => Change::Unchanged,
+            _ => Update::Unchanged,
         }
     }
 
     /// Stores a manifest if it is for the member's current (or a newer) life.
-    pub(crate) fn set_manifest(&mut self, manifest: NodeManifest) -> Change {
+    pub(crate) fn set_manifest(&mut self, manifest: NodeManifest) -> Update {
         match self.records.get_mut(&manifest.id) {
             Some(rec)
                 if manifest.boot >= rec.peer.boot && rec.manifest.as_ref() != Some(&manifest) =>
             {
                 rec.manifest = Some(manifest);
-                Change::Changed
+                Update::Changed
             }
-            _ => Change::Unchanged,
+            _ => Update::Unchanged,
         }
     }
 
@@ -188,6 +188,29 @@ impl MemberTable {
 
     pub(crate) fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// Members that are up, with their mesh addresses.
+    pub(crate) fn live(&self) -> Vec<(NodeId, std::net::SocketAddr)> {
+        self.records
+            .values()
+            .filter(|r| r.liveness == Liveness::Up)
+            .map(|r| (r.peer.id, r.peer.addr))
+            .collect()
+    }
+
+    /// Members that did not leave on purpose (up or down).
+    pub(crate) fn not_left(&self) -> std::collections::BTreeSet<NodeId> {
+        self.records
+            .values()
+            .filter(|r| r.liveness != Liveness::Left)
+            .map(|r| r.peer.id)
+            .collect()
+    }
+
+    /// The mesh address of a member, if known.
+    pub(crate) fn addr_of(&self, id: &NodeId) -> Option<std::net::SocketAddr> {
+        self.records.get(id).map(|r| r.peer.addr)
     }
 
     pub(crate) fn is_up(&self, id: &NodeId) -> bool {
@@ -241,8 +264,8 @@ mod tests {
     fn left_survives_the_down_that_follows_it() {
         let mut t = MemberTable::new(10);
         t.up(Time(0), peer(1, 1));
-        assert_eq!(t.left(Time(1), peer(1, 1)), Change::Changed);
-        assert_eq!(t.down(Time(2), peer(1, 1)), Change::Unchanged);
+        assert_eq!(t.left(Time(1), peer(1, 1)), Update::Changed);
+        assert_eq!(t.down(Time(2), peer(1, 1)), Update::Unchanged);
         assert_eq!(state(&t, 1), MemberState::Left);
         t.up(Time(3), peer(1, 2));
         assert_eq!(state(&t, 1), MemberState::Alive);
@@ -252,15 +275,15 @@ mod tests {
     fn a_down_for_an_older_life_does_not_touch_the_new_one() {
         let mut t = MemberTable::new(10);
         t.up(Time(0), peer(1, 2));
-        assert_eq!(t.down(Time(1), peer(1, 1)), Change::Unchanged);
+        assert_eq!(t.down(Time(1), peer(1, 1)), Update::Unchanged);
         assert_eq!(state(&t, 1), MemberState::Alive);
     }
 
     #[test]
     fn table_is_bounded_and_forgets_old_downs() {
         let mut t = MemberTable::new(1);
-        assert_eq!(t.up(Time(0), peer(1, 1)), Change::Changed);
-        assert_eq!(t.up(Time(0), peer(2, 1)), Change::Full);
+        assert_eq!(t.up(Time(0), peer(1, 1)), Update::Changed);
+        assert_eq!(t.up(Time(0), peer(2, 1)), Update::Full);
         t.down(Time(10), peer(1, 1));
         t.forget(Time(20), Duration::from_millis(100));
         assert_eq!(t.len(), 1);
@@ -289,7 +312,7 @@ mod tests {
             version: "0".into(),
             key_id: "0".into(),
         };
-        assert_eq!(t.set_manifest(m), Change::Changed);
+        assert_eq!(t.set_manifest(m), Update::Changed);
         assert_eq!(t.manifests_wanted(Time(5000), retry, 10).len(), 0);
         t.up(Time(6000), peer(1, 2));
         assert_eq!(

@@ -12,11 +12,15 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::config::Config;
-use crate::members::{Change, MemberState, MemberTable, MemberView};
+use crate::members::{MemberState, MemberTable, MemberView, Update};
 use crate::replay::ReplayGuard;
+use crate::replication::{Replication, WriteError};
+use crate::state::replica::Entry;
 use crate::stats::Stats;
 use crate::time::Time;
 use crate::timers::Timers;
+use myco_proto::sync::StreamFrame;
+use myco_proto::{Change, Table};
 
 type Swim = Foca<Peer, PostcardCodec, StdRng, NoCustomBroadcast>;
 
@@ -72,6 +76,8 @@ pub enum Event {
     Isolated,
     /// This node was declared down and rejoined under a renewed identity.
     Rejoined(Peer),
+    /// Replicated state changed (a local write or one merged from a peer).
+    StateChanged(Change),
 }
 
 enum Timer {
@@ -118,6 +124,9 @@ pub struct Node {
     connected: bool,
     leaving: bool,
     stats: Stats,
+    repl: Replication,
+    rng: StdRng,
+    collected: Vec<(Table, String)>,
 }
 
 impl Node {
@@ -137,6 +146,7 @@ impl Node {
             StdRng::seed_from_u64(seed),
             PostcardCodec,
         );
+        let repl = Replication::new(peer.id, &config, now);
         let mut timers = Timers::new();
         timers.insert(now + config.tick, Timer::Tick);
         Node {
@@ -157,6 +167,10 @@ impl Node {
             connected: false,
             leaving: false,
             stats: Stats::default(),
+            repl,
+            // A separate stream, so replication choices do not shift SWIM's.
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
+            collected: Vec::new(),
         }
     }
 
@@ -204,6 +218,39 @@ impl Node {
         std::iter::once(me)
             .chain(self.members.views(&suspects))
             .collect()
+    }
+
+    /// The live value of a key (tombstones read as absent).
+    pub fn get(&self, table: Table, key: &str) -> Option<&Entry> {
+        self.repl
+            .replica
+            .entry(table, key)
+            .filter(|e| e.value.is_some())
+    }
+
+    /// Live values of a table under a key prefix, in key order.
+    pub fn scan<'a>(
+        &'a self,
+        table: Table,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
+        self.repl.replica.scan(table, prefix)
+    }
+
+    /// A digest of the whole replica: equal on two nodes iff they converged.
+    pub fn state_digest(&self) -> u64 {
+        self.repl.replica.digest()
+    }
+
+    /// Entries held (tombstones included), tombstones, and bytes of keys and values.
+    pub fn state_size(&self) -> (usize, usize, usize) {
+        let r = &self.repl.replica;
+        (r.len(), r.tombstone_count(), r.bytes())
+    }
+
+    /// The latest timestamp this node's clock issued or observed.
+    pub fn clock(&self) -> myco_proto::Timestamp {
+        self.repl.hlc.last()
     }
 
     // ----- inputs -----
@@ -267,17 +314,47 @@ impl Node {
                     return self.stats.drop("bad_manifest");
                 }
                 let id = m.id;
-                if self.members.set_manifest(m) == Change::Changed {
+                if self.members.set_manifest(m) == Update::Changed {
                     self.event(Event::ManifestChanged(id));
                 }
             }
             Frame::Leave(peer) => {
-                if self.members.left(now, peer) == Change::Changed {
+                if self.members.left(now, peer) == Update::Changed {
                     tracing::debug!(node = %self.me.id, member = %peer.id, "member left");
                     self.event(Event::MemberLeft(peer));
                 }
             }
         }
+    }
+
+    /// Feeds a replication message received over the stream transport.
+    pub fn handle_message(&mut self, now: Time, message: &[u8]) {
+        self.now = now;
+        let frame = match StreamFrame::decode(message) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(node = %self.me.id, error = %e, "stream message refused");
+                return self.stats.drop("undecodable_message");
+            }
+        };
+        let Some(reply_to) = self.members.addr_of(&frame.from) else {
+            // Only members take part; a node not yet known retries later.
+            return self.stats.drop("unknown_sender");
+        };
+        *self
+            .stats
+            .frames_in
+            .entry(message_kind(&frame.message))
+            .or_default() += 1;
+        self.repl.handle(
+            &self.cfg,
+            &mut self.stats,
+            now,
+            frame.from,
+            reply_to,
+            frame.message,
+        );
+        self.after_state_change(Some(frame.from));
     }
 
     /// Fires every timer due at `now`. Call it when [`Node::poll_timeout`] passes.
@@ -353,7 +430,47 @@ impl Node {
         self.leaving = true;
     }
 
+    /// Writes (or, with `None`, deletes) a key. The change is applied and
+    /// queued for peers at once; the driver must make it durable (it is
+    /// also returned) before acknowledging it to a client.
+    pub fn write(
+        &mut self,
+        now: Time,
+        table: Table,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) -> Result<Change, WriteError> {
+        self.now = now;
+        let change = self.repl.write(&self.cfg, now, table, key, value)?;
+        self.after_state_change(None);
+        Ok(change)
+    }
+
+    /// Loads state the driver kept on disk; call once, before any input.
+    pub fn restore(&mut self, changes: Vec<Change>) {
+        self.repl.restore(changes);
+    }
+
     // ----- outputs -----
+
+    /// The next replication message to send over the stream transport, to
+    /// the member whose mesh address is `to`.
+    pub fn poll_message(&mut self) -> Option<Transmit> {
+        self.repl
+            .poll_message()
+            .map(|(to, payload)| Transmit { to, payload })
+    }
+
+    /// Changes merged from peers since the last call, for the driver to
+    /// persist (in the background: they are not acknowledged to anyone).
+    pub fn poll_persist(&mut self) -> Vec<Change> {
+        self.repl.take_persist()
+    }
+
+    /// Tombstones collected since the last call, to remove from disk.
+    pub fn poll_collected(&mut self) -> Vec<(Table, String)> {
+        std::mem::take(&mut self.collected)
+    }
 
     /// The next datagram to send, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -374,6 +491,16 @@ impl Node {
     }
 
     // ----- internals -----
+
+    /// Spreads new changes and reports them as events.
+    fn after_state_change(&mut self, from: Option<NodeId>) {
+        let live = self.members.live();
+        self.repl
+            .flush(&self.cfg, &mut self.stats, &mut self.rng, &live, from);
+        for change in self.repl.take_changed() {
+            self.event(Event::StateChanged(change));
+        }
+    }
 
     fn refuse(&mut self, from: SocketAddr, reason: &'static str) {
         tracing::debug!(node = %self.me.id, %from, reason, "datagram refused");
@@ -414,17 +541,17 @@ impl Node {
             match note {
                 OwnedNotification::MemberUp(peer) | OwnedNotification::Rename(_, peer) => {
                     match self.members.up(self.now, peer) {
-                        Change::Changed => {
+                        Update::Changed => {
                             tracing::debug!(node = %self.me.id, member = %peer.id, "member up");
                             someone_up = true;
                             self.event(Event::MemberUp(peer));
                         }
-                        Change::Full => self.stats.drop("members_full"),
-                        Change::Unchanged => {}
+                        Update::Full => self.stats.drop("members_full"),
+                        Update::Unchanged => {}
                     }
                 }
                 OwnedNotification::MemberDown(peer) => {
-                    if self.members.down(self.now, peer) == Change::Changed {
+                    if self.members.down(self.now, peer) == Update::Changed {
                         tracing::debug!(node = %self.me.id, member = %peer.id, "member down");
                         self.event(Event::MemberDown(peer));
                     }
@@ -474,6 +601,14 @@ impl Node {
         }
         self.request_manifests();
         self.members.forget(self.now, self.cfg.forget_after);
+        if !self.leaving {
+            let live = self.members.live();
+            self.repl
+                .tick(&self.cfg, &mut self.stats, self.now, &mut self.rng, &live);
+            let known = self.members.not_left();
+            let collected = self.repl.collect_tombstones(&self.cfg, self.now, &known);
+            self.collected.extend(collected);
+        }
         self.resize_swim();
     }
 
@@ -487,5 +622,15 @@ impl Node {
                 tracing::debug!(node = %self.me.id, error = %e, "swim config not updated");
             }
         }
+    }
+}
+
+fn message_kind(m: &myco_proto::sync::SyncMessage) -> &'static str {
+    use myco_proto::sync::SyncMessage;
+    match m {
+        SyncMessage::Push(_) => "push",
+        SyncMessage::Digest(_) => "digest",
+        SyncMessage::Buckets { .. } => "buckets",
+        SyncMessage::InSync => "in_sync",
     }
 }

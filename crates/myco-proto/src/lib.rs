@@ -16,6 +16,7 @@ pub mod frame;
 pub mod id;
 pub mod key;
 pub mod state;
+pub mod sync;
 
 pub use envelope::{Envelope, EnvelopeError, Header};
 pub use frame::{Capacity, Frame, NodeManifest};

@@ -1,0 +1,320 @@
+//! The replica: every table's entries with last-writer-wins merge, and
+//! per-bucket digests kept up to date on every change so anti-entropy can
+//! compare two replicas in one small message.
+
+use std::collections::BTreeMap;
+
+use myco_proto::sync::BUCKETS;
+use myco_proto::{Change, Table, Timestamp};
+
+/// One stored version: a value or a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// When and by whom it was written.
+    pub ts: Timestamp,
+    /// The value; `None` is a tombstone.
+    pub value: Option<Vec<u8>>,
+}
+
+/// What merging a change did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Merge {
+    /// The change was newer and is now the stored version.
+    Applied,
+    /// The replica already had this version or a newer one.
+    Stale,
+}
+
+/// All replicated tables of one node.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    entries: BTreeMap<(Table, String), Entry>,
+    digests: Vec<u64>,
+    bytes: usize,
+    tombstones: usize,
+}
+
+impl Default for Replica {
+    fn default() -> Self {
+        Replica {
+            entries: BTreeMap::new(),
+            digests: vec![0; BUCKETS],
+            bytes: 0,
+            tombstones: 0,
+        }
+    }
+}
+
+/// FNV-1a, 64 bit: deterministic on every node and platform, and cheap.
+/// Digests only guard against accidental divergence between nodes that
+/// already share the cluster key, so a cryptographic hash is not needed.
+fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The digest bucket a key falls in.
+pub fn bucket_of(table: Table, key: &str) -> usize {
+    (fnv(&[&[table.0], key.as_bytes()]) % BUCKETS as u64) as usize
+}
+
+fn entry_hash(table: Table, key: &str, ts: &Timestamp) -> u64 {
+    fnv(&[
+        &[table.0],
+        key.as_bytes(),
+        &ts.wall_ms.to_be_bytes(),
+        &ts.logical.to_be_bytes(),
+        &ts.node.0,
+    ])
+}
+
+impl Replica {
+    /// Merges a change: it wins if its timestamp is later.
+    pub fn merge(&mut self, change: Change) -> Merge {
+        let Change {
+            table,
+            key,
+            ts,
+            value,
+        } = change;
+        let bucket = bucket_of(table, &key);
+        let slot = (table, key);
+        if let Some(old) = self.entries.get(&slot) {
+            if old.ts >= ts {
+                return Merge::Stale;
+            }
+            self.digests[bucket] ^= entry_hash(table, &slot.1, &old.ts);
+            self.bytes -= slot.1.len() + old.value.as_ref().map_or(0, Vec::len);
+            self.tombstones -= usize::from(old.value.is_none());
+        }
+        self.digests[bucket] ^= entry_hash(table, &slot.1, &ts);
+        self.bytes += slot.1.len() + value.as_ref().map_or(0, Vec::len);
+        self.tombstones += usize::from(value.is_none());
+        self.entries.insert(slot, Entry { ts, value });
+        Merge::Applied
+    }
+
+    /// Removes a tombstone for good (garbage collection). Values are never
+    /// removed this way; only a tombstone with exactly this timestamp is.
+    pub fn collect(&mut self, table: Table, key: &str, ts: Timestamp) -> bool {
+        let slot = (table, key.to_string());
+        match self.entries.get(&slot) {
+            Some(e) if e.value.is_none() && e.ts == ts => {
+                self.digests[bucket_of(table, key)] ^= entry_hash(table, key, &ts);
+                self.bytes -= key.len();
+                self.tombstones -= 1;
+                self.entries.remove(&slot);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The stored version of a key, tombstones included.
+    pub fn entry(&self, table: Table, key: &str) -> Option<&Entry> {
+        self.entries.get(&(table, key.to_string()))
+    }
+
+    /// Live values (not tombstones) of a table whose key starts with `prefix`.
+    pub fn scan<'a>(
+        &'a self,
+        table: Table,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Entry)> + 'a {
+        self.entries
+            .range((table, prefix.to_string())..)
+            .take_while(move |((t, k), _)| *t == table && k.starts_with(prefix))
+            .filter(|(_, e)| e.value.is_some())
+            .map(|((_, k), e)| (k.as_str(), e))
+    }
+
+    /// Per-bucket digests.
+    pub fn digests(&self) -> &[u64] {
+        &self.digests
+    }
+
+    /// One number for the whole replica: equal on two nodes iff (with
+    /// overwhelming probability) they hold the same versions.
+    pub fn digest(&self) -> u64 {
+        let bytes: Vec<u8> = self.digests.iter().flat_map(|d| d.to_be_bytes()).collect();
+        fnv(&[&bytes])
+    }
+
+    /// Every entry in the given buckets, as changes.
+    pub fn bucket_changes(&self, buckets: &[u16]) -> Vec<Change> {
+        let want: std::collections::BTreeSet<usize> = buckets.iter().map(|b| *b as usize).collect();
+        self.entries
+            .iter()
+            .filter(|((t, k), _)| want.contains(&bucket_of(*t, k)))
+            .map(|((t, k), e)| Change {
+                table: *t,
+                key: k.clone(),
+                ts: e.ts,
+                value: e.value.clone(),
+            })
+            .collect()
+    }
+
+    /// Approximate bytes held per bucket, to split replies into parts.
+    pub fn bucket_sizes(&self) -> Vec<usize> {
+        let mut sizes = vec![0usize; BUCKETS];
+        for ((t, k), e) in &self.entries {
+            sizes[bucket_of(*t, k)] += k.len() + e.value.as_ref().map_or(0, Vec::len) + 32;
+        }
+        sizes
+    }
+
+    /// Tombstones with their timestamps, for garbage collection.
+    pub fn tombstones(&self) -> impl Iterator<Item = (Table, &str, Timestamp)> + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.value.is_none())
+            .map(|((t, k), e)| (*t, k.as_str(), e.ts))
+    }
+
+    /// The latest timestamp written by `node`, if any (restores its HLC).
+    pub fn latest_by(&self, node: myco_proto::NodeId) -> Option<Timestamp> {
+        self.entries
+            .values()
+            .map(|e| e.ts)
+            .filter(|ts| ts.node == node)
+            .max()
+    }
+
+    /// Number of entries, tombstones included.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the replica holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Number of tombstones.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones
+    }
+
+    /// Bytes of keys and values held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use myco_proto::NodeId;
+
+    fn change(key: &str, wall: u64, node: u64, value: Option<&str>) -> Change {
+        Change {
+            table: Table::KV,
+            key: key.into(),
+            ts: Timestamp {
+                wall_ms: wall,
+                logical: 0,
+                node: NodeId::from_u64(node),
+            },
+            value: value.map(|v| v.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn later_write_wins_and_node_id_breaks_ties() {
+        let mut r = Replica::default();
+        assert_eq!(r.merge(change("k", 10, 1, Some("a"))), Merge::Applied);
+        assert_eq!(r.merge(change("k", 9, 9, Some("old"))), Merge::Stale);
+        assert_eq!(r.merge(change("k", 10, 2, Some("b"))), Merge::Applied);
+        assert_eq!(r.merge(change("k", 10, 1, Some("a"))), Merge::Stale);
+        assert_eq!(
+            r.entry(Table::KV, "k").unwrap().value.as_deref(),
+            Some(&b"b"[..])
+        );
+    }
+
+    #[test]
+    fn merge_order_does_not_matter() {
+        let changes = [
+            change("a", 1, 1, Some("1")),
+            change("b", 2, 2, Some("2")),
+            change("a", 3, 2, None),
+            change("b", 2, 3, Some("3")),
+            change("c", 1, 1, Some("x")),
+        ];
+        let mut forward = Replica::default();
+        changes.iter().cloned().for_each(|c| {
+            forward.merge(c);
+        });
+        let mut backward = Replica::default();
+        changes.iter().rev().cloned().for_each(|c| {
+            backward.merge(c);
+        });
+        assert_eq!(forward.digest(), backward.digest());
+        assert_eq!(forward.digests(), backward.digests());
+        assert_eq!(forward.tombstone_count(), 1);
+        assert_eq!(forward.scan(Table::KV, "").count(), 2);
+    }
+
+    #[test]
+    fn digests_differ_exactly_in_the_changed_bucket() {
+        let mut a = Replica::default();
+        let mut b = Replica::default();
+        for i in 0..50 {
+            a.merge(change(&format!("k{i}"), 1, 1, Some("v")));
+            b.merge(change(&format!("k{i}"), 1, 1, Some("v")));
+        }
+        assert_eq!(a.digest(), b.digest());
+        b.merge(change("k7", 2, 1, Some("w")));
+        let differ: Vec<usize> = (0..BUCKETS)
+            .filter(|i| a.digests()[*i] != b.digests()[*i])
+            .collect();
+        assert_eq!(differ, vec![bucket_of(Table::KV, "k7")]);
+        let fix = b.bucket_changes(&[differ[0] as u16]);
+        fix.into_iter().for_each(|c| {
+            a.merge(c);
+        });
+        assert_eq!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn collecting_a_tombstone_removes_only_that_tombstone() {
+        let mut r = Replica::default();
+        r.merge(change("k", 5, 1, None));
+        r.merge(change("v", 5, 1, Some("x")));
+        let before = r.digest();
+        assert!(
+            !r.collect(Table::KV, "v", r.entry(Table::KV, "v").unwrap().ts),
+            "values are never collected"
+        );
+        assert!(
+            !r.collect(Table::KV, "k", Timestamp::default()),
+            "wrong version"
+        );
+        assert!(r.collect(Table::KV, "k", r.entry(Table::KV, "k").unwrap().ts));
+        assert_ne!(r.digest(), before);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.tombstone_count(), 0);
+    }
+
+    #[test]
+    fn scan_honours_table_and_prefix() {
+        let mut r = Replica::default();
+        r.merge(change("app/a", 1, 1, Some("1")));
+        r.merge(change("app/b", 1, 1, None));
+        r.merge(change("apq", 1, 1, Some("2")));
+        let mut other = change("app/z", 1, 1, Some("3"));
+        other.table = Table::JOBS;
+        r.merge(other);
+        let keys: Vec<&str> = r.scan(Table::KV, "app/").map(|(k, _)| k).collect();
+        assert_eq!(keys, vec!["app/a"]);
+    }
+}

@@ -1,0 +1,247 @@
+//! Replicated state across cores wired back to back: writes spread by push,
+//! anti-entropy repairs what push missed, LWW decides conflicts, and a
+//! node that was away catches up in bulk.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use myco_core::{Config, Node, NodeSetup, Time};
+use myco_proto::frame::Peer;
+use myco_proto::{Capacity, ClusterKey, KeyRing, NodeId, NodeManifest, Table};
+
+fn node(i: u64) -> Node {
+    let addr: SocketAddr = format!("10.0.0.{i}:7946").parse().unwrap();
+    let id = NodeId::from_u64(i);
+    let manifest = NodeManifest {
+        format: NodeManifest::FORMAT,
+        id,
+        boot: 1,
+        name: format!("n{i}"),
+        tags: BTreeMap::new(),
+        capacity: Capacity::default(),
+        mesh_addr: addr,
+        api_addr: None,
+        edge_addr: None,
+        version: "test".into(),
+        key_id: String::new(),
+    };
+    Node::new(
+        Time::ZERO,
+        NodeSetup {
+            peer: Peer {
+                id,
+                addr,
+                boot: 1,
+                bump: 0,
+            },
+            manifest,
+            keys: KeyRing::new(ClusterKey::from_bytes([7; 32])),
+            seed: i,
+            config: Config::default(),
+        },
+    )
+}
+
+/// Advances every core in 10 ms steps, delivering datagrams and stream
+/// messages within the step; `cut` nodes neither send nor receive
+/// messages (datagrams still flow, so membership stays whole), and
+/// `drop_messages` loses every stream message.
+struct Mesh {
+    nodes: Vec<Node>,
+    now: Time,
+}
+
+impl Mesh {
+    fn new(n: u64) -> Mesh {
+        let mut nodes: Vec<Node> = (1..=n).map(node).collect();
+        let seed = nodes[0].identity().addr;
+        for n in nodes.iter_mut().skip(1) {
+            n.join(Time::ZERO, seed);
+        }
+        let mut m = Mesh {
+            nodes,
+            now: Time::ZERO,
+        };
+        m.run(3000, &[], false);
+        m
+    }
+
+    fn index_of(&self, addr: SocketAddr) -> Option<usize> {
+        self.nodes.iter().position(|n| n.identity().addr == addr)
+    }
+
+    fn run(&mut self, ms: u64, cut: &[usize], drop_messages: bool) {
+        let until = self.now.0 + ms;
+        while self.now.0 < until {
+            let now = self.now;
+            for n in self.nodes.iter_mut() {
+                n.handle_timeout(now);
+            }
+            loop {
+                let mut moved = false;
+                for i in 0..self.nodes.len() {
+                    let src = self.nodes[i].identity().addr;
+                    while let Some(t) = self.nodes[i].poll_transmit() {
+                        moved = true;
+                        if let Some(j) = self.index_of(t.to) {
+                            self.nodes[j].handle_datagram(now, src, &t.payload);
+                        }
+                    }
+                    while let Some(t) = self.nodes[i].poll_message() {
+                        moved = true;
+                        let Some(j) = self.index_of(t.to) else {
+                            continue;
+                        };
+                        if drop_messages || cut.contains(&i) || cut.contains(&j) {
+                            continue;
+                        }
+                        self.nodes[j].handle_message(now, &t.payload);
+                    }
+                    let _ = self.nodes[i].poll_persist();
+                    while self.nodes[i].poll_event().is_some() {}
+                }
+                if !moved {
+                    break;
+                }
+            }
+            self.now = Time(now.0 + 10);
+        }
+    }
+
+    fn value(&self, i: usize, key: &str) -> Option<Vec<u8>> {
+        self.nodes[i]
+            .get(Table::KV, key)
+            .and_then(|e| e.value.clone())
+    }
+
+    fn converged(&self) -> bool {
+        let d = self.nodes[0].state_digest();
+        self.nodes.iter().all(|n| n.state_digest() == d)
+    }
+}
+
+#[test]
+fn a_write_reaches_every_node_by_push_alone() {
+    let mut m = Mesh::new(8);
+    let now = m.now;
+    m.nodes[3]
+        .write(now, Table::KV, "greeting", Some(b"hi".to_vec()))
+        .unwrap();
+    // 100 ms is far less than the anti-entropy interval: push did it.
+    m.run(100, &[], false);
+    for i in 0..8 {
+        assert_eq!(
+            m.value(i, "greeting").as_deref(),
+            Some(&b"hi"[..]),
+            "node {i}"
+        );
+    }
+    assert!(m.converged());
+}
+
+#[test]
+fn anti_entropy_repairs_what_push_lost_and_deletes_spread() {
+    let mut m = Mesh::new(5);
+    let now = m.now;
+    for k in 0..50 {
+        m.nodes[k % 5]
+            .write(now, Table::KV, &format!("k{k}"), Some(vec![k as u8]))
+            .unwrap();
+    }
+    // Every push is lost; only later anti-entropy rounds can deliver.
+    m.run(10, &[], true);
+    assert!(!m.converged());
+    m.run(8000, &[], false);
+    assert!(m.converged(), "anti-entropy did not converge");
+    assert_eq!(m.nodes[2].scan(Table::KV, "k").count(), 50);
+    let now = m.now;
+    m.nodes[0].write(now, Table::KV, "k7", None).unwrap();
+    m.run(2000, &[], false);
+    assert!(
+        (0..5).all(|i| m.value(i, "k7").is_none()),
+        "delete did not spread"
+    );
+    assert!(m.converged());
+}
+
+#[test]
+fn concurrent_writes_converge_to_the_later_timestamp() {
+    let mut m = Mesh::new(3);
+    let t = m.now;
+    m.nodes[0]
+        .write(t, Table::KV, "x", Some(b"early".to_vec()))
+        .unwrap();
+    m.nodes[1]
+        .write(Time(t.0 + 5), Table::KV, "x", Some(b"late".to_vec()))
+        .unwrap();
+    m.run(3000, &[], false);
+    for i in 0..3 {
+        assert_eq!(m.value(i, "x").as_deref(), Some(&b"late"[..]));
+    }
+}
+
+#[test]
+fn a_node_cut_off_keeps_writing_and_both_sides_converge_after_heal() {
+    let mut m = Mesh::new(4);
+    let now = m.now;
+    m.nodes[3]
+        .write(now, Table::KV, "island", Some(b"1".to_vec()))
+        .unwrap();
+    m.nodes[0]
+        .write(now, Table::KV, "mainland", Some(b"2".to_vec()))
+        .unwrap();
+    for k in 0..300 {
+        m.nodes[1]
+            .write(now, Table::KV, &format!("bulk/{k}"), Some(vec![0; 100]))
+            .unwrap();
+    }
+    m.run(3000, &[3], false);
+    assert!(m.value(3, "mainland").is_none());
+    assert!(m.value(0, "island").is_none());
+    m.run(5000, &[], false);
+    assert!(m.converged());
+    assert_eq!(
+        m.nodes[3].scan(Table::KV, "bulk/").count(),
+        300,
+        "bulk catch-up"
+    );
+    assert!(m.value(0, "island").is_some() && m.value(3, "mainland").is_some());
+}
+
+#[test]
+fn oversized_writes_are_refused_and_change_nothing() {
+    let mut m = Mesh::new(1);
+    let now = m.now;
+    let cfg = Config::default();
+    assert!(m.nodes[0].write(now, Table::KV, "", Some(vec![])).is_err());
+    assert!(
+        m.nodes[0]
+            .write(now, Table::KV, &"k".repeat(cfg.max_key + 1), Some(vec![]))
+            .is_err()
+    );
+    assert!(
+        m.nodes[0]
+            .write(now, Table::KV, "k", Some(vec![0; cfg.max_value + 1]))
+            .is_err()
+    );
+    assert_eq!(m.nodes[0].state_size().0, 0);
+}
+
+#[test]
+fn restored_state_is_served_and_the_clock_never_goes_back() {
+    let mut a = node(1);
+    let change = a
+        .write(Time(5_000), Table::KV, "k", Some(b"v".to_vec()))
+        .unwrap();
+    let mut b = node(1);
+    b.restore(vec![change.clone()]);
+    assert_eq!(
+        b.get(Table::KV, "k").unwrap().value.as_deref(),
+        Some(&b"v"[..])
+    );
+    // The restarted node's wall clock is behind its last write: still later.
+    let again = b
+        .write(Time(1_000), Table::KV, "k", Some(b"w".to_vec()))
+        .unwrap();
+    assert!(again.ts > change.ts);
+}
