@@ -30,6 +30,8 @@ pub struct Config {
     pub max_outbox: usize,
     /// Peers each new change is pushed to.
     pub fanout: usize,
+    /// How long new changes gather before they are pushed together.
+    pub push_delay: Duration,
     /// How often a node runs anti-entropy with one random peer.
     pub sync_interval: Duration,
     /// How far ahead of this node's clock a peer's timestamp may be.
@@ -57,6 +59,7 @@ impl Default for Config {
             max_members: 4096,
             max_outbox: 8192,
             fanout: 4,
+            push_delay: Duration::from_millis(10),
             sync_interval: Duration::from_secs(1),
             max_clock_drift: Duration::from_secs(30),
             max_part: 1024 * 1024,

@@ -83,6 +83,8 @@ pub enum Event {
 enum Timer {
     Swim(foca::Timer<Peer>),
     Tick,
+    /// Sends the changes gathered since the last flush.
+    Flush,
 }
 
 /// Collects what foca asks for during one call; drained right after.
@@ -126,6 +128,8 @@ pub struct Node {
     stats: Stats,
     repl: Replication,
     rng: StdRng,
+    flush_scheduled: bool,
+    flush_except: Option<NodeId>,
     collected: Vec<(Table, String)>,
 }
 
@@ -171,6 +175,8 @@ impl Node {
             // A separate stream, so replication choices do not shift SWIM's.
             rng: StdRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
             collected: Vec::new(),
+            flush_scheduled: false,
+            flush_except: None,
         }
     }
 
@@ -372,6 +378,13 @@ impl Node {
                 Timer::Tick => {
                     self.tick();
                     self.timers.insert(now + self.cfg.tick, Timer::Tick);
+                }
+                Timer::Flush => {
+                    self.flush_scheduled = false;
+                    let live = self.members.live();
+                    let except = self.flush_except.take();
+                    self.repl
+                        .flush(&self.cfg, &mut self.stats, &mut self.rng, &live, except);
                 }
             }
         }
