@@ -505,12 +505,24 @@ impl Node {
 
     // ----- internals -----
 
-    /// Spreads new changes and reports them as events.
+    /// Schedules spreading of new changes and reports them as events.
+    /// Changes gathered within `push_delay` go out as one push per peer, so
+    /// a burst of writes costs a few messages, not a few per write.
     fn after_state_change(&mut self, from: Option<NodeId>) {
-        let live = self.members.live();
-        self.repl
-            .flush(&self.cfg, &mut self.stats, &mut self.rng, &live, from);
-        for change in self.repl.take_changed() {
+        let changed = self.repl.take_changed();
+        if changed.is_empty() {
+            return;
+        }
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            self.flush_except = from;
+            self.timers
+                .insert(self.now + self.cfg.push_delay, Timer::Flush);
+        } else if self.flush_except != from {
+            // Changes from several sources share the flush: exclude no one.
+            self.flush_except = None;
+        }
+        for change in changed {
             self.event(Event::StateChanged(change));
         }
     }
