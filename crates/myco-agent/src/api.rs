@@ -22,10 +22,11 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::mesh::{Command, Snapshot};
-use crate::metrics;
+use crate::{kv, metrics};
 
 /// Largest request body the API reads; bigger ones get 413 before buffering.
-pub const MAX_BODY: usize = 64 * 1024;
+/// A KV value may be up to 64 KiB; the rest is headroom for JSON bodies.
+pub const MAX_BODY: usize = 64 * 1024 + 1024;
 
 /// What handlers share.
 #[derive(Clone)]
@@ -42,6 +43,14 @@ pub struct ApiState {
     pub started: Instant,
     /// The data dir (the cluster key is read from it on request).
     pub data_dir: PathBuf,
+    /// The durable store (writes wait on it before they are acknowledged).
+    pub store: Arc<crate::store::Store>,
+    /// Events for `/v1/events`.
+    pub events: crate::kv::EventSender,
+    /// The stream transport (for its counters).
+    pub streams: crate::streams::Streams,
+    /// Whether the store was found damaged at start.
+    pub store_recovered: bool,
 }
 
 /// Builds the router.
@@ -55,6 +64,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{key}", get(node))
         .route("/v1/peers", get(peers).post(peer_add))
         .route("/v1/cluster/key", get(cluster_key))
+        .route("/v1/kv", get(kv::list))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/v1/events", get(kv::events))
         .route("/mesh/status", get(mesh_status))
         .route("/mesh/peers", get(peers))
         .route("/api/nodes", get(nodes))
@@ -70,7 +85,8 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+/// A JSON error answer.
+pub(crate) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(ApiError { error: msg.into() })).into_response()
 }
 
@@ -267,7 +283,13 @@ async fn mesh_status(State(s): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 async fn metrics_text(State(s): State<ApiState>) -> Response {
-    let body = metrics::encode(&snap(&s), s.started.elapsed());
+    let body = metrics::encode(&metrics::Sources {
+        snap: &snap(&s),
+        uptime: s.started.elapsed(),
+        store: s.store.stats(),
+        store_recovered: s.store_recovered,
+        streams: s.streams.stats(),
+    });
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }
 

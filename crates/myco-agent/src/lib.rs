@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod datadir;
+pub mod kv;
 pub mod mesh;
 pub mod metrics;
 pub mod settings;

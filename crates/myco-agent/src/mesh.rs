@@ -1,19 +1,25 @@
-//! The mesh event loop: one task owns the core and the UDP socket.
+//! The mesh event loop: one task owns the core, the UDP socket and the
+//! stream transport's inbox.
 //!
-//! Inputs are closed: a datagram, the core's timer, or a [`Command`] from
-//! the API over a bounded channel. After each input the loop sends what the
-//! core queued, logs its events and, when something changed or a moment
+//! Inputs are closed: a datagram, a stream message, the core's timer, or a
+//! [`Command`] from the API over a bounded channel. After each input the
+//! loop sends what the core queued, hands merged changes to the store,
+//! forwards events to subscribers and, when membership changed or a moment
 //! has passed, publishes a [`Snapshot`] for readers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use myco_core::{Event, MemberView, Node, Stats, Time};
-use myco_proto::MAX_DATAGRAM;
+use myco_core::{Entry, Event, MemberView, Node, Stats, Time, WriteError};
+use myco_proto::api::ApiEvent;
 use myco_proto::frame::Peer;
+use myco_proto::{Change, MAX_DATAGRAM, Table};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::store::Store;
+use crate::streams::{Incoming, Streams};
 
 /// What the API may ask of the mesh loop.
 #[derive(Debug)]
@@ -24,6 +30,38 @@ pub enum Command {
     Rekey(myco_proto::KeyRing),
     /// Leave the mesh; answered once the leave messages are sent.
     Leave(oneshot::Sender<()>),
+    /// Write (or with `None` delete) a key; answered with the change, which
+    /// the caller must persist before acknowledging.
+    Write {
+        /// Table.
+        table: Table,
+        /// Key.
+        key: String,
+        /// Value, or `None` to delete.
+        value: Option<Vec<u8>>,
+        /// The answer.
+        reply: oneshot::Sender<Result<Change, WriteError>>,
+    },
+    /// Read one key.
+    Get {
+        /// Table.
+        table: Table,
+        /// Key.
+        key: String,
+        /// The live entry, if any.
+        reply: oneshot::Sender<Option<Entry>>,
+    },
+    /// List keys under a prefix.
+    Scan {
+        /// Table.
+        table: Table,
+        /// Key prefix.
+        prefix: String,
+        /// At most this many.
+        limit: usize,
+        /// Keys and entries in key order.
+        reply: oneshot::Sender<Vec<(String, Entry)>>,
+    },
 }
 
 /// What readers see of the mesh; replaced wholesale, never mutated.
@@ -41,63 +79,104 @@ pub struct Snapshot {
     pub at: Time,
     /// The id of the cluster key the node seals with.
     pub key_id: myco_proto::KeyId,
+    /// Replica entries, tombstones and bytes.
+    pub state: (usize, usize, usize),
+    /// Digest of the whole replica (equal on converged nodes).
+    pub state_digest: u64,
 }
 
 /// How often the snapshot is refreshed even when nothing was reported:
 /// suspicion is not an event, so this bounds how stale `suspect` can be.
 const REFRESH: Duration = Duration::from_millis(100);
 
-/// The core's clock: milliseconds since the loop started, monotonic.
+/// Events buffered per `/v1/events` subscriber before it is told it lagged.
+pub const EVENT_BUFFER: usize = 1024;
+
+/// The core's clock: Unix milliseconds read once at start, advanced by the
+/// monotonic clock. Timers never jump when NTP steps the wall clock, and the
+/// HLC still gets a physical time close to everyone else's (the systemd unit
+/// orders the agent after time-sync.target so the start reading is good).
 #[derive(Clone, Copy)]
-pub struct Clock(Instant);
+pub struct Clock {
+    start: Instant,
+    wall_at_start: u64,
+}
 
 impl Clock {
     /// Starts the clock now.
     pub fn start() -> Clock {
-        Clock(Instant::now())
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Clock {
+            start: Instant::now(),
+            wall_at_start: wall,
+        }
     }
     /// Core time now.
     pub fn now(&self) -> Time {
-        Time(self.0.elapsed().as_millis() as u64)
+        Time(self.wall_at_start + self.start.elapsed().as_millis() as u64)
     }
     fn instant(&self, t: Time) -> Instant {
-        self.0 + Duration::from_millis(t.0)
+        self.start + Duration::from_millis(t.0.saturating_sub(self.wall_at_start))
     }
 }
 
-/// The loop and its handles.
+/// Everything the loop owns.
+pub struct MeshParts {
+    /// The core, restored from the store.
+    pub node: Node,
+    /// The bound UDP socket.
+    pub socket: UdpSocket,
+    /// The clock the core runs on.
+    pub clock: Clock,
+    /// The stream transport.
+    pub streams: Streams,
+    /// Messages arriving on it.
+    pub incoming: mpsc::Receiver<Incoming>,
+    /// The durable store.
+    pub store: Arc<Store>,
+}
+
+/// Handles to a running loop.
+pub struct MeshHandles {
+    /// Commands to the loop.
+    pub commands: mpsc::Sender<Command>,
+    /// The latest snapshot.
+    pub snapshot: watch::Receiver<Arc<Snapshot>>,
+    /// Events for `/v1/events`.
+    pub events: broadcast::Sender<Arc<ApiEvent>>,
+}
+
+/// The loop.
 pub struct MeshLoop {
-    node: Node,
-    socket: UdpSocket,
-    clock: Clock,
+    parts: MeshParts,
     commands: mpsc::Receiver<Command>,
     snapshot: watch::Sender<Arc<Snapshot>>,
+    events: broadcast::Sender<Arc<ApiEvent>>,
 }
 
 impl MeshLoop {
-    /// Wraps a started core and a bound socket; returns the loop, the
-    /// command sender and the snapshot receiver.
-    pub fn new(
-        node: Node,
-        socket: UdpSocket,
-        clock: Clock,
-    ) -> (
-        MeshLoop,
-        mpsc::Sender<Command>,
-        watch::Receiver<Arc<Snapshot>>,
-    ) {
-        let (tx, rx) = mpsc::channel(64);
-        let (snap_tx, snap_rx) = watch::channel(Arc::new(snapshot_of(&node, clock.now())));
+    /// Wraps a started core and its transports.
+    pub fn new(parts: MeshParts) -> (MeshLoop, MeshHandles) {
+        let (tx, rx) = mpsc::channel(256);
+        let (snap_tx, snap_rx) =
+            watch::channel(Arc::new(snapshot_of(&parts.node, parts.clock.now())));
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let handles = MeshHandles {
+            commands: tx,
+            snapshot: snap_rx,
+            events: events.clone(),
+        };
         (
             MeshLoop {
-                node,
-                socket,
-                clock,
+                parts,
                 commands: rx,
                 snapshot: snap_tx,
+                events,
             },
-            tx,
-            snap_rx,
+            handles,
         )
     }
 
@@ -108,38 +187,37 @@ impl MeshLoop {
         let mut published = Instant::now();
         let mut leave_reply: Option<oneshot::Sender<()>> = None;
         loop {
-            let wake = self
+            let p = &mut self.parts;
+            let wake = p
                 .node
                 .poll_timeout()
-                .map(|t| self.clock.instant(t))
+                .map(|t| p.clock.instant(t))
                 .unwrap_or_else(|| Instant::now() + REFRESH);
             let wake = wake.min(published + REFRESH);
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => match r {
+                r = p.socket.recv_from(&mut buf) => match r {
                     // A datagram longer than the buffer arrives truncated to
                     // MAX_DATAGRAM + 1 bytes, so the core still sees it as oversize.
-                    Ok((n, from)) => self.node.handle_datagram(self.clock.now(), from, &buf[..n]),
+                    Ok((n, from)) => p.node.handle_datagram(p.clock.now(), from, &buf[..n]),
                     Err(e) => tracing::debug!(error = %e, "recv failed"),
                 },
-                _ = tokio::time::sleep_until(wake.into()) => self.node.handle_timeout(self.clock.now()),
+                Some(msg) = p.incoming.recv() => p.node.handle_message(p.clock.now(), &msg.message),
+                _ = tokio::time::sleep_until(wake.into()) => p.node.handle_timeout(p.clock.now()),
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Join(addr)) => self.node.join(self.clock.now(), addr),
-                    Some(Command::Rekey(keys)) => {
-                        tracing::info!(key_id = %keys.primary_id(), keys = ?keys, "cluster key ring reloaded");
-                        self.node.set_keys(keys);
-                    }
                     Some(Command::Leave(reply)) => {
-                        self.node.leave(self.clock.now());
+                        p.node.leave(p.clock.now());
                         leave_reply = Some(reply);
                     }
+                    Some(cmd) => command(p, cmd),
                     None => return,
                 },
             }
             self.flush().await;
-            let changed = self.log_events();
-            if changed || published.elapsed() >= REFRESH {
+            let membership_changed = self.dispatch_events();
+            if membership_changed || published.elapsed() >= REFRESH {
+                let p = &self.parts;
                 self.snapshot
-                    .send_replace(Arc::new(snapshot_of(&self.node, self.clock.now())));
+                    .send_replace(Arc::new(snapshot_of(&p.node, p.clock.now())));
                 published = Instant::now();
             }
             if let Some(reply) = leave_reply.take() {
@@ -149,55 +227,148 @@ impl MeshLoop {
         }
     }
 
+    /// Sends what the core queued and hands its disk work to the store.
     async fn flush(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            if let Err(e) = self.socket.send_to(&t.payload, t.to).await {
+        let p = &mut self.parts;
+        while let Some(t) = p.node.poll_transmit() {
+            if let Err(e) = p.socket.send_to(&t.payload, t.to).await {
                 tracing::debug!(to = %t.to, error = %e, "send failed");
             }
         }
+        while let Some(m) = p.node.poll_message() {
+            // A refused send is counted by the transport; anti-entropy
+            // repairs whatever it carried.
+            if let Err(e) = p.streams.send(m.to, m.payload) {
+                tracing::debug!(to = %m.to, error = %e, "stream message dropped");
+            }
+        }
+        let merged = p.node.poll_persist();
+        if !merged.is_empty()
+            && let Err(e) = p.store.persist_background(merged)
+        {
+            tracing::debug!(error = %e, "merged changes not persisted now; anti-entropy will bring them back");
+        }
+        let collected = p.node.poll_collected();
+        if !collected.is_empty()
+            && let Err(e) = p.store.remove(collected)
+        {
+            tracing::debug!(error = %e, "collected tombstones stay on disk for now");
+        }
     }
 
-    fn log_events(&mut self) -> bool {
-        let mut any = false;
-        while let Some(event) = self.node.poll_event() {
-            any = true;
-            // A member's name arrives with its manifest, after it is seen up;
-            // later events about it carry the name.
-            let name = |node: &Node, p: &Peer| {
+    /// Logs events and forwards them to subscribers; true if membership changed.
+    fn dispatch_events(&mut self) -> bool {
+        let mut membership = false;
+        while let Some(event) = self.parts.node.poll_event() {
+            let node = &self.parts.node;
+            // A member's name arrives with its manifest, after it is seen up.
+            let name = |id: &myco_proto::NodeId| {
                 node.members()
                     .into_iter()
-                    .find(|m| m.peer.id == p.id)
+                    .find(|m| m.peer.id == *id)
                     .and_then(|m| m.manifest)
                     .map(|m| m.name)
                     .unwrap_or_default()
             };
-            match event {
-                Event::MemberUp(p) => tracing::info!(member = %p.id, addr = %p.addr, "member up"),
+            let member = |id: &myco_proto::NodeId, state: &str| ApiEvent::Member {
+                id: id.to_string(),
+                state: state.to_string(),
+            };
+            let api = match &event {
+                Event::StateChanged(c) => {
+                    tracing::trace!(table = c.table.0, key = %c.key, version = %c.ts, "state changed");
+                    Some(ApiEvent::State {
+                        table: c.table.name(),
+                        key: c.key.clone(),
+                        version: c.ts.to_string(),
+                        deleted: c.value.is_none(),
+                    })
+                }
+                Event::MemberUp(p) => {
+                    tracing::info!(member = %p.id, addr = %p.addr, "member up");
+                    Some(member(&p.id, "alive"))
+                }
                 Event::MemberDown(p) => {
-                    tracing::warn!(member = %p.id, name = %name(&self.node, &p), addr = %p.addr, "member down")
+                    tracing::warn!(member = %p.id, name = %name(&p.id), addr = %p.addr, "member down");
+                    Some(member(&p.id, "down"))
                 }
                 Event::MemberLeft(p) => {
-                    tracing::info!(member = %p.id, name = %name(&self.node, &p), "member left")
+                    tracing::info!(member = %p.id, name = %name(&p.id), "member left");
+                    Some(member(&p.id, "left"))
                 }
                 Event::ManifestChanged(id) => {
-                    let m = self
-                        .node
+                    let m = node
                         .members()
                         .into_iter()
-                        .find(|m| m.peer.id == id)
+                        .find(|m| m.peer.id == *id)
                         .and_then(|m| m.manifest);
                     if let Some(m) = m {
                         tracing::info!(member = %id, name = %m.name, version = %m.version, tags = ?m.tags, "member identified");
                     }
+                    None
                 }
-                Event::Connected => tracing::info!("connected to the mesh"),
-                Event::Isolated => tracing::warn!("no live peers: retrying join addresses"),
+                Event::Connected => {
+                    tracing::info!("connected to the mesh");
+                    None
+                }
+                Event::Isolated => {
+                    tracing::warn!("no live peers: retrying join addresses");
+                    None
+                }
                 Event::Rejoined(p) => {
-                    tracing::warn!(bump = p.bump, "this node was declared down; rejoined")
+                    tracing::warn!(bump = p.bump, "this node was declared down; rejoined");
+                    None
+                }
+            };
+            membership |= !matches!(event, Event::StateChanged(_));
+            if let Some(api) = api {
+                // No subscribers is not an error.
+                let _ = self.events.send(Arc::new(api));
+            }
+        }
+        membership
+    }
+}
+
+fn command(p: &mut MeshParts, cmd: Command) {
+    let now = p.clock.now();
+    match cmd {
+        Command::Join(addr) => p.node.join(now, addr),
+        Command::Rekey(keys) => {
+            tracing::info!(key_id = %keys.primary_id(), keys = ?keys, "cluster key ring reloaded");
+            match p.streams.set_keys(&keys.keys()) {
+                Ok(()) => p.node.set_keys(keys),
+                Err(e) => {
+                    tracing::error!(error = %e, "new cluster keys refused; the old ones stay in use")
                 }
             }
         }
-        any
+        Command::Write {
+            table,
+            key,
+            value,
+            reply,
+        } => {
+            let _ = reply.send(p.node.write(now, table, &key, value));
+        }
+        Command::Get { table, key, reply } => {
+            let _ = reply.send(p.node.get(table, &key).cloned());
+        }
+        Command::Scan {
+            table,
+            prefix,
+            limit,
+            reply,
+        } => {
+            let found = p
+                .node
+                .scan(table, &prefix)
+                .take(limit)
+                .map(|(k, e)| (k.to_string(), e.clone()))
+                .collect();
+            let _ = reply.send(found);
+        }
+        Command::Leave(_) => unreachable!("handled by the loop"),
     }
 }
 
@@ -209,5 +380,7 @@ fn snapshot_of(node: &Node, at: Time) -> Snapshot {
         connected: node.is_connected(),
         at,
         key_id: node.key_id(),
+        state: node.state_size(),
+        state_digest: node.state_digest(),
     }
 }

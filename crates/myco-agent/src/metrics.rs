@@ -11,6 +11,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::mesh::Snapshot;
+use crate::store::StoreStats;
+use crate::streams::StreamStats;
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -23,8 +25,29 @@ fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
     registry.register(name, help, c);
 }
 
+/// What one scrape reads.
+pub struct Sources<'a> {
+    /// The mesh loop's snapshot.
+    pub snap: &'a Snapshot,
+    /// Time since start.
+    pub uptime: Duration,
+    /// Store counters.
+    pub store: StoreStats,
+    /// Whether the store was found damaged at start.
+    pub store_recovered: bool,
+    /// Stream transport counters.
+    pub streams: StreamStats,
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
+    let g = Gauge::<i64>::default();
+    g.set(value);
+    registry.register(name, help, g);
+}
+
 /// Encodes every metric for one scrape.
-pub fn encode_registry(snap: &Snapshot, uptime: Duration) -> Registry {
+pub fn encode_registry(src: &Sources<'_>) -> Registry {
+    let (snap, uptime) = (src.snap, src.uptime);
     let mut r = Registry::with_prefix("myco");
     let members = Family::<Labels, Gauge>::default();
     for state in [
@@ -95,13 +118,135 @@ pub fn encode_registry(snap: &Snapshot, uptime: Duration) -> Registry {
     ])
     .set(1);
     r.register("build_info", "Build and node identity", info);
+
+    let (entries, tombstones, bytes) = snap.state;
+    gauge(
+        &mut r,
+        "state_entries",
+        "Replicated entries held, tombstones included",
+        entries as i64,
+    );
+    gauge(
+        &mut r,
+        "state_tombstones",
+        "Tombstones held",
+        tombstones as i64,
+    );
+    gauge(
+        &mut r,
+        "state_bytes",
+        "Bytes of replicated keys and values held",
+        bytes as i64,
+    );
+    let st = &src.store;
+    counter(
+        &mut r,
+        "store_transactions",
+        "Store write transactions (group commits)",
+        st.transactions,
+    );
+    counter(
+        &mut r,
+        "store_changes_written",
+        "Changes made durable",
+        st.changes_written,
+    );
+    counter(
+        &mut r,
+        "store_bytes_written",
+        "Record bytes written to the store",
+        st.bytes_written,
+    );
+    counter(
+        &mut r,
+        "store_fsyncs",
+        "fsyncs issued by store commits",
+        st.fsyncs,
+    );
+    counter(
+        &mut r,
+        "store_errors",
+        "Store batches that failed",
+        st.errors,
+    );
+    counter(
+        &mut r,
+        "store_queue_full",
+        "Background persists refused because the store queue was full",
+        st.queue_full,
+    );
+    counter(
+        &mut r,
+        "store_tombstones_removed",
+        "Tombstones garbage-collected from disk",
+        st.removed,
+    );
+    gauge(
+        &mut r,
+        "store_recovered",
+        "1 if the store was found damaged at start and rebuilt from peers",
+        i64::from(src.store_recovered),
+    );
+    stream_metrics(&mut r, &src.streams);
     r
 }
 
+fn stream_metrics(r: &mut Registry, s: &StreamStats) {
+    counter(
+        r,
+        "stream_messages_sent",
+        "Replication messages written to peers",
+        s.sent_messages,
+    );
+    counter(
+        r,
+        "stream_bytes_sent",
+        "Payload bytes of replication messages sent",
+        s.sent_bytes,
+    );
+    counter(
+        r,
+        "stream_messages_received",
+        "Replication messages received",
+        s.received_messages,
+    );
+    counter(
+        r,
+        "stream_bytes_received",
+        "Payload bytes of replication messages received",
+        s.received_bytes,
+    );
+    let failures = Family::<Labels, Counter>::default();
+    for (reason, n) in [
+        ("connect", s.connect_failures),
+        ("outbound_handshake", s.outbound_handshake_failures),
+        ("inbound_handshake", s.inbound_handshake_failures),
+        ("oversize", s.oversize_refused),
+        ("queue_full", s.queue_full),
+        ("send", s.send_failures),
+        ("inbound_refused", s.inbound_refused),
+        ("untrusted_after_rekey", s.untrusted_after_rekey),
+    ] {
+        failures
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc_by(n);
+    }
+    r.register(
+        "stream_failures",
+        "Stream transport failures and refusals, by reason",
+        failures,
+    );
+    counter(
+        r,
+        "stream_peers_evicted",
+        "Outgoing peer connections evicted to stay within the limit",
+        s.peers_evicted,
+    );
+}
+
 /// The text exposition for one scrape.
-pub fn encode(snap: &Snapshot, uptime: Duration) -> String {
+pub fn encode(src: &Sources<'_>) -> String {
     let mut out = String::new();
-    text::encode(&mut out, &encode_registry(snap, uptime))
-        .expect("writing to a String cannot fail");
+    text::encode(&mut out, &encode_registry(src)).expect("writing to a String cannot fail");
     out
 }

@@ -12,7 +12,12 @@ use tokio::sync::oneshot;
 
 use crate::api::{self, ApiState};
 use crate::datadir::{self, DataDir, random_bytes};
-use crate::mesh::{Clock, Command, MeshLoop};
+use crate::mesh::{Clock, Command, MeshHandles, MeshLoop, MeshParts};
+use crate::store::Store;
+use crate::streams::{StreamConfig, Streams};
+
+/// The state store's file in the data dir.
+pub const STORE_FILE: &str = "state.redb";
 use crate::settings::AgentSettings;
 use crate::sysinfo;
 
@@ -83,6 +88,25 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
             )
         })?;
 
+    let store_path = dir.path().join(STORE_FILE);
+    let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await
+        .context("opening the store")??;
+    let store = Arc::new(store);
+    let store_recovered = loaded.recovered.is_some();
+    if let Some(r) = &loaded.recovered {
+        tracing::error!(recovery = ?r, "the state store was damaged; its data will be fetched again from peers");
+    }
+    let (streams, incoming) =
+        Streams::bind(settings.bind, &keys.keys(), id, StreamConfig::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the stream port tcp/{}: choose another with --bind",
+                    settings.bind
+                )
+            })?;
+
     let clock = Clock::start();
     let peer = Peer {
         id,
@@ -100,8 +124,24 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
             config: settings.core.clone(),
         },
     );
-    let (mesh, commands, snapshot) = MeshLoop::new(node, socket, clock);
-    let mesh_task = tokio::spawn(mesh.run());
+    let restored = loaded.changes.len();
+    let mut node = node;
+    node.restore(loaded.changes);
+    tracing::info!(entries = restored, "state restored from disk");
+    let (mesh, handles) = MeshLoop::new(MeshParts {
+        node,
+        socket,
+        clock,
+        streams: streams.clone(),
+        incoming,
+        store: store.clone(),
+    });
+    let MeshHandles {
+        commands,
+        snapshot,
+        events,
+    } = handles;
+    let mut mesh_task = tokio::spawn(mesh.run());
 
     for target in &settings.join {
         match tokio::net::lookup_host(target.as_str()).await {
@@ -123,6 +163,10 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         open_reads: settings.api.ip().is_loopback(),
         started,
         data_dir: dir.path().to_path_buf(),
+        store: store.clone(),
+        events,
+        streams,
+        store_recovered,
     };
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_task = tokio::spawn(async move {
@@ -151,7 +195,18 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     }
     let _ = stop_api.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
-    mesh_task.abort();
+    // The loop ends by itself once the leave is sent; give it a moment.
+    if tokio::time::timeout(Duration::from_secs(2), &mut mesh_task)
+        .await
+        .is_err()
+    {
+        mesh_task.abort();
+        let _ = mesh_task.await;
+    }
+    // Waits for queued writes to reach the disk.
+    if let Ok(store) = Arc::try_unwrap(store) {
+        store.close().await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

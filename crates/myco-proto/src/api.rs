@@ -84,3 +84,57 @@ pub struct ApiError {
     /// What went wrong and what to do about it.
     pub error: String,
 }
+
+/// One entry of `GET /v1/kv?prefix=P`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KvEntry {
+    /// The key.
+    pub key: String,
+    /// The value as text, when it is UTF-8.
+    pub value: Option<String>,
+    /// The value in base64, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    /// The version (`WALL-LOGICAL-NODE`).
+    pub version: String,
+}
+
+/// The answer to a KV write or delete.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KvWritten {
+    /// The key.
+    pub key: String,
+    /// The version the write got.
+    pub version: String,
+    /// Whether it was a delete.
+    pub deleted: bool,
+}
+
+/// One server-sent event of `GET /v1/events` (the SSE `data:` line).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ApiEvent {
+    /// A replicated key changed.
+    State {
+        /// `kv`, `jobs`, `spores`, `trust` or the table number.
+        table: String,
+        /// The key.
+        key: String,
+        /// The new version.
+        version: String,
+        /// Whether it was deleted.
+        deleted: bool,
+    },
+    /// A member changed state.
+    Member {
+        /// Its id.
+        id: String,
+        /// `alive`, `down` or `left`.
+        state: String,
+    },
+    /// This subscriber fell behind and missed this many events.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}

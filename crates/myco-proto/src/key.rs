@@ -138,6 +138,11 @@ impl KeyRing {
         self.keys[0].0
     }
 
+    /// Every key, primary first.
+    pub fn keys(&self) -> Vec<ClusterKey> {
+        self.keys.iter().map(|(_, k, _)| k.clone()).collect()
+    }
+
     /// Ids of every key this ring accepts.
     pub fn ids(&self) -> impl Iterator<Item = KeyId> + '_ {
         self.keys.iter().map(|(id, _, _)| *id)

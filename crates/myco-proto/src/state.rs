@@ -68,3 +68,16 @@ impl Change {
         self.key.len() + self.value.as_ref().map_or(0, Vec::len) + 32
     }
 }
+
+impl Table {
+    /// The table's name in the API.
+    pub fn name(self) -> String {
+        match self {
+            Table::KV => "kv".into(),
+            Table::JOBS => "jobs".into(),
+            Table::SPORES => "spores".into(),
+            Table::TRUST => "trust".into(),
+            Table(n) => n.to_string(),
+        }
+    }
+}

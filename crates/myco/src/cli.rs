@@ -48,6 +48,9 @@ pub enum Command {
     /// Cluster-wide settings.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// The cluster-wide config KV.
+    #[command(subcommand)]
+    Kv(KvCmd),
     /// Run a local mesh of N agents on loopback, for trying Myco out.
     Dev(DevArgs),
     /// Print a systemd unit for the agent.
@@ -102,6 +105,35 @@ pub enum PeerCmd {
     Add {
         /// HOST:PORT.
         addr: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KvCmd {
+    /// Print a key's value (raw, as stored).
+    Get {
+        /// The key (may contain `/`).
+        key: String,
+    },
+    /// Set a key; the value is the argument, or standard input if absent or `-`.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Option<String>,
+    },
+    /// Delete a key.
+    Del {
+        /// The key.
+        key: String,
+    },
+    /// List keys under a prefix.
+    List {
+        /// Key prefix.
+        #[arg(default_value = "")]
+        prefix: String,
+        #[command(flatten)]
+        out: Output,
     },
 }
 

@@ -10,10 +10,19 @@ use serde::de::DeserializeOwned;
 
 pub const DEFAULT_API: &str = "http://127.0.0.1:7070";
 
+/// Largest answer the CLI reads.
+const MAX_ANSWER: u64 = 64 * 1024 * 1024;
+
 pub struct Client {
     base: String,
     token: Option<String>,
     agent: ureq::Agent,
+}
+
+enum Body {
+    Json(serde_json::Value),
+    Raw(Vec<u8>),
+    None,
 }
 
 /// The token: `--token`/`MYCO_API_TOKEN`, else `api-token` in the data dir.
@@ -26,6 +35,18 @@ pub fn find_token(token: Option<String>, data_dir: Option<&Path>) -> Option<Stri
             .ok()
             .map(|t| t.trim().to_string())
     })
+}
+
+/// Escapes a KV key (or prefix) for a URL, keeping `/` as the separator.
+pub fn key_path(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 impl Client {
@@ -48,28 +69,35 @@ impl Client {
         &self.base
     }
 
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> anyhow::Result<(u16, String)> {
+    fn call(&self, method: &str, path: &str, body: Body) -> anyhow::Result<Vec<u8>> {
         let url = format!("{}{}", self.base, path);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let result = match (method, body) {
-            ("GET", _) => {
-                let mut req = self.agent.get(&url);
+        let result = match method {
+            "GET" | "DELETE" => {
+                let mut req = if method == "GET" {
+                    self.agent.get(&url)
+                } else {
+                    self.agent.delete(&url)
+                };
                 if let Some(a) = &auth {
                     req = req.header("Authorization", a);
                 }
                 req.call()
             }
-            (_, body) => {
-                let mut req = self.agent.post(&url);
+            _ => {
+                let mut req = if method == "PUT" {
+                    self.agent.put(&url)
+                } else {
+                    self.agent.post(&url)
+                };
                 if let Some(a) = &auth {
                     req = req.header("Authorization", a);
                 }
-                req.send_json(body.unwrap_or(serde_json::Value::Null))
+                match body {
+                    Body::Json(v) => req.send_json(v),
+                    Body::Raw(bytes) => req.send(&bytes[..]),
+                    Body::None => req.send_empty(),
+                }
             }
         };
         let mut resp = result.map_err(|e| {
@@ -79,31 +107,53 @@ impl Client {
             )
         })?;
         let status = resp.status().as_u16();
-        let text = resp
+        let bytes = resp
             .body_mut()
-            .read_to_string()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_to_vec()
             .context("reading the agent's answer")?;
         if !(200..300).contains(&status) {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
             let msg = serde_json::from_str::<ApiError>(&text)
                 .map(|e| e.error)
                 .unwrap_or(text);
             bail!("{path} answered {status}: {msg}");
         }
-        Ok((status, text))
+        Ok(bytes)
+    }
+
+    fn json(bytes: &[u8]) -> serde_json::Value {
+        serde_json::from_slice(bytes).unwrap_or(serde_json::Value::Null)
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let (_, text) = self.call("GET", path, None)?;
-        serde_json::from_str(&text)
+        let bytes = self.call("GET", path, Body::None)?;
+        serde_json::from_slice(&bytes)
             .with_context(|| format!("{path} answered something that is not the expected JSON"))
     }
 
+    pub fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {
+        self.call("GET", path, Body::None)
+    }
+
     pub fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        Ok(self.call("GET", path, None)?.1)
+        Ok(String::from_utf8_lossy(&self.get_bytes(path)?).into_owned())
     }
 
     pub fn post<B: Serialize>(&self, path: &str, body: &B) -> anyhow::Result<serde_json::Value> {
-        let (_, text) = self.call("POST", path, Some(serde_json::to_value(body)?))?;
-        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        Ok(Self::json(&self.call(
+            "POST",
+            path,
+            Body::Json(serde_json::to_value(body)?),
+        )?))
+    }
+
+    pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {
+        Ok(Self::json(&self.call("PUT", path, Body::Raw(body))?))
+    }
+
+    pub fn delete(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        Ok(Self::json(&self.call("DELETE", path, Body::None)?))
     }
 }

@@ -9,8 +9,8 @@ use myco_agent::settings::{AgentOptions, default_data_dir, parse_tags};
 use myco_proto::api::{NodeInfo, PeerAdd, Status};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{AgentArgs, Cli, ClusterCmd, Command, LogFormat, PeerCmd};
-use crate::client::{Client, find_token};
+use crate::cli::{AgentArgs, Cli, ClusterCmd, Command, KvCmd, LogFormat, PeerCmd};
+use crate::client::{Client, find_token, key_path};
 use crate::{dev, table};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -72,6 +72,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Kv(cmd) => kv(&client(), cmd),
         Command::Dev(args) => dev::run(args),
         Command::SystemdUnit(args) => {
             print!("{}", systemd_unit(&args.agent_args));
@@ -82,6 +83,59 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn kv(c: &Client, cmd: KvCmd) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    match cmd {
+        KvCmd::Get { key } => {
+            let value = c.get_bytes(&format!("/v1/kv/{}", key_path(&key)))?;
+            std::io::stdout().lock().write_all(&value)?;
+        }
+        KvCmd::Put { key, value } => {
+            let bytes = match value.as_deref() {
+                None | Some("-") => {
+                    let mut buf = Vec::new();
+                    std::io::stdin().read_to_end(&mut buf)?;
+                    buf
+                }
+                Some(v) => v.as_bytes().to_vec(),
+            };
+            let written = c.put_bytes(&format!("/v1/kv/{}", key_path(&key)), bytes)?;
+            println!(
+                "{key} = version {}",
+                written["version"].as_str().unwrap_or("?")
+            );
+        }
+        KvCmd::Del { key } => {
+            c.delete(&format!("/v1/kv/{}", key_path(&key)))?;
+            println!("deleted {key}");
+        }
+        KvCmd::List { prefix, out } => {
+            let entries: Vec<myco_proto::api::KvEntry> =
+                c.get(&format!("/v1/kv?prefix={}", key_path(&prefix)))?;
+            if out.json {
+                return print_json(&entries);
+            }
+            let rows: Vec<Vec<String>> = entries
+                .iter()
+                .map(|e| {
+                    let v = match &e.value {
+                        Some(text) => text.clone(),
+                        None => "(binary)".to_string(),
+                    };
+                    let v = if v.chars().count() > 60 {
+                        format!("{}…", v.chars().take(59).collect::<String>())
+                    } else {
+                        v
+                    };
+                    vec![e.key.clone(), v, e.version.clone()]
+                })
+                .collect();
+            table::print(&["KEY", "VALUE", "VERSION"], &rows)?;
+        }
+    }
+    Ok(())
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
@@ -169,7 +223,7 @@ fn systemd_unit(extra: &[String]) -> String {
         format!(" {}", extra.join(" "))
     };
     format!(
-        "[Unit]\nDescription=Myco mesh agent\nWants=network-online.target\nAfter=network-online.target\n\n\
+        "[Unit]\nDescription=Myco mesh agent\nWants=network-online.target\nAfter=network-online.target time-sync.target\n\n\
 [Service]\nType=notify\nExecStart={exe} agent --data-dir /var/lib/myco{args}\nKillSignal=SIGTERM\nTimeoutStopSec=20\n\
 Restart=always\nRestartSec=2\nLimitNOFILE=65536\n\n[Install]\nWantedBy=multi-user.target\n"
     )
