@@ -50,7 +50,8 @@ const SMALL: usize = 16 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
-/// Limits and timeouts of [`Streams`]. Zero sizes are raised to one.
+/// Limits and timeouts of [`Streams`]. Zero queue sizes and peer counts
+/// are raised to one.
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
     /// The largest message sent or accepted, in bytes (at most `u32::MAX`).
@@ -479,8 +480,10 @@ async fn peer_task(shared: Arc<Shared>, to: SocketAddr, mut queue: mpsc::Receive
     }
 }
 
-/// Writes one message, connecting first if needed. A cached connection that
-/// turns out dead is replaced once, so a peer restart costs no message.
+/// Writes one message, connecting first if needed. A cached connection found
+/// closed, or failing on write, is replaced once, so a peer that restarted
+/// usually costs no message (not always: a write can succeed into a socket
+/// whose peer is gone without a FIN, as after a power cut).
 async fn deliver(
     shared: &Shared,
     to: SocketAddr,
