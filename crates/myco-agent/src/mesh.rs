@@ -243,10 +243,14 @@ impl MeshLoop {
             }
         }
         let merged = p.node.poll_persist();
+        // If the store's queue is full these stay in memory only: after a
+        // restart this node lacks them and anti-entropy fetches them again
+        // from peers. The origin of every change persisted it before
+        // acknowledging, so some disk always holds it.
         if !merged.is_empty()
             && let Err(e) = p.store.persist_background(merged)
         {
-            tracing::debug!(error = %e, "merged changes not persisted now; anti-entropy will bring them back");
+            tracing::debug!(error = %e, "merged changes not persisted now; they resync after a restart");
         }
         let collected = p.node.poll_collected();
         if !collected.is_empty()
