@@ -51,6 +51,8 @@ pub struct ApiState {
     pub streams: crate::streams::Streams,
     /// Whether the store was found damaged at start.
     pub store_recovered: bool,
+    /// Whether `/v1/debug/faults` is enabled (`MYCO_FAULTS=1`, tests only).
+    pub faults: bool,
 }
 
 /// Builds the router.
@@ -70,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
             get(kv::get).put(kv::put).delete(kv::delete),
         )
         .route("/v1/events", get(kv::events))
+        .route("/v1/debug/faults", axum::routing::post(faults))
         .route("/mesh/status", get(mesh_status))
         .route("/mesh/peers", get(peers))
         .route("/api/nodes", get(nodes))
@@ -220,11 +223,9 @@ async fn peers(State(s): State<ApiState>) -> Json<Vec<NodeInfo>> {
     )
 }
 
-async fn peer_add(
-    State(s): State<ApiState>,
-    body: Result<Json<PeerAdd>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    let Ok(Json(req)) = body else {
+async fn peer_add(State(s): State<ApiState>, body: axum::body::Bytes) -> Response {
+    // Parsed whatever the content type: `curl -d` sends a form type.
+    let Ok(req) = serde_json::from_slice::<PeerAdd>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
             "body must be JSON: {\"addr\": \"HOST:PORT\"}",
@@ -255,6 +256,45 @@ async fn peer_add(
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the mesh loop is busy; try again",
+        ),
+    }
+}
+
+/// `POST /v1/debug/faults {"block": ["IP:PORT", ...]}`: cuts this node off
+/// from peers' mesh addresses, both ways; `[]` heals. For tests of
+/// partitions with real agents on one machine, where `tc netem` is not
+/// available; enabled only by `MYCO_FAULTS=1` at start.
+async fn faults(State(s): State<ApiState>, body: axum::body::Bytes) -> Response {
+    if !s.faults {
+        return error(
+            StatusCode::NOT_FOUND,
+            "fault injection is off (start the agent with MYCO_FAULTS=1)",
+        );
+    }
+    let addrs = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("block")?
+                .as_array()?
+                .iter()
+                .map(|a| a.as_str()?.parse::<std::net::SocketAddr>().ok())
+                .collect::<Option<Vec<_>>>()
+        });
+    let Some(addrs) = addrs else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "body must be {\"block\": [\"IP:PORT\", ...]}",
+        );
+    };
+    match s
+        .commands
+        .send(Command::Faults(addrs.into_iter().collect()))
+        .await
+    {
+        Ok(()) => Json(json!({"ok": true})).into_response(),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the agent is shutting down",
         ),
     }
 }

@@ -51,6 +51,9 @@ pub enum Command {
         /// The live entry, if any.
         reply: oneshot::Sender<Option<Entry>>,
     },
+    /// Test faults: drop all traffic to and from these mesh addresses
+    /// (only reachable when the agent runs with `MYCO_FAULTS=1`).
+    Faults(std::collections::BTreeSet<SocketAddr>),
     /// List keys under a prefix.
     Scan {
         /// Table.
@@ -152,6 +155,8 @@ pub struct MeshHandles {
 /// The loop.
 pub struct MeshLoop {
     parts: MeshParts,
+    /// Peers cut off by fault injection (empty in production).
+    blocked: std::collections::BTreeSet<SocketAddr>,
     commands: mpsc::Receiver<Command>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Arc<ApiEvent>>,
@@ -172,6 +177,7 @@ impl MeshLoop {
         (
             MeshLoop {
                 parts,
+                blocked: Default::default(),
                 commands: rx,
                 snapshot: snap_tx,
                 events,
@@ -198,15 +204,24 @@ impl MeshLoop {
                 r = p.socket.recv_from(&mut buf) => match r {
                     // A datagram longer than the buffer arrives truncated to
                     // MAX_DATAGRAM + 1 bytes, so the core still sees it as oversize.
-                    Ok((n, from)) => p.node.handle_datagram(p.clock.now(), from, &buf[..n]),
+                    Ok((n, from)) if !self.blocked.contains(&from) => p.node.handle_datagram(p.clock.now(), from, &buf[..n]),
+                    Ok(_) => {}
                     Err(e) => tracing::debug!(error = %e, "recv failed"),
                 },
-                Some(msg) = p.incoming.recv() => p.node.handle_message(p.clock.now(), &msg.message),
+                Some(msg) = p.incoming.recv() => {
+                    if !is_blocked(&self.blocked, &p.node, msg.peer) {
+                        p.node.handle_message(p.clock.now(), &msg.message);
+                    }
+                }
                 _ = tokio::time::sleep_until(wake.into()) => p.node.handle_timeout(p.clock.now()),
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Leave(reply)) => {
                         p.node.leave(p.clock.now());
                         leave_reply = Some(reply);
+                    }
+                    Some(Command::Faults(block)) => {
+                        tracing::warn!(blocked = ?block, "fault injection: cutting off peers");
+                        self.blocked = block;
                     }
                     Some(cmd) => command(p, cmd),
                     None => return,
@@ -231,11 +246,17 @@ impl MeshLoop {
     async fn flush(&mut self) {
         let p = &mut self.parts;
         while let Some(t) = p.node.poll_transmit() {
+            if self.blocked.contains(&t.to) {
+                continue;
+            }
             if let Err(e) = p.socket.send_to(&t.payload, t.to).await {
                 tracing::debug!(to = %t.to, error = %e, "send failed");
             }
         }
         while let Some(m) = p.node.poll_message() {
+            if self.blocked.contains(&m.to) {
+                continue;
+            }
             // A refused send is counted by the transport; anti-entropy
             // repairs whatever it carried.
             if let Err(e) = p.streams.send(m.to, m.payload) {
@@ -372,8 +393,26 @@ fn command(p: &mut MeshParts, cmd: Command) {
                 .collect();
             let _ = reply.send(found);
         }
-        Command::Leave(_) => unreachable!("handled by the loop"),
+        Command::Leave(_) | Command::Faults(_) => unreachable!("handled by the loop"),
     }
+}
+
+/// Whether a stream message comes from a cut-off peer (fault injection).
+fn is_blocked(
+    blocked: &std::collections::BTreeSet<SocketAddr>,
+    node: &Node,
+    peer: Option<myco_proto::NodeId>,
+) -> bool {
+    if blocked.is_empty() {
+        return false;
+    }
+    let addr = peer.and_then(|id| {
+        node.members()
+            .into_iter()
+            .find(|m| m.peer.id == id)
+            .map(|m| m.peer.addr)
+    });
+    addr.is_some_and(|a| blocked.contains(&a))
 }
 
 fn snapshot_of(node: &Node, at: Time) -> Snapshot {

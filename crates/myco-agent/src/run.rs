@@ -167,6 +167,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         events,
         streams,
         store_recovered,
+        faults: std::env::var("MYCO_FAULTS").is_ok_and(|v| v == "1"),
     };
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_task = tokio::spawn(async move {
