@@ -244,8 +244,15 @@ pub fn parse_keys(
         source_name: source_name.to_string(),
         error,
     };
-    // The environment variable may hold several keys separated by commas.
-    let text = text.replace(',', "\n");
+    // Comments go first: they may contain commas, which separate keys in
+    // MYCO_CLUSTER_KEY.
+    let text = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(',', "\n");
     let ring = KeyRing::parse(&text).map_err(bad)?;
     let keys = text
         .lines()
@@ -296,6 +303,26 @@ mod tests {
             DataDir::open(root.join("none")).node_id(),
             Err(DataDirError::NoIdentity(_))
         ));
+        fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn regression_key_file_comment_with_a_comma_still_parses() {
+        // The agent writes such a comment into DATA_DIR/cluster.key; a
+        // restart once failed on it.
+        let root = tmp();
+        let d = DataDir::create(&root).unwrap();
+        let key = ClusterKey::from_bytes([3; 32]);
+        let ring = KeyRing::new(key.clone());
+        d.write_cluster_keys(&ring, &[key]).unwrap();
+        let text = fs::read_to_string(root.join(CLUSTER_KEY)).unwrap();
+        assert!(
+            text.starts_with('#') && text.contains(','),
+            "the comment this test is about"
+        );
+        let (again, keys) = parse_keys(&text, CLUSTER_KEY).unwrap();
+        assert_eq!(again.primary_id(), ring.primary_id());
+        assert_eq!(keys.len(), 1);
         fs::remove_dir_all(root).unwrap();
     }
 

@@ -111,9 +111,19 @@ pub fn free_port() -> u16 {
 pub struct Response {
     pub status: u16,
     pub body: String,
+    /// Header names (lower-cased) and values, in order.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
@@ -154,17 +164,26 @@ fn parse_response(raw: &[u8]) -> Option<Response> {
     let mut body = raw[split + 4..].to_vec();
     let mut lines = head.split("\r\n");
     let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let chunked = lines.any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    });
+    let headers = parse_headers(lines);
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
     if chunked {
         body = dechunk(&body)?;
     }
     Some(Response {
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
+        headers,
     })
+}
+
+/// `Name: value` lines as (lower-cased name, trimmed value).
+fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect()
 }
 
 fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
@@ -248,6 +267,8 @@ pub struct Agent {
     pub join: Vec<u16>,
     pub key_file: Option<PathBuf>,
     pub log: PathBuf,
+    /// Extra environment variables (from [`Harness::with_env`]), kept for restarts.
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -290,6 +311,7 @@ impl Agent {
         for k in MYCO_ENV {
             cmd.env_remove(k);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -312,6 +334,8 @@ pub struct Opts {
 pub struct Harness {
     pub root: PathBuf,
     pub agents: Vec<Agent>,
+    /// Extra environment variables for every agent started from now on.
+    pub env: Vec<(String, String)>,
 }
 
 static HARNESS_SEQ: AtomicU32 = AtomicU32::new(0);
@@ -328,7 +352,19 @@ impl Harness {
         Harness {
             root,
             agents: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// A harness whose agents all run with the extra environment `env`
+    /// (e.g. `MYCO_FAULTS=1`).
+    pub fn with_env(test: &str, env: &[(&str, &str)]) -> Harness {
+        let mut h = Harness::new(test);
+        h.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        h
     }
 
     pub fn agent(&self, i: usize) -> &Agent {
@@ -352,6 +388,7 @@ impl Harness {
             edge: 0,
             join,
             key_file: opts.key_file,
+            env: self.env.clone(),
             child: None,
         };
         for attempt in 1..=3 {
@@ -630,4 +667,450 @@ pub fn read(path: &Path) -> String {
         .and_then(|mut f| f.read_to_string(&mut s))
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     s
+}
+
+// ----- keep-alive HTTP -----
+
+/// A keep-alive HTTP/1.1 connection to 127.0.0.1:`port`, opened on first
+/// use. A failed request drops the connection (the next one reconnects);
+/// nothing is retried, so the caller decides what a failure means.
+pub struct Conn {
+    port: u16,
+    stream: Option<TcpStream>,
+}
+
+impl Conn {
+    pub fn new(port: u16) -> Conn {
+        Conn { port, stream: None }
+    }
+
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<Response> {
+        let r = self.try_request(method, path, headers, body);
+        match &r {
+            Ok((_, true)) => {}
+            _ => self.stream = None,
+        }
+        r.map(|(resp, _)| resp)
+    }
+
+    /// The answer and whether the connection can be reused.
+    fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> std::io::Result<(Response, bool)> {
+        if self.stream.is_none() {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+            let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.set_write_timeout(Some(Duration::from_secs(5)))?;
+            s.set_nodelay(true)?;
+            self.stream = Some(s);
+        }
+        let s = self.stream.as_mut().expect("connected above");
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n",
+            self.port,
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        let mut out = req.into_bytes();
+        out.extend_from_slice(body);
+        s.write_all(&out)?;
+
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        let mut read_more = |s: &mut TcpStream, raw: &mut Vec<u8>| -> std::io::Result<bool> {
+            let n = s.read(&mut chunk)?;
+            raw.extend_from_slice(&chunk[..n]);
+            Ok(n > 0)
+        };
+        let split = loop {
+            if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            if !read_more(s, &mut raw)? {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("connection closed before a full answer head: {raw:?}"),
+                ));
+            }
+        };
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        lines.next();
+        let hs = parse_headers(lines);
+        let find = |name: &str| {
+            hs.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_ascii_lowercase())
+        };
+        let close = find("connection").is_some_and(|v| v.contains("close"));
+        let length = find("content-length").and_then(|v| v.parse::<usize>().ok());
+        let chunked = find("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+        let no_body = head
+            .split(' ')
+            .nth(1)
+            .is_some_and(|c| c == "204" || c == "304")
+            || method == "HEAD";
+        let reusable = if no_body {
+            !close
+        } else if let Some(n) = length {
+            while raw.len() < split + 4 + n {
+                if !read_more(s, &mut raw)? {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed inside a body",
+                    ));
+                }
+            }
+            raw.truncate(split + 4 + n);
+            !close
+        } else if chunked {
+            while dechunk(&raw[split + 4..]).is_none() {
+                if !read_more(s, &mut raw)? {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "connection closed inside a chunked body",
+                    ));
+                }
+            }
+            // The trailer's end is not tracked: do not reuse the connection.
+            false
+        } else {
+            while read_more(s, &mut raw)? {}
+            false
+        };
+        let resp = parse_response(&raw)
+            .ok_or_else(|| std::io::Error::other(format!("malformed HTTP answer: {raw:?}")))?;
+        Ok((resp, reusable))
+    }
+}
+
+// ----- server-sent events -----
+
+/// One server-sent event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// The `event:` field ("message" when absent).
+    pub event: String,
+    /// The `data:` lines, joined by `\n`.
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_str(&self.data).ok()
+    }
+}
+
+/// A raw-TCP reader of a `text/event-stream` answer (chunked or not).
+pub struct SseStream {
+    stream: TcpStream,
+    /// Bytes as received (possibly chunked).
+    raw: Vec<u8>,
+    /// The decoded event-stream text not yet parsed into events.
+    text: Vec<u8>,
+    chunked: bool,
+    ended: bool,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl SseStream {
+    /// Sends `GET path` and reads the answer's head (up to 5 s).
+    pub fn open(port: u16, path: &str) -> std::io::Result<SseStream> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(
+            format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        )?;
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let split = loop {
+            if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p;
+            }
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("closed before the answer head: {raw:?}"),
+                ));
+            }
+            raw.extend_from_slice(&buf[..n]);
+        };
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("malformed head: {head:?}")))?;
+        let headers = parse_headers(lines);
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+        Ok(SseStream {
+            stream,
+            raw: raw[split + 4..].to_vec(),
+            text: Vec::new(),
+            chunked,
+            ended: false,
+            status,
+            headers,
+        })
+    }
+
+    /// The first header named `name` (lower-case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Moves complete chunks from `raw` to `text`.
+    fn decode(&mut self) {
+        if !self.chunked {
+            self.text.append(&mut self.raw);
+            return;
+        }
+        while !self.ended {
+            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let size_text = String::from_utf8_lossy(&self.raw[..eol]).into_owned();
+            let Ok(size) =
+                usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            else {
+                panic!("bad chunk size line {size_text:?} in an event stream");
+            };
+            if size == 0 {
+                self.ended = true;
+                return;
+            }
+            if self.raw.len() < eol + 2 + size + 2 {
+                return;
+            }
+            self.text
+                .extend_from_slice(&self.raw[eol + 2..eol + 2 + size]);
+            self.raw.drain(..eol + 2 + size + 2);
+        }
+    }
+
+    /// The next complete event in `text`, skipping comment-only blocks.
+    fn take_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let text = String::from_utf8_lossy(&self.text).replace("\r\n", "\n");
+            let end = text.find("\n\n")?;
+            let block = text[..end].to_string();
+            self.text = text.as_bytes()[end + 2..].to_vec();
+            let mut event = None;
+            let mut data: Vec<&str> = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim_start().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v));
+                }
+            }
+            if event.is_some() || !data.is_empty() {
+                return Some(SseEvent {
+                    event: event.unwrap_or_else(|| "message".into()),
+                    data: data.join("\n"),
+                });
+            }
+        }
+    }
+
+    /// The next event, or `None` if none arrives within `timeout`; `Err` if
+    /// the stream ends or fails.
+    pub fn next(&mut self, timeout: Duration) -> std::io::Result<Option<SseEvent>> {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 8192];
+        loop {
+            self.decode();
+            if let Some(ev) = self.take_event() {
+                return Ok(Some(ev));
+            }
+            if self.ended {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the event stream ended",
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.stream.set_read_timeout(Some(
+                left.min(Duration::from_millis(250))
+                    .max(Duration::from_millis(1)),
+            ))?;
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the server closed the event stream",
+                    ));
+                }
+                Ok(n) => self.raw.extend_from_slice(&buf[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads events until one satisfies `pred`; returns it, the time it took
+    /// and every event seen before it. Panics after `timeout` with `what`.
+    #[track_caller]
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&SseEvent) -> bool,
+    ) -> (SseEvent, Duration, Vec<SseEvent>) {
+        let start = Instant::now();
+        let mut seen = Vec::new();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            match self.next(left) {
+                Ok(Some(ev)) if pred(&ev) => return (ev, start.elapsed(), seen),
+                Ok(Some(ev)) => seen.push(ev),
+                Ok(None) => panic!(
+                    "no event {what} within {timeout:?}; {} others seen: {seen:?}",
+                    seen.len()
+                ),
+                Err(e) => panic!("event stream failed waiting for {what}: {e}; seen: {seen:?}"),
+            }
+        }
+    }
+}
+
+// ----- the config KV and fault injection -----
+
+/// `key` escaped for a URL path, keeping `/`.
+pub fn key_path(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Agent {
+    /// `Authorization: Bearer TOKEN` for this agent.
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.token())
+    }
+
+    /// `PUT /v1/kv/{key}` with the token.
+    pub fn kv_put(&self, key: &str, value: &[u8]) -> std::io::Result<Response> {
+        let auth = self.bearer();
+        http(
+            "PUT",
+            self.api,
+            &format!("/v1/kv/{}", key_path(key)),
+            &[("Authorization", &auth)],
+            value,
+        )
+    }
+
+    /// `DELETE /v1/kv/{key}` with the token.
+    pub fn kv_del(&self, key: &str) -> std::io::Result<Response> {
+        let auth = self.bearer();
+        http(
+            "DELETE",
+            self.api,
+            &format!("/v1/kv/{}", key_path(key)),
+            &[("Authorization", &auth)],
+            b"",
+        )
+    }
+
+    /// `GET /v1/kv/{key}`.
+    pub fn kv_get(&self, key: &str) -> std::io::Result<Response> {
+        get(self.api, &format!("/v1/kv/{}", key_path(key)))
+    }
+
+    /// `GET /v1/kv?prefix=P`: the entries, or what went wrong.
+    pub fn kv_list(&self, prefix: &str) -> Result<Vec<Value>, String> {
+        let r = get(self.api, &format!("/v1/kv?prefix={}", key_path(prefix)))
+            .map_err(|e| format!("{}: {e}", self.name))?;
+        if r.status != 200 {
+            return Err(format!(
+                "{}: /v1/kv answered {}: {}",
+                self.name, r.status, r.body
+            ));
+        }
+        match serde_json::from_str::<Value>(&r.body) {
+            Ok(Value::Array(a)) => Ok(a),
+            _ => Err(format!(
+                "{}: /v1/kv answered no JSON list: {}",
+                self.name, r.body
+            )),
+        }
+    }
+
+    /// `POST /v1/debug/faults {"block": [...]}` (needs `MYCO_FAULTS=1`).
+    pub fn block(&self, mesh_addrs: &[String]) -> std::io::Result<Response> {
+        let auth = self.bearer();
+        let body = serde_json::json!({ "block": mesh_addrs }).to_string();
+        http(
+            "POST",
+            self.api,
+            "/v1/debug/faults",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        )
+    }
+}
+
+/// Runs `myco ARGS...` with `input` on standard input and a clean environment.
+pub fn myco_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut cmd = Command::new(MYCO);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for k in MYCO_ENV {
+        cmd.env_remove(k);
+    }
+    let mut child = cmd.spawn().expect("running the myco binary");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_vec();
+    // Written from a thread so a child that answers early cannot deadlock us.
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("waiting for myco");
+    let _ = writer.join();
+    out
 }
