@@ -1,1 +1,55 @@
+//! The Myco simulator: many real [`myco_core::Node`]s on a virtual clock and
+//! a virtual network, in the manner of TigerBeetle's VOPR.
+//!
+//! A run is a pure function of its [`SimConfig`], which
+//! [`SimConfig::from_seed`] picks from one seed: latency and jitter,
+//! loss, duplication, partitions (both ways or one way), crashes, graceful
+//! stops and restarts. Its `Display` prints every setting, so a failing run
+//! is replayed from the seed it prints.
+//!
+//! [`run`] goes through five phases:
+//! 1. **formation**: every node starts within a second and joins through
+//!    node 0; they must agree on membership within a budget;
+//! 2. **safety**: faults are injected for [`SimConfig::safety`] of virtual
+//!    time while the checkers watch every event;
+//! 3. **liveness**: faults stop (partitions heal, loss ends, stopped nodes
+//!    restart) and the nodes must agree again within a budget;
+//! 4. **settle**: for [`SimConfig::settle`], downs decided before the heal
+//!    may still echo; the nodes must agree again at its end;
+//! 5. **idle**: nothing happens for [`SimConfig::idle`]; no live node may be
+//!    declared down, and the traffic measured is the price of membership.
+//!
+//! "Agree" means: every running node sees every other running node alive in
+//! its current life (boot and bump), and every stopped node down, left or
+//! not at all. Budgets are in [`Budgets`], with their justification.
+//!
+//! The checkers live apart from the world they judge (module `check`); the
+//! first violation ends the run with a [`Violation`] that names the rule, the
+//! virtual time, the nodes involved and the settings. A passing run returns a
+//! [`Report`] with its figures and a digest of every delivery: two runs of
+//! one config have the same digest.
+//!
+//! **What it never does:** read a clock for anything but the report's wall
+//! time, use a random source other than the seed, or iterate a hash map.
+//! One `StdRng` seeded from the seed draws every delay, loss, fault and
+//! node seed; the event queue breaks time ties by insertion order.
+//! Nodes are named by index: `n3` is node index 3, `NodeId::from_u64(4)`,
+//! at `10.0.0.4:7946`.
 
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod check;
+mod config;
+mod faults;
+mod net;
+mod phases;
+mod report;
+mod world;
+
+pub use check::{Violation, ViolationKind};
+pub use config::{
+    Budgets, CrashPlan, DETECTION_MAX_LOSS, Fault, FaultPlan, NetConfig, PartitionPlan, SimConfig,
+};
+pub use phases::run;
+pub use report::{Detection, Report, Traffic};

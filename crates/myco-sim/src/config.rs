@@ -1,0 +1,436 @@
+//! What one run looks like: cluster size, network model, faults and the
+//! budgets the checkers hold it to. [`SimConfig::from_seed`] picks it all
+//! from the seed; the `Display` form prints every setting, so a failing run
+//! is reproduced from its first line.
+
+use std::fmt;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// The settings of one simulated run. Every field is public so a caller
+/// (the `myco sim` CLI, a test) can start from a preset and override it.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Seeds every random choice of the run.
+    pub seed: u64,
+    /// How many nodes the cluster has.
+    pub nodes: usize,
+    /// Latency, jitter, loss and duplication.
+    pub net: NetConfig,
+    /// Partitions and crashes injected during the safety phase.
+    pub faults: FaultPlan,
+    /// Virtual length of the safety phase (faults on).
+    pub safety: Duration,
+    /// Virtual time after the first agreement that follows the heal, during
+    /// which echoes of the faults (downs decided before the heal and still
+    /// gossiped) may still make members flap; the nodes must agree again at
+    /// its end.
+    pub settle: Duration,
+    /// Virtual length of the quiet window after the settle window, where
+    /// idle traffic is measured and membership must stay put.
+    pub idle: Duration,
+    /// Joins of the first start are spread uniformly over this window.
+    pub join_spread: Duration,
+    /// How often faults are decided and membership is compared; also the
+    /// precision of the formation and convergence times.
+    pub step: Duration,
+    /// How long each phase may take before the run fails. The constructors
+    /// derive it from `nodes` and `core`; after changing either, recompute it
+    /// with [`Budgets::for_cluster`].
+    pub budgets: Budgets,
+    /// The core's tunables, the same for every node.
+    pub core: myco_core::Config,
+    /// Writes the events of this node, the faults and the phases to stderr
+    /// with their virtual time: for reproducing a failure, never in tests.
+    pub trace: Option<usize>,
+}
+
+/// The virtual network.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NetConfig {
+    /// One-way latency every datagram pays.
+    pub latency: Duration,
+    /// Extra delay drawn per datagram in `0..=jitter`; it reorders datagrams.
+    pub jitter: Duration,
+    /// Probability a datagram is lost (safety phase only).
+    pub loss: f64,
+    /// Probability a datagram arrives twice (safety phase only).
+    pub duplicate: f64,
+}
+
+/// The faults of the safety phase: random ones drawn as the run goes, and
+/// scripted ones at fixed times.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FaultPlan {
+    /// Random partitions, if any.
+    pub partitions: Option<PartitionPlan>,
+    /// Random crashes and restarts, if any.
+    pub crashes: Option<CrashPlan>,
+    /// Faults at fixed times after the safety phase starts.
+    pub script: Vec<(Duration, Fault)>,
+}
+
+/// How random partitions come and go. At most one partition exists at a time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartitionPlan {
+    /// Time without a partition before the next one, drawn in this range.
+    pub gap: (Duration, Duration),
+    /// How long a partition lasts, drawn in this range.
+    pub length: (Duration, Duration),
+    /// Probability a partition blocks one direction only.
+    pub one_way: f64,
+}
+
+/// How random crashes come and go.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrashPlan {
+    /// Mean crashes per virtual minute, cluster-wide.
+    pub per_minute: f64,
+    /// How long a crashed node stays down before it restarts, drawn in this range.
+    pub downtime: (Duration, Duration),
+    /// Probability a stop is graceful: the node leaves first.
+    pub graceful: f64,
+    /// Probability a stopped node never comes back, not even in the liveness phase.
+    pub permanent: f64,
+    /// Most nodes down at once.
+    pub max_down: usize,
+}
+
+/// One scripted fault.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Node `node` stops; gracefully (after leaving) or not. It restarts
+    /// after `restart_after`, or at the liveness phase if `None`.
+    Stop {
+        /// Index of the node (0-based).
+        node: usize,
+        /// Whether the node leaves before stopping.
+        graceful: bool,
+        /// Downtime before the restart.
+        restart_after: Option<Duration>,
+    },
+    /// The nodes in `side` are cut from the others for `length`; if
+    /// `one_way`, only datagrams from `side` to the others are lost.
+    Partition {
+        /// Indexes of the nodes on one side.
+        side: Vec<usize>,
+        /// Whether only one direction is cut.
+        one_way: bool,
+        /// How long the partition lasts.
+        length: Duration,
+    },
+}
+
+/// Virtual-time budgets; a phase that overruns its budget fails the run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Budgets {
+    /// From the first start until every node agrees on membership.
+    pub formation: Duration,
+    /// From the heal (liveness phase start) until every node agrees.
+    pub convergence: Duration,
+    /// From a crash until every live node that saw the node alive declares
+    /// it down (or left).
+    pub detection: Duration,
+}
+
+impl Budgets {
+    /// Budgets for a cluster of `nodes` running the core with `core`.
+    ///
+    /// Agreement (formation and convergence): 30 s for dissemination and
+    /// the re-announces of healed partitions (every 2 s), plus two probe
+    /// rounds (a round is `nodes × probe_period`: 30 s at 100 nodes, 300 s
+    /// at 1000). The rounds are there because SWIM's gossip misses a few
+    /// pairs in a large join (each update is sent a bounded number of
+    /// times, so a node misses it with probability about
+    /// e^-max_transmissions); such a pair learns of each other only when one
+    /// probes the other, and probes go round-robin in an order reshuffled
+    /// every round, so up to two rounds apart. Measured with no fault: 21 to
+    /// 44 s at 100 nodes (40 seeds), 283 and 293 s at 1000 (2 seeds); 99% of
+    /// the pairs agree within 11 s in every case.
+    ///
+    /// Detection: one probe round plus the suspicion timeout, plus 10 s for
+    /// dissemination: a witness normally learns from gossip, and one that
+    /// missed it notices on its own probe.
+    pub fn for_cluster(nodes: usize, core: &myco_core::Config) -> Budgets {
+        let round = core.probe_period * nodes as u32;
+        let agreement = Duration::from_secs(30) + 2 * round;
+        Budgets {
+            formation: agreement,
+            convergence: agreement,
+            detection: Duration::from_secs(10) + round + core.suspect_to_down_after,
+        }
+    }
+}
+
+/// Above this loss, with the core's default timings and latencies near the
+/// probe timeout, members flap (false downs and rejoins every few seconds
+/// were seen at 10 to 20% loss), so detection times are measured but not
+/// judged.
+pub const DETECTION_MAX_LOSS: f64 = 0.05;
+
+/// Length of the safety phase when the caller does not set one.
+const DEFAULT_SAFETY: Duration = Duration::from_secs(120);
+/// Length of the settle window when the caller does not set one: echoes
+/// of the faults were seen up to 7 s after the first agreement.
+const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
+/// Length of the idle window when the caller does not set one.
+const DEFAULT_IDLE: Duration = Duration::from_secs(10);
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A probability with three decimals, so the printed value is the real one.
+fn chance(rng: &mut StdRng, max_permille: u32) -> f64 {
+    f64::from(rng.random_range(0..=max_permille)) / 1000.0
+}
+
+impl SimConfig {
+    /// Picks every setting from `seed`: latency, jitter, loss, duplication,
+    /// whether and how partitions and crashes happen.
+    pub fn from_seed(seed: u64, nodes: usize) -> SimConfig {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let net = NetConfig {
+            latency: ms(rng.random_range(1..=40)),
+            jitter: ms(rng.random_range(0..=30)),
+            loss: if rng.random_bool(0.25) {
+                0.0
+            } else {
+                chance(&mut rng, 200)
+            },
+            duplicate: if rng.random_bool(0.5) {
+                0.0
+            } else {
+                chance(&mut rng, 50)
+            },
+        };
+        let partitions = rng.random_bool(0.7).then(|| PartitionPlan {
+            gap: (
+                secs(rng.random_range(2..=10)),
+                secs(rng.random_range(10..=40)),
+            ),
+            length: (
+                secs(rng.random_range(1..=5)),
+                secs(rng.random_range(5..=30)),
+            ),
+            one_way: f64::from(rng.random_range(0..=4u32)) / 4.0,
+        });
+        let crashes = rng.random_bool(0.7).then(|| CrashPlan {
+            per_minute: f64::from(rng.random_range(1..=12u32)) / 2.0,
+            downtime: (
+                secs(rng.random_range(1..=5)),
+                secs(rng.random_range(5..=40)),
+            ),
+            graceful: chance(&mut rng, 500),
+            permanent: chance(&mut rng, 200),
+            max_down: rng.random_range(1..=(nodes / 3).max(1)),
+        });
+        SimConfig {
+            seed,
+            nodes,
+            net,
+            faults: FaultPlan {
+                partitions,
+                crashes,
+                script: Vec::new(),
+            },
+            ..SimConfig::no_faults(nodes, seed)
+        }
+    }
+
+    /// A run with no fault at all: no loss, no duplication, no partition, no
+    /// crash, and latency plus jitter far below the probe timeout. No live
+    /// node may ever declare another live node down.
+    pub fn no_faults(nodes: usize, seed: u64) -> SimConfig {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let core = myco_core::Config::default();
+        SimConfig {
+            seed,
+            nodes,
+            net: NetConfig {
+                latency: ms(rng.random_range(1..=5)),
+                jitter: ms(rng.random_range(0..=5)),
+                loss: 0.0,
+                duplicate: 0.0,
+            },
+            faults: FaultPlan::default(),
+            safety: DEFAULT_SAFETY,
+            settle: DEFAULT_SETTLE,
+            idle: DEFAULT_IDLE,
+            join_spread: secs(1),
+            step: ms(100),
+            budgets: Budgets::for_cluster(nodes, &core),
+            core,
+            trace: None,
+        }
+    }
+
+    /// Every node joins through node 0 within the first second, with no
+    /// fault; the run ends once all agree. [`crate::Report::formation`] is the
+    /// time to agreement.
+    pub fn join_storm(nodes: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            safety: Duration::ZERO,
+            settle: Duration::ZERO,
+            ..SimConfig::no_faults(nodes, seed)
+        }
+    }
+
+    /// Whether the run injects no fault, so a live node declaring another
+    /// live node down is a bug, not bad luck.
+    pub fn is_quiet(&self) -> bool {
+        self.net.loss == 0.0
+            && self.net.duplicate == 0.0
+            && self.faults.partitions.is_none()
+            && self.faults.crashes.is_none()
+            && self
+                .faults
+                .script
+                .iter()
+                .all(|(_, f)| !matches!(f, Fault::Partition { .. }))
+    }
+
+    /// The detection budget if it applies to this run's network.
+    pub fn detection_budget(&self) -> Option<Duration> {
+        (self.net.loss <= DETECTION_MAX_LOSS).then_some(self.budgets.detection)
+    }
+
+    /// Whether a probe and its reply always come back before the probe
+    /// timeout; if not, suspicions of live nodes are expected.
+    pub fn is_prompt(&self) -> bool {
+        2 * (self.net.latency + self.net.jitter) < self.core.probe_rtt
+    }
+}
+
+/// Writes a duration as `1.5s` or `250ms`.
+pub(crate) struct Dur(pub Duration);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms >= 1000 && ms.is_multiple_of(100) {
+            write!(f, "{}s", self.0.as_secs_f64())
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl fmt::Display for SimConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "seed={} nodes={} safety={} settle={} idle={} join_spread={} step={}",
+            self.seed,
+            self.nodes,
+            Dur(self.safety),
+            Dur(self.settle),
+            Dur(self.idle),
+            Dur(self.join_spread),
+            Dur(self.step)
+        )?;
+        let n = &self.net;
+        writeln!(
+            f,
+            "  net: latency={} jitter=0..={} loss={:.3} duplicate={:.3}",
+            Dur(n.latency),
+            Dur(n.jitter),
+            n.loss,
+            n.duplicate
+        )?;
+        match &self.faults.partitions {
+            Some(p) => writeln!(
+                f,
+                "  partitions: gap={}..{} length={}..{} one_way={:.2}",
+                Dur(p.gap.0),
+                Dur(p.gap.1),
+                Dur(p.length.0),
+                Dur(p.length.1),
+                p.one_way
+            )?,
+            None => writeln!(f, "  partitions: none")?,
+        }
+        match &self.faults.crashes {
+            Some(c) => writeln!(
+                f,
+                "  crashes: {:.1}/min downtime={}..{} graceful={:.3} permanent={:.3} max_down={}",
+                c.per_minute,
+                Dur(c.downtime.0),
+                Dur(c.downtime.1),
+                c.graceful,
+                c.permanent,
+                c.max_down
+            )?,
+            None => writeln!(f, "  crashes: none")?,
+        }
+        for (at, fault) in &self.faults.script {
+            writeln!(f, "  script: +{} {fault:?}", Dur(*at))?;
+        }
+        let b = &self.budgets;
+        write!(
+            f,
+            "  budgets: formation={} convergence={} detection={}",
+            Dur(b.formation),
+            Dur(b.convergence),
+            Dur(b.detection)
+        )?;
+        if self.detection_budget().is_none() {
+            write!(f, " (not judged: loss above {DETECTION_MAX_LOSS})")?;
+        }
+        if self.core != myco_core::Config::default() {
+            write!(f, "\n  core: {:?}", self.core)?;
+        }
+        if let Some(node) = self.trace {
+            write!(f, "\n  trace: n{node}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_picks_the_settings_and_they_are_printed() {
+        let a = SimConfig::from_seed(7, 10).to_string();
+        assert_eq!(a, SimConfig::from_seed(7, 10).to_string());
+        assert!(a.starts_with("seed=7 nodes=10 "), "{a}");
+        let differ = (0..20)
+            .any(|s| SimConfig::from_seed(s, 10).to_string().lines().nth(1) != a.lines().nth(1));
+        assert!(differ, "seeds must vary the network");
+    }
+
+    #[test]
+    fn no_faults_is_quiet_and_prompt() {
+        for seed in 0..50 {
+            let c = SimConfig::no_faults(10, seed);
+            assert!(c.is_quiet() && c.is_prompt(), "{c}");
+        }
+        assert!((0..50).any(|s| !SimConfig::from_seed(s, 10).is_quiet()));
+    }
+
+    #[test]
+    fn budgets_grow_with_the_probe_round() {
+        let core = myco_core::Config::default();
+        assert_eq!(Budgets::for_cluster(10, &core).convergence, secs(36));
+        assert_eq!(Budgets::for_cluster(100, &core).convergence, secs(90));
+        assert_eq!(Budgets::for_cluster(1000, &core).formation, secs(630));
+        assert_eq!(Budgets::for_cluster(100, &core).detection, secs(41));
+    }
+
+    #[test]
+    fn detection_is_judged_only_on_a_mild_network() {
+        let mut c = SimConfig::no_faults(10, 1);
+        assert_eq!(c.detection_budget(), Some(c.budgets.detection));
+        c.net.loss = 0.1;
+        assert_eq!(c.detection_budget(), None);
+        assert!(c.to_string().contains("not judged"));
+    }
+}

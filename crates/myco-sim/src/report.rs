@@ -1,0 +1,220 @@
+//! What a passing run measured, and the digest that proves two runs equal.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::config::Dur;
+
+/// The figures of a run that passed every check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// The run's settings, as printed by [`crate::SimConfig`]'s `Display`.
+    pub config: String,
+    /// Nodes in the cluster.
+    pub nodes: usize,
+    /// Virtual time simulated, all phases.
+    pub virtual_time: Duration,
+    /// Wall-clock time the run took (the only figure that varies between
+    /// identical runs; it is not part of the digest).
+    pub wall: Duration,
+    /// Datagram counts.
+    pub traffic: Traffic,
+    /// Time from the first start until every node agreed on membership.
+    pub formation: Duration,
+    /// Time from the first start until 99% of the ordered pairs of nodes
+    /// saw each other up (the bulk of the formation, without stragglers).
+    pub formation_99: Duration,
+    /// Time from the heal until every node agreed on membership.
+    pub convergence: Duration,
+    /// Downs of running nodes during the settle window: echoes of the
+    /// faults, decided before the heal and still gossiped after it.
+    pub echo_downs: u64,
+    /// How fast stopped nodes were declared down.
+    pub detection: Detection,
+    /// Bytes sent per live node per virtual second during the idle window.
+    pub idle_bytes_per_node_sec: f64,
+    /// Datagrams sent per live node per virtual second during the idle window.
+    pub idle_datagrams_per_node_sec: f64,
+    /// Node stops during the safety phase (crashes and graceful leaves).
+    pub stops: u64,
+    /// Node restarts, safety and liveness phases.
+    pub restarts: u64,
+    /// Partitions started.
+    pub partitions: u64,
+    /// Members declared down, all nodes, all phases.
+    pub downs: u64,
+    /// Of those, declarations about a node that was running in that life
+    /// (caused by loss or partitions; zero in a run with no fault).
+    pub false_downs: u64,
+    /// Datagrams the nodes refused, by the core's reason.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Hash of every delivery (time, sender, receiver, size) and of the
+    /// final membership of every node: equal digests, equal runs.
+    pub digest: u64,
+}
+
+/// What the virtual network did with the datagrams.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Datagrams the nodes sent.
+    pub sent: u64,
+    /// Bytes the nodes sent.
+    pub bytes_sent: u64,
+    /// Datagrams handed to a running node (duplicates included).
+    pub delivered: u64,
+    /// Lost at random.
+    pub lost: u64,
+    /// Cut by a partition.
+    pub blocked: u64,
+    /// Arrived at a stopped node.
+    pub to_stopped: u64,
+    /// Sent to an address no node has.
+    pub to_nowhere: u64,
+    /// Extra copies created by duplication.
+    pub duplicated: u64,
+}
+
+impl Traffic {
+    /// All datagrams that did not arrive.
+    pub fn dropped(&self) -> u64 {
+        self.lost + self.blocked + self.to_stopped + self.to_nowhere
+    }
+}
+
+/// Detection times of stopped nodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Detection {
+    /// Nodes stopped during the safety phase.
+    pub stops: u64,
+    /// Stops noticed by every witness, and so measured.
+    pub measured: u64,
+    /// Stops not measured: a partition began or the node restarted first.
+    pub abandoned: u64,
+    /// The slowest measured detection (until the last witness noticed).
+    pub max: Option<Duration>,
+    /// Sum of measured detections, for the mean.
+    pub total: Duration,
+}
+
+impl Detection {
+    pub(crate) fn record(&mut self, took: Duration) {
+        self.measured += 1;
+        self.total += took;
+        self.max = self.max.max(Some(took));
+    }
+
+    /// Mean of the measured detections.
+    pub fn mean(&self) -> Option<Duration> {
+        (self.measured > 0).then(|| self.total / self.measured as u32)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.traffic;
+        writeln!(f, "{}", self.config)?;
+        writeln!(
+            f,
+            "ok: virtual {} in wall {:.2}s; digest {:016x}",
+            Dur(self.virtual_time),
+            self.wall.as_secs_f64(),
+            self.digest
+        )?;
+        writeln!(
+            f,
+            "  formation {} (99% of pairs {}), convergence after heal {}, then {} echo downs",
+            Dur(self.formation),
+            Dur(self.formation_99),
+            Dur(self.convergence),
+            self.echo_downs
+        )?;
+        let d = &self.detection;
+        let opt = |x: Option<Duration>| x.map_or("-".to_string(), |x| Dur(x).to_string());
+        writeln!(
+            f,
+            "  detection: {} stops, {} measured, {} abandoned, max {}, mean {}",
+            d.stops,
+            d.measured,
+            d.abandoned,
+            opt(d.max),
+            opt(d.mean())
+        )?;
+        writeln!(
+            f,
+            "  datagrams: {} sent ({} bytes), {} delivered, {} dropped (lost {}, partition {}, to stopped {}, to nowhere {}), {} duplicated",
+            t.sent,
+            t.bytes_sent,
+            t.delivered,
+            t.dropped(),
+            t.lost,
+            t.blocked,
+            t.to_stopped,
+            t.to_nowhere,
+            t.duplicated
+        )?;
+        writeln!(
+            f,
+            "  faults: {} stops, {} restarts, {} partitions; {} downs of which {} of running nodes",
+            self.stops, self.restarts, self.partitions, self.downs, self.false_downs
+        )?;
+        writeln!(
+            f,
+            "  idle: {:.0} bytes/node/s, {:.1} datagrams/node/s",
+            self.idle_bytes_per_node_sec, self.idle_datagrams_per_node_sec
+        )?;
+        write!(f, "  refused by nodes: {:?}", self.refused)
+    }
+}
+
+/// FNV-1a over 64-bit words: stable across Rust versions and platforms,
+/// unlike `DefaultHasher`, so digests can be compared between machines.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Digest(u64);
+
+impl Digest {
+    pub(crate) fn new() -> Digest {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub(crate) fn add(&mut self, word: u64) {
+        for b in word.to_le_bytes() {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    pub(crate) fn value(self) -> u64 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_depends_on_order_and_content() {
+        let mut a = Digest::new();
+        a.add(1);
+        a.add(2);
+        let mut b = Digest::new();
+        b.add(2);
+        b.add(1);
+        assert_ne!(a.value(), b.value());
+        let mut c = Digest::new();
+        c.add(1);
+        c.add(2);
+        assert_eq!(a.value(), c.value());
+    }
+
+    #[test]
+    fn detection_keeps_max_and_mean() {
+        let mut d = Detection::default();
+        assert_eq!(d.mean(), None);
+        d.record(Duration::from_secs(1));
+        d.record(Duration::from_secs(3));
+        assert_eq!(d.max, Some(Duration::from_secs(3)));
+        assert_eq!(d.mean(), Some(Duration::from_secs(2)));
+    }
+}
