@@ -130,7 +130,8 @@ pub struct Node {
     rng: StdRng,
     flush_scheduled: bool,
     flush_except: Option<NodeId>,
-    collected: Vec<(Table, String)>,
+    suspected_since: BTreeMap<NodeId, Time>,
+    collected: Vec<(Table, String, myco_proto::Timestamp)>,
 }
 
 impl Node {
@@ -177,6 +178,7 @@ impl Node {
             collected: Vec::new(),
             flush_scheduled: false,
             flush_except: None,
+            suspected_since: BTreeMap::new(),
         }
     }
 
@@ -481,7 +483,7 @@ impl Node {
     }
 
     /// Tombstones collected since the last call, to remove from disk.
-    pub fn poll_collected(&mut self) -> Vec<(Table, String)> {
+    pub fn poll_collected(&mut self) -> Vec<(Table, String, myco_proto::Timestamp)> {
         std::mem::take(&mut self.collected)
     }
 
@@ -556,14 +558,25 @@ impl Node {
     /// Turns what foca asked for into datagrams, timers, table changes and events.
     fn apply(&mut self, out: SwimOut) {
         for (peer, data) in out.send {
+            // foca keeps this node's former identities as down members and
+            // announces to them; that would be a datagram to ourselves.
+            if peer.id == self.me.id {
+                continue;
+            }
             self.send(peer.addr, &Frame::Swim(data));
         }
         for (after, timer) in out.timers {
             self.timers.insert(self.now + after, Timer::Swim(timer));
         }
         let mut someone_up = false;
+        let mut rejoined = false;
         for note in out.notes {
             match note {
+                // foca also renames one down identity into another (even our
+                // own former one): only an active member is up.
+                OwnedNotification::Rename(_, peer)
+                    if peer.id == self.me.id
+                        || !self.swim.iter_members().any(|m| m.id() == &peer) => {}
                 OwnedNotification::MemberUp(peer) | OwnedNotification::Rename(_, peer) => {
                     match self.members.up(self.now, peer) {
                         Update::Changed => {
@@ -593,12 +606,24 @@ impl Node {
                     tracing::debug!(node = %self.me.id, bump = peer.bump, "rejoined after being declared down");
                     self.me = peer;
                     self.event(Event::Rejoined(peer));
+                    // foca resets to disconnected on a rejoin, voiding its
+                    // timers, without an Idle notice: make it re-evaluate,
+                    // and say hello to the seeds until it is connected.
+                    self.connected = false;
+                    rejoined = true;
                 }
                 OwnedNotification::Defunct => {}
             }
         }
         if someone_up {
             self.request_manifests();
+        }
+        if rejoined {
+            let mut again = SwimOut::default();
+            if let Err(e) = self.swim.apply_many(std::iter::empty(), true, &mut again) {
+                tracing::debug!(node = %self.me.id, error = %e, "reconnect after rejoin failed");
+            }
+            self.apply(again);
         }
     }
 
@@ -625,6 +650,7 @@ impl Node {
             }
         }
         self.request_manifests();
+        self.expire_stuck_suspects();
         self.members.forget(self.now, self.cfg.forget_after);
         if !self.leaving {
             let live = self.members.live();
@@ -635,6 +661,40 @@ impl Node {
             self.collected.extend(collected);
         }
         self.resize_swim();
+    }
+
+    /// A rejoin resets foca and voids its suspect-to-down timers; a suspect
+    /// that never hears of its suspicion then stays suspect forever. Do
+    /// what the lost timer would have done, a little later than it would.
+    fn expire_stuck_suspects(&mut self) {
+        let limit = self.cfg.suspect_to_down_after * 3;
+        let suspects: Vec<foca::Member<Peer>> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Suspect)
+            .cloned()
+            .collect();
+        self.suspected_since
+            .retain(|id, _| suspects.iter().any(|m| m.id().id == *id));
+        let mut expired = Vec::new();
+        for m in suspects {
+            let since = *self.suspected_since.entry(m.id().id).or_insert(self.now);
+            if self.now.since(since) >= limit {
+                expired.push(foca::Member::new(
+                    *m.id(),
+                    m.incarnation(),
+                    foca::State::Down,
+                ));
+            }
+        }
+        if expired.is_empty() {
+            return;
+        }
+        let mut out = SwimOut::default();
+        if let Err(e) = self.swim.apply_many(expired.into_iter(), true, &mut out) {
+            tracing::debug!(node = %self.me.id, error = %e, "expiring stuck suspects failed");
+        }
+        self.apply(out);
     }
 
     /// foca derives retransmissions and suspicion from the cluster size; keep

@@ -319,7 +319,7 @@ impl Replication {
         cfg: &Config,
         now: Time,
         members: &BTreeSet<NodeId>,
-    ) -> Vec<(Table, String)> {
+    ) -> Vec<(Table, String, myco_proto::Timestamp)> {
         let horizon = now.0.saturating_sub(cfg.tombstone_grace.as_millis() as u64);
         let synced_since = members
             .iter()
@@ -335,7 +335,6 @@ impl Replication {
         doomed
             .into_iter()
             .filter(|(t, k, ts)| self.replica.collect(*t, k, *ts))
-            .map(|(t, k, _)| (t, k))
             .collect()
     }
 }

@@ -38,7 +38,7 @@ fn fixed_faulty_seeds_pass_safety_and_liveness() {
 // turned into `MemberUp`; the member then stays alive forever in the core's
 // table (here n1 sees the stopped n2 alive).
 #[test]
-#[ignore = "core bug: Rename of a down identity marks the member up"]
+
 fn regression_rename_of_a_down_identity_is_not_an_up() {
     check(25, 8, Duration::from_secs(60));
 }
@@ -48,7 +48,7 @@ fn regression_rename_of_a_down_identity_is_not_an_up() {
 // hello to its seeds: here n1 rejoins at 14.3 s and stays silent, while n0
 // (no seeds of its own) sees it down for good.
 #[test]
-#[ignore = "core bug: a rejoined node can fall silent for good"]
+
 fn regression_a_rejoined_node_does_not_fall_silent() {
     check(5, 3, Duration::from_secs(60));
 }
@@ -57,7 +57,7 @@ fn regression_a_rejoined_node_does_not_fall_silent() {
 // down member and announces to it every 2 s: datagrams to itself, refused
 // as `from_self`.
 #[test]
-#[ignore = "core bug: announces to its own former identity"]
+
 fn regression_no_datagram_to_oneself() {
     check(443, 5, Duration::from_secs(180));
 }
