@@ -714,6 +714,7 @@ fn message_kind(m: &myco_proto::sync::SyncMessage) -> &'static str {
     use myco_proto::sync::SyncMessage;
     match m {
         SyncMessage::Push(_) => "push",
+        SyncMessage::Summary(_) => "summary",
         SyncMessage::Digest(_) => "digest",
         SyncMessage::Buckets { .. } => "buckets",
         SyncMessage::InSync => "in_sync",

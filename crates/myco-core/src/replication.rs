@@ -3,10 +3,12 @@
 //! - **Push:** a local write goes at once to `fanout` random live peers; a
 //!   node that learns a change it did not have forwards it, once, to
 //!   `fanout` others. Epidemic spread reaches n nodes in about log(n) hops.
-//! - **Anti-entropy:** every `sync_interval` a node sends its 256 bucket
-//!   digests to one random live peer. The peer answers with the complete
-//!   contents of the buckets that differ (in parts of bounded size), and the
-//!   initiator pushes back what the peer lacks. One exchange repairs any
+//! - **Anti-entropy:** every `sync_interval` a node sends a digest of its
+//!   whole replica to one random live peer; equal replicas answer `InSync`.
+//!   Otherwise the peer sends its 256 bucket digests, the first node answers
+//!   with the complete contents of the buckets that differ (in parts of
+//!   bounded size), and the peer merges them and pushes back what the first
+//!   node lacks. One exchange repairs any
 //!   difference, so a node back from a long absence catches up in a few
 //!   bulk transfers, not by replaying history.
 //! - Every received timestamp goes through the HLC first; one too far in
@@ -176,8 +178,8 @@ impl Replication {
         let mut peers = live.to_vec();
         peers.shuffle(rng);
         if let Some((_, to)) = peers.first() {
-            let digests = self.replica.digests().to_vec();
-            self.send(cfg, stats, *to, SyncMessage::Digest(digests));
+            let summary = self.replica.digest();
+            self.send(cfg, stats, *to, SyncMessage::Summary(summary));
         }
     }
 
@@ -218,6 +220,16 @@ impl Replication {
     ) {
         match message {
             SyncMessage::Push(changes) => self.merge_remote(cfg, stats, now, changes),
+            SyncMessage::Summary(theirs) => {
+                if theirs == self.replica.digest() {
+                    self.in_sync.insert(from, now);
+                    self.send(cfg, stats, reply_to, SyncMessage::InSync);
+                } else {
+                    // They differ: show them where, and they send what differs.
+                    let digests = self.replica.digests().to_vec();
+                    self.send(cfg, stats, reply_to, SyncMessage::Digest(digests));
+                }
+            }
             SyncMessage::Digest(theirs) => {
                 if theirs.len() != BUCKETS {
                     return stats.drop("bad_digest");

@@ -20,6 +20,10 @@ pub enum SyncMessage {
     /// New changes, spread epidemically: a node forwards each change it did
     /// not have to a few peers.
     Push(Vec<Change>),
+    /// Anti-entropy, step 0: a digest of the sender's whole replica. Equal
+    /// replicas answer [`SyncMessage::InSync`]; others answer with their
+    /// bucket digests, so an idle mesh trades a few bytes per round.
+    Summary(u64),
     /// Anti-entropy, step 1: the sender's per-bucket digests.
     Digest(Vec<u64>),
     /// Step 2: the full contents of the buckets whose digests differed (a

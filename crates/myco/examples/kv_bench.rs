@@ -21,7 +21,10 @@ impl Conn {
     fn open(addr: &str) -> Conn {
         let s = TcpStream::connect(addr).expect("connect to the agent");
         s.set_nodelay(true).ok();
-        Conn { reader: BufReader::new(s.try_clone().unwrap()), writer: s }
+        Conn {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
     }
 
     /// One request on a keep-alive connection; returns the status code.
@@ -34,7 +37,11 @@ impl Conn {
         self.writer.write_all(body).unwrap();
         let mut line = String::new();
         self.reader.read_line(&mut line).unwrap();
-        let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let mut len = 0usize;
         loop {
             line.clear();
@@ -59,13 +66,24 @@ fn run(addr: &str, token: &str, clients: usize, secs: u64, write: bool) -> (f64,
     let start = Instant::now();
     let threads: Vec<_> = (0..clients)
         .map(|c| {
-            let (addr, token, stop, ok, bad) = (addr.to_string(), token.to_string(), stop.clone(), ok.clone(), bad.clone());
+            let (addr, token, stop, ok, bad) = (
+                addr.to_string(),
+                token.to_string(),
+                stop.clone(),
+                ok.clone(),
+                bad.clone(),
+            );
             std::thread::spawn(move || {
                 let mut conn = Conn::open(&addr);
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let status = if write {
-                        conn.request("PUT", &format!("/v1/kv/bench/c{c}/k{}", i % 1000), &token, format!("value-{i}").as_bytes())
+                        conn.request(
+                            "PUT",
+                            &format!("/v1/kv/bench/c{c}/k{}", i % 1000),
+                            &token,
+                            format!("value-{i}").as_bytes(),
+                        )
                     } else {
                         conn.request("GET", "/health", &token, b"")
                     };
@@ -80,7 +98,10 @@ fn run(addr: &str, token: &str, clients: usize, secs: u64, write: bool) -> (f64,
     for t in threads {
         t.join().unwrap();
     }
-    (ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(), bad.load(Ordering::Relaxed))
+    (
+        ok.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+        bad.load(Ordering::Relaxed),
+    )
 }
 
 fn main() {
@@ -89,7 +110,10 @@ fn main() {
         eprintln!("usage: kv_bench API_URL TOKEN [CLIENTS] [SECONDS]");
         std::process::exit(2);
     }
-    let addr = args[1].trim_start_matches("http://").trim_end_matches('/').to_string();
+    let addr = args[1]
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
     let token = &args[2];
     let clients = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
     let secs = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10);

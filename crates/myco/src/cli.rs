@@ -53,6 +53,8 @@ pub enum Command {
     Kv(KvCmd),
     /// Run a local mesh of N agents on loopback, for trying Myco out.
     Dev(DevArgs),
+    /// Run the deterministic simulator: real node logic on a virtual network.
+    Sim(SimArgs),
     /// Print a systemd unit for the agent.
     SystemdUnit(SystemdArgs),
     /// Print shell completions.
@@ -160,6 +162,31 @@ pub struct DevArgs {
     /// First edge port.
     #[arg(long, default_value_t = 8080)]
     pub edge_port: u16,
+}
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// First seed; the seed picks the fault settings, and replays the run.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// How many consecutive seeds to run.
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
+    /// Nodes in the simulated mesh.
+    #[arg(long, default_value_t = 10)]
+    pub nodes: usize,
+    /// Virtual minutes of the safety phase (faults running) [default: per seed].
+    #[arg(long)]
+    pub minutes: Option<u64>,
+    /// No faults at all: checks there are no false downs.
+    #[arg(long, conflicts_with = "storm")]
+    pub quiet: bool,
+    /// A join storm: every node joins at once; reports time to agreement.
+    #[arg(long)]
+    pub storm: bool,
+    /// Print one node's events, the faults and the phases to stderr.
+    #[arg(long)]
+    pub trace: Option<usize>,
 }
 
 #[derive(Args, Debug)]

@@ -74,6 +74,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Kv(cmd) => kv(&client(), cmd),
         Command::Dev(args) => dev::run(args),
+        Command::Sim(args) => sim(args),
         Command::SystemdUnit(args) => {
             print!("{}", systemd_unit(&args.agent_args));
             Ok(())
@@ -135,6 +136,39 @@ fn kv(c: &Client, cmd: KvCmd) -> anyhow::Result<()> {
             table::print(&["KEY", "VALUE", "VERSION"], &rows)?;
         }
     }
+    Ok(())
+}
+
+/// Runs seeds one after another; stops at the first violation, which
+/// prints everything needed to replay it.
+fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
+    use myco_sim::SimConfig;
+    if args.nodes == 0 {
+        anyhow::bail!("--nodes must be at least 1");
+    }
+    let started = std::time::Instant::now();
+    for seed in args.seed..args.seed.saturating_add(args.seeds) {
+        let mut cfg = if args.storm {
+            SimConfig::join_storm(args.nodes, seed)
+        } else if args.quiet {
+            SimConfig::no_faults(args.nodes, seed)
+        } else {
+            SimConfig::from_seed(seed, args.nodes)
+        };
+        if let Some(m) = args.minutes {
+            cfg.safety = std::time::Duration::from_secs(60 * m);
+        }
+        cfg.trace = args.trace;
+        match myco_sim::run(&cfg) {
+            Ok(report) => println!("{report}\n"),
+            Err(v) => anyhow::bail!("simulation violated an invariant:\n{v}"),
+        }
+    }
+    println!(
+        "{} seed(s) passed in {:.1}s",
+        args.seeds,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
