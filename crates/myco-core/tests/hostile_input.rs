@@ -3,48 +3,18 @@
 //! garbage (what a compromised member could send). The node must refuse and
 //! count every one, never panic, and keep working afterwards.
 
-use std::collections::BTreeMap;
+mod support;
+
+fn node(i: u64) -> myco_core::Node {
+    support::node(i, 7)
+}
+
 use std::net::SocketAddr;
 
-use myco_core::{Config, MemberState, Node, NodeSetup, Time};
-use myco_proto::frame::Peer;
-use myco_proto::{
-    Capacity, ClusterKey, Envelope, Frame, KeyRing, MAX_DATAGRAM, NodeId, NodeManifest,
-};
+use myco_core::{MemberState, Node, Time};
+use myco_proto::{ClusterKey, Envelope, Frame, KeyRing, MAX_DATAGRAM, NodeId};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-
-fn node(i: u64) -> Node {
-    let addr: SocketAddr = format!("10.0.0.{i}:7946").parse().unwrap();
-    let id = NodeId::from_u64(i);
-    Node::new(
-        Time::ZERO,
-        NodeSetup {
-            peer: Peer {
-                id,
-                addr,
-                boot: 1,
-                bump: 0,
-            },
-            manifest: NodeManifest {
-                format: NodeManifest::FORMAT,
-                id,
-                boot: 1,
-                name: format!("n{i}"),
-                tags: BTreeMap::new(),
-                capacity: Capacity::default(),
-                mesh_addr: addr,
-                api_addr: None,
-                edge_addr: None,
-                version: "test".into(),
-                key_id: String::new(),
-            },
-            keys: KeyRing::new(ClusterKey::from_bytes([7; 32])),
-            seed: i,
-            config: Config::default(),
-        },
-    )
-}
 
 fn deliver_all(a: &mut Node, b: &mut Node, now: Time) {
     loop {

@@ -2,45 +2,16 @@
 //! anti-entropy repairs what push missed, LWW decides conflicts, and a
 //! node that was away catches up in bulk.
 
-use std::collections::BTreeMap;
+mod support;
+
+fn node(i: u64) -> myco_core::Node {
+    support::node(i, 7)
+}
+
 use std::net::SocketAddr;
 
-use myco_core::{Config, Node, NodeSetup, Time};
-use myco_proto::frame::Peer;
-use myco_proto::{Capacity, ClusterKey, KeyRing, NodeId, NodeManifest, Table};
-
-fn node(i: u64) -> Node {
-    let addr: SocketAddr = format!("10.0.0.{i}:7946").parse().unwrap();
-    let id = NodeId::from_u64(i);
-    let manifest = NodeManifest {
-        format: NodeManifest::FORMAT,
-        id,
-        boot: 1,
-        name: format!("n{i}"),
-        tags: BTreeMap::new(),
-        capacity: Capacity::default(),
-        mesh_addr: addr,
-        api_addr: None,
-        edge_addr: None,
-        version: "test".into(),
-        key_id: String::new(),
-    };
-    Node::new(
-        Time::ZERO,
-        NodeSetup {
-            peer: Peer {
-                id,
-                addr,
-                boot: 1,
-                bump: 0,
-            },
-            manifest,
-            keys: KeyRing::new(ClusterKey::from_bytes([7; 32])),
-            seed: i,
-            config: Config::default(),
-        },
-    )
-}
+use myco_core::{Config, Node, Time};
+use myco_proto::Table;
 
 /// Advances every core in 10 ms steps, delivering datagrams and stream
 /// messages within the step; `cut` nodes neither send nor receive
