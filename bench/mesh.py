@@ -90,6 +90,13 @@ def rss_kib(pid):
     return 0
 
 
+def bytes_out(i):
+    for line in get(i, "/metrics").splitlines():
+        if line.startswith("myco_bytes_out_total"):
+            return int(float(line.split()[1]))
+    return 0
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -117,13 +124,17 @@ def main():
             time.sleep(5)  # let RSS settle after start-up
             print(f"idle_rss_kib={max(rss_kib(p.pid) for p in m.procs.values())} (max over {a.nodes} agents)")
             t0 = time.time()
+            sent0 = [bytes_out(i) for i in range(a.nodes)]
             false_downs = 0
             while time.time() - t0 < a.idle:
                 for i in range(a.nodes):
                     s = states(i)
                     false_downs += sum(1 for v in s.values() if v != "alive")
                 time.sleep(0.5)
+            took = time.time() - t0
+            rate = max(bytes_out(i) - sent0[i] for i in range(a.nodes)) / took
             print(f"idle_s={a.idle} false_non_alive_observations={false_downs} (polled every 0.5 s on every node)")
+            print(f"idle_bytes_out_per_node_per_s={rate:.0f} (max over nodes, {a.nodes}-node mesh)")
             downs = sum(open(os.path.join(m.data(i), "agent.log")).read().count("member down") for i in range(a.nodes))
             print(f"member_down_log_lines={downs}")
         detect, rejoin = [], []
