@@ -1,0 +1,1 @@
+//! Spores (being written).
