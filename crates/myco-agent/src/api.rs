@@ -22,7 +22,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::mesh::{Command, Snapshot};
-use crate::{kv, metrics};
+use crate::{kv, metrics, spores_api};
 
 /// Largest request body the API reads; bigger ones get 413 before buffering.
 /// A KV value may be up to 64 KiB; the rest is headroom for JSON bodies.
@@ -51,6 +51,8 @@ pub struct ApiState {
     pub streams: crate::streams::Streams,
     /// Whether the store was found damaged at start.
     pub store_recovered: bool,
+    /// The spore content store.
+    pub spores: Arc<crate::spores::SporeStore>,
     /// Whether `/v1/debug/faults` is enabled (`MYCO_FAULTS=1`, tests only).
     pub faults: bool,
 }
@@ -72,6 +74,21 @@ pub fn router(state: ApiState) -> Router {
             get(kv::get).put(kv::put).delete(kv::delete),
         )
         .route("/v1/events", get(kv::events))
+        .route(
+            "/v1/spores",
+            get(spores_api::list)
+                .post(spores_api::push)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/spores/{which}", get(spores_api::download))
+        .route(
+            "/v1/trust",
+            get(spores_api::trust_list).post(spores_api::trust_add),
+        )
+        .route(
+            "/v1/trust/{key}",
+            axum::routing::delete(spores_api::trust_remove),
+        )
         .route("/v1/debug/faults", axum::routing::post(faults))
         .route("/mesh/status", get(mesh_status))
         .route("/mesh/peers", get(peers))
@@ -329,6 +346,7 @@ async fn metrics_text(State(s): State<ApiState>) -> Response {
         store: s.store.stats(),
         store_recovered: s.store_recovered,
         streams: s.streams.stats(),
+        spores_refused: s.spores.refusals(),
     });
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], body).into_response()
 }

@@ -80,31 +80,61 @@ pub async fn get(State(s): State<ApiState>, Path(key): Path<String>) -> Response
     }
 }
 
-async fn write(s: &ApiState, key: String, value: Option<Vec<u8>>) -> Response {
-    let deleted = value.is_none();
-    let change: Change = match ask(s, |reply| Command::Write {
-        table: Table::KV,
-        key: key.clone(),
+/// Writes a key of any table and waits until it is durable; the error is
+/// the HTTP answer to give.
+pub(crate) async fn write_durable(
+    s: &ApiState,
+    table: Table,
+    key: &str,
+    value: Option<Vec<u8>>,
+) -> Result<Change, Response> {
+    let change = match ask(s, |reply| Command::Write {
+        table,
+        key: key.to_string(),
         value,
         reply,
     })
-    .await
+    .await?
     {
-        Ok(Ok(change)) => change,
-        Ok(Err(e @ WriteError::ValueTooLarge { .. })) => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string());
+        Ok(change) => change,
+        Err(e @ WriteError::ValueTooLarge { .. }) => {
+            return Err(error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()));
         }
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return Err(error(StatusCode::BAD_REQUEST, e.to_string())),
+    };
+    if let Err(e) = s.store.persist(vec![change.clone()]).await {
+        tracing::error!(error = %e, key = %key, "write not durable");
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the write was not made durable: {e}"),
+        ));
+    }
+    Ok(change)
+}
+
+/// Scans a table under a prefix.
+pub(crate) async fn scan(
+    s: &ApiState,
+    table: Table,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<(String, Entry)>, Response> {
+    ask(s, |reply| Command::Scan {
+        table,
+        prefix: prefix.to_string(),
+        limit,
+        reply,
+    })
+    .await
+}
+
+async fn write(s: &ApiState, key: String, value: Option<Vec<u8>>) -> Response {
+    let deleted = value.is_none();
+    let change = match write_durable(s, Table::KV, &key, value).await {
+        Ok(c) => c,
         Err(r) => return r,
     };
     let version = change.ts.to_string();
-    if let Err(e) = s.store.persist(vec![change]).await {
-        tracing::error!(error = %e, key = %key, "write not durable");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the write was not made durable: {e}"),
-        );
-    }
     let header = (
         VERSION_HEADER,
         HeaderValue::from_str(&version).expect("versions are ASCII"),

@@ -15,6 +15,8 @@ pub mod kv;
 pub mod mesh;
 pub mod metrics;
 pub mod settings;
+pub mod spores;
+pub mod spores_api;
 pub mod store;
 pub mod streams;
 pub mod sysinfo;

@@ -140,6 +140,8 @@ pub struct MeshParts {
     pub incoming: mpsc::Receiver<Incoming>,
     /// The durable store.
     pub store: Arc<Store>,
+    /// The spore store (blob messages go to it, not to the core).
+    pub spores: Arc<crate::spores::SporeStore>,
 }
 
 /// Handles to a running loop.
@@ -209,7 +211,11 @@ impl MeshLoop {
                     Err(e) => tracing::debug!(error = %e, "recv failed"),
                 },
                 Some(msg) = p.incoming.recv() => {
-                    if !is_blocked(&self.blocked, &p.node, msg.peer) {
+                    if is_blocked(&self.blocked, &p.node, msg.peer) {
+                        // fault injection: dropped
+                    } else if let Some(blob) = myco_proto::blob::BlobMessage::decode(&msg.message) {
+                        p.spores.on_message(blob);
+                    } else {
                         p.node.handle_message(p.clock.now(), &msg.message);
                     }
                 }

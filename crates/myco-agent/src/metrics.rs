@@ -37,6 +37,8 @@ pub struct Sources<'a> {
     pub store_recovered: bool,
     /// Stream transport counters.
     pub streams: StreamStats,
+    /// Spores refused, by reason.
+    pub spores_refused: std::collections::BTreeMap<&'static str, u64>,
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
@@ -188,6 +190,17 @@ pub fn encode_registry(src: &Sources<'_>) -> Registry {
         i64::from(src.store_recovered),
     );
     stream_metrics(&mut r, &src.streams);
+    let refused = Family::<Labels, Counter>::default();
+    for (reason, n) in &src.spores_refused {
+        refused
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .inc_by(*n);
+    }
+    r.register(
+        "spores_refused",
+        "Spores refused on push or fetch, by reason",
+        refused,
+    );
     r
 }
 

@@ -107,6 +107,9 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
                 )
             })?;
 
+    let spores = crate::spores::SporeStore::open(dir.path(), streams.clone(), settings.advertise)
+        .context("opening the spore store")?;
+
     let clock = Clock::start();
     let peer = Peer {
         id,
@@ -135,6 +138,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         streams: streams.clone(),
         incoming,
         store: store.clone(),
+        spores: spores.clone(),
     });
     let MeshHandles {
         commands,
@@ -167,6 +171,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         events,
         streams,
         store_recovered,
+        spores,
         faults: std::env::var("MYCO_FAULTS").is_ok_and(|v| v == "1"),
     };
     let (stop_api, api_stopped) = oneshot::channel::<()>();

@@ -138,3 +138,48 @@ pub enum ApiEvent {
         missed: u64,
     },
 }
+
+/// A spore as `GET /v1/spores` lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SporeInfo {
+    /// `sha256:<hex>` of the whole file.
+    pub digest: String,
+    /// Name from the manifest.
+    pub name: String,
+    /// Version from the manifest.
+    pub version: String,
+    /// Bytes.
+    pub size: u64,
+    /// Publisher public key, hex.
+    pub publisher: String,
+    /// Node ids that hold the file.
+    pub holders: Vec<String>,
+    /// Whether the answering node holds it.
+    pub local: bool,
+}
+
+/// The spore index record kept in replicated state (table `spores`,
+/// key = digest).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SporeRecord {
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Bytes.
+    pub size: u64,
+    /// Publisher key, hex.
+    pub publisher: String,
+    /// Unix seconds, from the manifest.
+    pub created_at: u64,
+}
+
+/// A trusted publisher key (`GET /v1/trust`, `POST /v1/trust`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrustedKey {
+    /// Ed25519 public key, 64 hex digits.
+    pub key: String,
+    /// Free text, e.g. who it belongs to.
+    #[serde(default)]
+    pub comment: String,
+}

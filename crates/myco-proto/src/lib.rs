@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod blob;
 pub mod envelope;
 pub mod frame;
 pub mod id;

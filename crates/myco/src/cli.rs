@@ -48,6 +48,17 @@ pub enum Command {
     /// Cluster-wide settings.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Publisher keys for signing spores.
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Signed workload packages.
+    #[command(subcommand)]
+    Spore(SporeCmd),
+    /// Spores known to the mesh.
+    Spores(Output),
+    /// Trusted spore publishers (kept in replicated state).
+    #[command(subcommand)]
+    Trust(TrustCmd),
     /// The cluster-wide config KV.
     #[command(subcommand)]
     Kv(KvCmd),
@@ -107,6 +118,87 @@ pub enum PeerCmd {
     Add {
         /// HOST:PORT.
         addr: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Make a publisher key pair: FILE (secret, 0600) and FILE.pub.
+    Gen {
+        /// Where the secret key goes.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SporeCmd {
+    /// Pack a file or directory into a signed spore.
+    Pack {
+        /// The binary or directory to pack.
+        path: PathBuf,
+        /// Spore name.
+        #[arg(long)]
+        name: String,
+        /// Spore version.
+        #[arg(long)]
+        version: String,
+        /// The command to run, relative to the payload root (e.g. ./server.py).
+        #[arg(long)]
+        cmd: String,
+        /// An argument for the command (repeatable).
+        #[arg(long = "arg")]
+        args: Vec<String>,
+        /// An environment variable KEY=VALUE (repeatable).
+        #[arg(long = "env")]
+        env: Vec<String>,
+        /// The publisher's secret key (from `myco key gen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Output file [default: NAME-VERSION.spore].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Show a spore's manifest without trusting it.
+    Inspect {
+        /// The spore file.
+        file: PathBuf,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Verify digest, signature and archive; with --pubkey, also the publisher.
+    Verify {
+        /// The spore file.
+        file: PathBuf,
+        /// A publisher's KEY.pub file that must have signed it.
+        #[arg(long)]
+        pubkey: Option<PathBuf>,
+    },
+    /// Upload a spore to the agent; the whole mesh can then fetch it.
+    Push {
+        /// The spore file.
+        file: PathBuf,
+        #[command(flatten)]
+        out: Output,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrustCmd {
+    /// Trust a publisher key (a KEY.pub file).
+    Add {
+        /// The public key file.
+        pubkey: PathBuf,
+        /// Who it belongs to.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// List trusted publishers.
+    List(Output),
+    /// Stop trusting a publisher key (hex).
+    Remove {
+        /// The key, 64 hex digits.
+        key: String,
     },
 }
 

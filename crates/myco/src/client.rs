@@ -22,6 +22,7 @@ pub struct Client {
 enum Body {
     Json(serde_json::Value),
     Raw(Vec<u8>),
+    File(std::fs::File),
     None,
 }
 
@@ -96,6 +97,7 @@ impl Client {
                 match body {
                     Body::Json(v) => req.send_json(v),
                     Body::Raw(bytes) => req.send(&bytes[..]),
+                    Body::File(f) => req.send(ureq::SendBody::from_owned_reader(f)),
                     Body::None => req.send_empty(),
                 }
             }
@@ -147,6 +149,11 @@ impl Client {
             path,
             Body::Json(serde_json::to_value(body)?),
         )?))
+    }
+
+    /// Streams a file as the body of a POST.
+    pub fn post_file(&self, path: &str, file: std::fs::File) -> anyhow::Result<serde_json::Value> {
+        Ok(Self::json(&self.call("POST", path, Body::File(file))?))
     }
 
     pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {

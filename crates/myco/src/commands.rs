@@ -73,6 +73,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Kv(cmd) => kv(&client(), cmd),
+        Command::Key(cmd) => crate::spore_cmd::key(cmd),
+        Command::Spore(cmd) => crate::spore_cmd::spore(client, cmd),
+        Command::Spores(o) => crate::spore_cmd::spores(&client(), o.json),
+        Command::Trust(cmd) => crate::spore_cmd::trust(&client(), cmd),
         Command::Dev(args) => dev::run(args),
         Command::Sim(args) => sim(args),
         Command::SystemdUnit(args) => {
@@ -172,7 +176,7 @@ fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     serde_json::to_writer_pretty(&mut out, v)?;

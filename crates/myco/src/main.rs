@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod commands;
 mod dev;
+mod spore_cmd;
 mod table;
 
 use std::io::ErrorKind;

@@ -1,0 +1,91 @@
+//! Publisher key files: `PATH` holds the secret (hex, mode 0600) and
+//! `PATH.pub` the public key (hex), each on one line.
+//!
+//! The crate draws no randomness: callers pass the 32 secret bytes (the
+//! binary gets them from the OS).
+
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+
+use crate::error::KeyError;
+
+/// The path of the public key file belonging to secret key file `path`.
+pub fn public_key_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".pub");
+    PathBuf::from(s)
+}
+
+/// Writes the secret key to `path` (mode 0600) and the public key to
+/// `path.pub`; refuses to overwrite either. Returns the public key.
+pub fn write_keypair(path: &Path, secret: [u8; 32]) -> Result<VerifyingKey, KeyError> {
+    let key = SigningKey::from_bytes(&secret);
+    let public = key.verifying_key();
+    let pub_path = public_key_path(path);
+    // Check both first so a clash on `.pub` doesn't leave a lone secret behind.
+    for p in [path, pub_path.as_path()] {
+        if p.symlink_metadata().is_ok() {
+            return Err(KeyError::Exists(p.to_path_buf()));
+        }
+    }
+    write_new(path, 0o600, &hex::encode(secret))?;
+    write_new(&pub_path, 0o644, &hex::encode(public.as_bytes()))?;
+    Ok(public)
+}
+
+/// Reads a secret key file written by [`write_keypair`].
+pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    Ok(SigningKey::from_bytes(&read_hex32(path)?))
+}
+
+/// Reads a public key file (64 hex characters, surrounding whitespace ignored).
+pub fn read_public_key(path: &Path) -> Result<VerifyingKey, KeyError> {
+    let bytes = read_hex32(path)?;
+    VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::BadKey {
+        path: path.to_path_buf(),
+        why: "not a valid Ed25519 public key".into(),
+    })
+}
+
+/// Parses a public key given as 64 hex characters (whitespace trimmed), as
+/// found in `.pub` files and in manifests' `publisher` field.
+pub fn parse_public_key(text: &str) -> Option<VerifyingKey> {
+    let bytes: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
+fn write_new(path: &Path, mode: u32, hex_line: &str) -> Result<(), KeyError> {
+    let io_err = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            ErrorKind::AlreadyExists => KeyError::Exists(path.to_path_buf()),
+            _ => io_err(e),
+        })?;
+    writeln!(f, "{hex_line}")
+        .and_then(|_| f.sync_all())
+        .map_err(io_err)
+}
+
+fn read_hex32(path: &Path) -> Result<[u8; 32], KeyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |why: &str| KeyError::BadKey {
+        path: path.to_path_buf(),
+        why: why.into(),
+    };
+    let bytes = hex::decode(text.trim()).map_err(|_| bad("not hex"))?;
+    bytes.try_into().map_err(|_| bad("wrong length"))
+}

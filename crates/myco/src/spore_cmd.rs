@@ -1,0 +1,185 @@
+//! `myco key`, `myco spore`, `myco spores` and `myco trust`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::BufReader;
+
+use anyhow::{Context, bail};
+use myco_proto::api::{SporeInfo, TrustedKey};
+use myco_spore::{Limits, PackMeta};
+
+use crate::cli::{KeyCmd, SporeCmd, TrustCmd};
+use crate::client::Client;
+use crate::commands::print_json;
+use crate::table;
+
+pub fn key(cmd: KeyCmd) -> anyhow::Result<()> {
+    let KeyCmd::Gen { out } = cmd;
+    if out.exists() {
+        bail!("{} exists; refusing to overwrite a key", out.display());
+    }
+    myco_spore::write_keypair(&out, myco_agent::datadir::random_bytes::<32>())?;
+    println!(
+        "secret key {} (keep it private), public key {}.pub (give it to `myco trust add`)",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
+    match cmd {
+        SporeCmd::Pack {
+            path,
+            name,
+            version,
+            cmd,
+            args,
+            env,
+            key,
+            out,
+        } => {
+            let env: BTreeMap<String, String> = env
+                .iter()
+                .map(|e| {
+                    e.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .context(format!("--env {e:?} is not KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let signing = myco_spore::read_signing_key(&key)?;
+            let out = out.unwrap_or_else(|| format!("{name}-{version}.spore").into());
+            let created_at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_secs();
+            let meta = PackMeta {
+                name,
+                version,
+                command: cmd,
+                args,
+                env,
+                created_at,
+                ..PackMeta::default()
+            };
+            let tmp = out.with_extension("spore.tmp");
+            let mut file = std::io::BufWriter::new(
+                File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+            );
+            let info = myco_spore::pack(&path, meta, &signing, &mut file)?;
+            drop(file);
+            std::fs::rename(&tmp, &out)?;
+            println!("{} {} ({} bytes)", info.digest, out.display(), info.size);
+            Ok(())
+        }
+        SporeCmd::Inspect { file, out } => {
+            let inspected = myco_spore::inspect(BufReader::new(File::open(&file)?))?;
+            if out.json {
+                return print_json(&inspected.manifest);
+            }
+            let m = &inspected.manifest;
+            println!("name       {}", m.name);
+            println!("version    {}", m.version);
+            println!("command    {} {}", m.command, m.args.join(" "));
+            println!("publisher  {}", m.publisher);
+            println!(
+                "payload    {} bytes, sha256 {}",
+                m.payload_size, m.payload_sha256
+            );
+            println!("created    {}", m.created_at);
+            println!("(not verified: use `myco spore verify`)");
+            Ok(())
+        }
+        SporeCmd::Verify { file, pubkey } => {
+            let trusted = match pubkey {
+                Some(p) => vec![myco_spore::read_public_key(&p)?],
+                None => Vec::new(),
+            };
+            let v = myco_spore::verify(
+                BufReader::new(File::open(&file)?),
+                &trusted,
+                &Limits::default(),
+            )?;
+            let by = if trusted.is_empty() {
+                "its own publisher key (no --pubkey given)"
+            } else {
+                "the given key"
+            };
+            println!(
+                "ok {} {}@{} signed by {by}",
+                v.digest, v.manifest.name, v.manifest.version
+            );
+            Ok(())
+        }
+        SporeCmd::Push { file, out } => {
+            let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
+            let answer = client().post_file("/v1/spores", f)?;
+            let digest = answer["digest"]
+                .as_str()
+                .context("the agent answered without a digest")?
+                .to_string();
+            if out.json {
+                return print_json(&serde_json::json!({"digest": digest}));
+            }
+            println!("pushed {digest}");
+            Ok(())
+        }
+    }
+}
+
+pub fn spores(c: &Client, json: bool) -> anyhow::Result<()> {
+    let list: Vec<SporeInfo> = c.get("/v1/spores")?;
+    if json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.version.clone(),
+                s.digest.clone(),
+                s.size.to_string(),
+                s.holders.len().to_string(),
+                if s.local { "yes".into() } else { "no".into() },
+            ]
+        })
+        .collect();
+    table::print(
+        &["NAME", "VERSION", "DIGEST", "BYTES", "HOLDERS", "HERE"],
+        &rows,
+    )?;
+    Ok(())
+}
+
+pub fn trust(c: &Client, cmd: TrustCmd) -> anyhow::Result<()> {
+    match cmd {
+        TrustCmd::Add { pubkey, comment } => {
+            let key = myco_spore::read_public_key(&pubkey)?;
+            let hex = hex::encode(key.as_bytes());
+            c.post(
+                "/v1/trust",
+                &TrustedKey {
+                    key: hex.clone(),
+                    comment,
+                },
+            )?;
+            println!("trusted {hex}");
+        }
+        TrustCmd::List(out) => {
+            let keys: Vec<TrustedKey> = c.get("/v1/trust")?;
+            if out.json {
+                return print_json(&keys);
+            }
+            let rows: Vec<Vec<String>> = keys
+                .iter()
+                .map(|k| vec![k.key.clone(), k.comment.clone()])
+                .collect();
+            table::print(&["KEY", "COMMENT"], &rows)?;
+        }
+        TrustCmd::Remove { key } => {
+            c.delete(&format!("/v1/trust/{}", key.trim()))?;
+            println!("no longer trusted: {key}");
+        }
+    }
+    Ok(())
+}
