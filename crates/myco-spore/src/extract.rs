@@ -115,3 +115,36 @@ fn not_a_dir(entry: &SafeEntry) -> SporeError {
         "a path component is not a directory",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    //! The on-disk defences, independent of the archive checks.
+    use super::*;
+    use crate::tests::TempDir;
+
+    fn file(path: &str) -> SafeEntry {
+        SafeEntry {
+            path: path.into(),
+            kind: Kind::File { mode: 0o644 },
+        }
+    }
+
+    #[test]
+    fn never_writes_through_an_existing_symlink() {
+        let dir = TempDir::new();
+        let (dest, outside) = (dir.join("dest"), dir.join("outside"));
+        fs::create_dir(&dest).unwrap();
+        fs::create_dir(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, dest.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("f"), dest.join("dangling")).unwrap();
+
+        let mut data: &[u8] = b"evil";
+        assert!(write_entry(&dest, &file("link/f"), &mut data).is_err());
+        assert!(write_entry(&dest, &file("dangling"), &mut data).is_err());
+        assert!(write_entry(&dest, &file("link"), &mut data).is_err());
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+
+        write_entry(&dest, &file("ok/f"), &mut data).unwrap();
+        assert_eq!(fs::read(dest.join("ok/f")).unwrap(), b"evil");
+    }
+}

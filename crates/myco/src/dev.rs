@@ -122,6 +122,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    let publisher = trust_dev_key(&dir, &apis[0])?;
     println!(
         "myco dev: {} nodes formed a mesh in {:.1}s (data in {})\n",
         args.nodes,
@@ -151,7 +152,19 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         dir.join("n1").display()
     );
     println!(
-        "\nLogs: {}/nI/agent.log. Ctrl-C stops every node.",
+        "  myco spore pack DIR --name app --version 1 --cmd ./app --key {}",
+        publisher.display()
+    );
+    println!(
+        "  myco --data-dir {} spore push app-1.spore",
+        dir.join("n1").display()
+    );
+    println!(
+        "\nA development publisher key ({}) is trusted by the mesh.",
+        publisher.display()
+    );
+    println!(
+        "Logs: {}/nI/agent.log. Ctrl-C stops every node.",
         dir.display()
     );
 
@@ -175,6 +188,27 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     agents.stop();
     println!("stopped");
     Ok(())
+}
+
+/// Makes (once) and trusts a development publisher key, so spores packed
+/// with it run in the dev mesh out of the box.
+fn trust_dev_key(dir: &Path, api: &str) -> anyhow::Result<std::path::PathBuf> {
+    let key = dir.join("dev-publisher.key");
+    let public = match myco_spore::read_public_key(&myco_spore::public_key_path(&key)) {
+        Ok(k) => k,
+        Err(_) => myco_spore::write_keypair(&key, random_bytes::<32>())?,
+    };
+    let token = fs::read_to_string(dir.join("n1").join(myco_agent::datadir::API_TOKEN))?
+        .trim()
+        .to_string();
+    Client::new(Some(api), Some(token)).post(
+        "/v1/trust",
+        &myco_proto::api::TrustedKey {
+            key: hex::encode(public.as_bytes()),
+            comment: "myco dev publisher".into(),
+        },
+    )?;
+    Ok(key)
 }
 
 /// Fails, with the tail of its log, if an agent exited.

@@ -62,11 +62,20 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
                 ..PackMeta::default()
             };
             let tmp = out.with_extension("spore.tmp");
+            if let (Ok(src), Ok(dest)) = (path.canonicalize(), std::path::absolute(&tmp)) {
+                if dest.starts_with(&src) {
+                    bail!(
+                        "--out {} is inside the directory being packed; write it elsewhere",
+                        out.display()
+                    );
+                }
+            }
             let mut file = std::io::BufWriter::new(
                 File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
             );
             let info = myco_spore::pack(&path, meta, &signing, &mut file)?;
-            drop(file);
+            // A failed final flush must fail the command, not vanish in drop.
+            file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             std::fs::rename(&tmp, &out)?;
             println!("{} {} ({} bytes)", info.digest, out.display(), info.size);
             Ok(())

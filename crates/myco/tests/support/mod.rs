@@ -1114,3 +1114,75 @@ pub fn myco_stdin(args: &[&str], input: &[u8]) -> Output {
     let _ = writer.join();
     out
 }
+
+// ----- binary HTTP -----
+
+/// An HTTP answer whose body is kept as bytes (chunked bodies decoded).
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names (lower-cased) and values, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The body as text (lossy), for messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Like [`http`], but the body stays binary and reads may take up to
+/// `timeout` each (for answers that take a while, e.g. a fetch from peers).
+pub fn http_raw(
+    method: &str,
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> std::io::Result<RawResponse> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let bad = || std::io::Error::other(format!("malformed HTTP answer ({} bytes)", raw.len()));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(bad)?;
+    let head = std::str::from_utf8(&raw[..split]).map_err(|_| bad())?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    let headers = parse_headers(lines);
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let body = if chunked {
+        dechunk(&raw[split + 4..]).ok_or_else(bad)?
+    } else {
+        raw[split + 4..].to_vec()
+    };
+    Ok(RawResponse {
+        status,
+        headers,
+        body,
+    })
+}
