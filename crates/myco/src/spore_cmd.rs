@@ -62,13 +62,13 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
                 ..PackMeta::default()
             };
             let tmp = out.with_extension("spore.tmp");
-            if let (Ok(src), Ok(dest)) = (path.canonicalize(), std::path::absolute(&tmp)) {
-                if dest.starts_with(&src) {
-                    bail!(
-                        "--out {} is inside the directory being packed; write it elsewhere",
-                        out.display()
-                    );
-                }
+            if let (Ok(src), Ok(dest)) = (path.canonicalize(), std::path::absolute(&tmp))
+                && dest.starts_with(&src)
+            {
+                bail!(
+                    "--out {} is inside the directory being packed; write it elsewhere",
+                    out.display()
+                );
             }
             let mut file = std::io::BufWriter::new(
                 File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
