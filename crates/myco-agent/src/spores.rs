@@ -26,6 +26,8 @@ use crate::streams::Streams;
 
 /// Fetches running at once; more wait.
 pub const FETCH_SLOTS: usize = 2;
+/// Chunk requests kept in flight per fetch.
+const WINDOW: usize = 4;
 /// How long a chunk may take before the next holder is tried.
 const CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -208,6 +210,9 @@ impl SporeStore {
         Err(FetchError::Unavailable(digest.to_string()))
     }
 
+    /// Downloads the rest of `part` from `holder`, keeping [`WINDOW`] chunk
+    /// requests in flight: one connection and one serving task keep the
+    /// answers in order, and a window hides the round trip per chunk.
     async fn download(&self, digest: &str, holder: SocketAddr, part: &Path) -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -215,55 +220,68 @@ impl SporeStore {
             .append(true)
             .open(part)?;
         let mut offset = file.metadata()?.len();
-        loop {
-            let (tx, rx) = oneshot::channel();
-            self.waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert((digest.to_string(), offset), tx);
-            let request = BlobMessage::Request {
-                digest: digest.to_string(),
-                offset,
-                len: CHUNK,
-                reply_to: self.me,
-            };
-            if self.streams.send(holder, request.encode()).is_err() {
-                return Err(std::io::Error::other("stream queue full"));
+        let mut total: Option<u64> = None;
+        let mut next = offset;
+        let mut inflight = std::collections::VecDeque::new();
+        let result = loop {
+            // Ask ahead, but never past the end once it is known.
+            while inflight.len() < WINDOW && total.is_none_or(|t| next < t) {
+                let (tx, rx) = oneshot::channel();
+                self.waiting
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert((digest.to_string(), next), tx);
+                let request = BlobMessage::Request {
+                    digest: digest.to_string(),
+                    offset: next,
+                    len: CHUNK,
+                    reply_to: self.me,
+                };
+                if self.streams.send(holder, request.encode()).is_err() {
+                    break;
+                }
+                inflight.push_back((next, rx));
+                next += u64::from(CHUNK);
             }
-            let answer = tokio::time::timeout(CHUNK_TIMEOUT, rx).await;
-            self.waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&(digest.to_string(), offset));
-            match answer {
+            let Some((at, rx)) = inflight.pop_front() else {
+                break Err(std::io::Error::other("stream queue full"));
+            };
+            match tokio::time::timeout(CHUNK_TIMEOUT, rx).await {
                 Ok(Ok(BlobMessage::Data {
-                    offset: at,
-                    total,
+                    offset: got,
+                    total: t,
                     data,
                     ..
-                })) if at == offset => {
-                    if total > self.limits.max_spore_bytes || offset + data.len() as u64 > total {
-                        return Err(std::io::Error::other(
+                })) if got == at && at == offset => {
+                    if t > self.limits.max_spore_bytes || offset + data.len() as u64 > t {
+                        break Err(std::io::Error::other(
                             "holder sent more than a spore may hold",
                         ));
                     }
+                    total = Some(t);
                     file.write_all(&data)?;
                     offset += data.len() as u64;
-                    if offset == total {
+                    if offset == t {
                         file.sync_all()?;
-                        return Ok(());
+                        break Ok(());
                     }
                     if data.is_empty() {
-                        return Err(std::io::Error::other("holder sent an empty chunk"));
+                        break Err(std::io::Error::other("holder sent an empty chunk"));
                     }
                 }
                 Ok(Ok(BlobMessage::Missing { .. })) => {
-                    return Err(std::io::Error::other("holder does not have it"));
+                    break Err(std::io::Error::other("holder does not have it"));
                 }
-                Ok(_) => return Err(std::io::Error::other("unexpected answer")),
-                Err(_) => return Err(std::io::Error::other("chunk timed out")),
+                Ok(_) => break Err(std::io::Error::other("unexpected answer")),
+                Err(_) => break Err(std::io::Error::other("chunk timed out")),
             }
+        };
+        // Forget the waiters of requests still out.
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        for (at, _) in inflight {
+            waiting.remove(&(digest.to_string(), at));
         }
+        result
     }
 
     /// Handles a blob message that arrived on the stream transport.
