@@ -238,8 +238,34 @@ pub async fn download(State(s): State<ApiState>, Path(which): Path<String>) -> R
                 format!("no spore {digest} in the index"),
             );
         };
-        let addrs: Vec<_> = holders.iter().filter_map(|(_, a)| a.parse().ok()).collect();
+        // Alive holders first, in random order so no one holder takes every
+        // fetch; holders membership reports down or left are not asked.
+        let live: std::collections::BTreeSet<String> = s
+            .snapshot
+            .borrow()
+            .members
+            .iter()
+            .filter(|m| m.state == myco_core::MemberState::Alive)
+            .map(|m| m.peer.id.to_string())
+            .collect();
+        let mut addrs: Vec<std::net::SocketAddr> = holders
+            .iter()
+            .filter(|(id, _)| live.contains(id))
+            .filter_map(|(_, a)| a.parse().ok())
+            .collect();
+        let spin = crate::datadir::random_bytes::<1>()[0] as usize;
+        if !addrs.is_empty() {
+            let n = addrs.len();
+            addrs.rotate_left(spin % n);
+        }
         let trusted = match trusted(&s).await {
+            Ok(t) if t.is_empty() => {
+                s.spores.count_refusal("untrusted");
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "no publisher is trusted: run `myco trust add KEY.pub` first",
+                );
+            }
             Ok(t) => t,
             Err(r) => return r,
         };

@@ -134,6 +134,8 @@ pub enum KeyCmd {
 #[derive(Subcommand, Debug)]
 pub enum SporeCmd {
     /// Pack a file or directory into a signed spore.
+    // `--version` is the spore's version here, not the program's.
+    #[command(disable_version_flag = true)]
     Pack {
         /// The binary or directory to pack.
         path: PathBuf,
@@ -286,4 +288,17 @@ pub struct SystemdArgs {
     /// Extra arguments for `myco agent` in the unit.
     #[arg(last = true)]
     pub agent_args: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// clap checks flag clashes only in debug builds and only when a
+    /// command is built: check every subcommand here (a `--version` clash
+    /// once crashed `spore pack` in debug builds).
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }
