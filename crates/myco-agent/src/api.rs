@@ -53,6 +53,8 @@ pub struct ApiState {
     pub store_recovered: bool,
     /// The spore content store.
     pub spores: Arc<crate::spores::SporeStore>,
+    /// How long an unreferenced spore is kept.
+    pub spore_retention: std::time::Duration,
     /// Whether `/v1/debug/faults` is enabled (`MYCO_FAULTS=1`, tests only).
     pub faults: bool,
 }
@@ -81,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
                 .layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/spores/{which}", get(spores_api::download))
+        .route("/v1/spores/gc", axum::routing::post(spores_api::gc))
         .route(
             "/v1/trust",
             get(spores_api::trust_list).post(spores_api::trust_add),

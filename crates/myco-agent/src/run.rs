@@ -172,8 +172,21 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         streams,
         store_recovered,
         spores,
+        spore_retention: settings.spore_retention,
         faults: std::env::var("MYCO_FAULTS").is_ok_and(|v| v == "1"),
     };
+    let gc_state = state.clone();
+    let gc = tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            match crate::spores_api::collect_garbage(&gc_state, gc_state.spore_retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "spore garbage collection"),
+                Err(_) => tracing::warn!("spore garbage collection could not read the index"),
+            }
+        }
+    });
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_task = tokio::spawn(async move {
         axum::serve(api_listener, api::router(state))
@@ -193,6 +206,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     ));
     shutdown_signal().await;
     reload.abort();
+    gc.abort();
     notify_systemd("STOPPING=1");
     tracing::info!("leaving the mesh");
     let (tx, rx) = oneshot::channel();

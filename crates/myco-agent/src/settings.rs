@@ -36,6 +36,17 @@ pub struct AgentOptions {
     /// Failure-detection timings (config file only).
     #[serde(default)]
     pub membership: MembershipOptions,
+    /// `[spores]` in the config file.
+    #[serde(default)]
+    pub spores: SporeOptions,
+}
+
+/// `[spores]` in the config file.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SporeOptions {
+    /// Hours a spore no job references is kept before it is deleted [168].
+    pub retention_hours: Option<u64>,
 }
 
 /// `[membership]` in the config file: SWIM timings. Every node of a mesh
@@ -126,6 +137,8 @@ pub struct AgentSettings {
     pub cluster_key_file: Option<PathBuf>,
     /// Core tunables, from `[membership]`.
     pub core: myco_core::Config,
+    /// How long an unreferenced spore is kept.
+    pub spore_retention: std::time::Duration,
 }
 
 /// Parses `KEY=VALUE` tags from the command line.
@@ -176,6 +189,9 @@ impl AgentOptions {
                     .or(base.membership.probe_rtt_ms),
                 suspect_ms: self.membership.suspect_ms.or(base.membership.suspect_ms),
             },
+            spores: SporeOptions {
+                retention_hours: self.spores.retention_hours.or(base.spores.retention_hours),
+            },
         }
     }
 
@@ -209,6 +225,9 @@ impl AgentOptions {
             tags: self.tags,
             cluster_key_file: self.cluster_key_file,
             core: self.membership.core_config()?,
+            spore_retention: std::time::Duration::from_secs(
+                3600 * self.spores.retention_hours.unwrap_or(168),
+            ),
         })
     }
 }

@@ -114,6 +114,28 @@ impl SporeStore {
         self.path(digest).is_some_and(|p| p.is_file())
     }
 
+    /// Local spores with their age (time since they were stored).
+    pub fn local_spores(&self) -> Vec<(String, Duration)> {
+        let Ok(dir) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let digest = format!("sha256:{}", name.strip_suffix(".spore")?);
+                hex_of(&digest)?;
+                let age = e
+                    .metadata()
+                    .ok()?
+                    .modified()
+                    .ok()?
+                    .elapsed()
+                    .unwrap_or_default();
+                Some((digest, age))
+            })
+            .collect()
+    }
+
     /// A fresh temp file path for an upload.
     pub fn upload_path(&self) -> PathBuf {
         let n = u64::from_le_bytes(crate::datadir::random_bytes::<8>());

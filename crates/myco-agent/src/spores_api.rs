@@ -342,3 +342,52 @@ pub async fn trust_remove(State(s): State<ApiState>, Path(key): Path<String>) ->
         Err(r) => r,
     }
 }
+
+/// Garbage collection: deletes local spores that no job references and
+/// that are older than `retention`, and removes this node as their holder
+/// from the index. References are digests (`sha256:<hex>`) or
+/// `NAME@VERSION`s found anywhere in a job's definition. Returns how many
+/// spores were removed.
+pub async fn collect_garbage(
+    s: &ApiState,
+    retention: std::time::Duration,
+) -> Result<usize, Response> {
+    let mut referenced = std::collections::BTreeSet::new();
+    for (_, entry) in scan(s, Table::JOBS, "", MAX_LIST).await? {
+        let text = String::from_utf8_lossy(&entry.value.unwrap_or_default()).into_owned();
+        for (i, _) in text.match_indices("sha256:") {
+            if let Some(d) = text.get(i..i + 71).filter(|d| hex_of(d).is_some()) {
+                referenced.insert(d.to_string());
+            }
+        }
+        for (name, e) in scan(s, Table::SPORES, "name/", MAX_LIST).await? {
+            if text.contains(name.trim_start_matches("name/")) {
+                referenced
+                    .insert(String::from_utf8_lossy(&e.value.unwrap_or_default()).into_owned());
+            }
+        }
+    }
+    let me = s.snapshot.borrow().me;
+    let mut removed = 0;
+    for (digest, age) in s.spores.local_spores() {
+        if referenced.contains(&digest) || age < retention {
+            continue;
+        }
+        let key = format!("{digest}/holder/{}", me.id);
+        write_durable(s, Table::SPORES, &key, None).await?;
+        if let Some(path) = s.spores.path(&digest) {
+            let _ = tokio::fs::remove_file(path).await;
+        }
+        tracing::info!(%digest, "spore removed: no job references it");
+        removed += 1;
+    }
+    Ok(removed)
+}
+
+/// `POST /v1/spores/gc`: runs garbage collection now (it also runs hourly).
+pub async fn gc(State(s): State<ApiState>) -> Response {
+    match collect_garbage(&s, s.spore_retention).await {
+        Ok(n) => Json(json!({"removed": n})).into_response(),
+        Err(r) => r,
+    }
+}

@@ -22,7 +22,7 @@ pub struct Client {
 enum Body {
     Json(serde_json::Value),
     Raw(Vec<u8>),
-    File(std::fs::File),
+    Reader(Box<dyn std::io::Read + Send + 'static>),
     None,
 }
 
@@ -97,7 +97,7 @@ impl Client {
                 match body {
                     Body::Json(v) => req.send_json(v),
                     Body::Raw(bytes) => req.send(&bytes[..]),
-                    Body::File(f) => req.send(ureq::SendBody::from_owned_reader(f)),
+                    Body::Reader(r) => req.send(ureq::SendBody::from_owned_reader(r)),
                     Body::None => req.send_empty(),
                 }
             }
@@ -151,9 +151,17 @@ impl Client {
         )?))
     }
 
-    /// Streams a file as the body of a POST.
-    pub fn post_file(&self, path: &str, file: std::fs::File) -> anyhow::Result<serde_json::Value> {
-        Ok(Self::json(&self.call("POST", path, Body::File(file))?))
+    /// Streams a reader (a file, with a progress bar) as the body of a POST.
+    pub fn post_reader(
+        &self,
+        path: &str,
+        body: impl std::io::Read + Send + 'static,
+    ) -> anyhow::Result<serde_json::Value> {
+        Ok(Self::json(&self.call(
+            "POST",
+            path,
+            Body::Reader(Box::new(body)),
+        )?))
     }
 
     pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> anyhow::Result<serde_json::Value> {

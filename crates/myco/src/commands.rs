@@ -238,6 +238,7 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
         tags: parse_tags(&args.tag)?,
         cluster_key_file: args.cluster_key_file,
         membership: Default::default(),
+        spores: Default::default(),
     };
     let options = match &args.config {
         Some(path) => flags.over(AgentOptions::from_file(path)?),

@@ -121,7 +121,23 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
         }
         SporeCmd::Push { file, out } => {
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-            let answer = client().post_file("/v1/spores", f)?;
+            let size = f.metadata()?.len();
+            // A progress bar only for a person at a terminal; scripts get none.
+            let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !out.json {
+                let bar = indicatif::ProgressBar::new(size);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                    )
+                    .expect("the template is valid"),
+                );
+                bar
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let answer = client().post_reader("/v1/spores", bar.wrap_read(f));
+            bar.finish_and_clear();
+            let answer = answer?;
             let digest = answer["digest"]
                 .as_str()
                 .context("the agent answered without a digest")?

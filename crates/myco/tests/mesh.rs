@@ -231,6 +231,7 @@ fn agent_with_another_cluster_key_stays_out() {
         Opts {
             join: vec![0],
             key_file: None,
+            args: Vec::new(),
         },
     );
     let outsider_id = node_id(&h.agent(o).dir);

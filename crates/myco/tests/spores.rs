@@ -17,7 +17,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Agent, Harness, RawResponse, get, http_raw, myco, wait_for};
+use support::{Agent, Harness, Opts, RawResponse, get, http, http_raw, myco, wait_for};
 
 /// How long a spore pushed to one node may take to be listed by the others.
 const LISTED: Duration = Duration::from_secs(10);
@@ -1011,4 +1011,67 @@ fn large_spore_crosses_the_mesh_intact() {
         mib,
         mib / fetched.as_secs_f64()
     );
+}
+
+/// Garbage collection: with a zero retention period, a spore no job
+/// references is deleted by `POST /v1/spores/gc` and its holder entry goes
+/// from the index; the GC needs the token.
+#[test]
+fn unreferenced_spores_are_collected_after_retention() {
+    let mut h = Harness::new("spores-gc");
+    let config = h.root.join("gc.toml");
+    fs::write(&config, "[spores]\nretention_hours = 0\n").unwrap();
+    let n1 = h.start(
+        "n1",
+        Opts {
+            join: vec![],
+            key_file: None,
+            args: vec!["--config".into(), s(&config).into()],
+        },
+    );
+    let a = h.agent(n1);
+    let publisher = keygen(&h.root, "pub.key");
+    let dir = workload(&h.root, "gc", &[]);
+    let spore = pack(&h.root, &dir, "gc", "1", &publisher);
+    trust_add(a, &publisher);
+    let digest = push_cli(a, &spore.file);
+    let file_name = format!("{}.spore", digest.trim_start_matches("sha256:"));
+    assert!(
+        store_files(a).iter().any(|f| f.ends_with(&file_name)),
+        "{:?}",
+        store_files(a)
+    );
+
+    let denied = http("POST", a.api, "/v1/spores/gc", &[], b"").unwrap();
+    assert_eq!(denied.status, 401, "gc without a token");
+    let bearer = a.bearer();
+    let r = http(
+        "POST",
+        a.api,
+        "/v1/spores/gc",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["removed"], 1, "{}", r.body);
+    assert!(
+        store_files(a).iter().all(|f| !f.ends_with(".spore")),
+        "file left: {:?}",
+        store_files(a)
+    );
+    let entry = listed(a, &digest).expect("the index still names the spore");
+    assert!(
+        holders(&entry).is_empty(),
+        "this node is no longer a holder: {entry}"
+    );
+    let again = http(
+        "POST",
+        a.api,
+        "/v1/spores/gc",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(again.json()["removed"], 0, "nothing left to collect");
 }

@@ -266,6 +266,8 @@ pub struct Agent {
     pub edge: u16,
     pub join: Vec<u16>,
     pub key_file: Option<PathBuf>,
+    /// Extra arguments for `myco agent`.
+    pub args: Vec<String>,
     pub log: PathBuf,
     /// Extra environment variables (from [`Harness::with_env`]), kept for restarts.
     pub env: Vec<(String, String)>,
@@ -308,6 +310,7 @@ impl Agent {
         if let Some(k) = &self.key_file {
             cmd.arg("--cluster-key-file").arg(k);
         }
+        cmd.args(&self.args);
         for k in MYCO_ENV {
             cmd.env_remove(k);
         }
@@ -328,6 +331,8 @@ pub struct Opts {
     pub join: Vec<usize>,
     /// `--cluster-key-file`.
     pub key_file: Option<PathBuf>,
+    /// Extra arguments for `myco agent` (kept for restarts).
+    pub args: Vec<String>,
 }
 
 /// A test's temp dir and agents.
@@ -388,6 +393,7 @@ impl Harness {
             edge: 0,
             join,
             key_file: opts.key_file,
+            args: opts.args,
             env: self.env.clone(),
             child: None,
         };
@@ -472,6 +478,7 @@ impl Harness {
                 Opts {
                     join: vec![first],
                     key_file: Some(key_file.clone()),
+                    args: Vec::new(),
                 },
             );
         }
