@@ -38,6 +38,10 @@ pub struct Config {
     pub max_clock_drift: Duration,
     /// Target size of one replication message.
     pub max_part: usize,
+    /// Whether tombstones are ever collected. Off: the simulator found the
+    /// collection rule unsafe under partitions, restarts and graceful
+    /// leaves (see ARCHITECTURE.md), and keeping tombstones is always safe.
+    pub collect_tombstones: bool,
     /// How long a tombstone is kept at least (see `collect_tombstones`).
     pub tombstone_grace: Duration,
     /// Longest key.
@@ -63,6 +67,7 @@ impl Default for Config {
             sync_interval: Duration::from_secs(1),
             max_clock_drift: Duration::from_secs(30),
             max_part: 1024 * 1024,
+            collect_tombstones: false,
             tombstone_grace: Duration::from_secs(24 * 3600),
             max_key: 512,
             max_value: 64 * 1024,

@@ -332,6 +332,9 @@ impl Replication {
         now: Time,
         members: &BTreeSet<NodeId>,
     ) -> Vec<(Table, String, myco_proto::Timestamp)> {
+        if !cfg.collect_tombstones {
+            return Vec::new();
+        }
         let horizon = now.0.saturating_sub(cfg.tombstone_grace.as_millis() as u64);
         let synced_since = members
             .iter()

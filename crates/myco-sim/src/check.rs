@@ -49,8 +49,22 @@ pub enum ViolationKind {
     UnknownMember,
     /// Membership changed after convergence, with no fault.
     Unstable,
-    /// A node refused a datagram for a reason no fault explains.
+    /// A node refused a datagram or message for a reason no fault explains.
     Refused,
+    /// Running nodes did not hold identical state within the budget after
+    /// the heal, or no longer did at the end.
+    StateDiverged,
+    /// A node lacks an acknowledged write, and no later write replaced it.
+    LostWrite,
+    /// A node's hybrid clock went back, or restarted behind its own disk.
+    ClockBackwards,
+    /// A node issued a timestamp at or below one it issued before.
+    TimestampReused,
+    /// A value older than a collected tombstone came back.
+    Resurrected,
+    /// A node's replica is not what it reported, holds a version no one
+    /// wrote, or reads differently from what it holds.
+    ReplicaMismatch,
 }
 
 impl Violation {
@@ -74,6 +88,12 @@ impl fmt::Display for ViolationKind {
             ViolationKind::UnknownMember => "unknown member",
             ViolationKind::Unstable => "unstable membership",
             ViolationKind::Refused => "datagram refused",
+            ViolationKind::StateDiverged => "state diverged",
+            ViolationKind::LostWrite => "acknowledged write lost",
+            ViolationKind::ClockBackwards => "clock went backwards",
+            ViolationKind::TimestampReused => "timestamp reused",
+            ViolationKind::Resurrected => "deleted key resurrected",
+            ViolationKind::ReplicaMismatch => "replica mismatch",
         })
     }
 }

@@ -45,6 +45,40 @@ pub struct SimConfig {
     /// Writes the events of this node, the faults and the phases to stderr
     /// with their virtual time: for reproducing a failure, never in tests.
     pub trace: Option<usize>,
+    /// Random writes to replicated state during formation and safety; none
+    /// if `None` (membership alone is simulated then, faster).
+    pub workload: Option<Workload>,
+    /// Offset of each node's clock from virtual time, in ms (node index
+    /// order; nodes beyond the list have none). A node is fed `now + skew`
+    /// as its time, so it stamps its writes with a skewed hybrid clock.
+    /// A clock more than `core.max_clock_drift` ahead of another has its
+    /// writes refused there for a while (see [`SimConfig::clock_excess`]).
+    pub skew_ms: Vec<i64>,
+}
+
+/// The writes of a run: each goes to a random running node, at random
+/// times, on a small key space so overwrites and deletes conflict.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workload {
+    /// Mean writes per virtual second, the whole cluster together.
+    pub per_sec: f64,
+    /// Keys are `k0` to `k{keys - 1}`.
+    pub keys: usize,
+    /// Probability a write deletes its key.
+    pub deletes: f64,
+    /// Values are 1 to this many bytes.
+    pub max_value: usize,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            per_sec: 5.0,
+            keys: 32,
+            deletes: 0.2,
+            max_value: 16,
+        }
+    }
 }
 
 /// The virtual network.
@@ -58,6 +92,11 @@ pub struct NetConfig {
     pub loss: f64,
     /// Probability a datagram arrives twice (safety phase only).
     pub duplicate: f64,
+    /// Probability a stream message is lost, standing for a broken
+    /// connection (safety phase only). [`SimConfig::from_seed`] sets it to
+    /// `loss`; a real TCP connection mostly retransmits instead, which
+    /// `0.0` models.
+    pub stream_loss: f64,
 }
 
 /// The faults of the safety phase: random ones drawn as the run goes, and
@@ -96,6 +135,11 @@ pub struct CrashPlan {
     pub permanent: f64,
     /// Most nodes down at once.
     pub max_down: usize,
+    /// Probability a crash strikes a node whose last writes are not yet
+    /// durable, when there is one. Writes are durable within a step, so a
+    /// victim drawn uniformly would rarely tear one; this makes torn writes
+    /// common enough to matter.
+    pub tear: f64,
 }
 
 /// One scripted fault.
@@ -133,6 +177,9 @@ pub struct Budgets {
     /// From a crash until every live node that saw the node alive declares
     /// it down (or left).
     pub detection: Duration,
+    /// From the heal until every running node holds identical replicated
+    /// state (same digest).
+    pub state: Duration,
 }
 
 impl Budgets {
@@ -153,6 +200,12 @@ impl Budgets {
     /// Detection: one probe round plus the suspicion timeout, plus 10 s for
     /// dissemination: a witness normally learns from gossip, and one that
     /// missed it notices on its own probe.
+    ///
+    /// State: membership must agree first (a node syncs only with members
+    /// it sees alive), then anti-entropy needs about log2(n) rounds of
+    /// `sync_interval` to carry a difference everywhere, since every
+    /// exchange repairs a pair completely; 20 rounds more covers 1000
+    /// nodes with room for unlucky peer choices.
     pub fn for_cluster(nodes: usize, core: &myco_core::Config) -> Budgets {
         let round = core.probe_period * nodes as u32;
         let agreement = Duration::from_secs(30) + 2 * round;
@@ -160,6 +213,7 @@ impl Budgets {
             formation: agreement,
             convergence: agreement,
             detection: Duration::from_secs(10) + round + core.suspect_to_down_after,
+            state: agreement + 20 * core.sync_interval,
         }
     }
 }
@@ -177,6 +231,9 @@ const DEFAULT_SAFETY: Duration = Duration::from_secs(120);
 const DEFAULT_SETTLE: Duration = Duration::from_secs(10);
 /// Length of the idle window when the caller does not set one.
 const DEFAULT_IDLE: Duration = Duration::from_secs(10);
+/// Clocks are skewed by up to this much either way: what NTP leaves on a
+/// LAN of small machines, far below the core's `max_clock_drift`.
+pub const MAX_SKEW_MS: i64 = 500;
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -209,6 +266,11 @@ impl SimConfig {
             } else {
                 chance(&mut rng, 50)
             },
+            stream_loss: 0.0,
+        };
+        let net = NetConfig {
+            stream_loss: net.loss,
+            ..net
         };
         let partitions = rng.random_bool(0.7).then(|| PartitionPlan {
             gap: (
@@ -230,7 +292,26 @@ impl SimConfig {
             graceful: chance(&mut rng, 500),
             permanent: chance(&mut rng, 200),
             max_down: rng.random_range(1..=(nodes / 3).max(1)),
+            tear: 0.0,
         });
+        // Drawn after everything above, so the membership settings a seed
+        // picked before state was simulated stay the same.
+        let mut crashes = crashes;
+        if let Some(c) = &mut crashes {
+            c.tear = f64::from(rng.random_range(0..=4u32)) / 4.0;
+        }
+        let workload = Workload {
+            per_sec: f64::from(rng.random_range(1..=10u32)),
+            keys: rng.random_range(4..=64),
+            deletes: chance(&mut rng, 500),
+            max_value: 16,
+        };
+        let mut base = SimConfig::no_faults(nodes, seed);
+        // A third of the seeds collect tombstones within seconds, so GC
+        // runs while faults do.
+        if rng.random_bool(0.3) {
+            base.core.tombstone_grace = secs(rng.random_range(1..=10));
+        }
         SimConfig {
             seed,
             nodes,
@@ -240,7 +321,8 @@ impl SimConfig {
                 crashes,
                 script: Vec::new(),
             },
-            ..SimConfig::no_faults(nodes, seed)
+            workload: Some(workload),
+            ..base
         }
     }
 
@@ -250,15 +332,17 @@ impl SimConfig {
     pub fn no_faults(nodes: usize, seed: u64) -> SimConfig {
         let mut rng = StdRng::seed_from_u64(seed);
         let core = myco_core::Config::default();
+        let net = NetConfig {
+            latency: ms(rng.random_range(1..=5)),
+            jitter: ms(rng.random_range(0..=5)),
+            loss: 0.0,
+            duplicate: 0.0,
+            stream_loss: 0.0,
+        };
         SimConfig {
             seed,
             nodes,
-            net: NetConfig {
-                latency: ms(rng.random_range(1..=5)),
-                jitter: ms(rng.random_range(0..=5)),
-                loss: 0.0,
-                duplicate: 0.0,
-            },
+            net,
             faults: FaultPlan::default(),
             safety: DEFAULT_SAFETY,
             settle: DEFAULT_SETTLE,
@@ -268,16 +352,24 @@ impl SimConfig {
             budgets: Budgets::for_cluster(nodes, &core),
             core,
             trace: None,
+            workload: Some(Workload::default()),
+            skew_ms: (0..nodes)
+                .map(|_| rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS))
+                .collect(),
         }
     }
 
     /// Every node joins through node 0 within the first second, with no
     /// fault; the run ends once all agree. [`crate::Report::formation`] is the
     /// time to agreement.
+    /// No writes and no skew: the storm measures membership alone, and
+    /// 1000 nodes stay affordable.
     pub fn join_storm(nodes: usize, seed: u64) -> SimConfig {
         SimConfig {
             safety: Duration::ZERO,
             settle: Duration::ZERO,
+            workload: None,
+            skew_ms: Vec::new(),
             ..SimConfig::no_faults(nodes, seed)
         }
     }
@@ -287,6 +379,7 @@ impl SimConfig {
     pub fn is_quiet(&self) -> bool {
         self.net.loss == 0.0
             && self.net.duplicate == 0.0
+            && self.net.stream_loss == 0.0
             && self.faults.partitions.is_none()
             && self.faults.crashes.is_none()
             && self
@@ -305,6 +398,23 @@ impl SimConfig {
     /// timeout; if not, suspicions of live nodes are expected.
     pub fn is_prompt(&self) -> bool {
         2 * (self.net.latency + self.net.jitter) < self.core.probe_rtt
+    }
+
+    /// The clock offset of node `i`, in ms.
+    pub fn skew(&self, i: usize) -> i64 {
+        self.skew_ms.get(i).copied().unwrap_or(0)
+    }
+
+    /// How far the fastest clock runs beyond `max_clock_drift` ahead of
+    /// the slowest one (zero in a sane mesh). A node refuses a timestamp
+    /// that far ahead of its own clock (counted as `clock_drift`), but
+    /// anti-entropy offers it again every round, so it is taken once the
+    /// refusing clock has caught up: replicas converge this much later.
+    pub fn clock_excess(&self) -> Duration {
+        let skews = (0..self.nodes).map(|i| self.skew(i));
+        let spread = skews.clone().max().unwrap_or(0) - skews.min().unwrap_or(0);
+        let bound = self.core.max_clock_drift.as_millis() as i64;
+        Duration::from_millis((spread - bound).max(0) as u64)
     }
 }
 
@@ -338,11 +448,12 @@ impl fmt::Display for SimConfig {
         let n = &self.net;
         writeln!(
             f,
-            "  net: latency={} jitter=0..={} loss={:.3} duplicate={:.3}",
+            "  net: latency={} jitter=0..={} loss={:.3} duplicate={:.3} stream_loss={:.3}",
             Dur(n.latency),
             Dur(n.jitter),
             n.loss,
-            n.duplicate
+            n.duplicate,
+            n.stream_loss
         )?;
         match &self.faults.partitions {
             Some(p) => writeln!(
@@ -359,26 +470,45 @@ impl fmt::Display for SimConfig {
         match &self.faults.crashes {
             Some(c) => writeln!(
                 f,
-                "  crashes: {:.1}/min downtime={}..{} graceful={:.3} permanent={:.3} max_down={}",
+                "  crashes: {:.1}/min downtime={}..{} graceful={:.3} permanent={:.3} max_down={} tear={:.2}",
                 c.per_minute,
                 Dur(c.downtime.0),
                 Dur(c.downtime.1),
                 c.graceful,
                 c.permanent,
-                c.max_down
+                c.max_down,
+                c.tear
             )?,
             None => writeln!(f, "  crashes: none")?,
         }
         for (at, fault) in &self.faults.script {
             writeln!(f, "  script: +{} {fault:?}", Dur(*at))?;
         }
+        match &self.workload {
+            Some(w) => writeln!(
+                f,
+                "  workload: {}/s keys={} deletes={:.3} max_value={}",
+                w.per_sec, w.keys, w.deletes, w.max_value
+            )?,
+            None => writeln!(f, "  workload: none")?,
+        }
+        if !self.skew_ms.is_empty() {
+            let skews: Vec<String> = self.skew_ms.iter().map(|s| format!("{s:+}")).collect();
+            write!(f, "  clocks: skew_ms=[{}]", skews.join(" "))?;
+            let excess = self.clock_excess();
+            if !excess.is_zero() {
+                write!(f, " ({} beyond max_clock_drift)", Dur(excess))?;
+            }
+            writeln!(f)?;
+        }
         let b = &self.budgets;
         write!(
             f,
-            "  budgets: formation={} convergence={} detection={}",
+            "  budgets: formation={} convergence={} detection={} state={}",
             Dur(b.formation),
             Dur(b.convergence),
-            Dur(b.detection)
+            Dur(b.detection),
+            Dur(b.state)
         )?;
         if self.detection_budget().is_none() {
             write!(f, " (not judged: loss above {DETECTION_MAX_LOSS})")?;
@@ -423,6 +553,32 @@ mod tests {
         assert_eq!(Budgets::for_cluster(100, &core).convergence, secs(90));
         assert_eq!(Budgets::for_cluster(1000, &core).formation, secs(630));
         assert_eq!(Budgets::for_cluster(100, &core).detection, secs(41));
+    }
+
+    #[test]
+    fn skews_are_seeded_bounded_printed_and_off_in_storms() {
+        let c = SimConfig::from_seed(9, 10);
+        assert_eq!(c.skew_ms, SimConfig::from_seed(9, 10).skew_ms);
+        assert_eq!(c.skew_ms.len(), 10);
+        assert!(c.skew_ms.iter().all(|s| s.abs() <= MAX_SKEW_MS));
+        assert!(c.clock_excess().is_zero());
+        let text = c.to_string();
+        assert!(
+            text.contains(&format!("skew_ms=[{:+} ", c.skew_ms[0])),
+            "{text}"
+        );
+        assert!(c.workload.is_some() && SimConfig::no_faults(3, 1).workload.is_some());
+        let storm = SimConfig::join_storm(10, 1);
+        assert!(storm.skew_ms.is_empty() && storm.workload.is_none());
+        assert_eq!(storm.skew(4), 0);
+    }
+
+    #[test]
+    fn a_clock_beyond_the_drift_bound_is_excess() {
+        let mut c = SimConfig::no_faults(3, 1);
+        c.skew_ms = vec![-500, 0, 31_000];
+        assert_eq!(c.clock_excess(), ms(1500));
+        assert!(c.to_string().contains("(1.5s beyond max_clock_drift)"));
     }
 
     #[test]

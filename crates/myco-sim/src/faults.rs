@@ -139,6 +139,7 @@ impl Faults {
         ));
         world.net.partition = Some(Partition::new(n, &side, one_way));
         world.checks.abandon_all();
+        world.state.interrupted();
         self.heal_at = Some(world.now + length);
         self.partitions += 1;
     }
@@ -157,6 +158,14 @@ impl Faults {
         }
         let Some(&victim) = running.choose(&mut world.rng) else {
             return;
+        };
+        // Drawn from the state stream, after the membership draw, so the
+        // membership stream is drawn exactly as without writes; only the
+        // victim may change, to a node whose writes are not yet durable.
+        let writers = world.unacked_writers();
+        let victim = match writers.choose(&mut world.state_rng) {
+            Some(&w) if world.state_rng.random_bool(plan.tear) => w,
+            _ => victim,
         };
         let graceful = world.rng.random_bool(plan.graceful);
         let restart = if world.rng.random_bool(plan.permanent) {

@@ -1,4 +1,16 @@
-//! The virtual network: what happens to one datagram between two nodes.
+//! The virtual network: what happens to one datagram, or one stream
+//! message, between two nodes.
+//!
+//! Stream messages model the agent's TCP+TLS connections: they pay the
+//! same latency and jitter as datagrams and meet the same partitions, but
+//! are never duplicated, and on each (sender, receiver) pair a message
+//! never overtakes an earlier one. A random loss (`stream_loss`, which
+//! `SimConfig::from_seed` sets to the datagram loss) stands for a broken
+//! connection: the transport never retries, the replication protocol
+//! above repairs by anti-entropy, which is the behaviour under test. Later
+//! messages on the pair still arrive (the transport reconnects).
+
+use std::collections::BTreeMap;
 
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -44,7 +56,10 @@ pub(crate) struct Net {
     jitter_ms: u64,
     loss: f64,
     duplicate: f64,
+    stream_loss: f64,
     pub(crate) partition: Option<Partition>,
+    /// Per (sender, receiver), when the last stream message arrives.
+    last_message: BTreeMap<(usize, usize), u64>,
 }
 
 impl Net {
@@ -55,7 +70,9 @@ impl Net {
             jitter_ms: cfg.jitter.as_millis() as u64,
             loss: 0.0,
             duplicate: 0.0,
+            stream_loss: 0.0,
             partition: None,
+            last_message: BTreeMap::new(),
         }
     }
 
@@ -63,12 +80,14 @@ impl Net {
     pub(crate) fn degrade(&mut self, cfg: &NetConfig) {
         self.loss = cfg.loss;
         self.duplicate = cfg.duplicate;
+        self.stream_loss = cfg.stream_loss;
     }
 
     /// Stops every fault: loss, duplication, partition.
     pub(crate) fn calm(&mut self) {
         self.loss = 0.0;
         self.duplicate = 0.0;
+        self.stream_loss = 0.0;
         self.partition = None;
     }
 
@@ -85,6 +104,32 @@ impl Net {
         let copy =
             (self.duplicate > 0.0 && rng.random_bool(self.duplicate)).then(|| self.delay(rng));
         Fate::Arrives { delay, copy }
+    }
+
+    /// The fate of a stream message sent at `now_ms`: like a datagram's,
+    /// never duplicated, and never arriving before an earlier message of
+    /// the same pair (equal arrival times keep sending order downstream).
+    pub(crate) fn message(
+        &mut self,
+        rng: &mut StdRng,
+        now_ms: u64,
+        from: usize,
+        to: usize,
+    ) -> Fate {
+        if self.partition.as_ref().is_some_and(|p| p.blocks(from, to)) {
+            return Fate::Blocked;
+        }
+        if self.stream_loss > 0.0 && rng.random_bool(self.stream_loss) {
+            return Fate::Lost;
+        }
+        let delay = self.delay(rng);
+        let last = self.last_message.entry((from, to)).or_default();
+        let arrival = (now_ms + delay).max(*last);
+        *last = arrival;
+        Fate::Arrives {
+            delay: arrival - now_ms,
+            copy: None,
+        }
     }
 
     fn delay(&self, rng: &mut StdRng) -> u64 {
@@ -116,12 +161,47 @@ mod tests {
     }
 
     #[test]
+    fn stream_messages_keep_their_order_and_are_never_copied() {
+        let cfg = NetConfig {
+            latency: Duration::from_millis(10),
+            jitter: Duration::from_millis(50),
+            loss: 0.0,
+            duplicate: 0.5,
+            stream_loss: 0.0,
+        };
+        let mut net = Net::new(&cfg);
+        net.degrade(&cfg);
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut last = 0;
+        let mut held_back = false;
+        for now in 0..200 {
+            match net.message(&mut rng, now, 0, 1) {
+                Fate::Arrives { delay, copy: None } => {
+                    assert!(now + delay >= last, "overtook an earlier message");
+                    // Arriving with the previous one: held back behind it.
+                    held_back |= now > 0 && now + delay == last;
+                    last = now + delay;
+                }
+                other => panic!("no fault but {other:?}"),
+            }
+        }
+        assert!(held_back, "a message waits behind a slower earlier one");
+        net.partition = Some(Partition::new(2, &[1], true));
+        assert_eq!(net.message(&mut rng, 300, 1, 0), Fate::Blocked);
+        assert!(matches!(
+            net.message(&mut rng, 300, 0, 1),
+            Fate::Arrives { .. }
+        ));
+    }
+
+    #[test]
     fn delays_stay_within_latency_plus_jitter_and_loss_is_applied() {
         let cfg = NetConfig {
             latency: Duration::from_millis(10),
             jitter: Duration::from_millis(5),
             loss: 0.5,
             duplicate: 0.5,
+            stream_loss: 0.5,
         };
         let mut net = Net::new(&cfg);
         let mut rng = StdRng::seed_from_u64(1);

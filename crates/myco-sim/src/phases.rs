@@ -1,6 +1,8 @@
 //! One run, phase by phase: formation, safety (faults on), liveness (faults
 //! off, must converge), settle (echoes of the faults die out), idle
-//! (membership must hold still).
+//! (membership must hold still). Writes run during formation and safety;
+//! after the heal the replicas must become identical, and at the end they
+//! are judged against every acknowledged write.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +16,15 @@ use crate::world::World;
 
 /// Refusals a node may make in a correct run: duplicates, datagrams of an
 /// earlier life still in flight, and datagrams reordered by more than the
-/// replay window (`replay`). Anything else means a bad datagram was built,
-/// sent to the wrong place, or misread.
-const EXPECTED_REFUSALS: &[&str] = &["replay"];
+/// replay window (`replay`); stream messages from a node it does not know
+/// yet (`unknown_sender`: membership spreads unevenly, the sender retries
+/// at its next round); tombstones it collected offered back by a slower
+/// peer (`collected_tombstone`). Anything else means a bad datagram or
+/// message was built, sent to the wrong place, or misread.
+const EXPECTED_REFUSALS: &[&str] = &["replay", "unknown_sender", "collected_tombstone"];
+/// Expected too when clocks differ by more than `max_clock_drift`: the
+/// slower nodes refuse the faster one's writes for a while.
+const SKEW_REFUSALS: &[&str] = &["clock_drift"];
 
 /// Runs one simulation: formation, then the safety phase with faults, then
 /// the liveness phase without, then the settle and idle windows.
@@ -47,8 +55,8 @@ fn phases(cfg: &SimConfig, world: &mut World, wall: Instant) -> Result<Report, V
     world.trace(format_args!("formation"));
     world.checks.strict_downs = cfg.is_prompt();
     world.schedule_first_starts(cfg.join_spread.as_millis() as u64);
-    world.run_until(Time::ZERO + cfg.join_spread);
-    failed(world)?;
+    world.set_writing(true);
+    advance_to(cfg, world, Time::ZERO + cfg.join_spread)?;
     let most = converge(cfg, world, Time::ZERO, cfg.budgets.formation, "formation")?;
     let formation = world.now.since(Time::ZERO);
     let formation_99 = most.since(Time::ZERO);
@@ -59,20 +67,25 @@ fn phases(cfg: &SimConfig, world: &mut World, wall: Instant) -> Result<Report, V
     world.net.degrade(&cfg.net);
     world.checks.strict_downs = cfg.is_quiet() && cfg.is_prompt();
     let mut faults = Faults::new(cfg, world);
+    world.time_writes = true;
     while world.now < safety_start + cfg.safety {
         faults.step(cfg, world);
         failed(world)?;
-        world.run_until(world.now + cfg.step);
+        world.step(world.now + cfg.step);
         failed(world)?;
     }
 
-    // Liveness: every fault ends; the nodes must agree within the budget.
+    // Liveness: every fault and write ends; the nodes must agree on
+    // membership, then hold identical state, within the budgets.
     world.trace(format_args!("liveness"));
     let heal = world.now;
+    world.set_writing(false);
+    world.time_writes = false;
     faults.heal(world);
     failed(world)?;
     converge(cfg, world, heal, cfg.budgets.convergence, "liveness")?;
     let convergence = world.now.since(heal);
+    let state_convergence = converge_state(cfg, world, heal)?;
 
     // Settle: suspicions and downs decided before the heal are still being
     // gossiped and make a few nodes rejoin; they must die out, and the nodes
@@ -80,8 +93,7 @@ fn phases(cfg: &SimConfig, world: &mut World, wall: Instant) -> Result<Report, V
     world.trace(format_args!("settle"));
     let echoes_before = world.checks.false_downs;
     let settle_end = world.now + cfg.settle;
-    world.run_until(settle_end);
-    failed(world)?;
+    advance_to(cfg, world, settle_end)?;
     converge(cfg, world, settle_end, cfg.budgets.convergence, "settle")?;
     let echo_downs = world.checks.false_downs - echoes_before;
 
@@ -91,13 +103,21 @@ fn phases(cfg: &SimConfig, world: &mut World, wall: Instant) -> Result<Report, V
     world.checks.strict_downs = cfg.is_prompt();
     let idle_start = world.now;
     let (sent, bytes) = (world.traffic.sent, world.traffic.bytes_sent);
+    let (messages, message_bytes) = (world.messages.sent, world.messages.bytes_sent);
     let live = world.running().count();
-    world.run_until(idle_start + cfg.idle);
-    failed(world)?;
+    advance_to(cfg, world, idle_start + cfg.idle)?;
     if let Err(d) = agreement(&world.nodes, 0) {
         let msg = format!("agreement lost during the idle window: {}", d.text);
         return Err(Violation::new(ViolationKind::Unstable, world.now, msg));
     }
+    // The end: no write for a while, so the replicas must still be
+    // identical, and hold what was acknowledged.
+    if let Err(text) = world.state.identical(&world.nodes) {
+        let msg = format!("replicas no longer identical at the end: {text}");
+        return Err(Violation::new(ViolationKind::StateDiverged, world.now, msg));
+    }
+    world.state.final_check(world.now, &world.nodes);
+    failed(world)?;
     let per_node_sec = |x: u64| {
         let secs = cfg.idle.as_secs_f64();
         if secs > 0.0 && live > 0 {
@@ -108,9 +128,21 @@ fn phases(cfg: &SimConfig, world: &mut World, wall: Instant) -> Result<Report, V
     };
 
     let refused = world.refused_total();
-    if let Some((reason, n)) = refused.iter().find(|(r, _)| !EXPECTED_REFUSALS.contains(r)) {
-        let msg = format!("{n} datagrams refused as {reason:?}; all refusals: {refused:?}");
+    let skewed = !cfg.clock_excess().is_zero();
+    let expected =
+        |r: &str| EXPECTED_REFUSALS.contains(&r) || (skewed && SKEW_REFUSALS.contains(&r));
+    if let Some((reason, n)) = refused.iter().find(|(r, _)| !expected(r)) {
+        let msg =
+            format!("{n} datagrams or messages refused as {reason:?}; all refusals: {refused:?}");
         return Err(Violation::new(ViolationKind::Refused, world.now, msg));
+    }
+    let mut state = world.state.report();
+    state.convergence = cfg.workload.as_ref().map(|_| state_convergence);
+    state.messages = world.messages.clone();
+    state.idle_bytes_per_node_sec = per_node_sec(world.messages.bytes_sent - message_bytes);
+    state.idle_messages_per_node_sec = per_node_sec(world.messages.sent - messages);
+    if let Some(n) = world.nodes.iter().flatten().next() {
+        (state.entries, state.tombstones, _) = n.state_size();
     }
 
     Ok(Report {
@@ -132,12 +164,48 @@ fn phases(cfg: &SimConfig, world: &mut World, wall: Instant) -> Result<Report, V
         downs: world.checks.downs,
         false_downs: world.checks.false_downs,
         refused,
+        state,
         digest: world.digest(),
     })
 }
 
+/// Steps to `until`, failing at the first violation.
+fn advance_to(cfg: &SimConfig, world: &mut World, until: Time) -> Result<(), Violation> {
+    while world.now < until {
+        world.step((world.now + cfg.step).min(until));
+        failed(world)?;
+    }
+    Ok(())
+}
+
+/// Steps until every running node holds identical state, or fails once
+/// the state budget (plus the clock excess: writes from a clock beyond the
+/// drift bound wait that long) has passed since the heal. Returns the time
+/// it took.
+fn converge_state(cfg: &SimConfig, world: &mut World, heal: Time) -> Result<Duration, Violation> {
+    let budget = cfg.budgets.state + cfg.clock_excess();
+    loop {
+        match world.state.identical(&world.nodes) {
+            Ok(()) => return Ok(world.now.since(heal)),
+            Err(text) if world.now.since(heal) >= budget => {
+                let msg = format!(
+                    "replicas not identical {} after the heal: {text}",
+                    Dur(budget)
+                );
+                return Err(Violation::new(ViolationKind::StateDiverged, world.now, msg));
+            }
+            Err(_) => {}
+        }
+        world.step(world.now + cfg.step);
+        failed(world)?;
+    }
+}
+
 fn failed(world: &mut World) -> Result<(), Violation> {
-    world.checks.take_failure().map_or(Ok(()), Err)
+    match world.checks.take_failure() {
+        Some(v) => Err(v),
+        None => world.state.take_failure().map_or(Ok(()), Err),
+    }
 }
 
 /// Steps until every node agrees, or fails once `budget` has passed since
@@ -166,7 +234,7 @@ fn converge(
             Err(d) => first = d.observer,
         }
         world.checks.overdue(world.now);
-        world.run_until(world.now + cfg.step);
+        world.step(world.now + cfg.step);
         failed(world)?;
     }
 }

@@ -47,11 +47,92 @@ pub struct Report {
     /// Of those, declarations about a node that was running in that life
     /// (caused by loss or partitions; zero in a run with no fault).
     pub false_downs: u64,
-    /// Datagrams the nodes refused, by the core's reason.
+    /// Datagrams and stream messages the nodes refused, by the core's reason.
     pub refused: BTreeMap<&'static str, u64>,
-    /// Hash of every delivery (time, sender, receiver, size) and of the
-    /// final membership of every node: equal digests, equal runs.
+    /// Replicated state: writes, propagation, convergence, stream traffic.
+    pub state: StateReport,
+    /// Hash of every delivery (time, sender, receiver, size), of the final
+    /// membership and of the final state digest of every node: equal
+    /// digests, equal runs.
     pub digest: u64,
+}
+
+/// What replicated state did in a run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StateReport {
+    /// Writes made (deletes included).
+    pub writes: u64,
+    /// Of those, deletes.
+    pub deletes: u64,
+    /// Writes made durable, and so acknowledged.
+    pub acked: u64,
+    /// Writes lost to a crash before they were durable (never acknowledged).
+    pub torn: u64,
+    /// Writes a restarted node stamped below a timestamp it had issued in
+    /// an earlier life (to a torn write, since its clock restarts from its
+    /// disk). Allowed, but if that torn write spread, it wins over this
+    /// later, acknowledged one.
+    pub stamped_behind: u64,
+    /// Tombstones collected, all nodes.
+    pub collected: u64,
+    /// How far, at most, a node's hybrid clock ran ahead of its own
+    /// physical clock, in ms: observing a faster peer pulls it forward, up
+    /// to `max_clock_drift`.
+    pub clock_lead_ms: u64,
+    /// Entries (tombstones included) and tombstones held at the end, by
+    /// the first running node.
+    pub entries: usize,
+    /// Tombstones held at the end, by the first running node.
+    pub tombstones: usize,
+    /// Time until every running node held each write made in a calm stretch.
+    pub propagation: Propagation,
+    /// Time from the heal until every running node held identical state;
+    /// `None` when the run had no state (no workload and nothing written).
+    pub convergence: Option<Duration>,
+    /// Stream message counts (`duplicated` stays zero: streams never duplicate).
+    pub messages: Traffic,
+    /// Stream bytes (payload, without TLS and length prefix) sent per live
+    /// node per virtual second during the idle window.
+    pub idle_bytes_per_node_sec: f64,
+    /// Stream messages sent per live node per virtual second during the idle window.
+    pub idle_messages_per_node_sec: f64,
+}
+
+/// How long writes took to reach every running node. Timed are the writes
+/// of the safety phase made while every node ran and no partition cut the
+/// network (loss may be on); a write still spreading when a node stops or
+/// starts, or a partition begins, is abandoned.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Propagation {
+    /// Writes timed to the end.
+    pub measured: u64,
+    /// Writes whose timing was interrupted by a fault, or never finished.
+    pub abandoned: u64,
+    /// Median.
+    pub p50: Option<Duration>,
+    /// 99th percentile.
+    pub p99: Option<Duration>,
+    /// Slowest.
+    pub max: Option<Duration>,
+}
+
+impl Propagation {
+    pub(crate) fn from_samples(samples: &[Duration], abandoned: u64) -> Propagation {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        // Nearest rank: the smallest sample with at least q of them at or below it.
+        let rank = |q: f64| {
+            let n = sorted.len();
+            (n > 0).then(|| sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1])
+        };
+        Propagation {
+            measured: sorted.len() as u64,
+            abandoned,
+            p50: rank(0.5),
+            p99: rank(0.99),
+            max: sorted.last().copied(),
+        }
+    }
 }
 
 /// What the virtual network did with the datagrams.
@@ -163,7 +244,60 @@ impl fmt::Display for Report {
             "  idle: {:.0} bytes/node/s, {:.1} datagrams/node/s",
             self.idle_bytes_per_node_sec, self.idle_datagrams_per_node_sec
         )?;
+        writeln!(f, "{}", self.state)?;
         write!(f, "  refused by nodes: {:?}", self.refused)
+    }
+}
+
+impl fmt::Display for StateReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let opt = |x: Option<Duration>| x.map_or("-".to_string(), |x| Dur(x).to_string());
+        writeln!(
+            f,
+            "  state: {} writes ({} deletes), {} acked, {} torn, {} stamped behind a torn one; {} tombstones collected; at the end {} entries, {} tombstones; identical {} after heal",
+            self.writes,
+            self.deletes,
+            self.acked,
+            self.torn,
+            self.stamped_behind,
+            self.collected,
+            self.entries,
+            self.tombstones,
+            opt(self.convergence)
+        )?;
+        let p = &self.propagation;
+        writeln!(
+            f,
+            "  clocks: hybrid clock at most {}ms ahead of its node's own clock",
+            self.clock_lead_ms
+        )?;
+        writeln!(
+            f,
+            "  propagation to all: {} timed, {} abandoned; p50 {} p99 {} max {}",
+            p.measured,
+            p.abandoned,
+            opt(p.p50),
+            opt(p.p99),
+            opt(p.max)
+        )?;
+        let m = &self.messages;
+        writeln!(
+            f,
+            "  messages: {} sent ({} bytes), {} delivered, {} dropped (lost {}, partition {}, to stopped {}, to nowhere {})",
+            m.sent,
+            m.bytes_sent,
+            m.delivered,
+            m.dropped(),
+            m.lost,
+            m.blocked,
+            m.to_stopped,
+            m.to_nowhere
+        )?;
+        write!(
+            f,
+            "  idle streams: {:.0} bytes/node/s, {:.1} messages/node/s",
+            self.idle_bytes_per_node_sec, self.idle_messages_per_node_sec
+        )
     }
 }
 
@@ -206,6 +340,20 @@ mod tests {
         c.add(1);
         c.add(2);
         assert_eq!(a.value(), c.value());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let ms = Duration::from_millis;
+        let samples: Vec<Duration> = (1..=200).rev().map(ms).collect();
+        let p = Propagation::from_samples(&samples, 3);
+        assert_eq!((p.measured, p.abandoned), (200, 3));
+        assert_eq!(
+            (p.p50, p.p99, p.max),
+            (Some(ms(100)), Some(ms(198)), Some(ms(200)))
+        );
+        assert_eq!(Propagation::from_samples(&[], 0).p99, None);
+        assert_eq!(Propagation::from_samples(&[ms(7)], 0).p50, Some(ms(7)));
     }
 
     #[test]

@@ -29,7 +29,9 @@ fn no_fault_means_no_down_no_drop_and_quick_agreement() {
     assert_eq!(r.false_downs, 0, "{r}");
     assert_eq!(r.traffic.dropped(), 0, "{r}");
     assert_eq!(r.traffic.sent, r.traffic.delivered, "{r}");
-    assert!(r.refused.is_empty(), "{r}");
+    // Only stream messages from a node the receiver has not met yet, while
+    // membership spreads: the sender's next round gets through.
+    assert!(r.refused.keys().all(|k| *k == "unknown_sender"), "{r}");
     assert!(r.formation < secs(10), "12 nodes agree within seconds: {r}");
     assert_eq!(r.convergence, Duration::ZERO, "nothing to heal: {r}");
     // Probing alone: a few small datagrams per node per second.
