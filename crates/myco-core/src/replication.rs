@@ -133,7 +133,7 @@ impl Replication {
 
     /// Sends `changes` to `to` in pushes of bounded size.
     fn push_to(&mut self, cfg: &Config, stats: &mut Stats, to: SocketAddr, changes: &[Change]) {
-        for part in split(changes, cfg.max_part) {
+        for part in runs(changes, Change::size, cfg.max_part) {
             self.send(cfg, stats, to, SyncMessage::Push(part));
         }
     }
@@ -244,35 +244,18 @@ impl Replication {
                 }
                 // Reply in parts of whole buckets, each about max_part bytes.
                 let sizes = self.replica.bucket_sizes();
-                let mut part: Vec<u16> = Vec::new();
-                let mut bytes = 0;
-                for b in differ {
-                    if !part.is_empty() && bytes + sizes[b as usize] > cfg.max_part {
-                        let changes = self.replica.bucket_changes(&part);
-                        self.send(
-                            cfg,
-                            stats,
-                            reply_to,
-                            SyncMessage::Buckets {
-                                buckets: std::mem::take(&mut part),
-                                changes,
-                            },
-                        );
-                        bytes = 0;
-                    }
-                    bytes += sizes[b as usize];
-                    part.push(b);
+                for part in runs(&differ, |b| sizes[*b as usize], cfg.max_part) {
+                    let changes = self.replica.bucket_changes(&part);
+                    self.send(
+                        cfg,
+                        stats,
+                        reply_to,
+                        SyncMessage::Buckets {
+                            buckets: part,
+                            changes,
+                        },
+                    );
                 }
-                let changes = self.replica.bucket_changes(&part);
-                self.send(
-                    cfg,
-                    stats,
-                    reply_to,
-                    SyncMessage::Buckets {
-                        buckets: part,
-                        changes,
-                    },
-                );
             }
             SyncMessage::Buckets { buckets, changes } => {
                 if buckets.iter().any(|b| *b as usize >= BUCKETS) {
@@ -354,21 +337,35 @@ impl Replication {
     }
 }
 
-/// Splits changes into runs of about `max_bytes`.
-fn split(changes: &[Change], max_bytes: usize) -> Vec<Vec<Change>> {
-    let mut parts = Vec::new();
-    let mut part = Vec::new();
+/// Groups items, in order, into runs of about `max_bytes` each; an item
+/// larger than that gets a run of its own.
+fn runs<T: Clone>(items: &[T], size: impl Fn(&T) -> usize, max_bytes: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    let mut run = Vec::new();
     let mut bytes = 0;
-    for c in changes {
-        if !part.is_empty() && bytes + c.size() > max_bytes {
-            parts.push(std::mem::take(&mut part));
+    for item in items {
+        let n = size(item);
+        if !run.is_empty() && bytes + n > max_bytes {
+            out.push(std::mem::take(&mut run));
             bytes = 0;
         }
-        bytes += c.size();
-        part.push(c.clone());
+        bytes += n;
+        run.push(item.clone());
     }
-    if !part.is_empty() {
-        parts.push(part);
+    if !run.is_empty() {
+        out.push(run);
     }
-    parts
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn runs_respect_the_budget_and_keep_order() {
+        let r = runs(&[3, 3, 3, 9, 1], |n| *n, 6);
+        assert_eq!(r, vec![vec![3, 3], vec![3], vec![9], vec![1]]);
+        assert!(runs(&Vec::<usize>::new(), |n| *n, 6).is_empty());
+    }
 }
