@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
-use myco_proto::{ClusterKey, KeyError, KeyRing, NodeId};
+use myco_proto::{KeyError, KeyRing, NodeId};
 
 /// File names inside the data dir.
 pub const NODE_KEY: &str = "node.key";
@@ -199,16 +199,12 @@ impl DataDir {
 
     /// Stores the key ring in use, so `myco cluster key --data-dir` prints it
     /// and a restart without flags keeps the same keys.
-    pub fn write_cluster_keys(
-        &self,
-        ring: &KeyRing,
-        keys: &[ClusterKey],
-    ) -> Result<(), DataDirError> {
+    pub fn write_cluster_keys(&self, ring: &KeyRing) -> Result<(), DataDirError> {
         let mut text = format!(
             "# myco cluster key ring; first key seals, all open (primary id {})\n",
             ring.primary_id()
         );
-        for k in keys {
+        for k in ring.keys() {
             text.push_str(&k.to_base64());
             text.push('\n');
         }
@@ -236,14 +232,7 @@ pub fn node_id_of(key: &SigningKey) -> NodeId {
 }
 
 /// Parses a key ring from text, naming where it came from in errors.
-pub fn parse_keys(
-    text: &str,
-    source_name: &str,
-) -> Result<(KeyRing, Vec<ClusterKey>), DataDirError> {
-    let bad = |error| DataDirError::BadClusterKey {
-        source_name: source_name.to_string(),
-        error,
-    };
+pub fn parse_keys(text: &str, source_name: &str) -> Result<KeyRing, DataDirError> {
     // Comments go first: they may contain commas, which separate keys in
     // MYCO_CLUSTER_KEY.
     let text = text
@@ -253,20 +242,16 @@ pub fn parse_keys(
         .collect::<Vec<_>>()
         .join("\n")
         .replace(',', "\n");
-    let ring = KeyRing::parse(&text).map_err(bad)?;
-    let keys = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(ClusterKey::parse)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(bad)?;
-    Ok((ring, keys))
+    KeyRing::parse(&text).map_err(|error| DataDirError::BadClusterKey {
+        source_name: source_name.to_string(),
+        error,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use myco_proto::ClusterKey;
 
     fn tmp() -> PathBuf {
         let dir =
@@ -314,15 +299,15 @@ mod tests {
         let d = DataDir::create(&root).unwrap();
         let key = ClusterKey::from_bytes([3; 32]);
         let ring = KeyRing::new(key.clone());
-        d.write_cluster_keys(&ring, &[key]).unwrap();
+        d.write_cluster_keys(&ring).unwrap();
         let text = fs::read_to_string(root.join(CLUSTER_KEY)).unwrap();
         assert!(
             text.starts_with('#') && text.contains(','),
             "the comment this test is about"
         );
-        let (again, keys) = parse_keys(&text, CLUSTER_KEY).unwrap();
+        let again = parse_keys(&text, CLUSTER_KEY).unwrap();
         assert_eq!(again.primary_id(), ring.primary_id());
-        assert_eq!(keys.len(), 1);
+        assert_eq!(again.keys(), vec![key]);
         fs::remove_dir_all(root).unwrap();
     }
 
@@ -330,8 +315,8 @@ mod tests {
     fn env_style_keys_split_on_commas() {
         let a = ClusterKey::from_bytes([1; 32]).to_base64();
         let b = ClusterKey::from_bytes([2; 32]).to_base64();
-        let (ring, keys) = parse_keys(&format!("{a},{b}"), "env").unwrap();
-        assert_eq!(keys.len(), 2);
+        let ring = parse_keys(&format!("{a},{b}"), "env").unwrap();
+        assert_eq!(ring.keys().len(), 2);
         assert_eq!(ring.primary_id(), ClusterKey::from_bytes([1; 32]).id());
         assert!(parse_keys("nope", "env").is_err());
     }

@@ -22,10 +22,7 @@ use crate::settings::AgentSettings;
 use crate::sysinfo;
 
 /// Where the cluster key ring came from.
-fn load_keys(
-    settings: &AgentSettings,
-    dir: &DataDir,
-) -> anyhow::Result<(KeyRing, Vec<ClusterKey>)> {
+fn load_keys(settings: &AgentSettings, dir: &DataDir) -> anyhow::Result<KeyRing> {
     if let Some(path) = &settings.cluster_key_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading --cluster-key-file {}", path.display()))?;
@@ -34,9 +31,8 @@ fn load_keys(
     if let Ok(text) = std::env::var("MYCO_CLUSTER_KEY") {
         return Ok(datadir::parse_keys(&text, "MYCO_CLUSTER_KEY")?);
     }
-    if dir.read_cluster_keys()?.is_some() {
-        let text = std::fs::read_to_string(dir.path().join(datadir::CLUSTER_KEY))?;
-        return Ok(datadir::parse_keys(&text, datadir::CLUSTER_KEY)?);
+    if let Some(ring) = dir.read_cluster_keys()? {
+        return Ok(ring);
     }
     let key = ClusterKey::from_bytes(random_bytes::<32>());
     if settings.join.is_empty() {
@@ -44,7 +40,7 @@ fn load_keys(
     } else {
         tracing::warn!(key_id = %key.id(), "no cluster key given, so a new one was generated: this node can only join nodes that share it (pass --cluster-key-file or MYCO_CLUSTER_KEY)");
     }
-    Ok((KeyRing::new(key.clone()), vec![key]))
+    Ok(KeyRing::new(key))
 }
 
 /// Runs an agent until SIGTERM or SIGINT, then leaves the mesh gracefully.
@@ -54,8 +50,8 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let signing = dir.identity()?;
     let id = datadir::node_id_of(&signing);
     let boot = dir.next_boot()?;
-    let (keys, key_list) = load_keys(&settings, &dir)?;
-    dir.write_cluster_keys(&keys, &key_list)?;
+    let keys = load_keys(&settings, &dir)?;
+    dir.write_cluster_keys(&keys)?;
     let token = dir.api_token()?;
 
     let manifest = NodeManifest {
@@ -242,8 +238,8 @@ async fn reload_keys_on_sighup(
         return;
     };
     while hup.recv().await.is_some() {
-        match load_keys(&settings, &dir).and_then(|(ring, list)| {
-            dir.write_cluster_keys(&ring, &list)?;
+        match load_keys(&settings, &dir).and_then(|ring| {
+            dir.write_cluster_keys(&ring)?;
             Ok(ring)
         }) {
             Ok(ring) => {

@@ -352,6 +352,7 @@ pub async fn collect_garbage(
     s: &ApiState,
     retention: std::time::Duration,
 ) -> Result<usize, Response> {
+    let names = scan(s, Table::SPORES, "name/", MAX_LIST).await?;
     let mut referenced = std::collections::BTreeSet::new();
     for (_, entry) in scan(s, Table::JOBS, "", MAX_LIST).await? {
         let text = String::from_utf8_lossy(&entry.value.unwrap_or_default()).into_owned();
@@ -360,10 +361,11 @@ pub async fn collect_garbage(
                 referenced.insert(d.to_string());
             }
         }
-        for (name, e) in scan(s, Table::SPORES, "name/", MAX_LIST).await? {
+        for (name, e) in &names {
             if text.contains(name.trim_start_matches("name/")) {
-                referenced
-                    .insert(String::from_utf8_lossy(&e.value.unwrap_or_default()).into_owned());
+                referenced.insert(
+                    String::from_utf8_lossy(e.value.as_deref().unwrap_or_default()).into_owned(),
+                );
             }
         }
     }
