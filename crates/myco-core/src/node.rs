@@ -352,7 +352,7 @@ impl Node {
         *self
             .stats
             .frames_in
-            .entry(message_kind(&frame.message))
+            .entry(frame.message.kind())
             .or_default() += 1;
         self.repl.handle(
             &self.cfg,
@@ -707,16 +707,5 @@ impl Node {
                 tracing::debug!(node = %self.me.id, error = %e, "swim config not updated");
             }
         }
-    }
-}
-
-fn message_kind(m: &myco_proto::sync::SyncMessage) -> &'static str {
-    use myco_proto::sync::SyncMessage;
-    match m {
-        SyncMessage::Push(_) => "push",
-        SyncMessage::Summary(_) => "summary",
-        SyncMessage::Digest(_) => "digest",
-        SyncMessage::Buckets { .. } => "buckets",
-        SyncMessage::InSync => "in_sync",
     }
 }

@@ -38,6 +38,19 @@ pub enum SyncMessage {
     InSync,
 }
 
+impl SyncMessage {
+    /// A short stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SyncMessage::Push(_) => "push",
+            SyncMessage::Summary(_) => "summary",
+            SyncMessage::Digest(_) => "digest",
+            SyncMessage::Buckets { .. } => "buckets",
+            SyncMessage::InSync => "in_sync",
+        }
+    }
+}
+
 /// What goes on a stream: a version, the sender and one message.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct StreamFrame {
