@@ -38,12 +38,16 @@ pub struct Config {
     pub max_clock_drift: Duration,
     /// Target size of one replication message.
     pub max_part: usize,
-    /// Whether tombstones are ever collected. Off: the simulator found the
-    /// collection rule unsafe under partitions, restarts and graceful
-    /// leaves (see ARCHITECTURE.md), and keeping tombstones is always safe.
+    /// Whether tombstones are collected, by a horizon every registered
+    /// node agreed on (see `replication::gc` and ARCHITECTURE.md).
     pub collect_tombstones: bool,
-    /// How long a tombstone is kept at least (see `collect_tombstones`).
+    /// How long a tombstone is kept at least; candidate horizons are this
+    /// far behind the clock, rounded down to a quarter of it.
     pub tombstone_grace: Duration,
+    /// How long a registered node may stay unseen (down, left, unknown)
+    /// before it no longer holds collection back. If it returns later it
+    /// drops what it held below the horizon, writes only it had included.
+    pub reap_after: Duration,
     /// Longest key.
     pub max_key: usize,
     /// Largest value.
@@ -67,8 +71,9 @@ impl Default for Config {
             sync_interval: Duration::from_secs(1),
             max_clock_drift: Duration::from_secs(30),
             max_part: 1024 * 1024,
-            collect_tombstones: false,
-            tombstone_grace: Duration::from_secs(24 * 3600),
+            collect_tombstones: true,
+            tombstone_grace: Duration::from_secs(3600),
+            reap_after: Duration::from_secs(24 * 3600),
             max_key: 512,
             max_value: 64 * 1024,
         }

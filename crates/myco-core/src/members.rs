@@ -199,11 +199,11 @@ impl MemberTable {
             .collect()
     }
 
-    /// Members that did not leave on purpose (up or down).
-    pub(crate) fn not_left(&self) -> std::collections::BTreeSet<NodeId> {
+    /// Members alive or suspect (not down, not left).
+    pub(crate) fn up_ids(&self) -> std::collections::BTreeSet<NodeId> {
         self.records
             .values()
-            .filter(|r| r.liveness != Liveness::Left)
+            .filter(|r| r.liveness == Liveness::Up)
             .map(|r| r.peer.id)
             .collect()
     }

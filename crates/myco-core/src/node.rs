@@ -131,7 +131,6 @@ pub struct Node {
     flush_scheduled: bool,
     flush_except: Option<NodeId>,
     suspected_since: BTreeMap<NodeId, Time>,
-    collected: Vec<(Table, String, myco_proto::Timestamp)>,
 }
 
 impl Node {
@@ -175,7 +174,6 @@ impl Node {
             repl,
             // A separate stream, so replication choices do not shift SWIM's.
             rng: StdRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
-            collected: Vec::new(),
             flush_scheduled: false,
             flush_except: None,
             suspected_since: BTreeMap::new(),
@@ -358,8 +356,8 @@ impl Node {
             &self.cfg,
             &mut self.stats,
             now,
-            frame.from,
             reply_to,
+            frame.horizon,
             frame.message,
         );
         self.after_state_change(Some(frame.from));
@@ -484,7 +482,14 @@ impl Node {
 
     /// Tombstones collected since the last call, to remove from disk.
     pub fn poll_collected(&mut self) -> Vec<(Table, String, myco_proto::Timestamp)> {
-        std::mem::take(&mut self.collected)
+        self.repl.take_collected()
+    }
+
+    /// Versions dropped since the last call because this node found itself
+    /// behind a collection horizon it had no part in; it refills them from
+    /// peers. Remove them from disk (only these versions).
+    pub fn poll_dropped(&mut self) -> Vec<(Table, String, myco_proto::Timestamp)> {
+        self.repl.take_dropped()
     }
 
     /// The next datagram to send, if any.
@@ -656,9 +661,9 @@ impl Node {
             let live = self.members.live();
             self.repl
                 .tick(&self.cfg, &mut self.stats, self.now, &mut self.rng, &live);
-            let known = self.members.not_left();
-            let collected = self.repl.collect_tombstones(&self.cfg, self.now, &known);
-            self.collected.extend(collected);
+            let up = self.members.up_ids();
+            self.repl.gc_tick(&self.cfg, self.now, &up);
+            self.after_state_change(None);
         }
         self.resize_swim();
     }

@@ -13,10 +13,13 @@
 //!   bulk transfers, not by replaying history.
 //! - Every received timestamp goes through the HLC first; one too far in
 //!   the future is refused and counted, and anti-entropy retries it later.
+//! - Tombstones are collected below a horizon all nodes agreed on; every
+//!   message carries the sender's horizon ([`gc`]).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+use myco_proto::horizon::Horizon;
 use myco_proto::sync::{BUCKETS, STREAM_VERSION, StreamFrame, SyncMessage};
 use myco_proto::{Change, NodeId, Table};
 use rand::rngs::StdRng;
@@ -49,6 +52,8 @@ pub enum WriteError {
     },
 }
 
+mod gc;
+
 pub(crate) struct Replication {
     me: NodeId,
     pub(crate) replica: Replica,
@@ -57,8 +62,7 @@ pub(crate) struct Replication {
     persist: Vec<Change>,
     changed: Vec<Change>,
     forward: Vec<Change>,
-    /// Per peer, the time of the last exchange that found both in sync.
-    pub(crate) in_sync: BTreeMap<NodeId, Time>,
+    pub(crate) gc: gc::GcState,
     next_sync: Time,
 }
 
@@ -72,7 +76,7 @@ impl Replication {
             persist: Vec::new(),
             changed: Vec::new(),
             forward: Vec::new(),
-            in_sync: BTreeMap::new(),
+            gc: gc::GcState::default(),
             next_sync: now + cfg.sync_interval,
         }
     }
@@ -82,6 +86,7 @@ impl Replication {
             self.hlc.restore(c.ts);
             self.replica.merge(c);
         }
+        self.gc_restore();
     }
 
     pub(crate) fn write(
@@ -125,6 +130,7 @@ impl Replication {
         let frame = StreamFrame {
             version: STREAM_VERSION,
             from: self.me,
+            horizon: self.gc.applied,
             message,
         }
         .encode();
@@ -183,16 +189,18 @@ impl Replication {
         }
     }
 
-    fn merge_remote(&mut self, cfg: &Config, stats: &mut Stats, now: Time, changes: Vec<Change>) {
-        let horizon = now.0.saturating_sub(cfg.tombstone_grace.as_millis() as u64);
+    fn merge_remote(
+        &mut self,
+        stats: &mut Stats,
+        now: Time,
+        theirs: Horizon,
+        changes: Vec<Change>,
+    ) {
         for c in changes {
-            // A tombstone past the grace period that we do not hold is one we
-            // collected ourselves: taking it back would undo the collection.
-            if c.value.is_none()
-                && c.ts.wall_ms < horizon
-                && self.replica.entry(c.table, &c.key).is_none()
-            {
-                stats.drop("collected_tombstone");
+            // Below our horizon only a sender at or past it is trusted: any
+            // other may hold values whose tombstones were collected.
+            if !self.gc_accepts(theirs, &c) {
+                stats.drop("behind_horizon");
                 continue;
             }
             if let Err(e) = self.hlc.observe(c.ts, now.0) {
@@ -208,21 +216,22 @@ impl Replication {
         }
     }
 
-    /// Handles a message from `from` (a member), whose mesh address is `reply_to`.
+    /// Handles a message from a member whose mesh address is `reply_to`
+    /// and whose applied horizon is `theirs`.
     pub(crate) fn handle(
         &mut self,
         cfg: &Config,
         stats: &mut Stats,
         now: Time,
-        from: NodeId,
         reply_to: SocketAddr,
+        theirs: Horizon,
         message: SyncMessage,
     ) {
+        self.gc_observe(cfg, stats, now, theirs);
         match message {
-            SyncMessage::Push(changes) => self.merge_remote(cfg, stats, now, changes),
-            SyncMessage::Summary(theirs) => {
-                if theirs == self.replica.digest() {
-                    self.in_sync.insert(from, now);
+            SyncMessage::Push(changes) => self.merge_remote(stats, now, theirs, changes),
+            SyncMessage::Summary(summary) => {
+                if summary == self.replica.digest() {
                     self.send(cfg, stats, reply_to, SyncMessage::InSync);
                 } else {
                     // They differ: show them where, and they send what differs.
@@ -230,16 +239,15 @@ impl Replication {
                     self.send(cfg, stats, reply_to, SyncMessage::Digest(digests));
                 }
             }
-            SyncMessage::Digest(theirs) => {
-                if theirs.len() != BUCKETS {
+            SyncMessage::Digest(digests) => {
+                if digests.len() != BUCKETS {
                     return stats.drop("bad_digest");
                 }
                 let differ: Vec<u16> = (0..BUCKETS)
-                    .filter(|i| theirs[*i] != self.replica.digests()[*i])
+                    .filter(|i| digests[*i] != self.replica.digests()[*i])
                     .map(|i| i as u16)
                     .collect();
                 if differ.is_empty() {
-                    self.in_sync.insert(from, now);
                     return self.send(cfg, stats, reply_to, SyncMessage::InSync);
                 }
                 // Reply in parts of whole buckets, each about max_part bytes.
@@ -261,11 +269,11 @@ impl Replication {
                 if buckets.iter().any(|b| *b as usize >= BUCKETS) {
                     return stats.drop("bad_digest");
                 }
-                let theirs: BTreeMap<(Table, String), myco_proto::Timestamp> = changes
+                let held: BTreeMap<(Table, String), myco_proto::Timestamp> = changes
                     .iter()
                     .map(|c| ((c.table, c.key.clone()), c.ts))
                     .collect();
-                self.merge_remote(cfg, stats, now, changes);
+                self.merge_remote(stats, now, theirs, changes);
                 // What they lack: our entries in those buckets they do not
                 // have, or have older.
                 let lacking: Vec<Change> = self
@@ -273,8 +281,7 @@ impl Replication {
                     .bucket_changes(&buckets)
                     .into_iter()
                     .filter(|c| {
-                        theirs
-                            .get(&(c.table, c.key.clone()))
+                        held.get(&(c.table, c.key.clone()))
                             .is_none_or(|t| *t < c.ts)
                     })
                     .collect();
@@ -284,9 +291,7 @@ impl Replication {
                     self.push_to(cfg, stats, reply_to, &lacking);
                 }
             }
-            SyncMessage::InSync => {
-                self.in_sync.insert(from, now);
-            }
+            SyncMessage::InSync => {}
         }
     }
 
@@ -302,38 +307,12 @@ impl Replication {
         std::mem::take(&mut self.changed)
     }
 
-    /// Garbage-collects tombstones that are safe to drop. The rule, which
-    /// avoids resurrecting deleted keys (Garage bug #39): a tombstone goes
-    /// only when it is older than `tombstone_grace` AND every member this
-    /// node knows (alive, suspect or down) has completed an anti-entropy
-    /// exchange with it that found both replicas identical after the
-    /// tombstone was written. Identical replicas mean that member holds the
-    /// tombstone, so no known member can bring the old value back.
-    pub(crate) fn collect_tombstones(
-        &mut self,
-        cfg: &Config,
-        now: Time,
-        members: &BTreeSet<NodeId>,
-    ) -> Vec<(Table, String, myco_proto::Timestamp)> {
-        if !cfg.collect_tombstones {
-            return Vec::new();
-        }
-        let horizon = now.0.saturating_sub(cfg.tombstone_grace.as_millis() as u64);
-        let synced_since = members
-            .iter()
-            .map(|m| self.in_sync.get(m).map_or(0, |t| t.0))
-            .min()
-            .unwrap_or(now.0);
-        let doomed: Vec<(Table, String, myco_proto::Timestamp)> = self
-            .replica
-            .tombstones()
-            .filter(|(_, _, ts)| ts.wall_ms < horizon && ts.wall_ms < synced_since)
-            .map(|(t, k, ts)| (t, k.to_string(), ts))
-            .collect();
-        doomed
-            .into_iter()
-            .filter(|(t, k, ts)| self.replica.collect(*t, k, *ts))
-            .collect()
+    pub(crate) fn take_collected(&mut self) -> Vec<(Table, String, myco_proto::Timestamp)> {
+        std::mem::take(&mut self.gc.collected)
+    }
+
+    pub(crate) fn take_dropped(&mut self) -> Vec<(Table, String, myco_proto::Timestamp)> {
+        std::mem::take(&mut self.gc.dropped)
     }
 }
 

@@ -18,6 +18,9 @@ pub struct Stats {
     pub frames_in: BTreeMap<&'static str, u64>,
     /// Refused datagrams by reason (`too_short`, `unauthentic`, `replay`, ...).
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Times this node found itself behind a collection horizon it had no
+    /// part in, and dropped what it held below it to refill from peers.
+    pub horizon_resets: u64,
 }
 
 impl Stats {

@@ -14,6 +14,7 @@ pub mod api;
 pub mod blob;
 pub mod envelope;
 pub mod frame;
+pub mod horizon;
 pub mod id;
 pub mod key;
 pub mod state;

@@ -47,6 +47,9 @@ impl Table {
     pub const SPORES: Table = Table(3);
     /// Trusted publisher keys.
     pub const TRUST: Table = Table(4);
+    /// Tombstone collection records, one per node (see [`crate::horizon`]).
+    /// Internal: never collected, never below a horizon.
+    pub const GC: Table = Table(5);
 }
 
 /// One last-writer-wins write: a value, or a tombstone (`value: None`).
@@ -77,6 +80,7 @@ impl Table {
             Table::JOBS => "jobs".into(),
             Table::SPORES => "spores".into(),
             Table::TRUST => "trust".into(),
+            Table::GC => "gc".into(),
             Table(n) => n.to_string(),
         }
     }

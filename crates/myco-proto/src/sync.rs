@@ -5,12 +5,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::id::NodeId;
+use crate::horizon::Horizon;
 use crate::state::Change;
 
 /// Largest encoded stream message.
 pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 /// The stream message format this build writes and reads.
-pub const STREAM_VERSION: u8 = 1;
+pub const STREAM_VERSION: u8 = 2;
 /// Number of digest buckets the key space is divided into.
 pub const BUCKETS: usize = 256;
 
@@ -58,6 +59,10 @@ pub struct StreamFrame {
     pub version: u8,
     /// The sending node.
     pub from: NodeId,
+    /// The horizon the sender has applied when it wrote this message: a
+    /// receiver takes entries below its own horizon only from senders at
+    /// or past it (see [`crate::horizon`]).
+    pub horizon: Horizon,
     /// The message.
     pub message: SyncMessage,
 }
@@ -104,6 +109,7 @@ mod tests {
         let f = StreamFrame {
             version: STREAM_VERSION,
             from: NodeId::from_u64(3),
+            horizon: Horizon { at: 9, digest: 4 },
             message: SyncMessage::Push(vec![Change {
                 table: Table::KV,
                 key: "a/b".into(),
@@ -118,10 +124,10 @@ mod tests {
         let bytes = f.encode();
         assert_eq!(StreamFrame::decode(&bytes).unwrap(), f);
         let mut v2 = f.clone();
-        v2.version = 2;
+        v2.version = 1;
         assert!(matches!(
             StreamFrame::decode(&v2.encode()),
-            Err(StreamFrameError::Version(2))
+            Err(StreamFrameError::Version(1))
         ));
         assert!(StreamFrame::decode(&bytes[..bytes.len() - 1]).is_err());
         let mut long = bytes.clone();

@@ -19,7 +19,8 @@ enum Op {
     Write(Change),
     /// A change merged from a peer.
     Merged(Change),
-    /// A collected tombstone to delete (only this very version).
+    /// A collected tombstone or a dropped version to delete (this version
+    /// or an older one, never a later write).
     Remove(Table, String, Timestamp),
 }
 
@@ -58,13 +59,10 @@ impl Disk {
                     self.store(c);
                 }
                 Op::Merged(c) => self.store(c),
+                // As the agent's store: only a version no newer than this one.
                 Op::Remove(table, key, ts) => {
                     let slot = (table, key);
-                    if self
-                        .stored
-                        .get(&slot)
-                        .is_some_and(|c| c.value.is_none() && c.ts == ts)
-                    {
+                    if self.stored.get(&slot).is_some_and(|c| c.ts <= ts) {
                         self.stored.remove(&slot);
                     }
                 }

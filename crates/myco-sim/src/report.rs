@@ -75,6 +75,9 @@ pub struct StateReport {
     pub stamped_behind: u64,
     /// Tombstones collected, all nodes.
     pub collected: u64,
+    /// Versions dropped by nodes found behind a collection horizon they
+    /// had no part in (refilled from peers), all nodes.
+    pub dropped: u64,
     /// How far, at most, a node's hybrid clock ran ahead of its own
     /// physical clock, in ms: observing a faster peer pulls it forward, up
     /// to `max_clock_drift`.
@@ -254,13 +257,14 @@ impl fmt::Display for StateReport {
         let opt = |x: Option<Duration>| x.map_or("-".to_string(), |x| Dur(x).to_string());
         writeln!(
             f,
-            "  state: {} writes ({} deletes), {} acked, {} torn, {} stamped behind a torn one; {} tombstones collected; at the end {} entries, {} tombstones; identical {} after heal",
+            "  state: {} writes ({} deletes), {} acked, {} torn, {} stamped behind a torn one; {} tombstones collected, {} versions dropped to refill; at the end {} entries, {} tombstones; identical {} after heal",
             self.writes,
             self.deletes,
             self.acked,
             self.torn,
             self.stamped_behind,
             self.collected,
+            self.dropped,
             self.entries,
             self.tombstones,
             opt(self.convergence)

@@ -228,6 +228,16 @@ impl StateChecks {
         }
     }
 
+    /// Node `i` dropped a version to refill it from peers (it was behind
+    /// a collection horizon it had no part in).
+    pub(crate) fn dropped(&mut self, now: Time, i: usize, table: Table, key: &str, ts: Timestamp) {
+        self.figures.dropped += 1;
+        if !self.shadows[i].drop_version(table, key, ts) {
+            let msg = format!("n{i} dropped {ts:?} of {key:?}, which it did not hold");
+            self.fail(ViolationKind::ReplicaMismatch, now, msg);
+        }
+    }
+
     /// Node `i`'s HLC reads `clock` now, when its own clock reads `local`.
     pub(crate) fn clock(&mut self, now: Time, i: usize, clock: Timestamp, local: Time) {
         let lead = clock.wall_ms.saturating_sub(local.0);
@@ -358,7 +368,12 @@ impl StateChecks {
                     problems.push((ViolationKind::LostWrite, msg));
                 }
             }
-            for c in shadow.bucket_changes(&all) {
+            // Only the workload's table has a ledger; the others are the core's own.
+            for c in shadow
+                .bucket_changes(&all)
+                .into_iter()
+                .filter(|c| c.table == Table::KV)
+            {
                 match self.made.get(&(c.key.clone(), c.ts)) {
                     Some(v) if *v == c.value => {}
                     _ => problems.push((

@@ -344,6 +344,7 @@ impl World {
         }
         let persist = node.poll_persist();
         let collected = node.poll_collected();
+        let dropped = node.poll_dropped();
         let clock = node.clock();
         let deadline = node.poll_timeout();
         for t in transmits.drain(..) {
@@ -368,6 +369,13 @@ impl World {
         }
         for (table, key, ts) in collected {
             self.state.collected(self.now, i, table, &key, ts);
+            self.disks[i].remove(table, key, ts);
+        }
+        if !dropped.is_empty() {
+            self.dirty[i] = true;
+        }
+        for (table, key, ts) in dropped {
+            self.state.dropped(self.now, i, table, &key, ts);
             self.disks[i].remove(table, key, ts);
         }
         let local = self.local(i, self.now);

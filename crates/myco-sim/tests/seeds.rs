@@ -1,18 +1,17 @@
 //! Fixed seeds with faults that must pass every phase, state checks
 //! included, and the seeds that pinned membership bugs the simulator found
-//! (fixed since). Tombstone GC stays at its 24 h default here: the GC bugs
-//! have their own seeds in `core_bugs.rs`.
+//! (fixed since). Seeds that draw a short tombstone grace collect
+//! tombstones while the faults run.
 
 use std::time::Duration;
 
 use myco_sim::{SimConfig, run};
 
 fn check(seed: u64, nodes: usize, safety: Duration) -> myco_sim::Report {
-    let mut cfg = SimConfig {
+    let cfg = SimConfig {
         safety,
         ..SimConfig::from_seed(seed, nodes)
     };
-    cfg.core.tombstone_grace = myco_core::Config::default().tombstone_grace;
     run(&cfg).unwrap_or_else(|v| panic!("{v}"))
 }
 

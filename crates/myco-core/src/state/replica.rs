@@ -172,6 +172,56 @@ impl Replica {
         sizes
     }
 
+    /// The digest of every version stamped before wall time `at` (ms), in
+    /// every table but `skip`, tombstones included: equal on two nodes iff
+    /// (with overwhelming probability) they hold the same versions below `at`.
+    pub fn digest_below(&self, at: u64, skip: Table) -> u64 {
+        let (mut x, mut n) = (0u64, 0u64);
+        for ((t, k), e) in self.below_iter(at, skip) {
+            x ^= entry_hash(*t, k, &e.ts);
+            n += 1;
+        }
+        fnv(&[&x.to_be_bytes(), &n.to_be_bytes(), &at.to_be_bytes()])
+    }
+
+    /// Every version stamped before `at`, in every table but `skip`.
+    pub fn versions_below(&self, at: u64, skip: Table) -> Vec<(Table, String, Timestamp)> {
+        self.below_iter(at, skip)
+            .map(|((t, k), e)| (*t, k.clone(), e.ts))
+            .collect()
+    }
+
+    /// Whether a tombstone stamped before `at` is held, in any table but `skip`.
+    pub fn has_tombstone_below(&self, at: u64, skip: Table) -> bool {
+        self.below_iter(at, skip).any(|(_, e)| e.value.is_none())
+    }
+
+    fn below_iter(
+        &self,
+        at: u64,
+        skip: Table,
+    ) -> impl Iterator<Item = (&(Table, String), &Entry)> + '_ {
+        self.entries
+            .iter()
+            .filter(move |((t, _), e)| *t != skip && e.ts.wall_ms < at)
+    }
+
+    /// Removes exactly this version, value or tombstone (a node that must
+    /// refill what lies below a horizon drops it first).
+    pub fn drop_version(&mut self, table: Table, key: &str, ts: Timestamp) -> bool {
+        let slot = (table, key.to_string());
+        match self.entries.get(&slot) {
+            Some(e) if e.ts == ts => {
+                let e = self.entries.remove(&slot).expect("just found");
+                self.digests[bucket_of(table, key)] ^= entry_hash(table, key, &ts);
+                self.bytes -= key.len() + e.value.as_ref().map_or(0, Vec::len);
+                self.tombstones -= usize::from(e.value.is_none());
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Tombstones with their timestamps, for garbage collection.
     pub fn tombstones(&self) -> impl Iterator<Item = (Table, &str, Timestamp)> + '_ {
         self.entries
@@ -303,6 +353,33 @@ mod tests {
         assert_ne!(r.digest(), before);
         assert_eq!(r.len(), 1);
         assert_eq!(r.tombstone_count(), 0);
+    }
+
+    #[test]
+    fn the_digest_below_a_horizon_sees_only_older_versions() {
+        let mut a = Replica::default();
+        let mut b = Replica::default();
+        for r in [&mut a, &mut b] {
+            r.merge(change("old", 5, 1, Some("x")));
+            r.merge(change("gone", 6, 1, None));
+        }
+        a.merge(change("new", 20, 1, Some("y")));
+        let mut internal = change("n1", 3, 1, Some("rec"));
+        internal.table = Table::GC;
+        b.merge(internal);
+        assert_eq!(a.digest_below(10, Table::GC), b.digest_below(10, Table::GC));
+        assert_ne!(a.digest_below(10, Table::GC), a.digest_below(11, Table::GC));
+        assert_ne!(a.digest_below(30, Table::GC), b.digest_below(30, Table::GC));
+        assert!(a.has_tombstone_below(7, Table::GC));
+        assert!(!a.has_tombstone_below(6, Table::GC));
+        assert_eq!(a.versions_below(10, Table::GC).len(), 2);
+        b.merge(change("old", 4, 2, Some("older")));
+        assert_eq!(a.digest_below(10, Table::GC), b.digest_below(10, Table::GC), "stale");
+        let ts = a.entry(Table::KV, "old").unwrap().ts;
+        assert!(a.drop_version(Table::KV, "old", ts));
+        assert!(!a.drop_version(Table::KV, "old", ts));
+        assert_ne!(a.digest_below(10, Table::GC), b.digest_below(10, Table::GC));
+        assert_eq!(a.len(), 2);
     }
 
     #[test]
