@@ -269,6 +269,16 @@ impl MeshLoop {
                 tracing::debug!(to = %m.to, error = %e, "stream message dropped");
             }
         }
+        // Removals before merges: the core collects or drops before it
+        // merges what the same input brought, and a store removal takes
+        // every version no newer than the one named.
+        let mut removed = p.node.poll_collected();
+        removed.extend(p.node.poll_dropped());
+        if !removed.is_empty()
+            && let Err(e) = p.store.remove(removed)
+        {
+            tracing::debug!(error = %e, "collected tombstones stay on disk for now");
+        }
         let merged = p.node.poll_persist();
         // If the store's queue is full these stay in memory only: after a
         // restart this node lacks them and anti-entropy fetches them again
@@ -278,12 +288,6 @@ impl MeshLoop {
             && let Err(e) = p.store.persist_background(merged)
         {
             tracing::debug!(error = %e, "merged changes not persisted now; they resync after a restart");
-        }
-        let collected = p.node.poll_collected();
-        if !collected.is_empty()
-            && let Err(e) = p.store.remove(collected)
-        {
-            tracing::debug!(error = %e, "collected tombstones stay on disk for now");
         }
     }
 

@@ -199,6 +199,16 @@ impl MemberTable {
             .collect()
     }
 
+    /// Addresses of members seen down (not those that left), at most 16.
+    pub(crate) fn down_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.records
+            .values()
+            .filter(|r| r.liveness == Liveness::Down)
+            .map(|r| r.peer.addr)
+            .take(16)
+            .collect()
+    }
+
     /// Members alive or suspect (not down, not left).
     pub(crate) fn up_ids(&self) -> std::collections::BTreeSet<NodeId> {
         self.records

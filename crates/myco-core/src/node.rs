@@ -123,6 +123,8 @@ pub struct Node {
     members: MemberTable,
     replay: ReplayGuard,
     seeds: BTreeMap<SocketAddr, Time>,
+    /// When an isolated node next says hello to the members it saw go down.
+    next_knock: Time,
     connected: bool,
     leaving: bool,
     stats: Stats,
@@ -168,6 +170,7 @@ impl Node {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             seeds: BTreeMap::new(),
+            next_knock: now,
             connected: false,
             leaving: false,
             stats: Stats::default(),
@@ -652,6 +655,16 @@ impl Node {
             for addr in due {
                 self.seeds.insert(addr, self.now + HELLO_RETRY);
                 self.send(addr, &Frame::Hello(self.me));
+            }
+            // foca stops announcing to down members once it has no live
+            // one, so after a partition in which each side saw the other
+            // down (and the seeds are gone) nobody would call first.
+            // Knock on the lost members' doors at the same pace.
+            if self.now >= self.next_knock {
+                self.next_knock = self.now + HELLO_RETRY;
+                for addr in self.members.down_addrs() {
+                    self.send(addr, &Frame::Hello(self.me));
+                }
             }
         }
         self.request_manifests();

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 
 /// A horizon: a wall time (ms) and the digest of the versions below it,
 /// tombstones included, on which the nodes agreed.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 pub struct Horizon {
     /// Entries stamped before this wall time (ms) are below the horizon.
     pub at: u64,

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::id::NodeId;
 use crate::horizon::Horizon;
+use crate::id::NodeId;
 use crate::state::Change;
 
 /// Largest encoded stream message.

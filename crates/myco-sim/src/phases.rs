@@ -18,10 +18,11 @@ use crate::world::World;
 /// earlier life still in flight, and datagrams reordered by more than the
 /// replay window (`replay`); stream messages from a node it does not know
 /// yet (`unknown_sender`: membership spreads unevenly, the sender retries
-/// at its next round); tombstones it collected offered back by a slower
-/// peer (`collected_tombstone`). Anything else means a bad datagram or
-/// message was built, sent to the wrong place, or misread.
-const EXPECTED_REFUSALS: &[&str] = &["replay", "unknown_sender", "collected_tombstone"];
+/// at its next round); versions below its collection horizon offered by a
+/// peer not yet past it (`behind_horizon`: the peer catches up when it
+/// sees the horizon). Anything else means a bad datagram or message was
+/// built, sent to the wrong place, or misread.
+const EXPECTED_REFUSALS: &[&str] = &["replay", "unknown_sender", "behind_horizon"];
 /// Expected too when clocks differ by more than `max_clock_drift`: the
 /// slower nodes refuse the faster one's writes for a while.
 const SKEW_REFUSALS: &[&str] = &["clock_drift"];

@@ -353,17 +353,8 @@ impl World {
         for m in outgoing.drain(..) {
             self.route_message(i, m);
         }
-        for e in events.drain(..) {
-            if self.traced == Some(i) {
-                self.trace(format_args!("n{i} {}", describe_event(&e)));
-            }
-            if let Event::StateChanged(c) = &e {
-                self.state.changed(self.now, i, c);
-            } else {
-                self.checks.on_event(self.now, i, &e, &self.lives);
-            }
-        }
-        self.disks[i].merged(persist);
+        // Removals first: the core collects or drops before it merges
+        // what the same input brought.
         if !collected.is_empty() {
             self.dirty[i] = true;
         }
@@ -378,6 +369,17 @@ impl World {
             self.state.dropped(self.now, i, table, &key, ts);
             self.disks[i].remove(table, key, ts);
         }
+        for e in events.drain(..) {
+            if self.traced == Some(i) {
+                self.trace(format_args!("n{i} {}", describe_event(&e)));
+            }
+            if let Event::StateChanged(c) = &e {
+                self.state.changed(self.now, i, c);
+            } else {
+                self.checks.on_event(self.now, i, &e, &self.lives);
+            }
+        }
+        self.disks[i].merged(persist);
         let local = self.local(i, self.now);
         self.state.clock(self.now, i, clock, local);
         self.transmits = transmits;

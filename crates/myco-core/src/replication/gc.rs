@@ -136,7 +136,13 @@ impl Replication {
     }
 
     /// A peer's message shows its applied horizon; catch up to a later one.
-    pub(crate) fn gc_observe(&mut self, cfg: &Config, stats: &mut Stats, now: Time, theirs: Horizon) {
+    pub(crate) fn gc_observe(
+        &mut self,
+        cfg: &Config,
+        stats: &mut Stats,
+        now: Time,
+        theirs: Horizon,
+    ) {
         if !cfg.collect_tombstones || theirs.at <= self.gc.applied.at {
             return;
         }
@@ -198,7 +204,9 @@ impl Replication {
             return;
         }
         self.reap(cfg, now, &records, up);
-        let Some(mine) = self.my_gc_record() else { return };
+        let Some(mine) = self.my_gc_record() else {
+            return;
+        };
         let live: Vec<Option<GcRecord>> = records
             .iter()
             .map(|(_, r)| *r)
@@ -222,14 +230,22 @@ impl Replication {
         let grace = cfg.tombstone_grace.as_millis() as u64;
         let quantum = (grace / 4).max(1);
         let own = now.0.saturating_sub(grace) / quantum * quantum;
+        // A round in progress keeps its candidate until it is agreed, or
+        // proposals made a quarter-grace apart would never meet; all join
+        // the highest. A new round starts only once every node applied the last.
         let joined = live
             .iter()
             .flatten()
             .map(|r| r.reported.at)
             .filter(|at| *at > self.gc.applied.at && *at <= own.saturating_add(grace))
             .max();
-        let wants = self.replica.has_tombstone_below(own, Table::GC).then_some(own);
-        let Some(at) = wants.max(joined) else { return };
+        let in_progress = live
+            .iter()
+            .flatten()
+            .any(|r| r.reported.at > r.applied.at || r.applied.at != self.gc.applied.at);
+        let wants =
+            (!in_progress && self.replica.has_tombstone_below(own, Table::GC)).then_some(own);
+        let Some(at) = joined.or(wants) else { return };
         if at <= self.gc.applied.at {
             return;
         }
@@ -265,8 +281,12 @@ impl Replication {
     ) {
         let mut registered = BTreeSet::new();
         for (key, record) in records {
-            let Some(r) = record.filter(|r| !r.reaped) else { continue };
-            let Ok(id) = key.parse::<NodeId>() else { continue };
+            let Some(r) = record.filter(|r| !r.reaped) else {
+                continue;
+            };
+            let Ok(id) = key.parse::<NodeId>() else {
+                continue;
+            };
             if id == self.me {
                 continue;
             }

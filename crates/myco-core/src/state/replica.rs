@@ -374,7 +374,11 @@ mod tests {
         assert!(!a.has_tombstone_below(6, Table::GC));
         assert_eq!(a.versions_below(10, Table::GC).len(), 2);
         b.merge(change("old", 4, 2, Some("older")));
-        assert_eq!(a.digest_below(10, Table::GC), b.digest_below(10, Table::GC), "stale");
+        assert_eq!(
+            a.digest_below(10, Table::GC),
+            b.digest_below(10, Table::GC),
+            "stale"
+        );
         let ts = a.entry(Table::KV, "old").unwrap().ts;
         assert!(a.drop_version(Table::KV, "old", ts));
         assert!(!a.drop_version(Table::KV, "old", ts));
