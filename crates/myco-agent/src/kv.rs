@@ -1,7 +1,9 @@
 //! The config KV and the event stream over HTTP.
 //!
 //! A PUT is acknowledged only after the store reports the write durable
-//! (fsynced); the mesh loop has already applied it and queued it for peers.
+//! (fsynced); the mesh loop has already applied it, and sends it to peers
+//! once told it is durable (write-ahead: nothing leaves a node before its
+//! own disk has it).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -80,8 +82,9 @@ pub async fn get(State(s): State<ApiState>, Path(key): Path<String>) -> Response
     }
 }
 
-/// Writes a key of any table and waits until it is durable; the error is
-/// the HTTP answer to give.
+/// Writes a key of any table and waits until it is durable, then lets
+/// the node send it to peers; the error is the HTTP answer to give. Every
+/// write of the agent (KV, spores index, trust table) goes through here.
 pub(crate) async fn write_durable(
     s: &ApiState,
     table: Table,
@@ -108,6 +111,15 @@ pub(crate) async fn write_durable(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("the write was not made durable: {e}"),
         ));
+    }
+    // Fire and forget: if the loop is gone the agent is stopping, and the
+    // write is on disk, so it spreads from there after a restart.
+    if s.commands
+        .send(Command::Durable(vec![change.ts]))
+        .await
+        .is_err()
+    {
+        tracing::debug!(key = %key, "durable write not released: the mesh loop stopped");
     }
     Ok(change)
 }

@@ -31,7 +31,8 @@ pub enum Command {
     /// Leave the mesh; answered once the leave messages are sent.
     Leave(oneshot::Sender<()>),
     /// Write (or with `None` delete) a key; answered with the change, which
-    /// the caller must persist before acknowledging.
+    /// the caller must persist, then report with [`Command::Durable`]: the
+    /// node sends it to no peer before.
     Write {
         /// Table.
         table: Table,
@@ -42,6 +43,8 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<Result<Change, WriteError>>,
     },
+    /// These local writes are durable on this node's disk: release them to peers.
+    Durable(Vec<myco_proto::Timestamp>),
     /// Read one key.
     Get {
         /// Table.
@@ -386,6 +389,7 @@ fn command(p: &mut MeshParts, cmd: Command) {
         } => {
             let _ = reply.send(p.node.write(now, table, &key, value));
         }
+        Command::Durable(written) => p.node.durable(now, &written),
         Command::Get { table, key, reply } => {
             let _ = reply.send(p.node.get(table, &key).cloned());
         }

@@ -10,7 +10,8 @@
 //!
 //! The API has four kinds of methods on [`Node`]:
 //! - `handle_*(now, input)`: a datagram, the timer firing;
-//! - commands: [`Node::join`], [`Node::leave`], [`Node::write`], [`Node::restore`];
+//! - commands: [`Node::join`], [`Node::leave`], [`Node::write`],
+//!   [`Node::durable`], [`Node::restore`];
 //! - `poll_*`: [`Node::poll_transmit`] (datagrams), [`Node::poll_message`]
 //!   (stream messages), [`Node::poll_persist`], [`Node::poll_timeout`],
 //!   [`Node::poll_event`];

@@ -446,9 +446,13 @@ impl Node {
         self.leaving = true;
     }
 
-    /// Writes (or, with `None`, deletes) a key. The change is applied and
-    /// queued for peers at once; the driver must make it durable (it is
-    /// also returned) before acknowledging it to a client.
+    /// Writes (or, with `None`, deletes) a key. The change is applied at
+    /// once (reads and [`Event::StateChanged`] see it) and returned; the
+    /// driver must make it durable before acknowledging it to a client,
+    /// then call [`Node::durable`]: only then does it leave this node.
+    /// A write that left before it was durable could be torn by a crash
+    /// while peers hold it, and the restarted node, whose clock resumes
+    /// from its disk, could stamp another write with its very timestamp.
     pub fn write(
         &mut self,
         now: Time,
@@ -460,6 +464,31 @@ impl Node {
         let change = self.repl.write(&self.cfg, now, table, key, value)?;
         self.after_state_change(None);
         Ok(change)
+    }
+
+    /// Reports local writes (by the timestamps [`Node::write`] gave them)
+    /// durable on this node's disk: they are pushed to peers with the next
+    /// flush and offered to anti-entropy. Unknown timestamps are ignored.
+    /// A write never reported stays unpushed; after a while anti-entropy
+    /// may still spread it, so a failed persist cannot split replicas for
+    /// good.
+    pub fn durable(&mut self, now: Time, written: &[myco_proto::Timestamp]) {
+        self.now = now;
+        let mut released = false;
+        for ts in written {
+            released |= self.repl.durable(*ts);
+        }
+        if !released {
+            return;
+        }
+        // Usually the write's own flush is still pending: the push waits
+        // for it, as it would have without the wait for the disk.
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            self.timers
+                .insert(self.now + self.cfg.push_delay, Timer::Flush);
+        }
+        self.flush_except = None;
     }
 
     /// Loads state the driver kept on disk; call once, before any input.

@@ -1,6 +1,12 @@
 //! The replication protocol, as the node runs it.
 //!
-//! - **Push:** a local write goes at once to `fanout` random live peers; a
+//! - **Write-ahead:** a local write is applied at once (reads see it) but
+//!   leaves the node only once the driver reports it durable
+//!   ([`crate::Node::durable`]): until then it is neither pushed nor sent
+//!   in an anti-entropy reply. A write torn by a crash was then never seen
+//!   by anyone, so a restarted node whose clock resumes from its disk may
+//!   reissue its timestamp harmlessly.
+//! - **Push:** a durable local write goes to `fanout` random live peers; a
 //!   node that learns a change it did not have forwards it, once, to
 //!   `fanout` others. Epidemic spread reaches n nodes in about log(n) hops.
 //! - **Anti-entropy:** every `sync_interval` a node sends a digest of its
@@ -27,7 +33,7 @@ use rand::seq::SliceRandom;
 
 use crate::config::Config;
 use crate::state::hlc::Hlc;
-use crate::state::replica::{Merge, Replica};
+use crate::state::replica::{Merge, Replica, value_hash};
 use crate::stats::Stats;
 use crate::time::Time;
 
@@ -54,6 +60,15 @@ pub enum WriteError {
 
 mod gc;
 
+/// Most local writes held back awaiting durability; beyond it the oldest
+/// is no longer hidden from anti-entropy (the driver lost track of it).
+const MAX_UNRELEASED: usize = 4096;
+/// A local write the driver has not reported durable after this long is
+/// no longer hidden from anti-entropy: its persist failed or hangs, and a
+/// write every reader of this node sees must not keep replicas apart for
+/// good. (It is still not pushed.)
+const HIDE_AT_MOST: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub(crate) struct Replication {
     me: NodeId,
     pub(crate) replica: Replica,
@@ -63,6 +78,9 @@ pub(crate) struct Replication {
     changed: Vec<Change>,
     forward: Vec<Change>,
     pub(crate) gc: gc::GcState,
+    /// Local writes not yet reported durable, by timestamp, with when they
+    /// were made: not pushed, and hidden from anti-entropy replies.
+    unreleased: BTreeMap<myco_proto::Timestamp, (Time, Change)>,
     next_sync: Time,
 }
 
@@ -77,6 +95,7 @@ impl Replication {
             changed: Vec::new(),
             forward: Vec::new(),
             gc: gc::GcState::default(),
+            unreleased: BTreeMap::new(),
             next_sync: now + cfg.sync_interval,
         }
     }
@@ -118,9 +137,47 @@ impl Replication {
             value,
         };
         self.replica.merge(change.clone());
-        self.forward.push(change.clone());
+        self.hold(now, change.clone());
         self.changed.push(change.clone());
         Ok(change)
+    }
+
+    /// Keeps a local write back until it is durable, within bounds.
+    fn hold(&mut self, now: Time, change: Change) {
+        let full = self.unreleased.len() >= MAX_UNRELEASED;
+        if let Some(entry) = self.unreleased.first_entry()
+            && (full || now.since(entry.get().0) >= HIDE_AT_MOST)
+        {
+            tracing::debug!(node = %self.me, ts = %entry.key(), "write never reported durable; anti-entropy may spread it");
+            entry.remove();
+        }
+        self.unreleased.insert(change.ts, (now, change));
+    }
+
+    /// The local write stamped `ts` is durable: it may leave the node.
+    /// Returns whether it was waiting (and now is queued for the next push).
+    pub(crate) fn durable(&mut self, ts: myco_proto::Timestamp) -> bool {
+        match self.unreleased.remove(&ts) {
+            Some((_, change)) => {
+                self.forward.push(change);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The entries of `buckets` that may leave the node: all but local
+    /// writes not yet durable (recent ones; see [`HIDE_AT_MOST`]).
+    fn shareable(&self, now: Time, buckets: &[u16]) -> Vec<Change> {
+        let mut changes = self.replica.bucket_changes(buckets);
+        if !self.unreleased.is_empty() {
+            changes.retain(|c| {
+                self.unreleased
+                    .get(&c.ts)
+                    .is_none_or(|(at, _)| now.since(*at) >= HIDE_AT_MOST)
+            });
+        }
+        changes
     }
 
     fn send(&mut self, cfg: &Config, stats: &mut Stats, to: SocketAddr, message: SyncMessage) {
@@ -253,7 +310,7 @@ impl Replication {
                 // Reply in parts of whole buckets, each about max_part bytes.
                 let sizes = self.replica.bucket_sizes();
                 for part in runs(&differ, |b| sizes[*b as usize], cfg.max_part) {
-                    let changes = self.replica.bucket_changes(&part);
+                    let changes = self.shareable(now, &part);
                     self.send(
                         cfg,
                         stats,
@@ -269,20 +326,21 @@ impl Replication {
                 if buckets.iter().any(|b| *b as usize >= BUCKETS) {
                     return stats.drop("bad_digest");
                 }
-                let held: BTreeMap<(Table, String), myco_proto::Timestamp> = changes
+                let held: BTreeMap<(Table, String), (myco_proto::Timestamp, u64)> = changes
                     .iter()
-                    .map(|c| ((c.table, c.key.clone()), c.ts))
+                    .map(|c| ((c.table, c.key.clone()), (c.ts, value_hash(&c.value))))
                     .collect();
                 self.merge_remote(stats, now, theirs, changes);
                 // What they lack: our entries in those buckets they do not
-                // have, or have older.
+                // have, or have older (or, under the same timestamp, with
+                // another value: after the merge ours is the one that wins).
                 let lacking: Vec<Change> = self
-                    .replica
-                    .bucket_changes(&buckets)
+                    .shareable(now, &buckets)
                     .into_iter()
                     .filter(|c| {
-                        held.get(&(c.table, c.key.clone()))
-                            .is_none_or(|t| *t < c.ts)
+                        held.get(&(c.table, c.key.clone())).is_none_or(|(t, h)| {
+                            *t < c.ts || (*t == c.ts && *h != value_hash(&c.value))
+                        })
                     })
                     .collect();
                 // Changes we just merged from them need not be forwarded

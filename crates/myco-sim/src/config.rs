@@ -54,7 +54,16 @@ pub struct SimConfig {
     /// A clock more than `core.max_clock_drift` ahead of another has its
     /// writes refused there for a while (see [`SimConfig::clock_excess`]).
     pub skew_ms: Vec<i64>,
+    /// How long after a local write a node's disk commits it (the store's
+    /// fsync). Only then is the write acknowledged and sent to peers; a
+    /// crash before tears it. Faults strike between steps, so a longer
+    /// fsync tears more writes.
+    pub fsync: Duration,
 }
+
+/// The fsync of [`SimConfig::no_faults`] and [`SimConfig::from_seed`]:
+/// below the core's push delay, so waiting for it delays no push.
+pub const DEFAULT_FSYNC: Duration = Duration::from_millis(5);
 
 /// The writes of a run: each goes to a random running node, at random
 /// times, on a small key space so overwrites and deletes conflict.
@@ -356,6 +365,7 @@ impl SimConfig {
             skew_ms: (0..nodes)
                 .map(|_| rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS))
                 .collect(),
+            fsync: DEFAULT_FSYNC,
         }
     }
 
@@ -500,6 +510,9 @@ impl fmt::Display for SimConfig {
                 write!(f, " ({} beyond max_clock_drift)", Dur(excess))?;
             }
             writeln!(f)?;
+        }
+        if self.fsync != DEFAULT_FSYNC {
+            writeln!(f, "  disk: fsync={}", Dur(self.fsync))?;
         }
         let b = &self.budgets;
         write!(

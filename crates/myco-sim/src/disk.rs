@@ -1,14 +1,15 @@
 //! The simulated disk of one node: what survives a crash.
 //!
 //! It models the agent's store (`myco_agent::store`): one record per key,
-//! the newer version winning, and group commit. Everything the node asks
-//! to store during one simulation step becomes durable together at the
-//! start of the next step, unless the node crashes first; a crash loses
-//! it all. A local write counts as acknowledged (a client got its answer)
-//! only once durable, so a crash tears the writes of the last step, which
-//! were never acknowledged. Merged remote changes and tombstone removals
-//! are stored in the background the same way and may be lost the same
-//! way: anti-entropy brings them back.
+//! the newer version winning, and group commit. Everything pending becomes
+//! durable together at a commit: a few ms after a local write (the world
+//! schedules it, standing for the fsync), and at the start of every
+//! simulation step, unless the node crashes first; a crash loses it all.
+//! A local write counts as acknowledged (a client got its answer), and
+//! the node may send it to peers, only once durable, so a crash tears
+//! only writes that were never acknowledged nor sent. Merged remote
+//! changes and tombstone removals are stored in the background the same
+//! way and may be lost the same way: anti-entropy brings them back.
 
 use std::collections::BTreeMap;
 

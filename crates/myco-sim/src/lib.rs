@@ -11,9 +11,9 @@
 //! The network carries datagrams (gossip) and stream messages
 //! (replication: ordered per pair, never duplicated, lost as a broken
 //! connection would lose them). Each node has a simulated disk with group
-//! commit: a write is acknowledged only once durable, at the next step,
-//! and a crash before that tears it. Each node's clock is skewed by a
-//! fixed offset.
+//! commit: a write is acknowledged (and the node told, so it may send it
+//! to peers) only once durable, `fsync` (5 ms) later, and a crash before
+//! that tears it. Each node's clock is skewed by a fixed offset.
 //!
 //! [`run`] goes through five phases:
 //! 1. **formation**: every node starts within a second and joins through
@@ -38,8 +38,8 @@
 //!
 //! The checkers live apart from the world they judge (modules `check` for
 //! membership, `state_check` for state: identical replicas, no lost
-//! acknowledged write, hybrid clocks that never go back or reissue a
-//! timestamp, no value back after its tombstone was collected); the
+//! acknowledged write, hybrid clocks that never go back or reissue the
+//! timestamp of a write anyone else held, no value back after its tombstone was collected); the
 //! first violation ends the run with a [`Violation`] that names the rule, the
 //! virtual time, the nodes involved and the settings. A passing run returns a
 //! [`Report`] with its figures and a digest of every delivery: two runs of

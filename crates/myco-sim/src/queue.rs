@@ -29,6 +29,9 @@ pub(crate) enum Action {
     Start { node: usize },
     /// A random running node writes (the workload).
     Write,
+    /// Node `node`'s disk finishes a commit (an fsync after a local write),
+    /// if it still runs life `boot`.
+    Commit { node: usize, boot: u64 },
 }
 
 struct Scheduled {

@@ -9,10 +9,13 @@
 //!   lets propagation be timed without scanning nodes.
 //! - **Clock:** a node's HLC never goes back within a life; after a restart
 //!   it is not behind the latest timestamp on its disk; a node never
-//!   issues the same timestamp twice, in any life (two values under one
-//!   timestamp never converge: a merge takes only later ones). Stamping a
-//!   write below a torn write of an earlier life is allowed (the torn one
-//!   was never durable) but counted: if the torn write spread, it wins.
+//!   issues the same timestamp twice, in any life, unless the first write
+//!   under it was torn by a crash before any other node held it (the
+//!   write-ahead rule: a write leaves its node only once durable, so a
+//!   torn one is forgotten by everyone). Otherwise two values would share
+//!   a timestamp, and an acknowledged write could lose to a torn one.
+//!   Stamping a write below a torn write of an earlier life is allowed
+//!   (the torn one was never durable) but counted.
 //! - **No resurrection:** a node that collected a tombstone never takes an
 //!   older value of its key back (in that life), and at the end no node
 //!   holds a value older than a tombstone any node collected. A restarted
@@ -34,7 +37,7 @@ use std::time::Duration;
 use myco_core::state::replica::{Merge, Replica};
 use myco_core::{Node, Time};
 use myco_proto::sync::BUCKETS;
-use myco_proto::{Change, Table, Timestamp};
+use myco_proto::{Change, NodeId, Table, Timestamp};
 
 use crate::check::{Violation, ViolationKind};
 use crate::report::{Propagation, StateReport};
@@ -59,8 +62,9 @@ pub(crate) struct StateChecks {
     clocks: Vec<(u64, u32)>,
     /// Per node, the latest timestamp it issued, in any life.
     issued: Vec<Option<Timestamp>>,
-    /// Every timestamp issued (the writer is part of it), with its key.
-    stamps: BTreeMap<Timestamp, String>,
+    /// Every timestamp issued (the writer is part of it), with its key and
+    /// whether a node other than its writer ever held it.
+    stamps: BTreeMap<Timestamp, (String, bool)>,
     /// Every write made, acknowledged or not: its value by (key, timestamp).
     made: BTreeMap<(String, Timestamp), Option<Vec<u8>>>,
     /// Per key, the latest acknowledged write.
@@ -137,10 +141,16 @@ impl StateChecks {
     pub(crate) fn wrote(&mut self, now: Time, i: usize, c: &Change, track: Option<&[usize]>) {
         self.figures.writes += 1;
         self.figures.deletes += u64::from(c.value.is_none());
-        if let Some(earlier) = self.stamps.insert(c.ts, c.key.clone()) {
+        if let Some((earlier, reached)) = self.stamps.insert(c.ts, (c.key.clone(), false)) {
             let msg = format!(
-                "n{i} issued {:?} for {:?}, a timestamp it already issued in an earlier life for {earlier:?}",
-                c.ts, c.key
+                "n{i} issued {:?} for {:?}, a timestamp it already issued for {earlier:?} ({})",
+                c.ts,
+                c.key,
+                if reached {
+                    "a write other nodes held"
+                } else {
+                    "a write not torn"
+                }
             );
             self.fail(ViolationKind::TimestampReused, now, msg);
         }
@@ -176,6 +186,11 @@ impl StateChecks {
 
     /// Node `i` applied a change (its own write or a merged one).
     pub(crate) fn changed(&mut self, now: Time, i: usize, c: &Change) {
+        if c.ts.node != NodeId::from_u64(i as u64 + 1)
+            && let Some((_, reached)) = self.stamps.get_mut(&c.ts)
+        {
+            *reached = true;
+        }
         if let Some(gone) = self.collected_here[i].get(&c.key).filter(|t| c.ts < **t) {
             let msg = format!(
                 "n{i} took {:?} of {:?} (a {}) back, after collecting tombstone {gone:?}",
@@ -263,9 +278,16 @@ impl StateChecks {
         }
     }
 
-    /// Node `i` crashed before these writes were durable.
-    pub(crate) fn torn(&mut self, torn: usize) {
-        self.figures.torn += torn as u64;
+    /// A node crashed before these writes were durable. One no other
+    /// node held is gone for good: its timestamp may be issued again.
+    pub(crate) fn torn(&mut self, torn: &[Change]) {
+        self.figures.torn += torn.len() as u64;
+        for c in torn {
+            if self.stamps.get(&c.ts).is_some_and(|(_, reached)| !reached) {
+                self.stamps.remove(&c.ts);
+                self.made.remove(&(c.key.clone(), c.ts));
+            }
+        }
     }
 
     // ----- judgements -----
@@ -526,6 +548,38 @@ mod tests {
         assert_eq!(kind(&mut c), None);
         assert_eq!(c.report().stamped_behind, 1);
         c.wrote(Time(3), 0, &change("c", ts(50, 1), Some("z")), None);
+        assert_eq!(kind(&mut c), Some(ViolationKind::TimestampReused));
+    }
+
+    #[test]
+    fn reusing_the_timestamp_of_a_torn_write_is_harmful_only_if_it_spread() {
+        let mut c = StateChecks::new(2);
+        // Torn before anyone else held it: forgotten, free to reissue.
+        let lost = change("a", ts(50, 1), Some("x"));
+        c.wrote(Time(1), 0, &lost, None);
+        c.changed(Time(1), 0, &lost);
+        c.torn(&[lost]);
+        let again = change("a", ts(50, 1), Some("y"));
+        c.wrote(Time(2), 0, &again, None);
+        c.changed(Time(2), 0, &again);
+        assert_eq!(kind(&mut c), None);
+        assert_eq!(c.report().torn, 1);
+
+        // Torn after n1 took it (it left the node before it was durable):
+        // reissuing its timestamp puts two values under one.
+        let spread = change("b", ts(60, 1), Some("x"));
+        c.wrote(Time(3), 0, &spread, None);
+        c.changed(Time(3), 0, &spread);
+        c.changed(Time(4), 1, &spread);
+        c.torn(&[spread]);
+        c.wrote(Time(5), 0, &change("b", ts(60, 1), Some("y")), None);
+        assert_eq!(kind(&mut c), Some(ViolationKind::TimestampReused));
+
+        // Not torn (durable, acknowledged): reissuing it is always wrong.
+        let kept = change("c", ts(70, 1), Some("x"));
+        c.wrote(Time(6), 0, &kept, None);
+        c.acked(vec![kept]);
+        c.wrote(Time(7), 0, &change("d", ts(70, 1), None), None);
         assert_eq!(kind(&mut c), Some(ViolationKind::TimestampReused));
     }
 

@@ -96,6 +96,8 @@ pub(crate) struct World {
     core: Config,
     skew: Vec<i64>,
     disks: Vec<Disk>,
+    /// How long after a local write its node's disk commits it.
+    fsync: std::time::Duration,
     workload: Option<Workload>,
     /// When the next write is due, while writes are on.
     next_write: Option<Time>,
@@ -136,6 +138,7 @@ impl World {
             core: cfg.core.clone(),
             skew: (0..n).map(|i| cfg.skew(i)).collect(),
             disks: (0..n).map(|_| Disk::default()).collect(),
+            fsync: cfg.fsync,
             workload: cfg.workload.clone(),
             next_write: None,
             writes: 0,
@@ -186,8 +189,8 @@ impl World {
         };
     }
 
-    /// One simulation step: the disks commit what the last step wrote (group
-    /// commit: a crash decided before this call tore it), the step's writes
+    /// One simulation step: the disks commit what the last step left
+    /// pending (a crash decided before this call tore it), the step's writes
     /// are scheduled, and everything due until `until` happens.
     pub(crate) fn step(&mut self, until: Time) {
         self.commit();
@@ -207,13 +210,27 @@ impl World {
     /// local ones.
     fn commit(&mut self) {
         for i in 0..self.nodes.len() {
-            if self.nodes[i].is_some() {
-                let acked = self.disks[i].commit();
-                if !acked.is_empty() {
-                    self.state.acked(acked);
-                }
-            }
+            self.commit_node(i);
         }
+    }
+
+    /// Makes running node `i`'s pending writes durable: its local ones are
+    /// acknowledged, and the node is told, so it may send them to peers.
+    fn commit_node(&mut self, i: usize) {
+        if self.nodes[i].is_none() {
+            return;
+        }
+        let acked = self.disks[i].commit();
+        if acked.is_empty() {
+            return;
+        }
+        let written: Vec<myco_proto::Timestamp> = acked.iter().map(|c| c.ts).collect();
+        self.state.acked(acked);
+        let local = self.local(i, self.now);
+        if let Some(node) = self.nodes[i].as_mut() {
+            node.durable(local, &written);
+        }
+        self.flush(i);
     }
 
     /// Checks the replicas of the nodes that took input this step against
@@ -252,6 +269,11 @@ impl World {
                     self.start(node, seeds);
                 }
                 Action::Write => self.write(),
+                Action::Commit { node, boot } => {
+                    if self.lives[node].boot == boot {
+                        self.commit_node(node);
+                    }
+                }
             }
         }
         self.now = self.now.max(until);
@@ -291,7 +313,7 @@ impl World {
         self.flush(to);
     }
 
-    /// A write by a random running node, made durable at the next step.
+    /// A write by a random running node, made durable `fsync` later.
     fn write(&mut self) {
         let Some(w) = &self.workload else { return };
         let running: Vec<usize> = self.running().collect();
@@ -321,6 +343,9 @@ impl World {
         self.state
             .wrote(self.now, i, &change, calm.then_some(&running[..]));
         self.disks[i].write(change);
+        let boot = self.lives[i].boot;
+        self.queue
+            .push(self.now + self.fsync, Action::Commit { node: i, boot });
         self.flush(i);
     }
 
@@ -523,7 +548,7 @@ impl World {
             for c in &torn {
                 self.trace(format_args!("n{i} crash tears {}", describe(c)));
             }
-            self.state.torn(torn.len());
+            self.state.torn(&torn);
         }
         self.state.interrupted();
         if let Some(node) = self.nodes[i].take() {

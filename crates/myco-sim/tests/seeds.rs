@@ -18,9 +18,10 @@ fn check(seed: u64, nodes: usize, safety: Duration) -> myco_sim::Report {
 #[test]
 fn fixed_faulty_seeds_pass_safety_and_liveness() {
     // Picked to cover every fault: loss, duplication, partitions, crashes,
-    // graceful stops, restarts and torn writes (see each seed's settings
-    // in the output).
-    let mut faults = (0, 0, 0, 0, 0);
+    // graceful stops and restarts (see each seed's settings in the
+    // output). Torn writes have their own test in `state.rs`: with the
+    // disk committing 5 ms after a write, a crash rarely finds one.
+    let mut faults = (0, 0, 0, 0);
     for seed in [8, 13, 38, 50] {
         let r = check(seed, 8, Duration::from_secs(60));
         println!("{r}\n");
@@ -28,7 +29,6 @@ fn fixed_faulty_seeds_pass_safety_and_liveness() {
         faults.1 += r.stops;
         faults.2 += r.traffic.lost;
         faults.3 += r.traffic.duplicated;
-        faults.4 += r.state.torn;
         let budgets = SimConfig::from_seed(seed, 8).budgets;
         assert!(r.convergence <= budgets.convergence, "{r}");
         assert!(r.state.acked > 100 && r.state.messages.delivered > 0, "{r}");
@@ -38,7 +38,7 @@ fn fixed_faulty_seeds_pass_safety_and_liveness() {
         );
     }
     assert!(
-        faults.0 > 0 && faults.1 > 0 && faults.2 > 0 && faults.3 > 0 && faults.4 > 0,
+        faults.0 > 0 && faults.1 > 0 && faults.2 > 0 && faults.3 > 0,
         "{faults:?}"
     );
 }

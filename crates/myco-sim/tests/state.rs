@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use myco_sim::{CrashPlan, SimConfig, Workload, run};
+use myco_sim::{CrashPlan, Fault, SimConfig, Workload, run};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
@@ -44,6 +44,9 @@ fn crashes_tear_only_writes_never_acknowledged() {
             per_sec: 30.0,
             ..Workload::default()
         }),
+        // A slow disk, so crashes (decided between 100 ms steps) find
+        // writes not yet durable.
+        fsync: Duration::from_millis(50),
         ..SimConfig::no_faults(8, 3)
     };
     // Every crash strikes a node with writes not yet durable, if any.
@@ -78,7 +81,7 @@ fn tombstones_are_collected_everywhere_and_never_come_back() {
     cfg.core.collect_tombstones = true;
     let r = run(&cfg).unwrap_or_else(|v| panic!("{v}"));
     let s = &r.state;
-    assert!(s.deletes > 20 && s.collected > 100, "{r}");
+    assert!(s.deletes > 20 && s.collected > 50, "{r}");
     assert_eq!(s.tombstones, 0, "every tombstone was collected: {r}");
 }
 
@@ -100,9 +103,49 @@ fn a_clock_beyond_the_drift_bound_is_refused_then_caught_up_with() {
         r.refused.get("clock_drift").is_some_and(|n| *n > 100),
         "{r}"
     );
+    // n2 writes about once a second (5/s over 6 nodes), so its last write
+    // predates the heal by a second or few.
     let converged = r.state.convergence.expect("state was written");
-    assert!(converged + secs(1) >= excess, "{r}");
+    assert!(converged + secs(5) >= excess, "{r}");
     // Each write taken from n2 drags the taker's hybrid clock to within
     // 30 s of n2's, so every node's timestamps run about 30 s ahead.
     assert!(r.state.clock_lead_ms > 25_000, "{r}");
+}
+
+// Regression (found as a core bug): a local write was pushed to peers
+// before it was durable on its node. Torn by a crash, it lived on at the
+// peers; the restarted node's clock resumed from its disk, behind the
+// torn write's timestamp when a peer whose clock runs 1 s faster had
+// pulled it ahead, and within 300 ms it stamped a new write with that very
+// timestamp: two values under one timestamp, and an acknowledged write
+// that could lose to a torn one. Now a write leaves its node only once
+// durable, so a torn write is forgotten by everyone and its timestamp is
+// free again. The 50 ms fsync (longer than the 10 ms push delay) makes
+// crashes tear writes that the old core would already have pushed.
+#[test]
+fn a_quick_restart_never_reissues_the_timestamp_of_a_write_that_spread() {
+    let mut cfg = SimConfig {
+        safety: secs(40),
+        workload: Some(Workload {
+            per_sec: 60.0,
+            keys: 4,
+            deletes: 0.1,
+            max_value: 8,
+        }),
+        fsync: Duration::from_millis(50),
+        ..SimConfig::no_faults(3, 1)
+    };
+    cfg.skew_ms = vec![-500, 500, 500];
+    cfg.faults.script = (1..=8)
+        .map(|k| {
+            let crash = Fault::Stop {
+                node: 0,
+                graceful: false,
+                restart_after: Some(Duration::from_millis(300)),
+            };
+            (secs(4 * k), crash)
+        })
+        .collect();
+    let r = run(&cfg).unwrap_or_else(|v| panic!("{v}"));
+    assert!(r.state.torn > 0 && r.stops == 8, "{r}");
 }

@@ -1,6 +1,13 @@
 //! The replica: every table's entries with last-writer-wins merge, and
 //! per-bucket digests kept up to date on every change so anti-entropy can
 //! compare two replicas in one small message.
+//!
+//! The merge is a total order on versions: the later timestamp wins, and
+//! under one timestamp (which the write-ahead rule makes unreachable, but
+//! a bug or a restored backup must not make permanent) the bytewise
+//! greater value wins, a tombstone lowest. Digests hash the value too, so
+//! two replicas that differ only in the value under one timestamp differ
+//! in their digests and anti-entropy repairs them.
 
 use std::collections::BTreeMap;
 
@@ -66,18 +73,29 @@ pub fn bucket_of(table: Table, key: &str) -> usize {
     (fnv(&[&[table.0], key.as_bytes()]) % BUCKETS as u64) as usize
 }
 
-fn entry_hash(table: Table, key: &str, ts: &Timestamp) -> u64 {
+/// A hash of a value, a tombstone apart from every value (the empty one too).
+pub fn value_hash(value: &Option<Vec<u8>>) -> u64 {
+    match value {
+        Some(v) => fnv(&[&[1], v]),
+        None => fnv(&[&[0]]),
+    }
+}
+
+fn entry_hash(table: Table, key: &str, ts: &Timestamp, value: &Option<Vec<u8>>) -> u64 {
     fnv(&[
         &[table.0],
         key.as_bytes(),
         &ts.wall_ms.to_be_bytes(),
         &ts.logical.to_be_bytes(),
         &ts.node.0,
+        &value_hash(value).to_be_bytes(),
     ])
 }
 
 impl Replica {
-    /// Merges a change: it wins if its timestamp is later.
+    /// Merges a change: it wins if its timestamp is later, or under the same
+    /// timestamp if its value is bytewise greater (a tombstone is lowest),
+    /// so replicas agree whatever order they merge in.
     pub fn merge(&mut self, change: Change) -> Merge {
         let Change {
             table,
@@ -88,14 +106,14 @@ impl Replica {
         let bucket = bucket_of(table, &key);
         let slot = (table, key);
         if let Some(old) = self.entries.get(&slot) {
-            if old.ts >= ts {
+            if (old.ts, &old.value) >= (ts, &value) {
                 return Merge::Stale;
             }
-            self.digests[bucket] ^= entry_hash(table, &slot.1, &old.ts);
+            self.digests[bucket] ^= entry_hash(table, &slot.1, &old.ts, &old.value);
             self.bytes -= slot.1.len() + old.value.as_ref().map_or(0, Vec::len);
             self.tombstones -= usize::from(old.value.is_none());
         }
-        self.digests[bucket] ^= entry_hash(table, &slot.1, &ts);
+        self.digests[bucket] ^= entry_hash(table, &slot.1, &ts, &value);
         self.bytes += slot.1.len() + value.as_ref().map_or(0, Vec::len);
         self.tombstones += usize::from(value.is_none());
         self.entries.insert(slot, Entry { ts, value });
@@ -108,7 +126,7 @@ impl Replica {
         let slot = (table, key.to_string());
         match self.entries.get(&slot) {
             Some(e) if e.value.is_none() && e.ts == ts => {
-                self.digests[bucket_of(table, key)] ^= entry_hash(table, key, &ts);
+                self.digests[bucket_of(table, key)] ^= entry_hash(table, key, &ts, &None);
                 self.bytes -= key.len();
                 self.tombstones -= 1;
                 self.entries.remove(&slot);
@@ -178,7 +196,7 @@ impl Replica {
     pub fn digest_below(&self, at: u64, skip: Table) -> u64 {
         let (mut x, mut n) = (0u64, 0u64);
         for ((t, k), e) in self.below_iter(at, skip) {
-            x ^= entry_hash(*t, k, &e.ts);
+            x ^= entry_hash(*t, k, &e.ts, &e.value);
             n += 1;
         }
         fnv(&[&x.to_be_bytes(), &n.to_be_bytes(), &at.to_be_bytes()])
@@ -213,7 +231,7 @@ impl Replica {
         match self.entries.get(&slot) {
             Some(e) if e.ts == ts => {
                 let e = self.entries.remove(&slot).expect("just found");
-                self.digests[bucket_of(table, key)] ^= entry_hash(table, key, &ts);
+                self.digests[bucket_of(table, key)] ^= entry_hash(table, key, &ts, &e.value);
                 self.bytes -= key.len() + e.value.as_ref().map_or(0, Vec::len);
                 self.tombstones -= usize::from(e.value.is_none());
                 true
@@ -312,6 +330,86 @@ mod tests {
         assert_eq!(forward.digests(), backward.digests());
         assert_eq!(forward.tombstone_count(), 1);
         assert_eq!(forward.scan(Table::KV, "").count(), 2);
+    }
+
+    #[test]
+    fn equal_timestamps_with_different_values_converge_in_any_order() {
+        let ts = |node| Timestamp {
+            wall_ms: 7,
+            logical: 3,
+            node: NodeId::from_u64(node),
+        };
+        let same = |value: Option<&str>| Change {
+            ts: ts(1),
+            ..change("k", 0, 1, value)
+        };
+        let versions = [
+            same(Some("b")),
+            same(None),
+            same(Some("ab")),
+            same(Some("")),
+            same(Some("a")),
+        ];
+        let mut digests = std::collections::BTreeSet::new();
+        for start in 0..versions.len() {
+            let mut r = Replica::default();
+            for k in 0..versions.len() {
+                r.merge(versions[(start + k) % versions.len()].clone());
+                r.merge(versions[(start + versions.len() - k) % versions.len()].clone());
+            }
+            assert_eq!(
+                r.entry(Table::KV, "k").unwrap().value.as_deref(),
+                Some(&b"b"[..]),
+                "the bytewise greatest value wins"
+            );
+            digests.insert(r.digest());
+        }
+        assert_eq!(digests.len(), 1, "every order gives the same replica");
+
+        // Pairwise: commutative, and the loser is stale once the winner is in.
+        for a in &versions {
+            for b in &versions {
+                let mut ab = Replica::default();
+                ab.merge(a.clone());
+                ab.merge(b.clone());
+                let mut ba = Replica::default();
+                ba.merge(b.clone());
+                ba.merge(a.clone());
+                assert_eq!(ab.entry(Table::KV, "k"), ba.entry(Table::KV, "k"));
+                assert_eq!(ab.digest(), ba.digest());
+            }
+        }
+        let mut r = Replica::default();
+        assert_eq!(r.merge(same(Some("a"))), Merge::Applied);
+        assert_eq!(r.merge(same(Some("a"))), Merge::Stale, "the same version");
+        assert_eq!(r.merge(same(None)), Merge::Stale, "a tombstone is lowest");
+        assert_eq!(r.merge(same(Some("b"))), Merge::Applied);
+    }
+
+    #[test]
+    fn a_value_differing_under_one_timestamp_changes_the_digest() {
+        let mut a = Replica::default();
+        let mut b = Replica::default();
+        a.merge(change("k", 5, 1, Some("x")));
+        b.merge(change("k", 5, 1, Some("y")));
+        assert_ne!(a.digest(), b.digest());
+        let differ: Vec<usize> = (0..BUCKETS)
+            .filter(|i| a.digests()[*i] != b.digests()[*i])
+            .collect();
+        assert_eq!(differ, vec![bucket_of(Table::KV, "k")]);
+        let mut tomb = Replica::default();
+        let mut empty = Replica::default();
+        tomb.merge(change("k", 5, 1, None));
+        empty.merge(change("k", 5, 1, Some("")));
+        assert_ne!(
+            tomb.digest(),
+            empty.digest(),
+            "a tombstone is not an empty value"
+        );
+        for c in b.bucket_changes(&[differ[0] as u16]) {
+            a.merge(c);
+        }
+        assert_eq!(a.digest(), b.digest(), "the greater value won on both");
     }
 
     #[test]
