@@ -34,6 +34,12 @@ pub struct Config {
     pub push_delay: Duration,
     /// How often a node runs anti-entropy with one random peer.
     pub sync_interval: Duration,
+    /// How often it does so while it has applied a change within
+    /// `hot_window`: the few nodes a push missed are found sooner, and an
+    /// idle mesh still pays one round per `sync_interval`.
+    pub hot_sync_interval: Duration,
+    /// How long after applying a change a node syncs at `hot_sync_interval`.
+    pub hot_window: Duration,
     /// How far ahead of this node's clock a peer's timestamp may be.
     pub max_clock_drift: Duration,
     /// Target size of one replication message.
@@ -69,6 +75,8 @@ impl Default for Config {
             fanout: 4,
             push_delay: Duration::from_millis(10),
             sync_interval: Duration::from_secs(1),
+            hot_sync_interval: Duration::from_millis(200),
+            hot_window: Duration::from_secs(2),
             max_clock_drift: Duration::from_secs(30),
             max_part: 1024 * 1024,
             collect_tombstones: true,

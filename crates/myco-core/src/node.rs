@@ -85,6 +85,8 @@ enum Timer {
     Tick,
     /// Sends the changes gathered since the last flush.
     Flush,
+    /// Starts an anti-entropy round if one is due.
+    Sync,
 }
 
 /// Collects what foca asks for during one call; drained right after.
@@ -155,6 +157,7 @@ impl Node {
         let repl = Replication::new(peer.id, &config, now);
         let mut timers = Timers::new();
         timers.insert(now + config.tick, Timer::Tick);
+        timers.insert(repl.next_sync(), Timer::Sync);
         Node {
             members: MemberTable::new(config.max_members),
             replay: ReplayGuard::new(config.max_members),
@@ -389,6 +392,21 @@ impl Node {
                     self.repl
                         .flush(&self.cfg, &mut self.stats, &mut self.rng, &live, except);
                 }
+                Timer::Sync => {
+                    // A round moved earlier leaves its old timer behind: it
+                    // finds nothing due and does nothing.
+                    let live = if self.leaving {
+                        Vec::new()
+                    } else {
+                        self.members.live()
+                    };
+                    if self
+                        .repl
+                        .sync(&self.cfg, &mut self.stats, now, &mut self.rng, &live)
+                    {
+                        self.timers.insert(self.repl.next_sync(), Timer::Sync);
+                    }
+                }
             }
         }
     }
@@ -552,6 +570,9 @@ impl Node {
         if changed.is_empty() {
             return;
         }
+        if let Some(at) = self.repl.touched(&self.cfg, self.now) {
+            self.timers.insert(at, Timer::Sync);
+        }
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             self.flush_except = from;
@@ -700,9 +721,6 @@ impl Node {
         self.expire_stuck_suspects();
         self.members.forget(self.now, self.cfg.forget_after);
         if !self.leaving {
-            let live = self.members.live();
-            self.repl
-                .tick(&self.cfg, &mut self.stats, self.now, &mut self.rng, &live);
             let up = self.members.up_ids();
             self.repl.gc_tick(&self.cfg, self.now, &up);
             self.after_state_change(None);

@@ -11,6 +11,11 @@
 //!   `fanout` others. Epidemic spread reaches n nodes in about log(n) hops.
 //! - **Anti-entropy:** every `sync_interval` a node sends a digest of its
 //!   whole replica to one random live peer; equal replicas answer `InSync`.
+//!   For `hot_window` after it applied a change it does so every
+//!   `hot_sync_interval` instead: push with `fanout` 4 misses about 2% of
+//!   the nodes (more under loss), and these frequent rounds, nearly all of
+//!   them on nodes that already agree, find those few within a few hundred
+//!   milliseconds. An idle mesh stays at one 8-byte digest per interval.
 //!   Otherwise the peer sends its 256 bucket digests, the first node answers
 //!   with the complete contents of the buckets that differ (in parts of
 //!   bounded size), and the peer merges them and pushes back what the first
@@ -29,7 +34,7 @@ use myco_proto::horizon::Horizon;
 use myco_proto::sync::{BUCKETS, STREAM_VERSION, StreamFrame, SyncMessage};
 use myco_proto::{Change, NodeId, Table};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 
 use crate::config::Config;
 use crate::state::hlc::Hlc;
@@ -82,6 +87,8 @@ pub(crate) struct Replication {
     /// were made: not pushed, and hidden from anti-entropy replies.
     unreleased: BTreeMap<myco_proto::Timestamp, (Time, Change)>,
     next_sync: Time,
+    /// When this node last applied a change, local or remote.
+    last_change: Option<Time>,
 }
 
 impl Replication {
@@ -97,6 +104,7 @@ impl Replication {
             gc: gc::GcState::default(),
             unreleased: BTreeMap::new(),
             next_sync: now + cfg.sync_interval,
+            last_change: None,
         }
     }
 
@@ -225,25 +233,50 @@ impl Replication {
         }
     }
 
+    /// Notes that this node applied a change: it syncs at
+    /// `hot_sync_interval` for a while. Returns the next round's time if
+    /// that moved earlier.
+    pub(crate) fn touched(&mut self, cfg: &Config, now: Time) -> Option<Time> {
+        self.last_change = Some(now);
+        let soon = now + cfg.hot_sync_interval;
+        (soon < self.next_sync).then(|| {
+            self.next_sync = soon;
+            soon
+        })
+    }
+
+    /// When the next anti-entropy round is due.
+    pub(crate) fn next_sync(&self) -> Time {
+        self.next_sync
+    }
+
     /// Starts an anti-entropy round with a random live peer when due.
-    pub(crate) fn tick(
+    /// Returns whether it was due (the next one is at [`Self::next_sync`]).
+    pub(crate) fn sync(
         &mut self,
         cfg: &Config,
         stats: &mut Stats,
         now: Time,
         rng: &mut StdRng,
         live: &[(NodeId, SocketAddr)],
-    ) {
+    ) -> bool {
         if now < self.next_sync {
-            return;
+            return false;
         }
-        self.next_sync = now + cfg.sync_interval;
-        let mut peers = live.to_vec();
-        peers.shuffle(rng);
-        if let Some((_, to)) = peers.first() {
+        let hot = self
+            .last_change
+            .is_some_and(|t| now.since(t) < cfg.hot_window);
+        self.next_sync = now
+            + if hot {
+                cfg.hot_sync_interval
+            } else {
+                cfg.sync_interval
+            };
+        if let Some((_, to)) = live.choose(rng) {
             let summary = self.replica.digest();
             self.send(cfg, stats, *to, SyncMessage::Summary(summary));
         }
+        true
     }
 
     fn merge_remote(
