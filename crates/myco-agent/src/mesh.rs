@@ -89,6 +89,8 @@ pub struct Snapshot {
     pub state: (usize, usize, usize),
     /// Digest of the whole replica (equal on converged nodes).
     pub state_digest: u64,
+    /// Wall time (ms) below which tombstones were collected mesh-wide.
+    pub horizon_ms: u64,
 }
 
 /// How often the snapshot is refreshed even when nothing was reported:
@@ -313,6 +315,9 @@ impl MeshLoop {
                 state: state.to_string(),
             };
             let api = match &event {
+                // The core's own bookkeeping (tombstone collection) is not
+                // desired state: subscribers do not see it.
+                Event::StateChanged(c) if c.table == myco_proto::Table::GC => None,
                 Event::StateChanged(c) => {
                     tracing::trace!(table = c.table.0, key = %c.key, version = %c.ts, "state changed");
                     Some(ApiEvent::State {
@@ -439,5 +444,6 @@ fn snapshot_of(node: &Node, at: Time) -> Snapshot {
         key_id: node.key_id(),
         state: node.state_size(),
         state_digest: node.state_digest(),
+        horizon_ms: node.horizon().at,
     }
 }

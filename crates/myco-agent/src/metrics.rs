@@ -140,6 +140,18 @@ pub fn encode_registry(src: &Sources<'_>) -> Registry {
         "Bytes of replicated keys and values held",
         bytes as i64,
     );
+    gauge(
+        &mut r,
+        "state_horizon_ms",
+        "Wall time (ms) below which tombstones were collected on every node",
+        snap.horizon_ms as i64,
+    );
+    counter(
+        &mut r,
+        "state_horizon_resets",
+        "Times this node found itself behind a collection horizon it had no part in and refilled from peers",
+        snap.stats.horizon_resets,
+    );
     let st = &src.store;
     counter(
         &mut r,

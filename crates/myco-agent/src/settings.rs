@@ -39,6 +39,38 @@ pub struct AgentOptions {
     /// `[spores]` in the config file.
     #[serde(default)]
     pub spores: SporeOptions,
+    /// `[state]` in the config file.
+    #[serde(default)]
+    pub state: StateOptions,
+}
+
+/// `[state]` in the config file: tombstone collection. Every node of a
+/// mesh should use the same.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StateOptions {
+    /// Whether deleted keys' tombstones are ever collected [true].
+    pub collect_tombstones: Option<bool>,
+    /// Seconds a tombstone is kept at least [3600].
+    pub tombstone_grace_secs: Option<u64>,
+    /// Hours a node may stay unseen before it no longer holds collection
+    /// back; if it returns later it refills what lies below the horizon
+    /// from its peers and loses writes only it held [24].
+    pub reap_after_hours: Option<u64>,
+}
+
+impl StateOptions {
+    fn apply(&self, c: &mut myco_core::Config) {
+        if let Some(v) = self.collect_tombstones {
+            c.collect_tombstones = v;
+        }
+        if let Some(v) = self.tombstone_grace_secs {
+            c.tombstone_grace = std::time::Duration::from_secs(v.max(1));
+        }
+        if let Some(v) = self.reap_after_hours {
+            c.reap_after = std::time::Duration::from_secs(3600 * v);
+        }
+    }
 }
 
 /// `[spores]` in the config file.
@@ -192,6 +224,17 @@ impl AgentOptions {
             spores: SporeOptions {
                 retention_hours: self.spores.retention_hours.or(base.spores.retention_hours),
             },
+            state: StateOptions {
+                collect_tombstones: self
+                    .state
+                    .collect_tombstones
+                    .or(base.state.collect_tombstones),
+                tombstone_grace_secs: self
+                    .state
+                    .tombstone_grace_secs
+                    .or(base.state.tombstone_grace_secs),
+                reap_after_hours: self.state.reap_after_hours.or(base.state.reap_after_hours),
+            },
         }
     }
 
@@ -224,7 +267,11 @@ impl AgentOptions {
             join: self.join,
             tags: self.tags,
             cluster_key_file: self.cluster_key_file,
-            core: self.membership.core_config()?,
+            core: {
+                let mut c = self.membership.core_config()?;
+                self.state.apply(&mut c);
+                c
+            },
             spore_retention: std::time::Duration::from_secs(
                 3600 * self.spores.retention_hours.unwrap_or(168),
             ),
@@ -314,6 +361,12 @@ mod tests {
             s.core.suspect_to_down_after,
             std::time::Duration::from_secs(4)
         );
+        let state: AgentOptions =
+            toml::from_str("[state]\ntombstone_grace_secs = 5\nreap_after_hours = 2\n").unwrap();
+        let core = state.resolve().unwrap().core;
+        assert_eq!(core.tombstone_grace, std::time::Duration::from_secs(5));
+        assert_eq!(core.reap_after, std::time::Duration::from_secs(7200));
+        assert!(core.collect_tombstones);
         let bad: AgentOptions = toml::from_str("[membership]\nprobe_rtt_ms = 500\n").unwrap();
         assert!(matches!(bad.resolve(), Err(SettingsError::Membership)));
     }

@@ -254,6 +254,12 @@ impl Node {
         self.repl.replica.digest()
     }
 
+    /// The collection horizon this node applied: tombstones stamped before
+    /// `at` were collected on every node.
+    pub fn horizon(&self) -> myco_proto::horizon::Horizon {
+        self.repl.gc.applied
+    }
+
     /// Entries held (tombstones included), tombstones, and bytes of keys and values.
     pub fn state_size(&self) -> (usize, usize, usize) {
         let r = &self.repl.replica;

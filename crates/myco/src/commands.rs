@@ -239,6 +239,7 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
         cluster_key_file: args.cluster_key_file,
         membership: Default::default(),
         spores: Default::default(),
+        state: Default::default(),
     };
     let options = match &args.config {
         Some(path) => flags.over(AgentOptions::from_file(path)?),

@@ -1,0 +1,139 @@
+//! End-to-end tombstone collection with real agents: deleted keys'
+//! tombstones are collected on every node once all registered nodes agree
+//! on a horizon, a node that is away holds collection back, and once it
+//! is back everyone collects and nothing deleted comes back.
+//!
+//! The agents run with `[state] tombstone_grace_secs = 2` so collection
+//! happens within seconds.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{DEADLINE, Harness, Opts, get, myco, wait_for};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// A gauge or counter from an agent's /metrics.
+fn metric(api: u16, name: &str) -> Result<f64, String> {
+    let r = get(api, "/metrics").map_err(|e| e.to_string())?;
+    r.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .ok_or_else(|| format!("no {name} in /metrics"))
+}
+
+/// Three agents like [`Harness::mesh`], with a 2 s tombstone grace.
+fn start_three(h: &mut Harness) {
+    let config = h.root.join("myco.toml");
+    std::fs::write(&config, "[state]\ntombstone_grace_secs = 2\n").unwrap();
+    let args = vec!["--config".to_string(), config.display().to_string()];
+    let first = h.start(
+        "n1",
+        Opts {
+            args: args.clone(),
+            ..Opts::default()
+        },
+    );
+    let out = myco(&[
+        "cluster",
+        "key",
+        "--data-dir",
+        h.agent(first).dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(h.key_file(), &out.stdout).unwrap();
+    for name in ["n2", "n3"] {
+        let opts = Opts {
+            join: vec![first],
+            key_file: Some(h.key_file()),
+            args: args.clone(),
+        };
+        h.start(name, opts);
+    }
+    let names: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+    h.wait_all_alive(&[0, 1, 2], &names, DEADLINE);
+}
+
+/// Waits until every running agent in `nodes` holds no tombstone.
+fn all_collected(h: &Harness, nodes: &[usize]) {
+    wait_for("every tombstone collected everywhere", SETTLE, || {
+        for &i in nodes {
+            let api = h.agent(i).api;
+            let t = metric(api, "myco_state_tombstones")?;
+            if t != 0.0 {
+                return Err(format!("{} holds {t} tombstones", h.agent(i).name));
+            }
+            if metric(api, "myco_state_horizon_ms")? == 0.0 {
+                return Err(format!("{} applied no horizon", h.agent(i).name));
+            }
+        }
+        Ok(())
+    });
+}
+
+#[track_caller]
+fn status(h: &Harness, i: usize, key: &str) -> u16 {
+    h.agent(i).kv_get(key).unwrap().status
+}
+
+#[test]
+fn tombstones_are_collected_everywhere_and_an_absent_node_holds_it_back() {
+    let mut h = Harness::new("gc");
+    start_three(&mut h);
+    for k in 0..40 {
+        let r = h.agent(k % 3).kv_put(&format!("gc/k{k}"), b"v").unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    for k in 0..20 {
+        let r = h.agent((k + 1) % 3).kv_del(&format!("gc/k{k}")).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    all_collected(&h, &[0, 1, 2]);
+    for i in 0..3 {
+        assert_eq!(status(&h, i, "gc/k3"), 404, "a deleted key came back");
+        assert_eq!(status(&h, i, "gc/k33"), 200, "a live key went");
+        assert_eq!(h.agent(i).kv_list("gc/").unwrap().len(), 20);
+    }
+
+    // c is away: deletes made meanwhile keep their tombstones, since c
+    // may still hold the values they delete.
+    h.kill(2);
+    for k in 20..30 {
+        let r = h.agent(0).kv_del(&format!("gc/k{k}")).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        metric(h.agent(0).api, "myco_state_tombstones").unwrap(),
+        10.0,
+        "tombstones collected while a registered node was away"
+    );
+
+    // Back on the same data dir: it learns the deletes, everyone agrees,
+    // everyone collects, and nothing deleted comes back anywhere.
+    h.restart(2);
+    all_collected(&h, &[0, 1, 2]);
+    for i in 0..3 {
+        for k in [5, 25] {
+            assert_eq!(
+                status(&h, i, &format!("gc/k{k}")),
+                404,
+                "gc/k{k} came back on {i}"
+            );
+        }
+        assert_eq!(h.agent(i).kv_list("gc/").unwrap().len(), 10, "node {i}");
+    }
+    // A deleted key can be written again.
+    assert_eq!(h.agent(2).kv_put("gc/k5", b"again").unwrap().status, 200);
+    wait_for("the rewrite everywhere", SETTLE, || {
+        (0..3)
+            .all(|i| status(&h, i, "gc/k5") == 200)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
+}
