@@ -453,6 +453,11 @@ impl Node {
         if self.leaving {
             return;
         }
+        // Durable writes still waiting for their push go now: after the
+        // leave no one would hear of them until this node came back.
+        let peers = self.members.live();
+        self.repl
+            .flush(&self.cfg, &mut self.stats, &mut self.rng, &peers, None);
         let live: Vec<Peer> = self
             .members()
             .into_iter()

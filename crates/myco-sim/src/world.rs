@@ -529,20 +529,21 @@ impl World {
         self.start(i, &seeds);
     }
 
-    /// Stops node `i`; a graceful stop leaves first and sends what that
-    /// queued, and its store finishes its last commit; a crash tears the
+    /// Stops node `i`; in a graceful stop its store finishes its last
+    /// commit, and it pushes those writes and leaves; a crash tears the
     /// writes not yet durable.
     pub(crate) fn stop(&mut self, i: usize, graceful: bool) {
         let how = if graceful { "leave and stop" } else { "crash" };
         self.trace(format_args!("{how} n{i} (boot {})", self.lives[i].boot));
         if graceful {
+            // The agent's shutdown: the store finishes its commit, the
+            // node pushes what that made durable, then leaves.
+            self.commit_node(i);
             let local = self.local(i, self.now);
             if let Some(node) = self.nodes[i].as_mut() {
                 node.leave(local);
             }
             self.flush(i);
-            let acked = self.disks[i].commit();
-            self.state.acked(acked);
         } else {
             let torn = self.disks[i].crash();
             for c in &torn {
