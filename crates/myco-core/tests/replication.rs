@@ -24,7 +24,14 @@ struct Mesh {
 
 impl Mesh {
     fn new(n: u64) -> Mesh {
-        let mut nodes: Vec<Node> = (1..=n).map(node).collect();
+        Mesh::with(n, |_| Config::default())
+    }
+
+    /// A mesh whose node `i` (from 1) runs with `config(i)`.
+    fn with(n: u64, config: impl Fn(u64) -> Config) -> Mesh {
+        let mut nodes: Vec<Node> = (1..=n)
+            .map(|i| support::node_with(i, 7, config(i)))
+            .collect();
         let seed = nodes[0].identity().addr;
         for n in nodes.iter_mut().skip(1) {
             n.join(Time::ZERO, seed);
@@ -258,4 +265,75 @@ fn restored_state_is_served_and_the_clock_never_goes_back() {
         .write(Time(1_000), Table::KV, "k", Some(b"w".to_vec()))
         .unwrap();
     assert!(again.ts > change.ts);
+}
+
+fn short_grace() -> Config {
+    Config {
+        tombstone_grace: std::time::Duration::from_secs(2),
+        ..Config::default()
+    }
+}
+
+fn tombstones(m: &Mesh) -> Vec<usize> {
+    m.nodes.iter().map(|n| n.state_size().1).collect()
+}
+
+#[test]
+fn tombstones_are_collected_on_every_node_at_one_horizon() {
+    let mut m = Mesh::with(4, |_| short_grace());
+    for k in 0..20 {
+        let now = m.now;
+        m.write(k % 4, now, &format!("k{k}"), Some(b"v".to_vec()));
+    }
+    m.run(500, &[], false);
+    for k in 0..10 {
+        let now = m.now;
+        m.write((k + 1) % 4, now, &format!("k{k}"), None);
+    }
+    m.run(1000, &[], false);
+    assert_eq!(tombstones(&m), vec![10; 4], "kept through the grace");
+    m.run(8000, &[], false);
+    assert_eq!(tombstones(&m), vec![0; 4], "collected everywhere");
+    assert!(m.converged());
+    let h = m.nodes[0].horizon();
+    assert!(h.at > 0 && m.nodes.iter().all(|n| n.horizon() == h));
+    assert_eq!(m.nodes[2].scan(Table::KV, "").count(), 10);
+    assert!(m.value(3, "k4").is_none() && m.value(3, "k14").is_some());
+}
+
+#[test]
+fn a_node_that_does_not_collect_holds_everyone_back() {
+    let mut m = Mesh::with(3, |i| Config {
+        collect_tombstones: i != 2,
+        ..short_grace()
+    });
+    let now = m.now;
+    m.write(0, now, "k", Some(b"v".to_vec()));
+    m.run(300, &[], false);
+    let now = m.now;
+    m.write(0, now, "k", None);
+    m.run(10_000, &[], false);
+    assert_eq!(tombstones(&m), vec![1; 3], "nobody collects without n2");
+    assert!(m.converged());
+}
+
+#[test]
+fn a_node_cut_off_holds_collection_back_then_catches_up() {
+    let mut m = Mesh::with(3, |_| short_grace());
+    let now = m.now;
+    m.write(0, now, "k", Some(b"old".to_vec()));
+    m.run(300, &[], false);
+    // n3 is cut off from the replication streams while k is deleted: the
+    // others cannot collect, since n3 is registered and never reported.
+    let now = m.now;
+    m.write(0, now, "k", None);
+    m.run(8000, &[2], false);
+    assert_eq!(tombstones(&m)[..2], [1, 1], "n3 holds collection back");
+    assert_eq!(m.value(2, "k").as_deref(), Some(&b"old"[..]));
+    // Healed: n3 takes the delete, all agree, all collect, and the old
+    // value is gone everywhere.
+    m.run(10_000, &[], false);
+    assert_eq!(tombstones(&m), vec![0; 3]);
+    assert!((0..3).all(|i| m.value(i, "k").is_none()));
+    assert!(m.converged());
 }

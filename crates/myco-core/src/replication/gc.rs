@@ -175,7 +175,11 @@ impl Replication {
     fn set_applied(&mut self, now: Time, h: Horizon) {
         self.gc.applied = h;
         self.gc.reported.retain(|r| r.at > h.at);
-        let reported = self.my_gc_record().map_or(h, |r| r.reported.max(h));
+        let reported = self
+            .my_gc_record()
+            .map(|r| r.reported)
+            .filter(|r| r.at > h.at)
+            .unwrap_or(h);
         self.write_my_record(now, reported);
     }
 
@@ -183,9 +187,6 @@ impl Replication {
     /// when every registered node agrees. `up` holds the members seen
     /// alive or suspect now.
     pub(crate) fn gc_tick(&mut self, cfg: &Config, now: Time, up: &BTreeSet<NodeId>) {
-        if !cfg.collect_tombstones {
-            return;
-        }
         let records = self.gc_records();
         let mine = self.my_gc_record();
         if mine.is_none_or(|r| r.reaped) {
@@ -201,6 +202,11 @@ impl Replication {
                     reaped: false,
                 },
             );
+            return;
+        }
+        // A node that does not collect still registers, so it holds
+        // everyone's collection back instead of being left out of it.
+        if !cfg.collect_tombstones {
             return;
         }
         self.reap(cfg, now, &records, up);

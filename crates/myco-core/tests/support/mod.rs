@@ -9,6 +9,12 @@ use myco_proto::{Capacity, ClusterKey, KeyRing, NodeId, NodeManifest};
 
 /// A node named `n{i}` with default settings, started at time zero.
 pub fn node(i: u64, key: u8) -> Node {
+    node_with(i, key, Config::default())
+}
+
+/// A node named `n{i}` with these settings, started at time zero.
+#[allow(dead_code)] // not every test file needs other settings
+pub fn node_with(i: u64, key: u8, config: Config) -> Node {
     let addr: SocketAddr = format!("10.0.0.{i}:7946").parse().unwrap();
     let id = NodeId::from_u64(i);
     let manifest = NodeManifest {
@@ -39,7 +45,7 @@ pub fn node(i: u64, key: u8) -> Node {
             manifest,
             keys: KeyRing::new(ClusterKey::from_bytes([key; 32])),
             seed: i,
-            config: Config::default(),
+            config,
         },
     )
 }
