@@ -91,6 +91,9 @@ pub struct Snapshot {
     pub state_digest: u64,
     /// Wall time (ms) below which tombstones were collected mesh-wide.
     pub horizon_ms: u64,
+    /// How far the node's hybrid clock runs ahead of its own clock (ms):
+    /// a peer with a fast clock pulls it forward, up to `max_clock_drift`.
+    pub clock_lead_ms: u64,
 }
 
 /// How often the snapshot is refreshed even when nothing was reported:
@@ -445,5 +448,6 @@ fn snapshot_of(node: &Node, at: Time) -> Snapshot {
         state: node.state_size(),
         state_digest: node.state_digest(),
         horizon_ms: node.horizon().at,
+        clock_lead_ms: node.clock().wall_ms.saturating_sub(at.0),
     }
 }

@@ -146,6 +146,12 @@ pub fn encode_registry(src: &Sources<'_>) -> Registry {
         "Wall time (ms) below which tombstones were collected on every node",
         snap.horizon_ms as i64,
     );
+    gauge(
+        &mut r,
+        "state_clock_lead_ms",
+        "How far this node's hybrid clock runs ahead of its wall clock; seconds mean a peer's clock is fast: check NTP",
+        snap.clock_lead_ms as i64,
+    );
     counter(
         &mut r,
         "state_horizon_resets",
