@@ -321,6 +321,11 @@ impl SimConfig {
         if rng.random_bool(0.3) {
             base.core.tombstone_grace = secs(rng.random_range(1..=10));
         }
+        // A third have a slow disk (an SD card), so crashes find writes
+        // not yet durable to tear.
+        if rng.random_bool(0.3) {
+            base.fsync = ms(rng.random_range(20..=150));
+        }
         SimConfig {
             seed,
             nodes,
