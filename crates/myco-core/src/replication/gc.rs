@@ -174,6 +174,7 @@ impl Replication {
 
     fn set_applied(&mut self, now: Time, h: Horizon) {
         self.gc.applied = h;
+        self.raise_clock_to(now, h.at);
         self.gc.reported.retain(|r| r.at > h.at);
         let reported = self
             .my_gc_record()
@@ -256,12 +257,7 @@ impl Replication {
             return;
         }
         // Never stamp below a candidate once reported.
-        let floor = Timestamp {
-            wall_ms: at,
-            logical: 0,
-            node: self.me,
-        };
-        let _ = self.hlc.observe(floor, now.0);
+        self.raise_clock_to(now, at);
         let report = Horizon {
             at,
             digest: self.replica.digest_below(at, Table::GC),
@@ -274,6 +270,19 @@ impl Replication {
             self.gc.reported.push(report);
             self.write_my_record(now, report);
         }
+    }
+
+    /// Moves the HLC to at least wall time `at`, so this node never again
+    /// stamps a write below a horizon it knows of.
+    fn raise_clock_to(&mut self, now: Time, at: u64) {
+        let floor = Timestamp {
+            wall_ms: at,
+            logical: 0,
+            node: self.me,
+        };
+        // A horizon is a grace behind the clocks that agreed on it: never
+        // beyond the drift bound, so this is never refused.
+        let _ = self.hlc.observe(floor, now.0);
     }
 
     /// Marks reaped the registered nodes this node has not seen up for
