@@ -167,6 +167,8 @@ pub struct MeshLoop {
     parts: MeshParts,
     /// Peers cut off by fault injection (empty in production).
     blocked: std::collections::BTreeSet<SocketAddr>,
+    /// Background disk work waiting for room in the store's queue.
+    backlog: crate::store::Backlog,
     commands: mpsc::Receiver<Command>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<Arc<ApiEvent>>,
@@ -188,6 +190,7 @@ impl MeshLoop {
             MeshLoop {
                 parts,
                 blocked: Default::default(),
+                backlog: Default::default(),
                 commands: rx,
                 snapshot: snap_tx,
                 events,
@@ -279,23 +282,20 @@ impl MeshLoop {
         }
         // Removals before merges: the core collects or drops before it
         // merges what the same input brought, and a store removal takes
-        // every version no newer than the one named.
+        // every version no newer than the one named. Nothing is dropped
+        // when the store's queue is full: it waits, in order, in the backlog.
         let mut removed = p.node.poll_collected();
         removed.extend(p.node.poll_dropped());
-        if !removed.is_empty()
-            && let Err(e) = p.store.remove(removed)
-        {
-            tracing::debug!(error = %e, "collected tombstones stay on disk for now");
-        }
         let merged = p.node.poll_persist();
-        // If the store's queue is full these stay in memory only: after a
-        // restart this node lacks them and anti-entropy fetches them again
-        // from peers. The origin of every change persisted it before
-        // acknowledging, so some disk always holds it.
-        if !merged.is_empty()
-            && let Err(e) = p.store.persist_background(merged)
-        {
-            tracing::debug!(error = %e, "merged changes not persisted now; they resync after a restart");
+        let mut result = self.backlog.remove(&p.store, removed).await;
+        if result.is_ok() {
+            result = self.backlog.persist(&p.store, merged).await;
+        }
+        if result.is_ok() {
+            result = self.backlog.drain(&p.store);
+        }
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "background disk work not queued");
         }
     }
 

@@ -192,7 +192,7 @@ pub fn encode_registry(src: &Sources<'_>) -> Registry {
     counter(
         &mut r,
         "store_queue_full",
-        "Background persists refused because the store queue was full",
+        "Background disk work that found the store queue full and waited in the backlog",
         st.queue_full,
     );
     counter(

@@ -22,7 +22,10 @@
 //!   then resyncs from peers. Undecodable records are skipped and counted.
 //! - **Idle means idle:** no timers; nothing is written without a request.
 
+mod backlog;
 mod disk;
+
+pub use backlog::Backlog;
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -229,8 +232,8 @@ impl Store {
     }
 
     /// Queues `changes` without waiting (for changes replicated from peers).
-    /// [`StoreError::QueueFull`] means they were dropped: count it and let
-    /// anti-entropy bring them back.
+    /// [`StoreError::QueueFull`] means they were not queued: the mesh loop
+    /// keeps them in order in a [`Backlog`] instead.
     pub fn persist_background(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         self.try_queue(Request::Write(changes, None))
     }
