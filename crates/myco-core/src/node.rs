@@ -512,12 +512,7 @@ impl Node {
         }
         // Usually the write's own flush is still pending: the push waits
         // for it, as it would have without the wait for the disk.
-        if !self.flush_scheduled {
-            self.flush_scheduled = true;
-            self.timers
-                .insert(self.now + self.cfg.push_delay, Timer::Flush);
-        }
-        self.flush_except = None;
+        self.schedule_flush(None);
     }
 
     /// Loads state the driver kept on disk; call once, before any input.
@@ -584,6 +579,15 @@ impl Node {
         if let Some(at) = self.repl.touched(&self.cfg, self.now) {
             self.timers.insert(at, Timer::Sync);
         }
+        self.schedule_flush(from);
+        for change in changed {
+            self.event(Event::StateChanged(change));
+        }
+    }
+
+    /// Pushes what is queued `push_delay` from now, to everyone but `from`
+    /// (the peer it came from), unless a flush is already due.
+    fn schedule_flush(&mut self, from: Option<NodeId>) {
         if !self.flush_scheduled {
             self.flush_scheduled = true;
             self.flush_except = from;
@@ -592,9 +596,6 @@ impl Node {
         } else if self.flush_except != from {
             // Changes from several sources share the flush: exclude no one.
             self.flush_except = None;
-        }
-        for change in changed {
-            self.event(Event::StateChanged(change));
         }
     }
 
