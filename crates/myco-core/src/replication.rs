@@ -299,11 +299,17 @@ impl Replication {
                 continue;
             }
             if self.replica.merge(c.clone()) == Merge::Applied {
-                self.persist.push(c.clone());
-                self.forward.push(c.clone());
-                self.changed.push(c);
+                self.applied(c);
             }
         }
+    }
+
+    /// A change this node applied that did not come from its own writes:
+    /// stored in the background, forwarded once, reported.
+    fn applied(&mut self, c: Change) {
+        self.persist.push(c.clone());
+        self.forward.push(c.clone());
+        self.changed.push(c);
     }
 
     /// Handles a message from a member whose mesh address is `reply_to`

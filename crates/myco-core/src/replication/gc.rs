@@ -87,9 +87,7 @@ impl Replication {
             value: Some(record.encode()),
         };
         self.replica.merge(change.clone());
-        self.persist.push(change.clone());
-        self.forward.push(change.clone());
-        self.changed.push(change);
+        self.applied(change);
     }
 
     fn write_my_record(&mut self, now: Time, reported: Horizon) {
@@ -116,9 +114,9 @@ impl Replication {
     fn collect_below(&mut self, at: u64) {
         let doomed: Vec<(Table, String, Timestamp)> = self
             .replica
-            .versions_below(at, Table::GC)
-            .into_iter()
-            .filter(|(t, k, _)| self.replica.entry(*t, k).is_some_and(|e| e.value.is_none()))
+            .tombstones()
+            .filter(|(t, _, ts)| *t != Table::GC && ts.wall_ms < at)
+            .map(|(t, k, ts)| (t, k.to_string(), ts))
             .collect();
         for (t, k, ts) in doomed {
             if self.replica.collect(t, &k, ts) {
@@ -193,17 +191,7 @@ impl Replication {
         if mine.is_none_or(|r| r.reaped) {
             // First start, or back after being reaped.
             let reported = mine.map_or(Horizon::default(), |r| r.reported);
-            self.write_internal(
-                now,
-                self.my_gc_key(),
-                GcRecord {
-                    version: GC_RECORD_VERSION,
-                    reported,
-                    applied: self.gc.applied,
-                    reaped: false,
-                },
-            );
-            return;
+            return self.write_my_record(now, reported);
         }
         // A node that does not collect still registers, so it holds
         // everyone's collection back instead of being left out of it.

@@ -123,17 +123,8 @@ impl Replica {
     /// Removes a tombstone for good (garbage collection). Values are never
     /// removed this way; only a tombstone with exactly this timestamp is.
     pub fn collect(&mut self, table: Table, key: &str, ts: Timestamp) -> bool {
-        let slot = (table, key.to_string());
-        match self.entries.get(&slot) {
-            Some(e) if e.value.is_none() && e.ts == ts => {
-                self.digests[bucket_of(table, key)] ^= entry_hash(table, key, &ts, &None);
-                self.bytes -= key.len();
-                self.tombstones -= 1;
-                self.entries.remove(&slot);
-                true
-            }
-            _ => false,
-        }
+        self.entry(table, key).is_some_and(|e| e.value.is_none())
+            && self.drop_version(table, key, ts)
     }
 
     /// The stored version of a key, tombstones included.
@@ -246,15 +237,6 @@ impl Replica {
             .iter()
             .filter(|(_, e)| e.value.is_none())
             .map(|((t, k), e)| (*t, k.as_str(), e.ts))
-    }
-
-    /// The latest timestamp written by `node`, if any (restores its HLC).
-    pub fn latest_by(&self, node: myco_proto::NodeId) -> Option<Timestamp> {
-        self.entries
-            .values()
-            .map(|e| e.ts)
-            .filter(|ts| ts.node == node)
-            .max()
     }
 
     /// Number of entries, tombstones included.
