@@ -241,7 +241,7 @@ impl MeshLoop {
                         self.blocked = block;
                     }
                     Some(cmd) => command(p, cmd),
-                    None => return,
+                    None => break,
                 },
             }
             self.flush().await;
@@ -254,8 +254,11 @@ impl MeshLoop {
             }
             if let Some(reply) = leave_reply.take() {
                 let _ = reply.send(());
-                return;
+                break;
             }
+        }
+        if let Err(e) = self.backlog.finish(&self.parts.store).await {
+            tracing::warn!(error = %e, "background disk work lost at stop; peers resend it");
         }
     }
 

@@ -5,8 +5,8 @@
 //! and hands everything back at start. It is a redb file written by one
 //! thread:
 //!
-//! - **Group commit.** [`Store::persist`] and [`Store::persist_background`]
-//!   queue requests on a bounded channel. The writer takes everything queued
+//! - **Group commit.** [`Store::persist`] and a [`Backlog`] (the background
+//!   work: merged changes, removals) queue requests on a bounded channel. The writer takes everything queued
 //!   (up to [`MAX_BATCH_CHANGES`] / [`MAX_BATCH_BYTES`]), writes it in one
 //!   transaction with immediate durability, then answers every waiter, so N
 //!   concurrent writers share one commit instead of paying one each.
@@ -41,7 +41,7 @@ use tracing::{debug, error, info};
 use disk::{CHANGES, DiskRecord, encode_key, open_db, stored_ts};
 
 /// Requests (not changes) the queue holds before `persist` waits and
-/// `persist_background` refuses.
+/// background work waits in its [`Backlog`].
 const QUEUE: usize = 1024;
 /// A transaction stops taking requests past this many changes...
 pub const MAX_BATCH_CHANGES: usize = 4096;
@@ -97,11 +97,6 @@ pub enum StoreError {
         /// What failed.
         reason: String,
     },
-    /// The queue is full; the changes were not queued (anti-entropy repairs them later).
-    #[error(
-        "store queue is full: the disk is slower than the write rate; the changes will be repaired by anti-entropy"
-    )]
-    QueueFull,
     /// The writer thread has stopped.
     #[error("store writer has stopped: restart the agent (see the log for why it stopped)")]
     Closed,
@@ -152,7 +147,7 @@ pub struct StoreStats {
     pub removed: u64,
     /// Batches that failed (every waiter got an error).
     pub errors: u64,
-    /// `persist_background` / `remove` calls refused because the queue was full.
+    /// Background requests that found the queue full and waited in the backlog.
     pub queue_full: u64,
 }
 
@@ -231,21 +226,6 @@ impl Store {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Queues `changes` without waiting (for changes replicated from peers).
-    /// [`StoreError::QueueFull`] means they were not queued: the mesh loop
-    /// keeps them in order in a [`Backlog`] instead.
-    pub fn persist_background(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        self.try_queue(Request::Write(changes, None))
-    }
-
-    /// Queues the removal of garbage-collected tombstones, without waiting
-    /// (a full queue refuses it like `persist_background`; retry next pass).
-    /// A record is removed only if it is no newer than the given timestamp,
-    /// so a removal can never delete a later write to the same key.
-    pub fn remove(&self, tombstones: Vec<(Table, String, Timestamp)>) -> Result<(), StoreError> {
-        self.try_queue(Request::Remove(tombstones))
-    }
-
     /// Counters since open.
     pub fn stats(&self) -> StoreStats {
         let c = &self.counters;
@@ -268,16 +248,6 @@ impl Store {
         let Store { queue, stopped, .. } = self;
         drop(queue);
         let _ = stopped.await;
-    }
-
-    fn try_queue(&self, request: Request) -> Result<(), StoreError> {
-        self.queue.try_send(request).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                self.counters.queue_full.fetch_add(1, Relaxed);
-                StoreError::QueueFull
-            }
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })
     }
 }
 

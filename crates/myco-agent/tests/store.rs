@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use myco_agent::store::{Loaded, Recovery, Store, StoreError, StoreStats};
+use myco_agent::store::{Backlog, Loaded, Recovery, Store, StoreError, StoreStats};
 use myco_proto::{Change, NodeId, Table, Timestamp};
 
 /// The table name and key layout of the store's format 1, for tests that
@@ -169,14 +169,15 @@ async fn tombstones_persist_and_gc_removes_only_what_it_covers() {
         .persist(vec![tombstone(Table::KV, "t", 5)])
         .await
         .unwrap();
-    store
-        .remove(vec![
-            (Table::KV, "k".into(), ts(2)),
-            // Written again after the tombstone the GC saw: must stay.
-            (Table::KV, "live".into(), ts(0)),
-            (Table::KV, "absent".into(), ts(9)),
-        ])
-        .unwrap();
+    let mut backlog = Backlog::default();
+    let doomed = vec![
+        (Table::KV, "k".into(), ts(2)),
+        // Written again after the tombstone the GC saw: must stay.
+        (Table::KV, "live".into(), ts(0)),
+        (Table::KV, "absent".into(), ts(9)),
+    ];
+    backlog.remove(&store, doomed).await.unwrap();
+    backlog.finish(&store).await.unwrap();
     store.persist(vec![]).await.unwrap();
     assert_eq!(store.stats().removed, 1);
     store.close().await;
@@ -193,11 +194,12 @@ async fn tombstones_persist_and_gc_removes_only_what_it_covers() {
 async fn background_writes_are_durable_after_a_barrier() {
     let path = store_path("background");
     let (store, _) = open(&path);
+    let mut backlog = Backlog::default();
     for i in 0..100 {
-        store
-            .persist_background(vec![put(Table::KV, &format!("k{i}"), 1, "v")])
-            .unwrap();
+        let change = put(Table::KV, &format!("k{i}"), 1, "v");
+        backlog.persist(&store, vec![change]).await.unwrap();
     }
+    backlog.finish(&store).await.unwrap();
     store.persist(vec![]).await.unwrap();
     assert_eq!(store.stats().changes_written, 100);
     store.close().await;
@@ -208,7 +210,7 @@ async fn background_writes_are_durable_after_a_barrier() {
 async fn a_full_queue_loses_nothing_through_the_backlog() {
     let path = store_path("backlog");
     let (store, _) = open(&path);
-    let mut backlog = myco_agent::store::Backlog::default();
+    let mut backlog = Backlog::default();
     // Far more requests than the queue holds, faster than the writer takes
     // them: some wait in the backlog, in order, none is dropped. A write
     // then a removal of the same key must reach the disk in that order.
@@ -226,10 +228,7 @@ async fn a_full_queue_loses_nothing_through_the_backlog() {
         store.stats().queue_full > 0,
         "the queue never filled: the test proves nothing"
     );
-    while !backlog.is_empty() {
-        backlog.drain(&store).unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    backlog.finish(&store).await.unwrap();
     store.persist(vec![]).await.unwrap();
     store.close().await;
     let kept = reopen(&path).await;

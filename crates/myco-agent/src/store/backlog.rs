@@ -46,14 +46,10 @@ impl Backlog {
         self.add(store, Request::Remove(versions)).await
     }
 
-    /// Changes waiting.
-    pub fn len(&self) -> usize {
-        self.changes
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
+    /// Hands everything waiting to the store, waiting for room: before the
+    /// loop stops, so a graceful stop leaves nothing behind.
+    pub async fn finish(&mut self, store: &Store) -> Result<(), StoreError> {
+        self.send_waiting(store, 0).await
     }
 
     /// Hands waiting work to the store, oldest first, while it has room.
@@ -76,31 +72,28 @@ impl Backlog {
         if size(&request) == 0 {
             return Ok(());
         }
-        self.drain(store)?;
         self.changes += size(&request);
+        self.waiting.push_back(request);
+        self.drain(store)?;
         if !self.waiting.is_empty() {
-            self.waiting.push_back(request);
-        } else {
-            match store.queue.try_send(request) {
-                Ok(()) => self.changes = 0,
-                Err(TrySendError::Full(r)) => {
-                    store
-                        .counters
-                        .queue_full
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    self.waiting.push_back(r);
-                }
-                Err(TrySendError::Closed(_)) => return Err(StoreError::Closed),
-            }
+            store
+                .counters
+                .queue_full
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        // Past the bound, wait for the disk, oldest first.
-        while self.changes > MAX_WAITING_CHANGES {
+        // Past the bound, wait for the disk.
+        self.send_waiting(store, MAX_WAITING_CHANGES).await
+    }
+
+    /// Sends waiting work, oldest first, waiting for room, until at most
+    /// `most` changes wait.
+    async fn send_waiting(&mut self, store: &Store, most: usize) -> Result<(), StoreError> {
+        while self.changes > most {
             let Some(r) = self.waiting.pop_front() else {
                 break;
             };
-            let n = size(&r);
+            self.changes -= size(&r);
             store.queue.send(r).await.map_err(|_| StoreError::Closed)?;
-            self.changes -= n;
         }
         Ok(())
     }
