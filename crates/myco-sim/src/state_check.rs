@@ -37,7 +37,7 @@ use std::time::Duration;
 use myco_core::state::replica::{Merge, Replica};
 use myco_core::{Node, Time};
 use myco_proto::sync::BUCKETS;
-use myco_proto::{Change, NodeId, Table, Timestamp};
+use myco_proto::{Change, Table, Timestamp};
 
 use crate::check::{Violation, ViolationKind};
 use crate::report::{Propagation, StateReport};
@@ -186,7 +186,7 @@ impl StateChecks {
 
     /// Node `i` applied a change (its own write or a merged one).
     pub(crate) fn changed(&mut self, now: Time, i: usize, c: &Change) {
-        if c.ts.node != NodeId::from_u64(i as u64 + 1)
+        if c.ts.node != crate::world::id_of(i)
             && let Some((_, reached)) = self.stamps.get_mut(&c.ts)
         {
             *reached = true;

@@ -52,6 +52,11 @@ pub(crate) fn addr_of(i: usize) -> SocketAddr {
     )
 }
 
+/// The id of node `i`: `i + 1`, as in [`addr_of`].
+pub(crate) fn id_of(i: usize) -> NodeId {
+    NodeId::from_u64(i as u64 + 1)
+}
+
 /// The node at `addr`, the inverse of [`addr_of`].
 fn index_of_addr(addr: SocketAddr, nodes: usize) -> Option<usize> {
     let SocketAddr::V4(v4) = addr else {
@@ -380,15 +385,10 @@ impl World {
         }
         // Removals first: the core collects or drops before it merges
         // what the same input brought.
-        if !collected.is_empty() {
-            self.dirty[i] = true;
-        }
+        self.dirty[i] |= !collected.is_empty() || !dropped.is_empty();
         for (table, key, ts) in collected {
             self.state.collected(self.now, i, table, &key, ts);
             self.disks[i].remove(table, key, ts);
-        }
-        if !dropped.is_empty() {
-            self.dirty[i] = true;
         }
         for (table, key, ts) in dropped {
             self.state.dropped(self.now, i, table, &key, ts);
@@ -616,7 +616,7 @@ pub(crate) fn node_setup(
     core: &Config,
 ) -> NodeSetup {
     let addr = addr_of(i);
-    let id = NodeId::from_u64(i as u64 + 1);
+    let id = id_of(i);
     let manifest = NodeManifest {
         format: NodeManifest::FORMAT,
         id,
