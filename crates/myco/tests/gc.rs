@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{DEADLINE, Harness, Opts, get, myco, wait_for};
+use support::{DEADLINE, Harness, Opts, POLL, get, myco, wait_for};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -107,12 +107,30 @@ fn tombstones_are_collected_everywhere_and_an_absent_node_holds_it_back() {
         let r = h.agent(0).kv_del(&format!("gc/k{k}")).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
     }
-    std::thread::sleep(Duration::from_secs(6));
-    assert_eq!(
-        metric(h.agent(0).api, "myco_state_tombstones").unwrap(),
-        10.0,
-        "tombstones collected while a registered node was away"
-    );
+    wait_for("the deletes on both live nodes", SETTLE, || {
+        let held: Vec<f64> = [0, 1]
+            .iter()
+            .map(|&i| metric(h.agent(i).api, "myco_state_tombstones"))
+            .collect::<Result<_, _>>()?;
+        (held == [10.0, 10.0])
+            .then_some(())
+            .ok_or_else(|| format!("tombstones held: {held:?}"))
+    });
+    // An absence can only be watched for a while: three graces, both live
+    // nodes, every poll (a collection would take one grace and a round).
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        for i in [0, 1] {
+            let held = metric(h.agent(i).api, "myco_state_tombstones").unwrap();
+            assert_eq!(
+                held,
+                10.0,
+                "n{} collected while a registered node was away",
+                i + 1
+            );
+        }
+        std::thread::sleep(POLL);
+    }
 
     // Back on the same data dir: it learns the deletes, everyone agrees,
     // everyone collects, and nothing deleted comes back anywhere.
