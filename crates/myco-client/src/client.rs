@@ -237,7 +237,7 @@ impl Client {
     }
 
     /// `POST path` with a streamed body (a spore file), the answer decoded.
-    pub(crate) fn post_reader<T: DeserializeOwned>(
+    pub fn post_reader<T: DeserializeOwned>(
         &self,
         path: &str,
         body: impl Read + Send,
@@ -248,7 +248,7 @@ impl Client {
 
     /// `GET path` streamed into `out`; the bytes written. No size limit:
     /// the caller decides where the bytes go.
-    pub(crate) fn get_into(&self, path: &str, out: &mut dyn std::io::Write) -> Result<u64> {
+    pub fn get_into(&self, path: &str, out: &mut dyn std::io::Write) -> Result<u64> {
         let url = self.url(path);
         let resp = self.send(Method::GET, path, Body::Empty, None)?;
         let mut reader = resp.into_body().into_reader();
@@ -258,8 +258,11 @@ impl Client {
         })
     }
 
-    /// `GET path` as a server-sent event stream.
-    pub(crate) fn stream(&self, path: &str) -> Result<EventStream> {
+    /// `GET path` as a server-sent event stream (`/v1/events`, and any
+    /// later stream resource). No overall deadline: only connecting and the
+    /// answer's head are bounded by the timeout, and a stream silent for
+    /// 60 s (four missed keep-alives) ends with an error.
+    pub fn event_stream(&self, path: &str) -> Result<EventStream> {
         let url = self.url(path);
         let resp = self.send(
             Method::GET,

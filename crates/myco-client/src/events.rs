@@ -18,13 +18,15 @@ use myco_proto::api::ApiEvent;
 use crate::ClientError;
 
 /// Longest line of an event stream the client accepts.
-pub const MAX_LINE: usize = 256 * 1024;
+pub const MAX_LINE: usize = 64 * 1024;
 
-/// Largest `data` of one event the client accepts.
-pub const MAX_EVENT: usize = 1024 * 1024;
+/// Largest `data` of one event the client accepts. The agent's events name
+/// keys and versions, never values, so they are far smaller.
+pub const MAX_EVENT: usize = 64 * 1024;
 
-/// Events parsed ahead of the reader; when full, the reading thread waits
-/// (and the agent counts this subscriber as lagging if it goes on).
+/// Events parsed ahead of the reader (so at most `QUEUE * MAX_EVENT` = 16
+/// MiB held); when full, the reading thread waits, and the agent reports
+/// this subscriber `lagged` if it goes on.
 const QUEUE: usize = 256;
 
 /// One server-sent event.
@@ -195,7 +197,8 @@ impl EventStream {
     }
 }
 
-/// Blocks for each event; ends after the first error.
+/// Blocks for each event (`for event in stream`); ends after the first
+/// error. To wait at most a while, call [`EventStream::next`] with a timeout.
 impl Iterator for EventStream {
     type Item = Result<Event, ClientError>;
 
@@ -335,6 +338,16 @@ mod tests {
         assert_eq!(s.next(t).unwrap(), Some(ev("message", "2")));
         assert!(matches!(s.next(t), Err(ClientError::StreamEnded { .. })));
         assert!(matches!(s.next(t), Err(ClientError::StreamEnded { .. })));
+    }
+
+    #[test]
+    fn an_overlong_line_ends_the_stream_with_an_error() {
+        let mut body = b"data: ".to_vec();
+        body.extend(std::iter::repeat_n(b'x', MAX_LINE));
+        body.extend_from_slice(b"\n\n");
+        let mut s = EventStream::start("u".into(), String::new(), std::io::Cursor::new(body));
+        let got = s.next(Duration::from_secs(5));
+        assert!(matches!(got, Err(ClientError::Decode { .. })), "{got:?}");
     }
 
     #[test]

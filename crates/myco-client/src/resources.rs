@@ -144,7 +144,7 @@ impl Client {
 
     /// `GET /v1/events`: state and membership changes as they happen.
     pub fn events(&self) -> Result<EventStream> {
-        self.stream("/v1/events")
+        self.event_stream("/v1/events")
     }
 
     /// `GET /v1/spores`: every spore the mesh knows, with its holders.
