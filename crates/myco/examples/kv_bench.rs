@@ -3,8 +3,14 @@
 //! state, no disk), so the ratio shows what replication and durability cost.
 //!
 //! ```sh
-//! cargo run --release --example kv_bench -- http://127.0.0.1:7070 TOKEN [CLIENTS] [SECONDS]
+//! cargo run --release --example kv_bench -- http://127.0.0.1:7070 TOKEN [CLIENTS] [SECONDS] [client]
 //! ```
+//!
+//! By default each thread drives one keep-alive connection with a minimal
+//! hand-written HTTP/1.1 loop, so the figures measure the agent, not the
+//! client. With `client` as the last argument the same loops go through
+//! `myco_client::Client` instead (ureq, one connection pool per thread),
+//! which shows what the shared client costs on top.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -59,7 +65,16 @@ impl Conn {
     }
 }
 
-fn run(addr: &str, token: &str, clients: usize, secs: u64, write: bool) -> (f64, u64) {
+/// One request through the typed client; whether it was acknowledged.
+fn client_request(c: &myco_client::Client, write: bool, key: &str, i: u64) -> bool {
+    if write {
+        c.kv_put(key, format!("value-{i}").as_bytes()).is_ok()
+    } else {
+        c.health().is_ok()
+    }
+}
+
+fn run(addr: &str, token: &str, clients: usize, secs: u64, write: bool, typed: bool) -> (f64, u64) {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let bad = Arc::new(AtomicU64::new(0));
@@ -74,8 +89,18 @@ fn run(addr: &str, token: &str, clients: usize, secs: u64, write: bool) -> (f64,
                 bad.clone(),
             );
             std::thread::spawn(move || {
-                let mut conn = Conn::open(&addr);
                 let mut i = 0u64;
+                if typed {
+                    let client = myco_client::Client::new(&addr).with_token(Some(token));
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("bench/c{c}/k{}", i % 1000);
+                        let acked = client_request(&client, write, &key, i);
+                        if acked { &ok } else { &bad }.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                    return;
+                }
+                let mut conn = Conn::open(&addr);
                 while !stop.load(Ordering::Relaxed) {
                     let status = if write {
                         conn.request(
@@ -107,7 +132,7 @@ fn run(addr: &str, token: &str, clients: usize, secs: u64, write: bool) -> (f64,
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: kv_bench API_URL TOKEN [CLIENTS] [SECONDS]");
+        eprintln!("usage: kv_bench API_URL TOKEN [CLIENTS] [SECONDS] [client]");
         std::process::exit(2);
     }
     let addr = args[1]
@@ -117,9 +142,15 @@ fn main() {
     let token = &args[2];
     let clients = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(64);
     let secs = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(10);
-    let (base, base_bad) = run(&addr, token, clients, secs, false);
-    let (writes, bad) = run(&addr, token, clients, secs, true);
-    println!("clients={clients} seconds={secs}");
+    let typed = args.get(5).is_some_and(|a| a == "client");
+    let (base, base_bad) = run(&addr, token, clients, secs, false, typed);
+    let (writes, bad) = run(&addr, token, clients, secs, true, typed);
+    let via = if typed {
+        "myco_client::Client"
+    } else {
+        "raw keep-alive loop"
+    };
+    println!("clients={clients} seconds={secs} via {via}");
     println!("baseline GET /health: {base:.0} req/s ({base_bad} non-200)");
     println!("durable PUT /v1/kv: {writes:.0} acknowledged writes/s ({bad} non-200)");
     println!("ratio writes/baseline: {:.2}", writes / base);

@@ -6,18 +6,20 @@ use anyhow::Context;
 use clap::CommandFactory;
 use myco_agent::datadir::DataDir;
 use myco_agent::settings::{AgentOptions, default_data_dir, parse_tags};
-use myco_proto::api::{NodeInfo, PeerAdd, Status};
+use myco_client::Client;
+use myco_proto::api::{KvEntry, NodeInfo};
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{AgentArgs, Cli, ClusterCmd, Command, KvCmd, LogFormat, PeerCmd};
-use crate::client::{Client, find_token, key_path};
-use crate::{dev, table};
+use crate::table::{Listing, print_json, print_listing};
+use crate::{connect, dev};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let client = || {
-        Client::new(
+        connect::client(
             cli.api.as_deref(),
-            find_token(cli.token.clone(), cli.data_dir.as_deref()),
+            cli.token.clone(),
+            cli.data_dir.as_deref(),
         )
     };
     match cli.command {
@@ -28,7 +30,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(o) => {
-            let s: Status = client().get("/v1/status")?;
+            let s = client().status()?;
             if o.json {
                 return print_json(&s);
             }
@@ -44,11 +46,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Nodes(o) => list_nodes(&client().get::<Vec<NodeInfo>>("/v1/nodes")?, o.json),
-        Command::Peers(o) => list_nodes(&client().get::<Vec<NodeInfo>>("/v1/peers")?, o.json),
+        Command::Nodes(o) => print_listing(&client().nodes()?, o.json),
+        Command::Peers(o) => print_listing(&client().peers()?, o.json),
         Command::Peer(PeerCmd::Add { addr }) => {
             let c = client();
-            c.post("/v1/peers", &PeerAdd { addr: addr.clone() })?;
+            c.peer_add(&addr)?;
             println!("joining {addr} via {}", c.base());
             Ok(())
         }
@@ -62,7 +64,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                             dir.display()
                         )
                     })?,
-                None => client().get_text("/v1/cluster/key")?,
+                None => client().cluster_key()?,
             };
             for line in text
                 .lines()
@@ -94,8 +96,8 @@ fn kv(c: &Client, cmd: KvCmd) -> anyhow::Result<()> {
     use std::io::{Read, Write};
     match cmd {
         KvCmd::Get { key } => {
-            let value = c.get_bytes(&format!("/v1/kv/{}", key_path(&key)))?;
-            std::io::stdout().lock().write_all(&value)?;
+            let got = c.kv_get(&key)?;
+            std::io::stdout().lock().write_all(&got.value)?;
         }
         KvCmd::Put { key, value } => {
             let bytes = match value.as_deref() {
@@ -106,41 +108,30 @@ fn kv(c: &Client, cmd: KvCmd) -> anyhow::Result<()> {
                 }
                 Some(v) => v.as_bytes().to_vec(),
             };
-            let written = c.put_bytes(&format!("/v1/kv/{}", key_path(&key)), bytes)?;
-            println!(
-                "{key} = version {}",
-                written["version"].as_str().unwrap_or("?")
-            );
+            let written = c.kv_put(&key, &bytes)?;
+            println!("{key} = version {}", written.version);
         }
         KvCmd::Del { key } => {
-            c.delete(&format!("/v1/kv/{}", key_path(&key)))?;
+            c.kv_del(&key)?;
             println!("deleted {key}");
         }
-        KvCmd::List { prefix, out } => {
-            let entries: Vec<myco_proto::api::KvEntry> =
-                c.get(&format!("/v1/kv?prefix={}", key_path(&prefix)))?;
-            if out.json {
-                return print_json(&entries);
-            }
-            let rows: Vec<Vec<String>> = entries
-                .iter()
-                .map(|e| {
-                    let v = match &e.value {
-                        Some(text) => text.clone(),
-                        None => "(binary)".to_string(),
-                    };
-                    let v = if v.chars().count() > 60 {
-                        format!("{}…", v.chars().take(59).collect::<String>())
-                    } else {
-                        v
-                    };
-                    vec![e.key.clone(), v, e.version.clone()]
-                })
-                .collect();
-            table::print(&["KEY", "VALUE", "VERSION"], &rows)?;
-        }
+        KvCmd::List { prefix, out } => print_listing(&c.kv_list(&prefix)?, out.json)?,
     }
     Ok(())
+}
+
+impl Listing for KvEntry {
+    const COLUMNS: &'static [&'static str] = &["KEY", "VALUE", "VERSION"];
+    fn row(&self) -> Vec<String> {
+        let v = self.value.as_deref().unwrap_or("(binary)");
+        // Long values are cut so a listing stays one line per key.
+        let v = if v.chars().count() > 60 {
+            format!("{}…", v.chars().take(59).collect::<String>())
+        } else {
+            v.to_string()
+        };
+        vec![self.key.clone(), v, self.version.clone()]
+    }
 }
 
 /// Runs seeds one after another; stops at the first violation, which
@@ -176,41 +167,25 @@ fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
-    Ok(())
-}
-
-fn list_nodes(nodes: &[NodeInfo], json: bool) -> anyhow::Result<()> {
-    if json {
-        return print_json(&nodes);
+/// `myco nodes` and `myco peers`.
+impl Listing for NodeInfo {
+    const COLUMNS: &'static [&'static str] =
+        &["NAME", "ID", "STATE", "ADDR", "CPU", "MEMORY", "TAGS"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            format!("{}{}", self.name, if self.is_self { " *" } else { "" }),
+            self.id.clone(),
+            self.state.clone(),
+            self.addr.clone(),
+            format!("{}", self.capacity.cpu_milli as f64 / 1000.0),
+            format!("{} MiB", self.capacity.memory_mb),
+            self.tags
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        ]
     }
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
-            vec![
-                format!("{}{}", n.name, if n.is_self { " *" } else { "" }),
-                n.id.clone(),
-                n.state.clone(),
-                n.addr.clone(),
-                format!("{}", n.capacity.cpu_milli as f64 / 1000.0),
-                format!("{} MiB", n.capacity.memory_mb),
-                n.tags
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(","),
-            ]
-        })
-        .collect();
-    table::print(
-        &["NAME", "ID", "STATE", "ADDR", "CPU", "MEMORY", "TAGS"],
-        &rows,
-    )?;
-    Ok(())
 }
 
 fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {

@@ -11,15 +11,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use myco_agent::datadir::random_bytes;
+use myco_client::Client;
 use myco_proto::ClusterKey;
-use myco_proto::api::NodeInfo;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::cli::DevArgs;
-use crate::client::Client;
 
 const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long one readiness probe may take: an agent still starting must not
+/// hold up the probes of the others.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Agents(Vec<Child>);
 
@@ -97,17 +100,18 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 
     let started = Instant::now();
-    let apis: Vec<String> = (0..args.nodes)
-        .map(|i| format!("http://127.0.0.1:{}", args.api_port + i))
+    let clients: Vec<Client> = (0..args.nodes)
+        .map(|i| {
+            Client::new(&format!("http://127.0.0.1:{}", args.api_port + i))
+                .with_timeout(PROBE_TIMEOUT)
+        })
         .collect();
     loop {
         check_alive(&mut agents, &dir)?;
-        let ready = apis.iter().all(|api| {
-            Client::new(Some(api), None)
-                .get::<Vec<NodeInfo>>("/v1/nodes")
-                .is_ok_and(|n| {
-                    n.iter().filter(|m| m.state == "alive").count() == args.nodes as usize
-                })
+        let ready = clients.iter().all(|c| {
+            c.nodes().is_ok_and(|n| {
+                n.iter().filter(|m| m.state == "alive").count() == args.nodes as usize
+            })
         });
         if ready {
             break;
@@ -122,7 +126,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let publisher = trust_dev_key(&dir, &apis[0])?;
+    let publisher = trust_dev_key(&dir, &clients[0])?;
     println!(
         "myco dev: {} nodes formed a mesh in {:.1}s (data in {})\n",
         args.nodes,
@@ -192,7 +196,7 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 
 /// Makes (once) and trusts a development publisher key, so spores packed
 /// with it run in the dev mesh out of the box.
-fn trust_dev_key(dir: &Path, api: &str) -> anyhow::Result<std::path::PathBuf> {
+fn trust_dev_key(dir: &Path, n1: &Client) -> anyhow::Result<std::path::PathBuf> {
     let key = dir.join("dev-publisher.key");
     let public = match myco_spore::read_public_key(&myco_spore::public_key_path(&key)) {
         Ok(k) => k,
@@ -201,13 +205,13 @@ fn trust_dev_key(dir: &Path, api: &str) -> anyhow::Result<std::path::PathBuf> {
     let token = fs::read_to_string(dir.join("n1").join(myco_agent::datadir::API_TOKEN))?
         .trim()
         .to_string();
-    Client::new(Some(api), Some(token)).post(
-        "/v1/trust",
-        &myco_proto::api::TrustedKey {
+    n1.clone()
+        .with_token(Some(token))
+        .with_timeout(myco_client::DEFAULT_TIMEOUT)
+        .trust_add(&myco_proto::api::TrustedKey {
             key: hex::encode(public.as_bytes()),
             comment: "myco dev publisher".into(),
-        },
-    )?;
+        })?;
     Ok(key)
 }
 

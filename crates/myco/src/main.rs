@@ -2,8 +2,8 @@
 //! dev mesh and the simulator.
 
 mod cli;
-mod client;
 mod commands;
+mod connect;
 mod dev;
 mod spore_cmd;
 mod table;

@@ -9,9 +9,8 @@ use myco_proto::api::{SporeInfo, TrustedKey};
 use myco_spore::{Limits, PackMeta};
 
 use crate::cli::{KeyCmd, SporeCmd, TrustCmd};
-use crate::client::Client;
-use crate::commands::print_json;
-use crate::table;
+use crate::table::{Listing, print_json, print_listing};
+use myco_client::Client;
 
 pub fn key(cmd: KeyCmd) -> anyhow::Result<()> {
     let KeyCmd::Gen { out } = cmd;
@@ -135,13 +134,9 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
             } else {
                 indicatif::ProgressBar::hidden()
             };
-            let answer = client().post_reader("/v1/spores", bar.wrap_read(f));
+            let answer = client().spore_push(bar.wrap_read(f));
             bar.finish_and_clear();
-            let answer = answer?;
-            let digest = answer["digest"]
-                .as_str()
-                .context("the agent answered without a digest")?
-                .to_string();
+            let digest = answer?.digest;
             if out.json {
                 return print_json(&serde_json::json!({"digest": digest}));
             }
@@ -152,28 +147,33 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
 }
 
 pub fn spores(c: &Client, json: bool) -> anyhow::Result<()> {
-    let list: Vec<SporeInfo> = c.get("/v1/spores")?;
-    if json {
-        return print_json(&list);
+    print_listing(&c.spores()?, json)
+}
+
+impl Listing for SporeInfo {
+    const COLUMNS: &'static [&'static str] =
+        &["NAME", "VERSION", "DIGEST", "BYTES", "HOLDERS", "HERE"];
+    fn row(&self) -> Vec<String> {
+        vec![
+            self.name.clone(),
+            self.version.clone(),
+            self.digest.clone(),
+            self.size.to_string(),
+            self.holders.len().to_string(),
+            if self.local {
+                "yes".into()
+            } else {
+                "no".into()
+            },
+        ]
     }
-    let rows: Vec<Vec<String>> = list
-        .iter()
-        .map(|s| {
-            vec![
-                s.name.clone(),
-                s.version.clone(),
-                s.digest.clone(),
-                s.size.to_string(),
-                s.holders.len().to_string(),
-                if s.local { "yes".into() } else { "no".into() },
-            ]
-        })
-        .collect();
-    table::print(
-        &["NAME", "VERSION", "DIGEST", "BYTES", "HOLDERS", "HERE"],
-        &rows,
-    )?;
-    Ok(())
+}
+
+impl Listing for TrustedKey {
+    const COLUMNS: &'static [&'static str] = &["KEY", "COMMENT"];
+    fn row(&self) -> Vec<String> {
+        vec![self.key.clone(), self.comment.clone()]
+    }
 }
 
 pub fn trust(c: &Client, cmd: TrustCmd) -> anyhow::Result<()> {
@@ -181,28 +181,15 @@ pub fn trust(c: &Client, cmd: TrustCmd) -> anyhow::Result<()> {
         TrustCmd::Add { pubkey, comment } => {
             let key = myco_spore::read_public_key(&pubkey)?;
             let hex = hex::encode(key.as_bytes());
-            c.post(
-                "/v1/trust",
-                &TrustedKey {
-                    key: hex.clone(),
-                    comment,
-                },
-            )?;
+            c.trust_add(&TrustedKey {
+                key: hex.clone(),
+                comment,
+            })?;
             println!("trusted {hex}");
         }
-        TrustCmd::List(out) => {
-            let keys: Vec<TrustedKey> = c.get("/v1/trust")?;
-            if out.json {
-                return print_json(&keys);
-            }
-            let rows: Vec<Vec<String>> = keys
-                .iter()
-                .map(|k| vec![k.key.clone(), k.comment.clone()])
-                .collect();
-            table::print(&["KEY", "COMMENT"], &rows)?;
-        }
+        TrustCmd::List(out) => print_listing(&c.trust_list()?, out.json)?,
         TrustCmd::Remove { key } => {
-            c.delete(&format!("/v1/trust/{}", key.trim()))?;
+            c.trust_remove(&key)?;
             println!("no longer trusted: {key}");
         }
     }

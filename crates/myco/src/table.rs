@@ -1,7 +1,39 @@
-//! Aligned text tables for human output.
+//! Human and machine output: aligned tables, `--json`, and the one
+//! listing helper every `myco <things>` command uses.
 
 use std::io::Write;
 
+use serde::Serialize;
+
+/// A thing `myco` lists: its table columns, and its row. With `--json`
+/// the list is printed as the API's JSON instead.
+pub trait Listing: Serialize {
+    /// Column headers, upper-case.
+    const COLUMNS: &'static [&'static str];
+    /// One cell per column.
+    fn row(&self) -> Vec<String>;
+}
+
+/// Prints `items` as a table under [`Listing::COLUMNS`], or as pretty
+/// JSON with `json`.
+pub fn print_listing<T: Listing>(items: &[T], json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&items);
+    }
+    let rows: Vec<Vec<String>> = items.iter().map(Listing::row).collect();
+    print(T::COLUMNS, &rows)?;
+    Ok(())
+}
+
+/// Pretty JSON on standard output.
+pub fn print_json<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// An aligned table: columns as wide as their widest cell, two spaces apart.
 pub fn print(headers: &[&str], rows: &[Vec<String>]) -> std::io::Result<()> {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {

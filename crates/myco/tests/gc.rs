@@ -10,15 +10,14 @@ mod support;
 
 use std::time::Duration;
 
-use support::{DEADLINE, Harness, Opts, POLL, get, myco, wait_for};
+use support::{Agent, DEADLINE, Harness, Opts, POLL, myco, wait_for};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// A gauge or counter from an agent's /metrics.
-fn metric(api: u16, name: &str) -> Result<f64, String> {
-    let r = get(api, "/metrics").map_err(|e| e.to_string())?;
-    r.body
-        .lines()
+fn metric(a: &Agent, name: &str) -> Result<f64, String> {
+    let text = a.anon().metrics().map_err(|e| e.to_string())?;
+    text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .ok_or_else(|| format!("no {name} in /metrics"))
 }
@@ -63,12 +62,12 @@ fn start_three(h: &mut Harness) {
 fn all_collected(h: &Harness, nodes: &[usize]) {
     wait_for("every tombstone collected everywhere", SETTLE, || {
         for &i in nodes {
-            let api = h.agent(i).api;
-            let t = metric(api, "myco_state_tombstones")?;
+            let a = h.agent(i);
+            let t = metric(a, "myco_state_tombstones")?;
             if t != 0.0 {
                 return Err(format!("{} holds {t} tombstones", h.agent(i).name));
             }
-            if metric(api, "myco_state_horizon_ms")? == 0.0 {
+            if metric(a, "myco_state_horizon_ms")? == 0.0 {
                 return Err(format!("{} applied no horizon", h.agent(i).name));
             }
         }
@@ -78,7 +77,10 @@ fn all_collected(h: &Harness, nodes: &[usize]) {
 
 #[track_caller]
 fn status(h: &Harness, i: usize, key: &str) -> u16 {
-    h.agent(i).kv_get(key).unwrap().status
+    match h.agent(i).client().kv_get(key) {
+        Ok(_) => 200,
+        Err(e) => e.status().unwrap_or_else(|| panic!("GET {key}: {e}")),
+    }
 }
 
 #[test]
@@ -86,31 +88,40 @@ fn tombstones_are_collected_everywhere_and_an_absent_node_holds_it_back() {
     let mut h = Harness::new("gc");
     start_three(&mut h);
     for k in 0..40 {
-        let r = h.agent(k % 3).kv_put(&format!("gc/k{k}"), b"v").unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
+        let key = format!("gc/k{k}");
+        h.agent(k % 3)
+            .client()
+            .kv_put(&key, b"v")
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     for k in 0..20 {
-        let r = h.agent((k + 1) % 3).kv_del(&format!("gc/k{k}")).unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
+        let key = format!("gc/k{k}");
+        h.agent((k + 1) % 3)
+            .client()
+            .kv_del(&key)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     all_collected(&h, &[0, 1, 2]);
     for i in 0..3 {
         assert_eq!(status(&h, i, "gc/k3"), 404, "a deleted key came back");
         assert_eq!(status(&h, i, "gc/k33"), 200, "a live key went");
-        assert_eq!(h.agent(i).kv_list("gc/").unwrap().len(), 20);
+        assert_eq!(h.agent(i).client().kv_list("gc/").unwrap().len(), 20);
     }
 
     // c is away: deletes made meanwhile keep their tombstones, since c
     // may still hold the values they delete.
     h.kill(2);
     for k in 20..30 {
-        let r = h.agent(0).kv_del(&format!("gc/k{k}")).unwrap();
-        assert_eq!(r.status, 200, "{}", r.body);
+        let key = format!("gc/k{k}");
+        h.agent(0)
+            .client()
+            .kv_del(&key)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     wait_for("the deletes on both live nodes", SETTLE, || {
         let held: Vec<f64> = [0, 1]
             .iter()
-            .map(|&i| metric(h.agent(i).api, "myco_state_tombstones"))
+            .map(|&i| metric(h.agent(i), "myco_state_tombstones"))
             .collect::<Result<_, _>>()?;
         (held == [10.0, 10.0])
             .then_some(())
@@ -121,7 +132,7 @@ fn tombstones_are_collected_everywhere_and_an_absent_node_holds_it_back() {
     let until = std::time::Instant::now() + Duration::from_secs(6);
     while std::time::Instant::now() < until {
         for i in [0, 1] {
-            let held = metric(h.agent(i).api, "myco_state_tombstones").unwrap();
+            let held = metric(h.agent(i), "myco_state_tombstones").unwrap();
             assert_eq!(
                 held,
                 10.0,
@@ -144,10 +155,17 @@ fn tombstones_are_collected_everywhere_and_an_absent_node_holds_it_back() {
                 "gc/k{k} came back on {i}"
             );
         }
-        assert_eq!(h.agent(i).kv_list("gc/").unwrap().len(), 10, "node {i}");
+        assert_eq!(
+            h.agent(i).client().kv_list("gc/").unwrap().len(),
+            10,
+            "node {i}"
+        );
     }
     // A deleted key can be written again.
-    assert_eq!(h.agent(2).kv_put("gc/k5", b"again").unwrap().status, 200);
+    h.agent(2)
+        .client()
+        .kv_put("gc/k5", b"again")
+        .unwrap_or_else(|e| panic!("{e}"));
     wait_for("the rewrite everywhere", SETTLE, || {
         (0..3)
             .all(|i| status(&h, i, "gc/k5") == 200)

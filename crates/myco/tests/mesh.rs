@@ -11,9 +11,10 @@ use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use myco_proto::api::NodeInfo;
 use myco_proto::{ClusterKey, Envelope, KeyRing, NodeId};
 use serde_json::Value;
-use support::{DEADLINE, Harness, Opts, get, http, myco, wait_for};
+use support::{DEADLINE, Harness, Opts, myco, wait_for};
 
 fn names(n: usize) -> Vec<String> {
     (1..=n).map(|k| format!("n{k}")).collect()
@@ -74,15 +75,15 @@ fn three_agents_form_a_mesh() {
         assert_eq!(states, want, "{} sees", h.agent(i).name);
         // Each agent lists itself once, first or not, and the ids are distinct.
         let nodes = h.nodes(i).unwrap();
-        let selves: Vec<&Value> = nodes.iter().filter(|m| m["is_self"] == true).collect();
+        let selves: Vec<&NodeInfo> = nodes.iter().filter(|m| m.is_self).collect();
         assert_eq!(
             selves.len(),
             1,
             "{} marks one member as itself",
             h.agent(i).name
         );
-        assert_eq!(selves[0]["name"], h.agent(i).name.as_str());
-        let mut ids: Vec<&str> = nodes.iter().filter_map(|m| m["id"].as_str()).collect();
+        assert_eq!(selves[0].name, h.agent(i).name);
+        let mut ids: Vec<&str> = nodes.iter().map(|m| m.id.as_str()).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 3, "distinct ids in {nodes:?}");
@@ -90,9 +91,7 @@ fn three_agents_form_a_mesh() {
         for a in &h.agents {
             let id = node_id(&a.dir);
             assert!(
-                nodes
-                    .iter()
-                    .any(|m| m["id"] == id.as_str() && m["name"] == a.name.as_str()),
+                nodes.iter().any(|m| m.id == id && m.name == a.name),
                 "{} does not list {} with id {id}: {nodes:?}",
                 h.agent(i).name,
                 a.name
@@ -167,17 +166,15 @@ fn killed_agent_is_seen_down_and_comes_back_with_its_identity() {
     assert_eq!(node_id(&dir), id_before, "myco id changed while stopped");
     h.restart(2);
     assert_eq!(node_id(&dir), id_before, "myco id changed across a restart");
-    let health = get(h.agent(2).api, "/health").unwrap().json();
-    assert_eq!(health["node"], id_before.as_str(), "{health}");
+    let health = h.agent(2).anon().health().unwrap();
+    assert_eq!(health.node, id_before, "{health:?}");
     let back = h.wait_all_alive(&[0, 1, 2], &names(3), DEADLINE);
     eprintln!("restarted n3 seen alive by all after {back:?}");
     for i in 0..3 {
         let nodes = h.nodes(i).unwrap();
         assert_eq!(nodes.len(), 3, "{} lists {nodes:?}", h.agent(i).name);
         assert!(
-            nodes
-                .iter()
-                .any(|m| m["id"] == id_before.as_str() && m["name"] == "n3"),
+            nodes.iter().any(|m| m.id == id_before && m.name == "n3"),
             "{} does not list n3 under its old id: {nodes:?}",
             h.agent(i).name
         );
@@ -235,8 +232,8 @@ fn agent_with_another_cluster_key_stays_out() {
         },
     );
     let outsider_id = node_id(&h.agent(o).dir);
-    let mesh_key = get(h.agent(0).api, "/v1/status").unwrap().json()["cluster_key_id"].clone();
-    let own_key = get(h.agent(o).api, "/v1/status").unwrap().json()["cluster_key_id"].clone();
+    let mesh_key = h.agent(0).anon().status().unwrap().cluster_key_id;
+    let own_key = h.agent(o).anon().status().unwrap().cluster_key_id;
     assert_ne!(mesh_key, own_key, "the outsider should have its own key");
 
     // For 3 s, no mesh member lists the outsider as anything but absent/down.
@@ -244,23 +241,23 @@ fn agent_with_another_cluster_key_stays_out() {
     while Instant::now() < until {
         for i in 0..3 {
             let nodes = h.nodes(i).unwrap();
-            let found: Vec<&Value> = nodes
+            let found: Vec<&NodeInfo> = nodes
                 .iter()
-                .filter(|m| m["name"] == "outsider" || m["id"] == outsider_id.as_str())
+                .filter(|m| m.name == "outsider" || m.id == outsider_id)
                 .collect();
             assert!(
                 found
                     .iter()
-                    .all(|m| m["state"] != "alive" && m["state"] != "suspect"),
+                    .all(|m| m.state != "alive" && m.state != "suspect"),
                 "{} lets the outsider in: {found:?}",
                 h.agent(i).name
             );
             assert_eq!(nodes.len(), 3, "{} lists {nodes:?}", h.agent(i).name);
         }
         let own = h.nodes(o).unwrap();
-        let alive_peers: Vec<&Value> = own
+        let alive_peers: Vec<&NodeInfo> = own
             .iter()
-            .filter(|m| m["is_self"] != true && m["state"] == "alive")
+            .filter(|m| !m.is_self && m.state == "alive")
             .collect();
         assert!(
             alive_peers.is_empty(),
@@ -335,7 +332,7 @@ fn hostile_datagrams_are_counted_and_harmless() {
         .unwrap()
         .id()
         .0;
-    let status_key = get(h.agent(0).api, "/v1/status").unwrap().json()["cluster_key_id"].clone();
+    let status_key = h.agent(0).anon().status().unwrap().cluster_key_id;
     assert_eq!(status_key, hex(&key_id), "the key id in /v1/status");
     let mut sent = 0usize;
 
@@ -427,7 +424,10 @@ fn hostile_datagrams_are_counted_and_harmless() {
 
     // The node is unharmed: serving, in the mesh, seen alive by the others.
     assert!(h.running(0), "n1 died");
-    assert_eq!(get(h.agent(0).api, "/health").unwrap().status, 200);
+    h.agent(0)
+        .anon()
+        .health()
+        .expect("n1's /health after the flood");
     h.wait_all_alive(&[0, 1, 2], &names(3), Duration::from_secs(5));
     // And it stays so for a while after (a hold period, checked throughout).
     let until = Instant::now() + Duration::from_secs(1);
@@ -452,85 +452,104 @@ fn hex(b: &[u8]) -> String {
 fn api_mutations_and_the_cluster_key_need_the_token() {
     let mut h = Harness::new("auth");
     let a = h.start("solo", Opts::default());
-    let api = h.agent(a).api;
+    let anon = h.agent(a).anon();
     let token = h.agent(a).token();
     assert!(token.len() >= 16, "a weak API token: {token:?}");
     let peer = format!("{{\"addr\":\"127.0.0.1:{}\"}}", support::free_port());
     let json = ("Content-Type", "application/json");
 
-    let r = http("POST", api, "/v1/peers", &[json], peer.as_bytes()).unwrap();
-    assert_eq!(r.status, 401, "POST /v1/peers without a token: {}", r.body);
-    let wrong = format!("Bearer {}x", token);
-    let r = http(
-        "POST",
-        api,
-        "/v1/peers",
-        &[json, ("Authorization", &wrong)],
-        peer.as_bytes(),
-    )
-    .unwrap();
+    let r = anon
+        .raw("POST", "/v1/peers", &[json], peer.as_bytes())
+        .unwrap();
     assert_eq!(
-        r.status, 401,
+        r.status,
+        401,
+        "POST /v1/peers without a token: {}",
+        r.text()
+    );
+    let wrong = format!("Bearer {}x", token);
+    let r = anon
+        .raw(
+            "POST",
+            "/v1/peers",
+            &[json, ("Authorization", &wrong)],
+            peer.as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(
+        r.status,
+        401,
         "POST /v1/peers with a wrong token: {}",
-        r.body
+        r.text()
     );
     let bearer = format!("Bearer {token}");
-    let r = http(
-        "POST",
-        api,
-        "/v1/peers",
-        &[json, ("Authorization", &bearer)],
-        peer.as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(r.status, 202, "POST /v1/peers with the token: {}", r.body);
-    let r = http(
-        "POST",
-        api,
-        "/v1/peers",
-        &[json, ("Authorization", &bearer)],
-        b"{not json",
-    )
-    .unwrap();
-    assert_eq!(r.status, 400, "POST /v1/peers with a bad body: {}", r.body);
+    let r = anon
+        .raw(
+            "POST",
+            "/v1/peers",
+            &[json, ("Authorization", &bearer)],
+            peer.as_bytes(),
+        )
+        .unwrap();
+    assert_eq!(r.status, 202, "POST /v1/peers with the token: {}", r.text());
+    let r = anon
+        .raw(
+            "POST",
+            "/v1/peers",
+            &[json, ("Authorization", &bearer)],
+            b"{not json",
+        )
+        .unwrap();
+    assert_eq!(
+        r.status,
+        400,
+        "POST /v1/peers with a bad body: {}",
+        r.text()
+    );
+    // The typed call with the token joins too.
+    let joining = h
+        .agent(a)
+        .client()
+        .peer_add(&format!("127.0.0.1:{}", support::free_port()))
+        .unwrap();
+    assert!(joining.joining.starts_with("127.0.0.1:"), "{joining:?}");
 
-    let r = get(api, "/v1/cluster/key").unwrap();
-    assert_eq!(
-        r.status, 401,
-        "GET /v1/cluster/key without a token: {}",
-        r.body
-    );
-    assert!(
-        !r.body
-            .contains(support::read(&h.agent(a).dir.join("cluster.key")).trim()),
-        "the 401 leaks the key"
-    );
-    let r = http(
-        "GET",
-        api,
-        "/v1/cluster/key",
-        &[("Authorization", &bearer)],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(
-        r.status, 200,
-        "GET /v1/cluster/key with the token: {}",
-        r.body
-    );
     let on_disk = support::read(&h.agent(a).dir.join("cluster.key"));
+    let r = anon.raw("GET", "/v1/cluster/key", &[], b"").unwrap();
+    assert_eq!(
+        r.status,
+        401,
+        "GET /v1/cluster/key without a token: {}",
+        r.text()
+    );
+    assert!(!r.text().contains(on_disk.trim()), "the 401 leaks the key");
+    // Without the token the client says how to pass one.
+    let e = anon.cluster_key().unwrap_err();
+    assert_eq!(e.status(), Some(401), "{e}");
+    assert!(e.to_string().contains("--token"), "{e}");
     let key_line = |t: &str| {
         t.lines()
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_string)
     };
-    assert_eq!(key_line(&r.body), key_line(&on_disk));
+    let r = anon
+        .raw("GET", "/v1/cluster/key", &[("Authorization", &bearer)], b"")
+        .unwrap();
+    assert_eq!(
+        r.status,
+        200,
+        "GET /v1/cluster/key with the token: {}",
+        r.text()
+    );
+    assert_eq!(key_line(&r.text()), key_line(&on_disk));
+    let typed = h.agent(a).client().cluster_key().unwrap();
+    assert_eq!(key_line(&typed), key_line(&on_disk));
 
     // Reads stay open on loopback; /health and /metrics always.
-    assert_eq!(get(api, "/v1/nodes").unwrap().status, 200);
-    assert_eq!(get(api, "/health").unwrap().status, 200);
-    assert_eq!(get(api, "/metrics").unwrap().status, 200);
+    anon.nodes().expect("GET /v1/nodes without a token");
+    anon.health().expect("GET /health without a token");
+    anon.metrics().expect("GET /metrics without a token");
 }
 
 #[test]
@@ -541,6 +560,10 @@ fn cli_errors_are_one_line_and_nonzero() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "stderr is not one line: {stderr:?}");
     assert!(lines[0].starts_with("error:"), "stderr: {stderr:?}");
+    assert!(
+        lines[0].contains("is an agent running?"),
+        "no advice in {stderr:?}"
+    );
     assert!(
         out.stdout.is_empty(),
         "stdout: {:?}",

@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
+use myco_client::RawResponse;
+use myco_proto::api::SporeInfo;
 use serde_json::Value;
-use support::{Agent, Harness, Opts, RawResponse, get, http, http_raw, myco, wait_for};
+use support::{Agent, Harness, Opts, myco, wait_for};
 
 /// How long a spore pushed to one node may take to be listed by the others.
 const LISTED: Duration = Duration::from_secs(10);
@@ -313,36 +315,30 @@ fn trust_list(a: &Agent) -> Vec<String> {
 
 // ----- the API -----
 
-/// `POST /v1/spores` with `body` and, if given, `token`.
+/// `POST /v1/spores` with `body` and, if given, `token`, sent as it is
+/// (these tests push tampered files and wrong tokens): the answer,
+/// whatever its status.
 fn push_http(a: &Agent, body: &[u8], token: Option<&str>) -> RawResponse {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("Content-Type", "application/octet-stream")];
     if let Some(a) = &auth {
         headers.push(("Authorization", a));
     }
-    http_raw("POST", a.api, "/v1/spores", &headers, body, FETCH)
+    a.anon()
+        .with_timeout(FETCH)
+        .raw("POST", "/v1/spores", &headers, body)
         .unwrap_or_else(|e| panic!("POST /v1/spores to {}: {e}", a.name))
 }
 
 /// `GET /v1/spores` of `a`.
-fn spores(a: &Agent) -> Result<Vec<Value>, String> {
-    let r = get(a.api, "/v1/spores").map_err(|e| format!("{}: {e}", a.name))?;
-    if r.status != 200 {
-        return Err(format!(
-            "{}: /v1/spores answered {}: {}",
-            a.name, r.status, r.body
-        ));
-    }
-    match serde_json::from_str::<Value>(&r.body) {
-        Ok(Value::Array(list)) => Ok(list),
-        _ => Err(format!("{}: /v1/spores is not a list: {}", a.name, r.body)),
-    }
+fn spores(a: &Agent) -> Result<Vec<SporeInfo>, String> {
+    a.anon().spores().map_err(|e| format!("{}: {e}", a.name))
 }
 
 /// The entry for `digest` in `a`'s listing; `Err` while there is none.
-fn listed(a: &Agent, digest: &str) -> Result<Value, String> {
+fn listed(a: &Agent, digest: &str) -> Result<SporeInfo, String> {
     let list = spores(a)?;
-    let found: Vec<&Value> = list.iter().filter(|e| e["digest"] == digest).collect();
+    let found: Vec<&SporeInfo> = list.iter().filter(|e| e.digest == digest).collect();
     match found.as_slice() {
         [one] => Ok((*one).clone()),
         [] => Err(format!("{} does not list {digest}: {list:?}", a.name)),
@@ -351,21 +347,14 @@ fn listed(a: &Agent, digest: &str) -> Result<Value, String> {
 }
 
 /// The holder ids of a listing entry, in the order given.
-fn holders(entry: &Value) -> Vec<String> {
-    entry["holders"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .map(|x| x.as_str().unwrap_or("").to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+fn holders(entry: &SporeInfo) -> Vec<String> {
+    entry.holders.clone()
 }
 
 /// Waits until `a` lists `digest` with every id in `want` among its holders
 /// and `local` as given; returns the entry and the time it took.
 #[track_caller]
-fn await_listed(a: &Agent, digest: &str, want: &[&str], local: bool) -> (Value, Duration) {
+fn await_listed(a: &Agent, digest: &str, want: &[&str], local: bool) -> (SporeInfo, Duration) {
     wait_for(
         &format!(
             "{} to list {digest} held by {want:?} (local {local})",
@@ -375,10 +364,10 @@ fn await_listed(a: &Agent, digest: &str, want: &[&str], local: bool) -> (Value, 
         || {
             let e = listed(a, digest)?;
             let h = holders(&e);
-            if want.iter().all(|w| h.iter().any(|x| x == w)) && e["local"] == local {
+            if want.iter().all(|w| h.iter().any(|x| x == w)) && e.local == local {
                 Ok(e)
             } else {
-                Err(format!("{e}"))
+                Err(format!("{e:?}"))
             }
         },
     )
@@ -388,10 +377,10 @@ fn await_listed(a: &Agent, digest: &str, want: &[&str], local: bool) -> (Value, 
 fn node_id(h: &Harness, i: usize) -> String {
     let name = &h.agent(i).name;
     let nodes = h.nodes(i).expect("/v1/nodes");
-    let me: Vec<&Value> = nodes.iter().filter(|m| m["name"] == *name).collect();
+    let me: Vec<_> = nodes.iter().filter(|m| m.name == *name).collect();
     assert_eq!(me.len(), 1, "{name} lists itself {} times", me.len());
-    let id = me[0]["id"].as_str().unwrap_or("").to_string();
-    assert!(!id.is_empty(), "{name} has no id: {}", me[0]);
+    let id = me[0].id.clone();
+    assert!(!id.is_empty(), "{name} has no id: {:?}", me[0]);
     id
 }
 
@@ -399,34 +388,21 @@ fn node_id(h: &Harness, i: usize) -> String {
 #[track_caller]
 fn download(a: &Agent, which: &str) -> (Vec<u8>, Duration) {
     let t0 = Instant::now();
-    let r = http_raw(
-        "GET",
-        a.api,
-        &format!("/v1/spores/{which}"),
-        &[],
-        b"",
-        FETCH,
-    )
-    .unwrap_or_else(|e| panic!("GET /v1/spores/{which} on {}: {e}", a.name));
-    assert_eq!(
-        r.status,
-        200,
-        "GET /v1/spores/{which} on {} answered: {}",
-        a.name,
-        r.text()
-    );
-    (r.body, t0.elapsed())
+    let mut bytes = Vec::new();
+    let n = a
+        .anon()
+        .with_timeout(FETCH)
+        .spore_download(which, &mut bytes)
+        .unwrap_or_else(|e| panic!("GET /v1/spores/{which} on {}: {e}", a.name));
+    assert_eq!(n, bytes.len() as u64, "bytes written by spore_download");
+    (bytes, t0.elapsed())
 }
 
 /// `/metrics` of `a`.
 fn metrics(a: &Agent) -> String {
-    let r = get(a.api, "/metrics").unwrap_or_else(|e| panic!("/metrics of {}: {e}", a.name));
-    assert_eq!(
-        r.status, 200,
-        "/metrics of {} answered {}",
-        a.name, r.status
-    );
-    r.body
+    a.anon()
+        .metrics()
+        .unwrap_or_else(|e| panic!("/metrics of {}: {e}", a.name))
 }
 
 /// `myco_spores_refused_total{reason=...}` of a scrape, by reason.
@@ -522,13 +498,13 @@ fn push_to_one_node_reaches_all() {
     let pushed = t0.elapsed();
     assert_eq!(digest, spore.digest, "push answered another digest");
     let (e1, _) = await_listed(n1, &digest, &[&ids[0]], true);
-    assert_eq!(e1["name"], "hello");
-    assert_eq!(e1["version"], "1.0.0");
-    assert_eq!(e1["size"], spore.bytes.len() as u64);
-    assert_eq!(e1["publisher"], publisher.hex.as_str());
+    assert_eq!(e1.name, "hello");
+    assert_eq!(e1.version, "1.0.0");
+    assert_eq!(e1.size, spore.bytes.len() as u64);
+    assert_eq!(e1.publisher, publisher.hex);
     let (e2, on2) = await_listed(n2, &digest, &[&ids[0]], false);
     let (_, on3) = await_listed(n3, &digest, &[&ids[0]], false);
-    assert_eq!(e2["name"], "hello");
+    assert_eq!(e2.name, "hello");
     assert_eq!(holders(&e2), vec![ids[0].clone()], "only n1 holds it yet");
 
     // Node 3 fetches it from node 1 and then holds it itself.
@@ -576,7 +552,7 @@ fn push_to_one_node_reaches_all() {
         digest.as_str()
     );
     let (again, _) = await_listed(n2, &digest, &[&ids[0], &ids[1], &ids[2]], true);
-    assert_eq!(holders(&again).len(), 3, "holders: {again}");
+    assert_eq!(holders(&again).len(), 3, "holders: {again:?}");
 
     // The CLI listing agrees.
     let out = ok(&cli(n2, &["spores", "--json"]), "myco spores --json");
@@ -595,16 +571,14 @@ fn push_to_one_node_reaches_all() {
         "hello@9.9.9".to_string(),
         format!("sha256:{}", "0".repeat(64)),
     ] {
-        let r = http_raw(
-            "GET",
-            n3.api,
-            &format!("/v1/spores/{which}"),
-            &[],
-            b"",
-            FETCH,
-        )
-        .expect("GET of an unknown spore");
-        assert_eq!(r.status, 404, "GET /v1/spores/{which}: {}", r.text());
+        let r = n3
+            .anon()
+            .with_timeout(FETCH)
+            .spore_download(&which, &mut Vec::new());
+        assert!(
+            r.as_ref().is_err_and(|e| e.is_not_found()),
+            "GET /v1/spores/{which}: {r:?}"
+        );
     }
 
     println!(
@@ -715,7 +689,7 @@ fn tampered_untrusted_and_tokenless_pushes_are_refused() {
     );
 
     // Nothing was kept or indexed.
-    assert_eq!(spores(n1).unwrap(), Vec::<Value>::new(), "n1 lists spores");
+    assert_eq!(spores(n1).unwrap(), Vec::new(), "n1 lists spores");
     assert_eq!(store_files(n1), Vec::<String>::new(), "n1 kept files");
 
     // Every refusal is counted once, by reason (token-less ones are not spores).
@@ -785,10 +759,7 @@ fn tampered_untrusted_and_tokenless_pushes_are_refused() {
             &format!("{} to list exactly {want:?}", a.name),
             LISTED,
             || {
-                let mut got: Vec<String> = spores(a)?
-                    .iter()
-                    .map(|e| e["digest"].as_str().unwrap_or("").to_string())
-                    .collect();
+                let mut got: Vec<String> = spores(a)?.into_iter().map(|e| e.digest).collect();
                 got.sort();
                 if got == want {
                     Ok(())
@@ -1042,19 +1013,14 @@ fn unreferenced_spores_are_collected_after_retention() {
         store_files(a)
     );
 
-    let denied = http("POST", a.api, "/v1/spores/gc", &[], b"").unwrap();
-    assert_eq!(denied.status, 401, "gc without a token");
-    let bearer = a.bearer();
-    let r = http(
-        "POST",
-        a.api,
-        "/v1/spores/gc",
-        &[("Authorization", bearer.as_str())],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.json()["removed"], 1, "{}", r.body);
+    let denied = a.anon().spores_gc();
+    assert_eq!(
+        denied.as_ref().err().and_then(|e| e.status()),
+        Some(401),
+        "gc without a token: {denied:?}"
+    );
+    let r = a.client().spores_gc().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.removed, 1, "{r:?}");
     assert!(
         store_files(a).iter().all(|f| !f.ends_with(".spore")),
         "file left: {:?}",
@@ -1063,15 +1029,8 @@ fn unreferenced_spores_are_collected_after_retention() {
     let entry = listed(a, &digest).expect("the index still names the spore");
     assert!(
         holders(&entry).is_empty(),
-        "this node is no longer a holder: {entry}"
+        "this node is no longer a holder: {entry:?}"
     );
-    let again = http(
-        "POST",
-        a.api,
-        "/v1/spores/gc",
-        &[("Authorization", bearer.as_str())],
-        b"",
-    )
-    .unwrap();
-    assert_eq!(again.json()["removed"], 0, "nothing left to collect");
+    let again = a.client().spores_gc().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.removed, 0, "nothing left to collect");
 }

@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use myco_client::{Client, ClientError};
+use myco_proto::api::{KvEntry, KvWritten};
 use serde_json::Value;
-use support::{
-    Agent, Conn, DEADLINE, Harness, Opts, POLL, SseStream, http, myco, myco_stdin, wait_for,
-};
+use support::{Agent, DEADLINE, Harness, Opts, POLL, myco, myco_stdin, wait_event, wait_for};
 
 /// How long replicas get to agree after the last write.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -37,40 +37,46 @@ fn version_order(v: &str) -> (u64, u32, String) {
 }
 
 /// A KV listing as key -> (value, version).
-fn as_map(entries: &[Value]) -> BTreeMap<String, (String, String)> {
+fn as_map(entries: &[KvEntry]) -> BTreeMap<String, (String, String)> {
     entries
         .iter()
         .map(|e| {
             (
-                e["key"].as_str().unwrap_or("").to_string(),
+                e.key.clone(),
                 (
-                    e["value"].as_str().unwrap_or("(none)").to_string(),
-                    e["version"].as_str().unwrap_or("").to_string(),
+                    e.value.clone().unwrap_or_else(|| "(none)".into()),
+                    e.version.clone(),
                 ),
             )
         })
         .collect()
 }
 
-/// Checks a PUT/DELETE answer: 200 with `{"key","version","deleted"}`;
-/// returns the version.
+/// Agent `a`'s listing under `prefix`, or what went wrong.
+fn listing(a: &Agent, prefix: &str) -> Result<Vec<KvEntry>, String> {
+    a.client()
+        .kv_list(prefix)
+        .map_err(|e| format!("{}: {e}", a.name))
+}
+
+/// Checks a PUT/DELETE answer: acknowledged, for `key`, `deleted` as
+/// given, with a well-formed version; returns the version.
 #[track_caller]
-fn written(r: &support::Response, key: &str, deleted: bool) -> String {
-    assert_eq!(r.status, 200, "write of {key:?} answered: {}", r.body);
-    let j = r.json();
-    assert_eq!(j["key"], key, "write answer {j}");
-    assert_eq!(j["deleted"], deleted, "write answer {j}");
-    let v = j["version"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no version in {j}"))
-        .to_string();
-    version_order(&v);
-    assert_eq!(
-        r.header("x-myco-version"),
-        Some(v.as_str()),
-        "x-myco-version of the write answer"
-    );
-    v
+fn written(r: Result<KvWritten, ClientError>, key: &str, deleted: bool) -> String {
+    let w = r.unwrap_or_else(|e| panic!("write of {key:?}: {e}"));
+    assert_eq!(w.key, key, "write answer {w:?}");
+    assert_eq!(w.deleted, deleted, "write answer {w:?}");
+    version_order(&w.version);
+    w.version
+}
+
+/// Whether agent `a` holds `key` (a 404 is `false`).
+fn has(a: &Agent, key: &str) -> Result<bool, String> {
+    match a.client().kv_get(key) {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(format!("GET {key} on {}: {e}", a.name)),
+    }
 }
 
 /// Runs `myco ARGS` and returns its stdout; panics with stderr on failure.
@@ -110,23 +116,15 @@ struct Progress {
     log: Mutex<Vec<(String, String)>>,
 }
 
-fn writer(port: u16, token: String, node: usize, keys: Vec<usize>, p: Arc<Progress>) -> Writes {
-    let auth = format!("Bearer {token}");
+fn writer(client: Client, node: usize, keys: Vec<usize>, p: Arc<Progress>) -> Writes {
     let mut w = Writes::default();
     for k in keys {
         let key = format!("bar/k{k:04}");
         let value = format!("v{k}-from-n{node}");
-        match http(
-            "PUT",
-            port,
-            &format!("/v1/kv/{key}"),
-            &[("Authorization", &auth)],
-            value.as_bytes(),
-        ) {
-            Ok(r) if r.status == 200 => {
-                let j = r.json();
-                assert_eq!(j["key"], key.as_str(), "write answer {j}");
-                assert_eq!(j["deleted"], false, "write answer {j}");
+        match client.kv_put(&key, value.as_bytes()) {
+            Ok(r) => {
+                assert_eq!(r.key, key, "write answer {r:?}");
+                assert!(!r.deleted, "write answer {r:?}");
                 p.log.lock().unwrap().push((key.clone(), value.clone()));
                 w.acked.push((key, value));
                 p.acked.fetch_add(1, Ordering::SeqCst);
@@ -134,8 +132,7 @@ fn writer(port: u16, token: String, node: usize, keys: Vec<usize>, p: Arc<Progre
                     w.acked_after_refusal += 1;
                 }
             }
-            Ok(r) => w.other.push(format!("{key}: {} {}", r.status, r.body)),
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            Err(e) if e.io_kind() == Some(ErrorKind::ConnectionRefused) => {
                 w.refused += 1;
                 p.refused.fetch_add(1, Ordering::SeqCst);
                 // The agent is down: do not burn through the keys.
@@ -169,11 +166,10 @@ fn writes_survive_a_sigkill_midway() {
     let t0 = Instant::now();
     let writers: Vec<_> = (0..3)
         .map(|i| {
-            let port = h.agent(i).api;
-            let token = h.agent(i).token();
+            let client = h.agent(i).client().clone();
             let keys: Vec<usize> = (0..TOTAL).filter(|k| k % 3 == i).collect();
             let p = progress[i].clone();
-            thread::spawn(move || writer(port, token, i + 1, keys, p))
+            thread::spawn(move || writer(client, i + 1, keys, p))
         })
         .collect();
 
@@ -219,7 +215,7 @@ fn writes_survive_a_sigkill_midway() {
         "the restarted n2 to hold every write acknowledged before its restart",
         CONVERGE,
         || {
-            let got = as_map(&h.agent(1).kv_list("bar/")?);
+            let got = as_map(&listing(h.agent(1), "bar/")?);
             let missing = so_far
                 .iter()
                 .filter(|(k, v)| got.get(k).map(|(gv, _)| gv) != Some(v))
@@ -295,7 +291,7 @@ fn writes_survive_a_sigkill_midway() {
     let (listings, took) = wait_for("every acknowledged write on every node", CONVERGE, || {
         let mut listings = Vec::new();
         for i in 0..3 {
-            let got = as_map(&h.agent(i).kv_list("bar/")?);
+            let got = as_map(&listing(h.agent(i), "bar/")?);
             let missing: Vec<&String> = acked
                 .iter()
                 .filter(|(k, v)| got.get(*k).map(|(gv, _)| gv) != Some(*v))
@@ -323,23 +319,17 @@ fn writes_survive_a_sigkill_midway() {
             "{k} has versions {versions:?} on n1..n3"
         );
     }
-    // Read back key by key too (the GET path, not only the listing).
+    // Read back key by key too (the GET path, not only the listing), over
+    // the client's keep-alive connections.
     for (i, listing) in listings.iter().enumerate() {
-        let mut c = Conn::new(h.agent(i).api);
+        let c = h.agent(i).anon();
         for (k, v) in &acked {
-            let path = format!("/v1/kv/{k}");
             let r = c
-                .request("GET", &path, &[], b"")
-                .or_else(|_| c.request("GET", &path, &[], b""))
-                .unwrap_or_else(|e| panic!("GET {path} on n{}: {e}", i + 1));
-            assert_eq!(r.status, 200, "GET {path} on n{}: {}", i + 1, r.body);
-            assert_eq!(&r.body, v, "GET {path} on n{}", i + 1);
-            assert_eq!(
-                r.header("x-myco-version"),
-                Some(listing[k].1.as_str()),
-                "x-myco-version of {path} on n{}",
-                i + 1
-            );
+                .kv_get(k)
+                .or_else(|_| c.kv_get(k))
+                .unwrap_or_else(|e| panic!("GET {k} on n{}: {e}", i + 1));
+            assert_eq!(r.value, v.as_bytes(), "GET {k} on n{}", i + 1);
+            assert_eq!(r.version, listing[k].1, "version of {k} on n{}", i + 1);
         }
     }
     eprintln!(
@@ -465,16 +455,13 @@ fn kv_basics_over_the_cli() {
             if !out.status.success() {
                 return Err(String::from_utf8_lossy(&out.stderr).into_owned());
             }
-            let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+            let entries: Vec<KvEntry> = serde_json::from_slice(&out.stdout).map_err(|e| {
                 format!(
-                    "list --json printed no JSON ({e}): {:?}",
+                    "list --json printed no KV listing ({e}): {:?}",
                     String::from_utf8_lossy(&out.stdout)
                 )
             })?;
-            let entries = v
-                .as_array()
-                .ok_or_else(|| format!("list --json printed {v}"))?;
-            Ok(as_map(entries))
+            Ok(as_map(&entries))
         };
     wait_for(
         "list --json app/ to show the four keys on every node",
@@ -545,13 +532,18 @@ fn kv_basics_over_the_cli() {
     assert_eq!(out.trim(), "deleted app/color");
     let (_, took) = wait_for("app/color to be 404 on every node", DEADLINE, || {
         for i in 0..3 {
-            let r = h.agent(i).kv_get("app/color").map_err(|e| e.to_string())?;
+            let r = h
+                .agent(i)
+                .anon()
+                .raw("GET", "/v1/kv/app/color", &[], b"")
+                .map_err(|e| e.to_string())?;
             if r.status != 404 {
-                return Err(format!("n{} answers {} {:?}", i + 1, r.status, r.body));
+                return Err(format!("n{} answers {} {:?}", i + 1, r.status, r.text()));
             }
             // The 404 is a JSON error.
-            let j: Value = serde_json::from_str(&r.body)
-                .map_err(|e| format!("n{}: 404 body is not JSON ({e}): {}", i + 1, r.body))?;
+            let j: Value = r
+                .json()
+                .map_err(|e| format!("n{}: 404 body is not JSON ({e}): {}", i + 1, r.text()))?;
             if !j["error"].is_string() {
                 return Err(format!("n{}: 404 body {j}", i + 1));
             }
@@ -578,12 +570,19 @@ fn kv_basics_over_the_cli() {
     // Size limits: 64 KiB is fine, 70,000 bytes and 64 KiB + 1 are 413.
     let a = h.agent(0);
     let big: Vec<u8> = (0..65_536u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let r = a.kv_put("big/ok", &big).unwrap();
-    written(&r, "big/ok", false);
-    let r = a.kv_put("big/too", &vec![b'x'; 70_000]).unwrap();
-    assert_eq!(r.status, 413, "a 70,000-byte value answered: {}", r.body);
-    let r = a.kv_put("big/too", &vec![b'x'; 65_537]).unwrap();
-    assert_eq!(r.status, 413, "a 65,537-byte value answered: {}", r.body);
+    written(a.client().kv_put("big/ok", &big), "big/ok", false);
+    let r = a.client().kv_put("big/too", &vec![b'x'; 70_000]);
+    assert_eq!(
+        r.as_ref().err().and_then(ClientError::status),
+        Some(413),
+        "a 70,000-byte value answered: {r:?}"
+    );
+    let r = a.client().kv_put("big/too", &vec![b'x'; 65_537]);
+    assert_eq!(
+        r.as_ref().err().and_then(ClientError::status),
+        Some(413),
+        "a 65,537-byte value answered: {r:?}"
+    );
     let out = myco_stdin(
         &[
             "--api", &url[0], "--token", &token[0], "kv", "put", "big/too",
@@ -594,77 +593,105 @@ fn kv_basics_over_the_cli() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("413"), "kv put of 70,000 bytes said: {err}");
     wait_for("the 64 KiB value on n3", DEADLINE, || {
-        let r = h.agent(2).kv_get("big/ok").map_err(|e| e.to_string())?;
-        if r.status != 200 || r.body.as_bytes() != big.as_slice() {
-            return Err(format!("{} with {} bytes", r.status, r.body.len()));
+        let r = h
+            .agent(2)
+            .client()
+            .kv_get("big/ok")
+            .map_err(|e| e.to_string())?;
+        if r.value != big {
+            return Err(format!("{} bytes", r.value.len()));
         }
         Ok(())
     });
     for i in 0..3 {
-        let r = h.agent(i).kv_get("big/too").unwrap();
-        assert_eq!(r.status, 404, "a refused value was stored on n{}", i + 1);
+        assert!(
+            !has(h.agent(i), "big/too").unwrap(),
+            "a refused value was stored on n{}",
+            i + 1
+        );
     }
 
+    // A write's answer carries its version in a header too.
+    let anon = a.anon();
+    let bearer = format!("Bearer {}", token[0]);
+    let r = anon
+        .raw(
+            "PUT",
+            "/v1/kv/app/headed",
+            &[("Authorization", &bearer)],
+            b"h",
+        )
+        .unwrap();
+    assert_eq!(r.status, 200, "PUT with the token: {}", r.text());
+    let w: KvWritten = r.json().expect("a KvWritten answer");
+    assert_eq!(
+        r.header("x-myco-version"),
+        Some(w.version.as_str()),
+        "x-myco-version of the write answer"
+    );
+
     // No token, or a wrong one: 401, and nothing written or deleted.
-    let r = http("PUT", a.api, "/v1/kv/app/noauth", &[], b"x").unwrap();
+    let r = anon.raw("PUT", "/v1/kv/app/noauth", &[], b"x").unwrap();
+    assert_eq!(r.status, 401, "PUT without a token answered {}", r.text());
+    let r = anon
+        .raw(
+            "PUT",
+            "/v1/kv/app/noauth",
+            &[("Authorization", "Bearer nope")],
+            b"x",
+        )
+        .unwrap();
     assert_eq!(
-        r.status, 401,
-        "PUT without a token answered {}: {}",
-        r.status, r.body
+        r.status,
+        401,
+        "PUT with a wrong token answered {}",
+        r.text()
     );
-    let r = http(
-        "PUT",
-        a.api,
-        "/v1/kv/app/noauth",
-        &[("Authorization", "Bearer nope")],
-        b"x",
-    )
-    .unwrap();
+    let r = anon.raw("DELETE", "/v1/kv/app/size", &[], b"").unwrap();
     assert_eq!(
-        r.status, 401,
-        "PUT with a wrong token answered {}: {}",
-        r.status, r.body
-    );
-    let r = http("DELETE", a.api, "/v1/kv/app/size", &[], b"").unwrap();
-    assert_eq!(
-        r.status, 401,
-        "DELETE without a token answered {}: {}",
-        r.status, r.body
+        r.status,
+        401,
+        "DELETE without a token answered {}",
+        r.text()
     );
     // Another node's token is not this node's.
     let other = format!("Bearer {}", token[1]);
-    let r = http(
-        "PUT",
-        a.api,
-        "/v1/kv/app/noauth",
-        &[("Authorization", &other)],
-        b"x",
-    )
-    .unwrap();
+    let r = anon
+        .raw(
+            "PUT",
+            "/v1/kv/app/noauth",
+            &[("Authorization", &other)],
+            b"x",
+        )
+        .unwrap();
     assert_eq!(
-        r.status, 401,
-        "PUT with n2's token on n1 answered {}: {}",
-        r.status, r.body
+        r.status,
+        401,
+        "PUT with n2's token on n1 answered {}",
+        r.text()
     );
     let out = myco(&["--api", &url[0], "kv", "put", "app/noauth", "x"]);
     assert!(!out.status.success(), "kv put without a token succeeded");
-    assert_eq!(
-        a.kv_get("app/noauth").unwrap().status,
-        404,
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--token"),
+        "kv put without a token said: {err}"
+    );
+    assert!(
+        !has(a, "app/noauth").unwrap(),
         "an unauthorized PUT was stored"
     );
-    assert_eq!(
-        a.kv_get("app/size").unwrap().status,
-        200,
+    assert!(
+        has(a, "app/size").unwrap(),
         "an unauthorized DELETE deleted"
     );
 
     // Fault injection is off without MYCO_FAULTS=1, even with the token.
-    let r = a.block(&[h.agent(1).mesh_addr()]).unwrap();
+    let r = a.client().faults_block(&[h.agent(1).mesh_addr()]);
     assert_eq!(
-        r.status, 404,
-        "/v1/debug/faults without MYCO_FAULTS=1 answered {}: {}",
-        r.status, r.body
+        r.as_ref().err().and_then(ClientError::status),
+        Some(404),
+        "/v1/debug/faults without MYCO_FAULTS=1 answered {r:?}"
     );
 }
 
@@ -674,9 +701,12 @@ fn kv_basics_over_the_cli() {
 fn events_stream_state_changes() {
     let mut h = Harness::new("events");
     h.mesh(3);
-    let mut sse = SseStream::open(h.agent(2).api, "/v1/events").expect("opening /v1/events on n3");
-    assert_eq!(sse.status, 200, "/v1/events answered {}", sse.status);
-    let ct = sse.header("content-type").unwrap_or("").to_string();
+    let mut sse = h
+        .agent(2)
+        .anon()
+        .events()
+        .expect("opening /v1/events on n3");
+    let ct = sse.content_type().to_string();
     assert!(
         ct.starts_with("text/event-stream"),
         "/v1/events content-type {ct:?}"
@@ -684,8 +714,8 @@ fn events_stream_state_changes() {
 
     let key = "ev/greeting";
     let t = Instant::now();
-    let version = written(&h.agent(0).kv_put(key, b"hi").unwrap(), key, false);
-    let (ev, _, skipped) = sse.wait_for(&format!("state {key} on n3"), DEADLINE, |e| {
+    let version = written(h.agent(0).client().kv_put(key, b"hi"), key, false);
+    let (ev, _, skipped) = wait_event(&mut sse, &format!("state {key} on n3"), DEADLINE, |e| {
         e.event == "state" && e.json().is_some_and(|j| j["key"] == key)
     });
     let took = t.elapsed();
@@ -698,6 +728,17 @@ fn events_stream_state_changes() {
         "the event's version is the write's: {j}"
     );
     assert_eq!(j["deleted"], false, "{j}");
+    // The typed view of the same event.
+    assert_eq!(
+        ev.api(),
+        Some(myco_proto::api::ApiEvent::State {
+            table: "kv".into(),
+            key: key.into(),
+            version: version.clone(),
+            deleted: false,
+        }),
+        "{ev:?}"
+    );
     for e in &skipped {
         assert!(
             e.event == "member" || e.event == "state",
@@ -708,8 +749,8 @@ fn events_stream_state_changes() {
 
     // A delete streams too, as deleted.
     let t = Instant::now();
-    let version = written(&h.agent(0).kv_del(key).unwrap(), key, true);
-    let (ev, _, _) = sse.wait_for(&format!("deleted {key} on n3"), DEADLINE, |e| {
+    let version = written(h.agent(0).client().kv_del(key), key, true);
+    let (ev, _, _) = wait_event(&mut sse, &format!("deleted {key} on n3"), DEADLINE, |e| {
         e.event == "state"
             && e.json()
                 .is_some_and(|j| j["key"] == key && j["deleted"] == true)
@@ -733,18 +774,11 @@ fn partitioned_node_keeps_writing_and_converges_after_heal() {
     let mut h = Harness::with_env("partition", &[("MYCO_FAULTS", "1")]);
     h.mesh(3);
     let addr: Vec<String> = (0..3).map(|i| h.agent(i).mesh_addr()).collect();
-    let has = |i: usize, key: &str| -> Result<bool, String> {
-        let r = h.agent(i).kv_get(key).map_err(|e| e.to_string())?;
-        match r.status {
-            200 => Ok(true),
-            404 => Ok(false),
-            s => Err(format!("GET {key} on n{} answered {s}: {}", i + 1, r.body)),
-        }
-    };
+    let has = |i: usize, key: &str| has(h.agent(i), key);
 
     // Before the cut, replication works.
     written(
-        &h.agent(0).kv_put("part/before", b"0").unwrap(),
+        h.agent(0).client().kv_put("part/before", b"0"),
         "part/before",
         false,
     );
@@ -764,42 +798,36 @@ fn partitioned_node_keeps_writing_and_converges_after_heal() {
         (2, vec![addr[0].clone(), addr[1].clone()]),
     ];
     for (i, block) in &cuts {
-        let r = h.agent(*i).block(block).unwrap();
-        assert_eq!(
-            r.status,
-            200,
-            "POST /v1/debug/faults on n{}: {}",
-            i + 1,
-            r.body
-        );
+        h.agent(*i)
+            .client()
+            .faults_block(block)
+            .unwrap_or_else(|e| panic!("POST /v1/debug/faults on n{}: {e}", i + 1));
     }
     let cut_at = Instant::now();
 
     // Writes on both sides, and one key written on both.
     const N: usize = 10;
     for k in 0..N {
+        let key = format!("part/from1-{k}");
         written(
-            &h.agent(0)
-                .kv_put(&format!("part/from1-{k}"), format!("a{k}").as_bytes())
-                .unwrap(),
-            &format!("part/from1-{k}"),
+            h.agent(0).client().kv_put(&key, format!("a{k}").as_bytes()),
+            &key,
             false,
         );
+        let key = format!("part/from3-{k}");
         written(
-            &h.agent(2)
-                .kv_put(&format!("part/from3-{k}"), format!("c{k}").as_bytes())
-                .unwrap(),
-            &format!("part/from3-{k}"),
+            h.agent(2).client().kv_put(&key, format!("c{k}").as_bytes()),
+            &key,
             false,
         );
     }
     let v1 = written(
-        &h.agent(0).kv_put("part/both", b"one").unwrap(),
+        h.agent(0).client().kv_put("part/both", b"one"),
         "part/both",
         false,
     );
     let v3 = written(
-        &h.agent(2).kv_put("part/both", b"three").unwrap(),
+        h.agent(2).client().kv_put("part/both", b"three"),
         "part/both",
         false,
     );
@@ -849,15 +877,17 @@ fn partitioned_node_keeps_writing_and_converges_after_heal() {
                 );
             }
         }
-        let b = h.agent(2).kv_get("part/both").unwrap();
-        assert_eq!(b.body, "three", "n3's part/both changed during the cut");
+        let b = h.agent(2).client().kv_get("part/both").unwrap();
+        assert_eq!(b.value, b"three", "n3's part/both changed during the cut");
         thread::sleep(POLL);
     }
 
     // Heal everywhere.
     for i in 0..3 {
-        let r = h.agent(i).block(&[]).unwrap();
-        assert_eq!(r.status, 200, "healing n{}: {}", i + 1, r.body);
+        h.agent(i)
+            .client()
+            .faults_block(&[])
+            .unwrap_or_else(|e| panic!("healing n{}: {e}", i + 1));
     }
     let healed_at = Instant::now();
     eprintln!(
@@ -866,8 +896,8 @@ fn partitioned_node_keeps_writing_and_converges_after_heal() {
     );
 
     let (listing, took) = wait_for("identical part/ listings on every node", CONVERGE, || {
-        let lists: Vec<Vec<Value>> = (0..3)
-            .map(|i| h.agent(i).kv_list("part/"))
+        let lists: Vec<Vec<KvEntry>> = (0..3)
+            .map(|i| listing(h.agent(i), "part/"))
             .collect::<Result<_, _>>()?;
         let want = 2 * N + 2;
         for (i, l) in lists.iter().enumerate() {
@@ -909,7 +939,7 @@ fn restart_keeps_acknowledged_state() {
         let key = format!("keep/k{k:02}");
         let value = format!("value {k}");
         let v = written(
-            &h.agent(a).kv_put(&key, value.as_bytes()).unwrap(),
+            h.agent(a).client().kv_put(&key, value.as_bytes()),
             &key,
             false,
         );
@@ -917,17 +947,17 @@ fn restart_keeps_acknowledged_state() {
     }
     // An overwrite and a delete must survive as such.
     let v = written(
-        &h.agent(a).kv_put("keep/k07", b"seven again").unwrap(),
+        h.agent(a).client().kv_put("keep/k07", b"seven again"),
         "keep/k07",
         false,
     );
     want.insert("keep/k07".into(), ("seven again".into(), v));
     written(
-        &h.agent(a).kv_put("keep/gone", b"x").unwrap(),
+        h.agent(a).client().kv_put("keep/gone", b"x"),
         "keep/gone",
         false,
     );
-    written(&h.agent(a).kv_del("keep/gone").unwrap(), "keep/gone", true);
+    written(h.agent(a).client().kv_del("keep/gone"), "keep/gone", true);
 
     // SIGKILL right after the last acknowledgement.
     h.kill(a);
@@ -935,26 +965,22 @@ fn restart_keeps_acknowledged_state() {
 
     let agent: &Agent = h.agent(a);
     for (k, (value, version)) in &want {
-        let r = agent.kv_get(k).unwrap();
-        assert_eq!(r.status, 200, "{k} after the restart: {}", r.body);
-        assert_eq!(&r.body, value, "{k} after the restart");
-        assert_eq!(
-            r.header("x-myco-version"),
-            Some(version.as_str()),
-            "{k}'s version after the restart"
-        );
+        let r = agent
+            .client()
+            .kv_get(k)
+            .unwrap_or_else(|e| panic!("{k} after the restart: {e}"));
+        assert_eq!(r.value, value.as_bytes(), "{k} after the restart");
+        assert_eq!(&r.version, version, "{k}'s version after the restart");
     }
-    let r = agent.kv_get("keep/gone").unwrap();
-    assert_eq!(
-        r.status, 404,
-        "a deleted key came back after the restart: {}",
-        r.body
+    assert!(
+        !has(agent, "keep/gone").unwrap(),
+        "a deleted key came back after the restart"
     );
-    let got = as_map(&agent.kv_list("keep/").unwrap());
+    let got = as_map(&listing(agent, "keep/").unwrap());
     assert_eq!(got, want, "the listing after the restart");
     // It still takes writes, with versions after the old ones.
     let v = written(
-        &agent.kv_put("keep/after", b"y").unwrap(),
+        agent.client().kv_put("keep/after", b"y"),
         "keep/after",
         false,
     );
