@@ -309,9 +309,7 @@ impl MeshLoop {
             let node = &self.parts.node;
             // A member's name arrives with its manifest, after it is seen up.
             let name = |id: &myco_proto::NodeId| {
-                node.members()
-                    .into_iter()
-                    .find(|m| m.peer.id == *id)
+                node.member(*id)
                     .and_then(|m| m.manifest)
                     .map(|m| m.name)
                     .unwrap_or_default()
@@ -346,11 +344,7 @@ impl MeshLoop {
                     Some(member(&p.id, "left"))
                 }
                 Event::ManifestChanged(id) => {
-                    let m = node
-                        .members()
-                        .into_iter()
-                        .find(|m| m.peer.id == *id)
-                        .and_then(|m| m.manifest);
+                    let m = node.member(*id).and_then(|m| m.manifest);
                     if let Some(m) = m {
                         tracing::info!(member = %id, name = %m.name, version = %m.version, tags = ?m.tags, "member identified");
                     }
@@ -431,12 +425,7 @@ fn is_blocked(
     if blocked.is_empty() {
         return false;
     }
-    let addr = peer.and_then(|id| {
-        node.members()
-            .into_iter()
-            .find(|m| m.peer.id == id)
-            .map(|m| m.peer.addr)
-    });
+    let addr = peer.and_then(|id| node.member(id).map(|m| m.peer.addr));
     addr.is_some_and(|a| blocked.contains(&a))
 }
 

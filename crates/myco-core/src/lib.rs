@@ -15,22 +15,23 @@
 //! - `poll_*`: [`Node::poll_transmit`] (datagrams), [`Node::poll_message`]
 //!   (stream messages), [`Node::poll_persist`], [`Node::poll_timeout`],
 //!   [`Node::poll_event`];
-//! - getters: [`Node::members`], [`Node::stats`], [`Node::identity`],
-//!   [`Node::get`], [`Node::scan`].
+//! - getters: [`Node::members`], [`Node::member`], [`Node::stats`],
+//!   [`Node::identity`], [`Node::get`], [`Node::scan`].
 //!
-//! Membership is SWIM, from the `foca` crate, wrapped here: foca's packets
-//! travel inside Myco frames, sealed in the authenticated envelope of
-//! `myco-proto`, after a replay check. Desired state is a set of
-//! last-writer-wins tables on hybrid logical clocks ([`state`]), spread by
-//! push and repaired by anti-entropy over stream messages.
+//! [`Node`] is a router: it owns one part per concern and routes each
+//! input to the part it is for. Membership (module `membership`) is SWIM,
+//! from the `foca` crate, wrapped here: foca's packets travel inside Myco
+//! frames, sealed in the authenticated envelope of `myco-proto`, after a
+//! replay check. Desired state is a set of last-writer-wins tables on
+//! hybrid logical clocks ([`state`]), spread by push and repaired by
+//! anti-entropy over stream messages (module `replication`).
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod config;
-mod members;
+mod membership;
 mod node;
-mod replay;
 mod replication;
 pub mod state;
 mod stats;
@@ -38,7 +39,7 @@ mod time;
 mod timers;
 
 pub use config::Config;
-pub use members::{MemberState, MemberView};
+pub use membership::{MemberState, MemberView};
 pub use node::{Event, Node, NodeSetup, Transmit};
 pub use replication::WriteError;
 pub use state::replica::Entry;

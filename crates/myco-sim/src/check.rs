@@ -366,10 +366,8 @@ impl Checks {
 pub(crate) fn witnesses(nodes: &[Option<Node>], victim: usize, boot: u64) -> BTreeSet<usize> {
     let id = NodeId::from_u64(victim as u64 + 1);
     let sees = |n: &Node| {
-        n.members().iter().any(|m| {
-            m.peer.id == id
-                && m.peer.boot == boot
-                && matches!(m.state, MemberState::Alive | MemberState::Suspect)
+        n.member(id).is_some_and(|m| {
+            m.peer.boot == boot && matches!(m.state, MemberState::Alive | MemberState::Suspect)
         })
     };
     nodes

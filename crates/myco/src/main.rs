@@ -1,6 +1,8 @@
 //! `myco`: the one binary. Runs the agent, talks to agents, runs a local
 //! dev mesh and the simulator.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod commands;
 mod connect;

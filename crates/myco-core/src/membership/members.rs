@@ -234,18 +234,33 @@ impl MemberTable {
         &'a self,
         suspects: &'a BTreeMap<NodeId, Peer>,
     ) -> impl Iterator<Item = MemberView> + 'a {
-        self.records.values().map(move |r| MemberView {
-            peer: r.peer,
-            state: match r.liveness {
-                Liveness::Up if suspects.get(&r.peer.id) == Some(&r.peer) => MemberState::Suspect,
+        self.records
+            .values()
+            .map(|r| r.view(suspects.get(&r.peer.id).copied()))
+    }
+
+    /// One member's view; `suspect` is the identity foca holds as suspect
+    /// under its id, if any.
+    pub(crate) fn view(&self, id: NodeId, suspect: Option<Peer>) -> Option<MemberView> {
+        self.records.get(&id).map(|r| r.view(suspect))
+    }
+}
+
+impl Record {
+    /// Up is suspect only if foca suspects this very life of the member.
+    fn view(&self, suspect: Option<Peer>) -> MemberView {
+        MemberView {
+            peer: self.peer,
+            state: match self.liveness {
+                Liveness::Up if suspect == Some(self.peer) => MemberState::Suspect,
                 Liveness::Up => MemberState::Alive,
                 Liveness::Down => MemberState::Down,
                 Liveness::Left => MemberState::Left,
             },
-            since: r.since,
-            manifest: r.manifest.clone(),
+            since: self.since,
+            manifest: self.manifest.clone(),
             is_self: false,
-        })
+        }
     }
 }
 
@@ -263,11 +278,7 @@ mod tests {
     }
 
     fn state(t: &MemberTable, id: u64) -> MemberState {
-        let none = BTreeMap::new();
-        t.views(&none)
-            .find(|v| v.peer.id == NodeId::from_u64(id))
-            .unwrap()
-            .state
+        t.view(NodeId::from_u64(id), None).unwrap().state
     }
 
     #[test]
@@ -287,6 +298,25 @@ mod tests {
         t.up(Time(0), peer(1, 2));
         assert_eq!(t.down(Time(1), peer(1, 1)), Update::Unchanged);
         assert_eq!(state(&t, 1), MemberState::Alive);
+    }
+
+    #[test]
+    fn a_member_is_suspect_only_in_the_life_foca_suspects() {
+        let mut t = MemberTable::new(10);
+        t.up(Time(0), peer(1, 2));
+        let id = NodeId::from_u64(1);
+        assert_eq!(
+            t.view(id, Some(peer(1, 1))).unwrap().state,
+            MemberState::Alive
+        );
+        assert_eq!(
+            t.view(id, Some(peer(1, 2))).unwrap().state,
+            MemberState::Suspect
+        );
+        let suspects = BTreeMap::from([(id, peer(1, 2))]);
+        let listed: Vec<MemberView> = t.views(&suspects).collect();
+        assert_eq!(listed, vec![t.view(id, Some(peer(1, 2))).unwrap()]);
+        assert_eq!(t.view(NodeId::from_u64(2), None), None);
     }
 
     #[test]

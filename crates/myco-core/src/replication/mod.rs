@@ -33,6 +33,7 @@ use std::net::SocketAddr;
 use myco_proto::horizon::Horizon;
 use myco_proto::sync::{BUCKETS, STREAM_VERSION, StreamFrame, SyncMessage};
 use myco_proto::{Change, NodeId, Table};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 
@@ -89,10 +90,19 @@ pub(crate) struct Replication {
     next_sync: Time,
     /// When this node last applied a change, local or remote.
     last_change: Option<Time>,
+    /// Picks push targets and anti-entropy partners: a stream of its own,
+    /// so replication's choices do not shift SWIM's.
+    rng: StdRng,
+    /// Whether a flush is scheduled (see [`Replication::schedule_flush`]).
+    flush_scheduled: bool,
+    /// The peer the changes of the scheduled flush came from, if one did.
+    flush_except: Option<NodeId>,
 }
 
 impl Replication {
-    pub(crate) fn new(me: NodeId, cfg: &Config, now: Time) -> Self {
+    /// `seed` is the node's seed; replication draws from a stream derived
+    /// from it, apart from SWIM's.
+    pub(crate) fn new(me: NodeId, cfg: &Config, now: Time, seed: u64) -> Self {
         Replication {
             me,
             replica: Replica::default(),
@@ -105,6 +115,9 @@ impl Replication {
             unreleased: BTreeMap::new(),
             next_sync: now + cfg.sync_interval,
             last_change: None,
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed_5eed_5eed_5eed),
+            flush_scheduled: false,
+            flush_except: None,
         }
     }
 
@@ -209,12 +222,45 @@ impl Replication {
         }
     }
 
+    /// Gathers what is queued for a push `push_delay` from now, to
+    /// everyone but `from` (the peer it came from). Returns when the
+    /// router must call [`Replication::flush_due`], unless a flush is
+    /// already scheduled.
+    pub(crate) fn schedule_flush(
+        &mut self,
+        cfg: &Config,
+        now: Time,
+        from: Option<NodeId>,
+    ) -> Option<Time> {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            self.flush_except = from;
+            return Some(now + cfg.push_delay);
+        }
+        if self.flush_except != from {
+            // Changes from several sources share the flush: exclude no one.
+            self.flush_except = None;
+        }
+        None
+    }
+
+    /// The scheduled flush is due: pushes what gathered since.
+    pub(crate) fn flush_due(
+        &mut self,
+        cfg: &Config,
+        stats: &mut Stats,
+        live: &[(NodeId, SocketAddr)],
+    ) {
+        self.flush_scheduled = false;
+        let except = self.flush_except.take();
+        self.flush(cfg, stats, live, except);
+    }
+
     /// Forwards what is new to `fanout` random live peers, not to `except`.
     pub(crate) fn flush(
         &mut self,
         cfg: &Config,
         stats: &mut Stats,
-        rng: &mut StdRng,
         live: &[(NodeId, SocketAddr)],
         except: Option<NodeId>,
     ) {
@@ -227,7 +273,7 @@ impl Replication {
             .filter(|(id, _)| Some(*id) != except)
             .map(|(_, a)| *a)
             .collect();
-        targets.shuffle(rng);
+        targets.shuffle(&mut self.rng);
         for to in targets.into_iter().take(cfg.fanout) {
             self.push_to(cfg, stats, to, &changes);
         }
@@ -257,7 +303,6 @@ impl Replication {
         cfg: &Config,
         stats: &mut Stats,
         now: Time,
-        rng: &mut StdRng,
         live: &[(NodeId, SocketAddr)],
     ) -> bool {
         if now < self.next_sync {
@@ -272,7 +317,7 @@ impl Replication {
             } else {
                 cfg.sync_interval
             };
-        if let Some((_, to)) = live.choose(rng) {
+        if let Some((_, to)) = live.choose(&mut self.rng) {
             let summary = self.replica.digest();
             self.send(cfg, stats, *to, SyncMessage::Summary(summary));
         }
