@@ -8,10 +8,18 @@ down, restarts it on the same data dir and waits for it to rejoin.
     cargo build --release
     python3 bench/mesh.py --nodes 5 --trials 30          # detection
     python3 bench/mesh.py --nodes 5 --idle 600 --trials 0 # false downs over 10 min
+    python3 bench/mesh.py --nodes 5 --trials 30 --keys 10000 --listers 1   # detection while n0 lists 10,000 keys in a loop
+    python3 bench/mesh.py --nodes 5 --trials 30 --keys 1000 --value-kib 64 --listers 8 --idle-conns 2000
+                                                          # issue 9: 64 MB of state, 8 full listings at once, idle sockets
+
+With --listers, n0 holds --keys keys and that many threads list them all
+(following the cursor when the listing is paginated) for the whole run; a
+watcher counts every time another node sees n0 as anything but alive.
 
 Prints one line per figure; BENCHMARKS.md keeps them with the date.
 """
-import argparse, json, os, random, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+import argparse, json, os, random, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.parse
+import urllib.request
 
 BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "myco")
 BASE = 27000
@@ -97,6 +105,88 @@ def bytes_out(i):
     return 0
 
 
+def token(m, i):
+    with open(os.path.join(m.data(i), "api-token")) as f:
+        return f.read().strip()
+
+
+def fill(m, keys, value_kib):
+    """Writes `keys` keys of `value_kib` KiB (binary) to n0 with 16 writers."""
+    tok, port = token(m, 0), ports(0)[1]
+    value = bytes(range(256)) * (value_kib * 4)
+
+    def writer(w):
+        for k in range(w, keys, 16):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/kv/load/{k:06d}", data=value, method="PUT",
+                                         headers={"Authorization": f"Bearer {tok}"})
+            urllib.request.urlopen(req, timeout=30).read()
+    ts = [threading.Thread(target=writer, args=(w,)) for w in range(16)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+
+
+def list_all(port):
+    """One full listing of prefix load/, following a cursor if the API pages; returns (entries, bytes)."""
+    n, size, cursor = 0, 0, None
+    while True:
+        q = {"prefix": "load/"}
+        if cursor:
+            q["cursor"] = cursor
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/kv?{urllib.parse.urlencode(q)}", timeout=60) as r:
+            body = r.read()
+        size += len(body)
+        d = json.loads(body)
+        items = d if isinstance(d, list) else d.get("entries", d.get("items", []))
+        n += len(items)
+        cursor = None if isinstance(d, list) else d.get("next") or d.get("cursor")
+        if not cursor:
+            return n, size
+
+
+class Load:
+    """Listers on n0, idle sockets to n0's API, and a watcher of n0's state as the others see it."""
+
+    def __init__(self, m, listers, idle_conns):
+        self.m, self.stop_at, self.lists, self.bytes, self.errors = m, None, 0, 0, 0
+        self.not_alive, self.watch_polls, self.running = 0, 0, True
+        self.socks = []
+        for _ in range(idle_conns):
+            try:
+                self.socks.append(socket.create_connection(("127.0.0.1", ports(0)[1]), timeout=2))
+            except OSError:
+                self.errors += 1
+        self.threads = [threading.Thread(target=self.lister, daemon=True) for _ in range(listers)]
+        self.threads.append(threading.Thread(target=self.watch, daemon=True))
+        [t.start() for t in self.threads]
+
+    def lister(self):
+        while self.running:
+            try:
+                _, b = list_all(ports(0)[1])
+                self.lists += 1
+                self.bytes += b
+            except Exception:
+                self.errors += 1
+                time.sleep(0.05)
+
+    def watch(self):
+        while self.running:
+            for i in range(1, self.m.n):
+                try:
+                    st = states(i).get("n0", "absent")
+                except Exception:
+                    continue
+                self.watch_polls += 1
+                self.not_alive += st != "alive"
+            time.sleep(0.1)
+
+    def finish(self):
+        self.running = False
+        [t.join(timeout=70) for t in self.threads]
+        for s in self.socks:
+            s.close()
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -109,6 +199,10 @@ def main():
     ap.add_argument("--idle", type=int, default=0, help="seconds of idle watching for false downs")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--base", type=int, default=27000, help="first port; node i uses BASE+10i..BASE+10i+2")
+    ap.add_argument("--keys", type=int, default=0, help="keys stored on n0 for the listers")
+    ap.add_argument("--value-kib", type=int, default=1, help="size of each stored value")
+    ap.add_argument("--listers", type=int, default=0, help="threads listing n0's keys in a loop")
+    ap.add_argument("--idle-conns", type=int, default=0, help="idle TCP connections held open to n0's API")
     a = ap.parse_args()
     global BASE
     BASE = a.base
@@ -137,6 +231,15 @@ def main():
             print(f"idle_bytes_out_per_node_per_s={rate:.0f} (max over nodes, {a.nodes}-node mesh)")
             downs = sum(open(os.path.join(m.data(i), "agent.log")).read().count("member down") for i in range(a.nodes))
             print(f"member_down_log_lines={downs}")
+        load = None
+        if a.listers or a.idle_conns:
+            if a.keys:
+                t0 = time.time()
+                fill(m, a.keys, a.value_kib)
+                print(f"filled keys={a.keys} value_kib={a.value_kib} in {time.time() - t0:.1f}s")
+            load = Load(m, a.listers, a.idle_conns)
+            time.sleep(2)
+            print(f"load: listers={a.listers} idle_conns={len(load.socks)} n0_rss_kib={rss_kib(m.procs[0].pid)}")
         detect, rejoin = [], []
         for t in range(a.trials):
             victim = rnd.randrange(1, a.nodes)
@@ -160,6 +263,11 @@ def main():
             print(f"detect_down_s p50={pct(detect, 50):.2f} p99={pct(detect, 99):.2f} max={max(detect):.2f} "
                   f"(all survivors, {len(detect)} SIGKILLs, {a.nodes} nodes)")
             print(f"rejoin_s p50={pct(rejoin, 50):.2f} p99={pct(rejoin, 99):.2f} max={max(rejoin):.2f}")
+        if load:
+            rss = rss_kib(m.procs[0].pid)
+            load.finish()
+            print(f"load: full_listings={load.lists} listed_mb={load.bytes / 1e6:.0f} errors={load.errors} "
+                  f"n0_rss_kib={rss} n0_not_alive_observations={load.not_alive} of {load.watch_polls} polls")
     finally:
         m.stop()
         shutil.rmtree(work, ignore_errors=True)
