@@ -7,10 +7,11 @@
 //! the API reads a snapshot the loop publishes and sends it bounded commands.
 
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod api;
 pub mod datadir;
+pub mod exec;
 pub mod kv;
 pub mod mesh;
 pub mod metrics;
