@@ -1,0 +1,238 @@
+//! The exec mechanisms with real processes: spawn (environment, session,
+//! logs, record), exits, stop (a TERM-ignoring grandchild, a process that
+//! left the session), cgroup limits and kill. Every process and cgroup a
+//! test makes is removed by a guard, even when the test fails.
+
+mod exec_util;
+
+/// Named `exec` so that `cargo test -p myco-agent exec` selects these.
+mod exec {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use crate::exec_util::*;
+    use myco_agent::exec::cgroup::{CgroupSupport, CgroupVersion};
+    use myco_agent::exec::logs::{self, LogStream};
+    use myco_agent::exec::record::{self, Liveness};
+    use myco_agent::exec::{ExitKind, Exits, ResourceLimits, StopOutcome, spawn, stop};
+
+    #[tokio::test]
+    async fn spawn_gives_env_port_session_and_logs() {
+        let data = TempDir::new();
+        let mut s = spec(
+            &data.0,
+            &[
+                "/bin/sh",
+                "-c",
+                "echo \"PORT=$PORT JOB=$MYCO_JOB INST=$MYCO_INSTANCE NODE=$MYCO_NODE G=$GREETING\"; \
+             pwd; echo oops >&2; exec sleep 1000",
+            ],
+        );
+        s.port = 23456;
+        let (dir, id) = (s.dir.clone(), s.instance.clone());
+        let launched = spawn(s, &CgroupSupport::none("test")).unwrap();
+        let _reaper = Reaper::of(&launched);
+        let pid = launched.record.pid;
+
+        let lines = eventually("stdout", || {
+            let l = logs::tail(&dir, LogStream::Stdout, 10).unwrap();
+            (l.len() == 2).then_some(l)
+        })
+        .await;
+        assert_eq!(
+            lines[0],
+            format!("PORT=23456 JOB=web INST={id} NODE=node-a G=hi")
+        );
+        assert_eq!(Path::new(&lines[1]), dir.as_path());
+        eventually("stderr", || {
+            (logs::tail(&dir, LogStream::Stderr, 10).unwrap() == ["oops"]).then_some(())
+        })
+        .await;
+
+        // Its own session and group, and the record says who it is.
+        let f = stat_fields(pid);
+        assert_eq!(f[2], pid.to_string(), "process group");
+        assert_eq!(f[3], pid.to_string(), "session");
+        assert_eq!(record::read(&dir).unwrap(), launched.record);
+        assert_eq!(record::liveness(&launched.record), Liveness::Alive);
+
+        let record = launched.record.clone();
+        let mut exits = Exits::new(4);
+        let outcome = stop(launched.target(), Duration::from_secs(5)).await;
+        exits.watch_child(id.clone(), launched.child);
+        assert_eq!(outcome, StopOutcome::Terminated);
+        let exit = tokio::time::timeout(DEADLINE, exits.next()).await.unwrap();
+        assert_eq!(exit.instance, id);
+        assert_eq!(exit.kind, ExitKind::Signal(15));
+        assert_eq!(record::liveness(&record), Liveness::Gone);
+    }
+
+    #[tokio::test]
+    async fn exit_code_is_reported_and_the_child_reaped() {
+        let data = TempDir::new();
+        let s = spec(&data.0, &["/bin/sh", "-c", "exit 7"]);
+        let launched = spawn(s, &CgroupSupport::none("test")).unwrap();
+        let pid = launched.record.pid as i32;
+        let mut exits = Exits::new(4);
+        exits.watch_child("x".into(), launched.child);
+        let exit = tokio::time::timeout(DEADLINE, exits.next()).await.unwrap();
+        assert_eq!(exit.kind, ExitKind::Code(7));
+        // Reaped: no zombie left.
+        eventually("reaped", || {
+            std::fs::metadata(format!("/proc/{pid}"))
+                .is_err()
+                .then_some(())
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn stop_kills_a_grandchild_that_ignores_term() {
+        let data = TempDir::new();
+        let s = spec(
+            &data.0,
+            &["/bin/sh", "-c", "trap '' TERM; sleep 1000 & sleep 1000"],
+        );
+        let launched = spawn(s, &CgroupSupport::none("test")).unwrap();
+        let _reaper = Reaper::of(&launched);
+        let pid = launched.record.pid as i32;
+        let members = eventually("sh and two sleeps", || {
+            let m: Vec<i32> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&p| {
+                    std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok()
+                        && stat_fields(p).get(3) == Some(&pid.to_string())
+                })
+                .map(|p| p as i32)
+                .collect();
+            (m.len() == 3).then_some(m)
+        })
+        .await;
+        let mut exits = Exits::new(4);
+        let started = Instant::now();
+        let outcome = stop(launched.target(), Duration::from_millis(300)).await;
+        exits.watch_child("x".into(), launched.child);
+        assert_eq!(outcome, StopOutcome::Killed);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        for p in members {
+            assert!(!alive(p), "pid {p} outlived the stop");
+        }
+        let exit = tokio::time::timeout(DEADLINE, exits.next()).await.unwrap();
+        assert_eq!(exit.kind, ExitKind::Signal(9));
+    }
+
+    #[tokio::test]
+    async fn cgroup_limits_apply_and_kill_all_leaves_nothing() {
+        let cgroups = Cgroups::detect();
+        let support = &cgroups.0;
+        println!("cgroup support: {support:?}");
+        if !support.is_usable() {
+            println!("SKIP: no usable cgroup here: {}", support.reason);
+            return;
+        }
+        let data = TempDir::new();
+        let mut s = spec(
+            &data.0,
+            // The setsid'd sleep leaves the session and group: only the
+            // cgroup still holds it.
+            &["/bin/sh", "-c", "setsid sleep 1000 & exec sleep 1000"],
+        );
+        s.limits = ResourceLimits {
+            memory_bytes: Some(64 << 20),
+            cpu_milli: Some(250),
+            pids: Some(50),
+        };
+        let launched = spawn(s, support).unwrap();
+        let _reaper = Reaper::of(&launched);
+        let cg = launched.cgroup.clone().expect("a cgroup");
+        let pid = launched.record.pid as i32;
+        let pids = eventually("two processes in the cgroup", || {
+            let p = cg.pids();
+            (p.len() == 2).then_some(p)
+        })
+        .await;
+        assert!(pids.contains(&pid));
+        let dirs: Vec<&Path> = cg.dirs().collect();
+        let read = |file: &str| -> Option<String> {
+            dirs.iter()
+                .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+                .map(|s| s.trim().to_owned())
+        };
+        match support.version {
+            CgroupVersion::V2 => {
+                if support.limits.iter().any(|l| l == "memory") {
+                    assert_eq!(read("memory.max").as_deref(), Some("67108864"));
+                }
+                if support.limits.iter().any(|l| l == "cpu") {
+                    assert_eq!(read("cpu.max").as_deref(), Some("25000 100000"));
+                }
+            }
+            CgroupVersion::V1 => {
+                if support.limits.iter().any(|l| l == "memory") {
+                    assert_eq!(read("memory.limit_in_bytes").as_deref(), Some("67108864"));
+                }
+                if support.limits.iter().any(|l| l == "cpu") {
+                    assert_eq!(read("cpu.cfs_quota_us").as_deref(), Some("25000"));
+                }
+            }
+            CgroupVersion::None => unreachable!(),
+        }
+        if support.limits.iter().any(|l| l == "pids") {
+            assert_eq!(read("pids.max").as_deref(), Some("50"));
+        }
+        let usage = cg.usage();
+        println!("usage: {usage:?}");
+        if support.limits.iter().any(|l| l == "memory") {
+            assert!(usage.memory_bytes.is_some_and(|b| b > 0));
+        }
+
+        let mut exits = Exits::new(4);
+        exits.watch_child("x".into(), launched.child);
+        assert_eq!(cg.kill_all().await, 0);
+        assert!(cg.pids().is_empty());
+        for p in pids {
+            assert!(!alive(p), "pid {p} escaped the cgroup kill");
+        }
+        tokio::time::timeout(DEADLINE, exits.next()).await.unwrap();
+        cg.remove().unwrap();
+        assert!(dirs.iter().all(|d| !d.exists()));
+    }
+
+    #[tokio::test]
+    async fn stop_reaches_a_process_that_left_the_session_through_the_cgroup() {
+        let cgroups = Cgroups::detect();
+        if !cgroups.0.is_usable() {
+            println!("SKIP: no usable cgroup here: {}", cgroups.0.reason);
+            return;
+        }
+        let data = TempDir::new();
+        let s = spec(
+            &data.0,
+            &[
+                "/bin/sh",
+                "-c",
+                "setsid sh -c 'trap \"\" TERM; sleep 1000' & exec sleep 1000",
+            ],
+        );
+        let launched = spawn(s, &cgroups.0).unwrap();
+        let _reaper = Reaper::of(&launched);
+        let cg = launched.cgroup.clone().unwrap();
+        let pids = eventually("three processes", || {
+            let p = cg.pids();
+            (p.len() == 3).then_some(p)
+        })
+        .await;
+        let mut exits = Exits::new(4);
+        let target = launched.target();
+        let outcome = stop(target, Duration::from_millis(200)).await;
+        exits.watch_child("x".into(), launched.child);
+        assert_eq!(outcome, StopOutcome::Killed);
+        for p in pids {
+            assert!(!alive(p), "pid {p} outlived the stop");
+        }
+        tokio::time::timeout(DEADLINE, exits.next()).await.unwrap();
+        cg.remove().unwrap();
+    }
+}
