@@ -235,4 +235,65 @@ mod exec {
         tokio::time::timeout(DEADLINE, exits.next()).await.unwrap();
         cg.remove().unwrap();
     }
+
+    fn rss_kib_and_fds() -> (u64, usize) {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        // tokio waits for a child through a pidfd: that one is expected.
+        let fds = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path())
+                    .map(|l| !l.to_string_lossy().contains("pidfd"))
+                    .unwrap_or(false)
+            })
+            .count();
+        (rss, fds)
+    }
+
+    /// A measurement, not a check: run alone with
+    /// `cargo test -p myco-agent --test exec measure -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore]
+    async fn measure_agent_cost_per_instance() {
+        const N: usize = 200;
+        let cgroups = Cgroups::detect();
+        let data = TempDir::new();
+        let exits = Exits::new(N);
+        // Warm up allocator and runtime with one instance first.
+        let warm = spawn(spec(&data.0, &["/bin/sleep", "1000"]), &cgroups.0).unwrap();
+        let mut kept = vec![(warm.record.clone(), warm.cgroup.clone(), Reaper::of(&warm))];
+        exits.watch_child("warm".into(), warm.child);
+        let (rss0, fds0) = rss_kib_and_fds();
+        for i in 0..N {
+            let l = spawn(spec(&data.0, &["/bin/sleep", "1000"]), &cgroups.0).unwrap();
+            kept.push((l.record.clone(), l.cgroup.clone(), Reaper::of(&l)));
+            exits.watch_child(format!("i{i}"), l.child);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (rss1, fds1) = rss_kib_and_fds();
+        println!(
+            "{N} instances (cgroups: {:?}): agent RSS {rss0} -> {rss1} KiB, {} B per instance \
+             (record + cgroup handle + wait task), fds other than pidfds {fds0} -> {fds1}",
+            cgroups.0.version,
+            (rss1.saturating_sub(rss0)) * 1024 / N as u64
+        );
+        assert_eq!(fds0, fds1, "spawn leaks descriptors in the agent");
+        for (rec, cg, _) in &kept {
+            let target = myco_agent::exec::StopTarget {
+                pid: rec.pid,
+                start_time: rec.start_time,
+                cgroup: cg.as_ref(),
+            };
+            stop(target, Duration::from_secs(5)).await;
+            if let Some(cg) = cg {
+                let _ = cg.remove();
+            }
+        }
+    }
 }

@@ -486,16 +486,18 @@ impl InstanceCgroup {
 
     /// Every process in the cgroup (the union over its hierarchies).
     pub fn pids(&self) -> BTreeSet<i32> {
-        self.dirs
-            .iter()
-            .flat_map(|h| {
-                fs::read_to_string(h.parent.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect::<Vec<i32>>()
-            })
-            .collect()
+        self.read_pids().unwrap_or_default()
+    }
+
+    /// Like [`pids`](Self::pids), but `None` when a `cgroup.procs` cannot
+    /// be read (the cgroup is gone), so that is not taken for "empty".
+    pub fn read_pids(&self) -> Option<BTreeSet<i32>> {
+        let mut all = BTreeSet::new();
+        for h in &self.dirs {
+            let text = fs::read_to_string(h.parent.join("cgroup.procs")).ok()?;
+            all.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        Some(all)
     }
 
     fn dir_with(&self, controller: &str) -> Option<&Path> {

@@ -236,26 +236,27 @@ pub enum StopOutcome {
     Stuck(Vec<i32>),
 }
 
-/// The live members of an instance: its group and session (unless the
-/// leader's pid now belongs to someone else, which means they are gone),
-/// and its cgroup.
+/// The live members of an instance. Its cgroup holds every descendant,
+/// so when it is readable it is the whole answer (and cheap); otherwise the
+/// group and session, found by a scan of `/proc`, unless the leader's pid
+/// now belongs to someone else, which means they are gone too (a pid is not
+/// reused while it names a live group or session).
 fn members(target: &StopTarget<'_>) -> BTreeSet<i32> {
+    let live = |p: &i32| {
+        procfs::stat(*p as u32)
+            .ok()
+            .flatten()
+            .is_some_and(|s| !s.is_zombie())
+    };
+    if let Some(pids) = target.cgroup.and_then(InstanceCgroup::read_pids) {
+        return pids.into_iter().filter(live).collect();
+    }
     let leader = procfs::stat(target.pid).ok().flatten();
-    let reused = leader.is_some_and(|s| s.start_time != target.start_time);
-    let mut set: BTreeSet<i32> = BTreeSet::new();
-    if !reused {
-        let id = target.pid as i32;
-        set.extend(procfs::session_members(id, id));
+    if leader.is_some_and(|s| s.start_time != target.start_time) {
+        return BTreeSet::new();
     }
-    if let Some(cg) = target.cgroup {
-        set.extend(cg.pids().into_iter().filter(|&p| {
-            procfs::stat(p as u32)
-                .ok()
-                .flatten()
-                .is_some_and(|s| !s.is_zombie())
-        }));
-    }
-    set
+    let id = target.pid as i32;
+    procfs::session_members(id, id).into_iter().collect()
 }
 
 /// Stops an instance: SIGTERM, then after `kill_timeout` SIGKILL and a
@@ -368,12 +369,8 @@ impl Exits {
     /// Polls an adopted process (found by `record::scan`) until it is gone.
     pub fn watch_adopted(&self, record: &InstanceRecord) {
         let tx = self.tx.clone();
-        let (instance, pid, start, boot) = (
-            record.instance.clone(),
-            record.pid,
-            record.start_time,
-            record.boot_id.clone(),
-        );
+        let (instance, pid, start) = (record.instance.clone(), record.pid, record.start_time);
+        let mut ours = record::liveness(record) == Liveness::Alive;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(ADOPTED_POLL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -382,7 +379,13 @@ impl Exits {
                 if tx.is_closed() {
                     return;
                 }
-                if record::liveness_of(pid, start, &boot) != Liveness::Alive {
+                // The boot id cannot change under a running process: only
+                // the start time is read again (one small read of /proc).
+                ours = ours
+                    && procfs::stat(pid)
+                        .map(|s| s.is_some_and(|s| s.start_time == start && !s.is_zombie()))
+                        .unwrap_or(true);
+                if !ours {
                     let kind = ExitKind::Unknown;
                     let _ = tx
                         .send(Exit {
