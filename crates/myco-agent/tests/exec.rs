@@ -124,6 +124,45 @@ mod exec {
     }
 
     #[tokio::test]
+    async fn stop_finds_the_group_after_its_leader_exited() {
+        let data = TempDir::new();
+        let s = spec(
+            &data.0,
+            &[
+                "/bin/sh",
+                "-c",
+                "trap '' TERM; sleep 1000 & echo $!; exit 0",
+            ],
+        );
+        let dir = s.dir.clone();
+        let launched = spawn(s, &CgroupSupport::none("test")).unwrap();
+        let _reaper = Reaper::of(&launched);
+        let mut exits = Exits::new(4);
+        let target = (launched.record.pid, launched.record.start_time);
+        exits.watch_child("x".into(), launched.child);
+        assert_eq!(exits.next().await.kind, ExitKind::Code(0));
+        let orphan: i32 = eventually("the orphan's pid", || {
+            logs::tail(&dir, LogStream::Stdout, 1)
+                .ok()?
+                .first()?
+                .parse()
+                .ok()
+        })
+        .await;
+        assert!(alive(orphan));
+        let target = myco_agent::exec::StopTarget {
+            pid: target.0,
+            start_time: target.1,
+            cgroup: None,
+        };
+        assert_eq!(
+            stop(target, Duration::from_millis(100)).await,
+            StopOutcome::Killed
+        );
+        assert!(!alive(orphan));
+    }
+
+    #[tokio::test]
     async fn cgroup_limits_apply_and_kill_all_leaves_nothing() {
         let cgroups = Cgroups::detect();
         let support = &cgroups.0;

@@ -46,8 +46,14 @@ mod exec {
             max_bytes: 8192,
             files: 3,
         };
-        let mut follow = Follow::new(&dir, LogStream::Stdout);
-        let mut seen: Vec<u64> = Vec::new();
+        // Wait for some output, then tail it and follow on from there.
+        eventually("first lines", || {
+            (logs::tail(&dir, LogStream::Stdout, 1).unwrap().len() == 1).then_some(())
+        })
+        .await;
+        let (first, mut follow) = Follow::with_tail(&dir, LogStream::Stdout, 3).unwrap();
+        assert_eq!(first.len(), 3);
+        let mut seen: Vec<u64> = first.iter().map(|l| number(l)).collect();
         let mut rotations = 0;
         let until = Instant::now() + DEADLINE;
         while rotations < 4 {
@@ -79,6 +85,7 @@ mod exec {
         );
 
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "follow went back");
+        assert_eq!(seen[3], seen[2] + 1, "a line between tail and follow");
         let span = seen.last().unwrap() - seen.first().unwrap() + 1;
         let lost = span - seen.len() as u64;
         println!(
@@ -388,6 +395,18 @@ mod exec {
         stop(launched.target(), Duration::from_secs(5)).await;
         exits.watch_child("x".into(), launched.child);
         exits.next().await;
+
+        let sneaky = data.0.join("sneaky");
+        std::fs::create_dir_all(sneaky.join(".myco")).unwrap();
+        std::fs::copy(&script, sneaky.join("run.sh")).unwrap();
+        std::fs::write(sneaky.join(".myco/record.json"), "{}").unwrap();
+        let sneaky_spore = data.0.join("sneaky.spore");
+        pack(&sneaky, &sneaky_spore);
+        assert!(matches!(
+            instance_dir::prepare(&data.0, "sneaky-1", &sneaky_spore, &trusted, &limits),
+            Err(ExecError::ReservedName)
+        ));
+        assert!(!data.0.join("instances/sneaky-1").exists());
 
         let vol = instance_dir::volume(&data.0, "hello", "db").unwrap();
         assert_eq!(vol, data.0.join("volumes/hello/db"));

@@ -146,8 +146,13 @@ fn rotate(path: &Path, files: u32) -> io::Result<()> {
 /// Reads the last `n` lines of a stream (at most [`MAX_TAIL_LINES`]),
 /// reaching into rotated files when the live one has fewer.
 pub fn tail(instance_dir: &Path, stream: LogStream, n: usize) -> io::Result<Vec<String>> {
+    tail_before(&log_path(instance_dir, stream), None, n)
+}
+
+/// [`tail`] of the live file's first `end` bytes (all when `None`).
+fn tail_before(live: &Path, end: Option<u64>, n: usize) -> io::Result<Vec<String>> {
     let n = n.min(MAX_TAIL_LINES);
-    let live = log_path(instance_dir, stream);
+    let live = live.to_path_buf();
     let mut lines: Vec<String> = Vec::new();
     for k in 0u32.. {
         if lines.len() >= n {
@@ -163,7 +168,10 @@ pub fn tail(instance_dir: &Path, stream: LogStream, n: usize) -> io::Result<Vec<
             Err(e) if e.kind() == io::ErrorKind::NotFound => break,
             Err(e) => return Err(e),
         };
-        let len = file.metadata()?.len();
+        let mut len = file.metadata()?.len();
+        if k == 0 {
+            len = len.min(end.unwrap_or(u64::MAX));
+        }
         let start = len.saturating_sub(MAX_TAIL_BYTES);
         file.seek(SeekFrom::Start(start))?;
         let mut bytes = Vec::with_capacity((len - start) as usize);
@@ -227,6 +235,18 @@ impl Follow {
             rotated_ino,
             partial: Vec::new(),
         }
+    }
+
+    /// The last `n` lines, and a follower that continues exactly after
+    /// them: no line is missed or repeated between the two.
+    pub fn with_tail(
+        instance_dir: &Path,
+        stream: LogStream,
+        n: usize,
+    ) -> io::Result<(Vec<String>, Self)> {
+        let follow = Follow::new(instance_dir, stream);
+        let lines = tail_before(&follow.live, Some(follow.offset), n)?;
+        Ok((lines, follow))
     }
 
     /// New complete lines since the last call (possibly none).

@@ -17,7 +17,8 @@
 //!   children and of adopted processes.
 //! - [`cgroup`]: [`CgroupSupport::detect`] (v2, v1 controllers, or none,
 //!   with the reason), [`InstanceCgroup`] limits, usage and kill.
-//! - [`logs`]: rotation by copy-truncate, [`logs::tail`], [`logs::Follow`].
+//! - [`logs`]: rotation by copy-truncate, [`logs::tail`], [`logs::Follow`]
+//!   (with [`logs::Follow::with_tail`] for `tail=N&follow=true`).
 //! - [`probe`]: http, tcp and exec health checks with a timeout, bounded
 //!   concurrency through [`Prober`].
 //! - [`ports`]: [`PortPool`] hands out ports never in use nor leased.

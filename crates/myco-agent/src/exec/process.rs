@@ -95,7 +95,8 @@ impl Launched {
 }
 
 /// Starts an instance and writes its record. Must run inside a tokio
-/// runtime. On error nothing is left running.
+/// runtime; it blocks for the record's fsync (a few ms), so a busy loop
+/// should call it from `spawn_blocking`. On error nothing is left running.
 pub fn spawn(spec: LaunchSpec, cgroups: &CgroupSupport) -> Result<Launched, ExecError> {
     check_name("instance id", &spec.instance)?;
     let program = resolve(spec.argv.first().ok_or(ExecError::EmptyCommand)?, &spec.dir);
