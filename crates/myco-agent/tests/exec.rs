@@ -240,6 +240,64 @@ mod exec {
     }
 
     #[tokio::test]
+    async fn cgroup_limits_hold_against_the_workload() {
+        let cgroups = Cgroups::detect();
+        let support = &cgroups.0;
+        let has = |c: &str| support.limits.iter().any(|l| l == c);
+        if !has("memory") || !has("pids") {
+            println!("SKIP: no memory and pids limits here: {}", support.reason);
+            return;
+        }
+        let data = TempDir::new();
+        // More memory than allowed: the kernel kills it (no swap here; with
+        // swap it would page instead, hence the generous allocation).
+        let mut s = spec(
+            &data.0,
+            &[
+                "/usr/bin/python3",
+                "-c",
+                "x = bytearray(512 << 20); print('survived')",
+            ],
+        );
+        s.limits.memory_bytes = Some(32 << 20);
+        let launched = spawn(s, support).unwrap();
+        let reaper = Reaper::of(&launched);
+        let mut exits = Exits::new(4);
+        exits.watch_child("mem".into(), launched.child);
+        let exit = tokio::time::timeout(DEADLINE, exits.next()).await.unwrap();
+        assert_eq!(
+            exit.kind,
+            ExitKind::Signal(9),
+            "the memory limit did not hold"
+        );
+        drop(reaper);
+
+        // Ten background sleeps under a limit of four processes: the
+        // shell's fifth fork is refused (dash then exits with 2).
+        let mut s = spec(
+            &data.0,
+            &[
+                "/bin/sh",
+                "-c",
+                "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 1000 & done; exec sleep 1000",
+            ],
+        );
+        s.limits.pids = Some(4);
+        let dir = s.dir.clone();
+        let launched = spawn(s, support).unwrap();
+        let _reaper = Reaper::of(&launched);
+        let cg = launched.cgroup.clone().unwrap();
+        exits.watch_child("pids".into(), launched.child);
+        let exit = tokio::time::timeout(DEADLINE, exits.next()).await.unwrap();
+        assert_eq!(exit.kind, ExitKind::Code(2));
+        let errors = logs::tail(&dir, LogStream::Stderr, 20).unwrap();
+        assert!(errors.iter().any(|l| l.contains("fork")), "{errors:?}");
+        assert!(cg.pids().len() <= 3, "{} processes", cg.pids().len());
+        assert_eq!(cg.kill_all().await, 0);
+        cg.remove().unwrap();
+    }
+
+    #[tokio::test]
     async fn stop_reaches_a_process_that_left_the_session_through_the_cgroup() {
         let cgroups = Cgroups::detect();
         if !cgroups.0.is_usable() {
