@@ -106,7 +106,13 @@ pub fn spawn(spec: LaunchSpec, cgroups: &CgroupSupport) -> Result<Launched, Exec
         .map_err(ExecError::io("opening the stderr log", &spec.dir))?;
     let cgroup = InstanceCgroup::create(cgroups, &spec.instance, &spec.limits)?;
     let procs: Vec<OwnedFd> = match &cgroup {
-        Some(cg) => cg.procs_files()?.into_iter().map(OwnedFd::from).collect(),
+        Some(cg) => match cg.procs_files() {
+            Ok(files) => files.into_iter().map(OwnedFd::from).collect(),
+            Err(e) => {
+                let _ = cg.remove();
+                return Err(e);
+            }
+        },
         None => Vec::new(),
     };
     let mut command = tokio::process::Command::new(&program);
