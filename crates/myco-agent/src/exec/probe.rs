@@ -188,3 +188,28 @@ impl Prober {
         probe(kind, port, dir, timeout).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_prober_runs_no_more_than_its_slots() {
+        let dir = std::env::temp_dir();
+        let slow = ProbeKind::Exec {
+            argv: vec!["/bin/sleep".into(), "0.3".into()],
+        };
+        let prober = Prober::new(1);
+        let t = Duration::from_secs(5);
+        let started = std::time::Instant::now();
+        let (a, b) = tokio::join!(
+            prober.check(&slow, 1, &dir, t),
+            prober.check(&slow, 1, &dir, t)
+        );
+        assert!(a.is_healthy() && b.is_healthy());
+        assert!(
+            started.elapsed() >= Duration::from_millis(600),
+            "two probes ran at once through one slot"
+        );
+    }
+}

@@ -254,4 +254,67 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup/memory/myco")
         );
     }
+
+    /// A directory laid out like a v2 hierarchy whose controllers are
+    /// already delegated: the v2 paths this machine (v1) cannot run.
+    struct FakeV2(PathBuf);
+
+    impl FakeV2 {
+        fn new(name: &str, controllers: &str) -> Self {
+            let root = std::env::temp_dir()
+                .join(format!("myco-fake-cgroup2-{name}-{}", std::process::id()));
+            fs::create_dir_all(root.join("myco")).unwrap();
+            fs::write(
+                root.join("cgroup.controllers"),
+                format!("cpuset io {controllers}\n"),
+            )
+            .unwrap();
+            fs::write(root.join("cgroup.subtree_control"), controllers).unwrap();
+            fs::write(root.join("myco/cgroup.subtree_control"), controllers).unwrap();
+            FakeV2(root)
+        }
+        fn mounts(&self) -> Vec<Mount> {
+            vec![Mount {
+                root: "/".into(),
+                point: self.0.clone(),
+                v2: true,
+                controllers: Vec::new(),
+            }]
+        }
+    }
+
+    impl Drop for FakeV2 {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn v2_writes_v2_limits() {
+        use crate::exec::cgroup::{InstanceCgroup, ResourceLimits};
+        let fake = FakeV2::new("limits", "cpu memory pids");
+        let s = detect_v2(&fake.mounts(), "0::/\n", "myco").unwrap();
+        assert_eq!(s.version, CgroupVersion::V2);
+        assert_eq!(s.kill, KillMethod::CgroupKill);
+        assert_eq!(s.limits, ["cpu", "memory", "pids"]);
+        assert!(s.reason.is_empty());
+        let limits = ResourceLimits {
+            memory_bytes: Some(1 << 20),
+            cpu_milli: Some(1500),
+            pids: Some(7),
+        };
+        let cg = InstanceCgroup::create(&s, "i-1", &limits).unwrap().unwrap();
+        let read = |f: &str| fs::read_to_string(fake.0.join("myco/i-1").join(f)).unwrap();
+        assert_eq!(read("memory.max"), "1048576");
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(read("pids.max"), "7");
+        assert_eq!(InstanceCgroup::from_record(&cg.to_record()), cg);
+    }
+
+    #[test]
+    fn v2_without_controllers_says_why() {
+        let fake = FakeV2::new("none", "hugetlb");
+        let why = detect_v2(&fake.mounts(), "0::/\n", "myco").unwrap_err();
+        assert!(why.contains("bound to v1"), "{why}");
+    }
 }
