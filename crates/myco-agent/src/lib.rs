@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod datadir;
+pub mod exec;
 pub mod kv;
 pub mod mesh;
 pub mod metrics;
