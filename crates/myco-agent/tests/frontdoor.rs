@@ -65,6 +65,8 @@ fn limits() -> ServeLimits {
         header_timeout: Duration::from_millis(300),
         idle_timeout: Duration::from_millis(300),
         body_stall_timeout: Duration::from_millis(300),
+        // Longer than the SSE stall below, which has its own test.
+        send_stall_timeout: Duration::from_secs(2),
         max_header_bytes: 8192,
         max_headers: 32,
         max_body_bytes: 1024,
@@ -93,6 +95,7 @@ async fn start(limits: ServeLimits, sse: SseLimits) -> TestServer {
             post(|body: Bytes| async move { body.len().to_string() }),
         )
         .route("/write", post(|| async { "written" }))
+        .route("/big", get(|| async { vec![b'z'; 1 << 20] }))
         .route(
             "/slow",
             get(|State(s): State<AppState>| async move {
@@ -377,6 +380,33 @@ async fn an_oversized_body_gets_413_without_being_read() {
     s.write_all(req.as_bytes()).await.unwrap();
     assert_eq!(read_response(&mut s).await.map(|r| r.0), Some(413));
     assert_eq!(server.stats().body_too_large, 2);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_response_is_cut_off() {
+    let limits = ServeLimits {
+        send_stall_timeout: Duration::from_millis(300),
+        ..limits()
+    };
+    let server = start(limits, SseLimits::default()).await;
+    let mut s = server.connect().await;
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // Read nothing: once the buffers are full the server's writes block.
+    wait_for("the send stall to be noticed", || {
+        server.stats().send_timeouts == 1
+    })
+    .await;
+    closed(&mut s).await;
+    assert_eq!(server.stats().open, 0);
+    // A client that reads gets all of it.
+    let mut s = server.connect().await;
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let (code, body) = read_response(&mut s).await.expect("the whole body");
+    assert_eq!((code, body.len()), (200, 1 << 20));
 }
 
 #[tokio::test]
@@ -665,4 +695,55 @@ async fn a_subscriber_that_never_reads_is_disconnected_and_memory_stays_bounded(
         sse.active.load(std::sync::atomic::Ordering::Relaxed) == 1
     })
     .await;
+}
+
+/// Set in the child process that runs the descriptor-exhaustion test, so
+/// the lowered descriptor limit touches no other test.
+const EMFILE_CHILD: &str = "FRONTDOOR_EMFILE_CHILD";
+
+#[tokio::test]
+async fn descriptor_exhaustion_pauses_accept_and_recovers() {
+    let name = "descriptor_exhaustion_pauses_accept_and_recovers";
+    if std::env::var_os(EMFILE_CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1", "--nocapture"])
+            .env(EMFILE_CHILD, "1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        return;
+    }
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let server = start(limits(), SseLimits::default()).await;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, 256.min(hard), hard).unwrap();
+    // Use up every descriptor, then free one for the client's socket.
+    let mut hog = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        hog.push(f);
+    }
+    hog.pop();
+    let mut s = server.connect().await;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // The server cannot accept it: it counts that and backs off, not spins.
+    wait_for("accept to fail", || server.stats().emfile >= 1).await;
+    let first = Instant::now();
+    wait_for("accept to be retried", || server.stats().emfile >= 4).await;
+    assert!(
+        first.elapsed() >= Duration::from_millis(50),
+        "accept retried {} times in {:?}",
+        server.stats().emfile,
+        first.elapsed()
+    );
+    // Descriptors come back: the waiting connection is served.
+    drop(hog);
+    assert_eq!(read_response(&mut s).await, Some((200, "ok".into())));
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).unwrap();
 }

@@ -52,6 +52,10 @@
 //!   closes. A `Content-Length` above the route's limit ([`Server::body_limit`],
 //!   default 64 MiB) is refused with 413 before a byte of the body is read;
 //!   a chunked body that grows past it gets 413 when it does.
+//! - **Responses: the client must take some bytes every 30 s**, else the
+//!   connection closes (`send_timeouts`). A download or event stream whose
+//!   reader stopped reading would otherwise hold its slot and buffers for
+//!   good (hyper has no write timeout).
 //! - **Kernel send buffer: 64 KiB per connection** (`SO_SNDBUF`). Without
 //!   it Linux grows the buffer of a connection whose reader stalls to
 //!   megabytes; 64 KiB still fills a LAN link (window / RTT).
@@ -103,6 +107,8 @@ pub struct ServeLimits {
     pub idle_timeout: Duration,
     /// Longest time a request body may make no progress while read.
     pub body_stall_timeout: Duration,
+    /// Longest time the client may take none of a response we are sending.
+    pub send_stall_timeout: Duration,
     /// Largest request head in bytes (hyper's read buffer; at least 8,192).
     pub max_header_bytes: usize,
     /// Most header fields in a request head.
@@ -127,6 +133,7 @@ impl Default for ServeLimits {
             header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             body_stall_timeout: Duration::from_secs(10),
+            send_stall_timeout: Duration::from_secs(30),
             max_header_bytes: 16 * 1024,
             max_headers: 64,
             max_body_bytes: 64 << 20,
@@ -142,7 +149,7 @@ impl Default for ServeLimits {
 /// ([`ServeCounters::snapshot`]). All are totals since start except `open`.
 #[derive(Debug, Default)]
 pub struct ServeCounters {
-    /// Connections accepted (including reserve ones).
+    /// Connections `accept` returned (reserve and refused ones included).
     pub accepted: AtomicU64,
     /// Connections open now.
     pub open: AtomicU64,
@@ -156,6 +163,9 @@ pub struct ServeCounters {
     pub header_timeouts: AtomicU64,
     /// Keep-alive connections closed after sitting idle.
     pub idle_closed: AtomicU64,
+    /// Connections closed because the client took none of a response for
+    /// the send stall timeout.
+    pub send_timeouts: AtomicU64,
     /// Requests answered 408 because their body made no progress.
     pub body_timeouts: AtomicU64,
     /// Requests answered 413 (declared or actual body over the limit).
@@ -179,6 +189,7 @@ pub struct ServeStats {
     pub reserve_refused: u64,
     pub header_timeouts: u64,
     pub idle_closed: u64,
+    pub send_timeouts: u64,
     pub body_timeouts: u64,
     pub body_too_large: u64,
     pub emfile: u64,
@@ -198,6 +209,7 @@ impl ServeCounters {
             reserve_refused: r(&self.reserve_refused),
             header_timeouts: r(&self.header_timeouts),
             idle_closed: r(&self.idle_closed),
+            send_timeouts: r(&self.send_timeouts),
             body_timeouts: r(&self.body_timeouts),
             body_too_large: r(&self.body_too_large),
             emfile: r(&self.emfile),

@@ -70,11 +70,14 @@ struct Phase {
     idle_since: Instant,
     /// When the first byte after `idle_since` arrived.
     head_started: Option<Instant>,
+    /// Since when the socket has refused our writes (the reader stopped).
+    write_blocked_since: Option<Instant>,
 }
 
 enum Expired {
     Header,
     Idle,
+    Send,
 }
 
 impl Activity {
@@ -85,6 +88,7 @@ impl Activity {
                 served: 0,
                 idle_since: Instant::now(),
                 head_started: None,
+                write_blocked_since: None,
             }),
             changed: Notify::new(),
             close: Notify::new(),
@@ -101,6 +105,15 @@ impl Activity {
         if p.in_flight == 0 && p.head_started.is_none() {
             p.head_started = Some(Instant::now());
             drop(p);
+            self.changed.notify_one();
+        }
+    }
+
+    fn write_blocked(&self, blocked: bool) {
+        let mut p = self.phase();
+        p.write_blocked_since = blocked.then(Instant::now);
+        drop(p);
+        if blocked {
             self.changed.notify_one();
         }
     }
@@ -125,9 +138,13 @@ impl Activity {
         self.changed.notify_one();
     }
 
-    /// The next deadline, if no request is in flight.
+    /// The next deadline: for a blocked write, or when no request is in
+    /// flight, for the next head.
     fn deadline(&self, limits: &super::ServeLimits) -> Option<(Instant, Expired)> {
         let p = self.phase();
+        if let Some(t) = p.write_blocked_since {
+            return Some((t + limits.send_stall_timeout, Expired::Send));
+        }
         if p.in_flight > 0 {
             return None;
         }
@@ -139,7 +156,8 @@ impl Activity {
         })
     }
 
-    /// Resolves when the connection has been waiting too long for a head.
+    /// Resolves when the connection has waited too long for a head, or for
+    /// the client to take what we send.
     async fn watchdog(&self, limits: &super::ServeLimits) -> Expired {
         loop {
             match self.deadline(limits) {
@@ -169,6 +187,19 @@ struct Tracked {
     activity: Arc<Activity>,
     scanner: Option<LineScanner>,
     counters: Arc<ServeCounters>,
+    /// Whether the last write was refused (tells the watchdog on changes only).
+    write_blocked: bool,
+}
+
+impl Tracked {
+    fn note_write<T>(&mut self, r: Poll<T>) -> Poll<T> {
+        let blocked = r.is_pending();
+        if blocked != self.write_blocked {
+            self.write_blocked = blocked;
+            self.activity.write_blocked(blocked);
+        }
+        r
+    }
 }
 
 impl AsyncRead for Tracked {
@@ -203,14 +234,18 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note_write(r)
     }
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note_write(r)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -261,6 +296,7 @@ impl Conn {
             activity: activity.clone(),
             scanner: limits.strict_line_endings.then(LineScanner::default),
             counters: counters.clone(),
+            write_blocked: false,
         });
         let builder = self.builder();
         let request = Arc::new(PerRequest {
@@ -289,10 +325,12 @@ impl Conn {
                     break;
                 }
                 why = activity.watchdog(&limits) => {
-                    // Dropping the connection closes the socket; no request is in flight.
+                    // Dropping the connection closes the socket (and ends a
+                    // response that its reader stopped taking).
                     match why {
                         Expired::Header => ServeCounters::bump(&counters.header_timeouts),
                         Expired::Idle => ServeCounters::bump(&counters.idle_closed),
+                        Expired::Send => ServeCounters::bump(&counters.send_timeouts),
                     }
                     break;
                 }
