@@ -36,8 +36,12 @@
 //!   MB. Past the cap a connection is taken from the reserve; it serves one
 //!   request, and only one that [`Server::admit_on_reserve`] admits
 //!   (`/health` by default; the API adds "carries the valid token"), so an
-//!   operator and health checks still get in while the cap is full. Past
-//!   the reserve a connection is closed at once (`refused_over_cap`).
+//!   operator and health checks still get in while the cap is full. When
+//!   the reserve is full too, a new connection evicts the oldest reserve
+//!   connection that has not sent a request head yet (`reserve_evicted`):
+//!   an honest client sends its head at once, so idlers cannot hold the
+//!   reserve against it. With nothing to evict (every reserve connection
+//!   is mid-request) a new connection is closed at once (`refused_over_cap`).
 //! - **Descriptor exhaustion** (`EMFILE`/`ENFILE` from `accept`): counted
 //!   (`emfile`) and the loop pauses 100 ms instead of spinning on an error
 //!   that repeats until a connection closes.
@@ -79,14 +83,15 @@ mod body;
 mod conn;
 mod strict;
 
+use std::collections::VecDeque;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use axum::http::request::Parts;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 pub use conn::ConnInfo;
@@ -157,6 +162,9 @@ pub struct ServeCounters {
     pub refused_over_cap: AtomicU64,
     /// Connections served from the reserve.
     pub reserve_used: AtomicU64,
+    /// Reserve connections closed, before sending a request head, to make
+    /// room for a newer connection.
+    pub reserve_evicted: AtomicU64,
     /// Requests on a reserve connection that the admission hook refused (503).
     pub reserve_refused: AtomicU64,
     /// Connections closed because a request head was not complete in time.
@@ -186,6 +194,7 @@ pub struct ServeStats {
     pub open: u64,
     pub refused_over_cap: u64,
     pub reserve_used: u64,
+    pub reserve_evicted: u64,
     pub reserve_refused: u64,
     pub header_timeouts: u64,
     pub idle_closed: u64,
@@ -206,6 +215,7 @@ impl ServeCounters {
             open: r(&self.open),
             refused_over_cap: r(&self.refused_over_cap),
             reserve_used: r(&self.reserve_used),
+            reserve_evicted: r(&self.reserve_evicted),
             reserve_refused: r(&self.reserve_refused),
             header_timeouts: r(&self.header_timeouts),
             idle_closed: r(&self.idle_closed),
@@ -220,6 +230,76 @@ impl ServeCounters {
 
     pub(crate) fn bump(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How long a connection that evicted a reserve connection waits for its place.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
+
+/// Where an accepted connection is served from.
+enum Slot {
+    Main(OwnedSemaphorePermit),
+    Reserve(OwnedSemaphorePermit),
+    /// The reserve is full; an idle reserve connection was closed for it.
+    Evicted,
+}
+
+impl Slot {
+    /// The permit to hold while the connection runs; `None` if an evicted
+    /// place did not come free in time.
+    async fn permit(
+        self,
+        reserve: &Arc<Semaphore>,
+        counters: &ServeCounters,
+    ) -> Option<OwnedSemaphorePermit> {
+        match self {
+            Slot::Main(p) | Slot::Reserve(p) => Some(p),
+            // The evicted connection gives its place back as its task ends.
+            Slot::Evicted => {
+                let p = tokio::time::timeout(EVICTION_WAIT, reserve.clone().acquire_owned()).await;
+                let p = p.ok().and_then(Result::ok);
+                if p.is_none() {
+                    ServeCounters::bump(&counters.refused_over_cap);
+                }
+                p
+            }
+        }
+    }
+}
+
+/// The connection cap and its reserve.
+struct Places {
+    main: Arc<Semaphore>,
+    reserve: Arc<Semaphore>,
+    /// Reserve connections, oldest first, for eviction (dead ones pruned).
+    held: VecDeque<Weak<conn::Activity>>,
+}
+
+impl Places {
+    /// A place for a new connection, or `None` (counted) if there is none.
+    fn take(&mut self, activity: &Arc<conn::Activity>, counters: &ServeCounters) -> Option<Slot> {
+        if let Ok(p) = self.main.clone().try_acquire_owned() {
+            return Some(Slot::Main(p));
+        }
+        let slot = match self.reserve.clone().try_acquire_owned() {
+            Ok(p) => Slot::Reserve(p),
+            Err(_) => {
+                self.held.retain(|w| w.strong_count() > 0);
+                let idle = self
+                    .held
+                    .iter()
+                    .position(|w| w.upgrade().is_some_and(|a| a.awaiting_first_head()));
+                let Some(victim) = idle.and_then(|i| self.held.remove(i)?.upgrade()) else {
+                    ServeCounters::bump(&counters.refused_over_cap);
+                    return None;
+                };
+                ServeCounters::bump(&counters.reserve_evicted);
+                victim.evict();
+                Slot::Evicted
+            }
+        };
+        self.held.push_back(Arc::downgrade(activity));
+        Some(slot)
     }
 }
 
@@ -284,8 +364,11 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
         let limits = self.limits.clone();
-        let main = Arc::new(Semaphore::new(limits.max_connections));
-        let reserve = Arc::new(Semaphore::new(limits.reserve_connections));
+        let mut places = Places {
+            main: Arc::new(Semaphore::new(limits.max_connections)),
+            reserve: Arc::new(Semaphore::new(limits.reserve_connections)),
+            held: VecDeque::new(),
+        };
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -310,30 +393,29 @@ impl Server {
                 Err(e) => break Err(e),
             };
             ServeCounters::bump(&self.counters.accepted);
-            let (permit, on_reserve) = match main.clone().try_acquire_owned() {
-                Ok(p) => (p, false),
-                Err(_) => match reserve.clone().try_acquire_owned() {
-                    Ok(p) => {
-                        ServeCounters::bump(&self.counters.reserve_used);
-                        (p, true)
-                    }
-                    Err(_) => {
-                        ServeCounters::bump(&self.counters.refused_over_cap);
-                        drop(stream);
-                        continue;
-                    }
-                },
+            let activity = Arc::new(conn::Activity::new());
+            let Some(slot) = places.take(&activity, &self.counters) else {
+                drop(stream);
+                continue;
             };
             let conn = conn::Conn {
                 server: self.clone(),
                 app: app.clone(),
                 peer,
-                on_reserve,
+                on_reserve: !matches!(slot, Slot::Main(_)),
                 stop: stop_rx.clone(),
+                activity,
             };
+            let (reserve, counters) = (places.reserve.clone(), self.counters.clone());
             tasks.spawn(async move {
+                let on_reserve = conn.on_reserve;
+                let Some(_permit) = slot.permit(&reserve, &counters).await else {
+                    return;
+                };
+                if on_reserve {
+                    ServeCounters::bump(&counters.reserve_used);
+                }
                 conn.run(stream).await;
-                drop(permit);
             });
         };
         drop(listener);

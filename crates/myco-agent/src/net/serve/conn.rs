@@ -61,6 +61,8 @@ pub(super) struct Activity {
     /// notification sent before it waits is kept).
     changed: Notify,
     close: Notify,
+    /// Set before `close` when the server evicts this reserve connection.
+    evicted: std::sync::atomic::AtomicBool,
 }
 
 struct Phase {
@@ -81,7 +83,7 @@ enum Expired {
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Activity {
             state: Mutex::new(Phase {
                 in_flight: 0,
@@ -92,12 +94,24 @@ impl Activity {
             }),
             changed: Notify::new(),
             close: Notify::new(),
+            evicted: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
         // A panic while holding this lock cannot leave the phase half-set.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the connection has not sent a whole request head yet.
+    pub(super) fn awaiting_first_head(&self) -> bool {
+        self.phase().served == 0
+    }
+
+    /// Closes the connection to make room for a newer one.
+    pub(super) fn evict(&self) {
+        self.evicted.store(true, Ordering::Relaxed);
+        self.close.notify_one();
     }
 
     fn bytes_arrived(&self) {
@@ -265,6 +279,9 @@ pub(super) struct Conn {
     pub(super) peer: SocketAddr,
     pub(super) on_reserve: bool,
     pub(super) stop: watch::Receiver<bool>,
+    /// Made at accept, so the watchdog counts from then and the server
+    /// can evict the connection from the reserve.
+    pub(super) activity: Arc<Activity>,
 }
 
 /// Decrements the open-connection gauge however the task ends.
@@ -290,7 +307,7 @@ impl Conn {
         }
         // Responses are written whole by hyper; waiting for more to coalesce only adds latency.
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
+        let activity = self.activity.clone();
         let io = TokioIo::new(Tracked {
             inner: stream,
             activity: activity.clone(),
@@ -335,7 +352,9 @@ impl Conn {
                     break;
                 }
                 () = activity.close.notified() => {
-                    ServeCounters::bump(&counters.closed_by_handler);
+                    if !activity.evicted.load(Ordering::Relaxed) {
+                        ServeCounters::bump(&counters.closed_by_handler);
+                    }
                     break;
                 }
                 _ = stop.wait_for(|s| *s), if !stopping => {
