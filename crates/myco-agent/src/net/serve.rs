@@ -29,6 +29,10 @@
 //! agent from 12 MB to 157 MB of RSS for good, slowloris connections were
 //! never reaped, and about 20,000 idle connections exhausted file
 //! descriptors, after which `/health` and authenticated writes timed out.
+//! With these limits (test `measure_five_thousand_idle_connections` in
+//! `tests/frontdoor.rs`): of 5,000 half-sent heads 1,088 are held, the
+//! rest are evicted or refused, `/health` answers, and the process (server
+//! and all 5,000 client sockets) grows from 5.8 MB to 29.6 MB of RSS.
 //!
 //! - **Connections: 1,024, plus a reserve of 64.** A node serves an
 //!   operator, a dashboard and a few scripts: 1,024 is far above honest
