@@ -13,9 +13,11 @@
 pub mod api;
 pub mod datadir;
 pub mod exec;
+pub mod http;
 pub mod kv;
 pub mod mesh;
 pub mod metrics;
+pub mod net;
 pub mod settings;
 pub mod spores;
 pub mod spores_api;

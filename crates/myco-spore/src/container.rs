@@ -6,7 +6,7 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 use crate::error::SporeError;
-use crate::keys::parse_public_key;
+use crate::keys::check_public_key;
 use crate::manifest::Manifest;
 use crate::{FORMAT_VERSION, MAGIC, MAX_MANIFEST_BYTES, SIGNATURE_CONTEXT};
 
@@ -77,9 +77,12 @@ pub(crate) fn read_head(r: &mut impl Read, hasher: &mut Sha256) -> Result<Head, 
     }
     let (manifest_bytes, sig_bytes) = rest.split_at(len as usize);
     let manifest = parse_manifest(manifest_bytes)?;
-    let publisher = parse_public_key(&manifest.publisher).ok_or_else(|| {
-        SporeError::BadManifest("publisher is not a valid Ed25519 public key".into())
-    })?;
+    let publisher = hex::decode(manifest.publisher.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or("not 64 hex digits")
+        .and_then(|b| check_public_key(&b))
+        .map_err(|why| SporeError::BadManifest(format!("publisher key: {why}")))?;
     let signature = Signature::from_bytes(sig_bytes.try_into().expect("64 bytes"));
     // verify_strict also rejects weak keys and non-canonical signatures, so a
     // byte flip in the signature can never yield another valid signature.

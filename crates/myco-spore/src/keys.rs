@@ -42,20 +42,38 @@ pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     Ok(SigningKey::from_bytes(&read_hex32(path)?))
 }
 
-/// Reads a public key file (64 hex characters, surrounding whitespace ignored).
+/// Reads a public key file (64 hex characters, surrounding whitespace
+/// ignored). Refuses weak keys ([`check_public_key`]).
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     let bytes = read_hex32(path)?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::BadKey {
+    check_public_key(&bytes).map_err(|why| KeyError::BadKey {
         path: path.to_path_buf(),
-        why: "not a valid Ed25519 public key".into(),
+        why: why.to_string(),
     })
 }
 
 /// Parses a public key given as 64 hex characters (whitespace trimmed), as
-/// found in `.pub` files and in manifests' `publisher` field.
+/// found in `.pub` files, trust records and manifests' `publisher` field.
+/// `None` for anything [`check_public_key`] refuses.
 pub fn parse_public_key(text: &str) -> Option<VerifyingKey> {
     let bytes: [u8; 32] = hex::decode(text.trim()).ok()?.try_into().ok()?;
-    VerifyingKey::from_bytes(&bytes).ok()
+    check_public_key(&bytes).ok()
+}
+
+/// Decodes a publisher key, refusing bytes that are not a curve point and
+/// weak keys: the small-order points (the all-zero bytes among them), for
+/// which signatures can be forged without a secret (with the identity
+/// point as key, `R` = identity and `s` = 0 passes a plain Ed25519 check
+/// for every message). No secret key yields one, so only a crafted key is
+/// refused.
+pub fn check_public_key(bytes: &[u8; 32]) -> Result<VerifyingKey, &'static str> {
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| "not a valid Ed25519 public key")?;
+    if key.is_weak() {
+        return Err(
+            "a weak Ed25519 key (a small-order point) that anyone can forge signatures for",
+        );
+    }
+    Ok(key)
 }
 
 fn write_new(path: &Path, mode: u32, hex_line: &str) -> Result<(), KeyError> {

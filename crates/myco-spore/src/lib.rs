@@ -33,7 +33,8 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{KeyError, PackError, SporeError};
 pub use extract::extract;
 pub use keys::{
-    parse_public_key, public_key_path, read_public_key, read_signing_key, write_keypair,
+    check_public_key, parse_public_key, public_key_path, read_public_key, read_signing_key,
+    write_keypair,
 };
 pub use manifest::{Health, Manifest, Resources};
 pub use pack::{PackInfo, PackMeta, pack};

@@ -5,6 +5,7 @@ mod crafted;
 mod fuzz;
 mod roundtrip;
 mod tamper;
+mod weak_keys;
 
 use std::fs;
 use std::io::Cursor;

@@ -1,0 +1,3 @@
+//! Network plumbing shared by the agent's servers.
+
+pub mod serve;
