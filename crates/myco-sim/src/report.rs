@@ -248,7 +248,22 @@ impl fmt::Display for Report {
             self.idle_bytes_per_node_sec, self.idle_datagrams_per_node_sec
         )?;
         writeln!(f, "{}", self.state)?;
-        write!(f, "  refused by nodes: {:?}", self.refused)
+        // A run that passed refused only for reasons its faults explain
+        // (any other reason fails it): say so, so a reader need not wonder.
+        if self.refused.is_empty() {
+            return write!(f, "  refused by nodes: none");
+        }
+        let counts: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        write!(
+            f,
+            "  refused by nodes: {} (expected under these faults: duplicated datagrams are refused as replays, \
+             datagrams from a restarted or not yet known node as unknown_sender; any other reason fails the run)",
+            counts.join(", ")
+        )
     }
 }
 
