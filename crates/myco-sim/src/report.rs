@@ -256,14 +256,24 @@ impl fmt::Display for Report {
         let counts: Vec<String> = self
             .refused
             .iter()
-            .map(|(reason, n)| format!("{reason} {n}"))
+            .map(|(reason, n)| format!("{reason} {n} ({})", why_refused(reason)))
             .collect();
         write!(
             f,
-            "  refused by nodes: {} (expected under these faults: duplicated datagrams are refused as replays, \
-             datagrams from a restarted or not yet known node as unknown_sender; any other reason fails the run)",
+            "  refused by nodes, all expected under these faults: {}",
             counts.join(", ")
         )
+    }
+}
+
+/// Why a passing run's nodes refused datagrams for `reason`.
+fn why_refused(reason: &str) -> &'static str {
+    match reason {
+        "replay" => "duplicated datagrams",
+        "unknown_sender" => "from nodes not yet known or restarted",
+        "behind_horizon" => "tombstones older than the collected horizon",
+        "clock_drift" => "writes from a node whose clock runs too far ahead",
+        _ => "explained by this run's faults",
     }
 }
 

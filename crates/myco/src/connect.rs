@@ -2,7 +2,7 @@
 //! environment and the dev context resolved into a [`myco_client::Client`].
 //!
 //! Order, first found wins. API: `--api`, `MYCO_API`, n1 of the dev mesh
-//! in this directory, [`DEFAULT_API`]. Token: `--token`, `MYCO_API_TOKEN`,
+//! in this directory (the first running node if n1 is down), [`DEFAULT_API`]. Token: `--token`, `MYCO_API_TOKEN`,
 //! `api-token` in `--data-dir`/`MYCO_DATA_DIR`, the token of the dev node
 //! whose API is the one chosen (never another host's), then the default
 //! data dir's.
@@ -49,9 +49,12 @@ pub fn client(conn: Conn) -> anyhow::Result<Client> {
     let api = match (&explicit_api, &dev) {
         (Some(a), _) => a.clone(),
         // A data dir names a node of its own; its token must not go to n1.
+        // n1, or the first node still running if n1 was killed.
         (None, Some(ctx)) if data_dir.is_none() => ctx
             .nodes
-            .first()
+            .iter()
+            .find(|n| n.pid.is_some())
+            .or(ctx.nodes.first())
             .map_or_else(|| DEFAULT_API.to_string(), |n| n.api.clone()),
         _ => DEFAULT_API.to_string(),
     };

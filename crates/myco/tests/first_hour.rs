@@ -313,6 +313,24 @@ fn dev_mesh_heals_a_killed_node_and_its_printed_commands_work_as_typed() {
         }
     });
 
+    // With n1 stopped, the CLI here talks to the first node still running.
+    let stopped = ok_in(&root, &["dev", "stop", "n1"]);
+    assert!(stopped.contains("myco dev restart n1"), "{stopped}");
+    wait_for("the CLI to see n1 gone, through n2", DEADLINE, || {
+        let out = myco_in(&root, &["nodes", "--json"], None);
+        let nodes: Value = serde_json::from_slice(&out.stdout).map_err(|_| stderr(&out))?;
+        let n1 = support::member_list(&nodes)
+            .into_iter()
+            .find(|n| n["name"] == "n1")
+            .ok_or("no n1")?;
+        match n1["state"].as_str() {
+            Some("alive") => Err("n1 still alive".to_string()),
+            _ => Ok(()),
+        }
+    });
+    ok_in(&root, &["kv", "put", "while", "n1-stopped"]);
+    ok_in(&root, &["dev", "restart", "n1"]);
+
     // Ctrl-C stops everything, and the CLI no longer points at the mesh.
     let pids: Vec<i32> = ["n1", "n2", "n3"]
         .iter()
