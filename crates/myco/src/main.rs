@@ -74,46 +74,58 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    // The rendered text without styles: `error: ...`, `  tip: ...` lines,
-    // then `Usage: ...`.
+    // The rendered text without styles: `error: ...` (maybe continued on
+    // indented lines), `  tip: ...` lines, then `Usage: ...`.
     let text = e.render().to_string();
-    eprintln!("{}", one_line_usage(&text));
+    let args: Vec<String> = std::env::args().collect();
+    eprintln!("{}", one_line_usage(&text, &command_path(&args)));
     ExitCode::from(2)
 }
 
+/// The subcommand path the arguments name (`myco kv get`), for the hint.
+fn command_path(args: &[String]) -> String {
+    use clap::CommandFactory;
+    let mut cmd = cli::Cli::command();
+    let mut path = vec!["myco".to_string()];
+    for a in args.iter().skip(1) {
+        let Some(sub) = cmd.find_subcommand(a).cloned() else {
+            continue;
+        };
+        path.push(sub.get_name().to_string());
+        cmd = sub;
+    }
+    path.join(" ")
+}
+
 /// Turns clap's multi-line error block into `error: WHAT (TIPS)` and
-/// `hint: usage: ...; more with --help`.
-fn one_line_usage(text: &str) -> String {
-    let mut what = String::new();
+/// `hint: usage: ...; see `CMD --help``.
+fn one_line_usage(text: &str, cmd: &str) -> String {
+    let mut what: Vec<String> = Vec::new();
     let mut tips = Vec::new();
     let mut usage = None;
     for line in text.lines().map(str::trim) {
         if let Some(m) = line.strip_prefix("error:") {
-            what = m.trim().to_string();
+            what.push(m.trim().to_string());
         } else if let Some(t) = line.strip_prefix("tip:") {
             tips.push(t.trim().to_string());
         } else if let Some(u) = line.strip_prefix("Usage:") {
             usage = Some(u.trim().to_string());
-        } else if !line.is_empty() && !line.starts_with("For more information") && what.is_empty() {
-            what = line.to_string();
+        } else if !line.is_empty()
+            && !line.starts_with("For more information")
+            && usage.is_none()
+            && tips.is_empty()
+        {
+            // The continuation of the message: the missing arguments.
+            what.push(line.to_string());
         }
     }
-    let mut out = format!("error: {what}");
+    let mut out = format!("error: {}", what.join(" "));
     if !tips.is_empty() {
         out.push_str(&format!(" ({})", tips.join("; ")));
     }
     match usage {
-        Some(u) => {
-            let cmd: Vec<&str> = u
-                .split_whitespace()
-                .take_while(|w| !w.starts_with(['[', '<', '-']) && !w.contains("..."))
-                .collect();
-            out.push_str(&format!(
-                "\nhint: usage: {u}; see `{} --help`",
-                cmd.join(" ")
-            ));
-        }
-        None => out.push_str("\nhint: see `myco --help`"),
+        Some(u) => out.push_str(&format!("\nhint: usage: {u}; see `{cmd} --help`")),
+        None => out.push_str(&format!("\nhint: see `{cmd} --help`")),
     }
     out
 }
@@ -142,7 +154,7 @@ mod tests {
         let e = cli::Cli::command()
             .try_get_matches_from(["myco", "nodes", "--jsn"])
             .unwrap_err();
-        let text = one_line_usage(&e.render().to_string());
+        let text = one_line_usage(&e.render().to_string(), "myco nodes");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2, "{text}");
         assert!(
@@ -152,5 +164,25 @@ mod tests {
         assert!(lines[0].contains("--json"), "no suggestion in {text}");
         assert!(lines[1].starts_with("hint: usage: myco nodes"), "{text}");
         assert!(lines[1].contains("`myco nodes --help`"), "{text}");
+
+        let e = cli::Cli::command()
+            .try_get_matches_from(["myco", "kv", "get"])
+            .unwrap_err();
+        let text = one_line_usage(&e.render().to_string(), "myco kv get");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.lines().next().unwrap().ends_with("<KEY>"), "{text}");
+    }
+
+    #[test]
+    fn the_hint_names_the_subcommand() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            command_path(&args(&["myco", "kv", "get", "x"])),
+            "myco kv get"
+        );
+        assert_eq!(
+            command_path(&args(&["myco", "--api", "u", "sim", "--nodes", "x"])),
+            "myco sim"
+        );
     }
 }
