@@ -264,6 +264,31 @@ fn dev_mesh_heals_a_killed_node_and_its_printed_commands_work_as_typed() {
         "newline not shown escaped: {table:?}"
     );
 
+    // A second `myco dev` in the same directory is refused, not started
+    // over the first one's context (ports far off, in case it is not).
+    let mut second = Command::new(MYCO)
+        .args([
+            "dev",
+            "--mesh-port",
+            "1100",
+            "--api-port",
+            "1200",
+            "--edge-port",
+            "1300",
+        ])
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, _) = wait_for("a second myco dev to give up", DEADLINE, || {
+        second.try_wait().unwrap().ok_or_else(String::new)
+    });
+    let mut why = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut why).unwrap();
+    assert!(!status.success() && why.contains("already runs"), "{why}");
+
     // Point 1: kill -9 one agent; the others keep running and serving.
     let n3 = dev.node("n3")["pid"].as_u64().expect("n3 has a pid") as i32;
     kill(Pid::from_raw(n3), Signal::SIGKILL).unwrap();

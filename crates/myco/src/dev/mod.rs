@@ -6,7 +6,7 @@
 //! the same directory finds n1 and its token. Then it watches: a node that
 //! dies is reported and the others keep running (that is the point of a
 //! self-healing mesh); `myco dev restart NODE` from another terminal
-//! brings it back through the control socket. Ctrl-C (or SIGTERM) stops
+//! brings it back through the control socket. Ctrl-C (SIGTERM, SIGHUP) stops
 //! every node with SIGTERM, SIGKILL after 5 s.
 
 mod control;
@@ -240,7 +240,7 @@ fn banner(args: &DevArgs, nodes: &DevNodes, publisher: &Path, took: Duration) {
     println!("Logs: {d}/nI/agent.log. Ctrl-C stops every node.");
 }
 
-/// Watches the nodes until Ctrl-C or SIGTERM: reports the ones that exit
+/// Watches the nodes until Ctrl-C, SIGTERM or SIGHUP: reports the ones that exit
 /// and serves restart and stop requests.
 async fn watch(
     nodes: &mut DevNodes,
@@ -252,6 +252,8 @@ async fn watch(
     let listener = tokio::net::UnixListener::from_std(listener)?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // A closed terminal: stop the nodes rather than leave them orphaned.
+    let mut hup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
         tokio::select! {
@@ -260,6 +262,7 @@ async fn watch(
             biased;
             _ = int.recv() => return Ok(()),
             _ = term.recv() => return Ok(()),
+            _ = hup.recv() => return Ok(()),
             accepted = listener.accept() => {
                 let Ok((mut stream, _)) = accepted else { continue };
                 let result = match control::read_request(&mut stream).await {
