@@ -248,7 +248,32 @@ impl fmt::Display for Report {
             self.idle_bytes_per_node_sec, self.idle_datagrams_per_node_sec
         )?;
         writeln!(f, "{}", self.state)?;
-        write!(f, "  refused by nodes: {:?}", self.refused)
+        // A run that passed refused only for reasons its faults explain
+        // (any other reason fails it): say so, so a reader need not wonder.
+        if self.refused.is_empty() {
+            return write!(f, "  refused by nodes: none");
+        }
+        let counts: Vec<String> = self
+            .refused
+            .iter()
+            .map(|(reason, n)| format!("{reason} {n} ({})", why_refused(reason)))
+            .collect();
+        write!(
+            f,
+            "  refused by nodes, all expected under these faults: {}",
+            counts.join(", ")
+        )
+    }
+}
+
+/// Why a passing run's nodes refused datagrams for `reason`.
+fn why_refused(reason: &str) -> &'static str {
+    match reason {
+        "replay" => "duplicated datagrams",
+        "unknown_sender" => "from nodes not yet known or restarted",
+        "behind_horizon" => "tombstones older than the collected horizon",
+        "clock_drift" => "writes from a node whose clock runs too far ahead",
+        _ => "explained by this run's faults",
     }
 }
 

@@ -8,18 +8,58 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "myco", version, propagate_version = true)]
 pub struct Cli {
-    /// The agent API to talk to [default: http://127.0.0.1:7070]. For
-    /// `myco agent`, the address its API listens on (ADDR:PORT).
-    #[arg(long, global = true, env = "MYCO_API")]
-    pub api: Option<String>,
-    /// API token (default: from MYCO_API_TOKEN, or `api-token` in --data-dir).
-    #[arg(long, global = true, env = "MYCO_API_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// The node's data dir (identity, keys, token, state).
-    #[arg(long, global = true, env = "MYCO_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
+    /// Flags of the commands that talk to an agent, given before the
+    /// subcommand (`myco --api URL nodes`).
+    #[command(flatten)]
+    pub conn: TopConn,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The connection flags before the subcommand. Not global: a subcommand
+/// that does not talk to an agent (`dev`, `sim`, ...) must not list them,
+/// so each API command has its own [`Conn`] and the two are merged.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TopConn {
+    /// For commands that talk to an agent: its API URL (see `myco nodes --help`).
+    #[arg(long, value_name = "URL")]
+    pub api: Option<String>,
+    /// For commands that talk to an agent: the API token.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// For commands that read a node's data dir (token, id, cluster key).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How to reach an agent, for the commands that talk to one. Global, so
+/// the flags may follow nested subcommands (`myco kv get K --api URL`).
+/// The environment is read by `connect`, not here, so that a flag before
+/// the subcommand still beats the environment.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Conn {
+    /// The agent API URL [default: env MYCO_API, else n1 of the `myco dev`
+    /// mesh started in this directory, else http://127.0.0.1:7070].
+    #[arg(long, global = true, value_name = "URL")]
+    pub api: Option<String>,
+    /// API token [default: env MYCO_API_TOKEN, else `api-token` in
+    /// --data-dir, else that of the `myco dev` node at --api].
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The agent's data dir, to read its API token from [env MYCO_DATA_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Conn {
+    /// These flags, each falling back to the one given before the subcommand.
+    pub fn or(self, top: TopConn) -> Conn {
+        Conn {
+            api: self.api.or(top.api),
+            token: self.token.or(top.token),
+            data_dir: self.data_dir.or(top.data_dir),
+        }
+    }
 }
 
 /// `--json` for listings.
@@ -30,24 +70,49 @@ pub struct Output {
     pub json: bool,
 }
 
+/// A listing from an agent: `--json` and the connection flags.
+#[derive(Args, Debug, Clone)]
+pub struct ApiOutput {
+    #[command(flatten)]
+    pub out: Output,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+/// A group of subcommands that all talk to an agent.
+#[derive(Args, Debug)]
+pub struct ApiGroup<T: Subcommand> {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub cmd: T,
+}
+
+/// `--data-dir` alone, for commands that read a data dir but no API.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DataDirArg {
+    /// The node's data dir [env MYCO_DATA_DIR; default: /var/lib/myco as
+    /// root, else ~/.local/share/myco].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the agent (one per machine).
     Agent(AgentArgs),
     /// Print this node's id from its data dir (no agent needed).
-    Id,
+    Id(DataDirArg),
     /// This node and a summary of the mesh.
-    Status(Output),
+    Status(ApiOutput),
     /// Every member of the mesh.
-    Nodes(Output),
+    Nodes(ApiOutput),
     /// The other members, as this node sees them.
-    Peers(Output),
+    Peers(ApiOutput),
     /// Manage peers.
-    #[command(subcommand)]
-    Peer(PeerCmd),
+    Peer(ApiGroup<PeerCmd>),
     /// Cluster-wide settings.
-    #[command(subcommand)]
-    Cluster(ClusterCmd),
+    Cluster(ApiGroup<ClusterCmd>),
     /// Publisher keys for signing spores.
     #[command(subcommand)]
     Key(KeyCmd),
@@ -55,13 +120,11 @@ pub enum Command {
     #[command(subcommand)]
     Spore(SporeCmd),
     /// Spores known to the mesh.
-    Spores(Output),
+    Spores(ApiOutput),
     /// Trusted spore publishers (kept in replicated state).
-    #[command(subcommand)]
-    Trust(TrustCmd),
+    Trust(ApiGroup<TrustCmd>),
     /// The cluster-wide config KV.
-    #[command(subcommand)]
-    Kv(KvCmd),
+    Kv(ApiGroup<KvCmd>),
     /// Run a local mesh of N agents on loopback, for trying Myco out.
     Dev(DevArgs),
     /// Run the deterministic simulator: real node logic on a virtual network.
@@ -77,6 +140,13 @@ pub enum Command {
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
+    /// Where the node keeps identity, keys, API token and state [default:
+    /// /var/lib/myco as root, else ~/.local/share/myco; env MYCO_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where the HTTP API and dashboard listen [default: 127.0.0.1:7070].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub api: Option<String>,
     /// TOML config file (same names as the flags; flags win).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -118,6 +188,10 @@ pub enum PeerCmd {
     Add {
         /// HOST:PORT.
         addr: String,
+        /// Seconds to wait for the peer to answer; 0 returns at once (the
+        /// agent keeps retrying in the background while it has no live peer).
+        #[arg(long, default_value_t = 10, value_name = "SECS")]
+        wait: u64,
     },
 }
 
@@ -182,6 +256,8 @@ pub enum SporeCmd {
         file: PathBuf,
         #[command(flatten)]
         out: Output,
+        #[command(flatten)]
+        conn: Conn,
     },
 }
 
@@ -235,12 +311,16 @@ pub enum KvCmd {
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterCmd {
-    /// Print the cluster key (from --data-dir, or from the agent with a token).
+    /// Print the cluster key (from --data-dir, or from the agent with its token).
     Key,
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DevArgs {
+    /// Act on a running dev mesh instead of starting one.
+    #[command(subcommand)]
+    pub action: Option<DevCmd>,
     /// How many agents.
     #[arg(long, default_value_t = 3)]
     pub nodes: u16,
@@ -256,6 +336,26 @@ pub struct DevArgs {
     /// First edge port.
     #[arg(long, default_value_t = 8080)]
     pub edge_port: u16,
+}
+
+/// What `myco dev NODE-ACTION` asks a running `myco dev` to do.
+#[derive(Subcommand, Debug)]
+pub enum DevCmd {
+    /// Start a node again (stopping it first if it runs), with the same
+    /// data dir and ports; waits until it serves.
+    Restart(DevNodeArgs),
+    /// Stop a node gracefully (SIGTERM); the others keep running.
+    Stop(DevNodeArgs),
+}
+
+/// Which node of which dev mesh.
+#[derive(Args, Debug)]
+pub struct DevNodeArgs {
+    /// The node's name: n1, n2, ...
+    pub node: String,
+    /// The dev mesh's dir (as given to `myco dev --dir`) [env MYCO_DEV_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -285,6 +385,11 @@ pub struct SimArgs {
 
 #[derive(Args, Debug)]
 pub struct SystemdArgs {
+    /// The installed myco binary for ExecStart (an absolute path) [default:
+    /// /usr/local/bin/myco if it exists, else this binary unless it sits in
+    /// a cargo target/ dir].
+    #[arg(long, value_name = "PATH")]
+    pub bin: Option<PathBuf>,
     /// Extra arguments for `myco agent` in the unit.
     #[arg(last = true)]
     pub agent_args: Vec<String>,

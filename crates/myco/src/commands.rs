@@ -1,6 +1,7 @@
 //! One function per subcommand.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::CommandFactory;
@@ -10,28 +11,59 @@ use myco_client::Client;
 use myco_proto::api::{KvEntry, NodeInfo};
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{AgentArgs, Cli, ClusterCmd, Command, KvCmd, LogFormat, PeerCmd};
+use crate::cli::{
+    AgentArgs, Cli, ClusterCmd, Command, Conn, KvCmd, LogFormat, PeerCmd, SporeCmd, TopConn,
+};
 use crate::table::{Listing, print_json, print_listing};
 use crate::{connect, dev};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let client = || {
-        connect::client(
-            cli.api.as_deref(),
-            cli.token.clone(),
-            cli.data_dir.as_deref(),
+    let top = cli.conn;
+    // Flags before a subcommand that has no use for them are refused, not
+    // ignored: `myco --data-dir /x dev` would otherwise look like it worked.
+    let unused = |what: &str| -> anyhow::Result<()> {
+        let given: Vec<&str> = [
+            ("--api", top.api.is_some()),
+            ("--token", top.token.is_some()),
+            ("--data-dir", top.data_dir.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, on)| on.then_some(f))
+        .collect();
+        if given.is_empty() {
+            return Ok(());
+        }
+        anyhow::bail!(
+            "{} means nothing to `myco {what}`; see `myco {what} --help`",
+            given.join(", ")
         )
     };
+    let client = |conn: Conn| connect::client(conn.or(top.clone()));
     match cli.command {
-        Command::Agent(args) => agent(args, cli.api, cli.data_dir),
-        Command::Id => {
-            let dir = cli.data_dir.unwrap_or_else(default_data_dir);
+        Command::Agent(args) => {
+            if top.token.is_some() {
+                anyhow::bail!("--token means nothing to `myco agent`; it writes its own api-token");
+            }
+            let api = args.api.clone().or(top.api.clone());
+            let data_dir = args.data_dir.clone().or(top.data_dir.clone());
+            agent(args, api, data_dir)
+        }
+        Command::Id(d) => {
+            unused_api(&top, "id")?;
+            let dir =
+                connect::data_dir(d.data_dir.or(top.data_dir))?.unwrap_or_else(default_data_dir);
+            if !dir.is_dir() {
+                anyhow::bail!(
+                    "data dir {} does not exist; pass --data-dir, or start the agent once",
+                    dir.display()
+                );
+            }
             println!("{}", DataDir::open(dir).node_id()?);
             Ok(())
         }
-        Command::Status(o) => {
-            let s = client().status()?;
-            if o.json {
+        Command::Status(a) => {
+            let s = client(a.conn)?.status()?;
+            if a.out.json {
                 return print_json(&s);
             }
             let c = s.cluster;
@@ -46,17 +78,17 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Nodes(o) => print_listing(&client().nodes()?, o.json),
-        Command::Peers(o) => print_listing(&client().peers()?, o.json),
-        Command::Peer(PeerCmd::Add { addr }) => {
-            let c = client();
-            c.peer_add(&addr)?;
-            println!("joining {addr} via {}", c.base());
-            Ok(())
+        Command::Nodes(a) => print_listing(&by_name(client(a.conn)?.nodes()?), a.out.json),
+        Command::Peers(a) => print_listing(&by_name(client(a.conn)?.peers()?), a.out.json),
+        Command::Peer(g) => {
+            let PeerCmd::Add { addr, wait } = g.cmd;
+            crate::peer::add(&client(g.conn)?, &addr, Duration::from_secs(wait))
         }
-        Command::Cluster(ClusterCmd::Key) => {
+        Command::Cluster(g) => {
+            let ClusterCmd::Key = g.cmd;
+            let conn = g.conn.or(top);
             // With a data dir, read it there: works with the agent stopped.
-            let text = match &cli.data_dir {
+            let text = match connect::data_dir(conn.data_dir.clone())? {
                 Some(dir) => std::fs::read_to_string(dir.join(myco_agent::datadir::CLUSTER_KEY))
                     .with_context(|| {
                         format!(
@@ -64,7 +96,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                             dir.display()
                         )
                     })?,
-                None => client().cluster_key()?,
+                None => connect::client(conn)?.cluster_key()?,
             };
             for line in text
                 .lines()
@@ -74,22 +106,53 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Kv(cmd) => kv(&client(), cmd),
-        Command::Key(cmd) => crate::spore_cmd::key(cmd),
-        Command::Spore(cmd) => crate::spore_cmd::spore(client, cmd),
-        Command::Spores(o) => crate::spore_cmd::spores(&client(), o.json),
-        Command::Trust(cmd) => crate::spore_cmd::trust(&client(), cmd),
-        Command::Dev(args) => dev::run(args),
-        Command::Sim(args) => sim(args),
+        Command::Kv(g) => kv(&client(g.conn)?, g.cmd),
+        Command::Key(cmd) => {
+            unused("key")?;
+            crate::spore_cmd::key(cmd)
+        }
+        Command::Spore(cmd) => {
+            if !matches!(cmd, SporeCmd::Push { .. }) {
+                unused("spore")?;
+            }
+            crate::spore_cmd::spore(client, cmd)
+        }
+        Command::Spores(a) => crate::spore_cmd::spores(&client(a.conn)?, a.out.json),
+        Command::Trust(g) => crate::spore_cmd::trust(&client(g.conn)?, g.cmd),
+        Command::Dev(args) => {
+            unused("dev")?;
+            dev::main(args)
+        }
+        Command::Sim(args) => {
+            unused("sim")?;
+            sim(args)
+        }
         Command::SystemdUnit(args) => {
-            print!("{}", systemd_unit(&args.agent_args));
+            unused("systemd-unit")?;
+            let bin = crate::systemd::binary(args.bin)?;
+            print!("{}", crate::systemd::unit(&bin, &args.agent_args));
             Ok(())
         }
         Command::Completions { shell } => {
+            unused("completions")?;
             clap_complete::generate(shell, &mut Cli::command(), "myco", &mut std::io::stdout());
             Ok(())
         }
     }
+}
+
+/// Members in name order (then id): the same listing from every node.
+fn by_name(mut nodes: Vec<NodeInfo>) -> Vec<NodeInfo> {
+    nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    nodes
+}
+
+/// `--api`/`--token` before a command that reads only a data dir.
+fn unused_api(top: &TopConn, what: &str) -> anyhow::Result<()> {
+    if top.api.is_some() || top.token.is_some() {
+        anyhow::bail!("--api and --token mean nothing to `myco {what}`; it reads the data dir");
+    }
+    Ok(())
 }
 
 fn kv(c: &Client, cmd: KvCmd) -> anyhow::Result<()> {
@@ -97,7 +160,13 @@ fn kv(c: &Client, cmd: KvCmd) -> anyhow::Result<()> {
     match cmd {
         KvCmd::Get { key } => {
             let got = c.kv_get(&key)?;
-            std::io::stdout().lock().write_all(&got.value)?;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&got.value)?;
+            // Raw bytes for pipes and files; a terminal gets its prompt on
+            // a line of its own.
+            if needs_newline(&got.value, std::io::IsTerminal::is_terminal(&out)) {
+                out.write_all(b"\n")?;
+            }
         }
         KvCmd::Put { key, value } => {
             let bytes = match value.as_deref() {
@@ -123,15 +192,36 @@ fn kv(c: &Client, cmd: KvCmd) -> anyhow::Result<()> {
 impl Listing for KvEntry {
     const COLUMNS: &'static [&'static str] = &["KEY", "VALUE", "VERSION"];
     fn row(&self) -> Vec<String> {
-        let v = self.value.as_deref().unwrap_or("(binary)");
+        let v = self.value.as_deref().map_or("(binary)".into(), one_line);
         // Long values are cut so a listing stays one line per key.
         let v = if v.chars().count() > 60 {
             format!("{}…", v.chars().take(59).collect::<String>())
         } else {
-            v.to_string()
+            v
         };
-        vec![self.key.clone(), v, self.version.clone()]
+        vec![one_line(&self.key), v, self.version.clone()]
     }
+}
+
+/// Whether `kv get` adds a newline: only on a terminal, and only if the
+/// value lacks one (piped output stays byte-exact).
+fn needs_newline(value: &[u8], terminal: bool) -> bool {
+    terminal && !value.is_empty() && !value.ends_with(b"\n")
+}
+
+/// A table cell on one line: control characters (a value's trailing
+/// newline from `echo v | myco kv put`) shown escaped, `\n`, not raw.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// Runs seeds one after another; stops at the first violation, which
@@ -190,19 +280,24 @@ impl Listing for NodeInfo {
 
 fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a log file (`myco dev`'s
+    // agent.log, journald) full of escape codes is unreadable.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
     let flags = AgentOptions {
-        data_dir,
+        data_dir: data_dir.or_else(|| std::env::var_os("MYCO_DATA_DIR").map(PathBuf::from)),
         name: args.name,
         bind: args.bind,
         advertise: args.advertise,
-        // The global --api is the listen address here; a URL form is accepted too.
+        // The listen address; a URL form is accepted too.
         api: api.map(|a| {
             a.trim_start_matches("http://")
                 .trim_end_matches('/')
@@ -228,18 +323,22 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
     rt.block_on(myco_agent::run(settings))
 }
 
-fn systemd_unit(extra: &[String]) -> String {
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "/usr/local/bin/myco".into());
-    let args = if extra.is_empty() {
-        String::new()
-    } else {
-        format!(" {}", extra.join(" "))
-    };
-    format!(
-        "[Unit]\nDescription=Myco mesh agent\nWants=network-online.target\nAfter=network-online.target time-sync.target\n\n\
-[Service]\nType=notify\nExecStart={exe} agent --data-dir /var/lib/myco{args}\nKillSignal=SIGTERM\nTimeoutStopSec=20\n\
-Restart=always\nRestartSec=2\nLimitNOFILE=65536\n\n[Install]\nWantedBy=multi-user.target\n"
-    )
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_cells_stay_on_one_line() {
+        assert_eq!(one_line("green\n"), "green\\n");
+        assert_eq!(one_line("a\tb\r\u{1b}[31m"), "a\\tb\\r\\u{1b}[31m");
+        assert_eq!(one_line("grün ✓"), "grün ✓");
+    }
+
+    #[test]
+    fn kv_get_adds_a_newline_only_on_a_terminal_and_only_if_missing() {
+        assert!(needs_newline(b"green", true));
+        assert!(!needs_newline(b"green\n", true));
+        assert!(!needs_newline(b"green", false));
+        assert!(!needs_newline(b"", true));
+    }
 }

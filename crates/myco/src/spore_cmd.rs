@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use myco_proto::api::{SporeInfo, TrustedKey};
 use myco_spore::{Limits, PackMeta};
 
-use crate::cli::{KeyCmd, SporeCmd, TrustCmd};
+use crate::cli::{Conn, KeyCmd, SporeCmd, TrustCmd};
 use crate::table::{Listing, print_json, print_listing};
 use myco_client::Client;
 
@@ -26,7 +26,7 @@ pub fn key(cmd: KeyCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
+pub fn spore(client: impl Fn(Conn) -> anyhow::Result<Client>, cmd: SporeCmd) -> anyhow::Result<()> {
     match cmd {
         SporeCmd::Pack {
             path,
@@ -80,7 +80,7 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
             Ok(())
         }
         SporeCmd::Inspect { file, out } => {
-            let inspected = myco_spore::inspect(BufReader::new(File::open(&file)?))?;
+            let inspected = myco_spore::inspect(BufReader::new(open(&file)?))?;
             if out.json {
                 return print_json(&inspected.manifest);
             }
@@ -102,11 +102,7 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
                 Some(p) => vec![myco_spore::read_public_key(&p)?],
                 None => Vec::new(),
             };
-            let v = myco_spore::verify(
-                BufReader::new(File::open(&file)?),
-                &trusted,
-                &Limits::default(),
-            )?;
+            let v = myco_spore::verify(BufReader::new(open(&file)?), &trusted, &Limits::default())?;
             let by = if trusted.is_empty() {
                 "its own publisher key (no --pubkey given)"
             } else {
@@ -118,7 +114,8 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        SporeCmd::Push { file, out } => {
+        SporeCmd::Push { file, out, conn } => {
+            let client = client(conn)?;
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
             let size = f.metadata()?.len();
             // A progress bar only for a person at a terminal; scripts get none.
@@ -134,7 +131,7 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
             } else {
                 indicatif::ProgressBar::hidden()
             };
-            let answer = client().spore_push(bar.wrap_read(f));
+            let answer = client.spore_push(bar.wrap_read(f));
             bar.finish_and_clear();
             let digest = answer?.digest;
             if out.json {
@@ -147,7 +144,20 @@ pub fn spore(client: impl Fn() -> Client, cmd: SporeCmd) -> anyhow::Result<()> {
 }
 
 pub fn spores(c: &Client, json: bool) -> anyhow::Result<()> {
-    print_listing(&c.spores()?, json)
+    let list = c.spores()?;
+    print_listing(&list, json)?;
+    if !json && !list.is_empty() {
+        println!(
+            "\nHERE: whether the node asked ({}) holds a copy; a node without one fetches it from a holder when it needs it.",
+            c.base()
+        );
+    }
+    Ok(())
+}
+
+/// Opens a file named on the command line, naming it if that fails.
+fn open(path: &std::path::Path) -> anyhow::Result<File> {
+    File::open(path).with_context(|| format!("cannot open {}", path.display()))
 }
 
 impl Listing for SporeInfo {

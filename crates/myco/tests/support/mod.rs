@@ -25,7 +25,8 @@ use serde_json::Value;
 // Each test file uses some of these.
 #[allow(unused_imports)]
 pub use harness::{Agent, Harness, Opts};
-pub use ports::free_port;
+#[allow(unused_imports)]
+pub use ports::{free_port, free_port_run};
 
 /// The binary under test.
 pub const MYCO: &str = env!("CARGO_BIN_EXE_myco");

@@ -41,3 +41,31 @@ pub fn free_port() -> u16 {
         PORT_LOW + PORT_SPAN
     );
 }
+
+/// The first of `n` consecutive loopback ports, all free for TCP and UDP
+/// right now and never handed out before (`myco dev` takes BASE+i).
+pub fn free_port_run(n: u16) -> u16 {
+    'base: loop {
+        let base = free_port();
+        let mut seen = HANDED_OUT.lock().unwrap();
+        let seen = seen.get_or_insert_with(HashSet::new);
+        for i in 1..n {
+            let Some(port) = base.checked_add(i) else {
+                continue 'base;
+            };
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            if seen.contains(&port)
+                || TcpListener::bind(addr).is_err()
+                || UdpSocket::bind(addr).is_err()
+            {
+                continue 'base;
+            }
+        }
+        for i in 1..n {
+            seen.insert(base + i);
+        }
+        // The runs of later calls start past this one.
+        NEXT_PORT.fetch_add(u32::from(n), Ordering::Relaxed);
+        return base;
+    }
+}

@@ -1,0 +1,430 @@
+//! `myco dev`: a whole local mesh in one command.
+//!
+//! Starts N agents as child processes on loopback, sharing one cluster key
+//! kept in the dev dir, waits until each sees all N alive, prints how to
+//! reach them, and writes the dev context (`devctx`) so the CLI run in
+//! the same directory finds n1 and its token. Then it watches: a node that
+//! dies is reported and the others keep running (that is the point of a
+//! self-healing mesh); `myco dev restart NODE` from another terminal
+//! brings it back through the control socket. Ctrl-C (SIGTERM, SIGHUP) stops
+//! every node with SIGTERM, SIGKILL after 5 s.
+
+mod control;
+mod node;
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use myco_agent::datadir::random_bytes;
+use myco_client::Client;
+use myco_proto::ClusterKey;
+
+use crate::cli::{DevArgs, DevCmd, DevNodeArgs};
+use crate::devctx::{self, DevContext, DevNodeInfo};
+use control::Request;
+use node::{DevNode, DevNodes};
+
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long one readiness probe may take: an agent still starting must not
+/// hold up the probes of the others.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the runner looks for nodes that exited.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// `myco dev`, or `myco dev restart|stop NODE`.
+pub fn main(args: DevArgs) -> anyhow::Result<()> {
+    match args.action {
+        None => run(args),
+        Some(DevCmd::Restart(n)) => restart(n),
+        Some(DevCmd::Stop(n)) => stop(n),
+    }
+}
+
+fn run(args: DevArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.nodes > 50 {
+        bail!("--nodes must be between 1 and 50");
+    }
+    devctx::create_private_dir(&args.dir)?;
+    let dir = args.dir.canonicalize()?;
+    let sock = dir.join(devctx::SOCKET);
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        bail!(
+            "a myco dev already runs in {}; stop it (Ctrl-C there) or pass another --dir",
+            args.dir.display()
+        );
+    }
+    match fs::remove_file(&sock) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("removing stale {}", sock.display()));
+        }
+        _ => {}
+    }
+    let key_file = dir.join("cluster.key");
+    if key_file.exists() {
+        // Made 0644 by older versions: tighten it.
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&key_file, fs::Permissions::from_mode(0o600))?;
+    } else {
+        let key = ClusterKey::from_bytes(random_bytes::<32>()).to_base64();
+        devctx::write_private(&key_file, format!("{key}\n").as_bytes())?;
+    }
+    let exe = std::env::current_exe()?;
+    let port = |base: u16, i: u16| base.checked_add(i).context("port out of range");
+    let mut nodes = DevNodes(Vec::new());
+    for i in 0..args.nodes {
+        let name = format!("n{}", i + 1);
+        let data = dir.join(&name);
+        devctx::create_private_dir(&data)?;
+        let ports = (
+            port(args.mesh_port, i)?,
+            port(args.api_port, i)?,
+            port(args.edge_port, i)?,
+        );
+        nodes
+            .0
+            .push(DevNode::new(name, data, ports, key_file.clone()));
+    }
+    let all: Vec<u16> = nodes.0.iter().map(|n| n.mesh).collect();
+    for n in &mut nodes.0 {
+        n.join = all.iter().copied().filter(|&p| p != n.mesh).collect();
+        n.spawn(&exe)?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&sock)
+        .with_context(|| format!("listening on {}", sock.display()))?;
+    listener.set_nonblocking(true)?;
+    let _cleanup = Cleanup(dir.clone());
+    write_context(&nodes, &dir)?;
+
+    let started = Instant::now();
+    wait_formed(&mut nodes, &dir, started)?;
+    // Hook: the demo job is deployed here once jobs exist (`myco deploy`).
+    let publisher = trust_dev_key(&dir, &nodes.0[0])?;
+    banner(&args, &nodes, &publisher, started.elapsed());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(watch(&mut nodes, &exe, &dir, listener))?;
+    println!("\nstopping {} agents…", args.nodes);
+    nodes.stop_all();
+    println!("stopped");
+    Ok(())
+}
+
+/// Removes the control socket and the context when the runner ends, so
+/// the CLI no longer points at a mesh that is gone.
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(self.0.join(devctx::SOCKET));
+        let _ = fs::remove_file(self.0.join(devctx::FILE));
+    }
+}
+
+fn write_context(nodes: &DevNodes, dir: &Path) -> anyhow::Result<()> {
+    DevContext {
+        runner_pid: std::process::id(),
+        nodes: nodes
+            .0
+            .iter()
+            .map(|n| DevNodeInfo {
+                name: n.name.clone(),
+                api: n.api_url(),
+                data_dir: n.data.clone(),
+                pid: n.pid(),
+            })
+            .collect(),
+    }
+    .write(dir)
+}
+
+/// Waits until every node sees all of them alive; an agent that exits
+/// now (a port taken, say) fails the start.
+fn wait_formed(nodes: &mut DevNodes, dir: &Path, started: Instant) -> anyhow::Result<()> {
+    let clients: Vec<Client> = nodes
+        .0
+        .iter()
+        .map(|n| Client::new(&n.api_url()).with_timeout(PROBE_TIMEOUT))
+        .collect();
+    let want = nodes.0.len();
+    loop {
+        for n in &mut nodes.0 {
+            if let Some(status) = n.poll_exit() {
+                bail!(
+                    "agent {} exited ({status}) while the mesh formed; last log lines:\n{}",
+                    n.name,
+                    n.log_tail(5).join("\n")
+                );
+            }
+        }
+        let ready = clients.iter().all(|c| {
+            c.nodes()
+                .is_ok_and(|m| m.iter().filter(|m| m.state == "alive").count() == want)
+        });
+        if ready {
+            return Ok(());
+        }
+        if started.elapsed() > READY_WITHIN {
+            bail!(
+                "the dev mesh did not form within {}s; see {}/n*/agent.log",
+                READY_WITHIN.as_secs(),
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn banner(args: &DevArgs, nodes: &DevNodes, publisher: &Path, took: Duration) {
+    let d = args.dir.display();
+    println!(
+        "myco dev: {} nodes formed a mesh in {:.1}s (data in {d})\n",
+        nodes.0.len(),
+        took.as_secs_f64(),
+    );
+    for n in &nodes.0 {
+        println!(
+            "  {:<4} dashboard+API http://127.0.0.1:{}   edge http://127.0.0.1:{}/<job>/   mesh 127.0.0.1:{}   pid {}",
+            n.name,
+            n.api,
+            n.edge,
+            n.mesh,
+            n.pid().unwrap_or(0)
+        );
+    }
+    let last = nodes.0.last().map_or(args.api_port, |n| n.api);
+    let key = publisher
+        .file_name()
+        .map_or_else(|| publisher.to_path_buf(), |f| args.dir.join(f));
+    println!(
+        "\nThe CLI run in this directory finds n1 and its API token through {d}/{} \
+         (tokens stay in {d}/nI/api-token, mode 0600; --api, --token or MYCO_API override).",
+        devctx::FILE
+    );
+    if args.dir != Path::new(devctx::DEFAULT_DIR) {
+        println!(
+            "This mesh is not in ./{}: export MYCO_DEV_DIR={d} in other terminals.",
+            devctx::DEFAULT_DIR
+        );
+    }
+    println!("Try, from another terminal (myco is target/release/myco until installed):");
+    println!("  myco nodes");
+    println!("  myco kv put greeting hello");
+    println!("  myco kv get greeting");
+    println!("  myco --api http://127.0.0.1:{last} status");
+    println!("  myco cluster key");
+    println!(
+        "  myco spore pack DIR --name app --version 1 --cmd ./app --key {}",
+        key.display()
+    );
+    println!("  myco spore push app-1.spore");
+    if let Some(n) = nodes.0.last() {
+        println!(
+            "  kill -9 {}   # then watch the others mark {} down, and: myco dev restart {}",
+            n.pid().unwrap_or(0),
+            n.name,
+            n.name
+        );
+    }
+    println!(
+        "\nA development publisher key ({}) is trusted by the mesh. The edge gateway \
+         serves jobs at the edge URLs once jobs exist.",
+        key.display()
+    );
+    println!("Logs: {d}/nI/agent.log. Ctrl-C stops every node.");
+}
+
+/// Watches the nodes until Ctrl-C, SIGTERM or SIGHUP: reports the ones that exit
+/// and serves restart and stop requests.
+async fn watch(
+    nodes: &mut DevNodes,
+    exe: &Path,
+    dir: &Path,
+    listener: std::os::unix::net::UnixListener,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    // A closed terminal: stop the nodes rather than leave them orphaned.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tokio::select! {
+            // Stopping wins over news of nodes exiting: a terminal's Ctrl-C
+            // reaches the agents too, and their exits are then expected.
+            biased;
+            _ = int.recv() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => return Ok(()),
+            accepted = listener.accept() => {
+                let Ok((mut stream, _)) = accepted else { continue };
+                let result = match control::read_request(&mut stream).await {
+                    Ok(req) => handle(nodes, exe, dir, req),
+                    Err(e) => Err(e),
+                };
+                control::answer(&mut stream, result).await;
+            }
+            _ = tick.tick() => report_exits(nodes, dir)?,
+        }
+    }
+}
+
+/// Reports every node that exited since the last look; the rest run on.
+fn report_exits(nodes: &mut DevNodes, dir: &Path) -> anyhow::Result<()> {
+    let mut changed = false;
+    for i in 0..nodes.0.len() {
+        let Some(status) = nodes.0[i].poll_exit() else {
+            continue;
+        };
+        changed = true;
+        let n = &nodes.0[i];
+        let running: Vec<&str> = nodes
+            .0
+            .iter()
+            .filter(|o| o.pid().is_some())
+            .map(|o| o.name.as_str())
+            .collect();
+        let rest = if running.is_empty() {
+            "no node is running".to_string()
+        } else {
+            format!("{} keep running", running.join(", "))
+        };
+        println!(
+            "\n{} exited ({status}); {rest}. Bring it back: myco dev restart {}",
+            n.name, n.name
+        );
+        for line in n.log_tail(3) {
+            println!("  {} log: {line}", n.name);
+        }
+    }
+    if changed {
+        write_context(nodes, dir)?;
+    }
+    Ok(())
+}
+
+/// Acts on one control request; the answer's details or why not.
+fn handle(nodes: &mut DevNodes, exe: &Path, dir: &Path, req: Request) -> Result<String, String> {
+    let (Request::Restart(name) | Request::Stop(name)) = &req;
+    let names: Vec<&str> = nodes.0.iter().map(|n| n.name.as_str()).collect();
+    let Some(i) = nodes.0.iter().position(|n| &n.name == name) else {
+        return Err(format!(
+            "no node {name} in this dev mesh ({})",
+            names.join(", ")
+        ));
+    };
+    let n = &mut nodes.0[i];
+    let was_running = n.pid().is_some();
+    n.stop();
+    let answer = match req {
+        Request::Stop(_) => {
+            println!(
+                "\n{name} stopped on request; the others keep running. Bring it back: myco dev restart {name}"
+            );
+            Ok(format!("stopped {name}"))
+        }
+        Request::Restart(_) => match n.spawn(exe) {
+            Ok(pid) => {
+                let how = if was_running {
+                    "restarted"
+                } else {
+                    "started again"
+                };
+                println!("\n{name} {how} (pid {pid})");
+                Ok(format!("{pid}"))
+            }
+            Err(e) => Err(format!("{e:#}")),
+        },
+    };
+    write_context(nodes, dir).map_err(|e| format!("{e:#}"))?;
+    answer
+}
+
+/// The dev dir and context of a running `myco dev`, and the node named.
+fn running(n: &DevNodeArgs) -> anyhow::Result<(PathBuf, DevNodeInfo)> {
+    let dir = devctx::dir(n.dir.as_deref());
+    let ctx = DevContext::read(&dir).with_context(|| {
+        format!(
+            "no myco dev runs in {} (no {}); start one with `myco dev`, or pass --dir",
+            dir.display(),
+            devctx::FILE
+        )
+    })?;
+    let node = ctx.node(&n.node).cloned().with_context(|| {
+        let names: Vec<&str> = ctx.nodes.iter().map(|n| n.name.as_str()).collect();
+        format!("no node {} in the dev mesh ({})", n.node, names.join(", "))
+    })?;
+    Ok((dir, node))
+}
+
+/// `myco dev restart NODE`: asks the runner, then waits until the node
+/// serves and sees its peers again.
+fn restart(n: DevNodeArgs) -> anyhow::Result<()> {
+    let (dir, node) = running(&n)?;
+    let pid = control::request(&dir.join(devctx::SOCKET), &Request::Restart(n.node.clone()))?;
+    println!("{} started (pid {pid}); waiting for it to rejoin…", n.node);
+    let peers =
+        DevContext::read(&dir).map_or(0, |c| c.nodes.iter().filter(|o| o.pid.is_some()).count());
+    let c = Client::new(&node.api).with_timeout(PROBE_TIMEOUT);
+    let start = Instant::now();
+    loop {
+        let alive = c
+            .nodes()
+            .map(|m| m.iter().filter(|m| m.state == "alive").count())
+            .unwrap_or(0);
+        if alive >= peers.max(1) {
+            println!(
+                "{} is back at {}: it sees {alive} nodes alive",
+                n.node, node.api
+            );
+            return Ok(());
+        }
+        if start.elapsed() > READY_WITHIN {
+            bail!(
+                "{} did not rejoin within {}s (it sees {alive} of {peers} alive); see {}",
+                n.node,
+                READY_WITHIN.as_secs(),
+                node.data_dir.join("agent.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `myco dev stop NODE`.
+fn stop(n: DevNodeArgs) -> anyhow::Result<()> {
+    let (dir, _) = running(&n)?;
+    control::request(&dir.join(devctx::SOCKET), &Request::Stop(n.node.clone()))?;
+    println!(
+        "{} stopped; the others keep running. Bring it back: myco dev restart {}",
+        n.node, n.node
+    );
+    Ok(())
+}
+
+/// Makes (once) and trusts a development publisher key, so spores packed
+/// with it run in the dev mesh out of the box.
+fn trust_dev_key(dir: &Path, n1: &DevNode) -> anyhow::Result<PathBuf> {
+    let key = dir.join("dev-publisher.key");
+    let public = match myco_spore::read_public_key(&myco_spore::public_key_path(&key)) {
+        Ok(k) => k,
+        Err(_) => myco_spore::write_keypair(&key, random_bytes::<32>())?,
+    };
+    let token = fs::read_to_string(n1.data.join(myco_agent::datadir::API_TOKEN))?
+        .trim()
+        .to_string();
+    Client::new(&n1.api_url())
+        .with_token(Some(token))
+        .trust_add(&myco_proto::api::TrustedKey {
+            key: hex::encode(public.as_bytes()),
+            comment: "myco dev publisher".into(),
+        })?;
+    Ok(key)
+}
