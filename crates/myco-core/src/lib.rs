@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod jobs;
 mod members;
 mod node;
 mod replay;

@@ -1,0 +1,3 @@
+//! Jobs in the core (docs to come).
+
+pub mod placement;
