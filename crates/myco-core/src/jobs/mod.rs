@@ -1,3 +1,6 @@
 //! Jobs in the core (docs to come).
 
 pub mod placement;
+pub mod reconcile;
+pub mod settle;
+pub mod supervise;

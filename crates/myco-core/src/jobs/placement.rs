@@ -37,7 +37,7 @@ mod explain;
 mod hash;
 mod placer;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use explain::{JobPlan, Rejection, SlotPlan};
 use placer::Placer;

@@ -291,9 +291,9 @@ impl<'a> Placer<'a> {
 
     /// The nodes that may hold job `j`: the shared list of up nodes when
     /// the job has no constraint and no avoided node, else `buf` filled.
-    fn eligible<'s>(&'s self, j: usize, buf: &'s mut Eligible) -> &'s Eligible {
+    fn eligible<'s>(&self, j: usize, up: &'s Eligible, buf: &'s mut Eligible) -> &'s Eligible {
         if self.jobs[j].spec.constraints.is_empty() && self.avoid[j].is_empty() {
-            return &self.up;
+            return up;
         }
         buf.clear();
         for n in 0..self.nodes.len() {
@@ -316,13 +316,14 @@ impl<'a> Placer<'a> {
             zone: vec![0; self.zones.max(1)],
         };
         let mut plan = explain.map(|j| JobPlan::new(self.jobs[j]));
+        let up = std::mem::replace(&mut self.up, Eligible::new(0));
 
         // Keep: every job's live instances first.
         for j in 0..self.jobs.len() {
             if self.sticky[j].is_empty() {
                 continue;
             }
-            let caps = self.caps(j, self.eligible(j, &mut buf));
+            let caps = self.caps(j, self.eligible(j, &up, &mut buf));
             let need = self.need(j);
             let sticky = std::mem::take(&mut self.sticky[j]);
             for group in sticky.chunk_by(|a, b| a.0 == b.0) {
@@ -350,18 +351,20 @@ impl<'a> Placer<'a> {
         }
 
         // Place: the rest.
+        let mut cand = Eligible::new(self.zones);
+        let mut ranked: Vec<(u64, u32)> = Vec::new();
         for j in 0..self.jobs.len() {
             if assign[j].iter().all(Option::is_some) {
                 continue;
             }
-            let elig = self.eligible(j, &mut buf);
+            let elig = self.eligible(j, &up, &mut buf);
             let caps = self.caps(j, elig);
-            let elig = elig.clone();
             for &n in assign[j].iter().flatten() {
                 counts.add(n, self.nodes[n as usize].zone);
             }
             let need = self.need(j);
             let pack = self.jobs[j].spec.strategy == Strategy::Pack;
+            let cand = self.candidates(j, elig, &mut cand, &mut ranked);
             let mut last: Option<u32> = None;
             for slot in 0..assign[j].len() {
                 if assign[j][slot].is_some() {
@@ -370,11 +373,14 @@ impl<'a> Placer<'a> {
                 let key = slot_key(self.jobs[j].name(), slot as u32);
                 let best = if pack {
                     // Fill the node the previous slot went to while it fits.
-                    last.filter(|&n| self.nodes[n as usize].fits(&need))
-                        .or_else(|| self.scan(&elig, key, &need, None, &counts))
+                    let last = last.filter(|&n| self.nodes[n as usize].fits(&need));
+                    last.or_else(|| self.scan(elig, key, &need, None, &counts).map(|b| b.1))
                 } else {
-                    self.top_ranked(&elig, key, &need, caps, &counts)
-                        .or_else(|| self.scan(&elig, key, &need, caps, &counts))
+                    self.top_ranked(cand, key, &need, caps, &counts)
+                        .or_else(|| match self.scan(cand, key, &need, caps, &counts) {
+                            Some(((0, 0), n)) => Some(n),
+                            _ => self.scan(elig, key, &need, caps, &counts).map(|b| b.1),
+                        })
                 };
                 if let Some(p) = plan.as_mut().filter(|_| explain == Some(j)) {
                     let over = |n: u32| !counts.under(caps, n, self.nodes[n as usize].zone);
@@ -393,6 +399,42 @@ impl<'a> Placer<'a> {
             counts.reset(&assign[j], &self.nodes);
         }
         self.finish(assign, plan)
+    }
+
+    /// The nodes a spread job's slots are ranked over first: its
+    /// `2 * count + 16` best-ranked eligible nodes for the job as a whole
+    /// (all of them when there are fewer). Bounds the work per slot by the
+    /// job's size instead of the mesh's, and stays stable: a node enters
+    /// or leaves a job's candidates only by joining, leaving, or changing
+    /// eligibility.
+    fn candidates<'s>(
+        &self,
+        j: usize,
+        elig: &'s Eligible,
+        out: &'s mut Eligible,
+        ranked: &mut Vec<(u64, u32)>,
+    ) -> &'s Eligible {
+        let m = 2 * self.jobs[j].spec.count as usize + 16;
+        if self.jobs[j].spec.strategy == Strategy::Pack || elig.idx.len() <= m {
+            return elig;
+        }
+        let key = job_key(self.jobs[j].name());
+        ranked.clear();
+        ranked.extend(
+            elig.hash
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| (mix(key ^ h), i as u32)),
+        );
+        ranked.select_nth_unstable_by(m - 1, |a, b| b.cmp(a));
+        ranked.truncate(m);
+        ranked.sort_unstable_by_key(|&(_, i)| i);
+        out.clear();
+        for &(_, i) in ranked.iter() {
+            let n = elig.idx[i as usize];
+            out.push(n, &self.nodes[n as usize]);
+        }
+        out
     }
 
     fn assign(&mut self, slot: &mut Option<u32>, n: u32, need: &Need, counts: &mut Counts) {
@@ -451,7 +493,7 @@ impl<'a> Placer<'a> {
         need: &Need,
         caps: Caps,
         counts: &Counts,
-    ) -> Option<u32> {
+    ) -> Option<((u64, u64), u32)> {
         let mut best: Option<((u64, u64), u64, u32)> = None;
         for (&n, &h) in elig.idx.iter().zip(&elig.hash) {
             let node = &self.nodes[n as usize];
@@ -470,7 +512,7 @@ impl<'a> Placer<'a> {
                 best = Some((class, rank, n));
             }
         }
-        best.map(|(_, _, n)| n)
+        best.map(|(class, _, n)| (class, n))
     }
 
     /// Spread shares `(per node, per zone)` of job `j`, `None` for pack.
@@ -552,6 +594,11 @@ impl<'a> Placer<'a> {
         let parts: Vec<String> = counts.iter().map(|(why, n)| format!("{n} {why}")).collect();
         format!("no node can hold it: {}", parts.join(", "))
     }
+}
+
+/// The key ranking nodes for a job as a whole (its candidates).
+fn job_key(job: &str) -> u64 {
+    mix(Fnv::new().str(job).finish() ^ 0x5851_f42d_4c95_7f2d)
 }
 
 /// The rendezvous key of one slot of one job; a node's rank for the slot
