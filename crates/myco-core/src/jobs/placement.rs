@@ -36,6 +36,7 @@ use myco_proto::job::JobRecord;
 mod explain;
 mod hash;
 mod placer;
+mod scratch;
 #[cfg(test)]
 pub(crate) mod tests;
 

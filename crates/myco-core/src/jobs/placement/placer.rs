@@ -9,14 +9,15 @@ use myco_proto::job::{JobRecord, Strategy};
 
 use super::explain::{self, JobPlan, Rejection};
 use super::hash::{Fnv, mix};
+use super::scratch::{Caps, Counts, Eligible};
 use super::{Allocated, Cluster, JobPlacement, Liveness, NodeView, Placement, Slot};
 
 /// One node, as the placer works on it.
 #[derive(Clone, Copy)]
 pub(super) struct Node {
-    hash: u64,
+    pub(super) hash: u64,
     up: bool,
-    zone: u32,
+    pub(super) zone: u32,
     cap_cpu: u64,
     cap_mem: u64,
     pub(super) free_cpu: u64,
@@ -51,70 +52,6 @@ pub(super) struct Need {
     pub(super) cpu: u64,
     pub(super) mem: u64,
     pub(super) pids: u64,
-}
-
-/// Spread shares `(per node, per zone)`; `None` for pack.
-type Caps = Option<(u32, u32)>;
-
-/// The nodes that may hold a job: indices, their hashes side by side (the
-/// hot loop reads only those), and how many zones they span.
-#[derive(Clone)]
-struct Eligible {
-    idx: Vec<u32>,
-    hash: Vec<u64>,
-    zones: u32,
-    seen: Vec<bool>,
-}
-
-impl Eligible {
-    fn new(zones: usize) -> Eligible {
-        Eligible {
-            idx: Vec::new(),
-            hash: Vec::new(),
-            zones: 0,
-            seen: vec![false; zones.max(1)],
-        }
-    }
-
-    fn clear(&mut self) {
-        self.idx.clear();
-        self.hash.clear();
-        self.zones = 0;
-        self.seen.iter_mut().for_each(|z| *z = false);
-    }
-
-    fn push(&mut self, n: u32, node: &Node) {
-        self.idx.push(n);
-        self.hash.push(node.hash);
-        let seen = &mut self.seen[node.zone as usize];
-        self.zones += u32::from(!*seen);
-        *seen = true;
-    }
-}
-
-/// How many slots of the job at hand each node and zone holds. Reset
-/// after each job by walking its slots, not the whole arrays.
-struct Counts {
-    node: Vec<u32>,
-    zone: Vec<u32>,
-}
-
-impl Counts {
-    fn add(&mut self, n: u32, zone: u32) {
-        self.node[n as usize] += 1;
-        self.zone[zone as usize] += 1;
-    }
-
-    fn under(&self, caps: Caps, n: u32, zone: u32) -> bool {
-        caps.is_none_or(|(nc, zc)| self.node[n as usize] < nc && self.zone[zone as usize] < zc)
-    }
-
-    fn reset(&mut self, slots: &[Option<u32>], nodes: &[Node]) {
-        for &n in slots.iter().flatten() {
-            self.node[n as usize] = 0;
-            self.zone[nodes[n as usize].zone as usize] = 0;
-        }
-    }
 }
 
 pub(super) struct Placer<'a> {
@@ -319,7 +256,8 @@ impl<'a> Placer<'a> {
         let up = std::mem::replace(&mut self.up, Eligible::new(0));
 
         // Keep: every job's live instances first.
-        for j in 0..self.jobs.len() {
+        let mut cands: Vec<u32> = Vec::new();
+        for (j, slots) in assign.iter_mut().enumerate() {
             if self.sticky[j].is_empty() {
                 continue;
             }
@@ -328,46 +266,52 @@ impl<'a> Placer<'a> {
             let sticky = std::mem::take(&mut self.sticky[j]);
             for group in sticky.chunk_by(|a, b| a.0 == b.0) {
                 let slot = group[0].0;
-                let key = slot_key(self.jobs[j].name(), slot);
-                let mut cands: Vec<u32> = group
-                    .iter()
-                    .map(|&(_, n)| n)
-                    .filter(|&n| self.is_eligible(j, n as usize))
-                    .collect();
-                cands.sort_by_key(|&n| std::cmp::Reverse(mix(key ^ self.nodes[n as usize].hash)));
-                let found = cands.into_iter().find(|&n| {
+                cands.clear();
+                cands.extend(
+                    group
+                        .iter()
+                        .map(|&(_, n)| n)
+                        .filter(|&n| self.is_eligible(j, n as usize)),
+                );
+                if cands.len() > 1 {
+                    let key = slot_key(self.jobs[j].name(), slot);
+                    cands.sort_by_key(|&n| {
+                        std::cmp::Reverse(mix(key ^ self.nodes[n as usize].hash))
+                    });
+                }
+                let found = cands.iter().copied().find(|&n| {
                     let node = &self.nodes[n as usize];
                     node.fits(&need) && counts.under(caps, n, node.zone)
                 });
                 if let Some(n) = found {
-                    self.assign(&mut assign[j][slot as usize], n, &need, &mut counts);
+                    self.assign(&mut slots[slot as usize], n, &need, &mut counts);
                     if let Some(p) = plan.as_mut().filter(|_| explain == Some(j)) {
                         p.keep(slot, self.views[n as usize].id);
                     }
                 }
             }
             self.sticky[j] = sticky;
-            counts.reset(&assign[j], &self.nodes);
+            counts.reset(slots, &self.nodes);
         }
 
         // Place: the rest.
         let mut cand = Eligible::new(self.zones);
         let mut ranked: Vec<(u64, u32)> = Vec::new();
-        for j in 0..self.jobs.len() {
-            if assign[j].iter().all(Option::is_some) {
+        for (j, slots) in assign.iter_mut().enumerate() {
+            if slots.iter().all(Option::is_some) {
                 continue;
             }
             let elig = self.eligible(j, &up, &mut buf);
             let caps = self.caps(j, elig);
-            for &n in assign[j].iter().flatten() {
+            for &n in slots.iter().flatten() {
                 counts.add(n, self.nodes[n as usize].zone);
             }
             let need = self.need(j);
             let pack = self.jobs[j].spec.strategy == Strategy::Pack;
             let cand = self.candidates(j, elig, &mut cand, &mut ranked);
             let mut last: Option<u32> = None;
-            for slot in 0..assign[j].len() {
-                if assign[j][slot].is_some() {
+            for (slot, entry) in slots.iter_mut().enumerate() {
+                if entry.is_some() {
                     continue;
                 }
                 let key = slot_key(self.jobs[j].name(), slot as u32);
@@ -392,11 +336,11 @@ impl<'a> Placer<'a> {
                     p.place(slot as u32, &self, j, &ctx);
                 }
                 if let Some(n) = best {
-                    self.assign(&mut assign[j][slot], n, &need, &mut counts);
+                    self.assign(entry, n, &need, &mut counts);
                     last = Some(n);
                 }
             }
-            counts.reset(&assign[j], &self.nodes);
+            counts.reset(slots, &self.nodes);
         }
         self.finish(assign, plan)
     }
@@ -477,10 +421,7 @@ impl<'a> Placer<'a> {
                 let node = &self.nodes[n as usize];
                 node.fits(need) && counts.under(caps, n, node.zone)
             });
-        match found {
-            Some((_, i)) => Some(elig.idx[*i as usize]),
-            None => None,
-        }
+        found.map(|(_, i)| elig.idx[*i as usize])
     }
 
     /// The full rule over every eligible node that fits. Lower class is
