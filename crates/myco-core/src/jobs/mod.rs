@@ -96,3 +96,6 @@ pub mod placement;
 pub mod reconcile;
 pub mod settle;
 pub mod supervise;
+
+#[cfg(test)]
+mod tests;

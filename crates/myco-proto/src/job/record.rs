@@ -59,6 +59,21 @@ impl JobRecord {
         Self::pinned(spec, digest, self.version + 1, self.created_ms, now_ms)
     }
 
+    /// The record of the next version after `self`, bringing back an
+    /// earlier version's spec, digest and spore reference (`myco job
+    /// revert`).
+    pub fn revert_to(&self, earlier: &JobRecord, now_ms: u64) -> JobRecord {
+        JobRecord {
+            format: JOB_RECORD_FORMAT,
+            version: self.version + 1,
+            spec: earlier.spec.clone(),
+            spore_ref: earlier.spore_ref.clone(),
+            stopped: false,
+            created_ms: self.created_ms,
+            updated_ms: now_ms,
+        }
+    }
+
     fn pinned(
         mut spec: JobSpec,
         digest: &str,

@@ -298,6 +298,9 @@ fn a_record_pins_the_spore_and_round_trips() {
             .contains("format 9")
     );
     assert!(JobRecord::decode(&[]).is_err());
+    let r3 = r2.revert_to(&r1, 3_000);
+    assert_eq!((r3.version, r3.spec.count, r3.updated_ms), (3, 3, 3_000));
+    assert_eq!(r3.spore_ref, "hello@1.2.0");
     assert!(matches!(
         JobRecord::first(spec, "hello@1", 0),
         Err(JobRecordError::NotADigest(_))
