@@ -13,7 +13,7 @@
 //! | yes                     | supervised             | `Keep`                       |
 //! | yes                     | orphan (agent restart) | `Adopt`                      |
 //! | yes                     | gave up                | nothing: placement moves it  |
-//! | yes                     | none or stopped        | `Start` if settled and it fits, else `Hold` / `Refuse` |
+//! | yes                     | none or stopped        | `Start` if settled and it fits; else `Hold` (unsettled, or room still being freed) or `Refuse` |
 //! | no, job stopped         | supervised or orphan   | `Stop` at once               |
 //! | no, otherwise           | supervised or orphan   | `Stop` if settled, else `Keep` |
 //! | (any)                   | none, record left      | `Forget` the record (after its avoidance ends) |
@@ -123,7 +123,9 @@ pub enum Action {
         /// The instance.
         id: String,
     },
-    /// Would start, but the view has not been stable for the settle time.
+    /// Would start, but the view has not been stable for the settle time
+    /// (run again at `until`), or instances being stopped here must free
+    /// room first (`until` is now: run again when they exit).
     Hold {
         /// The job.
         job: String,
@@ -132,9 +134,10 @@ pub enum Action {
         /// When the view will have been stable long enough.
         until: Time,
     },
-    /// Would start, but this node lacks the room (its own view of what runs
-    /// here differs from placement's). Write the record as `failed` with
-    /// this reason; emitted only when the record does not already say it.
+    /// Would start, but this node lacks the room even after what it is
+    /// stopping exits (its own capacity or processes differ from what
+    /// placement saw). Write the record as `failed` with this reason;
+    /// emitted only when the record does not already say it.
     Refuse {
         /// The instance id it would have had.
         id: String,
@@ -190,11 +193,13 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
 
     // What runs here but is not wanted.
     let mut used = Used::default();
+    let mut leaving = Used::default();
     for l in input.local.iter().filter(|l| l.status.has_process()) {
         used.add(&l.resources);
         if desired.contains(&l.id) {
             continue;
         }
+        leaving.add(&l.resources);
         let job = jobs.get(l.job.as_str());
         if job.is_some_and(|j| j.stopped) {
             out.push(Action::Stop {
@@ -214,6 +219,8 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
 
     // Starts: only on a settled view, and only within this node's room.
     let until = input.settle.settled_at().unwrap_or(input.now);
+    // What will be in use once the unwanted instances have exited.
+    let mut after = used.without(&leaving);
     for (job, slot, version, id) in to_start {
         let job = job.to_string();
         if !settled {
@@ -226,11 +233,21 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
         match used.shortfall(&need, &input.capacity) {
             None => {
                 used.add(&need);
+                after.add(&need);
                 out.push(Action::Start {
                     id,
                     job,
                     slot,
                     version,
+                });
+            }
+            // Room that instances being stopped will free: wait for it.
+            Some(_) if after.shortfall(&need, &input.capacity).is_none() => {
+                after.add(&need);
+                out.push(Action::Hold {
+                    job,
+                    slot,
+                    until: input.now,
                 });
             }
             Some(reason) => {
@@ -299,6 +316,14 @@ impl Used {
         self.cpu += u64::from(r.cpu_milli);
         self.mem += u64::from(r.memory_mb);
         self.pids += u64::from(r.pids);
+    }
+
+    fn without(&self, other: &Used) -> Used {
+        Used {
+            cpu: self.cpu.saturating_sub(other.cpu),
+            mem: self.mem.saturating_sub(other.mem),
+            pids: self.pids.saturating_sub(other.pids),
+        }
     }
 
     /// What this node lacks to start one more of `need`, in words.
