@@ -203,6 +203,22 @@ mod tests {
     }
 
     #[test]
+    fn damaged_bytes_never_panic() {
+        let bytes = record().encode();
+        for cut in 0..bytes.len() {
+            assert!(InstanceRecord::decode(&bytes[..cut]).is_err());
+        }
+        let mut x: u32 = 99;
+        for _ in 0..5_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            let mut b = bytes.clone();
+            let at = (x as usize >> 8) % b.len();
+            b[at] ^= (x as u8) | 1;
+            let _ = InstanceRecord::decode(&b);
+        }
+    }
+
+    #[test]
     fn ids_and_keys_are_deterministic_and_prefix_scannable() {
         let r = record();
         assert_eq!(r.id, "web-2-v3-0000000000000007");

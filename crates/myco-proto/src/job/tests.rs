@@ -233,6 +233,19 @@ fn errors_name_the_field_and_the_problem() {
     }
 }
 
+#[test]
+fn a_spec_too_large_to_replicate_is_refused() {
+    let mut s = minimal();
+    for i in 0..10 {
+        s.env.insert(format!("V{i}"), "x".repeat(4000));
+    }
+    let e = err(&s);
+    assert!(
+        e.starts_with("env: the job is") && e.contains("at most 32768"),
+        "{e}"
+    );
+}
+
 fn health() -> Health {
     Health {
         http: None,
@@ -339,4 +352,24 @@ max_parallel = 1
     let s = JobSpec::from_toml(&text).unwrap();
     assert_eq!(s.constraints["zone"], Constraint::Eq("a".into()));
     assert_eq!(s.health.unwrap().interval_ms, 500);
+}
+
+#[test]
+fn decoders_survive_damaged_bytes() {
+    // A cheap fuzz: every truncation and many byte flips of a valid record
+    // decode to an error or a record, never a panic.
+    let bytes = JobRecord::first(JobSpec::from_toml(FULL).unwrap(), DIGEST, 7)
+        .unwrap()
+        .encode();
+    for cut in 0..bytes.len() {
+        assert!(JobRecord::decode(&bytes[..cut]).is_err());
+    }
+    let mut x: u32 = 12345;
+    for _ in 0..5_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let mut b = bytes.clone();
+        let at = (x as usize >> 8) % b.len();
+        b[at] ^= (x as u8) | 1;
+        let _ = JobRecord::decode(&b);
+    }
 }

@@ -53,6 +53,9 @@ pub(crate) mod limits {
     pub const MAX_EXEC_ARGS: usize = 64;
     /// Longest string elsewhere (paths, arguments), in bytes.
     pub const MAX_TEXT: usize = 1024;
+    /// Largest spec, encoded: a job record must stay well inside the
+    /// replicated value limit (64 KiB), history included.
+    pub const MAX_ENCODED: usize = 32 * 1024;
 }
 
 /// A spore reference as a job gives it.
@@ -203,7 +206,17 @@ impl JobSpec {
         range("restart.jitter_percent", p.jitter_percent, 0, 100)?;
         range("restart.avoid_ms", p.avoid_ms, 0, 86_400_000)?;
         range("kill_timeout_ms", self.kill_timeout_ms, 0, 600_000)?;
-        self.validate_volumes()
+        self.validate_volumes()?;
+        let size = postcard::to_stdvec(self).map_or(usize::MAX, |v| v.len());
+        if size > MAX_ENCODED {
+            return Err(invalid(
+                "env",
+                format!(
+                    "the job is {size} bytes encoded, at most {MAX_ENCODED}: shorten env values"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_env(&self) -> Result<(), JobSpecError> {
