@@ -6,7 +6,7 @@
 //! user would expect (Nomad's where Nomad has one): `count = 1`,
 //! `strategy = "spread"`, `driver = "exec"`, `duplicates = "allowed"`,
 //! `cpu_milli = 100`, `memory_mb = 64`, `pids = 256`, restart 2 attempts per
-//! 30 min with a 15 s first delay doubling up to 5 min, `kill_timeout_ms =
+//! 30 min with a 15 s first delay doubling (`backoff = 2`) up to 5 min, `kill_timeout_ms =
 //! 5000`, health every 10 s with a 1 s timeout, healthy after 1 success,
 //! unhealthy after 3 failures; `[update] max_parallel = 1, min_healthy_ms =
 //! 10000, healthy_deadline_ms = 300000, auto_revert = true`.
@@ -223,7 +223,7 @@ impl Default for Update {
 
 /// When a node restarts a failed instance, and when it gives up.
 ///
-/// The delay before restart `n` (1-based) is `delay_ms * 2^(n-1)`, capped
+/// The delay before restart `n` (1-based) is `delay_ms * backoff^(n-1)`, capped
 /// at `max_delay_ms`, then moved by up to `jitter_percent` either way. After
 /// `attempts` restarts within `interval_ms`, the next failure is a crash
 /// loop: the node releases the slot and placement avoids it for this job
@@ -240,6 +240,9 @@ pub struct RestartPolicy {
     /// Delay before the first restart.
     #[serde(default = "defaults::delay_ms")]
     pub delay_ms: u64,
+    /// Factor between two delays: 2 doubles, 1 keeps the delay constant.
+    #[serde(default = "defaults::backoff")]
+    pub backoff: u32,
     /// Longest delay, however many restarts.
     #[serde(default = "defaults::max_delay_ms")]
     pub max_delay_ms: u64,
@@ -257,6 +260,7 @@ impl Default for RestartPolicy {
             attempts: defaults::attempts(),
             interval_ms: defaults::restart_interval_ms(),
             delay_ms: defaults::delay_ms(),
+            backoff: defaults::backoff(),
             max_delay_ms: defaults::max_delay_ms(),
             jitter_percent: defaults::jitter_percent(),
             avoid_ms: defaults::avoid_ms(),
@@ -346,6 +350,9 @@ mod defaults {
     }
     pub(super) fn delay_ms() -> u64 {
         15_000
+    }
+    pub(super) fn backoff() -> u32 {
+        2
     }
     pub(super) fn max_delay_ms() -> u64 {
         300_000

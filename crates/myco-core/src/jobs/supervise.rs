@@ -22,7 +22,7 @@
 //!   `unhealthy_threshold` failures in a row fail it (it is killed).
 //! - Each failure (an exit, or a kill for being unhealthy) is counted in a
 //!   window of `restart.interval_ms`. Within `restart.attempts` failures it
-//!   restarts after `delay_ms * 2^(failures-1)` (at most `max_delay_ms`),
+//!   restarts after `delay_ms * backoff^(failures-1)` (at most `max_delay_ms`),
 //!   moved by up to `jitter_percent` either way. One more is a crash loop:
 //!   state `failed`, reason saying so, and [`SuperviseAction::GiveUp`]: the
 //!   node releases the slot and records `avoid_until_ms`, so placement on
@@ -438,12 +438,12 @@ impl Supervisor {
     }
 }
 
-/// The delay before restart `n` (1-based): doubling from `delay_ms`, at
-/// most `max_delay_ms`, then spread by up to `jitter_percent` either way.
+/// The delay before restart `n` (1-based): `delay_ms` times `backoff` per
+/// earlier restart (doubling by default), at most `max_delay_ms`, then
+/// spread by up to `jitter_percent` either way.
 pub fn backoff(p: &RestartPolicy, n: u32, rng: &mut impl rand::Rng) -> Duration {
-    let doubled = p
-        .delay_ms
-        .saturating_mul(1u64 << (n.saturating_sub(1)).min(32));
+    let factor = u64::from(p.backoff.max(1)).saturating_pow(n.saturating_sub(1));
+    let doubled = p.delay_ms.saturating_mul(factor);
     let base = doubled.min(p.max_delay_ms);
     let j = u64::from(p.jitter_percent.min(100));
     let spread = base * j / 100;

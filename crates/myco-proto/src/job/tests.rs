@@ -61,6 +61,7 @@ fn a_minimal_file_gets_the_documented_defaults() {
     assert_eq!(s.restart.attempts, 2);
     assert_eq!(s.restart.interval_ms, 1_800_000);
     assert_eq!(s.restart.delay_ms, 15_000);
+    assert_eq!(s.restart.backoff, 2);
     assert!(s.update.auto_revert);
     assert_eq!(s.update.max_parallel, 1);
 }

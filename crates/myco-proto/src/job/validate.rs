@@ -203,6 +203,7 @@ impl JobSpec {
             3_600_000,
         )
         .map_err(|_| invalid("restart.max_delay_ms", "must be restart.delay_ms..=3600000"))?;
+        range("restart.backoff", p.backoff, 1, 10)?;
         range("restart.jitter_percent", p.jitter_percent, 0, 100)?;
         range("restart.avoid_ms", p.avoid_ms, 0, 86_400_000)?;
         range("kill_timeout_ms", self.kill_timeout_ms, 0, 600_000)?;

@@ -14,6 +14,7 @@ fn policy(health: bool) -> SupervisePolicy {
             attempts: 2,
             interval_ms: 60_000,
             delay_ms: 100,
+            backoff: 2,
             max_delay_ms: 150,
             jitter_percent: 0,
             avoid_ms: 600_000,
