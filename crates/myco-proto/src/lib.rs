@@ -16,6 +16,8 @@ pub mod envelope;
 pub mod frame;
 pub mod horizon;
 pub mod id;
+pub mod instance;
+pub mod job;
 pub mod key;
 pub mod state;
 pub mod sync;
