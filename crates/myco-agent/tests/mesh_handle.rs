@@ -32,9 +32,14 @@ async fn start(test: &str, restored: Vec<Change>) -> (MeshLoop, MeshHandle, Arc<
     let addr: SocketAddr = socket.local_addr().unwrap();
     let id = NodeId::from_u64(1);
     let key = ClusterKey::from_bytes([3; 32]);
-    let (streams, incoming) = Streams::bind(addr, &[key.clone()], id, StreamConfig::default())
-        .await
-        .unwrap();
+    let (streams, incoming) = Streams::bind(
+        addr,
+        std::slice::from_ref(&key),
+        id,
+        StreamConfig::default(),
+    )
+    .await
+    .unwrap();
     let spores = SporeStore::open(&dir, streams.clone(), addr).await.unwrap();
     let keys = KeyRing::new(key);
     let manifest = NodeManifest {
