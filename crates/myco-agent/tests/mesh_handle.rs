@@ -198,3 +198,47 @@ async fn big_listings_are_served_without_the_loop() {
     handle.leave(Duration::from_secs(2)).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
 }
+
+/// Group commit through the handle: 64 writers, each waiting for its
+/// write before the next, as HTTP clients do. Compare with the store alone
+/// (`tests/store.rs`, `throughput`) built the same way.
+/// `cargo test -p myco-agent --test mesh_handle -- --ignored --exact handle_throughput --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "measurement, prints figures"]
+async fn handle_throughput() {
+    const WRITERS: u64 = 64;
+    const PER_WRITER: u64 = 500;
+    let (mesh, handle, store) = start("throughput", Vec::new()).await;
+    let task = tokio::spawn(mesh.run());
+    let started = Instant::now();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                for i in 0..PER_WRITER {
+                    let key = format!("jobs/writer-{w}/{i}");
+                    let value = b"small value, 32 bytes long....".to_vec();
+                    handle.write(Table::KV, &key, Some(value)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let writes = WRITERS * PER_WRITER;
+    let stats = store.stats();
+    println!("writes            {writes} from {WRITERS} writers in {elapsed:.2?}");
+    println!(
+        "acknowledged/s    {:.0}",
+        writes as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "transactions      {} ({:.1} writes each)",
+        stats.transactions,
+        writes as f64 / stats.transactions as f64
+    );
+    handle.leave(Duration::from_secs(2)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+}

@@ -24,7 +24,7 @@ use myco_core::{Event, Node};
 use myco_proto::api::ApiEvent;
 use myco_proto::blob::BlobMessage;
 use myco_proto::channel::Channel;
-use myco_proto::{MAX_DATAGRAM, Timestamp};
+use myco_proto::{Change, MAX_DATAGRAM, Timestamp};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot, watch};
 
 use super::commands::Command;
@@ -48,13 +48,23 @@ const COMMAND_QUEUE: usize = 256;
 /// so past that many waiting for the disk, the write path is behind anyway.
 pub const MAX_PENDING_WRITES: usize = 4096;
 
-/// The store's word that a local write is durable (or failed).
-struct Durable {
+/// Commands handled in one turn of the loop before it sends, publishes and
+/// looks at its other inputs: a burst of writes then costs one publish and
+/// one store request, while datagrams wait at most this many commands.
+const COMMAND_BATCH: usize = 64;
+
+/// A local write the core applied, waiting for the disk.
+struct Pending {
     ts: Timestamp,
-    result: Result<(), StoreError>,
     reply: oneshot::Sender<Result<Timestamp, WriteError>>,
-    /// Its place among [`MAX_PENDING_WRITES`], freed once the loop read this.
+    /// Its place among [`MAX_PENDING_WRITES`], freed once answered.
     _slot: OwnedSemaphorePermit,
+}
+
+/// The store's word that a batch of local writes is durable (or failed).
+struct Durable {
+    writes: Vec<Pending>,
+    result: Result<(), StoreError>,
 }
 
 /// The loop.
@@ -77,6 +87,8 @@ pub struct MeshLoop {
     durable_tx: mpsc::Sender<Durable>,
     durable: mpsc::Receiver<Durable>,
     write_slots: Arc<Semaphore>,
+    /// Writes applied in this turn, queued for the disk together at its end.
+    applied: Vec<(Change, Pending)>,
     /// Messages on a channel this node has no handler for.
     unrouted: u64,
 }
@@ -110,6 +122,7 @@ impl MeshLoop {
             durable_tx,
             durable,
             write_slots: Arc::new(Semaphore::new(MAX_PENDING_WRITES)),
+            applied: Vec::new(),
             unrouted: 0,
         };
         (mesh, handle)
@@ -141,11 +154,10 @@ impl MeshLoop {
                 Some(first) = self.durable.recv() => self.release(first),
                 _ = tokio::time::sleep_until(wake.into()) => p.node.handle_timeout(p.clock.now()),
                 cmd = self.commands.recv() => match cmd {
-                    Some(Command::Leave(reply)) => {
-                        p.node.leave(p.clock.now());
-                        leave_reply = Some(reply);
+                    Some(first) => {
+                        leave_reply = self.commands_from(first);
+                        self.queue_writes().await;
                     }
-                    Some(cmd) => self.command(cmd).await,
                     None => break,
                 },
             }
@@ -195,7 +207,27 @@ impl MeshLoop {
         }
     }
 
-    async fn command(&mut self, cmd: Command) {
+    /// Handles `first` and whatever else is queued, up to [`COMMAND_BATCH`];
+    /// stops at a leave and returns its reply.
+    fn commands_from(&mut self, first: Command) -> Option<oneshot::Sender<()>> {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(cmd) = next.take() {
+            taken += 1;
+            if let Command::Leave(reply) = cmd {
+                let p = &mut self.parts;
+                p.node.leave(p.clock.now());
+                return Some(reply);
+            }
+            self.command(cmd);
+            if taken < COMMAND_BATCH {
+                next = self.commands.try_recv().ok();
+            }
+        }
+        None
+    }
+
+    fn command(&mut self, cmd: Command) {
         let p = &mut self.parts;
         let now = p.clock.now();
         match cmd {
@@ -218,14 +250,14 @@ impl MeshLoop {
                 key,
                 value,
                 reply,
-            } => self.write(table, &key, value, reply).await,
+            } => self.write(table, &key, value, reply),
             Command::Leave(_) => unreachable!("handled by the loop"),
         }
     }
 
-    /// Applies a local write and queues it for the disk; the answer waits
-    /// for [`MeshLoop::release`].
-    async fn write(
+    /// Applies a local write; [`MeshLoop::queue_writes`] sends it to the
+    /// disk, and the answer waits for [`MeshLoop::release`].
+    fn write(
         &mut self,
         table: myco_proto::Table,
         key: &str,
@@ -246,25 +278,35 @@ impl MeshLoop {
         };
         self.view.apply(&change);
         self.view_dirty = true;
-        let ts = change.ts;
+        let pending = Pending {
+            ts: change.ts,
+            reply,
+            _slot: slot,
+        };
+        self.applied.push((change, pending));
+    }
+
+    /// Queues this turn's local writes for the disk as one request, in
+    /// order behind any background work still waiting.
+    async fn queue_writes(&mut self) {
+        if self.applied.is_empty() {
+            return;
+        }
+        let (changes, writes): (Vec<Change>, Vec<Pending>) = self.applied.drain(..).unzip();
         let notes = self.durable_tx.clone();
         let done = move |result| {
-            // Never full: each note holds one of the channel's slots.
-            let _ = notes.try_send(Durable {
-                ts,
-                result,
-                reply,
-                _slot: slot,
-            });
+            // Never full: a note holds at least one write's slot, and the
+            // channel has a place for each slot.
+            let _ = notes.try_send(Durable { writes, result });
         };
-        if let Err(e) = self
+        let queued = self
             .backlog
-            .persist_then(&p.store, vec![change], done)
-            .await
-        {
-            // The store stopped: `done` was dropped, so the writer hears
-            // that the agent is stopping.
-            tracing::warn!(error = %e, key, "local write not queued for the disk");
+            .persist_then(&self.parts.store, changes, done)
+            .await;
+        if let Err(e) = queued {
+            // The store stopped: `done` was dropped with the replies, so
+            // the writers hear that the agent is stopping.
+            tracing::warn!(error = %e, "local writes not queued for the disk");
         }
     }
 
@@ -279,20 +321,22 @@ impl MeshLoop {
         let durable: Vec<Timestamp> = notes
             .iter()
             .filter(|n| n.result.is_ok())
-            .map(|n| n.ts)
+            .flat_map(|n| n.writes.iter().map(|w| w.ts))
             .collect();
         if !durable.is_empty() {
             p.node.durable(p.clock.now(), &durable);
         }
         for note in notes {
-            let answer = match note.result {
-                Ok(()) => Ok(note.ts),
-                Err(e) => {
-                    tracing::error!(error = %e, version = %note.ts, "write not durable");
-                    Err(WriteError::NotDurable(e))
-                }
-            };
-            let _ = note.reply.send(answer);
+            if let Err(e) = &note.result {
+                tracing::error!(error = %e, writes = note.writes.len(), "writes not durable");
+            }
+            for w in note.writes {
+                let answer = match &note.result {
+                    Ok(()) => Ok(w.ts),
+                    Err(e) => Err(WriteError::NotDurable(each(e))),
+                };
+                let _ = w.reply.send(answer);
+            }
         }
     }
 
@@ -439,4 +483,17 @@ fn is_blocked(
             .map(|m| m.peer.addr)
     });
     addr.is_some_and(|a| blocked.contains(&a))
+}
+
+/// A store error for each writer of a failed batch (I/O errors do not clone).
+fn each(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Write { reason } => StoreError::Write {
+            reason: reason.clone(),
+        },
+        StoreError::Closed => StoreError::Closed,
+        other => StoreError::Write {
+            reason: other.to_string(),
+        },
+    }
 }
