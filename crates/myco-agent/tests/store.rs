@@ -1,5 +1,8 @@
 //! The durable store: round trips, newest-wins, tombstones, group commit,
 //! damage handling, and a SIGKILL crash test against a child process.
+//!
+//! Why one file of this length: each case sets up its own store so it
+//! reads on its own, and they share one test binary.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};

@@ -6,6 +6,10 @@
 //!
 //! Every test has its own temp dir and ports, so they run in parallel.
 //! `--nocapture` shows the figures they measure.
+//!
+//! Why one file of this length: every scenario starts its own mesh and
+//! reads top to bottom on its own, and they share one test binary (each
+//! integration test file is a separate link on a 2-core CI machine).
 
 mod support;
 
