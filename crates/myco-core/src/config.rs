@@ -110,10 +110,9 @@ impl Config {
             frequency: self.gossip_period,
             num_members: NonZeroUsize::new(3).expect("positive"),
         });
-        c.periodic_announce = Some(foca::PeriodicParams {
-            frequency: Duration::from_secs(10),
-            num_members: NonZeroUsize::new(1).expect("positive"),
-        });
+        // Membership push-pull (`membership::pushpull`) does what foca's
+        // periodic announce does, discovery, deterministically and faster.
+        c.periodic_announce = None;
         c.periodic_announce_to_down_members = Some(foca::PeriodicParams {
             frequency: self.announce_down_period,
             num_members: NonZeroUsize::new(2).expect("positive"),

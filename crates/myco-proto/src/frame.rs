@@ -1,8 +1,12 @@
 //! What travels inside a sealed envelope, and the node manifest.
 //!
 //! Frames are encoded with postcard. The envelope version covers the frame
-//! set: a new frame kind or field means a new envelope version, and a node
-//! that cannot read a frame drops and counts it.
+//! set: a new field of an existing frame means a new envelope version. A
+//! new frame kind is appended as the last variant instead, so it leaves
+//! the encoding of the others as it was: a node that cannot read it drops
+//! and counts it (`undecodable`), and every kind added this way must be
+//! one the mesh works without (as [`Frame::Summary`] is: SWIM still
+//! converges without it, only slower).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -125,6 +129,51 @@ impl NodeManifest {
     }
 }
 
+/// A slice of the sender's member list, for push-pull: the members it
+/// holds up whose ids fall in `[from, to)`, in id order, the sender
+/// among them if its id falls there. A push asks the receiver to answer
+/// with the up members of that range the slice lacks (or lists in an
+/// older life); the answer is a summary that is not a push.
+///
+/// SWIM spreads news by gossip and learns the rest by probing; a pair that
+/// missed each other's news otherwise waits for a probe round (nodes × the
+/// probe period). Slices keep every summary inside one datagram.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    /// The first id the slice covers.
+    pub from: NodeId,
+    /// The first id past the slice, or `None` if it runs to the largest id.
+    pub to: Option<NodeId>,
+    /// Whether the receiver should answer with what the slice lacks.
+    pub push: bool,
+    /// Up members, in id order.
+    pub members: Vec<Peer>,
+}
+
+impl Summary {
+    /// Bytes a summary's frame takes besides its members, at most: the
+    /// frame tag, `from`, `to`, `push` and the member count (a varint of
+    /// at most 2 bytes, as fewer than 16,384 members fit a datagram).
+    pub const OVERHEAD: usize = 1 + 8 + 9 + 1 + 2;
+    /// Bytes the members of one summary may take, so the frame fits a
+    /// datagram.
+    pub const MEMBER_BUDGET: usize = MAX_PLAINTEXT - Self::OVERHEAD;
+
+    /// The encoded length of `peer` in a summary.
+    pub fn member_len(peer: &Peer) -> usize {
+        // The largest peer (IPv6 address, widest varints) is 41 bytes.
+        let mut buf = [0u8; 64];
+        postcard::to_slice(peer, &mut buf)
+            .map(|b| b.len())
+            .expect("a peer encodes in 64 bytes")
+    }
+
+    /// Whether `id` falls in the range this summary covers.
+    pub fn covers(&self, id: NodeId) -> bool {
+        id >= self.from && self.to.is_none_or(|to| id < to)
+    }
+}
+
 /// One message between nodes.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Frame {
@@ -140,6 +189,8 @@ pub enum Frame {
     Manifest(NodeManifest),
     /// The sender is leaving the mesh on purpose.
     Leave(Peer),
+    /// A slice of the sender's member list (push-pull); appended last.
+    Summary(Summary),
 }
 
 /// A frame could not be decoded.
@@ -171,6 +222,7 @@ impl Frame {
             Frame::ManifestRequest => "manifest_request",
             Frame::Manifest(_) => "manifest",
             Frame::Leave(_) => "leave",
+            Frame::Summary(_) => "summary",
         }
     }
 }
@@ -225,6 +277,59 @@ mod tests {
         assert!(
             matches!(m.validate(), Err(ManifestError::TooLarge(n)) if n > NodeManifest::MAX_ENCODED)
         );
+    }
+
+    #[test]
+    fn a_full_summary_of_the_widest_peers_fits_a_datagram() {
+        let widest = Peer {
+            id: NodeId([0xff; 8]),
+            addr: "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+                .parse()
+                .unwrap(),
+            boot: u64::MAX,
+            bump: u16::MAX,
+        };
+        let len = Summary::member_len(&widest);
+        let count = Summary::MEMBER_BUDGET / len;
+        let s = Summary {
+            from: NodeId([0xff; 8]),
+            to: Some(NodeId([0xff; 8])),
+            push: true,
+            members: vec![widest; count],
+        };
+        let f = Frame::Summary(s.clone());
+        let bytes = f.encode();
+        assert!(bytes.len() <= MAX_PLAINTEXT, "{} bytes", bytes.len());
+        assert_eq!(Frame::decode(&bytes).unwrap(), f);
+        assert!(count >= 30, "only {count} of the widest peers fit");
+    }
+
+    #[test]
+    fn a_summary_covers_its_half_open_range() {
+        let s = Summary {
+            from: NodeId::from_u64(10),
+            to: Some(NodeId::from_u64(20)),
+            push: false,
+            members: Vec::new(),
+        };
+        assert!(s.covers(NodeId::from_u64(10)) && s.covers(NodeId::from_u64(19)));
+        assert!(!s.covers(NodeId::from_u64(9)) && !s.covers(NodeId::from_u64(20)));
+        let open = Summary { to: None, ..s };
+        assert!(open.covers(NodeId([0xff; 8])));
+    }
+
+    #[test]
+    fn frames_appended_later_leave_the_others_encoded_as_before() {
+        // Older nodes read every frame but the last: the tags of the
+        // frames they know must not move.
+        assert_eq!(Frame::ManifestRequest.encode(), vec![3]);
+        let leave = Frame::Leave(Peer {
+            id: NodeId::from_u64(1),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            boot: 1,
+            bump: 0,
+        });
+        assert_eq!(leave.encode()[0], 5);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //!   down members after foca reaps them, manifests);
 //! - [`replay`]: the replay guard in front of every datagram;
 //! - [`join`]: join addresses and the hellos of an isolated node;
+//! - [`pushpull`]: slices of member lists exchanged with random members,
+//!   so every pair meets within seconds of a join storm;
 //! - [`datagrams`]: the key ring, sealing and the bounded outbox.
 //!
 //! [`Membership`] is driven like the node: `handle_*` with the time, then
@@ -32,6 +34,7 @@ use crate::time::Time;
 mod datagrams;
 mod join;
 pub(crate) mod members;
+mod pushpull;
 mod replay;
 mod swim;
 #[cfg(test)]
@@ -41,6 +44,7 @@ use datagrams::Datagrams;
 use join::Join;
 pub use members::{MemberState, MemberView};
 use members::{MemberTable, Update};
+use pushpull::PushPull;
 use replay::ReplayGuard;
 pub(crate) use swim::SwimTimer;
 use swim::{Swim, SwimOut};
@@ -64,6 +68,7 @@ pub(crate) struct Membership {
     members: MemberTable,
     replay: ReplayGuard,
     join: Join,
+    pushpull: PushPull,
     connected: bool,
     leaving: bool,
     /// When each member foca holds as suspect was first seen so.
@@ -93,7 +98,7 @@ impl Membership {
             foca::PostcardCodec,
         );
         Membership {
-            members: MemberTable::new(config.max_members),
+            members: MemberTable::new(config.max_members, MANIFEST_RETRY),
             replay: ReplayGuard::new(config.max_members),
             datagrams: Datagrams::new(keys, config.max_outbox),
             cfg: config.clone(),
@@ -102,6 +107,7 @@ impl Membership {
             swim,
             swim_size_bucket: 0,
             join: Join::new(now),
+            pushpull: PushPull::new(now, seed),
             connected: false,
             leaving: false,
             suspected_since: BTreeMap::new(),
@@ -215,7 +221,7 @@ impl Membership {
         let claimed = match &frame {
             Frame::Hello(p) | Frame::HelloAck(p) | Frame::Leave(p) => Some(p.id),
             Frame::Manifest(m) => Some(m.id),
-            Frame::Swim(_) | Frame::ManifestRequest => None,
+            Frame::Swim(_) | Frame::ManifestRequest | Frame::Summary(_) => None,
         };
         if claimed.is_some_and(|id| id != header.sender) {
             return self.refuse(stats, from, "spoofed");
@@ -256,8 +262,10 @@ impl Membership {
                     self.event(Event::ManifestChanged(id));
                 }
             }
+            Frame::Summary(summary) => self.handle_summary(now, stats, from, summary),
             Frame::Leave(peer) => {
                 if self.members.left(now, peer) == Update::Changed {
+                    self.pushpull.changed(now);
                     tracing::debug!(node = %self.me.id, member = %peer.id, "member left");
                     self.event(Event::MemberLeft(peer));
                 }
@@ -275,7 +283,7 @@ impl Membership {
     }
 
     /// Housekeeping, every `tick`: hellos while isolated, manifest
-    /// requests, stuck suspects, forgetting, foca's size.
+    /// requests, member list pushes, stuck suspects, forgetting, foca's size.
     pub(crate) fn tick(&mut self, now: Time, stats: &mut Stats) {
         if !self.connected && !self.leaving {
             for addr in self.join.due(now) {
@@ -290,6 +298,9 @@ impl Membership {
             }
         }
         self.request_manifests(now, stats);
+        if !self.leaving {
+            self.push_members(now, stats);
+        }
         self.expire_stuck_suspects(now, stats);
         self.members.forget(now, self.cfg.forget_after);
         self.resize_swim();
@@ -363,10 +374,7 @@ impl Membership {
     }
 
     fn request_manifests(&mut self, now: Time, stats: &mut Stats) {
-        for peer in self
-            .members
-            .manifests_wanted(now, MANIFEST_RETRY, MANIFESTS_PER_TICK)
-        {
+        for peer in self.members.manifests_wanted(now, MANIFESTS_PER_TICK) {
             self.send(stats, peer.addr, &Frame::ManifestRequest);
         }
     }

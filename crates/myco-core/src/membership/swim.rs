@@ -71,6 +71,7 @@ impl Membership {
                         Update::Changed => {
                             tracing::debug!(node = %self.me.id, member = %peer.id, "member up");
                             someone_up = true;
+                            self.pushpull.changed(now);
                             self.event(Event::MemberUp(peer));
                         }
                         Update::Full => stats.drop("members_full"),
@@ -79,6 +80,7 @@ impl Membership {
                 }
                 OwnedNotification::MemberDown(peer) => {
                     if self.members.down(now, peer) == Update::Changed {
+                        self.pushpull.changed(now);
                         tracing::debug!(node = %self.me.id, member = %peer.id, "member down");
                         self.event(Event::MemberDown(peer));
                     }

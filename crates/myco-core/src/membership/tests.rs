@@ -237,3 +237,137 @@ fn an_isolated_member_says_hello_to_its_seeds_each_second() {
     assert_eq!(h.m.poll_transmit().unwrap().to, seed);
     assert!(h.m.poll_transmit().is_none());
 }
+
+/// Seals `frame` as node `i` would, for a membership to open.
+fn sealed(i: u64, counter: u64, frame: &Frame) -> Vec<u8> {
+    Envelope::seal(&ring(), peer(i).id, 1, counter, &frame.encode())
+}
+
+fn summary(push: bool, members: Vec<Peer>) -> Frame {
+    Frame::Summary(myco_proto::frame::Summary {
+        from: NodeId::default(),
+        to: None,
+        push,
+        members,
+    })
+}
+
+#[test]
+fn a_push_teaches_the_receiver_and_is_answered_with_what_the_pusher_lacks() {
+    let mut h = harness(1);
+    // n1 learns of n3 and n4 from an answer.
+    let answer = sealed(3, 1, &summary(false, vec![peer(3), peer(4)]));
+    h.m.handle_datagram(Time(10), &mut h.stats, peer(3).addr, &answer);
+    h.route();
+    assert_eq!(h.state_of(3), Some(MemberState::Alive));
+    assert_eq!(h.state_of(4), Some(MemberState::Alive));
+    while h.m.poll_transmit().is_some() {}
+
+    // n2 pushes what it knows: n1 learns n2 and n5, and answers with
+    // itself and n3, not with n4, which n2 listed.
+    let push = sealed(2, 1, &summary(true, vec![peer(2), peer(4), peer(5)]));
+    h.m.handle_datagram(Time(20), &mut h.stats, peer(2).addr, &push);
+    h.route();
+    assert_eq!(h.state_of(2), Some(MemberState::Alive));
+    assert_eq!(h.state_of(5), Some(MemberState::Alive));
+    let sent: Vec<Transmit> = std::iter::from_fn(|| h.m.poll_transmit()).collect();
+    let answers: Vec<Vec<Peer>> = sent
+        .iter()
+        .filter(|t| t.to == peer(2).addr)
+        .filter_map(|t| {
+            let (_, plain) = Envelope::open(&ring(), &t.payload).ok()?;
+            match Frame::decode(&plain).ok()? {
+                Frame::Summary(s) if !s.push => Some(s.members),
+                _ => None,
+            }
+        })
+        .collect();
+    assert_eq!(answers, vec![vec![peer(1), peer(3)]]);
+    assert_eq!(h.stats.frames_in.get("summary"), Some(&2));
+}
+
+#[test]
+fn a_summary_revives_neither_an_old_life_nor_a_member_seen_down() {
+    let mut hs = joined_pair();
+    hs.push(harness(3));
+    let seed = hs[0].m.identity().addr;
+    let h = &mut hs[2];
+    h.m.join(Time(2000), &mut h.stats, seed);
+    h.route();
+    run(&mut hs, &[], Time(2000), Time(4000));
+    // n3 falls silent and goes down at n1.
+    run(&mut hs, &[2], Time(4000), Time(8000));
+    assert_eq!(hs[0].state_of(3), Some(MemberState::Down));
+    // n2 (or a stale member) still lists it: n1 is not fooled.
+    let h = &mut hs[0];
+    let stale = sealed(2, 1 << 40, &summary(true, vec![peer(3)]));
+    h.m.handle_datagram(Time(8000), &mut h.stats, peer(2).addr, &stale);
+    h.route();
+    assert_eq!(h.state_of(3), Some(MemberState::Down));
+    // An older life of a member that is up does not replace it.
+    let older = Peer { boot: 0, ..peer(2) };
+    let stale = sealed(3, 1 << 40, &summary(false, vec![older]));
+    h.m.handle_datagram(Time(8000), &mut h.stats, peer(3).addr, &stale);
+    h.route();
+    assert_eq!(h.m.member(peer(2).id).unwrap().peer, peer(2));
+}
+
+#[test]
+fn memberships_that_never_gossip_agree_through_pushes() {
+    // n1 knows n2..n6 and n7 knows n8..n12, told by answers; n1 and n7
+    // learn of each other the same way. Pushes must then spread the rest
+    // both ways within a few ticks.
+    let mut a = harness(1);
+    let mut b = harness(7);
+    let left: Vec<Peer> = (2..=6).map(peer).collect();
+    let right: Vec<Peer> = (8..=12).map(peer).collect();
+    let feed = |h: &mut Harness, from: u64, members: Vec<Peer>| {
+        let d = sealed(from, 1, &summary(false, members));
+        h.m.handle_datagram(Time(10), &mut h.stats, peer(from).addr, &d);
+        h.route();
+        while h.m.poll_transmit().is_some() {}
+    };
+    feed(&mut a, 2, left.clone());
+    feed(&mut a, 7, vec![peer(7)]);
+    feed(&mut b, 8, right.clone());
+    feed(&mut b, 1, vec![peer(1)]);
+    // Only pushes and their answers travel between a and b; everything
+    // else (SWIM to members that do not exist here) is dropped.
+    let mut now = Time(500);
+    for _ in 0..40 {
+        for h in [&mut a, &mut b] {
+            h.m.tick(now, &mut h.stats);
+            h.route();
+        }
+        for _ in 0..2 {
+            let mut moved = Vec::new();
+            for (i, h) in [&mut a, &mut b].into_iter().enumerate() {
+                while let Some(t) = h.m.poll_transmit() {
+                    moved.push((i, t));
+                }
+            }
+            for (i, t) in moved {
+                let (_, plain) = Envelope::open(&ring(), &t.payload).unwrap();
+                let Ok(Frame::Summary(_)) = Frame::decode(&plain) else {
+                    continue;
+                };
+                let (dst, src) = if i == 0 { (&mut b, 1) } else { (&mut a, 7) };
+                if t.to != dst.m.identity().addr {
+                    continue;
+                }
+                dst.m
+                    .handle_datagram(now, &mut dst.stats, peer(src).addr, &t.payload);
+                dst.route();
+            }
+        }
+        now = now + Duration::from_millis(500);
+    }
+    for i in 2..=12 {
+        if i != 7 {
+            assert_eq!(a.state_of(i), Some(MemberState::Alive), "n1 about n{i}");
+        }
+        if i != 7 && i != 1 {
+            assert_eq!(b.state_of(i), Some(MemberState::Alive), "n7 about n{i}");
+        }
+    }
+}

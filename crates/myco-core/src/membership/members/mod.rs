@@ -4,11 +4,18 @@
 //! foca owns liveness (alive, suspect, down); this table adds what foca does
 //! not keep: members that left on purpose, down members after foca reaps
 //! them, manifests, and when each state began.
+//!
+//! Two indexes keep each tick's housekeeping proportional to the work it
+//! does, not to the table: `wanted` holds the up members whose manifest is
+//! missing or stale, by when to ask next, and `gone` the members down or
+//! left, by when they went. Every change to a record goes through
+//! [`MemberTable::reindex`], which keeps both in step with the record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::time::Duration;
 
-use myco_proto::frame::Peer;
+use myco_proto::frame::{Peer, Summary};
 use myco_proto::{NodeId, NodeManifest};
 
 use crate::time::Time;
@@ -67,11 +74,38 @@ struct Record {
     since: Time,
     manifest: Option<NodeManifest>,
     manifest_asked: Option<Time>,
+    /// This record's key in `MemberTable::wanted`, if there.
+    wanted_at: Option<Time>,
+    /// This record's key in `MemberTable::gone`, if there.
+    gone_at: Option<Time>,
 }
+
+impl Record {
+    /// When to ask for the manifest next, if it is wanted at all.
+    fn manifest_due(&self, retry: Duration) -> Option<Time> {
+        let stale = self
+            .manifest
+            .as_ref()
+            .is_none_or(|m| m.boot < self.peer.boot);
+        (self.liveness == Liveness::Up && stale)
+            .then(|| self.manifest_asked.map_or(Time::ZERO, |t| t + retry))
+    }
+}
+
+/// Most records one [`MemberTable::slice`] walks: the answer to a push
+/// costs a bounded amount of work even when its range holds many down
+/// members, which are walked but not sent.
+pub(crate) const MAX_WALK: usize = 1024;
 
 pub(crate) struct MemberTable {
     records: BTreeMap<NodeId, Record>,
     max: usize,
+    /// How long before an unanswered manifest request is repeated.
+    manifest_retry: Duration,
+    /// Up members whose manifest is missing or stale, by when it is due.
+    wanted: BTreeSet<(Time, NodeId)>,
+    /// Members down or left, by when they went.
+    gone: BTreeSet<(Time, NodeId)>,
 }
 
 /// What a change did to the table.
@@ -84,10 +118,40 @@ pub(crate) enum Update {
 }
 
 impl MemberTable {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize, manifest_retry: Duration) -> Self {
         MemberTable {
             records: BTreeMap::new(),
             max,
+            manifest_retry,
+            wanted: BTreeSet::new(),
+            gone: BTreeSet::new(),
+        }
+    }
+
+    /// Brings the indexes in step with the record of `id` after a change.
+    fn reindex(&mut self, id: NodeId) {
+        let Some(rec) = self.records.get_mut(&id) else {
+            return;
+        };
+        let wanted_at = rec.manifest_due(self.manifest_retry);
+        if rec.wanted_at != wanted_at {
+            if let Some(at) = rec.wanted_at {
+                self.wanted.remove(&(at, id));
+            }
+            if let Some(at) = wanted_at {
+                self.wanted.insert((at, id));
+            }
+            rec.wanted_at = wanted_at;
+        }
+        let gone_at = (rec.liveness != Liveness::Up).then_some(rec.since);
+        if rec.gone_at != gone_at {
+            if let Some(at) = rec.gone_at {
+                self.gone.remove(&(at, id));
+            }
+            if let Some(at) = gone_at {
+                self.gone.insert((at, id));
+            }
+            rec.gone_at = gone_at;
         }
     }
 
@@ -101,6 +165,8 @@ impl MemberTable {
             since: now,
             manifest: None,
             manifest_asked: None,
+            wanted_at: None,
+            gone_at: None,
         });
         if rec.peer.boot != peer.boot {
             // A new life: its manifest may differ.
@@ -112,6 +178,7 @@ impl MemberTable {
         }
         rec.peer = peer;
         rec.liveness = Liveness::Up;
+        self.reindex(peer.id);
         if changed {
             Update::Changed
         } else {
@@ -125,6 +192,7 @@ impl MemberTable {
             Some(rec) if rec.liveness == Liveness::Up && rec.peer <= peer => {
                 rec.liveness = Liveness::Down;
                 rec.since = now;
+                self.reindex(peer.id);
                 Update::Changed
             }
             _ => Update::Unchanged,
@@ -139,6 +207,7 @@ impl MemberTable {
             {
                 rec.liveness = Liveness::Left;
                 rec.since = now;
+                self.reindex(peer.id);
                 Update::Changed
             }
             _ => Update::Unchanged,
@@ -151,39 +220,136 @@ impl MemberTable {
             Some(rec)
                 if manifest.boot >= rec.peer.boot && rec.manifest.as_ref() != Some(&manifest) =>
             {
+                let id = manifest.id;
                 rec.manifest = Some(manifest);
+                self.reindex(id);
                 Update::Changed
             }
             _ => Update::Unchanged,
         }
     }
 
-    /// Up members whose manifest is missing or stale, not asked since `retry`.
-    pub(crate) fn manifests_wanted(
-        &mut self,
-        now: Time,
-        retry: Duration,
-        limit: usize,
-    ) -> Vec<Peer> {
+    /// Up members whose manifest is missing or stale and not asked within
+    /// the retry period, at most `limit`, longest waiting first; each is
+    /// marked asked at `now`. Costs O(limit), not O(members).
+    pub(crate) fn manifests_wanted(&mut self, now: Time, limit: usize) -> Vec<Peer> {
         let mut out = Vec::new();
-        for rec in self.records.values_mut() {
-            if out.len() >= limit {
+        while out.len() < limit {
+            let Some(&(due, id)) = self.wanted.first() else {
+                break;
+            };
+            if due > now {
                 break;
             }
-            let stale = rec.manifest.as_ref().is_none_or(|m| m.boot < rec.peer.boot);
-            let due = rec.manifest_asked.is_none_or(|t| now.since(t) >= retry);
-            if rec.liveness == Liveness::Up && stale && due {
-                rec.manifest_asked = Some(now);
-                out.push(rec.peer);
-            }
+            let Some(rec) = self.records.get_mut(&id) else {
+                // Unreachable: a record leaves the index before the table.
+                self.wanted.remove(&(due, id));
+                continue;
+            };
+            rec.manifest_asked = Some(now);
+            out.push(rec.peer);
+            self.reindex(id);
         }
         out
     }
 
-    /// Forgets members down or left for longer than `after`.
+    /// Forgets members down or left for longer than `after`. Costs
+    /// O(forgotten), not O(members).
     pub(crate) fn forget(&mut self, now: Time, after: Duration) {
+        while let Some(&(since, id)) = self.gone.first() {
+            if now.since(since) < after {
+                break;
+            }
+            self.gone.remove(&(since, id));
+            if let Some(rec) = self.records.remove(&id)
+                && let Some(at) = rec.wanted_at
+            {
+                self.wanted.remove(&(at, id));
+            }
+        }
+    }
+
+    /// Whether the table holds `peer`'s life or a newer one of its node,
+    /// in any state.
+    pub(crate) fn knows(&self, peer: &Peer) -> bool {
         self.records
-            .retain(|_, r| r.liveness == Liveness::Up || now.since(r.since) < after);
+            .get(&peer.id)
+            .is_some_and(|r| (r.peer.boot, r.peer.bump) >= (peer.boot, peer.bump))
+    }
+
+    /// The first up member with an id at or after `id`, wrapping around.
+    pub(crate) fn up_at_or_after(&self, id: NodeId) -> Option<Peer> {
+        self.records
+            .range(id..)
+            .chain(self.records.range(..id))
+            .map(|(_, r)| r)
+            .find(|r| r.liveness == Liveness::Up)
+            .map(|r| r.peer)
+    }
+
+    /// The up members with ids in `[from, to)`, `me` among them, in id
+    /// order, less those `listed` in the same or a newer life, as many as
+    /// encode in `budget` bytes. Also the first id left out, if the budget
+    /// or the walk limit ran out before the range did.
+    ///
+    /// The walk visits at most [`MAX_WALK`] records, so a request costs a
+    /// bounded amount of work whatever the table holds.
+    pub(crate) fn slice(
+        &self,
+        me: Peer,
+        from: NodeId,
+        to: Option<NodeId>,
+        listed: &[Peer],
+        budget: usize,
+    ) -> (Vec<Peer>, Option<NodeId>) {
+        let listed: BTreeMap<NodeId, Peer> = listed.iter().map(|p| (p.id, *p)).collect();
+        let in_range = |id: NodeId| id >= from && to.is_none_or(|t| id < t);
+        if to.is_some_and(|t| t <= from) {
+            return (Vec::new(), None);
+        }
+        let end = to.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut others = self
+            .records
+            .range((Bound::Included(from), end))
+            .filter(|(id, _)| **id != me.id)
+            .map(|(id, r)| (*id, (r.liveness == Liveness::Up).then_some(r.peer)))
+            .peekable();
+        let mut mine = in_range(me.id).then_some(me);
+        let mut out = Vec::new();
+        let mut used = 0;
+        let mut walked = 0;
+        loop {
+            let next_other = others.peek().map(|(id, _)| *id);
+            let next = match (mine, next_other) {
+                (Some(m), o) if o.is_none_or(|o| m.id < o) => {
+                    mine = None;
+                    Some((m.id, Some(m)))
+                }
+                _ => others.next(),
+            };
+            let Some((id, peer)) = next else {
+                return (out, None);
+            };
+            if walked >= MAX_WALK {
+                return (out, Some(id));
+            }
+            walked += 1;
+            let Some(peer) = peer else {
+                continue;
+            };
+            if listed
+                .get(&id)
+                .is_some_and(|l| (l.boot, l.bump) >= (peer.boot, peer.bump))
+            {
+                continue;
+            }
+            let len = Summary::member_len(&peer);
+            if used + len > budget {
+                return (out, Some(id));
+            }
+            used += len;
+            out.push(peer);
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -265,100 +431,4 @@ impl Record {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn peer(id: u64, boot: u64) -> Peer {
-        Peer {
-            id: NodeId::from_u64(id),
-            addr: "127.0.0.1:1".parse().unwrap(),
-            boot,
-            bump: 0,
-        }
-    }
-
-    fn state(t: &MemberTable, id: u64) -> MemberState {
-        t.view(NodeId::from_u64(id), None).unwrap().state
-    }
-
-    #[test]
-    fn left_survives_the_down_that_follows_it() {
-        let mut t = MemberTable::new(10);
-        t.up(Time(0), peer(1, 1));
-        assert_eq!(t.left(Time(1), peer(1, 1)), Update::Changed);
-        assert_eq!(t.down(Time(2), peer(1, 1)), Update::Unchanged);
-        assert_eq!(state(&t, 1), MemberState::Left);
-        t.up(Time(3), peer(1, 2));
-        assert_eq!(state(&t, 1), MemberState::Alive);
-    }
-
-    #[test]
-    fn a_down_for_an_older_life_does_not_touch_the_new_one() {
-        let mut t = MemberTable::new(10);
-        t.up(Time(0), peer(1, 2));
-        assert_eq!(t.down(Time(1), peer(1, 1)), Update::Unchanged);
-        assert_eq!(state(&t, 1), MemberState::Alive);
-    }
-
-    #[test]
-    fn a_member_is_suspect_only_in_the_life_foca_suspects() {
-        let mut t = MemberTable::new(10);
-        t.up(Time(0), peer(1, 2));
-        let id = NodeId::from_u64(1);
-        assert_eq!(
-            t.view(id, Some(peer(1, 1))).unwrap().state,
-            MemberState::Alive
-        );
-        assert_eq!(
-            t.view(id, Some(peer(1, 2))).unwrap().state,
-            MemberState::Suspect
-        );
-        let suspects = BTreeMap::from([(id, peer(1, 2))]);
-        let listed: Vec<MemberView> = t.views(&suspects).collect();
-        assert_eq!(listed, vec![t.view(id, Some(peer(1, 2))).unwrap()]);
-        assert_eq!(t.view(NodeId::from_u64(2), None), None);
-    }
-
-    #[test]
-    fn table_is_bounded_and_forgets_old_downs() {
-        let mut t = MemberTable::new(1);
-        assert_eq!(t.up(Time(0), peer(1, 1)), Update::Changed);
-        assert_eq!(t.up(Time(0), peer(2, 1)), Update::Full);
-        t.down(Time(10), peer(1, 1));
-        t.forget(Time(20), Duration::from_millis(100));
-        assert_eq!(t.len(), 1);
-        t.forget(Time(200), Duration::from_millis(100));
-        assert_eq!(t.len(), 0);
-    }
-
-    #[test]
-    fn manifests_are_asked_once_per_retry_and_only_while_stale() {
-        let mut t = MemberTable::new(10);
-        t.up(Time(0), peer(1, 1));
-        let retry = Duration::from_secs(1);
-        assert_eq!(t.manifests_wanted(Time(0), retry, 10).len(), 1);
-        assert_eq!(t.manifests_wanted(Time(500), retry, 10).len(), 0);
-        assert_eq!(t.manifests_wanted(Time(1000), retry, 10).len(), 1);
-        let m = NodeManifest {
-            format: 1,
-            id: NodeId::from_u64(1),
-            boot: 1,
-            name: "a".into(),
-            tags: Default::default(),
-            capacity: Default::default(),
-            mesh_addr: "127.0.0.1:1".parse().unwrap(),
-            api_addr: None,
-            edge_addr: None,
-            version: "0".into(),
-            key_id: "0".into(),
-        };
-        assert_eq!(t.set_manifest(m), Update::Changed);
-        assert_eq!(t.manifests_wanted(Time(5000), retry, 10).len(), 0);
-        t.up(Time(6000), peer(1, 2));
-        assert_eq!(
-            t.manifests_wanted(Time(6000), retry, 10).len(),
-            1,
-            "a restart makes it stale"
-        );
-    }
-}
+mod tests;
