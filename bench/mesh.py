@@ -148,7 +148,7 @@ class Load:
 
     def __init__(self, m, listers, idle_conns):
         self.m, self.stop_at, self.lists, self.bytes, self.errors = m, None, 0, 0, 0
-        self.not_alive, self.watch_polls, self.running = 0, 0, True
+        self.not_alive, self.watch_polls, self.running = {}, 0, True
         self.socks = []
         for _ in range(idle_conns):
             try:
@@ -177,7 +177,8 @@ class Load:
                 except Exception:
                     continue
                 self.watch_polls += 1
-                self.not_alive += st != "alive"
+                if st != "alive":
+                    self.not_alive[st] = self.not_alive.get(st, 0) + 1
             time.sleep(0.1)
 
     def finish(self):
@@ -267,7 +268,7 @@ def main():
             rss = rss_kib(m.procs[0].pid)
             load.finish()
             print(f"load: full_listings={load.lists} listed_mb={load.bytes / 1e6:.0f} errors={load.errors} "
-                  f"n0_rss_kib={rss} n0_not_alive_observations={load.not_alive} of {load.watch_polls} polls")
+                  f"n0_rss_kib={rss} n0_not_alive_observations={sum(load.not_alive.values())} {load.not_alive} of {load.watch_polls} polls")
     finally:
         m.stop()
         shutil.rmtree(work, ignore_errors=True)
