@@ -1,31 +1,34 @@
 //! The Myco agent: the tokio shell around the sans-IO core.
 //!
-//! It owns everything the core must not touch: the UDP socket
-//! ([`mesh::MeshLoop`]), the clock, the data dir ([`datadir`]), the HTTP API
-//! and metrics ([`api`], [`metrics`]) and signals. One task runs the core in
-//! an event loop over a closed set of inputs (datagram, timer, command);
-//! the API reads a snapshot the loop publishes and sends it bounded commands.
+//! Rooms:
+//! - [`config`]: settings, the data dir, the machine's capacity.
+//! - [`mesh`]: the event loop that owns the core and the UDP socket, and
+//!   [`mesh::MeshHandle`], the one way the rest of the agent reaches it
+//!   (durable writes, reads from a published view, membership).
+//! - [`net`]: the mTLS stream transport, with named channels.
+//! - [`store`]: the redb-backed durable store with group commit.
+//! - [`spores`]: the spore content store, its distribution and workflows.
+//! - [`http`]: the axum API, one module per resource.
+//! - [`exec`]: process supervision mechanisms (spawn, stop, cgroups,
+//!   logs, probes, ports, records).
+//! - [`edge`]: the HTTP edge gateway (to come).
 
 #![deny(missing_docs)]
 // deny, not forbid: process supervision allows it in its one module.
 #![deny(unsafe_code)]
 
-pub mod api;
-pub mod datadir;
+pub mod config;
+pub mod edge;
 pub mod exec;
 pub mod http;
-pub mod kv;
 pub mod mesh;
-pub mod metrics;
 pub mod net;
-pub mod settings;
 pub mod spores;
-pub mod spores_api;
 pub mod store;
-pub mod streams;
-pub mod sysinfo;
 
 mod run;
 
+// Paths the CLI has always used.
+pub use config::{datadir, settings, sysinfo};
 pub use run::run;
 pub use settings::{AgentOptions, AgentSettings};

@@ -10,16 +10,49 @@ use myco_proto::{ClusterKey, KeyRing, MYCO_VERSION, NodeManifest};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
 
-use crate::api::{self, ApiState};
-use crate::datadir::{self, DataDir, random_bytes};
-use crate::mesh::{Clock, Command, MeshHandles, MeshLoop, MeshParts};
+use crate::config::datadir::{self, DataDir, random_bytes};
+use crate::config::settings::AgentSettings;
+use crate::config::sysinfo;
+use crate::http::{self, ApiState};
+use crate::mesh::{Clock, MeshHandle, MeshLoop, MeshParts};
+use crate::net::streams::{StreamConfig, Streams};
+use crate::spores::{SporeStore, Spores};
 use crate::store::Store;
-use crate::streams::{StreamConfig, Streams};
 
 /// The state store's file in the data dir.
 pub const STORE_FILE: &str = "state.redb";
-use crate::settings::AgentSettings;
-use crate::sysinfo;
+
+/// What the data dir gave at start.
+struct Started {
+    dir: DataDir,
+    signing: ed25519_dalek::SigningKey,
+    boot: u64,
+    keys: KeyRing,
+    token: String,
+}
+
+/// Reads (or creates) the data dir's files; blocking file I/O, so it runs
+/// on the blocking pool.
+async fn open_data_dir(settings: &AgentSettings) -> anyhow::Result<Started> {
+    let settings = settings.clone();
+    tokio::task::spawn_blocking(move || {
+        let dir = DataDir::create(&settings.data_dir)?;
+        let signing = dir.identity()?;
+        let boot = dir.next_boot()?;
+        let keys = load_keys(&settings, &dir)?;
+        dir.write_cluster_keys(&keys)?;
+        let token = dir.api_token()?;
+        Ok(Started {
+            dir,
+            signing,
+            boot,
+            keys,
+            token,
+        })
+    })
+    .await
+    .context("reading the data dir")?
+}
 
 /// Where the cluster key ring came from.
 fn load_keys(settings: &AgentSettings, dir: &DataDir) -> anyhow::Result<KeyRing> {
@@ -46,13 +79,14 @@ fn load_keys(settings: &AgentSettings, dir: &DataDir) -> anyhow::Result<KeyRing>
 /// Runs an agent until SIGTERM or SIGINT, then leaves the mesh gracefully.
 pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let started = Instant::now();
-    let dir = DataDir::create(&settings.data_dir)?;
-    let signing = dir.identity()?;
+    let Started {
+        dir,
+        signing,
+        boot,
+        keys,
+        token,
+    } = open_data_dir(&settings).await?;
     let id = datadir::node_id_of(&signing);
-    let boot = dir.next_boot()?;
-    let keys = load_keys(&settings, &dir)?;
-    dir.write_cluster_keys(&keys)?;
-    let token = dir.api_token()?;
 
     let manifest = NodeManifest {
         format: NodeManifest::FORMAT,
@@ -103,7 +137,8 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
                 )
             })?;
 
-    let spores = crate::spores::SporeStore::open(dir.path(), streams.clone(), settings.advertise)
+    let spore_store = SporeStore::open(dir.path(), streams.clone(), settings.advertise)
+        .await
         .context("opening the spore store")?;
 
     let clock = Clock::start();
@@ -127,65 +162,60 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let mut node = node;
     node.restore(loaded.changes);
     tracing::info!(entries = restored, "state restored from disk");
-    let (mesh, handles) = MeshLoop::new(MeshParts {
+    let (mesh_loop, mesh) = MeshLoop::new(MeshParts {
         node,
         socket,
         clock,
         streams: streams.clone(),
         incoming,
         store: store.clone(),
-        spores: spores.clone(),
+        spores: spore_store.clone(),
     });
-    let MeshHandles {
-        commands,
-        snapshot,
-        events,
-    } = handles;
-    let mut mesh_task = tokio::spawn(mesh.run());
+    let mut mesh_task = tokio::spawn(mesh_loop.run());
 
     for target in &settings.join {
         match tokio::net::lookup_host(target.as_str()).await {
             Ok(mut addrs) => match addrs.next() {
-                Some(addr) => commands
-                    .send(Command::Join(addr))
-                    .await
-                    .context("mesh loop stopped")?,
+                Some(addr) => mesh.join(addr).await.context("mesh loop stopped")?,
                 None => tracing::warn!(%target, "join address resolved to nothing"),
             },
             Err(e) => tracing::warn!(%target, error = %e, "cannot resolve join address"),
         }
     }
 
+    let spores = Arc::new(Spores::new(
+        spore_store,
+        mesh.clone(),
+        settings.spore_retention,
+    ));
     let state = ApiState {
-        snapshot,
-        commands: commands.clone(),
+        mesh: mesh.clone(),
+        spores: spores.clone(),
         token: Arc::from(token.as_str()),
         open_reads: settings.api.ip().is_loopback(),
         started,
         data_dir: dir.path().to_path_buf(),
         store: store.clone(),
-        events,
         streams,
         store_recovered,
-        spores,
-        spore_retention: settings.spore_retention,
         faults: std::env::var("MYCO_FAULTS").is_ok_and(|v| v == "1"),
     };
-    let gc_state = state.clone();
     let gc = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         loop {
             every.tick().await;
-            match crate::spores_api::collect_garbage(&gc_state, gc_state.spore_retention).await {
+            match spores.collect_garbage().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "spore garbage collection"),
-                Err(_) => tracing::warn!("spore garbage collection could not read the index"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "spore garbage collection stopped early; it runs again in an hour")
+                }
             }
         }
     });
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_task = tokio::spawn(async move {
-        axum::serve(api_listener, api::router(state))
+        axum::serve(api_listener, http::router(state))
             .with_graceful_shutdown(async {
                 let _ = api_stopped.await;
             })
@@ -198,17 +228,14 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let reload = tokio::spawn(reload_keys_on_sighup(
         settings.clone(),
         dir.clone(),
-        commands.clone(),
+        mesh.clone(),
     ));
     shutdown_signal().await;
     reload.abort();
     gc.abort();
     notify_systemd("STOPPING=1");
     tracing::info!("leaving the mesh");
-    let (tx, rx) = oneshot::channel();
-    if commands.send(Command::Leave(tx)).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
-    }
+    mesh.leave(Duration::from_secs(2)).await;
     let _ = stop_api.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
     // The loop ends by itself once the leave is sent; give it a moment.
@@ -228,22 +255,24 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
 }
 
 /// SIGHUP re-reads the cluster key source, for rotation without a restart.
-async fn reload_keys_on_sighup(
-    settings: AgentSettings,
-    dir: DataDir,
-    commands: tokio::sync::mpsc::Sender<Command>,
-) {
+async fn reload_keys_on_sighup(settings: AgentSettings, dir: DataDir, mesh: MeshHandle) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {
-        match load_keys(&settings, &dir).and_then(|ring| {
+        let (settings, dir) = (settings.clone(), dir.clone());
+        // File reads: on the blocking pool.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let ring = load_keys(&settings, &dir)?;
             dir.write_cluster_keys(&ring)?;
-            Ok(ring)
-        }) {
+            Ok::<_, anyhow::Error>(ring)
+        })
+        .await
+        .unwrap_or_else(|e| Err(anyhow::anyhow!("key reload task failed: {e}")));
+        match loaded {
             Ok(ring) => {
-                if commands.send(Command::Rekey(ring)).await.is_err() {
+                if mesh.rekey(ring).await.is_err() {
                     return;
                 }
             }

@@ -4,11 +4,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use myco_agent::streams::{Incoming, SendError, StreamConfig, StreamStats, Streams};
+use myco_agent::net::streams::{Inbox, Incoming, SendError, StreamConfig, StreamStats, Streams};
+use myco_proto::channel::Channel;
 use myco_proto::{ClusterKey, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc::Receiver;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -20,21 +20,17 @@ fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-async fn node(n: u64, keys: &[ClusterKey]) -> (Streams, Receiver<Incoming>) {
+async fn node(n: u64, keys: &[ClusterKey]) -> (Streams, Inbox) {
     node_with(n, keys, StreamConfig::default()).await
 }
 
-async fn node_with(
-    n: u64,
-    keys: &[ClusterKey],
-    config: StreamConfig,
-) -> (Streams, Receiver<Incoming>) {
+async fn node_with(n: u64, keys: &[ClusterKey], config: StreamConfig) -> (Streams, Inbox) {
     Streams::bind(any_port(), keys, NodeId::from_u64(n), config)
         .await
         .unwrap()
 }
 
-async fn recv(rx: &mut Receiver<Incoming>) -> Incoming {
+async fn recv(rx: &mut Inbox) -> Incoming {
     tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("a message within the deadline")
@@ -59,10 +55,10 @@ async fn until(streams: &Streams, what: &str, done: impl Fn(&StreamStats) -> boo
 
 /// Sends `message` every 50 ms until it arrives at `rx` (deliveries after a
 /// refusal may need a retry: the sender backs off), failing after the deadline.
-async fn send_until_delivered(from: &Streams, to: SocketAddr, rx: &mut Receiver<Incoming>) {
+async fn send_until_delivered(from: &Streams, to: SocketAddr, rx: &mut Inbox) {
     let deadline = Instant::now() + WAIT;
     loop {
-        let _ = from.send(to, b"ping".to_vec());
+        let _ = from.send(to, Channel::Sync, b"ping".to_vec());
         if let Ok(Some(got)) = tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
             assert_eq!(got.message, b"ping");
             return;
@@ -80,9 +76,9 @@ async fn two_nodes_exchange_messages_both_ways_in_order() {
     let (a, mut a_rx) = node(1, &[key(1)]).await;
     let (b, mut b_rx) = node(2, &[key(1)]).await;
     for i in 0..200u32 {
-        a.send(b.local_addr(), format!("a{i}").into_bytes())
+        a.send(b.local_addr(), Channel::Sync, format!("a{i}").into_bytes())
             .unwrap();
-        b.send(a.local_addr(), format!("b{i}").into_bytes())
+        b.send(a.local_addr(), Channel::Sync, format!("b{i}").into_bytes())
             .unwrap();
     }
     for i in 0..200u32 {
@@ -104,7 +100,7 @@ async fn a_one_megabyte_message_arrives_intact() {
     let (a, mut a_rx) = node(1, &[key(1)]).await;
     let (b, mut b_rx) = node(2, &[key(1)]).await;
     let big: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
-    a.send(b.local_addr(), big.clone()).unwrap();
+    a.send(b.local_addr(), Channel::Sync, big.clone()).unwrap();
     let got = recv(&mut b_rx).await;
     assert!(got.message == big, "the 1 MB message was altered");
 
@@ -113,9 +109,10 @@ async fn a_one_megabyte_message_arrives_intact() {
     let rounds = 20;
     let start = Instant::now();
     for _ in 0..rounds {
-        a.send(b.local_addr(), big.clone()).unwrap();
+        a.send(b.local_addr(), Channel::Sync, big.clone()).unwrap();
         let there = recv(&mut b_rx).await;
-        b.send(a.local_addr(), there.message).unwrap();
+        b.send(a.local_addr(), Channel::Sync, there.message)
+            .unwrap();
         assert_eq!(recv(&mut a_rx).await.message.len(), big.len());
     }
     let elapsed = start.elapsed();
@@ -130,7 +127,8 @@ async fn a_one_megabyte_message_arrives_intact() {
 async fn a_node_with_another_cluster_key_cannot_connect_either_way() {
     let (a, mut a_rx) = node(1, &[key(1)]).await;
     let (c, mut c_rx) = node(3, &[key(2)]).await;
-    c.send(a.local_addr(), b"let me in".to_vec()).unwrap();
+    c.send(a.local_addr(), Channel::Sync, b"let me in".to_vec())
+        .unwrap();
     // c does not trust a's certificate and says so; a sees a failed handshake.
     until(&c, "c's outbound failure", |s| {
         s.outbound_handshake_failures == 1
@@ -140,7 +138,8 @@ async fn a_node_with_another_cluster_key_cannot_connect_either_way() {
         s.inbound_handshake_failures == 1
     })
     .await;
-    a.send(c.local_addr(), b"hello?".to_vec()).unwrap();
+    a.send(c.local_addr(), Channel::Sync, b"hello?".to_vec())
+        .unwrap();
     until(&a, "a's outbound failure", |s| {
         s.outbound_handshake_failures == 1
     })
@@ -149,7 +148,7 @@ async fn a_node_with_another_cluster_key_cannot_connect_either_way() {
         s.inbound_handshake_failures == 1
     })
     .await;
-    assert!(a_rx.try_recv().is_err() && c_rx.try_recv().is_err());
+    assert!(a_rx.try_recv().is_none() && c_rx.try_recv().is_none());
     assert_eq!(a.stats().sent_messages + c.stats().sent_messages, 0);
     assert_eq!(a.stats().send_failures, 1);
 }
@@ -171,7 +170,8 @@ async fn garbage_is_refused_and_the_server_keeps_working() {
     until(&a, "the refusal", |s| s.inbound_handshake_failures == 1).await;
 
     let (b, _b_rx) = node(2, &[key(1)]).await;
-    b.send(a.local_addr(), b"still there?".to_vec()).unwrap();
+    b.send(a.local_addr(), Channel::Sync, b"still there?".to_vec())
+        .unwrap();
     assert_eq!(recv(&mut a_rx).await.message, b"still there?");
 }
 
@@ -214,7 +214,7 @@ async fn oversize_messages_and_full_queues_are_refused_and_counted() {
     let (a, _a_rx) = node_with(1, &[key(1)], config).await;
     let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
     assert_eq!(
-        a.send(to, vec![0; 1001]),
+        a.send(to, Channel::Sync, vec![0; 1001]),
         Err(SendError::TooLarge {
             size: 1001,
             max: 1000
@@ -226,7 +226,9 @@ async fn oversize_messages_and_full_queues_are_refused_and_counted() {
     // and the handshake waits, so the peer task is stuck on the first message.
     let blackhole = std::net::TcpListener::bind(any_port()).unwrap();
     let to = blackhole.local_addr().unwrap();
-    let results: Vec<_> = (0..3).map(|_| a.send(to, vec![1; 10])).collect();
+    let results: Vec<_> = (0..3)
+        .map(|_| a.send(to, Channel::Sync, vec![1; 10]))
+        .collect();
     assert!(results[0].is_ok());
     assert_eq!(results[2], Err(SendError::QueueFull { to }));
     let refused = results.iter().filter(|r| r.is_err()).count() as u64;
@@ -245,13 +247,15 @@ async fn least_recently_used_peers_are_evicted() {
         nodes.push(node(n, &[key(1)]).await);
     }
     for (peer, rx) in &mut nodes {
-        a.send(peer.local_addr(), b"hi".to_vec()).unwrap();
+        a.send(peer.local_addr(), Channel::Sync, b"hi".to_vec())
+            .unwrap();
         assert_eq!(recv(rx).await.message, b"hi");
     }
     assert_eq!(a.stats().peers_evicted, 1);
     // The evicted first peer is reached again through a new task.
     let (first, rx) = &mut nodes[0];
-    a.send(first.local_addr(), b"again".to_vec()).unwrap();
+    a.send(first.local_addr(), Channel::Sync, b"again".to_vec())
+        .unwrap();
     assert_eq!(recv(rx).await.message, b"again");
     let stats = a.stats();
     assert_eq!((stats.peers_evicted, stats.send_failures), (2, 0));
@@ -264,20 +268,24 @@ async fn rings_sharing_any_key_connect_and_a_dropped_key_revokes() {
     let (a, mut a_rx) = node(1, &[key(1)]).await;
     let (b, mut b_rx) = node(2, &[key(2), key(1)]).await;
     // B seals with k2 but still holds k1, so it presents its k1 leaf to A.
-    a.send(b.local_addr(), b"a1".to_vec()).unwrap();
+    a.send(b.local_addr(), Channel::Sync, b"a1".to_vec())
+        .unwrap();
     assert_eq!(recv(&mut b_rx).await.message, b"a1");
-    b.send(a.local_addr(), b"b1".to_vec()).unwrap();
+    b.send(a.local_addr(), Channel::Sync, b"b1".to_vec())
+        .unwrap();
     assert_eq!(recv(&mut a_rx).await.message, b"b1");
 
     // B drops k1: it stops trusting A's k1 leaf on both live connections,
     // at their next message...
     b.set_keys(&[key(2)]).unwrap();
-    a.send(b.local_addr(), b"a2".to_vec()).unwrap();
+    a.send(b.local_addr(), Channel::Sync, b"a2".to_vec())
+        .unwrap();
     until(&b, "b closing a's inbound connection", |s| {
         s.untrusted_after_rekey == 1
     })
     .await;
-    b.send(a.local_addr(), b"b2".to_vec()).unwrap();
+    b.send(a.local_addr(), Channel::Sync, b"b2".to_vec())
+        .unwrap();
     until(&b, "b dropping its connection to a", |s| {
         s.untrusted_after_rekey == 2 && s.outbound_handshake_failures == 1
     })
@@ -290,15 +298,15 @@ async fn rings_sharing_any_key_connect_and_a_dropped_key_revokes() {
             "b never refused a: {:?}",
             b.stats()
         );
-        let _ = a.send(b.local_addr(), b"a3".to_vec());
+        let _ = a.send(b.local_addr(), Channel::Sync, b"a3".to_vec());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        b_rx.try_recv().is_err(),
+        b_rx.try_recv().is_none(),
         "a message passed on a dropped key"
     );
     assert!(
-        a_rx.try_recv().is_err(),
+        a_rx.try_recv().is_none(),
         "a message passed on a dropped key"
     );
 
@@ -314,15 +322,19 @@ async fn rings_sharing_any_key_connect_and_a_dropped_key_revokes() {
 async fn the_primary_keys_leaf_is_preferred() {
     let (a, mut a_rx) = node(1, &[key(2), key(1)]).await;
     let (b, mut b_rx) = node(2, &[key(2), key(1)]).await;
-    a.send(b.local_addr(), b"a1".to_vec()).unwrap();
+    a.send(b.local_addr(), Channel::Sync, b"a1".to_vec())
+        .unwrap();
     assert_eq!(recv(&mut b_rx).await.message, b"a1");
-    b.send(a.local_addr(), b"b1".to_vec()).unwrap();
+    b.send(a.local_addr(), Channel::Sync, b"b1".to_vec())
+        .unwrap();
     assert_eq!(recv(&mut a_rx).await.message, b"b1");
     a.set_keys(&[key(2)]).unwrap();
     b.set_keys(&[key(2)]).unwrap();
-    a.send(b.local_addr(), b"a2".to_vec()).unwrap();
+    a.send(b.local_addr(), Channel::Sync, b"a2".to_vec())
+        .unwrap();
     assert_eq!(recv(&mut b_rx).await.message, b"a2");
-    b.send(a.local_addr(), b"b2".to_vec()).unwrap();
+    b.send(a.local_addr(), Channel::Sync, b"b2".to_vec())
+        .unwrap();
     assert_eq!(recv(&mut a_rx).await.message, b"b2");
     for s in [a.stats(), b.stats()] {
         assert_eq!(s.untrusted_after_rekey, 0, "{s:?}");
@@ -341,7 +353,8 @@ async fn a_full_incoming_channel_pushes_back_on_the_connection() {
     let (a, mut a_rx) = node_with(1, &[key(1)], config).await;
     let (b, _b_rx) = node(2, &[key(1)]).await;
     for i in 0..50u32 {
-        b.send(a.local_addr(), i.to_be_bytes().to_vec()).unwrap();
+        b.send(a.local_addr(), Channel::Sync, i.to_be_bytes().to_vec())
+            .unwrap();
     }
     // All 50 fit in socket buffers, so the writer finishes...
     until(&b, "b writing everything", |s| s.sent_messages == 50).await;
@@ -356,4 +369,52 @@ async fn a_full_incoming_channel_pushes_back_on_the_connection() {
     for i in 0..50u32 {
         assert_eq!(recv(&mut a_rx).await.message, i.to_be_bytes());
     }
+}
+
+#[tokio::test]
+async fn a_peer_queue_is_bounded_by_bytes_too() {
+    let config = StreamConfig {
+        queue_bytes_per_peer: 100,
+        ..StreamConfig::default()
+    };
+    let (a, _a_rx) = node_with(1, &[key(1)], config).await;
+    // A listener that never accepts: the peer task is stuck on the first
+    // message it took, and the rest stay queued.
+    let blackhole = std::net::TcpListener::bind(any_port()).unwrap();
+    let to = blackhole.local_addr().unwrap();
+    let results: Vec<_> = (0..4)
+        .map(|_| a.send(to, Channel::Sync, vec![1; 60]))
+        .collect();
+    assert!(results[0].is_ok());
+    // At most the taken message plus one of 60 bytes fit under 100 bytes.
+    assert_eq!(results[3], Err(SendError::QueueFull { to }));
+    let refused = results.iter().filter(|r| r.is_err()).count() as u64;
+    assert!(refused >= 2, "{results:?}");
+    assert_eq!(a.stats().queue_bytes_full, refused);
+    assert_eq!(a.stats().queue_full, 0);
+}
+
+/// The incoming side waits by bytes as well as by count: a consumer that
+/// stops reading holds at most the byte budget, however many messages fit
+/// the count.
+#[tokio::test]
+async fn incoming_bytes_are_bounded_and_nothing_is_lost() {
+    let config = StreamConfig {
+        max_message: 1000,
+        incoming_bytes: 1000,
+        ..StreamConfig::default()
+    };
+    let (a, mut a_rx) = node_with(1, &[key(1)], config).await;
+    let (b, _b_rx) = node(2, &[key(1)]).await;
+    for i in 0..5u8 {
+        b.send(a.local_addr(), Channel::Blob, vec![i; 600]).unwrap();
+    }
+    until(&b, "b writing everything", |s| s.sent_messages == 5).await;
+    until(&a, "the reader waiting for room", |s| s.incoming_waits == 1).await;
+    assert_eq!(a.stats().received_messages, 1);
+    for i in 0..5u8 {
+        let got = recv(&mut a_rx).await;
+        assert_eq!((got.channel, got.message), (Channel::Blob, vec![i; 600]));
+    }
+    assert!(a.stats().incoming_waits >= 1);
 }

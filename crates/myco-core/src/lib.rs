@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod jobs;
 mod membership;
 mod node;
 mod replication;

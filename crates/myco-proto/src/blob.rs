@@ -1,15 +1,13 @@
 //! Chunked transfer of content-addressed blobs (spores) between nodes, over
 //! the stream transport. Moving bytes is the shell's job, not the core's:
-//! these messages never reach `myco-core`. They are told apart from the
-//! core's [`crate::sync::StreamFrame`]s by their first byte.
+//! these messages never reach `myco-core`. They travel on
+//! [`crate::channel::Channel::Blob`], apart from the core's
+//! [`crate::sync::StreamFrame`]s on [`crate::channel::Channel::Sync`].
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// The first byte of every blob message (a stream frame starts with its
-/// version, 1).
-pub const BLOB_CHANNEL: u8 = 0x80;
 /// Bytes per chunk.
 pub const CHUNK: u32 = 1024 * 1024;
 
@@ -47,17 +45,14 @@ pub enum BlobMessage {
 }
 
 impl BlobMessage {
-    /// Encodes with the channel byte in front.
+    /// Encodes the message (the channel byte is the transport's framing).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![BLOB_CHANNEL];
-        out.extend(postcard::to_stdvec(self).expect("blob messages always encode"));
-        out
+        postcard::to_stdvec(self).expect("blob messages always encode")
     }
 
-    /// Decodes a message that starts with [`BLOB_CHANNEL`].
+    /// Decodes a message, refusing trailing bytes.
     pub fn decode(bytes: &[u8]) -> Option<BlobMessage> {
-        let rest = bytes.strip_prefix(&[BLOB_CHANNEL])?;
-        let (m, tail) = postcard::take_from_bytes(rest).ok()?;
+        let (m, tail) = postcard::take_from_bytes(bytes).ok()?;
         tail.is_empty().then_some(m)
     }
 }
@@ -67,7 +62,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trip_and_channel_byte() {
+    fn round_trip_and_trailing_bytes_are_refused() {
         let m = BlobMessage::Data {
             digest: "sha256:ab".into(),
             offset: 3,
@@ -75,9 +70,10 @@ mod tests {
             data: vec![1, 2],
         };
         let bytes = m.encode();
-        assert_eq!(bytes[0], BLOB_CHANNEL);
         assert_eq!(BlobMessage::decode(&bytes), Some(m));
-        assert_eq!(BlobMessage::decode(&bytes[1..]), None);
-        assert_ne!(crate::sync::STREAM_VERSION, BLOB_CHANNEL);
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(BlobMessage::decode(&long), None);
+        assert_eq!(BlobMessage::decode(&bytes[..bytes.len() - 1]), None);
     }
 }

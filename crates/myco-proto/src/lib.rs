@@ -12,10 +12,13 @@
 
 pub mod api;
 pub mod blob;
+pub mod channel;
 pub mod envelope;
 pub mod frame;
 pub mod horizon;
 pub mod id;
+pub mod instance;
+pub mod job;
 pub mod key;
 pub mod state;
 pub mod sync;

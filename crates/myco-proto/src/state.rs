@@ -50,6 +50,11 @@ impl Table {
     /// Tombstone collection records, one per node (see [`crate::horizon`]).
     /// Internal: never collected, never below a horizon.
     pub const GC: Table = Table(5);
+    /// Every version of every job, under `NAME/VERSION` (see
+    /// [`crate::job::JobRecord`]).
+    pub const JOB_VERSIONS: Table = Table(6);
+    /// Instance records, under `JOB/ID` (see [`crate::instance`]).
+    pub const INSTANCES: Table = Table(7);
 }
 
 /// One last-writer-wins write: a value, or a tombstone (`value: None`).
@@ -81,6 +86,8 @@ impl Table {
             Table::SPORES => "spores".into(),
             Table::TRUST => "trust".into(),
             Table::GC => "gc".into(),
+            Table::JOB_VERSIONS => "job_versions".into(),
+            Table::INSTANCES => "instances".into(),
             Table(n) => n.to_string(),
         }
     }

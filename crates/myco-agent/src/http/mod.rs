@@ -1,4 +1,105 @@
-//! HTTP pieces shared by the API's routes.
+//! The HTTP API: the router and what its handlers share.
+//!
+//! One module per resource ([`status`], [`kv`], [`events`], [`spores`],
+//! [`metrics`], [`dashboard`]); [`auth`] checks the token, [`errors`] maps
+//! domain errors to status codes. Handlers depend on domain services (the
+//! [`MeshHandle`], the [`Spores`] workflows), never on each other, and only
+//! translate: parse the request, call one operation, shape the answer.
 
+pub mod auth;
+pub mod dashboard;
+pub mod errors;
+pub mod events;
 pub mod guard;
+pub mod kv;
+pub mod metrics;
+pub mod spores;
 pub mod sse;
+pub mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{delete, get, post};
+
+use crate::mesh::MeshHandle;
+use crate::net::streams::Streams;
+use crate::spores::Spores;
+use crate::store::Store;
+use errors::HttpError;
+
+/// Largest request body the API reads; bigger ones get 413 before buffering.
+/// A KV value may be up to 64 KiB; the rest is headroom for JSON bodies.
+pub const MAX_BODY: usize = 64 * 1024 + 1024;
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The mesh: writes, reads, membership.
+    pub mesh: MeshHandle,
+    /// The spore workflows.
+    pub spores: Arc<Spores>,
+    /// The API token.
+    pub token: Arc<str>,
+    /// Whether reads are open (the API listens on loopback).
+    pub open_reads: bool,
+    /// When the agent started.
+    pub started: Instant,
+    /// The data dir (the cluster key is read from it on request).
+    pub data_dir: PathBuf,
+    /// The durable store (for its counters).
+    pub store: Arc<Store>,
+    /// The stream transport (for its counters).
+    pub streams: Streams,
+    /// Whether the store was found damaged at start.
+    pub store_recovered: bool,
+    /// Whether `/v1/debug/faults` is enabled (`MYCO_FAULTS=1`, tests only).
+    pub faults: bool,
+}
+
+/// Builds the router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/", get(dashboard::dashboard))
+        .route("/health", get(status::health))
+        .route("/metrics", get(metrics::metrics))
+        .route("/v1/status", get(status::status))
+        .route("/v1/nodes", get(status::nodes))
+        .route("/v1/nodes/{key}", get(status::node))
+        .route("/v1/peers", get(status::peers).post(status::peer_add))
+        .route("/v1/cluster/key", get(status::cluster_key))
+        .route("/v1/kv", get(kv::list))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/v1/events", get(events::events))
+        .route(
+            "/v1/spores",
+            get(spores::list)
+                .post(spores::push)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/spores/{which}", get(spores::download))
+        .route("/v1/spores/gc", post(spores::gc))
+        .route("/v1/trust", get(spores::trust_list).post(spores::trust_add))
+        .route("/v1/trust/{key}", delete(spores::trust_remove))
+        .route("/v1/debug/faults", post(status::faults))
+        .route("/mesh/status", get(status::mesh_status))
+        .route("/mesh/peers", get(status::peers))
+        .route("/api/nodes", get(status::nodes))
+        .route("/api/cluster/status", get(status::status))
+        .fallback(|| async {
+            HttpError::not_found("no such path; see the API table in the README")
+        })
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}

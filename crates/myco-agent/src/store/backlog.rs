@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use myco_proto::{Change, Table, Timestamp};
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::{Request, Store, StoreError};
+use super::{Reply, Request, Store, StoreError};
 
 /// Changes that may wait in memory before the mesh loop waits for the disk.
 const MAX_WAITING_CHANGES: usize = 64 * 1024;
@@ -35,6 +35,20 @@ impl Backlog {
     /// Queues merged changes to persist, after anything still waiting.
     pub async fn persist(&mut self, store: &Store, changes: Vec<Change>) -> Result<(), StoreError> {
         self.add(store, Request::Write(changes, None)).await
+    }
+
+    /// Queues local writes to persist, after anything still waiting, and
+    /// calls `done` on the store's writer thread once they are durable (or
+    /// failed). `done` must not block; it is dropped uncalled if the store
+    /// stops first.
+    pub async fn persist_then(
+        &mut self,
+        store: &Store,
+        changes: Vec<Change>,
+        done: impl FnOnce(Result<(), StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        let reply: Reply = Box::new(done);
+        self.add(store, Request::Write(changes, Some(reply))).await
     }
 
     /// Queues removals (only of versions no newer than those named).
@@ -69,7 +83,7 @@ impl Backlog {
     }
 
     async fn add(&mut self, store: &Store, request: Request) -> Result<(), StoreError> {
-        if size(&request) == 0 {
+        if matches!(&request, Request::Write(_, None) | Request::Remove(_)) && size(&request) == 0 {
             return Ok(());
         }
         self.changes += size(&request);

@@ -1,5 +1,6 @@
-//! Prometheus metrics, encoded from a snapshot on each scrape: the core's
-//! counters are the source of truth, so nothing here can drift from them.
+//! `GET /metrics`: Prometheus metrics, encoded from a snapshot on each
+//! scrape: the core's counters are the source of truth, so nothing here can
+//! drift from them.
 
 use std::time::Duration;
 
@@ -10,9 +11,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiState;
 use crate::mesh::Snapshot;
+use crate::net::streams::StreamStats;
 use crate::store::StoreStats;
-use crate::streams::StreamStats;
 
 /// The content type of the text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -208,6 +214,12 @@ pub fn encode_registry(src: &Sources<'_>) -> Registry {
         i64::from(src.store_recovered),
     );
     stream_metrics(&mut r, &src.streams);
+    counter(
+        &mut r,
+        "stream_unrouted",
+        "Stream messages on a channel this node has no handler for (from a newer build), dropped",
+        snap.stream_unrouted,
+    );
     let refused = Family::<Labels, Counter>::default();
     for (reason, n) in &src.spores_refused {
         refused
@@ -254,6 +266,8 @@ fn stream_metrics(r: &mut Registry, s: &StreamStats) {
         ("inbound_handshake", s.inbound_handshake_failures),
         ("oversize", s.oversize_refused),
         ("queue_full", s.queue_full),
+        ("queue_bytes_full", s.queue_bytes_full),
+        ("unknown_channel", s.unknown_channel),
         ("send", s.send_failures),
         ("inbound_refused", s.inbound_refused),
         ("untrusted_after_rekey", s.untrusted_after_rekey),
@@ -269,6 +283,12 @@ fn stream_metrics(r: &mut Registry, s: &StreamStats) {
     );
     counter(
         r,
+        "stream_incoming_waits",
+        "Times a peer's connection waited for room in the incoming byte budget (backpressure, nothing lost)",
+        s.incoming_waits,
+    );
+    counter(
+        r,
         "stream_peers_evicted",
         "Outgoing peer connections evicted to stay within the limit",
         s.peers_evicted,
@@ -280,4 +300,17 @@ pub fn encode(src: &Sources<'_>) -> String {
     let mut out = String::new();
     text::encode(&mut out, &encode_registry(src)).expect("writing to a String cannot fail");
     out
+}
+
+/// The handler.
+pub async fn metrics(State(s): State<ApiState>) -> Response {
+    let body = encode(&Sources {
+        snap: &s.mesh.snapshot(),
+        uptime: s.started.elapsed(),
+        store: s.store.stats(),
+        store_recovered: s.store_recovered,
+        streams: s.streams.stats(),
+        spores_refused: s.spores.store().refusals(),
+    });
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }

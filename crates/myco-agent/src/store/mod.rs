@@ -164,7 +164,9 @@ struct Counters {
     queue_full: AtomicU64,
 }
 
-type Reply = oneshot::Sender<Result<(), StoreError>>;
+/// Called on the writer thread once a request's batch is durable (or
+/// failed); it must not block. Dropped uncalled if the writer stops first.
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 
 enum Request {
     Write(Vec<Change>, Option<Reply>),
@@ -221,6 +223,9 @@ impl Store {
     /// been handled when it returns.
     pub async fn persist(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
+        let reply: Reply = Box::new(move |result| {
+            let _ = reply.send(result);
+        });
         self.queue
             .send(Request::Write(changes, Some(reply)))
             .await
@@ -332,7 +337,7 @@ impl Writer {
                 let answer = result
                     .clone()
                     .map_err(|reason| StoreError::Write { reason });
-                let _ = reply.send(answer);
+                reply(answer);
             }
         }
         debug!(path = %self.path.display(), "store: writer stopped");

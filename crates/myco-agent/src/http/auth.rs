@@ -1,0 +1,62 @@
+//! Who may call what. Every mutating request needs `Authorization: Bearer
+//! TOKEN`; when the API listens off loopback, every request but `/health`
+//! and `/metrics` needs it; the cluster key needs it always.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::ApiState;
+use super::errors::HttpError;
+
+/// Whether the request carries exactly this token.
+pub fn token_matches(headers: &HeaderMap, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Constant-time comparison: the token's length is not secret, its bytes are.
+    given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
+/// The middleware: refuses a request that needs the token and lacks it.
+pub async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let always_open = matches!(path, "/health" | "/metrics");
+    let needs_token = !always_open
+        && (!matches!(*req.method(), Method::GET | Method::HEAD)
+            || !s.open_reads
+            || path == "/v1/cluster/key");
+    if needs_token && !token_matches(req.headers(), &s.token) {
+        return HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token: pass --token, set MYCO_API_TOKEN, or point --data-dir at this node's data dir",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_check_is_exact() {
+        let mut h = HeaderMap::new();
+        assert!(!token_matches(&h, "abc"));
+        h.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert!(token_matches(&h, "abc"));
+        assert!(!token_matches(&h, "abd"));
+        assert!(!token_matches(&h, "abcd"));
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert!(!token_matches(&h, "abc"));
+    }
+}

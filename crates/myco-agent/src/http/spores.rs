@@ -1,0 +1,74 @@
+//! HTTP for spores (`/v1/spores`) and trusted publishers (`/v1/trust`):
+//! each handler calls one [`crate::spores::Spores`] workflow and translates
+//! its answer.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use myco_proto::api::{SporeInfo, TrustedKey};
+use serde_json::json;
+
+use super::ApiState;
+use super::errors::HttpError;
+
+/// `POST /v1/spores`: the body is a `.spore` file.
+pub async fn push(State(s): State<ApiState>, body: Body) -> Result<Response, HttpError> {
+    let digest = s.spores.push(body.into_data_stream()).await?;
+    Ok((StatusCode::CREATED, Json(json!({"digest": digest}))).into_response())
+}
+
+/// `GET /v1/spores`.
+pub async fn list(State(s): State<ApiState>) -> Json<Vec<SporeInfo>> {
+    Json(s.spores.list().await)
+}
+
+/// `GET /v1/spores/{digest or NAME@VERSION}`: the file, fetched from a
+/// holder first if this node does not have it.
+pub async fn download(
+    State(s): State<ApiState>,
+    Path(which): Path<String>,
+) -> Result<Response, HttpError> {
+    let path = s.spores.open(&which).await?;
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("spore store: {e}"),
+        )
+    })?;
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
+/// `POST /v1/spores/gc`: runs garbage collection now (it also runs hourly).
+pub async fn gc(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, HttpError> {
+    let removed = s.spores.collect_garbage().await?;
+    Ok(Json(json!({"removed": removed})))
+}
+
+/// `GET /v1/trust`.
+pub async fn trust_list(State(s): State<ApiState>) -> Json<Vec<TrustedKey>> {
+    Json(s.spores.trust_list())
+}
+
+/// `POST /v1/trust {"key": HEX, "comment": TEXT}`.
+pub async fn trust_add(
+    State(s): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    let req = serde_json::from_slice::<TrustedKey>(&body).map_err(|_| {
+        HttpError::bad_request("body must be {\"key\": \"<64 hex digits>\", \"comment\": \"...\"}")
+    })?;
+    let key = s.spores.trust_add(&req.key, req.comment).await?;
+    Ok((StatusCode::CREATED, Json(json!({"trusted": key}))).into_response())
+}
+
+/// `DELETE /v1/trust/{key}`.
+pub async fn trust_remove(
+    State(s): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    s.spores.trust_remove(&key).await?;
+    Ok(Json(json!({"removed": key})))
+}

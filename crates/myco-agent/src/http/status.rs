@@ -1,0 +1,198 @@
+//! Health, status, nodes and peers, the cluster key, joining, fault
+//! injection, and the seed systems' paths (`/mesh/*`, `/api/*`): all
+//! answered from the mesh loop's latest [`Snapshot`].
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use myco_core::{MemberState, MemberView};
+use myco_proto::MYCO_VERSION;
+use myco_proto::api::{MemberCounts, NodeInfo, PeerAdd, Resources, Status};
+use serde_json::json;
+
+use super::ApiState;
+use super::errors::HttpError;
+use crate::mesh::Snapshot;
+
+/// Converts a member view into its API form.
+pub fn node_info(m: &MemberView, snap: &Snapshot) -> NodeInfo {
+    let manifest = m.manifest.as_ref();
+    NodeInfo {
+        id: m.peer.id.to_string(),
+        name: manifest.map(|m| m.name.clone()).unwrap_or_default(),
+        addr: m.peer.addr.to_string(),
+        state: m.state.as_str().to_string(),
+        tags: manifest.map(|m| m.tags.clone()).unwrap_or_default(),
+        capacity: manifest
+            .map(|m| Resources {
+                cpu_milli: u64::from(m.capacity.cpu_milli),
+                memory_mb: m.capacity.memory_mb,
+            })
+            .unwrap_or_default(),
+        allocated: Resources::default(),
+        api: manifest.and_then(|m| m.api_addr.clone()),
+        edge: manifest.and_then(|m| m.edge_addr.clone()),
+        version: manifest.map(|m| m.version.clone()),
+        is_self: m.is_self,
+        state_age_ms: if m.is_self {
+            0
+        } else {
+            snap.at.since(m.since).as_millis() as u64
+        },
+    }
+}
+
+fn all_nodes(s: &Snapshot) -> Vec<NodeInfo> {
+    s.members.iter().map(|m| node_info(m, s)).collect()
+}
+
+fn counts(s: &Snapshot) -> MemberCounts {
+    let mut c = MemberCounts::default();
+    for m in &s.members {
+        match m.state {
+            MemberState::Alive => c.alive += 1,
+            MemberState::Suspect => c.suspect += 1,
+            MemberState::Down => c.down += 1,
+            MemberState::Left => c.left += 1,
+        }
+    }
+    c
+}
+
+fn status_of(s: &ApiState, snap: &Snapshot) -> Status {
+    Status {
+        node: node_info(&snap.members[0], snap),
+        cluster: counts(snap),
+        cluster_key_id: snap.key_id.to_string(),
+        uptime_s: s.started.elapsed().as_secs(),
+        version: MYCO_VERSION.to_string(),
+    }
+}
+
+/// `GET /health`.
+pub async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let snap = s.mesh.snapshot();
+    Json(
+        json!({"status": "ok", "node": snap.me.id.to_string(), "connected": snap.connected, "version": MYCO_VERSION}),
+    )
+}
+
+/// `GET /v1/status`, `GET /api/cluster/status`.
+pub async fn status(State(s): State<ApiState>) -> Json<Status> {
+    Json(status_of(&s, &s.mesh.snapshot()))
+}
+
+/// `GET /v1/nodes`, `GET /api/nodes`.
+pub async fn nodes(State(s): State<ApiState>) -> Json<Vec<NodeInfo>> {
+    Json(all_nodes(&s.mesh.snapshot()))
+}
+
+/// `GET /v1/nodes/{id or name}`.
+pub async fn node(
+    State(s): State<ApiState>,
+    Path(key): Path<String>,
+) -> Result<Json<NodeInfo>, HttpError> {
+    all_nodes(&s.mesh.snapshot())
+        .into_iter()
+        .find(|n| n.id == key || n.name == key)
+        .map(Json)
+        .ok_or_else(|| {
+            HttpError::not_found(format!(
+                "no node with id or name {key:?}; `myco nodes` lists them"
+            ))
+        })
+}
+
+/// `GET /v1/peers`, `GET /mesh/peers`.
+pub async fn peers(State(s): State<ApiState>) -> Json<Vec<NodeInfo>> {
+    Json(
+        all_nodes(&s.mesh.snapshot())
+            .into_iter()
+            .filter(|n| !n.is_self)
+            .collect(),
+    )
+}
+
+/// `POST /v1/peers {"addr": "HOST:PORT"}`: join through a peer.
+pub async fn peer_add(
+    State(s): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Response, HttpError> {
+    // Parsed whatever the content type: `curl -d` sends a form type.
+    let req = serde_json::from_slice::<PeerAdd>(&body)
+        .map_err(|_| HttpError::bad_request("body must be JSON: {\"addr\": \"HOST:PORT\"}"))?;
+    let addr = tokio::net::lookup_host(req.addr.as_str())
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            HttpError::bad_request(format!(
+                "cannot resolve {:?}: want HOST:PORT of a peer's mesh port",
+                req.addr
+            ))
+        })?;
+    s.mesh.try_join(addr)?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"joining": addr.to_string()})),
+    )
+        .into_response())
+}
+
+/// `POST /v1/debug/faults {"block": ["IP:PORT", ...]}`: cuts this node off
+/// from peers' mesh addresses, both ways; `[]` heals. For tests of
+/// partitions with real agents on one machine, where `tc netem` is not
+/// available; enabled only by `MYCO_FAULTS=1` at start.
+pub async fn faults(
+    State(s): State<ApiState>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    if !s.faults {
+        return Err(HttpError::not_found(
+            "fault injection is off (start the agent with MYCO_FAULTS=1)",
+        ));
+    }
+    let addrs = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("block")?
+                .as_array()?
+                .iter()
+                .map(|a| a.as_str()?.parse::<SocketAddr>().ok())
+                .collect::<Option<BTreeSet<_>>>()
+        })
+        .ok_or_else(|| HttpError::bad_request("body must be {\"block\": [\"IP:PORT\", ...]}"))?;
+    s.mesh.faults(addrs).await?;
+    Ok(Json(json!({"ok": true})))
+}
+
+/// `GET /v1/cluster/key`: the key ring file (token always required).
+pub async fn cluster_key(State(s): State<ApiState>) -> Result<Response, HttpError> {
+    let path = s.data_dir.join(crate::config::datadir::CLUSTER_KEY);
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        HttpError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("reading the cluster key: {e}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// `GET /mesh/status`: the seed systems' status shape.
+pub async fn mesh_status(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    let snap = s.mesh.snapshot();
+    let st = status_of(&s, &snap);
+    Json(json!({
+        "node_id": st.node.id,
+        "name": st.node.name,
+        "status": if snap.connected { "healthy" } else { "isolated" },
+        "peers_count": st.cluster.alive.saturating_sub(1),
+        "members": st.cluster,
+        "uptime_s": st.uptime_s,
+        "version": st.version,
+    }))
+}

@@ -1,0 +1,438 @@
+//! Authenticated, encrypted message streams between nodes.
+//!
+//! Gossip travels in sealed UDP datagrams; state sync (and later spore
+//! transfer) needs reliable, ordered delivery of larger messages. Streams
+//! carry them over TCP with TLS 1.3 and mutual authentication, listening on
+//! the same port *number* as the UDP mesh socket (as memberlist does with
+//! 7946). Certificates come from the cluster keys (see [`tls`]): only
+//! holders of a key in the ring can connect or accept.
+//!
+//! Wire format: after the TLS handshake the server writes one byte, the
+//! protocol version, which tells the client that its certificate was
+//! accepted (in TLS 1.3 a client finishes its handshake before the server
+//! has judged its certificate, so without this it would write into a
+//! connection about to be refused). Then each message is a 4-byte
+//! big-endian length, one byte naming its [`Channel`], and that many bytes,
+//! client to server only (see [`framing`]).
+//!
+//! Delivery is best effort and in order per connection: a message that
+//! cannot be delivered is dropped, logged at debug and counted, and the
+//! state protocol above repairs by anti-entropy. Everything is bounded by
+//! count and by bytes ([`queue`]): one task per peer (at most `max_peers`,
+//! least recently used evicted), a queue per peer, a limit on inbound
+//! connections, and one [`Inbox`] of incoming messages whose fullness stops
+//! the reading connection, which in turn pushes back on the sender through
+//! TCP flow control.
+//!
+//! Parts: [`outbound`] (the per-peer sender tasks), [`inbound`] (accepting
+//! and reading), [`framing`] (the bytes of one message), [`tls`]
+//! (certificates from cluster keys), [`queue`] (the bounded queues).
+
+mod framing;
+mod inbound;
+mod outbound;
+mod queue;
+mod tls;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use myco_proto::channel::Channel;
+use myco_proto::{ClusterKey, NodeId};
+use rcgen::KeyPair;
+use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
+
+pub use queue::Inbox;
+
+/// Bytes of incoming messages buffered for the mesh loop before
+/// connections stop being read: two messages of the largest size, so one
+/// big anti-entropy reply can be consumed while the next arrives, and a
+/// fixed ceiling on what peers can make this node hold.
+pub const INCOMING_BYTES: usize = 16 << 20;
+/// Bytes queued per peer before [`Streams::send`] refuses more: one
+/// message of the largest size, or a spore fetch window (4 chunks of 1 MiB)
+/// with replication parts beside it. With `max_peers` (64) this bounds
+/// outbound memory, where the count alone allowed 256 messages of 8 MiB.
+pub const QUEUE_BYTES_PER_PEER: usize = 8 << 20;
+
+/// Limits and timeouts of [`Streams`]. Zero queue sizes and peer counts
+/// are raised to one.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// The largest message sent or accepted, in bytes (at most `u32::MAX`).
+    pub max_message: usize,
+    /// How many peers may have a sender task (and cached connection) at once.
+    pub max_peers: usize,
+    /// Messages queued per peer before [`Streams::send`] refuses more.
+    pub queue_per_peer: usize,
+    /// Bytes queued per peer before [`Streams::send`] refuses more (one
+    /// message is always admitted into an empty queue).
+    pub queue_bytes_per_peer: usize,
+    /// Incoming messages buffered before connections stop being read.
+    pub incoming_queue: usize,
+    /// Incoming bytes buffered before connections stop being read; raised
+    /// to `max_message` if smaller.
+    pub incoming_bytes: usize,
+    /// Limit for a TCP connect, and separately for a TLS handshake (both ways).
+    pub connect_timeout: Duration,
+    /// An outgoing connection unused this long is closed; an inbound one silent
+    /// twice as long too (so normally the sender closes first). Also the limit
+    /// for writing or reading one message.
+    pub idle_timeout: Duration,
+    /// Concurrent inbound connections; more are closed at once.
+    pub max_inbound: usize,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            max_message: 8 << 20,
+            max_peers: 64,
+            queue_per_peer: 256,
+            queue_bytes_per_peer: QUEUE_BYTES_PER_PEER,
+            incoming_queue: 1024,
+            incoming_bytes: INCOMING_BYTES,
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(60),
+            max_inbound: 256,
+        }
+    }
+}
+
+/// Why streams could not start or take new keys.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// The TCP port could not be bound.
+    #[error(
+        "binding TCP {addr} for streams: {source} (streams use the mesh port number over TCP: is another program using it? choose another port with --bind)"
+    )]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+    /// The key list was empty.
+    #[error("no cluster key given: pass the key ring's keys, primary first")]
+    NoKey,
+    /// rcgen refused to build a certificate.
+    #[error("building the stream certificates failed: {0} (a bug in myco: please report it)")]
+    Certificate(#[from] rcgen::Error),
+    /// rustls refused a configuration.
+    #[error("building the TLS configuration failed: {0} (a bug in myco: please report it)")]
+    Tls(#[from] rustls::Error),
+    /// rustls refused the trust anchors.
+    #[error("building the certificate verifier failed: {0} (a bug in myco: please report it)")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// Why [`Streams::send`] refused a message (it is dropped and counted).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SendError {
+    /// The message is larger than `max_message`.
+    #[error(
+        "a message of {size} bytes is over the {max}-byte limit: split it, or raise max_message on every node"
+    )]
+    TooLarge {
+        /// The message size.
+        size: usize,
+        /// The configured limit.
+        max: usize,
+    },
+    /// The peer's queue is full, by count or by bytes: it is slow,
+    /// unreachable or backing off.
+    #[error(
+        "the queue to {to} is full (the peer is slow or unreachable): the message was dropped; send less often or rely on anti-entropy"
+    )]
+    QueueFull {
+        /// The peer's address.
+        to: SocketAddr,
+    },
+}
+
+/// A message received from a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    /// The remote address of the connection (the sender's ephemeral port,
+    /// not its mesh port: reply through the membership address of `peer`).
+    pub from: SocketAddr,
+    /// The sender's node id, from its certificate. Any holder of a cluster
+    /// key can mint a certificate, so this names the sender only as far as
+    /// cluster members are trusted.
+    pub peer: Option<NodeId>,
+    /// The channel it came on.
+    pub channel: Channel,
+    /// The message.
+    pub message: Vec<u8>,
+}
+
+/// Declares the counters once, as atomics inside and a plain snapshot outside.
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Stream counters since [`Streams::bind`].
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct StreamStats {
+            $($(#[doc = $doc])* pub $name: u64,)*
+        }
+
+        #[derive(Default)]
+        struct Counters {
+            $($name: AtomicU64,)*
+        }
+
+        impl Counters {
+            fn snapshot(&self) -> StreamStats {
+                StreamStats { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Messages written to a connection the server had accepted (not an
+    /// acknowledgement: a connection dying afterwards loses them).
+    sent_messages,
+    /// Payload bytes of `sent_messages`.
+    sent_bytes,
+    /// Messages received and handed to the incoming channel.
+    received_messages,
+    /// Payload bytes of `received_messages`.
+    received_bytes,
+    /// Outgoing TCP connects that failed or timed out.
+    connect_failures,
+    /// Outgoing TLS handshakes that failed: the peer is not trusted by our
+    /// ring, refused our certificate, or is not a myco stream port.
+    outbound_handshake_failures,
+    /// Inbound handshakes that failed: no or untrusted client certificate,
+    /// not TLS at all, or too slow.
+    inbound_handshake_failures,
+    /// Messages refused for size: by `send`, or a length prefix received
+    /// (that connection is then closed).
+    oversize_refused,
+    /// Messages refused by `send` because the peer's queue held as many
+    /// messages as it may.
+    queue_full,
+    /// Messages refused by `send` because the peer's queue held as many
+    /// bytes as it may.
+    queue_bytes_full,
+    /// Times a connection waited for room in the incoming byte budget
+    /// (backpressure on that peer, nothing lost).
+    incoming_waits,
+    /// Messages received on a channel this build does not know: dropped.
+    unknown_channel,
+    /// Queued messages dropped: connect, handshake or write failed, the peer
+    /// was backing off after a failure, or its task was evicted.
+    send_failures,
+    /// Peer tasks evicted (least recently used) to stay within `max_peers`.
+    peers_evicted,
+    /// Inbound connections closed at once because `max_inbound` were open.
+    inbound_refused,
+    /// Live connections (either way) closed because, after `set_keys`, the
+    /// ring no longer trusts the peer's certificate.
+    untrusted_after_rekey,
+}
+
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A handle to the stream endpoint; clones share it. When the last clone is
+/// dropped the listener, all connections and all queued messages go with it.
+#[derive(Clone)]
+pub struct Streams {
+    owner: Arc<Owner>,
+}
+
+/// Stops every task when the last [`Streams`] handle goes.
+struct Owner {
+    shared: Arc<Shared>,
+    accept: AbortHandle,
+    local: SocketAddr,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        // Aborting the accept loop drops its JoinSet, which aborts inbound connections.
+        self.accept.abort();
+        for peer in self.shared.peers().map.values() {
+            peer.task.abort();
+        }
+    }
+}
+
+/// State shared by the handle and the tasks.
+struct Shared {
+    config: StreamConfig,
+    node: NodeId,
+    /// Kept to re-sign the leaf when the primary key changes.
+    leaf_key: KeyPair,
+    /// The configs of the current ring, with a generation bumped by each
+    /// `set_keys` so live connections know to re-check their peer.
+    tls: RwLock<(u64, Arc<tls::Tls>)>,
+    peers: Mutex<Peers>,
+    stats: Counters,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Shared {
+    fn tls(&self) -> (u64, Arc<tls::Tls>) {
+        let tls = self.tls.read().unwrap_or_else(PoisonError::into_inner);
+        (tls.0, tls.1.clone())
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Sender tasks by peer address, with a use clock for LRU eviction.
+#[derive(Default)]
+struct Peers {
+    map: HashMap<SocketAddr, Peer>,
+    clock: u64,
+}
+
+struct Peer {
+    queue: queue::Outbound,
+    last_used: u64,
+    task: AbortHandle,
+}
+
+impl Streams {
+    /// Binds TCP `bind` (the mesh port number; port 0 picks a free one, see
+    /// [`Streams::local_addr`]) and starts accepting. `keys` are the ring's
+    /// keys, primary first: the node's certificate is signed by the primary's
+    /// CA and peers signed by any of them are trusted. Incoming messages go
+    /// to the returned receiver; must be called inside a tokio runtime.
+    pub async fn bind(
+        bind: SocketAddr,
+        keys: &[ClusterKey],
+        node: NodeId,
+        mut config: StreamConfig,
+    ) -> Result<(Streams, Inbox), StreamError> {
+        config.max_message = config.max_message.min(u32::MAX as usize);
+        config.max_peers = config.max_peers.max(1);
+        config.queue_per_peer = config.queue_per_peer.max(1);
+        config.incoming_queue = config.incoming_queue.max(1);
+        config.incoming_bytes = config.incoming_bytes.max(config.max_message);
+        let leaf_key = tls::leaf_key()?;
+        let tls = tls::Tls::new(keys, &leaf_key, node)?;
+        let bind_error = |source| StreamError::Bind { addr: bind, source };
+        let listener = TcpListener::bind(bind).await.map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        let (incoming, receiver) = queue::inbox(config.incoming_queue, config.incoming_bytes);
+        let shared = Arc::new(Shared {
+            config,
+            node,
+            leaf_key,
+            tls: RwLock::new((0, Arc::new(tls))),
+            peers: Mutex::default(),
+            stats: Counters::default(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let accept =
+            tokio::spawn(inbound::accept_loop(listener, shared.clone(), incoming)).abort_handle();
+        tracing::debug!(%local, %node, "streams listening");
+        let owner = Arc::new(Owner {
+            shared,
+            accept,
+            local,
+        });
+        Ok((Streams { owner }, receiver))
+    }
+
+    /// The bound address (useful after binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.owner.local
+    }
+
+    /// Queues `message` on `channel` for the node whose stream port is
+    /// `to`. Never blocks: a per-peer task connects (or reuses its
+    /// connection) and writes. Refused, counted and dropped when too large
+    /// or when the peer's queue is full (by count or bytes); a queued
+    /// message may still be dropped later (see [`StreamStats::send_failures`]).
+    pub fn send(
+        &self,
+        to: SocketAddr,
+        channel: Channel,
+        message: Vec<u8>,
+    ) -> Result<(), SendError> {
+        let shared = &self.owner.shared;
+        let max = shared.config.max_message;
+        if message.len() > max {
+            bump(&shared.stats.oversize_refused, 1);
+            tracing::debug!(%to, size = message.len(), max, "stream message too large");
+            return Err(SendError::TooLarge {
+                size: message.len(),
+                max,
+            });
+        }
+        let mut peers = shared.peers();
+        peers.clock += 1;
+        let now = peers.clock;
+        // A closed queue means the task ended (it only does on a panic).
+        if peers.map.get(&to).is_none_or(|p| p.queue.is_closed()) {
+            peers.map.remove(&to);
+            if peers.map.len() >= shared.config.max_peers {
+                outbound::evict_oldest(shared, &mut peers);
+            }
+            let (queue, rx) = queue::outbound(
+                shared.config.queue_per_peer,
+                shared.config.queue_bytes_per_peer,
+            );
+            let task = shared
+                .runtime
+                .spawn(outbound::peer_task(shared.clone(), to, rx))
+                .abort_handle();
+            let peer = Peer {
+                queue,
+                last_used: now,
+                task,
+            };
+            peers.map.insert(to, peer);
+        }
+        let peer = peers.map.get_mut(&to).expect("inserted above");
+        peer.last_used = now;
+        match peer.queue.try_push(queue::Queued { channel, message }) {
+            Ok(()) => Ok(()),
+            Err(full @ (queue::Refused::Count | queue::Refused::Bytes)) => {
+                let counter = match full {
+                    queue::Refused::Count => &shared.stats.queue_full,
+                    _ => &shared.stats.queue_bytes_full,
+                };
+                bump(counter, 1);
+                tracing::debug!(%to, ?full, "stream queue full, message dropped");
+                Err(SendError::QueueFull { to })
+            }
+            Err(queue::Refused::Closed) => {
+                bump(&shared.stats.send_failures, 1);
+                tracing::debug!(%to, "stream sender task ended, message dropped");
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces the keys (primary first), for rotation. New connections use
+    /// the new certificate and trust; a live connection is kept only if the
+    /// new ring still trusts its peer, checked before its next message. On
+    /// error the old keys stay in use.
+    pub fn set_keys(&self, keys: &[ClusterKey]) -> Result<(), StreamError> {
+        let shared = &self.owner.shared;
+        let tls = Arc::new(tls::Tls::new(keys, &shared.leaf_key, shared.node)?);
+        let mut current = shared.tls.write().unwrap_or_else(PoisonError::into_inner);
+        *current = (current.0 + 1, tls);
+        tracing::debug!(primary = %keys[0].id(), keys = keys.len(), "stream keys replaced");
+        Ok(())
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> StreamStats {
+        self.owner.shared.stats.snapshot()
+    }
+}

@@ -1,0 +1,237 @@
+//! The sending side: one task per peer takes its queue in order, connects
+//! (TCP, TLS, the server's acceptance byte), and writes; a failed peer is
+//! backed off, and the least recently used peer is evicted past the limit.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout};
+use tokio_rustls::{TlsConnector, client};
+
+use super::framing::{PROTOCOL, timed_out, write_frame};
+use super::queue::{OutboundReceiver, Queued};
+use super::{Peers, Shared, bump, tls};
+
+/// Back-off after a failed connection to a peer, doubling up to the maximum.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Drops the least recently used peer task and its queue.
+pub(super) fn evict_oldest(shared: &Shared, peers: &mut Peers) {
+    let Some(&oldest) = peers
+        .map
+        .iter()
+        .min_by_key(|(_, p)| p.last_used)
+        .map(|(a, _)| a)
+    else {
+        return;
+    };
+    let peer = peers.map.remove(&oldest).expect("just found");
+    peer.task.abort();
+    let (queued, bytes) = (peer.queue.len(), peer.queue.bytes());
+    bump(&shared.stats.peers_evicted, 1);
+    bump(&shared.stats.send_failures, queued as u64);
+    tracing::debug!(peer = %oldest, queued, bytes, "evicted the least recently used stream peer");
+}
+
+/// Why a queued message was not delivered (for logs).
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("connect failed: {0}")]
+    Connect(io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(io::Error),
+    #[error("backing off after a failed connection")]
+    BackingOff,
+    #[error("write failed: {0}")]
+    Write(io::Error),
+}
+
+/// A cached outgoing connection and the key generation it was checked at.
+struct Link {
+    stream: client::TlsStream<TcpStream>,
+    generation: u64,
+}
+
+/// Exponential back-off after failed connections, reset by success or new keys.
+struct Backoff {
+    until: Option<Instant>,
+    delay: Duration,
+    generation: u64,
+}
+
+/// The one task per peer: takes messages in order and writes them.
+pub(super) async fn peer_task(shared: Arc<Shared>, to: SocketAddr, mut queue: OutboundReceiver) {
+    let mut link: Option<Link> = None;
+    let mut backoff = Backoff {
+        until: None,
+        delay: BACKOFF_MIN,
+        generation: 0,
+    };
+    loop {
+        let message = if link.is_some() {
+            match timeout(shared.config.idle_timeout, queue.recv()).await {
+                Ok(message) => message,
+                Err(_) => {
+                    tracing::debug!(%to, "closing idle stream connection");
+                    if let Some(mut l) = link.take() {
+                        let _ = timeout(shared.config.connect_timeout, l.stream.shutdown()).await;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            queue.recv().await
+        };
+        // None: evicted or the endpoint dropped.
+        let Some(Queued { channel, message }) = message else {
+            return;
+        };
+        let more = !queue.is_empty();
+        let header = (channel, message.as_slice());
+        match deliver(&shared, to, &mut link, &mut backoff, header, more).await {
+            Ok(()) => {
+                bump(&shared.stats.sent_messages, 1);
+                bump(&shared.stats.sent_bytes, message.len() as u64);
+            }
+            Err(error) => {
+                bump(&shared.stats.send_failures, 1);
+                tracing::debug!(%to, %error, size = message.len(), "stream message dropped");
+            }
+        }
+    }
+}
+
+/// Writes one message, connecting first if needed. A cached connection found
+/// closed, or failing on write, is replaced once, so a peer that restarted
+/// usually costs no message (not always: a write can succeed into a socket
+/// whose peer is gone without a FIN, as after a power cut).
+async fn deliver(
+    shared: &Shared,
+    to: SocketAddr,
+    link: &mut Option<Link>,
+    backoff: &mut Backoff,
+    (channel, message): (myco_proto::channel::Channel, &[u8]),
+    more: bool,
+) -> Result<(), Failure> {
+    let (generation, tls) = shared.tls();
+    if let Some(l) = link {
+        let trusted = l.generation == generation
+            || tls.trusts_server(l.stream.get_ref().1.peer_certificates());
+        if !trusted {
+            bump(&shared.stats.untrusted_after_rekey, 1);
+            tracing::debug!(%to, "peer not trusted after a key change, reconnecting");
+            *link = None;
+        } else if closed_by_peer(&mut l.stream).await {
+            *link = None;
+        } else {
+            l.generation = generation;
+        }
+    }
+    let reused = link.is_some();
+    for attempt in 0..2 {
+        if link.is_none() {
+            *link = Some(connect(shared, to, &tls, generation, backoff).await?);
+        }
+        let l = link.as_mut().expect("connected above");
+        let written = timeout(shared.config.idle_timeout, async {
+            write_frame(&mut l.stream, channel, message).await?;
+            // Flush only when the queue is drained, so bursts share records.
+            if !more {
+                l.stream.flush().await
+            } else {
+                Ok(())
+            }
+        });
+        match written.await.unwrap_or_else(|_| Err(timed_out())) {
+            Ok(()) => return Ok(()),
+            Err(error) => {
+                *link = None;
+                if !(reused && attempt == 0) {
+                    return Err(Failure::Write(error));
+                }
+                tracing::debug!(%to, %error, "cached stream connection failed, reconnecting");
+            }
+        }
+    }
+    unreachable!("the second attempt always returns")
+}
+
+/// Whether the peer closed (or sent anything, which it never should) since
+/// the last use: polls one read without waiting.
+async fn closed_by_peer(stream: &mut client::TlsStream<TcpStream>) -> bool {
+    let mut byte = [0u8; 1];
+    timeout(Duration::ZERO, stream.read(&mut byte))
+        .await
+        .is_ok()
+}
+
+/// Opens a connection: TCP, TLS, then waits for the server's acceptance byte.
+async fn connect(
+    shared: &Shared,
+    to: SocketAddr,
+    tls: &tls::Tls,
+    generation: u64,
+    backoff: &mut Backoff,
+) -> Result<Link, Failure> {
+    if backoff.generation != generation {
+        // New keys may be what the peer was waiting for: try at once.
+        backoff.until = None;
+        backoff.delay = BACKOFF_MIN;
+    }
+    if backoff.until.is_some_and(|t| Instant::now() < t) {
+        return Err(Failure::BackingOff);
+    }
+    let result = async {
+        let tcp = timeout(shared.config.connect_timeout, TcpStream::connect(to))
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+            .map_err(Failure::Connect)?;
+        // Small messages should not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(tls::SERVER_NAME).expect("a valid DNS name");
+        let handshake = async {
+            let mut stream = TlsConnector::from(tls.client.clone())
+                .connect(name, tcp)
+                .await?;
+            let mut version = [0u8; 1];
+            stream.read_exact(&mut version).await?;
+            if version[0] != PROTOCOL {
+                let msg = format!("peer speaks stream protocol {}", version[0]);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+            }
+            Ok(stream)
+        };
+        timeout(shared.config.connect_timeout, handshake)
+            .await
+            .unwrap_or_else(|_| Err(timed_out()))
+            .map_err(Failure::Handshake)
+    }
+    .await;
+    match result {
+        Ok(stream) => {
+            backoff.until = None;
+            backoff.delay = BACKOFF_MIN;
+            tracing::debug!(%to, "stream connection open");
+            Ok(Link { stream, generation })
+        }
+        Err(failure) => {
+            let counter = match failure {
+                Failure::Connect(_) => &shared.stats.connect_failures,
+                _ => &shared.stats.outbound_handshake_failures,
+            };
+            bump(counter, 1);
+            if backoff.until.is_some() {
+                backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
+            }
+            backoff.until = Some(Instant::now() + backoff.delay);
+            backoff.generation = generation;
+            Err(failure)
+        }
+    }
+}
