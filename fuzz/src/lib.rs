@@ -16,12 +16,14 @@
 //! the check is what a member (or a trusted publisher) can send.
 
 mod api;
+mod job;
 mod node;
 mod proto;
 pub mod seeds;
 mod spore;
 
 pub use api::api_json;
+pub use job::{job_record, job_spec};
 pub use node::{NodeStep, node_inputs, node_members_after};
 pub use proto::{blob_message, envelope_open, frame_decode, gc_record, stream_frame};
 pub use spore::{publisher_key, signed_spore, spore_inspect, spore_limits, spore_payload};
@@ -40,6 +42,8 @@ pub const TARGETS: &[&str] = &[
     "spore_payload",
     "store_record",
     "api_json",
+    "job_spec",
+    "job_record",
 ];
 
 /// Runs target `name` on `data`; `false` if there is no such target.
@@ -55,6 +59,8 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "spore_payload" => spore_payload,
         "store_record" => store_record,
         "api_json" => api_json,
+        "job_spec" => job_spec,
+        "job_record" => job_record,
         _ => return false,
     };
     f(data);

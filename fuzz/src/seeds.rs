@@ -9,6 +9,8 @@ use myco_core::{Node, Time};
 use myco_proto::blob::BlobMessage;
 use myco_proto::frame::Peer;
 use myco_proto::horizon::{GC_RECORD_VERSION, GcRecord, Horizon};
+use myco_proto::instance::{Exit, InstanceRecord, InstanceState};
+use myco_proto::job::{JobRecord, JobSpec};
 use myco_proto::sync::{STREAM_VERSION, StreamFrame, SyncMessage};
 use myco_proto::{Capacity, Change, Envelope, Frame, NodeId, NodeManifest, Table, Timestamp};
 
@@ -57,6 +59,17 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     for (name, bytes) in api_bodies() {
         add("api_json", name, bytes);
+    }
+    for (name, bytes) in jobs() {
+        add(
+            if name.starts_with("spec") {
+                "job_spec"
+            } else {
+                "job_record"
+            },
+            name,
+            bytes,
+        );
     }
     out
 }
@@ -364,4 +377,79 @@ fn api_bodies() -> Vec<(&'static str, Vec<u8>)> {
         .into_iter()
         .map(|(name, which, body)| (name, [&[which][..], body.as_bytes()].concat()))
         .collect()
+}
+
+/// Job files and records: the first byte picks the decoder (even: TOML
+/// or job record; odd: JSON or instance record).
+fn jobs() -> Vec<(&'static str, Vec<u8>)> {
+    const FULL: &str = r#"
+name = "hello"
+spore = "hello@1.2.0"
+count = 3
+strategy = "pack"
+duplicates = "never"
+kill_timeout_ms = 2000
+[env]
+GREETING = "hi"
+[resources]
+cpu_milli = 250
+memory_mb = 128
+pids = 64
+[constraints]
+zone = ["a", "b"]
+arch = "!arm"
+disk = { not_in = ["hdd"] }
+[health]
+http = "/health"
+interval_ms = 500
+[update]
+max_parallel = 2
+auto_revert = false
+[restart]
+attempts = 5
+delay_ms = 100
+[[volumes]]
+name = "data"
+path = "var/data"
+"#;
+    let spec = JobSpec::from_toml(FULL).expect("the documented example parses");
+    let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    let mut pinned = spec.clone();
+    pinned.spore = digest.clone();
+    let record = JobRecord {
+        format: myco_proto::job::JOB_RECORD_FORMAT,
+        version: 2,
+        spec: pinned,
+        spore_ref: "hello@1.2.0".into(),
+        stopped: false,
+        created_ms: 1_700_000_000_000,
+        updated_ms: 1_700_000_100_000,
+    };
+    let instance = InstanceRecord {
+        format: myco_proto::instance::INSTANCE_RECORD_FORMAT,
+        id: InstanceRecord::id_for("hello", 1, 2, NodeId::from_u64(SENDER)),
+        job: "hello".into(),
+        slot: 1,
+        version: 2,
+        node: NodeId::from_u64(SENDER),
+        state: InstanceState::Launching,
+        addr: Some(addr_of(SENDER)),
+        digest,
+        restarts: 1,
+        last_exit: Some(Exit::Signal(9)),
+        reason: "probe failed".into(),
+        avoid_until_ms: Some(5),
+        since_ms: 7,
+    };
+    let with = |which: u8, bytes: &[u8]| [&[which][..], bytes].concat();
+    vec![
+        ("spec-toml-full", with(0, FULL.as_bytes())),
+        (
+            "spec-toml-minimal",
+            with(0, b"name = \"web\"\nspore = \"web@1\"\n"),
+        ),
+        ("spec-json", with(1, spec.to_json().as_bytes())),
+        ("record-job", with(0, &record.encode())),
+        ("record-instance", with(1, &instance.encode())),
+    ]
 }
