@@ -24,6 +24,8 @@
 
 mod backlog;
 mod disk;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 
 pub use backlog::Backlog;
 
