@@ -420,7 +420,12 @@ fn every_node_lists_nodes_by_name() {
     assert!(page.contains("n.sort("), "the dashboard keeps the order");
 }
 
-/// Issue 9 finding 1: 1,000 keys of 64 KiB (binary), eight concurrent full
+/// Values stored for the listing test: 400 of 64 KiB (25 MB, several
+/// pages). `bench/mesh.py --keys 1000` measures 64 MB on a release build;
+/// a debug build replicates 64 MB too slowly for a test.
+const KEYS: usize = 400;
+
+/// Issue 9 finding 1: KEYS binary values of 64 KiB, eight concurrent full
 /// listings and ~2,000 idle connections against one node, while another
 /// node watches it: never anything but alive. Pages stay bounded.
 #[test]
@@ -428,6 +433,28 @@ fn listings_are_paged_and_load_never_makes_a_false_down() {
     raise_fd_limit();
     let mut h = Harness::new("front-list");
     let a = h.start("a", Opts::default());
+    // Written before b joins: filling is replication load, not API load.
+    let value: Vec<u8> = (0..64 * 1024)
+        .map(|i| (i % 7) as u8 | 0x80 * (i % 2 == 0) as u8)
+        .collect();
+    let next = AtomicUsize::new(0);
+    let na = h.agent(a);
+    thread::scope(|sc| {
+        for _ in 0..4 {
+            sc.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= KEYS {
+                        return;
+                    }
+                    // A write that timed out is written again (idempotent).
+                    let key = format!("big/{i:04}");
+                    let ok = (0..5).any(|_| na.client().kv_put(&key, &value).is_ok());
+                    assert!(ok, "writing {key} failed five times");
+                }
+            });
+        }
+    });
     let key_file = share_key(&h, a);
     let b = h.start(
         "b",
@@ -437,51 +464,22 @@ fn listings_are_paged_and_load_never_makes_a_false_down() {
             ..Opts::default()
         },
     );
-    h.wait_all_alive(&[a, b], &names(&["a", "b"]), DEADLINE);
     let (na, nb) = (h.agent(a), h.agent(b));
     let pid = na.pid().unwrap();
-    // 1,000 values of 64 KiB with bytes below 0x20 and not UTF-8.
-    let value: Vec<u8> = (0..64 * 1024)
-        .map(|i| (i % 7) as u8 | 0x80 * (i % 2 == 0) as u8)
-        .collect();
-    let next = AtomicUsize::new(0);
-    thread::scope(|sc| {
-        for _ in 0..4 {
-            sc.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= 1000 {
-                        return;
-                    }
-                    // Filling 64 MB in a debug build is slow; a write that timed
-                    // out is written again (the same value: idempotent).
-                    let key = format!("big/{i:04}");
-                    let ok = (0..5).any(|_| na.client().kv_put(&key, &value).is_ok());
-                    assert!(ok, "writing {key} failed five times");
-                }
-            });
-        }
-    });
-    // Filling is replication load, not API load: the test starts once
-    // both nodes agree again.
-    h.wait_all_alive(&[a, b], &names(&["a", "b"]), Duration::from_secs(60));
-    wait_for("b to hold the 64 MB", Duration::from_secs(120), || {
-        let n = nb
-            .client()
-            .kv_page("big/", None, Some(1))
-            .map_err(|e| e.to_string())?;
-        let _ = n;
+    wait_for("b to hold every key", Duration::from_secs(180), || {
         let count = nb
             .client()
             .kv_list("big/")
             .map_err(|e| e.to_string())?
             .len();
-        (count == 1000).then_some(()).ok_or(format!("{count} keys"))
+        (count == KEYS).then_some(()).ok_or(format!("{count} keys"))
     });
+    h.wait_all_alive(&[a, b], &names(&["a", "b"]), Duration::from_secs(60));
+
     // One page: bounded, binary as base64.
     let page = na.client().kv_page("big/", None, None).unwrap();
-    assert!(page.next.is_some(), "64 MB came back in one page");
-    assert!(page.entries.len() < 1000);
+    assert!(page.next.is_some(), "{KEYS} values came back in one page");
+    assert!(page.entries.len() < KEYS);
     assert!(
         page.entries
             .iter()
@@ -490,11 +488,12 @@ fn listings_are_paged_and_load_never_makes_a_false_down() {
     let t0 = Instant::now();
     let all = na.client().kv_list("big/").unwrap();
     let one_listing = t0.elapsed();
-    assert_eq!(all.len(), 1000);
-    assert_eq!(all[999].key, "big/0999");
+    assert_eq!(all.len(), KEYS);
+    assert_eq!(all[KEYS - 1].key, format!("big/{:04}", KEYS - 1));
     let (_, hwm_one) = rss_kib(pid);
     println!(
-        "one full listing of 64 MB: {one_listing:?}, {} per page, agent peak RSS {hwm_one} KiB",
+        "one full listing of {} MiB: {one_listing:?}, {} entries per page, agent peak RSS {hwm_one} KiB",
+        KEYS / 16,
         page.entries.len()
     );
 
@@ -508,6 +507,7 @@ fn listings_are_paged_and_load_never_makes_a_false_down() {
     let stop = Arc::new(AtomicBool::new(false));
     let listings = AtomicUsize::new(0);
     let mut watched = 0;
+    let mut seen = None;
     thread::scope(|sc| {
         for _ in 0..8 {
             let (stop, listings) = (stop.clone(), &listings);
@@ -523,8 +523,8 @@ fn listings_are_paged_and_load_never_makes_a_false_down() {
         while t0.elapsed() < Duration::from_secs(20) {
             let state = h.state_of(b, "a");
             if state.as_deref() != Ok("alive") {
-                stop.store(true, Ordering::Relaxed);
-                panic!("b saw a as {state:?} under listing load");
+                seen = Some(state);
+                break;
             }
             watched += 1;
             thread::sleep(POLL);
@@ -533,9 +533,16 @@ fn listings_are_paged_and_load_never_makes_a_false_down() {
     });
     let (_, hwm) = rss_kib(pid);
     println!(
-        "8 listers + {} idle connections for 20 s: {} full listings, b polled a {watched} times, always alive; agent peak RSS {hwm} KiB",
+        "8 listers + {} idle connections for 20 s: {} full listings, b polled a {watched} times; agent peak RSS {hwm} KiB",
         idle.len(),
         listings.load(Ordering::Relaxed)
     );
-    let _ = nb;
+    assert_eq!(
+        seen, None,
+        "b saw a as something other than alive under listing load"
+    );
+    assert!(
+        listings.load(Ordering::Relaxed) >= 8,
+        "the listers got nothing done"
+    );
 }
