@@ -346,7 +346,6 @@ fn member_events_carry_name_previous_and_suspect_and_idle_streams_get_pings() {
             join: vec![a],
             args,
             key_file,
-            ..Opts::default()
         },
     );
     h.wait_all_alive(&[a, b], &names(&["a", "b"]), DEADLINE);
@@ -435,7 +434,7 @@ fn listings_are_paged_and_load_never_makes_a_false_down() {
     let a = h.start("a", Opts::default());
     // Written before b joins: filling is replication load, not API load.
     let value: Vec<u8> = (0..64 * 1024)
-        .map(|i| (i % 7) as u8 | 0x80 * (i % 2 == 0) as u8)
+        .map(|i| (i % 7) as u8 | (0x80 * (i % 2 == 0) as u8))
         .collect();
     let next = AtomicUsize::new(0);
     let na = h.agent(a);
