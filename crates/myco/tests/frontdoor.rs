@@ -120,6 +120,17 @@ fn foreign_host_and_origin_are_refused() {
     );
     assert_eq!(put(&format!("Origin: http://localhost:{port}\r\n")).0, 200);
     assert_eq!(put("").0, 200, "no Origin: a CLI or script");
+    // A weak (small-order) publisher key would verify forged signatures.
+    let identity = format!("01{}", "00".repeat(31));
+    let weak = a.client().post::<_, serde_json::Value>(
+        "/v1/trust",
+        &serde_json::json!({ "key": identity, "comment": "weak" }),
+    );
+    assert_eq!(
+        weak.as_ref().err().and_then(|e| e.status()),
+        Some(400),
+        "{weak:?}"
+    );
     assert!(metric(a, "myco_http_requests_refused_total", "reason=\"host\"") >= 1.0);
     assert!(metric(a, "myco_http_requests_refused_total", "reason=\"origin\"") >= 1.0);
 }
@@ -264,6 +275,24 @@ fn idle_connections_and_slowloris_do_not_shut_the_door() {
         ),
     );
     assert_eq!(code, 413, "{body}");
+    // A body that stops coming: 408, and the connection closes.
+    let mut stalled = TcpStream::connect(("127.0.0.1", a.api)).unwrap();
+    stalled
+        .write_all(format!("PUT /v1/kv/front/stall HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Length: 100\r\n\r\nab").as_bytes())
+        .unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let t0 = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stalled.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "stalled body: {answer:?} after {:?}",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20));
     assert!(
         metric(
             a,
