@@ -13,6 +13,8 @@ use tokio::sync::oneshot;
 use crate::config::datadir::{self, DataDir, random_bytes};
 use crate::config::settings::AgentSettings;
 use crate::config::sysinfo;
+use crate::http::guard::HostPolicy;
+use crate::http::sse::SseLimits;
 use crate::http::{self, ApiState};
 use crate::mesh::{Clock, MeshHandle, MeshLoop, MeshParts};
 use crate::net::streams::{StreamConfig, Streams};
@@ -162,16 +164,17 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let mut node = node;
     node.restore(loaded.changes);
     tracing::info!(entries = restored, "state restored from disk");
-    let (mesh_loop, mesh) = MeshLoop::new(MeshParts {
+    let (loop_streams, loop_store, loop_spores) =
+        (streams.clone(), store.clone(), spore_store.clone());
+    let (mesh, mesh_done) = spawn_mesh_thread(socket, move |socket| MeshParts {
         node,
         socket,
         clock,
-        streams: streams.clone(),
+        streams: loop_streams,
         incoming,
-        store: store.clone(),
-        spores: spore_store.clone(),
-    });
-    let mut mesh_task = tokio::spawn(mesh_loop.run());
+        store: loop_store,
+        spores: loop_spores,
+    })?;
 
     for target in &settings.join {
         match tokio::net::lookup_host(target.as_str()).await {
@@ -188,10 +191,12 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         mesh.clone(),
         settings.spore_retention,
     ));
+    let token: Arc<str> = Arc::from(token.as_str());
+    let server = http::front::api_server(token.clone());
     let state = ApiState {
         mesh: mesh.clone(),
         spores: spores.clone(),
-        token: Arc::from(token.as_str()),
+        token,
         open_reads: settings.api.ip().is_loopback(),
         started,
         data_dir: dir.path().to_path_buf(),
@@ -199,6 +204,14 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         streams,
         store_recovered,
         faults: std::env::var("MYCO_FAULTS").is_ok_and(|v| v == "1"),
+        front: http::front::FrontDoor::new(
+            &server,
+            HostPolicy::new(settings.api, &settings.api_allowed_hosts),
+            SseLimits {
+                keep_alive: settings.events_keepalive,
+                ..SseLimits::default()
+            },
+        ),
     };
     let gc = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -215,8 +228,8 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     });
     let (stop_api, api_stopped) = oneshot::channel::<()>();
     let api_task = tokio::spawn(async move {
-        axum::serve(api_listener, http::router(state))
-            .with_graceful_shutdown(async {
+        server
+            .serve(api_listener, http::router(state), async {
                 let _ = api_stopped.await;
             })
             .await
@@ -239,12 +252,12 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let _ = stop_api.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
     // The loop ends by itself once the leave is sent; give it a moment.
-    if tokio::time::timeout(Duration::from_secs(2), &mut mesh_task)
+    drop(mesh);
+    if tokio::time::timeout(Duration::from_secs(2), mesh_done)
         .await
         .is_err()
     {
-        mesh_task.abort();
-        let _ = mesh_task.await;
+        tracing::warn!("the mesh loop did not stop in time");
     }
     // Waits for queued writes to reach the disk.
     if let Ok(store) = Arc::try_unwrap(store) {
@@ -252,6 +265,55 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the mesh loop on its own thread with its own single-threaded
+/// runtime, so SWIM probes and acks never wait behind API work (a few
+/// large listings on the API's runtime once delayed acks long enough for
+/// peers to declare this node down). The UDP socket is moved to that
+/// runtime, so its readiness is driven there too. Stream connections stay
+/// on the main runtime and hand messages over through a channel. Returns
+/// the loop's handle and a receiver that completes when the loop ends.
+fn spawn_mesh_thread(
+    socket: UdpSocket,
+    parts: impl FnOnce(UdpSocket) -> MeshParts + Send + 'static,
+) -> anyhow::Result<(MeshHandle, oneshot::Receiver<()>)> {
+    let socket = socket.into_std().context("moving the mesh socket")?;
+    let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("myco-mesh".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = handle_tx.send(Err(anyhow::anyhow!("starting the mesh runtime: {e}")));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let socket = match UdpSocket::from_std(socket) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = handle_tx
+                            .send(Err(anyhow::anyhow!("registering the mesh socket: {e}")));
+                        return;
+                    }
+                };
+                let (mesh_loop, mesh) = MeshLoop::new(parts(socket));
+                let _ = handle_tx.send(Ok(mesh));
+                mesh_loop.run().await;
+            });
+            let _ = done_tx.send(());
+        })
+        .context("starting the mesh thread")?;
+    let mesh = handle_rx
+        .recv()
+        .context("the mesh thread stopped before it started")??;
+    Ok((mesh, done_rx))
 }
 
 /// SIGHUP re-reads the cluster key source, for rotation without a restart.

@@ -4,7 +4,9 @@
 
 use std::io::Read;
 
-use myco_proto::api::{KvEntry, KvWritten, NodeInfo, PeerAdd, SporeInfo, Status, TrustedKey};
+use myco_proto::api::{
+    KvEntry, KvPage, KvWritten, NodeInfo, PeerAdd, SporeInfo, Status, TrustedKey,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use ureq::http::Method;
@@ -137,9 +139,39 @@ impl Client {
         self.delete(&format!("/v1/kv/{}", key_path(key)))
     }
 
-    /// `GET /v1/kv?prefix=P`: the entries under a prefix, in key order.
+    /// `GET /v1/kv?prefix=P`: every entry under a prefix, in key order,
+    /// following the pages' cursors to the end.
     pub fn kv_list(&self, prefix: &str) -> Result<Vec<KvEntry>> {
-        self.get(&format!("/v1/kv?prefix={}", key_path(prefix)))
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.kv_page(prefix, cursor.as_deref(), None)?;
+            all.extend(page.entries);
+            match page.next {
+                // A cursor that does not move would loop for ever.
+                Some(next) if cursor.as_deref() != Some(next.as_str()) => cursor = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    /// One page of `GET /v1/kv?prefix=P`, from `cursor` (the `next` of the
+    /// page before; `None` for the first), of at most `limit` entries (the
+    /// agent's default when `None`).
+    pub fn kv_page(
+        &self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<KvPage> {
+        let mut path = format!("/v1/kv?prefix={}", segment(prefix));
+        if let Some(c) = cursor {
+            path.push_str(&format!("&cursor={}", segment(c)));
+        }
+        if let Some(n) = limit {
+            path.push_str(&format!("&limit={n}"));
+        }
+        self.get(&path)
     }
 
     /// `GET /v1/events`: state and membership changes as they happen.

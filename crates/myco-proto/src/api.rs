@@ -99,6 +99,17 @@ pub struct KvEntry {
     pub version: String,
 }
 
+/// One page of `GET /v1/kv?prefix=P[&limit=N][&cursor=C]`: entries in key
+/// order, and where the next page starts (`None` on the last page). A page
+/// ends at `limit` entries or at the agent's byte budget, whichever first.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KvPage {
+    /// The entries of this page.
+    pub entries: Vec<KvEntry>,
+    /// Pass as `cursor` to get the next page; `None` when this was the last.
+    pub next: Option<String>,
+}
+
 /// The answer to a KV write or delete.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KvWritten {
@@ -129,8 +140,14 @@ pub enum ApiEvent {
     Member {
         /// Its id.
         id: String,
-        /// `alive`, `down` or `left`.
+        /// Its name (empty until its manifest arrived).
+        #[serde(default)]
+        name: String,
+        /// `alive`, `suspect`, `down` or `left`.
         state: String,
+        /// The state before this change (`None` for a member seen first).
+        #[serde(default)]
+        previous: Option<String>,
     },
     /// This subscriber fell behind and missed this many events.
     Lagged {

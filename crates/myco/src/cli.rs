@@ -171,6 +171,10 @@ pub struct AgentArgs {
     /// File with the cluster key (or env MYCO_CLUSTER_KEY).
     #[arg(long)]
     pub cluster_key_file: Option<PathBuf>,
+    /// A host name the API also answers to, besides loopback and its bound
+    /// address (repeatable; config key api_allowed_hosts).
+    #[arg(long = "api-allowed-host")]
+    pub api_allowed_host: Vec<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -310,6 +310,8 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
         membership: Default::default(),
         spores: Default::default(),
         state: Default::default(),
+        api_allowed_hosts: args.api_allowed_host,
+        events_keepalive_ms: None,
     };
     let options = match &args.config {
         Some(path) => flags.over(AgentOptions::from_file(path)?),

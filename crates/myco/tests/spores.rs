@@ -388,13 +388,14 @@ fn node_id(h: &Harness, i: usize) -> String {
     id
 }
 
-/// `GET /v1/spores/{which}` on `a`, which must answer 200; the bytes and time.
+/// `GET /v1/spores/{which}` on `a` with the token (so the agent may fetch
+/// it from a holder), which must answer 200; the bytes and time.
 #[track_caller]
 fn download(a: &Agent, which: &str) -> (Vec<u8>, Duration) {
     let t0 = Instant::now();
     let mut bytes = Vec::new();
-    let n = a
-        .anon()
+    let n = myco_client::Client::new(&a.api_url())
+        .with_token(Some(a.token()))
         .with_timeout(FETCH)
         .spore_download(which, &mut bytes)
         .unwrap_or_else(|e| panic!("GET /v1/spores/{which} on {}: {e}", a.name));
@@ -511,7 +512,32 @@ fn push_to_one_node_reaches_all() {
     assert_eq!(e2.name, "hello");
     assert_eq!(holders(&e2), vec![ids[0].clone()], "only n1 holds it yet");
 
-    // Node 3 fetches it from node 1 and then holds it itself.
+    // Issue 9: an unauthenticated read must not make n3 fetch, store and
+    // record the spore; it gets a 404 that says how to get it.
+    let anon = n3
+        .anon()
+        .with_timeout(FETCH)
+        .spore_download(&digest, &mut Vec::new());
+    match &anon {
+        Err(e) if e.is_not_found() => assert!(
+            e.to_string()
+                .contains("an authenticated request fetches it"),
+            "{e}"
+        ),
+        other => panic!("an anonymous GET of a spore n3 lacks: {other:?}"),
+    }
+    let after_anon = listed(n3, &digest).unwrap();
+    assert!(
+        !after_anon.local,
+        "an anonymous read stored the spore on n3"
+    );
+    assert_eq!(
+        holders(&after_anon),
+        vec![ids[0].clone()],
+        "an anonymous read recorded n3 as holder"
+    );
+
+    // Node 3 fetches it from node 1 (asked with the token) and then holds it itself.
     let (bytes, took3) = download(n3, &digest);
     assert_eq!(
         digest_of(&bytes),

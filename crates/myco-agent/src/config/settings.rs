@@ -42,6 +42,13 @@ pub struct AgentOptions {
     /// `[state]` in the config file.
     #[serde(default)]
     pub state: StateOptions,
+    /// Host names (besides loopback and the bound address) the API answers
+    /// to: the names operators and dashboards use to reach it.
+    #[serde(default)]
+    pub api_allowed_hosts: Vec<String>,
+    /// Milliseconds between keep-alive comments on a quiet `/v1/events`
+    /// stream [15000] (config file only; tests shorten it).
+    pub events_keepalive_ms: Option<u64>,
 }
 
 /// `[state]` in the config file: tombstone collection. Every node of a
@@ -171,6 +178,10 @@ pub struct AgentSettings {
     pub core: myco_core::Config,
     /// How long an unreferenced spore is kept.
     pub spore_retention: std::time::Duration,
+    /// Extra host names the API answers to (see [`crate::http::guard`]).
+    pub api_allowed_hosts: Vec<String>,
+    /// Interval of keep-alive comments on a quiet event stream.
+    pub events_keepalive: std::time::Duration,
 }
 
 /// Parses `KEY=VALUE` tags from the command line.
@@ -200,7 +211,11 @@ impl AgentOptions {
         tags.extend(self.tags);
         let mut join = base.join;
         join.extend(self.join);
+        let mut api_allowed_hosts = base.api_allowed_hosts;
+        api_allowed_hosts.extend(self.api_allowed_hosts);
         AgentOptions {
+            api_allowed_hosts,
+            events_keepalive_ms: self.events_keepalive_ms.or(base.events_keepalive_ms),
             data_dir: self.data_dir.or(base.data_dir),
             name: self.name.or(base.name),
             bind: self.bind.or(base.bind),
@@ -274,6 +289,10 @@ impl AgentOptions {
             },
             spore_retention: std::time::Duration::from_secs(
                 3600 * self.spores.retention_hours.unwrap_or(168),
+            ),
+            api_allowed_hosts: self.api_allowed_hosts,
+            events_keepalive: std::time::Duration::from_millis(
+                self.events_keepalive_ms.unwrap_or(15_000).max(10),
             ),
         })
     }

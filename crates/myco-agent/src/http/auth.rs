@@ -1,6 +1,8 @@
 //! Who may call what. Every mutating request needs `Authorization: Bearer
 //! TOKEN`; when the API listens off loopback, every request but `/health`
-//! and `/metrics` needs it; the cluster key needs it always.
+//! and `/metrics` needs it; the cluster key needs it always. A dashboard
+//! session cookie (see [`super::dashboard::login`]) counts as the token;
+//! the dashboard and its login form are always open.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
@@ -29,12 +31,16 @@ pub fn token_matches(headers: &HeaderMap, token: &str) -> bool {
 /// The middleware: refuses a request that needs the token and lacks it.
 pub async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let always_open = matches!(path, "/health" | "/metrics");
+    let always_open = matches!(path, "/health" | "/metrics" | "/" | "/login");
     let needs_token = !always_open
         && (!matches!(*req.method(), Method::GET | Method::HEAD)
             || !s.open_reads
             || path == "/v1/cluster/key");
-    if needs_token && !token_matches(req.headers(), &s.token) {
+    let refused = needs_token
+        && !token_matches(req.headers(), &s.token)
+        && !super::front::session_cookie(req.headers())
+            .is_some_and(|id| s.front.sessions.valid(id, std::time::Instant::now()));
+    if refused {
         return HttpError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong API token: pass --token, set MYCO_API_TOKEN, or point --data-dir at this node's data dir",

@@ -8,7 +8,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use myco_proto::api::{KvEntry, KvWritten};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use myco_proto::api::KvWritten;
 use myco_proto::{Table, Timestamp};
 use serde::Deserialize;
 
@@ -80,31 +81,116 @@ pub struct ListQuery {
     #[serde(default)]
     prefix: String,
     limit: Option<usize>,
+    cursor: Option<String>,
 }
 
-/// `GET /v1/kv?prefix=P`.
-pub async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> Json<Vec<KvEntry>> {
-    let limit = q.limit.unwrap_or(MAX_LIST).min(MAX_LIST);
-    let found = s.mesh.scan(Table::KV, &q.prefix, limit);
-    Json(
-        found
-            .into_iter()
-            .map(|(key, e)| {
-                let raw = e.value.unwrap_or_default();
-                let (value, value_base64) = match String::from_utf8(raw) {
-                    Ok(text) => (Some(text), None),
-                    Err(bad) => (
-                        None,
-                        Some(base64::engine::general_purpose::STANDARD.encode(bad.into_bytes())),
-                    ),
-                };
-                KvEntry {
-                    key,
-                    value,
-                    value_base64,
-                    version: e.ts.to_string(),
-                }
-            })
-            .collect(),
+/// Entries one page holds by default.
+pub const DEFAULT_PAGE: usize = 1000;
+/// Bytes of JSON one page holds at most (at least one entry is always sent;
+/// a value is at most 64 KiB, so one entry is never near this).
+pub const PAGE_BYTES: usize = 4 << 20;
+/// Listings built at once; more wait their turn, so memory for listings is
+/// at most this many pages whatever the number of callers.
+pub const LISTINGS_AT_ONCE: usize = 4;
+
+static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LISTINGS_AT_ONCE);
+
+/// `GET /v1/kv?prefix=P[&limit=N][&cursor=C]`: one page,
+/// `{"entries": [...], "next": C or null}`. A page ends at `limit` entries
+/// (default [`DEFAULT_PAGE`], at most [`MAX_LIST`]) or [`PAGE_BYTES`] of
+/// JSON, whichever first; `next` is the cursor of the page after it.
+/// UTF-8 values are `value`, others `value_base64`. The page is encoded
+/// straight from the read view, entry by entry, with nothing copied.
+pub async fn list(
+    State(s): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, HttpError> {
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_LIST);
+    let after = match &q.cursor {
+        Some(c) => Some(
+            URL_SAFE_NO_PAD
+                .decode(c)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    HttpError::bad_request("cursor is not one this API gave: pass the `next` of the previous page as is")
+                })?,
+        ),
+        None => None,
+    };
+    let _turn = LISTINGS.acquire().await.expect("never closed");
+    let view = s.mesh.view();
+    // Encoding 4 MiB is CPU work: off the async workers' hands.
+    let body = tokio::task::spawn_blocking(move || page(&view, &q.prefix, after.as_deref(), limit))
+        .await
+        .map_err(|e| {
+            HttpError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                format!("listing failed: {e}"),
+            )
+        })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
     )
+        .into_response())
+}
+
+/// Encodes one page as JSON.
+fn page(view: &crate::mesh::ReadView, prefix: &str, after: Option<&str>, limit: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 * 1024);
+    out.extend_from_slice(b"{\"entries\":[");
+    let mut n = 0usize;
+    let mut last: Option<String> = None;
+    let mut item = Vec::new();
+    let more = view.visit(Table::KV, prefix, after, |key, e| {
+        if n == limit {
+            return false;
+        }
+        item.clear();
+        let raw = e.value.as_deref().unwrap_or_default();
+        let (value, value_base64) = match std::str::from_utf8(raw) {
+            Ok(text) => (Some(text), None),
+            Err(_) => (None, Some(STANDARD.encode(raw))),
+        };
+        let entry = EntryRef {
+            key,
+            value,
+            value_base64,
+            version: e.ts.to_string(),
+        };
+        serde_json::to_writer(&mut item, &entry).expect("entries serialize");
+        if n > 0 && out.len() + item.len() + 64 > PAGE_BYTES {
+            return false;
+        }
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&item);
+        n += 1;
+        last = Some(key.to_string());
+        true
+    });
+    out.extend_from_slice(b"],\"next\":");
+    match last.filter(|_| more) {
+        Some(k) => {
+            serde_json::to_writer(&mut out, &URL_SAFE_NO_PAD.encode(k)).expect("strings serialize")
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    out.push(b'}');
+    out
+}
+
+/// [`myco_proto::api::KvEntry`] borrowing from the view.
+#[derive(serde::Serialize)]
+struct EntryRef<'a> {
+    key: &'a str,
+    value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value_base64: Option<String>,
+    version: String,
 }

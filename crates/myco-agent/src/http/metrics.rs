@@ -304,7 +304,7 @@ pub fn encode(src: &Sources<'_>) -> String {
 
 /// The handler.
 pub async fn metrics(State(s): State<ApiState>) -> Response {
-    let body = encode(&Sources {
+    let mut registry = encode_registry(&Sources {
         snap: &s.mesh.snapshot(),
         uptime: s.started.elapsed(),
         store: s.store.stats(),
@@ -312,5 +312,8 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         streams: s.streams.stats(),
         spores_refused: s.spores.store().refusals(),
     });
+    super::front::register(&mut registry, &s.front);
+    let mut body = String::new();
+    text::encode(&mut body, &registry).expect("writing to a String cannot fail");
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }

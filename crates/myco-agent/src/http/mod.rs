@@ -10,6 +10,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod errors;
 pub mod events;
+pub mod front;
 pub mod guard;
 pub mod kv;
 pub mod metrics;
@@ -59,12 +60,15 @@ pub struct ApiState {
     pub store_recovered: bool,
     /// Whether `/v1/debug/faults` is enabled (`MYCO_FAULTS=1`, tests only).
     pub faults: bool,
+    /// Connection limits, host policy, event hub and dashboard sessions.
+    pub front: front::FrontDoor,
 }
 
 /// Builds the router.
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/", get(dashboard::dashboard))
+        .route("/login", get(dashboard::login_form).post(dashboard::login))
         .route("/health", get(status::health))
         .route("/metrics", get(metrics::metrics))
         .route("/v1/status", get(status::status))
@@ -101,5 +105,11 @@ pub fn router(state: ApiState) -> Router {
             auth::authorize,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Outermost: a request for a host this API does not serve (DNS
+        // rebinding) is refused before authorization and routing.
+        .layer(middleware::from_fn_with_state(
+            state.front.hosts.clone(),
+            guard::guard,
+        ))
         .with_state(state)
 }

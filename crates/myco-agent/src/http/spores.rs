@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use myco_proto::api::{SporeInfo, TrustedKey};
 use serde_json::json;
@@ -24,13 +24,16 @@ pub async fn list(State(s): State<ApiState>) -> Json<Vec<SporeInfo>> {
     Json(s.spores.list().await)
 }
 
-/// `GET /v1/spores/{digest or NAME@VERSION}`: the file, fetched from a
-/// holder first if this node does not have it.
+/// `GET /v1/spores/{digest or NAME@VERSION}`: the file; a token holder's
+/// request fetches it from a holder first if this node does not have it,
+/// an unauthenticated one gets only what is local (404 otherwise).
 pub async fn download(
     State(s): State<ApiState>,
     Path(which): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    let path = s.spores.open(&which).await?;
+    let may_fetch = super::auth::token_matches(&headers, &s.token);
+    let path = s.spores.open_as(&which, may_fetch).await?;
     let file = tokio::fs::File::open(&path).await.map_err(|e| {
         HttpError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -219,7 +219,10 @@ struct Forwarder {
 
 impl Forwarder {
     async fn run<T: SseEvent>(mut self, mut rx: broadcast::Receiver<T>) {
-        let check = (self.limits.stall_timeout / 4).max(Duration::from_millis(10));
+        // Wakes often enough for both the stall check and the keep-alive.
+        let check = (self.limits.stall_timeout / 4)
+            .min(self.limits.keep_alive)
+            .max(Duration::from_millis(10));
         let mut taken_seen = 0;
         let mut last_progress = Instant::now();
         let mut last_sent = Instant::now();

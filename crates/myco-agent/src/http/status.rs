@@ -46,8 +46,12 @@ pub fn node_info(m: &MemberView, snap: &Snapshot) -> NodeInfo {
     }
 }
 
+/// Every member, sorted by name then id, so that every node (and the
+/// dashboard on each) lists the mesh in the same order.
 fn all_nodes(s: &Snapshot) -> Vec<NodeInfo> {
-    s.members.iter().map(|m| node_info(m, s)).collect()
+    let mut nodes: Vec<NodeInfo> = s.members.iter().map(|m| node_info(m, s)).collect();
+    nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    nodes
 }
 
 fn counts(s: &Snapshot) -> MemberCounts {

@@ -15,12 +15,12 @@
 //! the write to peers (`Node::durable`) and only then answers the writer.
 //! Many writers queue at once and share the store's group commit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use myco_core::{Event, Node};
+use myco_core::{Event, MemberState, MemberView, Node};
 use myco_proto::api::ApiEvent;
 use myco_proto::blob::BlobMessage;
 use myco_proto::channel::Channel;
@@ -91,6 +91,10 @@ pub struct MeshLoop {
     applied: Vec<(Change, Pending)>,
     /// Messages on a channel this node has no handler for.
     unrouted: u64,
+    /// Each member's state as subscribers last heard it, so every change
+    /// (suspect included, which the core reports as no event) becomes one
+    /// `member` event carrying the state before it.
+    told: BTreeMap<myco_proto::NodeId, MemberState>,
 }
 
 impl MeshLoop {
@@ -124,6 +128,7 @@ impl MeshLoop {
             write_slots: Arc::new(Semaphore::new(MAX_PENDING_WRITES)),
             applied: Vec::new(),
             unrouted: 0,
+            told: BTreeMap::new(),
         };
         (mesh, handle)
     }
@@ -171,6 +176,7 @@ impl MeshLoop {
             if membership_changed || published.elapsed() >= REFRESH {
                 let p = &self.parts;
                 let snap = Snapshot::of(&p.node, p.clock.now(), self.unrouted);
+                self.tell_member_changes(&snap.members);
                 self.snapshot.send_replace(Arc::new(snap));
                 published = Instant::now();
             }
@@ -390,6 +396,40 @@ impl MeshLoop {
         }
     }
 
+    /// Sends a `member` event for each member whose state differs from what
+    /// subscribers last heard. Runs on every snapshot, which a membership
+    /// event publishes at once and the refresh every 100 ms, so a suspicion
+    /// (no core event) is told within 100 ms. Members no longer listed are
+    /// forgotten without an event: the core lists down and left members
+    /// until it drops them, and their last state was told.
+    fn tell_member_changes(&mut self, members: &[MemberView]) {
+        let mut seen = BTreeMap::new();
+        for m in members.iter().filter(|m| !m.is_self) {
+            seen.insert(m.peer.id, m.state);
+            let before = self.told.get(&m.peer.id).copied();
+            if before == Some(m.state) {
+                continue;
+            }
+            let name = m
+                .manifest
+                .as_ref()
+                .map(|x| x.name.clone())
+                .unwrap_or_default();
+            if m.state == MemberState::Suspect {
+                tracing::info!(member = %m.peer.id, %name, "member suspected");
+            }
+            let event = ApiEvent::Member {
+                id: m.peer.id.to_string(),
+                name,
+                state: m.state.as_str().to_string(),
+                previous: before.map(|b| b.as_str().to_string()),
+            };
+            // No subscribers is not an error.
+            let _ = self.events.send(Arc::new(event));
+        }
+        self.told = seen;
+    }
+
     /// Logs events and forwards them to subscribers; true if membership changed.
     fn dispatch_events(&mut self) -> bool {
         let mut membership = false;
@@ -401,10 +441,6 @@ impl MeshLoop {
                     .and_then(|m| m.manifest)
                     .map(|m| m.name)
                     .unwrap_or_default()
-            };
-            let member = |id: &myco_proto::NodeId, state: &str| ApiEvent::Member {
-                id: id.to_string(),
-                state: state.to_string(),
             };
             let api = match &event {
                 // The core's own bookkeeping (tombstone collection) is not
@@ -421,15 +457,15 @@ impl MeshLoop {
                 }
                 Event::MemberUp(p) => {
                     tracing::info!(member = %p.id, addr = %p.addr, "member up");
-                    Some(member(&p.id, "alive"))
+                    None
                 }
                 Event::MemberDown(p) => {
                     tracing::warn!(member = %p.id, name = %name(&p.id), addr = %p.addr, "member down");
-                    Some(member(&p.id, "down"))
+                    None
                 }
                 Event::MemberLeft(p) => {
                     tracing::info!(member = %p.id, name = %name(&p.id), "member left");
-                    Some(member(&p.id, "left"))
+                    None
                 }
                 Event::ManifestChanged(id) => {
                     let m = node.member(*id).and_then(|m| m.manifest);

@@ -76,6 +76,41 @@ impl ReadView {
         }
     }
 
+    /// Visits live entries under `prefix` in key order, starting after
+    /// `after` (when given), until `visit` returns false; nothing is copied.
+    /// Returns whether an entry under the prefix was left unvisited.
+    pub fn visit(
+        &self,
+        table: Table,
+        prefix: &str,
+        after: Option<&str>,
+        mut visit: impl FnMut(&str, &Entry) -> bool,
+    ) -> bool {
+        let Some(t) = self.tables.get(&table) else {
+            return false;
+        };
+        let start = match after {
+            Some(a) if a >= prefix => a,
+            _ => prefix,
+        };
+        let first = t.leaf_for(start);
+        for leaf in t.leaves.iter().skip(first) {
+            let from = leaf.partition_point(|(k, _)| match after {
+                Some(a) => k.as_str() <= a || k.as_str() < prefix,
+                None => k.as_str() < prefix,
+            });
+            for (k, e) in &leaf[from..] {
+                if !k.starts_with(prefix) {
+                    return false;
+                }
+                if !visit(k, e) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
     /// Live entries in a table.
     pub fn len(&self, table: Table) -> usize {
         self.tables

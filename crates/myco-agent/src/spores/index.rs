@@ -29,10 +29,11 @@ pub fn name_key(name_at_version: &str) -> String {
 }
 
 /// Parses a publisher key given as 64 hex digits.
+///
+/// Weak keys (small-order points, which any signature could verify
+/// against) are refused, through the spore format's own check.
 pub fn parse_key(hex_key: &str) -> Option<VerifyingKey> {
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(hex_key.trim(), &mut bytes).ok()?;
-    VerifyingKey::from_bytes(&bytes).ok()
+    myco_spore::parse_public_key(hex_key)
 }
 
 /// The trusted publisher keys.

@@ -203,6 +203,13 @@ impl Spores {
     /// `NAME@VERSION`): fetched from a live holder if not, then indexed with
     /// this node as a holder. Returns the local file.
     pub async fn open(&self, which: &str) -> Result<PathBuf, SporeFlowError> {
+        self.open_as(which, true).await
+    }
+
+    /// [`Spores::open`], fetching from a holder only when `may_fetch`
+    /// (the caller holds the token): an unauthenticated read must not make
+    /// this node fetch, store and record a spore.
+    pub async fn open_as(&self, which: &str, may_fetch: bool) -> Result<PathBuf, SporeFlowError> {
         let digest = if hex_of(which).is_some() {
             which.to_string()
         } else {
@@ -213,6 +220,11 @@ impl Spores {
             })?
         };
         if !self.store.has(&digest).await {
+            if !may_fetch {
+                return Err(SporeFlowError::NotFound(format!(
+                    "spore {which} is not on this node; an authenticated request fetches it from a holder"
+                )));
+            }
             self.fetch(&digest).await?;
         }
         self.store
