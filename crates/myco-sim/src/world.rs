@@ -9,6 +9,10 @@
 //!
 //! Each node sees its own clock: virtual time plus a Unix-like origin plus
 //! its skew. Deadlines it asks for are turned back into virtual time.
+//!
+//! Why one file of this length: it is the one event loop of the world,
+//! and each arm is short; what is not the loop (the network, the disk,
+//! the checkers, the workload) already lives in its own module.
 
 use std::collections::BTreeMap;
 use std::fmt;
