@@ -89,6 +89,7 @@ impl From<SporeFlowError> for HttpError {
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             },
             SporeFlowError::NotFound(_) => StatusCode::NOT_FOUND,
+            SporeFlowError::AnonFetchBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             SporeFlowError::Fetch(FetchError::BadDigest(_)) => StatusCode::BAD_REQUEST,
             SporeFlowError::Fetch(_) => StatusCode::BAD_GATEWAY,
             SporeFlowError::Write(w) => write_status(w),

@@ -24,9 +24,9 @@ pub async fn list(State(s): State<ApiState>) -> Json<Vec<SporeInfo>> {
     Json(s.spores.list().await)
 }
 
-/// `GET /v1/spores/{digest or NAME@VERSION}`: the file; a token holder's
-/// request fetches it from a holder first if this node does not have it,
-/// an unauthenticated one gets only what is local (404 otherwise).
+/// `GET /v1/spores/{digest or NAME@VERSION}`: the file, fetched from a
+/// holder first if this node does not have it; without the token, such a
+/// fetch is bounded (one at a time, one per 10 s; 429 otherwise).
 pub async fn download(
     State(s): State<ApiState>,
     Path(which): Path<String>,

@@ -9,6 +9,7 @@
 //!   collection as domain operations returning [`SporeFlowError`]; the HTTP
 //!   handlers only translate.
 
+pub mod anon;
 pub mod fetch;
 pub mod index;
 mod serve;

@@ -60,6 +60,11 @@ pub enum SporeFlowError {
     /// Local disk trouble.
     #[error("spore store: {0}")]
     Io(#[from] std::io::Error),
+    /// Not local, and the gate on unauthenticated fetches is closed.
+    #[error(
+        "spore {0} is not on this node and an unauthenticated fetch ran recently: retry in a few seconds, or send the API token"
+    )]
+    AnonFetchBusy(String),
 }
 
 /// The spore workflows over the content store and the mesh.
@@ -67,6 +72,7 @@ pub struct Spores {
     store: Arc<SporeStore>,
     mesh: MeshHandle,
     retention: Duration,
+    anon: super::anon::AnonFetchGate,
 }
 
 impl Spores {
@@ -77,6 +83,7 @@ impl Spores {
             store,
             mesh,
             retention,
+            anon: Default::default(),
         }
     }
 
@@ -206,9 +213,9 @@ impl Spores {
         self.open_as(which, true).await
     }
 
-    /// [`Spores::open`], fetching from a holder only when `may_fetch`
-    /// (the caller holds the token): an unauthenticated read must not make
-    /// this node fetch, store and record a spore.
+    /// [`Spores::open`]; when not `may_fetch` (the caller has no token) a
+    /// fetch goes through the bounded gate of `spores::anon`: one at a
+    /// time, one start per 10 s, so an open read cannot flood holders.
     pub async fn open_as(&self, which: &str, may_fetch: bool) -> Result<PathBuf, SporeFlowError> {
         let digest = if hex_of(which).is_some() {
             which.to_string()
@@ -220,12 +227,22 @@ impl Spores {
             })?
         };
         if !self.store.has(&digest).await {
-            if !may_fetch {
-                return Err(SporeFlowError::NotFound(format!(
-                    "spore {which} is not on this node; an authenticated request fetches it from a holder"
-                )));
+            if may_fetch {
+                self.fetch(&digest).await?;
+            } else {
+                // Unauthenticated: only through the bounded gate (see
+                // `spores::anon`), so open reads cannot flood holders; a
+                // digest nobody holds is a 404 and never takes the gate.
+                if !Index::read(&self.mesh).holders.contains_key(&digest) {
+                    return Err(SporeFlowError::NotFound(format!(
+                        "no spore {digest} in the index"
+                    )));
+                }
+                let Some(_permit) = self.anon.try_start(std::time::Instant::now()) else {
+                    return Err(SporeFlowError::AnonFetchBusy(which.to_string()));
+                };
+                self.fetch(&digest).await?;
             }
-            self.fetch(&digest).await?;
         }
         self.store
             .path(&digest)
