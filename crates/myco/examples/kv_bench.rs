@@ -36,7 +36,7 @@ impl Conn {
     /// One request on a keep-alive connection; returns the status code.
     fn request(&mut self, method: &str, path: &str, token: &str, body: &[u8]) -> u16 {
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
             body.len()
         );
         self.writer.write_all(head.as_bytes()).unwrap();
