@@ -28,18 +28,30 @@ async fn start(test: &str, restored: Vec<Change>) -> (MeshLoop, MeshHandle, Arc<
     let dir = dir(test);
     let (store, _) = Store::open(&dir.join("state.redb")).unwrap();
     let store = Arc::new(store);
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr: SocketAddr = socket.local_addr().unwrap();
     let id = NodeId::from_u64(1);
     let key = ClusterKey::from_bytes([3; 32]);
-    let (streams, incoming) = Streams::bind(
-        addr,
-        std::slice::from_ref(&key),
-        id,
-        StreamConfig::default(),
-    )
-    .await
-    .unwrap();
+    // The streams listen on TCP at the UDP socket's port number, which
+    // another test may hold: try fresh ports until both are ours.
+    let mut attempt = 0;
+    let (socket, addr, streams, incoming) = loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = socket.local_addr().unwrap();
+        match Streams::bind(
+            addr,
+            std::slice::from_ref(&key),
+            id,
+            StreamConfig::default(),
+        )
+        .await
+        {
+            Ok((streams, incoming)) => break (socket, addr, streams, incoming),
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                eprintln!("port {addr} taken for streams ({e}); trying another");
+            }
+            Err(e) => panic!("no free port pair after 20 tries: {e}"),
+        }
+    };
     let spores = SporeStore::open(&dir, streams.clone(), addr).await.unwrap();
     let keys = KeyRing::new(key);
     let manifest = NodeManifest {
