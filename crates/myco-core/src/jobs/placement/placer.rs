@@ -89,13 +89,18 @@ impl<'a> Placer<'a> {
                 let next = zone_ids.len() as u32;
                 let zone = *zone_ids.entry(zone).or_insert(next);
                 let up = v.liveness == Liveness::Up && v.tags.is_some();
-                fp.u64(v.id.as_u64())
-                    .u64(u64::from(up))
-                    .u64(v.capacity.cpu_milli);
-                fp.u64(v.capacity.memory_mb)
-                    .u64(v.capacity.pids.unwrap_or(u64::MAX));
-                for (k, val) in v.tags.iter().flatten() {
-                    fp.str(k).str(val);
+                // Only up nodes decide anything: a node that is down, has
+                // left, or is gone from the member list is the same input,
+                // so its later transitions restart no node's settle period.
+                if up {
+                    fp.u64(v.id.as_u64()).u64(v.capacity.cpu_milli);
+                    fp.u64(v.capacity.memory_mb)
+                        .u64(v.capacity.pids.unwrap_or(u64::MAX));
+                    for (k, val) in v.tags.iter().flatten() {
+                        fp.str(k).str(val);
+                    }
+                    // Ends the tags, so no two node lists hash alike.
+                    fp.u64(u64::MAX);
                 }
                 Node {
                     hash: mix(v.id.as_u64()),
@@ -164,18 +169,22 @@ impl<'a> Placer<'a> {
                 self.sticky[j].push((r.slot, n as u32));
             }
         }
+        let (nodes, views) = (&self.nodes, &self.views);
         for (j, (sticky, avoid)) in self.sticky.iter_mut().zip(&mut self.avoid).enumerate() {
             sticky.sort_unstable();
             sticky.dedup();
             avoid.sort_unstable();
             avoid.dedup();
+            // By node id, not index, and up nodes only: a record on a node
+            // that is not up decides nothing (it is not eligible), and the
+            // index of a node moves when a non-up member comes or goes.
             fp.u64(j as u64);
-            for &(s, n) in sticky.iter() {
-                fp.u64(u64::from(s) << 32 | u64::from(n));
+            for &(s, n) in sticky.iter().filter(|&&(_, n)| nodes[n as usize].up) {
+                fp.u64(u64::from(s)).u64(views[n as usize].id.as_u64());
             }
             fp.u64(u64::MAX);
-            for &n in avoid.iter() {
-                fp.u64(u64::from(n));
+            for &n in avoid.iter().filter(|&&n| nodes[n as usize].up) {
+                fp.u64(views[n as usize].id.as_u64());
             }
         }
     }

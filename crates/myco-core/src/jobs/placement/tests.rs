@@ -410,6 +410,47 @@ fn the_fingerprint_ignores_what_decides_nothing() {
     assert_ne!(b.fingerprint, c.fingerprint);
 }
 
+/// A node dies: its records stay (only it writes them) and its member
+/// entry goes from down to reaped, or it leaves. Only the first change
+/// (up to not up) may restart the settle period of the nodes that watch.
+#[test]
+fn a_node_down_left_or_gone_is_one_and_the_same_input() {
+    let nodes: Vec<_> = (1..=4).map(|i| node(i, "", 4096)).collect();
+    let jobs = [job("web", 3, Strategy::Spread, 64)];
+    let recs = running(&run(&nodes, &jobs, &[]));
+    assert!(
+        recs.iter().any(|r| r.node.as_u64() == 4),
+        "node 4 runs a slot"
+    );
+    let with = |liveness: Option<Liveness>| {
+        let mut ns = nodes.clone();
+        match liveness {
+            Some(l) => ns[3].liveness = l,
+            None => {
+                ns.pop();
+            }
+        }
+        run(&ns, &jobs, &recs)
+    };
+    let up = with(Some(Liveness::Up));
+    let down = with(Some(Liveness::Down));
+    assert_ne!(up.fingerprint, down.fingerprint, "the death itself counts");
+    assert_eq!(down.fingerprint, with(Some(Liveness::Left)).fingerprint);
+    assert_eq!(down.fingerprint, with(None).fingerprint, "reaped");
+    assert_eq!(
+        down.job("web"),
+        with(None).job("web"),
+        "and the placements agree"
+    );
+    // A record on the dead node changing (it never will, but a late
+    // replica might deliver one) changes nothing either.
+    let mut late = recs.clone();
+    late.retain(|r| r.node.as_u64() != 4);
+    let mut ns = nodes.clone();
+    ns[3].liveness = Liveness::Down;
+    assert_eq!(run(&ns, &jobs, &late).fingerprint, down.fingerprint);
+}
+
 #[test]
 fn plan_says_why_each_other_node_was_not_chosen() {
     let mut nodes = vec![
