@@ -11,12 +11,18 @@
 //!   one node: start, adopt, stop, keep, hold, refuse, forget.
 //! - [`supervise`]: [`supervise::Supervisor`], per instance: probes,
 //!   readiness, restarts with backoff and jitter, giving up.
+//! - [`controller`]: [`controller::Controller`], the four above glued
+//!   into one node's state machine exactly as described below; the agent
+//!   and the simulator both drive it (views and process events in,
+//!   [`controller::JobAction`]s out).
 //!
 //! The record types live in `myco_proto`: [`myco_proto::job::JobSpec`]
 //! and [`myco_proto::job::JobRecord`] (tables `jobs`, `job_versions`),
 //! [`myco_proto::instance::InstanceRecord`] (table `instances`).
 //!
 //! # How the integrator drives it
+//!
+//! (This is what [`controller::Controller`] does; drive that.)
 //!
 //! On every pass (after any change to members, manifests or the `jobs` /
 //! `instances` tables, after a process event, and when
@@ -92,6 +98,7 @@
 //! also checks its own processes before starting (`Refuse`), so a stale
 //! view cannot over-commit it.
 
+pub mod controller;
 pub mod placement;
 pub mod reconcile;
 pub mod settle;
