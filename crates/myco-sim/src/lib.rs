@@ -61,6 +61,11 @@ mod check;
 mod config;
 mod disk;
 mod faults;
+mod jobs;
+mod jobs_agents;
+mod jobs_check;
+mod jobs_procs;
+mod jobs_workload;
 mod net;
 mod phases;
 mod queue;
@@ -74,5 +79,6 @@ pub use config::{
     Budgets, CrashPlan, DETECTION_MAX_LOSS, Fault, FaultPlan, MAX_SKEW_MS, NetConfig,
     PartitionPlan, SimConfig, Workload,
 };
+pub use jobs::{JobsConfig, JobsReport, run_jobs};
 pub use phases::run;
 pub use report::{Detection, Propagation, Report, StateReport, Traffic};
