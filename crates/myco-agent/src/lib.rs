@@ -11,6 +11,8 @@
 //! - [`http`]: the axum API, one module per resource.
 //! - [`exec`]: process supervision mechanisms (spawn, stop, cgroups,
 //!   logs, probes, ports, records).
+//! - [`jobs`]: the job runtime: drives the core's jobs controller and
+//!   carries out its actions with [`exec`].
 //! - [`edge`]: the HTTP edge gateway (to come).
 
 #![deny(missing_docs)]
@@ -21,6 +23,7 @@ pub mod config;
 pub mod edge;
 pub mod exec;
 pub mod http;
+pub mod jobs;
 pub mod mesh;
 pub mod net;
 pub mod spores;

@@ -191,6 +191,13 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         mesh.clone(),
         settings.spore_retention,
     ));
+    let jobs = crate::jobs::runtime::start(crate::jobs::runtime::RuntimeParts {
+        mesh: mesh.clone(),
+        spores: spores.clone(),
+        data_dir: dir.path().to_path_buf(),
+        config: crate::jobs::JobsConfig::default(),
+    })
+    .await;
     let token: Arc<str> = Arc::from(token.as_str());
     let server = http::front::api_server(token.clone());
     let state = ApiState {
@@ -212,6 +219,8 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
                 ..SseLimits::default()
             },
         ),
+        jobs: jobs.shared.clone(),
+        logs: http::logs::Followers::default(),
     };
     let gc = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -246,6 +255,8 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     shutdown_signal().await;
     reload.abort();
     gc.abort();
+    // Instances run on; the next agent adopts them.
+    jobs.stop();
     notify_systemd("STOPPING=1");
     tracing::info!("leaving the mesh");
     mesh.leave(Duration::from_secs(2)).await;

@@ -32,6 +32,7 @@
 //! (`spores::SporeStore`) before [`instance_dir::prepare`].
 
 pub mod cgroup;
+pub mod executor;
 pub mod instance_dir;
 pub mod logs;
 pub mod ports;

@@ -45,6 +45,8 @@ pub struct Sources<'a> {
     pub streams: StreamStats,
     /// Spores refused, by reason.
     pub spores_refused: std::collections::BTreeMap<&'static str, u64>,
+    /// The jobs runtime.
+    pub jobs: &'a crate::jobs::JobsShared,
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
@@ -231,6 +233,7 @@ pub fn encode_registry(src: &Sources<'_>) -> Registry {
         "Spores refused on push or fetch, by reason",
         refused,
     );
+    super::metrics_jobs::register(&mut r, src.jobs);
     r
 }
 
@@ -311,6 +314,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         store_recovered: s.store_recovered,
         streams: s.streams.stats(),
         spores_refused: s.spores.store().refusals(),
+        jobs: &s.jobs,
     });
     super::front::register(&mut registry, &s.front);
     let mut body = String::new();

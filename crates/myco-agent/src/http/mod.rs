@@ -1,7 +1,7 @@
 //! The HTTP API: the router and what its handlers share.
 //!
 //! One module per resource ([`status`], [`kv`], [`events`], [`spores`],
-//! [`metrics`], [`dashboard`]); [`auth`] checks the token, [`errors`] maps
+//! [`logs`], [`metrics`], [`dashboard`]); [`auth`] checks the token, [`errors`] maps
 //! domain errors to status codes. Handlers depend on domain services (the
 //! [`MeshHandle`], the [`Spores`] workflows), never on each other, and only
 //! translate: parse the request, call one operation, shape the answer.
@@ -13,7 +13,9 @@ pub mod events;
 pub mod front;
 pub mod guard;
 pub mod kv;
+pub mod logs;
 pub mod metrics;
+mod metrics_jobs;
 pub mod spores;
 pub mod sse;
 pub mod status;
@@ -62,6 +64,10 @@ pub struct ApiState {
     pub faults: bool,
     /// Connection limits, host policy, event hub and dashboard sessions.
     pub front: front::FrontDoor,
+    /// The jobs runtime's counters, cgroup support and local instances.
+    pub jobs: Arc<crate::jobs::JobsShared>,
+    /// Bounds `/v1/logs` followers.
+    pub logs: logs::Followers,
 }
 
 /// Builds the router.
@@ -92,6 +98,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/spores/gc", post(spores::gc))
         .route("/v1/trust", get(spores::trust_list).post(spores::trust_add))
         .route("/v1/trust/{key}", delete(spores::trust_remove))
+        .route("/v1/logs/{job}", get(logs::logs))
         .route("/v1/debug/faults", post(status::faults))
         .route("/mesh/status", get(status::mesh_status))
         .route("/mesh/peers", get(status::peers))

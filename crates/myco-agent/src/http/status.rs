@@ -85,9 +85,24 @@ pub async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
     )
 }
 
+/// `/v1/status`: the node's status and what it can do for instances.
+#[derive(serde::Serialize)]
+pub struct StatusWithCgroups {
+    /// The status every release answers.
+    #[serde(flatten)]
+    pub status: Status,
+    /// The cgroup support detected at start (`version`: `v2`, `v1` or
+    /// `none`; `limits`: the limiting controllers; `reason` when something
+    /// is missing).
+    pub cgroups: crate::exec::CgroupSupport,
+}
+
 /// `GET /v1/status`, `GET /api/cluster/status`.
-pub async fn status(State(s): State<ApiState>) -> Json<Status> {
-    Json(status_of(&s, &s.mesh.snapshot()))
+pub async fn status(State(s): State<ApiState>) -> Json<StatusWithCgroups> {
+    Json(StatusWithCgroups {
+        status: status_of(&s, &s.mesh.snapshot()),
+        cgroups: (*s.jobs.cgroups).clone(),
+    })
 }
 
 /// `GET /v1/nodes`, `GET /api/nodes`.

@@ -1,0 +1,106 @@
+//! The jobs runtime's part of `/metrics`: instances on this node by state,
+//! starts, restarts, failures and refusals, record writes, and the cgroup
+//! support found at start.
+
+use std::sync::atomic::Ordering;
+
+use myco_proto::instance::InstanceState;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::exec::CgroupVersion;
+use crate::jobs::JobsShared;
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counter(r: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    r.register(name, help, c);
+}
+
+/// Registers the jobs metrics.
+pub fn register(r: &mut Registry, jobs: &JobsShared) {
+    let by_state = jobs.by_state();
+    let instances = Family::<Labels, Gauge>::default();
+    for state in [
+        InstanceState::Launching,
+        InstanceState::Ready,
+        InstanceState::Failed,
+        InstanceState::Draining,
+        InstanceState::Stopped,
+    ] {
+        let n = by_state.get(&state).copied().unwrap_or(0);
+        instances
+            .get_or_create(&vec![("state", state.as_str().to_string())])
+            .set(n as i64);
+    }
+    r.register(
+        "instances",
+        "Instances supervised on this node, by state",
+        instances,
+    );
+    let s = &jobs.stats;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    counter(
+        r,
+        "instance_spawns",
+        "Instance processes started on this node (first starts and restarts)",
+        get(&s.spawns),
+    );
+    counter(
+        r,
+        "instance_restarts",
+        "Starts of an instance that had run on this node before",
+        get(&s.restarts),
+    );
+    counter(
+        r,
+        "instance_spawn_failures",
+        "Instance starts that failed (spore, unpack, command)",
+        get(&s.spawn_failures),
+    );
+    counter(
+        r,
+        "instance_refusals",
+        "Instances this node refused to start (its own capacity)",
+        get(&s.refusals),
+    );
+    counter(
+        r,
+        "instances_adopted",
+        "Instances found running after an agent restart and adopted",
+        get(&s.adopted),
+    );
+    counter(
+        r,
+        "instance_records_written",
+        "Instance records written or deleted by this node (only on change)",
+        get(&s.records_written),
+    );
+    counter(
+        r,
+        "instance_record_write_failures",
+        "Instance record writes that failed",
+        get(&s.record_write_failures),
+    );
+    let cgroups = Family::<Labels, Gauge>::default();
+    let version = match jobs.cgroups.version {
+        CgroupVersion::V2 => "v2",
+        CgroupVersion::V1 => "v1",
+        CgroupVersion::None => "none",
+    };
+    cgroups
+        .get_or_create(&vec![
+            ("version", version.to_string()),
+            ("limits", jobs.cgroups.limits.join(",")),
+        ])
+        .set(1);
+    r.register(
+        "cgroups",
+        "The cgroup support instances get on this node (1 for the detected one)",
+        cgroups,
+    );
+}

@@ -1,0 +1,362 @@
+//! The runtime task: one loop that owns the [`Controller`] and drives it
+//! the way quinn's shell drives quinn-proto.
+//!
+//! Inputs, one at a time: a change of the `jobs` or `instances` table or
+//! of membership (events from the mesh, coalesced for [`COALESCE`] so a
+//! burst makes one view), a manifest arriving (seen by comparing a
+//! membership fingerprint every [`MEMBERSHIP_POLL`], since it raises no
+//! event), a process exit, a finished spawn or probe, and the controller's
+//! own timeout. After each, every action is drained and carried out
+//! ([`super::act`]): slow work in tasks that report back on one bounded
+//! channel, record writes through the ordered writer.
+//!
+//! At start it scans `DATA_DIR/instances` for processes that survived the
+//! previous agent (pid, start time and boot id must all match), adopts
+//! them, and tells the controller with `set_local_scan` before anything
+//! else; after a reboot nothing matches and the controller starts the
+//! instances again from the node's own replica, peers or not.
+//!
+//! Stopping the runtime (the agent shutting down) leaves instances
+//! running: the next agent adopts them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use myco_core::Time;
+use myco_core::jobs::controller::{Controller, ControllerConfig, Found};
+use myco_proto::NodeId;
+use myco_proto::job::JobRecord;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::view::{self, membership_fingerprint};
+use super::writer::{self, RecordWrite};
+use super::{JobsConfig, JobsShared, LocalInstance};
+use crate::exec::executor::Executor;
+use crate::exec::process::Exit as ProcExit;
+use crate::exec::record::{self, Liveness};
+use crate::exec::{CgroupSupport, Exits, Launched, ProbeKind};
+use crate::mesh::{Clock, MeshHandle};
+use crate::spores::Spores;
+
+/// How long a burst of changes is gathered before the view is rebuilt.
+pub const COALESCE: Duration = Duration::from_millis(50);
+/// How often membership is compared for manifests that arrived.
+pub const MEMBERSHIP_POLL: Duration = Duration::from_secs(1);
+/// How often instance logs are checked for rotation (a `stat` each).
+pub const ROTATE_EVERY: Duration = Duration::from_secs(10);
+/// Outcomes of spawns, probes and stops not yet taken by the loop.
+const DONE_QUEUE: usize = 1024;
+/// Exits not yet taken by the loop.
+const EXIT_QUEUE: usize = 1024;
+
+/// What the runtime needs from the agent.
+pub struct RuntimeParts {
+    /// The mesh.
+    pub mesh: MeshHandle,
+    /// The spore workflows (open a spore, fetching it from peers).
+    pub spores: Arc<Spores>,
+    /// The agent's data dir.
+    pub data_dir: PathBuf,
+    /// Ports, cgroups, logs, settle.
+    pub config: JobsConfig,
+}
+
+/// A running jobs runtime.
+pub struct JobsRuntime {
+    /// What the API reads.
+    pub shared: Arc<JobsShared>,
+    task: JoinHandle<()>,
+}
+
+impl JobsRuntime {
+    /// Stops the runtime's loop. Instances run on, for the next agent to
+    /// adopt.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+
+    /// Waits for the loop to end (after [`JobsRuntime::stop`]).
+    pub async fn join(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// The outcome of work done off the loop.
+pub(super) enum Done {
+    /// A spawn finished.
+    Spawned {
+        id: String,
+        job: Arc<JobRecord>,
+        result: Result<Box<Launched>, String>,
+    },
+    /// A probe finished.
+    Probed {
+        id: String,
+        result: Result<(), String>,
+    },
+}
+
+/// The loop's state.
+pub(super) struct Runtime {
+    pub(super) mesh: MeshHandle,
+    pub(super) spores: Arc<Spores>,
+    pub(super) shared: Arc<JobsShared>,
+    pub(super) ctl: Controller,
+    pub(super) exec: Executor,
+    pub(super) exits: Exits,
+    pub(super) clock: Clock,
+    pub(super) me: NodeId,
+    pub(super) done: mpsc::Sender<Done>,
+    pub(super) writes: mpsc::Sender<RecordWrite>,
+    /// The current record of each job, by name (probes of adopted
+    /// instances read their health check from it).
+    pub(super) jobs: BTreeMap<String, Arc<JobRecord>>,
+    /// Job name per local instance, from its spawn or adoption to release.
+    pub(super) job_of: BTreeMap<String, String>,
+    /// Probe per local instance, from the version it was spawned with.
+    pub(super) probes: BTreeMap<String, Option<(ProbeKind, Duration)>>,
+    /// Spawns under way, and whether a kill came meanwhile.
+    pub(super) spawning: BTreeMap<String, Option<Duration>>,
+    /// Instances spawned at least once since this runtime started.
+    pub(super) spawned: BTreeSet<String>,
+    /// Instances counted as refused.
+    pub(super) refused: BTreeSet<String>,
+}
+
+/// Detects cgroups, then starts the runtime's task.
+pub async fn start(parts: RuntimeParts) -> JobsRuntime {
+    let cg_config = parts.config.cgroups.clone();
+    let cgroups = tokio::task::spawn_blocking(move || CgroupSupport::detect(&cg_config))
+        .await
+        .unwrap_or_else(|e| CgroupSupport::none(format!("detection failed: {e}")));
+    if cgroups.is_usable() {
+        tracing::info!(version = ?cgroups.version, limits = ?cgroups.limits, "cgroups for instances");
+    } else {
+        tracing::warn!(reason = %cgroups.reason, "no usable cgroups: instances run without limits");
+    }
+    let cgroups = Arc::new(cgroups);
+    let shared = JobsShared::new(cgroups.clone());
+    let task = tokio::spawn(run(parts, shared.clone(), cgroups));
+    JobsRuntime { shared, task }
+}
+
+async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSupport>) {
+    let RuntimeParts {
+        mesh,
+        spores,
+        data_dir,
+        config,
+    } = parts;
+    let snap = mesh.snapshot();
+    let me = snap.me;
+    let capacity = snap
+        .members
+        .iter()
+        .find(|m| m.is_self)
+        .and_then(|m| m.manifest.as_ref())
+        .map(|man| view::capacity_of(&man.capacity))
+        .unwrap_or_else(|| view::capacity_of(&crate::config::sysinfo::detect()));
+    let seed = u64::from_le_bytes(crate::config::datadir::random_bytes::<8>());
+    let ctl = Controller::new(
+        me.id,
+        capacity,
+        ControllerConfig {
+            settle: config.settle,
+            seed,
+        },
+    );
+    let (done_tx, mut done_rx) = mpsc::channel(DONE_QUEUE);
+    let mut events = mesh.subscribe();
+    let mut rt = Runtime {
+        writes: writer::start(mesh.clone(), shared.clone()),
+        mesh,
+        spores,
+        shared,
+        ctl,
+        exec: Executor::new(data_dir, cgroups, me.addr.ip(), config.ports.clone()),
+        exits: Exits::new(EXIT_QUEUE),
+        clock: Clock::start(),
+        me: me.id,
+        done: done_tx,
+        jobs: BTreeMap::new(),
+        job_of: BTreeMap::new(),
+        probes: BTreeMap::new(),
+        spawning: BTreeMap::new(),
+        spawned: BTreeSet::new(),
+        refused: BTreeSet::new(),
+    };
+    rt.adopt_survivors().await;
+    rt.rebuild_view();
+    rt.drain().await;
+
+    let mut fingerprint = membership_fingerprint(&rt.mesh.snapshot());
+    let mut membership = tokio::time::interval(MEMBERSHIP_POLL);
+    let mut rotate = tokio::time::interval(ROTATE_EVERY);
+    let mut dirty_since: Option<Instant> = None;
+    loop {
+        let timeout = rt
+            .ctl
+            .poll_timeout()
+            .map(|t| Instant::from_std(rt.clock.instant(t)));
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            event = events.recv() => match event {
+                Ok(e) if view::concerns_view(&e) => { dirty_since.get_or_insert_with(Instant::now); }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => { dirty_since.get_or_insert_with(Instant::now); }
+                Err(broadcast::error::RecvError::Closed) => {
+                    tracing::info!("the mesh stopped; the jobs runtime stops (instances run on)");
+                    return;
+                }
+            },
+            exit = rt.exits.next() => rt.on_exit(exit),
+            Some(done) = done_rx.recv() => rt.on_done(done).await,
+            _ = tokio::time::sleep_until(timeout.unwrap_or(far)), if timeout.is_some() => {
+                let now = rt.now();
+                rt.ctl.handle_timeout(now);
+            }
+            _ = tokio::time::sleep_until(dirty_since.map_or(far, |t| t + COALESCE)), if dirty_since.is_some() => {
+                dirty_since = None;
+                rt.rebuild_view();
+            }
+            _ = membership.tick() => {
+                let now = membership_fingerprint(&rt.mesh.snapshot());
+                if now != fingerprint {
+                    fingerprint = now;
+                    dirty_since.get_or_insert_with(Instant::now);
+                }
+            }
+            _ = rotate.tick() => rt.rotate_logs(config.logs),
+        }
+        rt.drain().await;
+    }
+}
+
+impl Runtime {
+    pub(super) fn now(&self) -> Time {
+        self.clock.now()
+    }
+
+    /// Finds the instances the previous agent left running and hands them
+    /// to the controller (an empty scan on a fresh node or after a reboot).
+    async fn adopt_survivors(&mut self) {
+        let dir = self.exec.data_dir().to_path_buf();
+        let scanned = tokio::task::spawn_blocking(move || record::scan(&dir))
+            .await
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        for f in scanned {
+            let rec = match f.record {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(dir = %f.dir.display(), error = %e, "instance directory without a readable record");
+                    continue;
+                }
+            };
+            if f.liveness != Liveness::Alive {
+                tracing::debug!(instance = %rec.instance, liveness = ?f.liveness, "instance did not survive");
+                continue;
+            }
+            let Ok(version) = rec.version.parse::<u64>() else {
+                tracing::warn!(instance = %rec.instance, version = %rec.version, "survivor with an unreadable version is left alone");
+                continue;
+            };
+            tracing::info!(instance = %rec.instance, pid = rec.pid, "adopting a running instance");
+            self.exec.adopt(f.dir, &rec, &self.exits);
+            JobsShared::count(&self.shared.stats.adopted);
+            self.job_of.insert(rec.instance.clone(), rec.job.clone());
+            // Its next start is a restart, and a `failed` record of it is
+            // not a refusal.
+            self.spawned.insert(rec.instance.clone());
+            if let Some(addr) = self.exec.addr_of(&rec.instance) {
+                self.ctl.set_addr(&rec.instance, addr);
+            }
+            found.push(Found {
+                id: rec.instance,
+                job: rec.job,
+                slot: rec.slot,
+                version,
+            });
+        }
+        let now = self.now();
+        self.ctl.set_local_scan(now, found);
+    }
+
+    /// Rebuilds the view from what the mesh published and runs a pass.
+    pub(super) fn rebuild_view(&mut self) {
+        let now = self.now();
+        let (view, skipped) = view::build(&self.mesh, now.0);
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "undecodable job or instance records ignored (a newer release wrote them?)"
+            );
+        }
+        self.jobs = view
+            .jobs
+            .iter()
+            .map(|j| (j.spec.name.clone(), Arc::new(j.clone())))
+            .collect();
+        self.ctl.set_view(now, view);
+    }
+
+    fn on_exit(&mut self, exit: ProcExit) {
+        let Some(gone) = self.exec.exited(&exit.instance, exit.pid) else {
+            tracing::debug!(instance = %exit.instance, pid = exit.pid, "stale exit ignored");
+            return;
+        };
+        tracing::info!(instance = %exit.instance, pid = exit.pid, how = ?exit.kind, "instance exited");
+        // The leader is gone; nothing else of the instance may run on.
+        tokio::spawn(async move {
+            crate::exec::executor::stop(&gone, Duration::ZERO).await;
+        });
+        let now = self.now();
+        self.ctl.handle_process_event(
+            now,
+            &exit.instance,
+            myco_core::jobs::supervise::ProcessEvent::Exited(crate::exec::executor::exit_of(
+                exit.kind,
+            )),
+        );
+    }
+
+    fn rotate_logs(&self, limits: crate::exec::LogLimits) {
+        let dirs: Vec<PathBuf> = self
+            .exec
+            .running_ids()
+            .iter()
+            .filter_map(|id| self.exec.running(id).map(|r| r.dir.clone()))
+            .collect();
+        if dirs.is_empty() {
+            return;
+        }
+        tokio::task::spawn_blocking(move || {
+            for dir in dirs {
+                if let Err(e) = crate::exec::logs::rotate_if_needed(&dir, &limits) {
+                    tracing::debug!(dir = %dir.display(), error = %e, "log rotation failed");
+                }
+            }
+        });
+    }
+
+    /// Publishes the local instances for the API.
+    pub(super) fn publish(&self) {
+        let local = self
+            .ctl
+            .local()
+            .map(|(id, state)| {
+                let info = LocalInstance {
+                    job: self.job_of.get(id).cloned().unwrap_or_default(),
+                    state,
+                    pid: self.exec.running(id).map(|r| r.pid),
+                };
+                (id.to_owned(), info)
+            })
+            .collect();
+        self.shared.publish(local);
+    }
+}

@@ -1,0 +1,77 @@
+//! The controller's `View`, built from what the mesh loop published: the
+//! membership snapshot (members and their manifests) and the read view of
+//! the `jobs` and `instances` tables. Built on the runtime's task, never on
+//! the mesh loop.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use myco_core::jobs::controller::{View, node_view};
+use myco_core::jobs::placement::Capacity;
+use myco_proto::Table;
+
+use crate::mesh::{MeshHandle, Snapshot};
+
+/// Most records of one table read into a view (far above `MAX_COUNT` jobs
+/// of 1000 slots each on a small mesh; a bound, not a target).
+pub const MAX_RECORDS: usize = 1_000_000;
+
+/// A manifest's capacity as placement reads it (manifests do not say
+/// pids, so pids are not accounted).
+pub fn capacity_of(c: &myco_proto::Capacity) -> Capacity {
+    Capacity {
+        cpu_milli: u64::from(c.cpu_milli),
+        memory_mb: c.memory_mb,
+        pids: None,
+    }
+}
+
+/// The view now, and how many records could not be decoded.
+pub fn build(mesh: &MeshHandle, wall_ms: u64) -> (View, usize) {
+    let snap = mesh.snapshot();
+    let nodes = snap.members.iter().map(node_view).collect();
+    let read = mesh.view();
+    let values = |table| {
+        read.scan(table, "", MAX_RECORDS)
+            .into_iter()
+            .filter_map(|(_, e)| e.value)
+            .collect::<Vec<_>>()
+    };
+    let jobs = values(Table::JOBS);
+    let instances = values(Table::INSTANCES);
+    View::decode(
+        wall_ms,
+        nodes,
+        jobs.iter().map(Vec::as_slice),
+        instances.iter().map(Vec::as_slice),
+    )
+}
+
+/// A digest of what placement reads of membership (ids, states, tags,
+/// capacity): manifests arriving change it without any state event, so the
+/// runtime compares it on a timer and rebuilds the view only on change.
+pub fn membership_fingerprint(snap: &Snapshot) -> u64 {
+    let mut h = DefaultHasher::new();
+    for m in &snap.members {
+        m.peer.id.hash(&mut h);
+        m.state.as_str().hash(&mut h);
+        if let Some(man) = &m.manifest {
+            man.tags.hash(&mut h);
+            man.capacity.cpu_milli.hash(&mut h);
+            man.capacity.memory_mb.hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// Whether a state event concerns the view (the jobs and instances
+/// tables; membership events always do).
+pub fn concerns_view(event: &myco_proto::api::ApiEvent) -> bool {
+    use myco_proto::api::ApiEvent;
+    match event {
+        ApiEvent::State { table, .. } => {
+            *table == Table::JOBS.name() || *table == Table::INSTANCES.name()
+        }
+        ApiEvent::Member { .. } | ApiEvent::Lagged { .. } => true,
+    }
+}

@@ -1,0 +1,168 @@
+//! The jobs runtime with real processes: an in-process agent (mesh loop,
+//! store, spores) whose runtime drives the core's controller, jobs written
+//! to `Table::JOBS` as the API would, and real spores run from their
+//! instance directories.
+
+mod jobs_util;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use jobs_util::{agent, alive, data_dir, http_get, wait_for};
+use myco_proto::instance::InstanceState;
+
+/// An HTTP server answering with its instance id (python3's http.server
+/// serving a file it writes).
+const WEB: &str = "#!/bin/sh\necho \"$MYCO_INSTANCE\" > id.txt\nexec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n";
+/// A process that does nothing for a long time.
+const SLEEP: &str = "#!/bin/sh\nexec sleep 100000\n";
+/// A command that fails at once.
+const CRASH: &str = "#!/bin/sh\necho dying >&2\nexit 3\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_two_becomes_two_ready_instances_that_answer() {
+    let dir = data_dir("count2");
+    let a = agent(&dir, 32000..=32099).await;
+    let digest = a.spore("web", WEB).await;
+    a.deploy(
+        "name = \"web\"\nspore = \"x@1\"\ncount = 2\n[health]\nhttp = \"/id.txt\"\ninterval_ms = 1000\n",
+        &digest,
+    )
+    .await;
+    let ready = wait_for("2 ready instances with addrs", || {
+        let r: Vec<_> = a
+            .instances("web")
+            .into_iter()
+            .filter(|r| r.state == InstanceState::Ready && r.addr.is_some())
+            .collect();
+        (r.len() == 2).then_some(r)
+    })
+    .await;
+    let mut slots: Vec<u32> = ready.iter().map(|r| r.slot).collect();
+    slots.sort();
+    assert_eq!(slots, [0, 1], "one instance per slot");
+    for r in &ready {
+        let addr = r.addr.unwrap();
+        assert!((32000..=32099).contains(&addr.port()), "{addr}");
+        let body = http_get(addr, "/id.txt")
+            .await
+            .expect("the instance answers");
+        assert!(
+            body.contains(&r.id),
+            "{addr} answered {body:?}, not {}",
+            r.id
+        );
+    }
+    let stats = &a.shared().stats;
+    assert_eq!(stats.spawns.load(Ordering::Relaxed), 2);
+    assert_eq!(stats.spawn_failures.load(Ordering::Relaxed), 0);
+    assert_eq!(a.shared().by_state().get(&InstanceState::Ready), Some(&2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_exits_at_once_restarts_then_fails() {
+    let dir = data_dir("crash");
+    let a = agent(&dir, 32100..=32199).await;
+    let digest = a.spore("crash", CRASH).await;
+    a.deploy(
+        "name = \"crash\"\nspore = \"x@1\"\n[restart]\nattempts = 2\ninterval_ms = 60000\ndelay_ms = 100\nmax_delay_ms = 200\n",
+        &digest,
+    )
+    .await;
+    // After the budget the node gives up: `failed`, with an avoidance
+    // that moves the slot elsewhere.
+    let failed = wait_for("the node to give up after the restart budget", || {
+        a.instances("crash")
+            .into_iter()
+            .find(|r| r.state == InstanceState::Failed && r.avoid_until_ms.is_some())
+    })
+    .await;
+    assert!(failed.restarts >= 2, "{failed:?}");
+    assert_eq!(failed.last_exit, Some(myco_proto::instance::Exit::Code(3)));
+    assert!(!failed.reason.is_empty(), "a failed record says why");
+    let stats = &a.shared().stats;
+    assert!(stats.restarts.load(Ordering::Relaxed) >= 2);
+    assert!(stats.spawns.load(Ordering::Relaxed) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_job_leaves_no_process() {
+    let dir = data_dir("stop");
+    let a = agent(&dir, 32200..=32299).await;
+    let digest = a.spore("sleepy", SLEEP).await;
+    let job = a
+        .deploy(
+            "name = \"sleepy\"\nspore = \"x@1\"\ncount = 2\nkill_timeout_ms = 500\n",
+            &digest,
+        )
+        .await;
+    let pids = wait_for("2 running instances", || {
+        let local = a.shared().local();
+        let pids: Vec<u32> = local
+            .values()
+            .filter(|i| i.state == InstanceState::Ready)
+            .filter_map(|i| i.pid)
+            .collect();
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    assert!(pids.iter().all(|p| alive(*p)));
+    let mut stopped = job.clone();
+    stopped.stopped = true;
+    a.put_job(&stopped).await;
+    wait_for("every process gone", || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .await;
+    wait_for("no local instance left", || {
+        a.shared()
+            .local()
+            .values()
+            .all(|i| i.pid.is_none())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_runtime_adopts_running_instances() {
+    let dir = data_dir("adopt");
+    let mut a = agent(&dir, 32300..=32399).await;
+    let digest = a.spore("sleepy", SLEEP).await;
+    a.deploy("name = \"sleepy\"\nspore = \"x@1\"\ncount = 2\n", &digest)
+        .await;
+    let before: BTreeMap<String, u32> = wait_for("2 ready instances", || {
+        let local = a.shared().local();
+        let ready: BTreeMap<String, u32> = local
+            .into_iter()
+            .filter(|(_, i)| i.state == InstanceState::Ready)
+            .filter_map(|(id, i)| Some((id, i.pid?)))
+            .collect();
+        (ready.len() == 2).then_some(ready)
+    })
+    .await;
+
+    // The agent's runtime dies; its instances do not.
+    a.stop_runtime().await;
+    assert!(before.values().all(|p| alive(*p)));
+    a.start_runtime().await;
+
+    let after: BTreeMap<String, u32> = wait_for("the same 2 instances adopted", || {
+        let local = a.shared().local();
+        let ready: BTreeMap<String, u32> = local
+            .into_iter()
+            .filter(|(_, i)| i.state == InstanceState::Ready)
+            .filter_map(|(id, i)| Some((id, i.pid?)))
+            .collect();
+        (ready.len() == 2).then_some(ready)
+    })
+    .await;
+    assert_eq!(after, before, "same ids, same pids");
+    let stats = &a.shared().stats;
+    assert_eq!(stats.adopted.load(Ordering::Relaxed), 2);
+    // Give a wrong decision time to show: nothing is started again.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(stats.spawns.load(Ordering::Relaxed), 0, "no new process");
+    assert_eq!(a.shared().local().len(), 2);
+    assert!(before.values().all(|p| alive(*p)));
+}
