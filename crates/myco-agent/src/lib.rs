@@ -21,6 +21,7 @@ pub mod config;
 pub mod edge;
 pub mod exec;
 pub mod http;
+pub mod jobs;
 pub mod mesh;
 pub mod net;
 pub mod spores;

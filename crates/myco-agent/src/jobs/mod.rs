@@ -1,0 +1,3 @@
+//! Jobs in the agent.
+
+pub mod workflow;
