@@ -31,11 +31,9 @@ pub fn serve() -> anyhow::Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", port))
         .with_context(|| format!("listening on port {port}"))?;
     eprintln!("demo-serve listening on :{port}");
-    for conn in listener.incoming() {
-        // A failed connection is that client's problem, not the server's.
-        if let Ok(conn) = conn {
-            let _ = answer(conn, &identity);
-        }
+    // A failed connection is that client's problem, not the server's.
+    for conn in listener.incoming().flatten() {
+        let _ = answer(conn, &identity);
     }
     Ok(())
 }
