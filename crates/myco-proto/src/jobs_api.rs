@@ -58,7 +58,8 @@ pub enum DeployChange {
     NewVersion,
     /// Only `count` changed: the same version, scaled.
     Scaled,
-    /// A stopped job started again with the same spec and version.
+    /// A stopped job started again: a new version with the same spec
+    /// (answered 201).
     Started,
     /// Stopped by the operator (`DELETE`); records stay for history.
     Stopped,

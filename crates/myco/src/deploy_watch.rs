@@ -109,3 +109,69 @@ pub fn watch(c: &Client, job: &JobInfo, limit: Duration) -> anyhow::Result<()> {
         std::thread::sleep(POLL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(version: u64, state: &str, restarts: u32) -> InstanceInfo {
+        InstanceInfo {
+            id: format!("web-{restarts}-v{version}"),
+            job: "web".into(),
+            node: "n".into(),
+            node_name: "n1".into(),
+            node_state: "alive".into(),
+            state: state.into(),
+            addr: String::new(),
+            digest: String::new(),
+            restarts,
+            reason: "exit code 3".into(),
+            version,
+            slot: 0,
+            last_exit: None,
+            since_ms: 0,
+        }
+    }
+
+    fn job(version: u64) -> JobInfo {
+        let spec = myco_proto::job::JobSpec::from_json(br#"{"name":"web","spore":"a@1"}"#).unwrap();
+        JobInfo {
+            name: "web".into(),
+            version,
+            spore: String::new(),
+            spore_ref: String::new(),
+            stopped: false,
+            desired: 2,
+            count: 2,
+            running: 0,
+            ready: 0,
+            pending: Vec::new(),
+            created_ms: 0,
+            updated_ms: 0,
+            spec,
+        }
+    }
+
+    #[test]
+    fn only_the_new_versions_instances_count() {
+        let p = progress(
+            &job(2),
+            &[
+                instance(1, "ready", 0),
+                instance(2, "ready", 0),
+                instance(2, "launching", 0),
+            ],
+        );
+        assert_eq!((p.ready, p.launching, p.failed), (1, 1, 0));
+        assert_eq!(p.crash_loop, None);
+    }
+
+    #[test]
+    fn a_failed_instance_out_of_restarts_is_a_crash_loop() {
+        // The default policy allows 2 restarts.
+        let p = progress(&job(1), &[instance(1, "failed", 1)]);
+        assert_eq!((p.failed, p.crash_loop.is_some()), (1, false));
+        let p = progress(&job(1), &[instance(1, "failed", 2)]);
+        assert_eq!(p.crash_loop.map(|c| c.1), Some("exit code 3".to_string()));
+    }
+}

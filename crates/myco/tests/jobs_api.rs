@@ -374,10 +374,11 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
     assert_eq!(n1.client().job_versions("web").unwrap().len(), 4);
     let r = call(n1, "POST", "/api/workloads/pin/stop", &Value::Null, false);
     assert!(deployed(&r, 200).job.stopped);
-    let again = deployed(&post(job("web", "hello@1", 5, "b")), 200);
+    let again = deployed(&post(job("web", "hello@1", 5, "b")), 201);
+    assert!(!again.job.stopped);
     assert_eq!(
         (again.change, again.job.version),
-        (DeployChange::Started, 4)
+        (DeployChange::Started, 5)
     );
     for name in ["web", "huge"] {
         n1.client().job_stop(name).unwrap();

@@ -112,7 +112,9 @@ pub fn one_info(s: &ApiState, name: &str) -> Result<JobInfo, HttpError> {
 /// The answer of a write: 201 for a new version, 200 otherwise.
 pub fn written(s: &ApiState, change: DeployChange, rec: &JobRecord) -> Response {
     let code = match change {
-        DeployChange::Created | DeployChange::NewVersion => StatusCode::CREATED,
+        DeployChange::Created | DeployChange::NewVersion | DeployChange::Started => {
+            StatusCode::CREATED
+        }
         _ => StatusCode::OK,
     };
     // The view is read after the write, so the counts are this node's

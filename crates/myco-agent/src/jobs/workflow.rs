@@ -13,7 +13,9 @@
 //!   brings back an earlier spec but keeps the current `count`, as
 //!   `kubectl rollout undo` keeps the replica count.
 //! - **Stop** sets `stopped` on the current record; the record and the
-//!   history stay, so a later deploy continues the version count.
+//!   history stay, so a later deploy continues the version count. Starting
+//!   a stopped job again (the same spec deployed) is a new version, so its
+//!   instances get ids the stopped ones never had.
 //! - The spore is pinned at deploy time: `NAME@VERSION` is resolved through
 //!   the spore index to its digest, and a digest must be in the index.
 //!
@@ -173,10 +175,15 @@ fn next_record(
     if !same_but_count(&cur.spec, &new.spec) {
         return Ok((DeployChange::NewVersion, new));
     }
-    // Same version: only `count` or `stopped` may move.
-    let change = if cur.stopped {
-        DeployChange::Started
-    } else if cur.spec.count == new.spec.count {
+    // A stopped job started again gets a new version too: instance ids
+    // carry the version, so the new instances can never be mistaken for
+    // the records of the stopped ones, wherever those are in being
+    // forgotten.
+    if cur.stopped {
+        return Ok((DeployChange::Started, new));
+    }
+    // Same version: only `count` may move.
+    let change = if cur.spec.count == new.spec.count {
         DeployChange::Unchanged
     } else {
         DeployChange::Scaled
@@ -186,7 +193,6 @@ fn next_record(
             count: new.spec.count,
             ..cur.spec.clone()
         },
-        stopped: false,
         updated_ms: if change == DeployChange::Unchanged {
             cur.updated_ms
         } else {
@@ -205,7 +211,10 @@ async fn store(
     rec: &JobRecord,
 ) -> Result<(), JobFlowError> {
     let bytes = rec.encode();
-    if matches!(change, DeployChange::Created | DeployChange::NewVersion) {
+    if matches!(
+        change,
+        DeployChange::Created | DeployChange::NewVersion | DeployChange::Started
+    ) {
         mesh.write(Table::JOB_VERSIONS, &rec.version_key(), Some(bytes.clone()))
             .await?;
     }

@@ -51,13 +51,14 @@ fn a_count_change_alone_scales_the_same_version() {
 }
 
 #[test]
-fn deploying_a_stopped_job_again_starts_it_without_a_new_version() {
+fn deploying_a_stopped_job_again_starts_it_as_a_new_version() {
     let (_, mut v1) = next_record(None, spec(3, "hi"), D1, 10).unwrap();
     v1.stopped = true;
     let (change, started) = next_record(Some(&v1), spec(3, "hi"), D1, 20).unwrap();
     assert_eq!(change, DeployChange::Started);
     assert!(!started.stopped);
-    assert_eq!(started.version, 1);
+    assert_eq!(started.version, 2);
+    assert_eq!(started.spec, v1.spec);
 }
 
 #[test]
