@@ -258,6 +258,14 @@ impl Client {
         })
     }
 
+    /// `GET path` as a byte stream with no overall deadline (connecting and
+    /// the answer's head are bounded by the timeout; a stream silent for
+    /// 60 s ends with an error): followed logs.
+    pub fn stream(&self, path: &str) -> Result<Box<dyn Read + Send>> {
+        let resp = self.send(Method::GET, path, Body::Empty, Some(&[]))?;
+        Ok(Box::new(resp.into_body().into_reader()))
+    }
+
     /// `GET path` as a server-sent event stream (`/v1/events`, and any
     /// later stream resource). No overall deadline: only connecting and the
     /// answer's head are bounded by the timeout, and a stream silent for

@@ -22,6 +22,7 @@
 mod client;
 mod error;
 pub mod events;
+mod jobs;
 mod resources;
 
 pub use client::{Client, DEFAULT_API, DEFAULT_TIMEOUT, MAX_ANSWER, RawResponse};

@@ -19,6 +19,7 @@ pub mod horizon;
 pub mod id;
 pub mod instance;
 pub mod job;
+pub mod jobs_api;
 pub mod key;
 pub mod state;
 pub mod sync;

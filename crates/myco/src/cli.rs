@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::job_cli::{DeployArgs, InstancesArgs, JobCmd, LogsArgs};
+
 /// Myco: a self-healing mesh orchestrator for small fleets of Linux machines.
 #[derive(Parser, Debug)]
 #[command(name = "myco", version, propagate_version = true)]
@@ -125,6 +127,19 @@ pub enum Command {
     Trust(ApiGroup<TrustCmd>),
     /// The cluster-wide config KV.
     Kv(ApiGroup<KvCmd>),
+    /// Create or update a job from a job file; wait until it runs.
+    Deploy(DeployArgs),
+    /// Every job with desired, running and ready counts.
+    Jobs(ApiOutput),
+    /// Show, stop, scale, plan, revert a job; its history.
+    Job(ApiGroup<JobCmd>),
+    /// Running instances of jobs.
+    Instances(InstancesArgs),
+    /// An instance's output (stdout and stderr).
+    Logs(LogsArgs),
+    /// The demo workload of `myco dev`: answers `/` with its identity.
+    #[command(hide = true)]
+    DemoServe,
     /// Run a local mesh of N agents on loopback, for trying Myco out.
     Dev(DevArgs),
     /// Run the deterministic simulator: real node logic on a virtual network.

@@ -119,6 +119,24 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Spores(a) => crate::spore_cmd::spores(&client(a.conn)?, a.out.json),
         Command::Trust(g) => crate::spore_cmd::trust(&client(g.conn)?, g.cmd),
+        Command::Deploy(a) => {
+            let c = client(a.conn.clone())?;
+            crate::job_cmd::deploy(&c, a)
+        }
+        Command::Jobs(a) => print_listing(&client(a.conn)?.jobs()?, a.out.json),
+        Command::Job(g) => crate::job_cmd::job(&client(g.conn)?, g.cmd),
+        Command::Instances(a) => {
+            let c = client(a.conn.clone())?;
+            crate::job_cmd::instances(&c, a)
+        }
+        Command::Logs(a) => {
+            let c = client(a.conn.clone())?;
+            crate::job_cmd::logs(&c, a)
+        }
+        Command::DemoServe => {
+            unused("demo-serve")?;
+            crate::demo::serve()
+        }
         Command::Dev(args) => {
             unused("dev")?;
             dev::main(args)

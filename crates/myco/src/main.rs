@@ -6,8 +6,12 @@
 mod cli;
 mod commands;
 mod connect;
+mod demo;
+mod deploy_watch;
 mod dev;
 mod devctx;
+mod job_cli;
+mod job_cmd;
 mod peer;
 mod spore_cmd;
 mod systemd;

@@ -27,9 +27,11 @@ pub fn print_listing<T: Listing>(items: &[T], json: bool) -> anyhow::Result<()> 
 
 /// Pretty JSON on standard output.
 pub fn print_json<T: Serialize + ?Sized>(v: &T) -> anyhow::Result<()> {
+    // Encoded first, so a closed pipe is an io::Error (which `main` treats
+    // as success), not a serde_json one.
+    let text = serde_json::to_string_pretty(v)?;
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, v)?;
-    writeln!(out)?;
+    writeln!(out, "{text}")?;
     Ok(())
 }
 

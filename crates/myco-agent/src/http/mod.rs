@@ -1,7 +1,8 @@
 //! The HTTP API: the router and what its handlers share.
 //!
 //! One module per resource ([`status`], [`kv`], [`events`], [`spores`],
-//! [`logs`], [`metrics`], [`dashboard`]); [`auth`] checks the token, [`errors`] maps
+//! [`jobs`], [`instances`] (with `/api/workloads`), [`logs`],
+//! [`metrics`], [`dashboard`]); [`auth`] checks the token, [`errors`] maps
 //! domain errors to status codes. Handlers depend on domain services (the
 //! [`MeshHandle`], the [`Spores`] workflows), never on each other, and only
 //! translate: parse the request, call one operation, shape the answer.
@@ -12,6 +13,8 @@ pub mod errors;
 pub mod events;
 pub mod front;
 pub mod guard;
+pub mod instances;
+pub mod jobs;
 pub mod kv;
 pub mod logs;
 pub mod metrics;
@@ -88,6 +91,19 @@ pub fn router(state: ApiState) -> Router {
             get(kv::get).put(kv::put).delete(kv::delete),
         )
         .route("/v1/events", get(events::events))
+        .route("/v1/jobs", get(jobs::list).post(jobs::deploy))
+        // A job may be named `plan`: GET and DELETE of this path are its.
+        .route(
+            "/v1/jobs/plan",
+            post(jobs::plan)
+                .get(jobs::show_plan_job)
+                .delete(jobs::stop_plan_job),
+        )
+        .route("/v1/jobs/{name}", get(jobs::show).delete(jobs::stop))
+        .route("/v1/jobs/{name}/scale", post(jobs::scale))
+        .route("/v1/jobs/{name}/revert", post(jobs::revert))
+        .route("/v1/jobs/{name}/versions", get(jobs::versions))
+        .route("/v1/instances", get(instances::list))
         .route(
             "/v1/spores",
             get(spores::list)
@@ -104,6 +120,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/mesh/peers", get(status::peers))
         .route("/api/nodes", get(status::nodes))
         .route("/api/cluster/status", get(status::status))
+        .route(
+            "/api/workloads",
+            get(instances::workloads).post(instances::workload_create),
+        )
+        .route("/api/workloads/{id}", get(instances::workload_show))
+        .route("/api/workloads/{id}/stop", post(instances::workload_stop))
         .fallback(|| async {
             HttpError::not_found("no such path; see the API table in the README")
         })

@@ -9,6 +9,8 @@
 //!   read view and membership snapshot, and telling when it changed.
 //! - [`writer`]: the one task that writes instance records, in order per
 //!   key, batching what piles up.
+//! - [`workflow`]: what the jobs API does (deploy, versions, scale, stop,
+//!   revert, plan) on the replicated `jobs` tables.
 //! - [`JobsShared`]: what the API reads (metrics, cgroup support, which
 //!   instances run here) without reaching into the runtime's task.
 //!
@@ -19,6 +21,7 @@
 mod act;
 pub mod runtime;
 pub mod view;
+pub mod workflow;
 mod writer;
 
 use std::collections::BTreeMap;

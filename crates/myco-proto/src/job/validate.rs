@@ -153,7 +153,9 @@ impl JobSpec {
         self.validate_env()?;
         let r = &self.resources;
         range("resources.cpu_milli", r.cpu_milli, 1, 1_024_000)?;
-        range("resources.memory_mb", r.memory_mb, 1, 4_194_304)?;
+        // No upper bound but the type's: a job bigger than every node is
+        // valid (nodes can be added); it stays pending with the reason.
+        range("resources.memory_mb", r.memory_mb, 1, u32::MAX)?;
         range("resources.pids", r.pids, 1, 4_194_304)?;
         if self.constraints.len() > MAX_CONSTRAINTS {
             return Err(invalid("constraints", format!("at most {MAX_CONSTRAINTS}")));

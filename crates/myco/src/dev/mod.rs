@@ -10,6 +10,7 @@
 //! every node with SIGTERM, SIGKILL after 5 s.
 
 mod control;
+mod demo;
 mod node;
 
 use std::fs;
@@ -102,9 +103,19 @@ fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     wait_formed(&mut nodes, &dir, started)?;
-    // Hook: the demo job is deployed here once jobs exist (`myco deploy`).
-    let publisher = trust_dev_key(&dir, &nodes.0[0])?;
+    let (publisher, n1) = demo::trust_dev_key(&dir, &nodes.0[0])?;
+    // The demo job is a nicety: a mesh that cannot run it still serves.
+    let demo = demo::deploy(&dir, &exe, &publisher, &n1)
+        .map_err(|e| println!("demo job not deployed: {e:#}"))
+        .ok();
     banner(&args, &nodes, &publisher, started.elapsed());
+    if let Some(job) = demo {
+        let edge = nodes.0[0].edge;
+        println!(
+            "Demo job {job}: 3 instances starting. Try: myco jobs; myco instances; \
+             curl http://127.0.0.1:{edge}/{job}/"
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -407,24 +418,4 @@ fn stop(n: DevNodeArgs) -> anyhow::Result<()> {
         n.node, n.node
     );
     Ok(())
-}
-
-/// Makes (once) and trusts a development publisher key, so spores packed
-/// with it run in the dev mesh out of the box.
-fn trust_dev_key(dir: &Path, n1: &DevNode) -> anyhow::Result<PathBuf> {
-    let key = dir.join("dev-publisher.key");
-    let public = match myco_spore::read_public_key(&myco_spore::public_key_path(&key)) {
-        Ok(k) => k,
-        Err(_) => myco_spore::write_keypair(&key, random_bytes::<32>())?,
-    };
-    let token = fs::read_to_string(n1.data.join(myco_agent::datadir::API_TOKEN))?
-        .trim()
-        .to_string();
-    Client::new(&n1.api_url())
-        .with_token(Some(token))
-        .trust_add(&myco_proto::api::TrustedKey {
-            key: hex::encode(public.as_bytes()),
-            comment: "myco dev publisher".into(),
-        })?;
-    Ok(key)
 }

@@ -1,0 +1,264 @@
+//! Jobs over HTTP: `/v1/jobs...`. Handlers parse, call one operation of
+//! [`crate::jobs::workflow`], and shape the answer; the counts and pending
+//! reasons come from the replicated instance records and the same
+//! placement function every node runs.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use myco_core::jobs::placement::{self, Placement, Rejection, Slot};
+use myco_proto::instance::InstanceState;
+use myco_proto::job::JobRecord;
+use myco_proto::jobs_api::{
+    DeployChange, Deployed, JobInfo, JobVersionInfo, PendingSlot, PlanInfo, Rejected,
+    RevertRequest, ScaleRequest, SlotPlanInfo,
+};
+
+use super::ApiState;
+use super::errors::HttpError;
+use crate::jobs::workflow::{self, Inputs, JobFlowError};
+
+impl From<JobFlowError> for HttpError {
+    fn from(e: JobFlowError) -> HttpError {
+        let e = match e {
+            JobFlowError::Write(w) => return HttpError::from(w),
+            other => other,
+        };
+        let code = match &e {
+            JobFlowError::Invalid(_) => StatusCode::BAD_REQUEST,
+            JobFlowError::UnknownSpore(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            JobFlowError::NotFound(_) | JobFlowError::NoSuchVersion { .. } => StatusCode::NOT_FOUND,
+            JobFlowError::Conflict(_) => StatusCode::CONFLICT,
+            JobFlowError::Damaged(_) | JobFlowError::Write(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        HttpError::new(code, e.to_string())
+    }
+}
+
+/// The API view of one job, counts and pending slots included.
+pub fn info(rec: &JobRecord, inputs: &Inputs, placed: &Placement) -> JobInfo {
+    let (mut running, mut ready) = (0, 0);
+    for i in inputs.instances.iter().filter(|i| i.job == rec.name()) {
+        if !inputs.is_up(i.node) {
+            continue;
+        }
+        match i.state {
+            InstanceState::Ready => {
+                ready += 1;
+                running += 1;
+            }
+            InstanceState::Launching | InstanceState::Draining => running += 1,
+            InstanceState::Failed | InstanceState::Stopped => {}
+        }
+    }
+    let pending = placed
+        .job(rec.name())
+        .map(|p| {
+            p.slots
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, s)| match s {
+                    Slot::Pending(reason) => Some(PendingSlot {
+                        slot: slot as u32,
+                        reason: reason.clone(),
+                    }),
+                    Slot::Node(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    JobInfo {
+        name: rec.name().to_string(),
+        version: rec.version,
+        spore: rec.digest().to_string(),
+        spore_ref: rec.spore_ref.clone(),
+        stopped: rec.stopped,
+        desired: if rec.stopped { 0 } else { rec.spec.count },
+        count: rec.spec.count,
+        running,
+        ready,
+        pending,
+        created_ms: rec.created_ms,
+        updated_ms: rec.updated_ms,
+        spec: rec.spec.clone(),
+    }
+}
+
+/// Every job, as [`info`] shows them, by name.
+pub fn all_infos(s: &ApiState) -> Vec<JobInfo> {
+    let inputs = Inputs::read(&s.mesh);
+    let placed = placement::place(&inputs.cluster());
+    inputs
+        .jobs
+        .iter()
+        .map(|r| info(r, &inputs, &placed))
+        .collect()
+}
+
+/// One job, as [`info`] shows it.
+pub fn one_info(s: &ApiState, name: &str) -> Result<JobInfo, HttpError> {
+    let inputs = Inputs::read(&s.mesh);
+    let rec = inputs
+        .jobs
+        .iter()
+        .find(|j| j.name() == name)
+        .ok_or_else(|| HttpError::from(JobFlowError::NotFound(name.to_string())))?;
+    let placed = placement::place(&inputs.cluster());
+    Ok(info(rec, &inputs, &placed))
+}
+
+/// The answer of a write: 201 for a new version, 200 otherwise.
+pub fn written(s: &ApiState, change: DeployChange, rec: &JobRecord) -> Response {
+    let code = match change {
+        DeployChange::Created | DeployChange::NewVersion | DeployChange::Started => {
+            StatusCode::CREATED
+        }
+        _ => StatusCode::OK,
+    };
+    // The view is read after the write, so the counts are this node's
+    // latest; the record itself is the one just written.
+    let mut job = one_info(s, rec.name()).unwrap_or_else(|_| {
+        let inputs = Inputs::read(&s.mesh);
+        info(rec, &inputs, &placement::place(&inputs.cluster()))
+    });
+    job.spec = rec.spec.clone();
+    (code, Json(Deployed { change, job })).into_response()
+}
+
+/// `GET /v1/jobs`.
+pub async fn list(State(s): State<ApiState>) -> Json<Vec<JobInfo>> {
+    Json(all_infos(&s))
+}
+
+/// `GET /v1/jobs/{name}`.
+pub async fn show(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<JobInfo>, HttpError> {
+    one_info(&s, &name).map(Json)
+}
+
+/// `POST /v1/jobs`: create or update a job (JSON, the job file's schema).
+pub async fn deploy(State(s): State<ApiState>, body: Bytes) -> Result<Response, HttpError> {
+    let (change, rec) = workflow::deploy(&s.mesh, &body).await?;
+    Ok(written(&s, change, &rec))
+}
+
+/// `DELETE /v1/jobs/{name}`: stop the job; its records stay for history.
+pub async fn stop(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, HttpError> {
+    let (change, rec) = workflow::stop(&s.mesh, &name).await?;
+    Ok(written(&s, change, &rec))
+}
+
+fn json_body<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    shape: &str,
+) -> Result<T, HttpError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| HttpError::bad_request(format!("body must be JSON {shape}: {e}")))
+}
+
+/// `POST /v1/jobs/{name}/scale` `{"count": N}`: the same version, N slots.
+pub async fn scale(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let req: ScaleRequest = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request(format!("body must be JSON {{\"count\": N}}: {e}")))?;
+    let (change, rec) = workflow::scale(&s.mesh, &name, req.count).await?;
+    Ok(written(&s, change, &rec))
+}
+
+/// `POST /v1/jobs/{name}/revert` `[{"version": N}]`.
+pub async fn revert(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Response, HttpError> {
+    let req: RevertRequest = json_body(&body, "{\"version\": N} or nothing")?;
+    let (change, rec) = workflow::revert(&s.mesh, &name, req.version).await?;
+    Ok(written(&s, change, &rec))
+}
+
+/// `GET /v1/jobs/{name}/versions`: the history, oldest first.
+pub async fn versions(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<JobVersionInfo>>, HttpError> {
+    let current = workflow::current(&s.mesh, &name)?.map(|r| r.version);
+    let all = workflow::versions(&s.mesh, &name)?;
+    Ok(Json(
+        all.into_iter()
+            .map(|r| JobVersionInfo {
+                version: r.version,
+                current: Some(r.version) == current,
+                spore: r.digest().to_string(),
+                spore_ref: r.spore_ref.clone(),
+                deployed_ms: r.updated_ms,
+                spec: r.spec,
+            })
+            .collect(),
+    ))
+}
+
+/// `POST /v1/jobs/plan`: the dry run of a deploy; changes nothing.
+pub async fn plan(State(s): State<ApiState>, body: Bytes) -> Result<Json<PlanInfo>, HttpError> {
+    let (plan, inputs) = workflow::plan(&s.mesh, &body)?;
+    let name_of = |id| {
+        inputs
+            .names
+            .get(&id)
+            .map(|(n, _)| n.clone())
+            .unwrap_or_default()
+    };
+    let slots = plan
+        .slots
+        .iter()
+        .map(|sp| {
+            let (node, pending) = match &sp.outcome {
+                Slot::Node(id) => (Some(*id), None),
+                Slot::Pending(why) => (None, Some(why.clone())),
+            };
+            SlotPlanInfo {
+                slot: sp.slot,
+                node: node.map(|id| id.to_string()),
+                node_name: node.map(name_of),
+                pending,
+                kept: sp.kept,
+                rejected: sp
+                    .rejected
+                    .iter()
+                    .map(|(id, why): &(_, Rejection)| Rejected {
+                        node: id.to_string(),
+                        node_name: name_of(*id),
+                        reason: why.to_string(),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(Json(PlanInfo {
+        job: plan.job,
+        version: plan.version,
+        slots,
+    }))
+}
+
+/// `GET /v1/jobs/plan`: the job named `plan` (the path's POST is the dry run).
+pub async fn show_plan_job(s: State<ApiState>) -> Result<Json<JobInfo>, HttpError> {
+    show(s, Path("plan".into())).await
+}
+
+/// `DELETE /v1/jobs/plan`: stops the job named `plan`.
+pub async fn stop_plan_job(s: State<ApiState>) -> Result<Response, HttpError> {
+    stop(s, Path("plan".into())).await
+}

@@ -1,0 +1,177 @@
+//! `myco deploy` on a terminal: one progress line until every instance of
+//! the new version is ready, a slot stays pending, or an instance is in a
+//! crash loop.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use myco_client::Client;
+use myco_proto::jobs_api::{InstanceInfo, JobInfo};
+
+/// How often the job is read while waiting.
+const POLL: Duration = Duration::from_millis(250);
+
+/// How long a slot may stay pending before the deploy says so: placement
+/// waits for the view to settle (1.5 s) before anything starts.
+const PENDING_GRACE: Duration = Duration::from_secs(5);
+
+/// What the current version's instances are doing.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Progress {
+    ready: u32,
+    launching: u32,
+    failed: u32,
+    /// A failed instance that used up its restarts: `(id, reason)`.
+    crash_loop: Option<(String, String)>,
+}
+
+fn progress(job: &JobInfo, instances: &[InstanceInfo]) -> Progress {
+    let mut p = Progress::default();
+    let attempts = job.spec.restart.attempts;
+    for i in instances.iter().filter(|i| i.version == job.version) {
+        match i.state.as_str() {
+            "ready" => p.ready += 1,
+            "launching" => p.launching += 1,
+            "failed" => {
+                p.failed += 1;
+                if i.restarts >= attempts && p.crash_loop.is_none() {
+                    p.crash_loop = Some((i.id.clone(), i.reason.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    p
+}
+
+/// Waits until `job`'s current version is ready, printing progress.
+pub fn watch(c: &Client, job: &JobInfo, limit: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let mut out = std::io::stdout().lock();
+    let mut pending_since: Option<Instant> = None;
+    loop {
+        let now = c.job(&job.name)?;
+        if now.version != job.version {
+            writeln!(out)?;
+            bail!(
+                "job {} moved on to version {} while waiting (another deploy?)",
+                job.name,
+                now.version
+            );
+        }
+        let p = progress(&now, &c.instances(Some(&job.name))?);
+        write!(
+            out,
+            "\r{}: {}/{} ready, {} launching, {} failed  ({:.1}s)   ",
+            job.name,
+            p.ready,
+            now.desired,
+            p.launching,
+            p.failed,
+            start.elapsed().as_secs_f64()
+        )?;
+        out.flush()?;
+        if p.ready >= now.desired {
+            writeln!(out)?;
+            writeln!(out, "all {} instances ready", now.desired)?;
+            return Ok(());
+        }
+        if let Some((id, reason)) = p.crash_loop {
+            writeln!(out)?;
+            bail!(
+                "instance {id} keeps failing: {reason}; see `myco logs {} --instance {id}`",
+                job.name
+            );
+        }
+        match (now.pending.first(), pending_since) {
+            (Some(slot), Some(t)) if t.elapsed() >= PENDING_GRACE => {
+                writeln!(out)?;
+                bail!(
+                    "slot {} of job {} cannot be placed: {}",
+                    slot.slot,
+                    job.name,
+                    slot.reason
+                );
+            }
+            (Some(_), None) => pending_since = Some(Instant::now()),
+            (None, _) => pending_since = None,
+            _ => {}
+        }
+        if start.elapsed() >= limit {
+            writeln!(out)?;
+            bail!(
+                "not all instances ready after {}s; `myco job show {}` says why",
+                limit.as_secs(),
+                job.name
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(version: u64, state: &str, restarts: u32) -> InstanceInfo {
+        InstanceInfo {
+            id: format!("web-{restarts}-v{version}"),
+            job: "web".into(),
+            node: "n".into(),
+            node_name: "n1".into(),
+            node_state: "alive".into(),
+            state: state.into(),
+            addr: String::new(),
+            digest: String::new(),
+            restarts,
+            reason: "exit code 3".into(),
+            version,
+            slot: 0,
+            last_exit: None,
+            since_ms: 0,
+        }
+    }
+
+    fn job(version: u64) -> JobInfo {
+        let spec = myco_proto::job::JobSpec::from_json(br#"{"name":"web","spore":"a@1"}"#).unwrap();
+        JobInfo {
+            name: "web".into(),
+            version,
+            spore: String::new(),
+            spore_ref: String::new(),
+            stopped: false,
+            desired: 2,
+            count: 2,
+            running: 0,
+            ready: 0,
+            pending: Vec::new(),
+            created_ms: 0,
+            updated_ms: 0,
+            spec,
+        }
+    }
+
+    #[test]
+    fn only_the_new_versions_instances_count() {
+        let p = progress(
+            &job(2),
+            &[
+                instance(1, "ready", 0),
+                instance(2, "ready", 0),
+                instance(2, "launching", 0),
+            ],
+        );
+        assert_eq!((p.ready, p.launching, p.failed), (1, 1, 0));
+        assert_eq!(p.crash_loop, None);
+    }
+
+    #[test]
+    fn a_failed_instance_out_of_restarts_is_a_crash_loop() {
+        // The default policy allows 2 restarts.
+        let p = progress(&job(1), &[instance(1, "failed", 1)]);
+        assert_eq!((p.failed, p.crash_loop.is_some()), (1, false));
+        let p = progress(&job(1), &[instance(1, "failed", 2)]);
+        assert_eq!(p.crash_loop.map(|c| c.1), Some("exit code 3".to_string()));
+    }
+}
