@@ -342,20 +342,25 @@ mod defaults {
     pub(super) fn yes() -> bool {
         true
     }
+    // Restarts: quick at first (a process that died of a passing cause is
+    // back in about a second), doubling to 30 s; after 3 in 5 minutes the
+    // node gives the slot up so another node can try. Nomad waits 15 s
+    // before the first restart and allows 2 per 30 minutes, which leaves a
+    // slot empty for a long time over one bad node.
     pub(super) fn attempts() -> u32 {
-        2
+        3
     }
     pub(super) fn restart_interval_ms() -> u64 {
-        30 * 60_000
+        5 * 60_000
     }
     pub(super) fn delay_ms() -> u64 {
-        15_000
+        1_000
     }
     pub(super) fn backoff() -> u32 {
         2
     }
     pub(super) fn max_delay_ms() -> u64 {
-        300_000
+        30_000
     }
     pub(super) fn jitter_percent() -> u32 {
         25

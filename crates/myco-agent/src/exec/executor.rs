@@ -175,10 +175,17 @@ impl Executor {
         &self.cgroups
     }
 
-    /// The port of instance `id`: the one it had, or a fresh lease.
+    /// The port of instance `id`: the one it had if it is still free (a
+    /// restart keeps its address), or a fresh lease (something else took
+    /// it, perhaps why the process failed).
     pub fn port_for(&mut self, id: &str) -> Result<u16, ExecError> {
-        if let Some(p) = self.port_of.get(id) {
-            return Ok(*p);
+        if let Some(&p) = self.port_of.get(id) {
+            if super::ports::is_free(p) {
+                return Ok(p);
+            }
+            tracing::warn!(instance = %id, port = p, "the instance's port is taken by another process: leasing another");
+            self.ports.release(p);
+            self.port_of.remove(id);
         }
         let port = self.ports.lease()?;
         self.port_of.insert(id.to_owned(), port);

@@ -8,7 +8,11 @@ use std::ops::RangeInclusive;
 use super::ExecError;
 
 /// Hands out ports of a range, round robin, so a port just released is not
-/// given again at once (its old owner may still be closing it).
+/// given again at once (its old owner may still be closing it). The round
+/// starts at a random port: agents sharing one machine (`myco dev`, tests)
+/// each check that a port is free, but two checking at the same moment
+/// would both find the range's first port free and hand it to two
+/// workloads, one of which then fails to bind.
 #[derive(Debug, Clone)]
 pub struct PortPool {
     range: RangeInclusive<u16>,
@@ -19,7 +23,13 @@ pub struct PortPool {
 impl PortPool {
     /// A pool over `range` (for example `20000..=29999`).
     pub fn new(range: RangeInclusive<u16>) -> Self {
-        let next = *range.start();
+        let (first, last) = (u32::from(*range.start()), u32::from(*range.end()));
+        let mut seed = [0u8; 4];
+        let offset = match getrandom::fill(&mut seed) {
+            Ok(()) if last >= first => u32::from_le_bytes(seed) % (last - first + 1),
+            _ => 0,
+        };
+        let next = u16::try_from(first + offset).unwrap_or(*range.start());
         PortPool {
             range,
             leased: BTreeSet::new(),

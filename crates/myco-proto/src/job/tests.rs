@@ -58,9 +58,10 @@ fn a_minimal_file_gets_the_documented_defaults() {
     );
     assert_eq!(s.health, None);
     assert_eq!(s.kill_timeout_ms, 5_000);
-    assert_eq!(s.restart.attempts, 2);
-    assert_eq!(s.restart.interval_ms, 1_800_000);
-    assert_eq!(s.restart.delay_ms, 15_000);
+    assert_eq!(s.restart.attempts, 3);
+    assert_eq!(s.restart.interval_ms, 300_000);
+    assert_eq!(s.restart.delay_ms, 1_000);
+    assert_eq!(s.restart.max_delay_ms, 30_000);
     assert_eq!(s.restart.backoff, 2);
     assert!(s.update.auto_revert);
     assert_eq!(s.update.max_parallel, 1);
@@ -83,7 +84,10 @@ fn a_full_file_parses_and_the_same_spec_reads_back_from_json() {
     );
     assert_eq!(s.update.max_parallel, 2);
     assert_eq!(s.restart.attempts, 5);
-    assert_eq!(s.restart.interval_ms, 1_800_000);
+    assert_eq!(
+        s.restart.interval_ms, 300_000,
+        "defaults fill the rest of the restart table"
+    );
     assert_eq!(s.volumes[0].path, "var/data");
     assert_eq!(JobSpec::from_json(s.to_json().as_bytes()).unwrap(), s);
 }

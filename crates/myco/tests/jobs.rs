@@ -1,0 +1,347 @@
+//! Jobs end to end with real agents and real workloads: a job deployed with
+//! `myco deploy` runs as supervised processes spread over three nodes,
+//! every instance answers on its `addr` with its identity, scaling moves
+//! the count both ways, the agent SIGKILLed alone comes back and adopts its
+//! instances (same ids, no duplicate, no orphan), a stop leaves no process;
+//! a crashing command shows restarts and a job too big for any node stays
+//! pending with a reason.
+//!
+//! The workload is a small Python HTTP server (python3 is on every machine
+//! the tests run on), so the agent supervises a process it did not build.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Agent, Harness, myco, wait_for};
+
+/// Room for a spore fetch, a spawn, a settle period and a probe or two.
+const READY: Duration = Duration::from_secs(40);
+
+/// The workload: answers `/` with its identity and `/health` with 200.
+const SERVER: &str = r#"#!/usr/bin/env python3
+import http.server, json, os
+ME = {"job": os.environ["MYCO_JOB"], "instance": os.environ["MYCO_INSTANCE"], "node": os.environ["MYCO_NODE"]}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps(ME).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+#[track_caller]
+fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): stdout {:?}, stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// `myco --api A --token T ARGS...` against agent `a`.
+fn cli(a: &Agent, args: &[&str]) -> Output {
+    let api = a.api_url();
+    let token = a.token();
+    let mut full = vec!["--api", api.as_str(), "--token", token.as_str()];
+    full.extend_from_slice(args);
+    myco(&full)
+}
+
+/// Packs `script` as spore `name@1`, trusts its key on `a`, pushes it there;
+/// returns the digest.
+fn spore(h: &Harness, a: &Agent, name: &str, script: &str) -> String {
+    let src = h.root.join(format!("src-{name}"));
+    fs::create_dir_all(&src).unwrap();
+    let run = src.join("run");
+    fs::write(&run, script).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
+    let key = h.root.join("publisher.key");
+    if !key.exists() {
+        ok(&myco(&["key", "gen", "--out", s(&key)]), "myco key gen");
+        let pubkey = PathBuf::from(format!("{}.pub", key.display()));
+        ok(&cli(a, &["trust", "add", s(&pubkey)]), "myco trust add");
+    }
+    let out = h.root.join(format!("{name}.spore"));
+    ok(
+        &myco(&[
+            "spore",
+            "pack",
+            s(&src),
+            "--name",
+            name,
+            "--version",
+            "1",
+            "--cmd",
+            "./run",
+            "--key",
+            s(&key),
+            "--out",
+            s(&out),
+        ]),
+        "myco spore pack",
+    );
+    let pushed = ok(
+        &cli(a, &["spore", "push", s(&out), "--json"]),
+        "myco spore push",
+    );
+    let v: Value = serde_json::from_str(&pushed).expect("push --json is JSON");
+    v["digest"].as_str().expect("a digest").to_string()
+}
+
+/// `/v1/instances?job=JOB` of agent `a`.
+fn instances(a: &Agent, job: &str) -> Result<Vec<Value>, String> {
+    let v: Value = a
+        .anon()
+        .get(&format!("/v1/instances?job={job}"))
+        .map_err(|e| e.to_string())?;
+    match v {
+        Value::Array(list) => Ok(list),
+        Value::Object(map) => Ok(map
+            .into_iter()
+            .find_map(|(_, v)| v.as_array().cloned())
+            .unwrap_or_default()),
+        other => Err(format!("not a listing: {other}")),
+    }
+}
+
+fn ready(a: &Agent, job: &str) -> Result<Vec<Value>, String> {
+    Ok(instances(a, job)?
+        .into_iter()
+        .filter(|x| x["state"] == "ready")
+        .collect())
+}
+
+/// Waits until agent `a` lists exactly `n` ready instances of `job`.
+#[track_caller]
+fn await_ready(a: &Agent, job: &str, n: usize) -> Vec<Value> {
+    wait_for(&format!("{n} ready instances of {job}"), READY, || {
+        let r = ready(a, job)?;
+        if r.len() == n {
+            Ok(r)
+        } else {
+            Err(format!("{} ready of {:?}", r.len(), instances(a, job)))
+        }
+    })
+    .0
+}
+
+/// Processes whose working directory is under `dir` (an agent's instances).
+fn procs_in(dir: &Path) -> Vec<u32> {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cwd) = fs::read_link(entry.path().join("cwd"))
+            && cwd.starts_with(&dir)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn all_procs(h: &Harness) -> Vec<u32> {
+    h.agents.iter().flat_map(|a| procs_in(&a.dir)).collect()
+}
+
+#[track_caller]
+fn await_procs(h: &Harness, n: usize) {
+    wait_for(&format!("{n} instance processes"), READY, || {
+        let p = all_procs(h);
+        if p.len() == n {
+            Ok(())
+        } else {
+            Err(format!("{} processes: {p:?}", p.len()))
+        }
+    });
+}
+
+/// Every ready instance answers on its `addr` with its own identity.
+#[track_caller]
+fn assert_answers(list: &[Value], job: &str) {
+    for x in list {
+        for field in [
+            "id",
+            "job",
+            "node",
+            "node_name",
+            "state",
+            "addr",
+            "digest",
+            "restarts",
+        ] {
+            assert!(x.get(field).is_some(), "instance without {field}: {x}");
+        }
+        let addr = x["addr"].as_str().expect("addr is ip:port");
+        let body: Value = myco_client::Client::new(&format!("http://{addr}"))
+            .get("/")
+            .unwrap_or_else(|e| panic!("instance {} at {addr} does not answer: {e}", x["id"]));
+        assert_eq!(body["job"], job);
+        assert_eq!(
+            body["instance"], x["id"],
+            "the instance at {addr} is another one"
+        );
+        assert!(body["node"].as_str().is_some_and(|n| !n.is_empty()));
+    }
+}
+
+#[test]
+fn deploy_spread_scale_adopt_and_stop() {
+    let mut h = Harness::new("jobs-life");
+    h.mesh(3);
+    let digest = spore(&h, h.agent(0), "hello", SERVER);
+    let file = h.root.join("hello.toml");
+    fs::write(
+        &file,
+        "name = \"hello\"\nspore = \"hello@1\"\ncount = 3\nstrategy = \"spread\"\n\
+         [health]\nhttp = \"/health\"\ninterval_ms = 300\n",
+    )
+    .unwrap();
+    ok(
+        &cli(h.agent(0), &["deploy", s(&file), "--detach"]),
+        "myco deploy",
+    );
+
+    // Ready on every node's view, one per node, each answering as itself.
+    let list = await_ready(h.agent(1), "hello", 3);
+    let nodes: BTreeSet<String> = list.iter().map(|x| x["node"].to_string()).collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "spread put two instances on one node: {list:?}"
+    );
+    assert!(
+        list.iter().all(|x| x["digest"] == digest.as_str()),
+        "pinned digest: {list:?}"
+    );
+    assert_answers(&list, "hello");
+    await_procs(&h, 3);
+    let jobs = ok(&cli(h.agent(2), &["jobs", "--json"]), "myco jobs --json");
+    assert!(jobs.contains("hello"), "myco jobs --json: {jobs}");
+
+    // Scale both ways; the processes follow the records.
+    let scale = |n: u32| {
+        let _: Value = h
+            .agent(0)
+            .client()
+            .post("/v1/jobs/hello/scale", &json!({ "count": n }))
+            .expect("scale");
+    };
+    scale(5);
+    assert_answers(&await_ready(h.agent(2), "hello", 5), "hello");
+    await_procs(&h, 5);
+    scale(2);
+    await_ready(h.agent(0), "hello", 2);
+    await_procs(&h, 2);
+
+    // The agent alone dies; its instances keep running; restarted, it adopts them.
+    let victim = (0..3)
+        .find(|&i| !procs_in(&h.agent(i).dir).is_empty())
+        .expect("a node runs an instance");
+    let other = (victim + 1) % 3;
+    let ids = |a: &Agent| -> BTreeSet<String> {
+        ready(a, "hello")
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].to_string())
+            .collect()
+    };
+    let before_ids = ids(h.agent(other));
+    let before_pids: BTreeSet<u32> = all_procs(&h).into_iter().collect();
+    h.kill(victim);
+    assert!(
+        !procs_in(&h.agent(victim).dir).is_empty(),
+        "killing the agent killed its instances"
+    );
+    h.restart(victim);
+    // Once the restarted agent has written again (adoption), the view is
+    // the same instances and the same processes.
+    wait_for("the same ready instances after the restart", READY, || {
+        let now = ids(h.agent(other));
+        let pids: BTreeSet<u32> = all_procs(&h).into_iter().collect();
+        if now == before_ids && pids == before_pids {
+            Ok(())
+        } else {
+            Err(format!(
+                "ids {now:?} (were {before_ids:?}), pids {pids:?} (were {before_pids:?})"
+            ))
+        }
+    });
+    // Adopted, not replaced: still the same after the settle period has passed.
+    std::thread::sleep(Duration::from_secs(3));
+    let pids: BTreeSet<u32> = all_procs(&h).into_iter().collect();
+    assert_eq!(
+        pids, before_pids,
+        "an adopted instance was restarted or duplicated"
+    );
+
+    // Stop: every process goes.
+    let _: Value = h.agent(2).client().delete("/v1/jobs/hello").expect("stop");
+    await_procs(&h, 0);
+}
+
+#[test]
+fn crash_loops_and_impossible_jobs_are_visible() {
+    let mut h = Harness::new("jobs-fail");
+    h.mesh(1);
+    let a = h.agent(0);
+    let crashy = spore(&h, a, "crashy", "#!/bin/sh\necho starting\nexit 3\n");
+    let _: Value = a
+        .client()
+        .post(
+            "/v1/jobs",
+            &json!({ "name": "crashy", "spore": crashy, "count": 1 }),
+        )
+        .expect("deploy crashy");
+    let (x, _) = wait_for("a restarted, failed crashy instance", READY, || {
+        let list = instances(a, "crashy")?;
+        list.into_iter()
+            .find(|x| x["restarts"].as_u64().unwrap_or(0) >= 2 && x["state"] != "ready")
+            .ok_or_else(|| "no restarts yet".to_string())
+    });
+    assert_eq!(x["last_exit"], json!({"code": 3}), "the exit is shown: {x}");
+
+    let _: Value = a
+        .client()
+        .post(
+            "/v1/jobs",
+            &json!({ "name": "huge", "spore": crashy, "count": 1, "resources": {"memory_mb": 50_000_000} }),
+        )
+        .expect("a valid job that cannot be placed is accepted");
+    let (job, _) = wait_for("a pending reason for huge", READY, || {
+        let v: Value = a.anon().get("/v1/jobs/huge").map_err(|e| e.to_string())?;
+        let text = v.to_string().to_lowercase();
+        if text.contains("memory") {
+            Ok(v)
+        } else {
+            Err(text)
+        }
+    });
+    assert!(
+        ready(a, "huge").unwrap().is_empty(),
+        "huge was started: {job}"
+    );
+    let _: Value = a.client().delete("/v1/jobs/crashy").expect("stop crashy");
+    await_procs(&h, 0);
+}
