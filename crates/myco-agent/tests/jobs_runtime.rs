@@ -166,3 +166,136 @@ async fn a_restarted_runtime_adopts_running_instances() {
     assert_eq!(a.shared().local().len(), 2);
     assert!(before.values().all(|p| alive(*p)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reboot_instances_start_again_from_the_local_replica() {
+    let dir = data_dir("reboot");
+    let a = agent(&dir, 32400..=32499).await;
+    let digest = a.spore("sleepy", SLEEP).await;
+    a.deploy("name = \"sleepy\"\nspore = \"x@1\"\ncount = 2\n", &digest)
+        .await;
+    let before: Vec<u32> = wait_for("2 ready instances", || {
+        let pids: Vec<u32> = a.shared().local().values().filter_map(|i| i.pid).collect();
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    // The machine goes down: agent and instances die. No peer exists.
+    drop(a);
+    wait_for("the old processes gone", || {
+        before.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .await;
+    let a = agent(&dir, 32400..=32499).await;
+    let after: Vec<u32> = wait_for("2 instances started again", || {
+        let pids: Vec<u32> = a
+            .shared()
+            .local()
+            .values()
+            .filter(|i| i.state == InstanceState::Ready)
+            .filter_map(|i| i.pid)
+            .collect();
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    assert!(after.iter().all(|p| alive(*p) && !before.contains(p)));
+    assert_eq!(a.shared().stats.adopted.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_read_from_local_files_and_followed() {
+    use myco_agent::http::logs::{Followers, LogQuery, read};
+    use tokio_stream::StreamExt;
+    let dir = data_dir("logs");
+    let a = agent(&dir, 32500..=32599).await;
+    let script = "#!/bin/sh\necho \"hello from $MYCO_INSTANCE\"\necho oops >&2\ni=0\nwhile true; do echo \"tick $i\"; i=$((i+1)); sleep 0.1; done\n";
+    let digest = a.spore("talk", script).await;
+    a.deploy("name = \"talk\"\nspore = \"x@1\"\n", &digest)
+        .await;
+    let id = wait_for("a ready instance", || {
+        let r = a.instances("talk").into_iter().next()?;
+        (r.state == InstanceState::Ready).then_some(r.id)
+    })
+    .await;
+    let followers = Followers::default();
+    let body = |resp: axum::response::Response| async move {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let text = wait_for_async(|| async {
+        let q = LogQuery {
+            tail: Some(1000),
+            ..LogQuery::default()
+        };
+        let resp = read(&a.mesh, &dir, &followers, "talk", q).await.ok()?;
+        let text = body(resp).await;
+        text.contains("tick 1").then_some(text)
+    })
+    .await;
+    assert!(text.contains(&format!("hello from {id}\n")), "{text}");
+    assert!(text.contains("stderr: oops\n"), "{text}");
+
+    // Following: the tail first, then lines written after.
+    let q = LogQuery {
+        tail: Some(1),
+        follow: true,
+        ..LogQuery::default()
+    };
+    let resp = read(&a.mesh, &dir, &followers, "talk", q).await.unwrap();
+    let mut stream = resp.into_body().into_data_stream();
+    let first = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
+    let last_tick = |s: &str| -> Option<u32> {
+        s.lines()
+            .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+            .max()
+    };
+    let start = last_tick(&first).expect("the tail has a tick");
+    let mut seen = start;
+    while seen <= start {
+        let chunk = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
+        seen = last_tick(&chunk).unwrap_or(seen);
+    }
+
+    // Unknown job: 404. An instance on another node: 409 naming it.
+    let none = read(&a.mesh, &dir, &followers, "nope", LogQuery::default()).await;
+    assert_eq!(none.unwrap_err().code, axum::http::StatusCode::NOT_FOUND);
+    let mut other = a.instances("talk").remove(0);
+    other.id = "talk-0-v1-remote".into();
+    other.node = myco_proto::NodeId::from_u64(2);
+    a.mesh
+        .write(
+            myco_proto::Table::INSTANCES,
+            &other.key(),
+            Some(other.encode()),
+        )
+        .await
+        .unwrap();
+    let q = LogQuery {
+        instance: Some(other.id.clone()),
+        ..LogQuery::default()
+    };
+    let err = read(&a.mesh, &dir, &followers, "talk", q)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, axum::http::StatusCode::CONFLICT);
+    assert!(
+        err.message.contains(&other.node.to_string()),
+        "{}",
+        err.message
+    );
+}
+
+/// [`wait_for`] with an async condition.
+async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    mut f: impl FnMut() -> F,
+) -> T {
+    let until = std::time::Instant::now() + jobs_util::DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < until, "timed out");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -70,7 +70,18 @@ impl Drop for Agent {
 
 /// Starts an agent on `dir`, instances on ports of `ports`.
 pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
-    let (store, loaded) = Store::open(&dir.join("state.redb")).unwrap();
+    // A previous agent of the test may still be letting go of the store.
+    let until = Instant::now() + DEADLINE;
+    let (store, loaded) = loop {
+        match Store::open(&dir.join("state.redb")) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < until => {
+                eprintln!("store not yet free: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("store: {e}"),
+        }
+    };
     let store = Arc::new(store);
     let id = NodeId::from_u64(1);
     let key = ClusterKey::from_bytes([3; 32]);
