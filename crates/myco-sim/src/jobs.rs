@@ -43,6 +43,12 @@ pub struct JobsConfig {
     pub survive: f64,
     /// From the heal until every job must have `count` ready instances.
     pub budget: Duration,
+    /// Small nodes (512 MB to 1 GiB): capacity binds, some slots stay
+    /// pending, placement packs what fits.
+    pub tight: bool,
+    /// A node that counts its own capacity at 60% of what its manifest
+    /// says: placement gives it more than it takes, and it refuses.
+    pub shrunk: Option<usize>,
 }
 
 impl JobsConfig {
@@ -63,6 +69,8 @@ impl JobsConfig {
             jobs: rng.random_range(2..=5),
             survive: f64::from(rng.random_range(0..=4u32)) / 4.0,
             budget,
+            tight: rng.random_bool(0.3),
+            shrunk: rng.random_bool(0.3).then(|| rng.random_range(0..nodes)),
         }
     }
 }
@@ -72,10 +80,12 @@ impl fmt::Display for JobsConfig {
         writeln!(f, "{}", self.sim)?;
         write!(
             f,
-            "jobs {}, processes survive a stop {:.2}, liveness budget {}",
+            "jobs {}, processes survive a stop {:.2}, liveness budget {}, tight {}, shrunk {:?}",
             self.jobs,
             self.survive,
-            Dur(self.budget)
+            Dur(self.budget),
+            self.tight,
+            self.shrunk
         )
     }
 }
@@ -89,6 +99,8 @@ pub struct JobsReport {
     pub liveness: Duration,
     /// Ready instances at the end.
     pub ready: usize,
+    /// Slots no node could hold at the end (capacity).
+    pub pending: usize,
     /// First starts of an instance.
     pub starts: u64,
     /// Restarts (after an exit, a failed spawn or a failed health check).
@@ -119,11 +131,12 @@ impl fmt::Display for JobsReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {}: {} ready {} after the heal; starts {}, restarts {}, kills {}, \
+            "seed {}: {} ready ({} pending) {} after the heal; starts {}, restarts {}, kills {}, \
              gave up {}, refused {}, agent deaths {} (processes found {}), job changes {}, \
              partitions {}, stops {}, record writes {}, wall {:?}",
             self.seed,
             self.ready,
+            self.pending,
             Dur(self.liveness),
             self.starts,
             self.restarts,
@@ -196,10 +209,10 @@ fn phases(
     agents.procs.misbehave = false;
     faults.heal(world);
     failed(world)?;
-    let ready = loop {
+    let (ready, pending) = loop {
         step(sim, world, agents)?;
         match jobs_check::converged(&world.nodes, &agents.controllers, &agents.procs) {
-            Ok(ready) => break ready,
+            Ok(done) => break done,
             Err(why) if world.now.since(heal) >= cfg.budget => {
                 let detail = agents.describe(world);
                 let msg = format!(
@@ -219,6 +232,7 @@ fn phases(
     report.seed = sim.seed;
     report.liveness = world.now.since(heal);
     report.ready = ready;
+    report.pending = pending;
     report.job_changes = agents.workload.changes;
     report.partitions = faults.partitions;
     report.stops = faults.stops;

@@ -56,6 +56,11 @@ fn many_seeds_keep_jobs_safe_and_converge_after_the_heal() {
     assert!(sum(|r| r.partitions) > 0, "no partition");
     assert!(sum(|r| r.job_changes) > 0, "no job change");
     assert!(reports.iter().all(|r| r.ready > 0 || r.starts > 0));
+    // Roomy nodes hold every slot: exactly `count` ready per job.
+    for (seed, r) in (0..).zip(&reports) {
+        let cfg = JobsConfig::from_seed(seed, 5, Duration::from_secs(20));
+        assert!(cfg.tight || r.pending == 0, "{r}");
+    }
 }
 
 /// A scripted run on a quiet network: `script` during a 30 s safety phase.
@@ -73,6 +78,8 @@ fn scripted(seed: u64, survive: f64, script: Vec<(Duration, Fault)>) -> JobsRepo
         jobs: 3,
         survive,
         budget,
+        tight: false,
+        shrunk: None,
     };
     run_jobs(&cfg).unwrap_or_else(|v| panic!("{v}"))
 }
