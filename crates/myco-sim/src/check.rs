@@ -65,6 +65,20 @@ pub enum ViolationKind {
     /// A node's replica is not what it reported, holds a version no one
     /// wrote, or reads differently from what it holds.
     ReplicaMismatch,
+    /// Jobs: a node runs more than its capacity.
+    OverCapacity,
+    /// Jobs: an instance runs on a node whose tags its job's constraints
+    /// refuse.
+    ConstraintBroken,
+    /// Jobs: one node spawned an instance twice, or two nodes started one
+    /// slot from the same view.
+    StartedTwice,
+    /// Jobs: a process was released while running, or runs on a live node
+    /// whose controller does not know it.
+    Orphan,
+    /// Jobs: after the heal, some job did not have exactly `count` ready
+    /// instances within the budget.
+    JobsNotConverged,
 }
 
 impl Violation {
@@ -94,6 +108,11 @@ impl fmt::Display for ViolationKind {
             ViolationKind::TimestampReused => "timestamp reused",
             ViolationKind::Resurrected => "deleted key resurrected",
             ViolationKind::ReplicaMismatch => "replica mismatch",
+            ViolationKind::OverCapacity => "node over capacity",
+            ViolationKind::ConstraintBroken => "constraint broken",
+            ViolationKind::StartedTwice => "instance started twice",
+            ViolationKind::Orphan => "orphan process",
+            ViolationKind::JobsNotConverged => "jobs did not converge",
         })
     }
 }

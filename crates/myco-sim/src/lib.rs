@@ -45,6 +45,12 @@
 //! [`Report`] with its figures and a digest of every delivery: two runs of
 //! one config have the same digest.
 //!
+//! [`run_jobs`] runs the jobs layer on the same world: the real
+//! `myco_core::jobs::controller::Controller` on every node, simulated
+//! processes, an operator changing jobs, the seed's membership faults;
+//! safety checked every step and liveness after the heal (see the
+//! `jobs` module).
+//!
 //! **What it never does:** read a clock for anything but the report's wall
 //! time, use a random source other than the seed, or iterate a hash map.
 //! One `StdRng` seeded from the seed draws every datagram's fate, fault and
@@ -61,6 +67,11 @@ mod check;
 mod config;
 mod disk;
 mod faults;
+mod jobs;
+mod jobs_agents;
+mod jobs_check;
+mod jobs_procs;
+mod jobs_workload;
 mod net;
 mod phases;
 mod queue;
@@ -74,5 +85,6 @@ pub use config::{
     Budgets, CrashPlan, DETECTION_MAX_LOSS, Fault, FaultPlan, MAX_SKEW_MS, NetConfig,
     PartitionPlan, SimConfig, Workload,
 };
+pub use jobs::{JobsConfig, JobsReport, run_jobs};
 pub use phases::run;
 pub use report::{Detection, Propagation, Report, StateReport, Traffic};

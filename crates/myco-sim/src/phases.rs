@@ -202,7 +202,7 @@ fn converge_state(cfg: &SimConfig, world: &mut World, heal: Time) -> Result<Dura
     }
 }
 
-fn failed(world: &mut World) -> Result<(), Violation> {
+pub(crate) fn failed(world: &mut World) -> Result<(), Violation> {
     match world.checks.take_failure() {
         Some(v) => Err(v),
         None => world.state.take_failure().map_or(Ok(()), Err),
@@ -212,7 +212,7 @@ fn failed(world: &mut World) -> Result<(), Violation> {
 /// Steps until every node agrees, or fails once `budget` has passed since
 /// `since`. Returns when 99% of the ordered pairs of live nodes first saw
 /// each other up: the bulk of the work, without the stragglers.
-fn converge(
+pub(crate) fn converge(
     cfg: &SimConfig,
     world: &mut World,
     since: Time,

@@ -121,6 +121,9 @@ pub(crate) struct World {
     events: Vec<Event>,
     /// The node whose events are written to stderr, if any.
     traced: Option<usize>,
+    /// Tags and capacity node `i`'s manifest says (the jobs simulation
+    /// sets them); nodes beyond the list have none and the default size.
+    pub(crate) shapes: Vec<(BTreeMap<String, String>, Capacity)>,
 }
 
 impl World {
@@ -157,6 +160,7 @@ impl World {
             outgoing: Vec::new(),
             events: Vec::new(),
             traced: cfg.trace,
+            shapes: Vec::new(),
         }
     }
 
@@ -168,7 +172,7 @@ impl World {
     }
 
     /// Node `i`'s clock reading at virtual time `at`.
-    fn local(&self, i: usize, at: Time) -> Time {
+    pub(crate) fn local(&self, i: usize, at: Time) -> Time {
         Time((at.0 as i64 + CLOCK_ORIGIN_MS + self.skew[i]) as u64)
     }
 
@@ -330,15 +334,27 @@ impl World {
         let Some(write) = workload::draw(&mut self.state_rng, w, &running, self.writes) else {
             return;
         };
-        let i = write.node;
+        self.local_write(write.node, Table::KV, &write.key, write.value);
+    }
+
+    /// A write by running node `i`, made durable `fsync` later (the
+    /// workload's, or the jobs simulation's instance records and jobs).
+    pub(crate) fn local_write(
+        &mut self,
+        i: usize,
+        table: Table,
+        key: &str,
+        value: Option<Vec<u8>>,
+    ) {
+        let running: Vec<usize> = self.running().collect();
         let local = self.local(i, self.now);
         let Some(node) = self.nodes[i].as_mut() else {
             return;
         };
-        let change = match node.write(local, Table::KV, &write.key, write.value) {
+        let change = match node.write(local, table, key, value) {
             Ok(change) => change,
             Err(e) => {
-                let msg = format!("n{i} refused a valid write of {:?}: {e}", write.key);
+                let msg = format!("n{i} refused a valid write of {key:?}: {e}");
                 return self.state.fail(ViolationKind::Refused, self.now, msg);
             }
         };
@@ -499,7 +515,11 @@ impl World {
         life.boot += 1;
         life.running = true;
         let boot = life.boot;
-        let setup = node_setup(i, boot, &self.keys, self.rng.random(), &self.core);
+        let mut setup = node_setup(i, boot, &self.keys, self.rng.random(), &self.core);
+        if let Some((tags, capacity)) = self.shapes.get(i) {
+            setup.manifest.tags = tags.clone();
+            setup.manifest.capacity = *capacity;
+        }
         let local = self.local(i, self.now);
         let mut node = Node::new(local, setup);
         // What the last life made durable, before any input.
