@@ -55,6 +55,67 @@ impl Default for JobsConfig {
     }
 }
 
+/// A jobs setting from the environment that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}={value:?}: {want}")]
+pub struct JobsConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should look like.
+    pub want: &'static str,
+}
+
+impl JobsConfig {
+    /// The defaults, changed by `MYCO_INSTANCE_PORTS=FIRST-LAST`,
+    /// `MYCO_CGROUPS=off` and `MYCO_CGROUP_PARENT=PATH` when set. (The
+    /// agent's options struct is built field by field by the CLI, so the
+    /// environment is where these live until the config file has a
+    /// `[jobs]` section.)
+    pub fn from_env() -> Result<JobsConfig, JobsConfigError> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// [`JobsConfig::from_env`] over any variable source.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<JobsConfig, JobsConfigError> {
+        let mut c = JobsConfig::default();
+        if let Some(v) = var("MYCO_INSTANCE_PORTS") {
+            let bad = || JobsConfigError {
+                var: "MYCO_INSTANCE_PORTS",
+                value: v.clone(),
+                want: "want FIRST-LAST, two ports with FIRST <= LAST, e.g. 20000-29999",
+            };
+            let (a, b) = v.split_once('-').ok_or_else(bad)?;
+            let (a, b): (u16, u16) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a == 0 || a > b {
+                return Err(bad());
+            }
+            c.ports = a..=b;
+        }
+        if let Some(v) = var("MYCO_CGROUPS") {
+            c.cgroups.enabled = match v.as_str() {
+                "on" | "1" | "true" => true,
+                "off" | "0" | "false" => false,
+                _ => {
+                    return Err(JobsConfigError {
+                        var: "MYCO_CGROUPS",
+                        value: v,
+                        want: "want on or off",
+                    });
+                }
+            };
+        }
+        if let Some(v) = var("MYCO_CGROUP_PARENT") {
+            c.cgroups.parent = v;
+        }
+        Ok(c)
+    }
+}
+
 /// Counters and gauges of the runtime, shared with the API.
 #[derive(Debug, Default)]
 pub struct JobsStats {
@@ -129,5 +190,36 @@ impl JobsShared {
 
     pub(crate) fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_the_environment_are_checked() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = JobsConfig::from_vars(vars(&[
+            ("MYCO_INSTANCE_PORTS", "30000-30010"),
+            ("MYCO_CGROUPS", "off"),
+        ]))
+        .unwrap();
+        assert_eq!(c.ports, 30000..=30010);
+        assert!(!c.cgroups.enabled);
+        for bad in ["30010-30000", "0-10", "30000", "a-b"] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(Box::new([("MYCO_INSTANCE_PORTS", bad)]));
+            let e = JobsConfig::from_vars(vars(pairs)).unwrap_err();
+            assert_eq!(e.var, "MYCO_INSTANCE_PORTS");
+        }
+        assert!(JobsConfig::from_vars(vars(&[("MYCO_CGROUPS", "maybe")])).is_err());
     }
 }
