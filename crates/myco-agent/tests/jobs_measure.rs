@@ -110,3 +110,32 @@ async fn fifty_instances_cost_little_memory_and_write_nothing_when_idle() {
     assert!(touched.is_empty(), "files written while idle: {touched:?}");
     assert_eq!(written, 0, "bytes written while idle");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn deploy_of_three_until_ready() {
+    let dir = data_dir("measure-deploy");
+    let mut a = agent(&dir, 33200..=33299).await;
+    // The agent's own settle period, not the tests' short one.
+    a.settle = myco_core::jobs::reconcile::DEFAULT_SETTLE;
+    a.stop_runtime().await;
+    a.start_runtime().await;
+    let digest = a.spore("tiny", SLEEP).await;
+    let started = Instant::now();
+    a.deploy("name = \"three\"\nspore = \"x@1\"\ncount = 3\n", &digest)
+        .await;
+    wait_for("3 ready records", || {
+        let ready = a
+            .instances("three")
+            .iter()
+            .filter(|r| r.state == InstanceState::Ready)
+            .count();
+        (ready == 3).then_some(())
+    })
+    .await;
+    println!(
+        "deploy of 3 (spore present, settle {:?}) -> 3 ready records: {:?}",
+        a.settle,
+        started.elapsed()
+    );
+}

@@ -55,6 +55,8 @@ pub struct Agent {
     pub runtime: Option<JobsRuntime>,
     pub key: myco_spore::SigningKey,
     pub ports: std::ops::RangeInclusive<u16>,
+    /// The settle period the runtime is started with.
+    pub settle: Duration,
     loop_task: tokio::task::JoinHandle<()>,
 }
 
@@ -171,6 +173,7 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         runtime: None,
         key: signing,
         ports,
+        settle: Duration::from_millis(200),
         loop_task,
     };
     agent.start_runtime().await;
@@ -188,7 +191,7 @@ impl Agent {
                 enabled: false,
                 ..CgroupConfig::default()
             },
-            settle: Duration::from_millis(200),
+            settle: self.settle,
             ..JobsConfig::default()
         };
         self.runtime = Some(
