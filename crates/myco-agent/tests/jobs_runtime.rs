@@ -299,3 +299,60 @@ async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_gets_its_own_limited_cgroup_removed_on_stop() {
+    let dir = data_dir("cgroup");
+    let mut a = agent(&dir, 32600..=32699).await;
+    a.cgroups = myco_agent::exec::CgroupConfig {
+        enabled: true,
+        parent: format!("myco-test-jobs-{}", std::process::id()),
+    };
+    a.stop_runtime().await;
+    a.start_runtime().await;
+    let support = a.shared().cgroups.clone();
+    if !support.is_usable() {
+        eprintln!("SKIPPED: no usable cgroups here: {}", support.reason);
+        return;
+    }
+    let digest = a.spore("sleepy", SLEEP).await;
+    let job = a
+        .deploy(
+            "name = \"limited\"\nspore = \"x@1\"\nkill_timeout_ms = 500\n[resources]\nmemory_mb = 32\n",
+            &digest,
+        )
+        .await;
+    let (id, pid) = wait_for("a running instance", || {
+        a.shared()
+            .local()
+            .into_iter()
+            .find_map(|(id, i)| Some((id, i.pid?)))
+    })
+    .await;
+    let record = myco_agent::exec::record::read(&dir.join("instances").join(&id)).unwrap();
+    let cg = record.cgroup.expect("the instance has a cgroup");
+    assert!(!cg.dirs.is_empty());
+    for d in &cg.dirs {
+        let procs = std::fs::read_to_string(d.path.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{pid} not in {}",
+            d.path.display()
+        );
+        if d.controllers.iter().any(|c| c == "memory") {
+            let limit = ["memory.max", "memory.limit_in_bytes"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(d.path.join(f)).ok())
+                .unwrap();
+            assert_eq!(limit.trim(), (32u64 << 20).to_string());
+        }
+    }
+    let mut stopped = job.clone();
+    stopped.stopped = true;
+    a.put_job(&stopped).await;
+    wait_for("the process and its cgroup gone", || {
+        (!alive(pid) && cg.dirs.iter().all(|d| !d.path.exists())).then_some(())
+    })
+    .await;
+    support.remove_parents();
+}

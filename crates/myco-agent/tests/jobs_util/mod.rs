@@ -57,6 +57,8 @@ pub struct Agent {
     pub ports: std::ops::RangeInclusive<u16>,
     /// The settle period the runtime is started with.
     pub settle: Duration,
+    /// Cgroups for instances (off unless a test turns them on).
+    pub cgroups: CgroupConfig,
     loop_task: tokio::task::JoinHandle<()>,
 }
 
@@ -174,6 +176,12 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         key: signing,
         ports,
         settle: Duration::from_millis(200),
+        // Cgroups are covered by the exec tests and one test here; off by
+        // default, so a failed test leaves no cgroup behind.
+        cgroups: CgroupConfig {
+            enabled: false,
+            ..CgroupConfig::default()
+        },
         loop_task,
     };
     agent.start_runtime().await;
@@ -185,12 +193,7 @@ impl Agent {
     pub async fn start_runtime(&mut self) {
         let config = JobsConfig {
             ports: self.ports.clone(),
-            // Cgroups are covered by the exec tests; here instances run
-            // without, so a failed test leaves no cgroup behind.
-            cgroups: CgroupConfig {
-                enabled: false,
-                ..CgroupConfig::default()
-            },
+            cgroups: self.cgroups.clone(),
             settle: self.settle,
             ..JobsConfig::default()
         };
