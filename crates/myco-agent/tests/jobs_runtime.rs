@@ -185,6 +185,20 @@ async fn after_a_reboot_instances_start_again_from_the_local_replica() {
         before.iter().all(|p| !alive(*p)).then_some(())
     })
     .await;
+    // A dead instance of a job that is gone: nothing will start it again.
+    let mut ghost = myco_agent::exec::record::read(
+        &std::fs::read_dir(dir.join("instances"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    ghost.instance = "ghost-0-v1-1".into();
+    ghost.job = "ghost".into();
+    let ghost_dir = myco_agent::exec::instance_dir::prepare_bare(&dir, &ghost.instance).unwrap();
+    myco_agent::exec::record::write(&ghost_dir, &ghost).unwrap();
     let a = agent(&dir, 32400..=32499).await;
     let after: Vec<u32> = wait_for("2 instances started again", || {
         let pids: Vec<u32> = a
@@ -199,6 +213,13 @@ async fn after_a_reboot_instances_start_again_from_the_local_replica() {
     .await;
     assert!(after.iter().all(|p| alive(*p) && !before.contains(p)));
     assert_eq!(a.shared().stats.adopted.load(Ordering::Relaxed), 0);
+    // The ghost's directory is swept; the restarted instances keep theirs.
+    wait_for("the dead instance's directory removed", || {
+        (!ghost_dir.exists()).then_some(())
+    })
+    .await;
+    let left = std::fs::read_dir(dir.join("instances")).unwrap().count();
+    assert_eq!(left, 2, "the running instances' directories stay");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

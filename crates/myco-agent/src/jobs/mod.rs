@@ -18,6 +18,7 @@
 
 mod act;
 pub mod runtime;
+mod survivors;
 pub mod view;
 mod writer;
 
