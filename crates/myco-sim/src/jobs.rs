@@ -12,7 +12,8 @@
 //! Phases: formation (membership agrees), deploy (node 0 writes the jobs),
 //! safety (faults, job changes, misbehaving processes; the safety checks
 //! run every step), liveness (everything heals; every job must have
-//! exactly `count` ready instances within [`JobsConfig::budget`]).
+//! exactly `count` ready instances within [`JobsConfig::budget`]), then
+//! idle (no instance record written for 10 s, still converged).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -206,7 +207,7 @@ fn phases(
     // Liveness: faults, changes and misbehaviour end.
     let heal = world.now;
     agents.workload.stop_changes();
-    agents.procs.misbehave = false;
+    agents.procs.calm();
     faults.heal(world);
     failed(world)?;
     let (ready, pending) = loop {
@@ -228,9 +229,13 @@ fn phases(
             Err(_) => {}
         }
     };
+    let liveness = world.now.since(heal);
+    if pending == 0 {
+        idle(sim, world, agents)?;
+    }
     let mut report = agents.report.clone();
     report.seed = sim.seed;
-    report.liveness = world.now.since(heal);
+    report.liveness = liveness;
     report.ready = ready;
     report.pending = pending;
     report.job_changes = agents.workload.changes;
@@ -238,6 +243,37 @@ fn phases(
     report.stops = faults.stops;
     Ok(report)
 }
+
+/// The SD-card rule: once converged (and the avoidances of the faults
+/// over), an idle mesh writes no instance record, and stays converged.
+fn idle(sim: &SimConfig, world: &mut World, agents: &mut Agents) -> Result<(), Violation> {
+    step_until(sim, world, agents, world.now + AVOIDANCES_END)?;
+    let writes = agents.report.record_writes;
+    step_until(sim, world, agents, world.now + IDLE)?;
+    let wrote = agents.report.record_writes - writes;
+    let done = jobs_check::converged(&world.nodes, &agents.controllers, &agents.procs);
+    match done {
+        Ok(_) if wrote == 0 => Ok(()),
+        Ok(_) => {
+            let msg = format!("{wrote} instance records written in {} idle", Dur(IDLE));
+            Err(Violation::new(ViolationKind::IdleWrites, world.now, msg))
+        }
+        Err(why) => {
+            let msg = format!("converged, then lost it while idle: {why}");
+            Err(Violation::new(
+                ViolationKind::JobsNotConverged,
+                world.now,
+                msg,
+            ))
+        }
+    }
+}
+
+/// Longer than the simulated jobs' avoidance (5 s) plus the settle period:
+/// a record avoided during the faults is forgotten by then.
+const AVOIDANCES_END: Duration = Duration::from_secs(8);
+/// The idle window judged.
+const IDLE: Duration = Duration::from_secs(10);
 
 fn step_until(
     sim: &SimConfig,

@@ -47,7 +47,7 @@ fn seeds(list: impl IntoIterator<Item = u64>, nodes: usize, safety: Duration) ->
 
 #[test]
 fn many_seeds_keep_jobs_safe_and_converge_after_the_heal() {
-    let reports = seeds(0..16, 5, Duration::from_secs(20));
+    let reports = seeds(0..12, 5, Duration::from_secs(20));
     let sum = |f: fn(&JobsReport) -> u64| reports.iter().map(f).sum::<u64>();
     // The faults and the misbehaviour did happen.
     assert!(sum(|r| r.restarts) > 0, "no restart");
@@ -150,4 +150,25 @@ fn sweep() {
         6,
         Duration::from_secs(40),
     );
+}
+
+/// One seed with node 0's events and every jobs action on stderr, to
+/// reproduce a failure: `SEED=N NODES=5 SAFETY=20 cargo test -p myco-sim
+/// --test jobs trace_seed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn trace_seed() {
+    let var = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let safety = Duration::from_secs(var("SAFETY", 20));
+    let mut cfg = JobsConfig::from_seed(var("SEED", 0), var("NODES", 5) as usize, safety);
+    cfg.sim.trace = Some(0);
+    match run_jobs(&cfg) {
+        Ok(r) => println!("{r}"),
+        Err(v) => println!("{v}"),
+    }
 }

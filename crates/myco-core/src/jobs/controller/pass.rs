@@ -21,8 +21,9 @@ impl Controller {
         out.into_values().cloned().collect()
     }
 
-    /// One reconcile pass, its actions carried out. Runs again (a few
-    /// times at most) when a pass freed a slot for the next.
+    /// One reconcile pass, its actions carried out. Runs again (twice more
+    /// at most) when a pass forgot a gave-up instance, whose slot the next
+    /// pass may start again.
     pub(super) fn pass(&mut self, now: Time) {
         if !self.scanned {
             return;
