@@ -336,6 +336,20 @@ async fn an_instance_gets_its_own_limited_cgroup_removed_on_stop() {
         eprintln!("SKIPPED: no usable cgroups here: {}", support.reason);
         return;
     }
+    // Whatever happens, the test's cgroups go (instance ones, then parents).
+    struct Cleanup(
+        std::sync::Arc<myco_agent::exec::CgroupSupport>,
+        Vec<std::path::PathBuf>,
+    );
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for d in &self.1 {
+                let _ = std::fs::remove_dir(d);
+            }
+            self.0.remove_parents();
+        }
+    }
+    let mut cleanup = Cleanup(support.clone(), Vec::new());
     let digest = a.spore("sleepy", SLEEP).await;
     let job = a
         .deploy(
@@ -353,6 +367,7 @@ async fn an_instance_gets_its_own_limited_cgroup_removed_on_stop() {
     let record = myco_agent::exec::record::read(&dir.join("instances").join(&id)).unwrap();
     let cg = record.cgroup.expect("the instance has a cgroup");
     assert!(!cg.dirs.is_empty());
+    cleanup.1 = cg.dirs.iter().map(|d| d.path.clone()).collect();
     for d in &cg.dirs {
         let procs = std::fs::read_to_string(d.path.join("cgroup.procs")).unwrap();
         assert!(
@@ -375,5 +390,6 @@ async fn an_instance_gets_its_own_limited_cgroup_removed_on_stop() {
         (!alive(pid) && cg.dirs.iter().all(|d| !d.path.exists())).then_some(())
     })
     .await;
-    support.remove_parents();
+    drop(a);
+    drop(cleanup);
 }
