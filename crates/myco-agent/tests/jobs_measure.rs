@@ -101,6 +101,13 @@ async fn fifty_instances_cost_little_memory_and_write_nothing_when_idle() {
     tokio::time::sleep(IDLE).await;
     let written = write_bytes() - w0;
     let touched = modified_after(&dir, t0);
+    // After the idle minute the blocking threads that unpacked and spawned
+    // have exited: the steady state.
+    let rss_idle = rss_kib();
+    let per_idle = (rss_idle.saturating_sub(rss_before)) as f64 / (COUNT - 1) as f64;
+    println!(
+        "after the idle minute: agent RSS {rss_idle} KiB: {per_idle:.0} KiB per instance over the 1-instance figure"
+    );
     let records_idle = a.shared().stats.records_written.load(Ordering::Relaxed) - records;
     println!(
         "idle {IDLE:?} with {COUNT} ready instances: {written} bytes written (/proc/self/io write_bytes), {} files modified, {records_idle} instance records written",
