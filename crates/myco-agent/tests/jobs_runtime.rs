@@ -16,6 +16,8 @@ use myco_proto::instance::InstanceState;
 const WEB: &str = "#!/bin/sh\necho \"$MYCO_INSTANCE\" > id.txt\nexec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n";
 /// A process that does nothing for a long time.
 const SLEEP: &str = "#!/bin/sh\nexec sleep 100000\n";
+/// Notes its id in its volume, then sleeps.
+const VOLUME: &str = "#!/bin/sh\necho \"$MYCO_INSTANCE\" >> var/data/seen\nexec sleep 100000\n";
 /// A command that fails at once.
 const CRASH: &str = "#!/bin/sh\necho dying >&2\nexit 3\n";
 
@@ -86,13 +88,13 @@ async fn a_command_that_exits_at_once_restarts_then_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_a_job_leaves_no_process() {
+async fn stopping_a_job_leaves_no_process_and_keeps_its_volume() {
     let dir = data_dir("stop");
     let a = agent(&dir, 32200..=32299).await;
-    let digest = a.spore("sleepy", SLEEP).await;
+    let digest = a.spore("sleepy", VOLUME).await;
     let job = a
         .deploy(
-            "name = \"sleepy\"\nspore = \"x@1\"\ncount = 2\nkill_timeout_ms = 500\n",
+            "name = \"sleepy\"\nspore = \"x@1\"\ncount = 2\nkill_timeout_ms = 500\n[[volumes]]\nname = \"data\"\npath = \"var/data\"\n",
             &digest,
         )
         .await;
@@ -107,6 +109,16 @@ async fn stopping_a_job_leaves_no_process() {
     })
     .await;
     assert!(pids.iter().all(|p| alive(*p)));
+    // Both instances of this node found the job's volume where it says.
+    let seen_file = dir.join("volumes/sleepy/data/seen");
+    let seen = wait_for("both instances wrote to the volume", || {
+        let seen = std::fs::read_to_string(&seen_file).ok()?;
+        (seen.lines().count() == 2).then_some(seen)
+    })
+    .await;
+    for id in a.shared().local().keys() {
+        assert!(seen.lines().any(|l| l == id), "{id} not in {seen:?}");
+    }
     let mut stopped = job.clone();
     stopped.stopped = true;
     a.put_job(&stopped).await;
