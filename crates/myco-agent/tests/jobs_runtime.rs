@@ -8,7 +8,7 @@ mod jobs_util;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use jobs_util::{agent, alive, data_dir, http_get, wait_for};
+use jobs_util::{agent, alive, data_dir, http_get, wait_for, wait_for_async};
 use myco_proto::instance::InstanceState;
 
 /// An HTTP server answering with its instance id (python3's http.server
@@ -317,20 +317,6 @@ async fn logs_are_read_from_local_files_and_followed() {
         "{}",
         err.message
     );
-}
-
-/// [`wait_for`] with an async condition.
-async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
-    mut f: impl FnMut() -> F,
-) -> T {
-    let until = std::time::Instant::now() + jobs_util::DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(std::time::Instant::now() < until, "timed out");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,3 +308,17 @@ pub fn alive(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// [`wait_for`] with an async condition.
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    mut f: impl FnMut() -> F,
+) -> T {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
