@@ -1,5 +1,7 @@
 //! The job runtime: the shell around the core's jobs `Controller`.
 //!
+//! - `act`, `survivors`: the runtime's handling of actions and of what
+//!   the previous agent left (processes to adopt, dead directories).
 //! - [`runtime`]: [`runtime::start`] spawns one task that owns the
 //!   controller, feeds it views of the replicated state, process events and
 //!   timeouts, and carries out its [`myco_core::jobs::controller::JobAction`]s
@@ -7,7 +9,7 @@
 //!   [`crate::exec::executor::Executor`]).
 //! - [`view`]: building the controller's `View` from the mesh's published
 //!   read view and membership snapshot, and telling when it changed.
-//! - [`writer`]: the one task that writes instance records, in order per
+//! - `writer`: the one task that writes instance records, in order per
 //!   key, batching what piles up.
 //! - [`JobsShared`]: what the API reads (metrics, cgroup support, which
 //!   instances run here) without reaching into the runtime's task.

@@ -7,7 +7,7 @@
 //! membership fingerprint every [`MEMBERSHIP_POLL`], since it raises no
 //! event), a process exit, a finished spawn or probe, and the controller's
 //! own timeout. After each, every action is drained and carried out
-//! ([`super::act`]): slow work in tasks that report back on one bounded
+//! (`jobs/act.rs`): slow work in tasks that report back on one bounded
 //! channel, record writes through the ordered writer.
 //!
 //! At start it scans `DATA_DIR/instances` for processes that survived the
