@@ -195,7 +195,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         mesh: mesh.clone(),
         spores: spores.clone(),
         data_dir: dir.path().to_path_buf(),
-        config: crate::jobs::JobsConfig::default(),
+        config: crate::jobs::JobsConfig::from_env().context("jobs settings")?,
     })
     .await;
     let token: Arc<str> = Arc::from(token.as_str());

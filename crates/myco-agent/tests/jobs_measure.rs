@@ -101,6 +101,13 @@ async fn fifty_instances_cost_little_memory_and_write_nothing_when_idle() {
     tokio::time::sleep(IDLE).await;
     let written = write_bytes() - w0;
     let touched = modified_after(&dir, t0);
+    // After the idle minute the blocking threads that unpacked and spawned
+    // have exited: the steady state.
+    let rss_idle = rss_kib();
+    let per_idle = (rss_idle.saturating_sub(rss_before)) as f64 / (COUNT - 1) as f64;
+    println!(
+        "after the idle minute: agent RSS {rss_idle} KiB: {per_idle:.0} KiB per instance over the 1-instance figure"
+    );
     let records_idle = a.shared().stats.records_written.load(Ordering::Relaxed) - records;
     println!(
         "idle {IDLE:?} with {COUNT} ready instances: {written} bytes written (/proc/self/io write_bytes), {} files modified, {records_idle} instance records written",
@@ -109,4 +116,33 @@ async fn fifty_instances_cost_little_memory_and_write_nothing_when_idle() {
     assert_eq!(records_idle, 0, "an idle node writes no instance record");
     assert!(touched.is_empty(), "files written while idle: {touched:?}");
     assert_eq!(written, 0, "bytes written while idle");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement"]
+async fn deploy_of_three_until_ready() {
+    let dir = data_dir("measure-deploy");
+    let mut a = agent(&dir, 33200..=33299).await;
+    // The agent's own settle period, not the tests' short one.
+    a.settle = myco_core::jobs::reconcile::DEFAULT_SETTLE;
+    a.stop_runtime().await;
+    a.start_runtime().await;
+    let digest = a.spore("tiny", SLEEP).await;
+    let started = Instant::now();
+    a.deploy("name = \"three\"\nspore = \"x@1\"\ncount = 3\n", &digest)
+        .await;
+    wait_for("3 ready records", || {
+        let ready = a
+            .instances("three")
+            .iter()
+            .filter(|r| r.state == InstanceState::Ready)
+            .count();
+        (ready == 3).then_some(())
+    })
+    .await;
+    println!(
+        "deploy of 3 (spore present, settle {:?}) -> 3 ready records: {:?}",
+        a.settle,
+        started.elapsed()
+    );
 }

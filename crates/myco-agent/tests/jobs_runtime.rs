@@ -8,7 +8,7 @@ mod jobs_util;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use jobs_util::{agent, alive, data_dir, http_get, wait_for};
+use jobs_util::{agent, alive, data_dir, http_get, wait_for, wait_for_async};
 use myco_proto::instance::InstanceState;
 
 /// An HTTP server answering with its instance id (python3's http.server
@@ -16,6 +16,8 @@ use myco_proto::instance::InstanceState;
 const WEB: &str = "#!/bin/sh\necho \"$MYCO_INSTANCE\" > id.txt\nexec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n";
 /// A process that does nothing for a long time.
 const SLEEP: &str = "#!/bin/sh\nexec sleep 100000\n";
+/// Notes its id in its volume, then sleeps.
+const VOLUME: &str = "#!/bin/sh\necho \"$MYCO_INSTANCE\" >> var/data/seen\nexec sleep 100000\n";
 /// A command that fails at once.
 const CRASH: &str = "#!/bin/sh\necho dying >&2\nexit 3\n";
 
@@ -86,13 +88,13 @@ async fn a_command_that_exits_at_once_restarts_then_fails() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopping_a_job_leaves_no_process() {
+async fn stopping_a_job_leaves_no_process_and_keeps_its_volume() {
     let dir = data_dir("stop");
     let a = agent(&dir, 32200..=32299).await;
-    let digest = a.spore("sleepy", SLEEP).await;
+    let digest = a.spore("sleepy", VOLUME).await;
     let job = a
         .deploy(
-            "name = \"sleepy\"\nspore = \"x@1\"\ncount = 2\nkill_timeout_ms = 500\n",
+            "name = \"sleepy\"\nspore = \"x@1\"\ncount = 2\nkill_timeout_ms = 500\n[[volumes]]\nname = \"data\"\npath = \"var/data\"\n",
             &digest,
         )
         .await;
@@ -107,6 +109,16 @@ async fn stopping_a_job_leaves_no_process() {
     })
     .await;
     assert!(pids.iter().all(|p| alive(*p)));
+    // Both instances of this node found the job's volume where it says.
+    let seen_file = dir.join("volumes/sleepy/data/seen");
+    let seen = wait_for("both instances wrote to the volume", || {
+        let seen = std::fs::read_to_string(&seen_file).ok()?;
+        (seen.lines().count() == 2).then_some(seen)
+    })
+    .await;
+    for id in a.shared().local().keys() {
+        assert!(seen.lines().any(|l| l == id), "{id} not in {seen:?}");
+    }
     let mut stopped = job.clone();
     stopped.stopped = true;
     a.put_job(&stopped).await;
@@ -165,4 +177,217 @@ async fn a_restarted_runtime_adopts_running_instances() {
     assert_eq!(stats.spawns.load(Ordering::Relaxed), 0, "no new process");
     assert_eq!(a.shared().local().len(), 2);
     assert!(before.values().all(|p| alive(*p)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reboot_instances_start_again_from_the_local_replica() {
+    let dir = data_dir("reboot");
+    let a = agent(&dir, 32400..=32499).await;
+    let digest = a.spore("sleepy", SLEEP).await;
+    a.deploy("name = \"sleepy\"\nspore = \"x@1\"\ncount = 2\n", &digest)
+        .await;
+    let before: Vec<u32> = wait_for("2 ready instances", || {
+        let pids: Vec<u32> = a.shared().local().values().filter_map(|i| i.pid).collect();
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    // The machine goes down: agent and instances die. No peer exists.
+    drop(a);
+    wait_for("the old processes gone", || {
+        before.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .await;
+    // A dead instance of a job that is gone: nothing will start it again.
+    let mut ghost = myco_agent::exec::record::read(
+        &std::fs::read_dir(dir.join("instances"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap();
+    ghost.instance = "ghost-0-v1-1".into();
+    ghost.job = "ghost".into();
+    let ghost_dir = myco_agent::exec::instance_dir::prepare_bare(&dir, &ghost.instance).unwrap();
+    myco_agent::exec::record::write(&ghost_dir, &ghost).unwrap();
+    let a = agent(&dir, 32400..=32499).await;
+    let after: Vec<u32> = wait_for("2 instances started again", || {
+        let pids: Vec<u32> = a
+            .shared()
+            .local()
+            .values()
+            .filter(|i| i.state == InstanceState::Ready)
+            .filter_map(|i| i.pid)
+            .collect();
+        (pids.len() == 2).then_some(pids)
+    })
+    .await;
+    assert!(after.iter().all(|p| alive(*p) && !before.contains(p)));
+    assert_eq!(a.shared().stats.adopted.load(Ordering::Relaxed), 0);
+    // The ghost's directory is swept; the restarted instances keep theirs.
+    wait_for("the dead instance's directory removed", || {
+        (!ghost_dir.exists()).then_some(())
+    })
+    .await;
+    let left = std::fs::read_dir(dir.join("instances")).unwrap().count();
+    assert_eq!(left, 2, "the running instances' directories stay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_read_from_local_files_and_followed() {
+    use myco_agent::http::logs::{Followers, LogQuery, read};
+    use tokio_stream::StreamExt;
+    let dir = data_dir("logs");
+    let a = agent(&dir, 32500..=32599).await;
+    let script = "#!/bin/sh\necho \"hello from $MYCO_INSTANCE\"\necho oops >&2\ni=0\nwhile true; do echo \"tick $i\"; i=$((i+1)); sleep 0.1; done\n";
+    let digest = a.spore("talk", script).await;
+    a.deploy("name = \"talk\"\nspore = \"x@1\"\n", &digest)
+        .await;
+    let id = wait_for("a ready instance", || {
+        let r = a.instances("talk").into_iter().next()?;
+        (r.state == InstanceState::Ready).then_some(r.id)
+    })
+    .await;
+    let followers = Followers::default();
+    let body = |resp: axum::response::Response| async move {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    };
+    let text = wait_for_async(|| async {
+        let q = LogQuery {
+            tail: Some(1000),
+            ..LogQuery::default()
+        };
+        let resp = read(&a.mesh, &dir, &followers, "talk", q).await.ok()?;
+        let text = body(resp).await;
+        text.contains("tick 1").then_some(text)
+    })
+    .await;
+    assert!(text.contains(&format!("hello from {id}\n")), "{text}");
+    assert!(text.contains("stderr: oops\n"), "{text}");
+
+    // Following: the tail first, then lines written after.
+    let q = LogQuery {
+        tail: Some(1),
+        follow: true,
+        ..LogQuery::default()
+    };
+    let resp = read(&a.mesh, &dir, &followers, "talk", q).await.unwrap();
+    let mut stream = resp.into_body().into_data_stream();
+    let first = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
+    let last_tick = |s: &str| -> Option<u32> {
+        s.lines()
+            .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+            .max()
+    };
+    let start = last_tick(&first).expect("the tail has a tick");
+    let mut seen = start;
+    while seen <= start {
+        let chunk = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
+        seen = last_tick(&chunk).unwrap_or(seen);
+    }
+
+    // Unknown job: 404. An instance on another node: 409 naming it.
+    let none = read(&a.mesh, &dir, &followers, "nope", LogQuery::default()).await;
+    assert_eq!(none.unwrap_err().code, axum::http::StatusCode::NOT_FOUND);
+    let mut other = a.instances("talk").remove(0);
+    other.id = "talk-0-v1-remote".into();
+    other.node = myco_proto::NodeId::from_u64(2);
+    a.mesh
+        .write(
+            myco_proto::Table::INSTANCES,
+            &other.key(),
+            Some(other.encode()),
+        )
+        .await
+        .unwrap();
+    let q = LogQuery {
+        instance: Some(other.id.clone()),
+        ..LogQuery::default()
+    };
+    let err = read(&a.mesh, &dir, &followers, "talk", q)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, axum::http::StatusCode::CONFLICT);
+    assert!(
+        err.message.contains(&other.node.to_string()),
+        "{}",
+        err.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_gets_its_own_limited_cgroup_removed_on_stop() {
+    let dir = data_dir("cgroup");
+    let mut a = agent(&dir, 32600..=32699).await;
+    a.cgroups = myco_agent::exec::CgroupConfig {
+        enabled: true,
+        parent: format!("myco-test-jobs-{}", std::process::id()),
+    };
+    a.stop_runtime().await;
+    a.start_runtime().await;
+    let support = a.shared().cgroups.clone();
+    if !support.is_usable() {
+        eprintln!("SKIPPED: no usable cgroups here: {}", support.reason);
+        return;
+    }
+    // Whatever happens, the test's cgroups go (instance ones, then parents).
+    struct Cleanup(
+        std::sync::Arc<myco_agent::exec::CgroupSupport>,
+        Vec<std::path::PathBuf>,
+    );
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for d in &self.1 {
+                let _ = std::fs::remove_dir(d);
+            }
+            self.0.remove_parents();
+        }
+    }
+    let mut cleanup = Cleanup(support.clone(), Vec::new());
+    let digest = a.spore("sleepy", SLEEP).await;
+    let job = a
+        .deploy(
+            "name = \"limited\"\nspore = \"x@1\"\nkill_timeout_ms = 500\n[resources]\nmemory_mb = 32\n",
+            &digest,
+        )
+        .await;
+    let (id, pid) = wait_for("a running instance", || {
+        a.shared()
+            .local()
+            .into_iter()
+            .find_map(|(id, i)| Some((id, i.pid?)))
+    })
+    .await;
+    let record = myco_agent::exec::record::read(&dir.join("instances").join(&id)).unwrap();
+    let cg = record.cgroup.expect("the instance has a cgroup");
+    assert!(!cg.dirs.is_empty());
+    cleanup.1 = cg.dirs.iter().map(|d| d.path.clone()).collect();
+    for d in &cg.dirs {
+        let procs = std::fs::read_to_string(d.path.join("cgroup.procs")).unwrap();
+        assert!(
+            procs.lines().any(|l| l == pid.to_string()),
+            "{pid} not in {}",
+            d.path.display()
+        );
+        if d.controllers.iter().any(|c| c == "memory") {
+            let limit = ["memory.max", "memory.limit_in_bytes"]
+                .iter()
+                .find_map(|f| std::fs::read_to_string(d.path.join(f)).ok())
+                .unwrap();
+            assert_eq!(limit.trim(), (32u64 << 20).to_string());
+        }
+    }
+    let mut stopped = job.clone();
+    stopped.stopped = true;
+    a.put_job(&stopped).await;
+    wait_for("the process and its cgroup gone", || {
+        (!alive(pid) && cg.dirs.iter().all(|d| !d.path.exists())).then_some(())
+    })
+    .await;
+    drop(a);
+    drop(cleanup);
 }

@@ -77,8 +77,10 @@ pub enum ViolationKind {
     /// whose controller does not know it.
     Orphan,
     /// Jobs: after the heal, some job did not have exactly `count` ready
-    /// instances within the budget.
+    /// instances within the budget, or lost them while idle.
     JobsNotConverged,
+    /// Jobs: an idle, converged mesh wrote instance records.
+    IdleWrites,
 }
 
 impl Violation {
@@ -113,6 +115,7 @@ impl fmt::Display for ViolationKind {
             ViolationKind::StartedTwice => "instance started twice",
             ViolationKind::Orphan => "orphan process",
             ViolationKind::JobsNotConverged => "jobs did not converge",
+            ViolationKind::IdleWrites => "writes while idle",
         })
     }
 }

@@ -12,7 +12,8 @@
 //! Phases: formation (membership agrees), deploy (node 0 writes the jobs),
 //! safety (faults, job changes, misbehaving processes; the safety checks
 //! run every step), liveness (everything heals; every job must have
-//! exactly `count` ready instances within [`JobsConfig::budget`]).
+//! exactly `count` ready instances within [`JobsConfig::budget`]), then
+//! idle (no instance record written for 10 s, still converged).
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -43,6 +44,12 @@ pub struct JobsConfig {
     pub survive: f64,
     /// From the heal until every job must have `count` ready instances.
     pub budget: Duration,
+    /// Small nodes (512 MB to 1 GiB): capacity binds, some slots stay
+    /// pending, placement packs what fits.
+    pub tight: bool,
+    /// A node that counts its own capacity at 60% of what its manifest
+    /// says: placement gives it more than it takes, and it refuses.
+    pub shrunk: Option<usize>,
 }
 
 impl JobsConfig {
@@ -63,6 +70,8 @@ impl JobsConfig {
             jobs: rng.random_range(2..=5),
             survive: f64::from(rng.random_range(0..=4u32)) / 4.0,
             budget,
+            tight: rng.random_bool(0.3),
+            shrunk: rng.random_bool(0.3).then(|| rng.random_range(0..nodes)),
         }
     }
 }
@@ -72,10 +81,12 @@ impl fmt::Display for JobsConfig {
         writeln!(f, "{}", self.sim)?;
         write!(
             f,
-            "jobs {}, processes survive a stop {:.2}, liveness budget {}",
+            "jobs {}, processes survive a stop {:.2}, liveness budget {}, tight {}, shrunk {:?}",
             self.jobs,
             self.survive,
-            Dur(self.budget)
+            Dur(self.budget),
+            self.tight,
+            self.shrunk
         )
     }
 }
@@ -89,6 +100,8 @@ pub struct JobsReport {
     pub liveness: Duration,
     /// Ready instances at the end.
     pub ready: usize,
+    /// Slots no node could hold at the end (capacity).
+    pub pending: usize,
     /// First starts of an instance.
     pub starts: u64,
     /// Restarts (after an exit, a failed spawn or a failed health check).
@@ -119,11 +132,12 @@ impl fmt::Display for JobsReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {}: {} ready {} after the heal; starts {}, restarts {}, kills {}, \
+            "seed {}: {} ready ({} pending) {} after the heal; starts {}, restarts {}, kills {}, \
              gave up {}, refused {}, agent deaths {} (processes found {}), job changes {}, \
              partitions {}, stops {}, record writes {}, wall {:?}",
             self.seed,
             self.ready,
+            self.pending,
             Dur(self.liveness),
             self.starts,
             self.restarts,
@@ -193,13 +207,13 @@ fn phases(
     // Liveness: faults, changes and misbehaviour end.
     let heal = world.now;
     agents.workload.stop_changes();
-    agents.procs.misbehave = false;
+    agents.procs.calm();
     faults.heal(world);
     failed(world)?;
-    let ready = loop {
+    let (ready, pending) = loop {
         step(sim, world, agents)?;
         match jobs_check::converged(&world.nodes, &agents.controllers, &agents.procs) {
-            Ok(ready) => break ready,
+            Ok(done) => break done,
             Err(why) if world.now.since(heal) >= cfg.budget => {
                 let detail = agents.describe(world);
                 let msg = format!(
@@ -215,15 +229,51 @@ fn phases(
             Err(_) => {}
         }
     };
+    let liveness = world.now.since(heal);
+    if pending == 0 {
+        idle(sim, world, agents)?;
+    }
     let mut report = agents.report.clone();
     report.seed = sim.seed;
-    report.liveness = world.now.since(heal);
+    report.liveness = liveness;
     report.ready = ready;
+    report.pending = pending;
     report.job_changes = agents.workload.changes;
     report.partitions = faults.partitions;
     report.stops = faults.stops;
     Ok(report)
 }
+
+/// The SD-card rule: once converged (and the avoidances of the faults
+/// over), an idle mesh writes no instance record, and stays converged.
+fn idle(sim: &SimConfig, world: &mut World, agents: &mut Agents) -> Result<(), Violation> {
+    step_until(sim, world, agents, world.now + AVOIDANCES_END)?;
+    let writes = agents.report.record_writes;
+    step_until(sim, world, agents, world.now + IDLE)?;
+    let wrote = agents.report.record_writes - writes;
+    let done = jobs_check::converged(&world.nodes, &agents.controllers, &agents.procs);
+    match done {
+        Ok(_) if wrote == 0 => Ok(()),
+        Ok(_) => {
+            let msg = format!("{wrote} instance records written in {} idle", Dur(IDLE));
+            Err(Violation::new(ViolationKind::IdleWrites, world.now, msg))
+        }
+        Err(why) => {
+            let msg = format!("converged, then lost it while idle: {why}");
+            Err(Violation::new(
+                ViolationKind::JobsNotConverged,
+                world.now,
+                msg,
+            ))
+        }
+    }
+}
+
+/// Longer than the simulated jobs' avoidance (5 s) plus the settle period:
+/// a record avoided during the faults is forgotten by then.
+const AVOIDANCES_END: Duration = Duration::from_secs(8);
+/// The idle window judged.
+const IDLE: Duration = Duration::from_secs(10);
 
 fn step_until(
     sim: &SimConfig,

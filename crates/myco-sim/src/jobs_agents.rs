@@ -36,6 +36,7 @@ pub(crate) struct Agents {
     rng: StdRng,
     survive: f64,
     seed: u64,
+    shrunk: Option<usize>,
     pub(crate) failure: Option<Violation>,
     pub(crate) report: JobsReport,
 }
@@ -45,7 +46,7 @@ impl Agents {
     pub(crate) fn new(cfg: &JobsConfig, world: &mut World) -> Agents {
         let n = cfg.sim.nodes;
         let seed = cfg.sim.seed;
-        let shapes = shapes(seed, n);
+        let shapes = shapes(seed, n, cfg.tight);
         world.shapes = shapes.clone();
         Agents {
             controllers: (0..n).map(|_| None).collect(),
@@ -57,6 +58,7 @@ impl Agents {
             rng: StdRng::seed_from_u64(seed ^ 0x000a_9e75),
             survive: cfg.survive,
             seed,
+            shrunk: cfg.shrunk,
             failure: None,
             report: JobsReport::default(),
         }
@@ -180,9 +182,10 @@ impl Agents {
         match self.controllers[i].as_mut() {
             None => {
                 let (_, offer) = &self.shapes[i];
+                let percent = if self.shrunk == Some(i) { 60 } else { 100 };
                 let capacity = Capacity {
-                    cpu_milli: u64::from(offer.cpu_milli),
-                    memory_mb: offer.memory_mb,
+                    cpu_milli: u64::from(offer.cpu_milli) * percent / 100,
+                    memory_mb: offer.memory_mb * percent / 100,
                     pids: None,
                 };
                 let config = ControllerConfig {
@@ -256,7 +259,8 @@ impl Agents {
                 }
                 JobAction::Write { record } => {
                     self.report.record_writes += 1;
-                    self.report.gave_up += u64::from(record.avoid_until_ms.is_some());
+                    let crash_loop = record.reason.starts_with("crash loop");
+                    self.report.gave_up += u64::from(record.avoid_until_ms.is_some() && crash_loop);
                     self.report.refused += u64::from(record.reason.starts_with("refused"));
                     world.local_write(i, Table::INSTANCES, &record.key(), Some(record.encode()));
                 }

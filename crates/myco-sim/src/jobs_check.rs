@@ -2,12 +2,14 @@
 //! no node runs more than its capacity, no instance runs where its job's
 //! constraints refuse; at every start: no node spawns a live instance
 //! again, no two nodes start one slot from the same view. Liveness, after
-//! the heal: every job has exactly `count` ready instances.
+//! the heal: every job has exactly `count` ready instances (as many as
+//! placement can hold, where capacity is short: the rest pending).
 
 use std::collections::BTreeMap;
 
 use myco_core::Node;
 use myco_core::jobs::controller::Controller;
+use myco_core::jobs::placement::{Placement, Slot};
 use myco_proto::frame::Capacity;
 use myco_proto::instance::{InstanceRecord, InstanceState};
 use myco_proto::job::JobRecord;
@@ -15,6 +17,7 @@ use myco_proto::state::Table;
 
 use crate::check::ViolationKind;
 use crate::jobs_procs::Procs;
+use crate::world::id_of;
 
 type Shape = (BTreeMap<String, String>, Capacity);
 /// (job, slot) to the live processes filling it: (node, id, version).
@@ -91,15 +94,17 @@ pub(crate) fn start(
     })
 }
 
-/// Whether the jobs converged: the running nodes hold the same jobs, and
-/// every job that runs has, per slot, exactly one live process, of its
-/// current version, ready by its controller and by its node's record; no
-/// other process lives on a running node. `Err` says what is missing.
+/// Whether the jobs converged: the running nodes hold the same jobs and
+/// the same placement, and every slot that placement assigns has exactly
+/// one live process, of the job's current version, on the node assigned,
+/// ready by its controller and by its node's record; a pending slot has
+/// none, and no other process lives on a running node. Returns (ready,
+/// pending); `Err` says what is missing.
 pub(crate) fn converged(
     nodes: &[Option<Node>],
     controllers: &[Option<Controller>],
     procs: &Procs,
-) -> Result<usize, String> {
+) -> Result<(usize, usize), String> {
     let running: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].is_some()).collect();
     let jobs_of = |n: &Node| -> Vec<Vec<u8>> {
         n.scan(Table::JOBS, "")
@@ -107,7 +112,7 @@ pub(crate) fn converged(
             .collect()
     };
     let Some(&first) = running.first() else {
-        return Ok(0);
+        return Ok((0, 0));
     };
     let first_node = nodes[first].as_ref().expect("running");
     let jobs = jobs_of(first_node);
@@ -116,6 +121,20 @@ pub(crate) fn converged(
         .find(|&&i| jobs_of(nodes[i].as_ref().expect("running")) != jobs)
     {
         return Err(format!("n{i} and n{first} hold different jobs"));
+    }
+    let placements: Vec<&Placement> = running
+        .iter()
+        .filter_map(|&i| controllers[i].as_ref().map(Controller::placement))
+        .collect();
+    let Some(placement) = placements.first() else {
+        return Err("no controller yet".into());
+    };
+    if placements.len() < running.len()
+        || placements
+            .iter()
+            .any(|p| p.fingerprint != placement.fingerprint)
+    {
+        return Err("the nodes place on different views".into());
     }
     let jobs: Vec<JobRecord> = jobs
         .iter()
@@ -131,10 +150,24 @@ pub(crate) fn converged(
             .or_default()
             .push((*n, id.as_str(), p.job.version));
     }
-    let mut ready = 0;
+    let (mut ready, mut pending) = (0, 0);
     for j in jobs.iter().filter(|j| !j.stopped) {
-        for slot in 0..j.spec.count {
-            let Some(found) = live.remove(&(j.name().to_string(), slot)) else {
+        let Some(jp) = placement.job(j.name()) else {
+            return Err(format!("{} not placed", j.name()));
+        };
+        for (slot, where_) in jp.slots.iter().enumerate() {
+            let found = live.remove(&(j.name().to_string(), slot as u32));
+            let Slot::Node(want) = where_ else {
+                if let Some(found) = found {
+                    return Err(format!(
+                        "{} slot {slot} pending but runs {found:?}",
+                        j.name()
+                    ));
+                }
+                pending += 1;
+                continue;
+            };
+            let Some(found) = found else {
                 return Err(format!("{} slot {slot}: no process", j.name()));
             };
             let [(n, id, version)] = found[..] else {
@@ -144,8 +177,8 @@ pub(crate) fn converged(
                     found.len()
                 ));
             };
-            if version != j.version {
-                return Err(format!("{id}: version {version}, not {}", j.version));
+            if version != j.version || id_of(n) != *want {
+                return Err(format!("{id} on n{n}: placed on {want} at v{}", j.version));
             }
             let state = controllers[n]
                 .as_ref()
@@ -168,5 +201,5 @@ pub(crate) fn converged(
     if let Some(((job, slot), extra)) = live.into_iter().next() {
         return Err(format!("{job} slot {slot}: unwanted {extra:?}"));
     }
-    Ok(ready)
+    Ok((ready, pending))
 }

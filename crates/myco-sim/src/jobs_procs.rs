@@ -63,7 +63,7 @@ pub(crate) struct Procs {
     seq: u64,
     rng: StdRng,
     /// Random exits, spawn failures and health flips (the safety phase).
-    pub(crate) misbehave: bool,
+    misbehave: bool,
 }
 
 impl Procs {
@@ -224,6 +224,18 @@ impl Procs {
                 }
             }
         })
+    }
+
+    /// Misbehaviour ends (the heal): no more random exits, spawn failures
+    /// or health flips, including those already drawn for running
+    /// processes.
+    pub(crate) fn calm(&mut self) {
+        self.misbehave = false;
+        for p in self.map.values_mut() {
+            p.sick = None;
+        }
+        self.queue
+            .retain(|_, d| d.event != ProcEvent::Exited(Exit::Code(1)));
     }
 
     /// The machine went down: its processes are gone.

@@ -18,15 +18,20 @@ const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef012
 const MAX_COUNT: u32 = 6;
 
 /// Node `i`'s tags and capacity: zones `a`, `b`, `c` in turn, 2 to 4
-/// cores, 1 to 2 GiB.
-pub(crate) fn shapes(seed: u64, nodes: usize) -> Vec<(BTreeMap<String, String>, Capacity)> {
+/// cores, 1 to 2 GiB (`tight`: 1 to 2 cores, 512 MB to 1 GiB).
+pub(crate) fn shapes(
+    seed: u64,
+    nodes: usize,
+    tight: bool,
+) -> Vec<(BTreeMap<String, String>, Capacity)> {
+    let scale = if tight { 2 } else { 1 };
     let mut rng = StdRng::seed_from_u64(seed ^ 0x005b_a9e5);
     (0..nodes)
         .map(|i| {
             let tags = BTreeMap::from([("zone".to_string(), ["a", "b", "c"][i % 3].to_string())]);
             let capacity = Capacity {
-                cpu_milli: rng.random_range(4..=8) * 500,
-                memory_mb: rng.random_range(4..=8) * 256,
+                cpu_milli: rng.random_range(4..=8) * 500 / scale,
+                memory_mb: u64::from(rng.random_range(4..=8u32) * 256 / scale),
             };
             (tags, capacity)
         })

@@ -45,6 +45,12 @@
 //! [`Report`] with its figures and a digest of every delivery: two runs of
 //! one config have the same digest.
 //!
+//! [`run_jobs`] runs the jobs layer on the same world: the real
+//! `myco_core::jobs::controller::Controller` on every node, simulated
+//! processes, an operator changing jobs, the seed's membership faults;
+//! safety checked every step and liveness after the heal (see the
+//! `jobs` module).
+//!
 //! **What it never does:** read a clock for anything but the report's wall
 //! time, use a random source other than the seed, or iterate a hash map.
 //! One `StdRng` seeded from the seed draws every datagram's fate, fault and

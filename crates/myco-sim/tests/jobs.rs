@@ -47,7 +47,7 @@ fn seeds(list: impl IntoIterator<Item = u64>, nodes: usize, safety: Duration) ->
 
 #[test]
 fn many_seeds_keep_jobs_safe_and_converge_after_the_heal() {
-    let reports = seeds(0..16, 5, Duration::from_secs(20));
+    let reports = seeds(0..12, 5, Duration::from_secs(20));
     let sum = |f: fn(&JobsReport) -> u64| reports.iter().map(f).sum::<u64>();
     // The faults and the misbehaviour did happen.
     assert!(sum(|r| r.restarts) > 0, "no restart");
@@ -56,6 +56,11 @@ fn many_seeds_keep_jobs_safe_and_converge_after_the_heal() {
     assert!(sum(|r| r.partitions) > 0, "no partition");
     assert!(sum(|r| r.job_changes) > 0, "no job change");
     assert!(reports.iter().all(|r| r.ready > 0 || r.starts > 0));
+    // Roomy nodes hold every slot: exactly `count` ready per job.
+    for (seed, r) in (0..).zip(&reports) {
+        let cfg = JobsConfig::from_seed(seed, 5, Duration::from_secs(20));
+        assert!(cfg.tight || r.pending == 0, "{r}");
+    }
 }
 
 /// A scripted run on a quiet network: `script` during a 30 s safety phase.
@@ -73,6 +78,8 @@ fn scripted(seed: u64, survive: f64, script: Vec<(Duration, Fault)>) -> JobsRepo
         jobs: 3,
         survive,
         budget,
+        tight: false,
+        shrunk: None,
     };
     run_jobs(&cfg).unwrap_or_else(|v| panic!("{v}"))
 }
@@ -143,4 +150,25 @@ fn sweep() {
         6,
         Duration::from_secs(40),
     );
+}
+
+/// One seed with node 0's events and every jobs action on stderr, to
+/// reproduce a failure: `SEED=N NODES=5 SAFETY=20 cargo test -p myco-sim
+/// --test jobs trace_seed -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn trace_seed() {
+    let var = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let safety = Duration::from_secs(var("SAFETY", 20));
+    let mut cfg = JobsConfig::from_seed(var("SEED", 0), var("NODES", 5) as usize, safety);
+    cfg.sim.trace = Some(0);
+    match run_jobs(&cfg) {
+        Ok(r) => println!("{r}"),
+        Err(v) => println!("{v}"),
+    }
 }

@@ -142,6 +142,9 @@ pub struct Executor {
     /// Port per instance, from its first spawn to its release.
     port_of: BTreeMap<String, u16>,
     running: BTreeMap<String, Running>,
+    /// Cgroup per instance, from its start to its release: it outlives an
+    /// exit (a restart in place takes it over), and release removes it.
+    cgroup_of: BTreeMap<String, InstanceCgroup>,
     prober: Prober,
 }
 
@@ -161,6 +164,7 @@ impl Executor {
             ports: PortPool::new(ports),
             port_of: BTreeMap::new(),
             running: BTreeMap::new(),
+            cgroup_of: BTreeMap::new(),
             prober: Prober::new(PROBE_CONCURRENCY),
         }
     }
@@ -204,6 +208,9 @@ impl Executor {
             cgroup,
             child,
         } = launched;
+        if let Some(cg) = &cgroup {
+            self.cgroup_of.insert(record.instance.clone(), cg.clone());
+        }
         self.running.insert(
             record.instance.clone(),
             Running {
@@ -224,6 +231,10 @@ impl Executor {
     pub fn adopt(&mut self, dir: PathBuf, record: &InstanceRecord, exits: &Exits) {
         self.ports.reserve(record.port);
         self.port_of.insert(record.instance.clone(), record.port);
+        let cgroup = record.cgroup.as_ref().map(InstanceCgroup::from_record);
+        if let Some(cg) = &cgroup {
+            self.cgroup_of.insert(record.instance.clone(), cg.clone());
+        }
         self.running.insert(
             record.instance.clone(),
             Running {
@@ -231,7 +242,7 @@ impl Executor {
                 pid: record.pid,
                 start_time: record.start_time,
                 dir,
-                cgroup: record.cgroup.as_ref().map(InstanceCgroup::from_record),
+                cgroup,
                 adopted: true,
             },
         );
@@ -262,13 +273,14 @@ impl Executor {
         }
     }
 
-    /// Forgets the instance: its port goes back to the pool. The caller
-    /// removes its directory and cgroup off the loop ([`cleanup`]).
-    pub fn release(&mut self, id: &str) -> Option<Running> {
+    /// Forgets the instance: its port goes back to the pool. Returns its
+    /// process if one still runs, and its cgroup: the caller stops the one
+    /// and removes the other and the directory off the loop ([`cleanup`]).
+    pub fn release(&mut self, id: &str) -> (Option<Running>, Option<InstanceCgroup>) {
         if let Some(port) = self.port_of.remove(id) {
             self.ports.release(port);
         }
-        self.running.remove(id)
+        (self.running.remove(id), self.cgroup_of.remove(id))
     }
 
     /// A probe of `id` to run off the loop, with its port and directory.

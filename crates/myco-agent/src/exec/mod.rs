@@ -24,6 +24,10 @@
 //! - [`ports`]: [`PortPool`] hands out ports never in use nor leased.
 //! - [`record`]: the per-instance record and [`record::scan`], which tells a
 //!   live instance of ours from a dead one or a reused pid.
+//! - [`executor`]: what the jobs runtime (`crate::jobs`) calls: ports kept
+//!   per instance across restarts, live processes and cgroups by instance,
+//!   a whole spawn from a job record ([`executor::SpawnJob`]), probes,
+//!   stops and cleanup.
 //!
 //! What the integrator must provide: run as root for cgroups (without,
 //! instances run unlimited and [`CgroupSupport`] says why); hand every

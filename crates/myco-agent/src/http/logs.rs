@@ -32,6 +32,7 @@ use super::ApiState;
 use super::errors::HttpError;
 use crate::exec::instance_dir;
 use crate::exec::logs::{self, Follow, LogStream, MAX_TAIL_LINES};
+use crate::mesh::MeshHandle;
 
 /// Lines of each stream sent when `tail` is not given.
 pub const DEFAULT_TAIL: usize = 100;
@@ -53,7 +54,7 @@ impl Default for Followers {
 }
 
 /// The query string.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// One instance of the job.
@@ -71,10 +72,21 @@ pub async fn logs(
     Path(job): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, HttpError> {
-    let me = s.mesh.me().id;
+    read(&s.mesh, &s.data_dir, &s.logs, &job, q).await
+}
+
+/// The answer to a logs request for `job` on the node of `mesh`, whose
+/// instances live under `data_dir`.
+pub async fn read(
+    mesh: &MeshHandle,
+    data_dir: &std::path::Path,
+    followers: &Followers,
+    job: &str,
+    q: LogQuery,
+) -> Result<Response, HttpError> {
+    let me = mesh.me().id;
     let prefix = format!("{job}/");
-    let records: Vec<InstanceRecord> = s
-        .mesh
+    let records: Vec<InstanceRecord> = mesh
         .scan(Table::INSTANCES, &prefix, MAX_INSTANCES)
         .into_iter()
         .filter_map(|(_, e)| e.value.and_then(|v| InstanceRecord::decode(&v).ok()))
@@ -89,18 +101,18 @@ pub async fn logs(
     // (just stopped) can still be read.
     if let Some(id) = &q.instance
         && local.is_empty()
-        && instance_dir::instance_dir(&s.data_dir, id).is_ok_and(|d| d.exists())
+        && instance_dir::instance_dir(data_dir, id).is_ok_and(|d| d.exists())
         && records.iter().all(|r| r.node == me)
     {
         local.push(id.clone());
     }
     if local.is_empty() {
-        return Err(elsewhere(&s, &job, q.instance.as_deref(), &records));
+        return Err(elsewhere(mesh, job, q.instance.as_deref(), &records));
     }
     let dirs: BTreeMap<String, PathBuf> = local
         .into_iter()
         .filter_map(|id| {
-            let dir = instance_dir::instance_dir(&s.data_dir, &id).ok()?;
+            let dir = instance_dir::instance_dir(data_dir, &id).ok()?;
             Some((id, dir))
         })
         .collect();
@@ -122,7 +134,7 @@ pub async fn logs(
         .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
     }
-    let permit = s.logs.0.clone().try_acquire_owned().map_err(|_| {
+    let permit = followers.0.clone().try_acquire_owned().map_err(|_| {
         HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{MAX_FOLLOWERS} log followers already on this node; try again later"),
@@ -188,7 +200,7 @@ fn push_line(out: &mut String, id: Option<&str>, stream: LogStream, line: &str) 
 
 /// No instance of the request runs here: 404, or 409 naming where.
 fn elsewhere(
-    s: &ApiState,
+    mesh: &MeshHandle,
     job: &str,
     instance: Option<&str>,
     records: &[InstanceRecord],
@@ -200,7 +212,7 @@ fn elsewhere(
         };
         return HttpError::not_found(format!("{what}; `myco instances --job {job}` lists them"));
     };
-    let snap = s.mesh.snapshot();
+    let snap = mesh.snapshot();
     let api = snap
         .members
         .iter()

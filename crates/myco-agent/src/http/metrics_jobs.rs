@@ -104,3 +104,49 @@ pub fn register(r: &mut Registry, jobs: &JobsShared) {
         cgroups,
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::exec::CgroupSupport;
+    use crate::jobs::LocalInstance;
+
+    #[test]
+    fn instances_by_state_counters_and_cgroups_are_exposed() {
+        let jobs = JobsShared::new(Arc::new(CgroupSupport::none("test")));
+        let one = |state| LocalInstance {
+            job: "web".into(),
+            state,
+            pid: None,
+        };
+        jobs.publish(BTreeMap::from([
+            ("a".to_string(), one(InstanceState::Ready)),
+            ("b".to_string(), one(InstanceState::Ready)),
+            ("c".to_string(), one(InstanceState::Failed)),
+        ]));
+        JobsShared::count(&jobs.stats.spawns);
+        JobsShared::count(&jobs.stats.refusals);
+        let mut r = Registry::with_prefix("myco");
+        register(&mut r, &jobs);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &r).unwrap();
+        for want in [
+            "myco_instances{state=\"ready\"} 2",
+            "myco_instances{state=\"failed\"} 1",
+            "myco_instances{state=\"launching\"} 0",
+            "myco_instance_spawns_total 1",
+            "myco_instance_refusals_total 1",
+            "myco_instance_restarts_total 0",
+            "myco_cgroups{version=\"none\",limits=\"\"} 1",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+        // `/v1/status` shows the same support.
+        let v = serde_json::to_value(&*jobs.cgroups).unwrap();
+        assert_eq!(v["version"], "none");
+        assert_eq!(v["reason"], "test");
+    }
+}

@@ -192,7 +192,7 @@ impl Runtime {
         self.job_of.remove(id);
         self.spawned.remove(id);
         self.refused.remove(id);
-        let running = self.exec.release(id);
+        let (running, cgroup) = self.exec.release(id);
         let data_dir = self.exec.data_dir().to_path_buf();
         let id = id.to_owned();
         tokio::spawn(async move {
@@ -200,7 +200,6 @@ impl Runtime {
                 tracing::warn!(instance = %id, "released while running: stopping it");
                 executor::stop(r, Duration::ZERO).await;
             }
-            let cgroup = running.and_then(|r| r.cgroup);
             let _ = tokio::task::spawn_blocking(move || {
                 executor::cleanup(&data_dir, &id, cgroup.as_ref())
             })

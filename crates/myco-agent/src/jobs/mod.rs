@@ -1,5 +1,7 @@
 //! The job runtime: the shell around the core's jobs `Controller`.
 //!
+//! - `act`, `survivors`: the runtime's handling of actions and of what
+//!   the previous agent left (processes to adopt, dead directories).
 //! - [`runtime`]: [`runtime::start`] spawns one task that owns the
 //!   controller, feeds it views of the replicated state, process events and
 //!   timeouts, and carries out its [`myco_core::jobs::controller::JobAction`]s
@@ -7,7 +9,7 @@
 //!   [`crate::exec::executor::Executor`]).
 //! - [`view`]: building the controller's `View` from the mesh's published
 //!   read view and membership snapshot, and telling when it changed.
-//! - [`writer`]: the one task that writes instance records, in order per
+//! - `writer`: the one task that writes instance records, in order per
 //!   key, batching what piles up.
 //! - [`workflow`]: what the jobs API does (deploy, versions, scale, stop,
 //!   revert, plan) on the replicated `jobs` tables.
@@ -20,6 +22,7 @@
 
 mod act;
 pub mod runtime;
+mod survivors;
 pub mod view;
 pub mod workflow;
 mod writer;
@@ -55,6 +58,67 @@ impl Default for JobsConfig {
             logs: crate::exec::LogLimits::default(),
             settle: myco_core::jobs::reconcile::DEFAULT_SETTLE,
         }
+    }
+}
+
+/// A jobs setting from the environment that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{var}={value:?}: {want}")]
+pub struct JobsConfigError {
+    /// The variable.
+    pub var: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should look like.
+    pub want: &'static str,
+}
+
+impl JobsConfig {
+    /// The defaults, changed by `MYCO_INSTANCE_PORTS=FIRST-LAST`,
+    /// `MYCO_CGROUPS=off` and `MYCO_CGROUP_PARENT=PATH` when set. (The
+    /// agent's options struct is built field by field by the CLI, so the
+    /// environment is where these live until the config file has a
+    /// `[jobs]` section.)
+    pub fn from_env() -> Result<JobsConfig, JobsConfigError> {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    /// [`JobsConfig::from_env`] over any variable source.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<JobsConfig, JobsConfigError> {
+        let mut c = JobsConfig::default();
+        if let Some(v) = var("MYCO_INSTANCE_PORTS") {
+            let bad = || JobsConfigError {
+                var: "MYCO_INSTANCE_PORTS",
+                value: v.clone(),
+                want: "want FIRST-LAST, two ports with FIRST <= LAST, e.g. 20000-29999",
+            };
+            let (a, b) = v.split_once('-').ok_or_else(bad)?;
+            let (a, b): (u16, u16) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a == 0 || a > b {
+                return Err(bad());
+            }
+            c.ports = a..=b;
+        }
+        if let Some(v) = var("MYCO_CGROUPS") {
+            c.cgroups.enabled = match v.as_str() {
+                "on" | "1" | "true" => true,
+                "off" | "0" | "false" => false,
+                _ => {
+                    return Err(JobsConfigError {
+                        var: "MYCO_CGROUPS",
+                        value: v,
+                        want: "want on or off",
+                    });
+                }
+            };
+        }
+        if let Some(v) = var("MYCO_CGROUP_PARENT") {
+            c.cgroups.parent = v;
+        }
+        Ok(c)
     }
 }
 
@@ -132,5 +196,36 @@ impl JobsShared {
 
     pub(crate) fn count(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_the_environment_are_checked() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = JobsConfig::from_vars(vars(&[
+            ("MYCO_INSTANCE_PORTS", "30000-30010"),
+            ("MYCO_CGROUPS", "off"),
+        ]))
+        .unwrap();
+        assert_eq!(c.ports, 30000..=30010);
+        assert!(!c.cgroups.enabled);
+        for bad in ["30010-30000", "0-10", "30000", "a-b"] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(Box::new([("MYCO_INSTANCE_PORTS", bad)]));
+            let e = JobsConfig::from_vars(vars(pairs)).unwrap_err();
+            assert_eq!(e.var, "MYCO_INSTANCE_PORTS");
+        }
+        assert!(JobsConfig::from_vars(vars(&[("MYCO_CGROUPS", "maybe")])).is_err());
     }
 }

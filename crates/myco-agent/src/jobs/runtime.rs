@@ -7,7 +7,7 @@
 //! membership fingerprint every [`MEMBERSHIP_POLL`], since it raises no
 //! event), a process exit, a finished spawn or probe, and the controller's
 //! own timeout. After each, every action is drained and carried out
-//! ([`super::act`]): slow work in tasks that report back on one bounded
+//! (`jobs/act.rs`): slow work in tasks that report back on one bounded
 //! channel, record writes through the ordered writer.
 //!
 //! At start it scans `DATA_DIR/instances` for processes that survived the
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use myco_core::Time;
-use myco_core::jobs::controller::{Controller, ControllerConfig, Found};
+use myco_core::jobs::controller::{Controller, ControllerConfig};
 use myco_proto::NodeId;
 use myco_proto::job::JobRecord;
 use tokio::sync::{broadcast, mpsc};
@@ -37,7 +37,6 @@ use super::writer::{self, RecordWrite};
 use super::{JobsConfig, JobsShared, LocalInstance};
 use crate::exec::executor::Executor;
 use crate::exec::process::Exit as ProcExit;
-use crate::exec::record::{self, Liveness};
 use crate::exec::{CgroupSupport, Exits, Launched, ProbeKind};
 use crate::mesh::{Clock, MeshHandle};
 use crate::spores::Spores;
@@ -125,6 +124,10 @@ pub(super) struct Runtime {
     pub(super) spawned: BTreeSet<String>,
     /// Instances counted as refused.
     pub(super) refused: BTreeSet<String>,
+    /// Directories of instances that did not survive the last agent (or
+    /// the machine): removed once the controller has had time to start
+    /// them again in place (`survivors::sweep_after`) and did not.
+    pub(super) dead: BTreeSet<String>,
 }
 
 /// Detects cgroups, then starts the runtime's task.
@@ -188,6 +191,7 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
         spawning: BTreeMap::new(),
         spawned: BTreeSet::new(),
         refused: BTreeSet::new(),
+        dead: BTreeSet::new(),
     };
     rt.adopt_survivors().await;
     rt.rebuild_view();
@@ -196,6 +200,9 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
     let mut fingerprint = membership_fingerprint(&rt.mesh.snapshot());
     let mut membership = tokio::time::interval(MEMBERSHIP_POLL);
     let mut rotate = tokio::time::interval(ROTATE_EVERY);
+    let sweep = tokio::time::sleep(super::survivors::sweep_after(config.settle));
+    tokio::pin!(sweep);
+    let mut swept = false;
     let mut dirty_since: Option<Instant> = None;
     loop {
         let timeout = rt
@@ -231,6 +238,10 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
                 }
             }
             _ = rotate.tick() => rt.rotate_logs(config.logs),
+            _ = &mut sweep, if !swept => {
+                swept = true;
+                rt.sweep_dead();
+            }
         }
         rt.drain().await;
     }
@@ -239,51 +250,6 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
 impl Runtime {
     pub(super) fn now(&self) -> Time {
         self.clock.now()
-    }
-
-    /// Finds the instances the previous agent left running and hands them
-    /// to the controller (an empty scan on a fresh node or after a reboot).
-    async fn adopt_survivors(&mut self) {
-        let dir = self.exec.data_dir().to_path_buf();
-        let scanned = tokio::task::spawn_blocking(move || record::scan(&dir))
-            .await
-            .unwrap_or_default();
-        let mut found = Vec::new();
-        for f in scanned {
-            let rec = match f.record {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(dir = %f.dir.display(), error = %e, "instance directory without a readable record");
-                    continue;
-                }
-            };
-            if f.liveness != Liveness::Alive {
-                tracing::debug!(instance = %rec.instance, liveness = ?f.liveness, "instance did not survive");
-                continue;
-            }
-            let Ok(version) = rec.version.parse::<u64>() else {
-                tracing::warn!(instance = %rec.instance, version = %rec.version, "survivor with an unreadable version is left alone");
-                continue;
-            };
-            tracing::info!(instance = %rec.instance, pid = rec.pid, "adopting a running instance");
-            self.exec.adopt(f.dir, &rec, &self.exits);
-            JobsShared::count(&self.shared.stats.adopted);
-            self.job_of.insert(rec.instance.clone(), rec.job.clone());
-            // Its next start is a restart, and a `failed` record of it is
-            // not a refusal.
-            self.spawned.insert(rec.instance.clone());
-            if let Some(addr) = self.exec.addr_of(&rec.instance) {
-                self.ctl.set_addr(&rec.instance, addr);
-            }
-            found.push(Found {
-                id: rec.instance,
-                job: rec.job,
-                slot: rec.slot,
-                version,
-            });
-        }
-        let now = self.now();
-        self.ctl.set_local_scan(now, found);
     }
 
     /// Rebuilds the view from what the mesh published and runs a pass.

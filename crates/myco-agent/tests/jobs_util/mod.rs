@@ -55,6 +55,10 @@ pub struct Agent {
     pub runtime: Option<JobsRuntime>,
     pub key: myco_spore::SigningKey,
     pub ports: std::ops::RangeInclusive<u16>,
+    /// The settle period the runtime is started with.
+    pub settle: Duration,
+    /// Cgroups for instances (off unless a test turns them on).
+    pub cgroups: CgroupConfig,
     loop_task: tokio::task::JoinHandle<()>,
 }
 
@@ -70,7 +74,18 @@ impl Drop for Agent {
 
 /// Starts an agent on `dir`, instances on ports of `ports`.
 pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
-    let (store, loaded) = Store::open(&dir.join("state.redb")).unwrap();
+    // A previous agent of the test may still be letting go of the store.
+    let until = Instant::now() + DEADLINE;
+    let (store, loaded) = loop {
+        match Store::open(&dir.join("state.redb")) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() < until => {
+                eprintln!("store not yet free: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("store: {e}"),
+        }
+    };
     let store = Arc::new(store);
     let id = NodeId::from_u64(1);
     let key = ClusterKey::from_bytes([3; 32]);
@@ -160,6 +175,13 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         runtime: None,
         key: signing,
         ports,
+        settle: Duration::from_millis(200),
+        // Cgroups are covered by the exec tests and one test here; off by
+        // default, so a failed test leaves no cgroup behind.
+        cgroups: CgroupConfig {
+            enabled: false,
+            ..CgroupConfig::default()
+        },
         loop_task,
     };
     agent.start_runtime().await;
@@ -171,13 +193,8 @@ impl Agent {
     pub async fn start_runtime(&mut self) {
         let config = JobsConfig {
             ports: self.ports.clone(),
-            // Cgroups are covered by the exec tests; here instances run
-            // without, so a failed test leaves no cgroup behind.
-            cgroups: CgroupConfig {
-                enabled: false,
-                ..CgroupConfig::default()
-            },
-            settle: Duration::from_millis(200),
+            cgroups: self.cgroups.clone(),
+            settle: self.settle,
             ..JobsConfig::default()
         };
         self.runtime = Some(
@@ -290,4 +307,18 @@ pub fn alive(pid: u32) -> bool {
             !state.starts_with('Z')
         })
         .unwrap_or(false)
+}
+
+/// [`wait_for`] with an async condition.
+pub async fn wait_for_async<T, F: std::future::Future<Output = Option<T>>>(
+    mut f: impl FnMut() -> F,
+) -> T {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < until, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -204,6 +204,9 @@ impl Controller {
             .collect();
         let mine = &self.mine;
         self.deleted.retain(|id| mine.contains_key(id));
+        // What the replica holds already needs no copy: `written` only
+        // bridges writes the view has not caught up with.
+        self.written.retain(|id, w| mine.get(id) != Some(w));
         self.view = view;
         self.view_at = now;
         self.replace(now);

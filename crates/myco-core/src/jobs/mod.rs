@@ -47,7 +47,9 @@
 //!      [`supervise::Supervisor::new`] and spawn on its `Spawn`;
 //!    - `Adopt`: [`supervise::Supervisor::adopt`] with the record's state;
 //!    - `Stop`: [`supervise::Supervisor::stop`];
-//!    - `Refuse`: write the record as `failed` with the reason;
+//!    - `Refuse`: write the record as `failed` with the reason and
+//!      `avoid_until_ms` (the job's `restart.avoid_ms` ahead), so placement
+//!      on every node moves the slot instead of leaving it refused here;
 //!    - `Forget`: delete the record (`JOB/ID`);
 //!    - `Hold`, `Keep`: nothing (a `Hold` says when to run again).
 //! 5. For each supervisor, feed [`supervise::ProcessEvent`]s and its

@@ -136,8 +136,9 @@ pub enum Action {
     },
     /// Would start, but this node lacks the room even after what it is
     /// stopping exits (its own capacity or processes differ from what
-    /// placement saw). Write the record as `failed` with this reason;
-    /// emitted only when the record does not already say it.
+    /// placement saw). Write the record as `failed` with this reason
+    /// (and an avoidance, so the slot moves); emitted only when the record
+    /// does not already say it, or its avoidance has ended.
     Refuse {
         /// The instance id it would have had.
         id: String,
@@ -252,9 +253,13 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
             }
             Some(reason) => {
                 let reason = format!("refused: {reason}");
-                let said = records
-                    .get(id.as_str())
-                    .is_some_and(|r| r.state == InstanceState::Failed && r.reason == reason);
+                // Said already, unless the avoidance that came with it
+                // ended (then it is said again, and avoided again).
+                let said = records.get(id.as_str()).is_some_and(|r| {
+                    r.state == InstanceState::Failed
+                        && r.reason == reason
+                        && (r.avoid_until_ms.is_none() || r.avoids(input.wall_ms))
+                });
                 if !said {
                     out.push(Action::Refuse {
                         id,

@@ -21,8 +21,9 @@ impl Controller {
         out.into_values().cloned().collect()
     }
 
-    /// One reconcile pass, its actions carried out. Runs again (a few
-    /// times at most) when a pass freed a slot for the next.
+    /// One reconcile pass, its actions carried out. Runs again (twice more
+    /// at most) when a pass forgot a gave-up instance, whose slot the next
+    /// pass may start again.
     pub(super) fn pass(&mut self, now: Time) {
         if !self.scanned {
             return;
@@ -79,7 +80,11 @@ impl Controller {
                     reason,
                 } => {
                     tracing::debug!(node = %self.me, %id, %reason, "refused");
-                    let digest = self.jobs.get(&job).map(|j| j.digest().to_string());
+                    let record = self.jobs.get(&job);
+                    let digest = record.map(|j| j.digest().to_string());
+                    // Avoided like a crash loop, so placement on every node
+                    // moves the slot instead of leaving it refused here.
+                    let avoid = record.map(|j| wall + j.spec.restart.avoid_ms);
                     let record = InstanceRecord {
                         format: INSTANCE_RECORD_FORMAT,
                         id,
@@ -93,7 +98,7 @@ impl Controller {
                         restarts: 0,
                         last_exit: None,
                         reason,
-                        avoid_until_ms: None,
+                        avoid_until_ms: avoid,
                         since_ms: 0,
                     };
                     self.write(now, record);

@@ -389,20 +389,34 @@ fn after_an_agent_restart_survivors_still_placed_here_are_adopted_the_rest_kille
 }
 
 #[test]
-fn a_node_never_starts_past_its_own_capacity_and_says_so_once() {
+fn a_node_never_starts_past_its_own_capacity_and_the_slot_moves() {
+    // Its manifest says 4096 MB, its own count is 100: placement gives it
+    // both slots (node 2 is full), it starts one and refuses the other.
     let n = node(1, "", 4096);
     let mut cap = n.capacity;
     cap.memory_mb = 100;
-    let mut s = Shell::new(vec![n], vec![quick("web", 2, false)], cap);
+    let mut s = Shell::new(vec![n, node(2, "", 32)], vec![quick("web", 2, false)], cap);
     s.scan(vec![]);
     let acts = s.advance(1_000);
     let (w0, w1) = (id("web", 0), id("web", 1));
-    assert_eq!(spawns(&acts), [w0]);
+    assert_eq!(spawns(&acts), [w0.as_str()]);
     assert_eq!(writes(&acts, &w1), [InstanceState::Failed]);
-    let r = s.record(&w1).unwrap();
+    let r = s.record(&w1).unwrap().clone();
     assert!(r.reason.starts_with("refused: memory"), "{}", r.reason);
-    let acts = s.advance(s.now.0 + 5_000);
+    assert_eq!(r.avoid_until_ms, Some(WALL0 + 1_000 + 30_000), "avoided");
+    // Placement, here as on every node, no longer puts the slot here.
+    s.sync();
+    let slot1 = &s.c.placement().job("web").unwrap().slots[1];
+    assert!(matches!(slot1, Slot::Pending(_)), "{slot1:?}");
+    let acts = s.advance(s.now.0 + 20_000);
     assert!(acts.is_empty(), "said once: {acts:?}");
+    // The avoidance ends and the slot comes back: refused and avoided
+    // again (one write per avoidance, never a start past capacity).
+    let acts = s.advance(s.now.0 + 15_000);
+    assert_eq!(writes(&acts, &w1), [InstanceState::Failed]);
+    // Placed here again at 31 s, a view to settle on for a second first.
+    assert_eq!(s.record(&w1).unwrap().avoid_until_ms, Some(WALL0 + 62_000));
+    assert!(spawns(&acts).is_empty(), "never past its capacity");
 }
 
 #[test]
