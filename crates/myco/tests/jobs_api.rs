@@ -226,6 +226,7 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
     );
     let seen = n1.client().job("web").unwrap();
     assert_eq!((seen.version, seen.desired), (2, 5));
+    // Scaling to 0 keeps the job with nothing to run; 1001 is too many.
     let r = call(
         n1,
         "POST",
@@ -233,7 +234,27 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
         &json!({"count": 0}),
         false,
     );
+    let zero = deployed(&r, 200);
+    assert_eq!(
+        (zero.job.desired, zero.job.version, zero.job.stopped),
+        (0, 2, false)
+    );
+    let r = call(
+        n1,
+        "POST",
+        "/v1/jobs/web/scale",
+        &json!({"count": 1001}),
+        false,
+    );
     expect(&r, 400, "count");
+    let r = call(
+        n1,
+        "POST",
+        "/v1/jobs/web/scale",
+        &json!({"count": 5}),
+        false,
+    );
+    assert_eq!(deployed(&r, 200).job.desired, 5);
     let r = call(n1, "POST", "/v1/jobs/web/scale", &json!({"cnt": 3}), false);
     expect(&r, 400, "count");
     let r = call(
