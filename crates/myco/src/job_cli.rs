@@ -45,7 +45,7 @@ pub enum JobCmd {
     Scale {
         /// The job's name.
         name: String,
-        /// How many instances, 1 to 1000.
+        /// How many instances, 0 to 1000 (0 keeps the job, running nothing).
         count: u32,
     },
     /// Where each instance of a job file would go and why the other nodes

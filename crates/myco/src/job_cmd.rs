@@ -147,9 +147,36 @@ pub fn instances(c: &Client, args: InstancesArgs) -> anyhow::Result<()> {
     print_listing(&c.instances(args.job.as_deref())?, args.out.json)
 }
 
-/// `myco logs JOB`.
+/// Where a node that does not run an instance says to ask instead (a 409
+/// naming `http://HOST:PORT/v1/logs/JOB?instance=ID`): the API base and
+/// the instance.
+fn redirect(message: &str) -> Option<(String, String)> {
+    let url = message
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))?;
+    let (base, rest) = url.split_once("/v1/logs/")?;
+    let instance = rest.split_once("instance=")?.1;
+    let instance = instance.split('&').next()?.trim_end_matches(['.', ',']);
+    (!instance.is_empty()).then(|| (base.to_string(), instance.to_string()))
+}
+
+/// `myco logs JOB`. Logs are read on the node that runs the instance: when
+/// the node asked says another one runs it, the CLI asks that node (with
+/// the same token; reads are open on a loopback API).
 pub fn logs(c: &Client, args: LogsArgs) -> anyhow::Result<()> {
-    let mut stream = c.logs(&args.job, args.instance.as_deref(), args.follow, args.tail)?;
+    let first = c.logs(&args.job, args.instance.as_deref(), args.follow, args.tail);
+    let mut stream = match first {
+        Err(myco_client::ClientError::Api {
+            status: 409,
+            ref message,
+            ..
+        }) if redirect(message).is_some() => {
+            let (base, instance) = redirect(message).expect("just matched");
+            let there = Client::new(&base).with_token(c.token().map(str::to_string));
+            there.logs(&args.job, Some(&instance), args.follow, args.tail)?
+        }
+        other => other?,
+    };
     let mut out = std::io::stdout().lock();
     // Copied in small pieces and flushed, so `--follow` shows lines as
     // they come.
@@ -226,5 +253,22 @@ impl Listing for JobVersionInfo {
             self.spore_ref.clone(),
             self.spore.clone(),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect;
+
+    #[test]
+    fn a_409_names_the_node_to_ask() {
+        let m = "instance web-0-v1-ab runs on node ab; this node reads only its own instances' \
+                 logs: ask http://127.0.0.1:7072/v1/logs/web?instance=web-0-v1-ab";
+        assert_eq!(
+            redirect(m),
+            Some(("http://127.0.0.1:7072".into(), "web-0-v1-ab".into()))
+        );
+        assert_eq!(redirect("no instance of job web"), None);
+        assert_eq!(redirect("ask http://h:1/v1/logs/web?instance="), None);
     }
 }

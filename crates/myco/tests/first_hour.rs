@@ -243,6 +243,12 @@ fn dev_mesh_heals_a_killed_node_and_its_printed_commands_work_as_typed() {
         ok_in(&root, &words);
     }
     assert_eq!(ok_in(&root, &["kv", "get", "greeting"]), "hello");
+    // The demo job was deployed by `myco dev` itself.
+    let jobs = ok_in(&root, &["jobs"]);
+    assert!(
+        jobs.lines().any(|l| l.starts_with("hello ")),
+        "no demo job: {jobs}"
+    );
     let key = ok_in(&root, &["cluster", "key"]);
     assert_eq!(key.trim(), support::read(&d.join("cluster.key")).trim());
     ok_in(&root, &["key", "gen", "--out", "mine.key"]);

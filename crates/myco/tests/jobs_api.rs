@@ -152,6 +152,19 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
         );
     }
     assert_eq!(call(n1, "GET", "/v1/jobs", &Value::Null, true).status, 200);
+    // A plan changes nothing: a read, open on loopback like the others.
+    let r = call(
+        n1,
+        "POST",
+        "/v1/jobs/plan",
+        &job("web", "hello@1", 1, "a"),
+        true,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        call(n1, "GET", "/v1/jobs/web", &Value::Null, true).status,
+        404
+    );
 
     // Bad specs: the error names the field; unknown fields are refused.
     let post = |body: Value| call(n1, "POST", "/v1/jobs", &body, false);
@@ -226,6 +239,7 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
     );
     let seen = n1.client().job("web").unwrap();
     assert_eq!((seen.version, seen.desired), (2, 5));
+    // Scaling to 0 keeps the job with nothing to run; 1001 is too many.
     let r = call(
         n1,
         "POST",
@@ -233,7 +247,27 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
         &json!({"count": 0}),
         false,
     );
+    let zero = deployed(&r, 200);
+    assert_eq!(
+        (zero.job.desired, zero.job.version, zero.job.stopped),
+        (0, 2, false)
+    );
+    let r = call(
+        n1,
+        "POST",
+        "/v1/jobs/web/scale",
+        &json!({"count": 1001}),
+        false,
+    );
     expect(&r, 400, "count");
+    let r = call(
+        n1,
+        "POST",
+        "/v1/jobs/web/scale",
+        &json!({"count": 5}),
+        false,
+    );
+    assert_eq!(deployed(&r, 200).job.desired, 5);
     let r = call(n1, "POST", "/v1/jobs/web/scale", &json!({"cnt": 3}), false);
     expect(&r, 400, "count");
     let r = call(
@@ -364,6 +398,25 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
     assert!(instances.iter().all(|i| i.job == "web"), "{instances:?}");
     let workloads: Vec<Workload> = n2.anon().get("/api/workloads").unwrap();
     assert!(workloads.iter().any(|w| w.id == "web" && w.desired == 5));
+    // Mxc's create and show: the same job model.
+    let r = call(
+        n1,
+        "POST",
+        "/api/workloads",
+        &job("mxc", "hello@1", 1, "a"),
+        false,
+    );
+    assert_eq!(deployed(&r, 201).job.name, "mxc");
+    let w: Workload = n1.anon().get("/api/workloads/mxc").unwrap();
+    assert_eq!((w.id.as_str(), w.desired, w.version), ("mxc", 1, 1));
+    expect(
+        &call(n1, "GET", "/api/workloads/nope", &Value::Null, true),
+        404,
+        "nope",
+    );
+    // Instances of down nodes are stale: left out unless asked for.
+    let all: Vec<InstanceInfo> = n1.anon().get("/v1/instances?all=true").unwrap();
+    assert!(all.len() >= n1.client().instances(None).unwrap().len());
 
     // Stop: desired 0, the history stays, and a deploy starts it again.
     let r = call(n1, "DELETE", "/v1/jobs/web", &Value::Null, false);
@@ -380,7 +433,7 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
         (again.change, again.job.version),
         (DeployChange::Started, 5)
     );
-    for name in ["web", "huge"] {
+    for name in ["web", "huge", "mxc"] {
         n1.client().job_stop(name).unwrap();
     }
 }

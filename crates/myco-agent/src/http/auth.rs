@@ -1,5 +1,5 @@
 //! Who may call what. Every mutating request needs `Authorization: Bearer
-//! TOKEN`; when the API listens off loopback, every request but `/health`
+//! TOKEN` (`POST /v1/jobs/plan` changes nothing and counts as a read); when the API listens off loopback, every request but `/health`
 //! and `/metrics` needs it; the cluster key needs it always. A dashboard
 //! session cookie (see [`super::dashboard::login`]) counts as the token;
 //! the dashboard and its login form are always open.
@@ -32,10 +32,10 @@ pub fn token_matches(headers: &HeaderMap, token: &str) -> bool {
 pub async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let always_open = matches!(path, "/health" | "/metrics" | "/" | "/login");
-    let needs_token = !always_open
-        && (!matches!(*req.method(), Method::GET | Method::HEAD)
-            || !s.open_reads
-            || path == "/v1/cluster/key");
+    // A job plan is a POST (it carries a spec) but changes nothing: a read.
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD)
+        || (*req.method() == Method::POST && path == "/v1/jobs/plan");
+    let needs_token = !always_open && (!reads || !s.open_reads || path == "/v1/cluster/key");
     let refused = needs_token
         && !token_matches(req.headers(), &s.token)
         && !super::front::session_cookie(req.headers())

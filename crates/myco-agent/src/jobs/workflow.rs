@@ -11,7 +11,8 @@
 //!   (whose ids carry the version) stay and only the slot count moves.
 //!   The history keeps each version's `count` as deployed; a `revert`
 //!   brings back an earlier spec but keeps the current `count`, as
-//!   `kubectl rollout undo` keeps the replica count.
+//!   `kubectl rollout undo` keeps the replica count. `scale` may set 0
+//!   (the job stays, with nothing running); a job file needs at least 1.
 //! - **Stop** sets `stopped` on the current record; the record and the
 //!   history stay, so a later deploy continues the version count. Starting
 //!   a stopped job again (the same spec deployed) is a new version, so its
@@ -253,7 +254,7 @@ pub async fn deploy_spec(
     Ok((change, rec))
 }
 
-/// Sets the job's `count` without a new version.
+/// Sets the job's `count` (0 to 1000) without a new version.
 pub async fn scale(
     mesh: &MeshHandle,
     name: &str,
@@ -263,7 +264,13 @@ pub async fn scale(
     let cur = existing(mesh, name)?;
     let mut spec = cur.spec.clone();
     spec.count = count;
-    spec.validate()?;
+    // Scaling to 0 is allowed here (a job file needs at least 1): the job
+    // stays, runs nothing, and scales up again without a new version.
+    JobSpec {
+        count: count.max(1),
+        ..spec.clone()
+    }
+    .validate()?;
     let mut rec = cur.clone();
     rec.spec = spec;
     let change = if rec == cur {

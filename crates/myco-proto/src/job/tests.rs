@@ -378,3 +378,13 @@ fn decoders_survive_damaged_bytes() {
         let _ = JobRecord::decode(&b);
     }
 }
+
+#[test]
+fn more_memory_than_any_node_has_is_valid_and_left_to_placement() {
+    // It stays pending with a reason; nodes with more memory may join.
+    let mut spec = minimal();
+    spec.resources.memory_mb = 50_000_000;
+    assert_eq!(spec.validate(), Ok(()));
+    spec.resources.memory_mb = 0;
+    assert!(err(&spec).starts_with("resources.memory_mb"));
+}

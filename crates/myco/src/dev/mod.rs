@@ -9,6 +9,7 @@
 //! brings it back through the control socket. Ctrl-C (SIGTERM, SIGHUP) stops
 //! every node with SIGTERM, SIGKILL after 5 s.
 
+mod banner;
 mod control;
 mod demo;
 mod node;
@@ -108,14 +109,13 @@ fn run(args: DevArgs) -> anyhow::Result<()> {
     let demo = demo::deploy(&dir, &exe, &publisher, &n1)
         .map_err(|e| println!("demo job not deployed: {e:#}"))
         .ok();
-    banner(&args, &nodes, &publisher, started.elapsed());
-    if let Some(job) = demo {
-        let edge = nodes.0[0].edge;
-        println!(
-            "Demo job {job}: 3 instances starting. Try: myco jobs; myco instances; \
-             curl http://127.0.0.1:{edge}/{job}/"
-        );
-    }
+    banner::banner(
+        &args,
+        &nodes,
+        &publisher,
+        demo.as_deref(),
+        started.elapsed(),
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -190,65 +190,6 @@ fn wait_formed(nodes: &mut DevNodes, dir: &Path, started: Instant) -> anyhow::Re
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn banner(args: &DevArgs, nodes: &DevNodes, publisher: &Path, took: Duration) {
-    let d = args.dir.display();
-    println!(
-        "myco dev: {} nodes formed a mesh in {:.1}s (data in {d})\n",
-        nodes.0.len(),
-        took.as_secs_f64(),
-    );
-    for n in &nodes.0 {
-        println!(
-            "  {:<4} dashboard+API http://127.0.0.1:{}   edge http://127.0.0.1:{}/<job>/   mesh 127.0.0.1:{}   pid {}",
-            n.name,
-            n.api,
-            n.edge,
-            n.mesh,
-            n.pid().unwrap_or(0)
-        );
-    }
-    let last = nodes.0.last().map_or(args.api_port, |n| n.api);
-    let key = publisher
-        .file_name()
-        .map_or_else(|| publisher.to_path_buf(), |f| args.dir.join(f));
-    println!(
-        "\nThe CLI run in this directory finds n1 and its API token through {d}/{} \
-         (tokens stay in {d}/nI/api-token, mode 0600; --api, --token or MYCO_API override).",
-        devctx::FILE
-    );
-    if args.dir != Path::new(devctx::DEFAULT_DIR) {
-        println!(
-            "This mesh is not in ./{}: export MYCO_DEV_DIR={d} in other terminals.",
-            devctx::DEFAULT_DIR
-        );
-    }
-    println!("Try, from another terminal (myco is target/release/myco until installed):");
-    println!("  myco nodes");
-    println!("  myco kv put greeting hello");
-    println!("  myco kv get greeting");
-    println!("  myco --api http://127.0.0.1:{last} status");
-    println!("  myco cluster key");
-    println!(
-        "  myco spore pack DIR --name app --version 1 --cmd ./app --key {}",
-        key.display()
-    );
-    println!("  myco spore push app-1.spore");
-    if let Some(n) = nodes.0.last() {
-        println!(
-            "  kill -9 {}   # then watch the others mark {} down, and: myco dev restart {}",
-            n.pid().unwrap_or(0),
-            n.name,
-            n.name
-        );
-    }
-    println!(
-        "\nA development publisher key ({}) is trusted by the mesh. The edge gateway \
-         serves jobs at the edge URLs once jobs exist.",
-        key.display()
-    );
-    println!("Logs: {d}/nI/agent.log. Ctrl-C stops every node.");
 }
 
 /// Watches the nodes until Ctrl-C, SIGTERM or SIGHUP: reports the ones that exit
