@@ -48,6 +48,7 @@ fn measure(nodes: u64, jobs: usize, count: u32) {
     let mut v = view(nodes, jobs, count);
     let config = ControllerConfig {
         settle: Duration::ZERO,
+        state_settle: Duration::ZERO,
         seed: 1,
     };
     for n in 1..=nodes {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use myco_core::jobs::controller::{Controller, ControllerConfig, Found, JobAction, View};
 use myco_core::jobs::placement::Capacity;
-use myco_core::jobs::reconcile::DEFAULT_SETTLE;
+use myco_core::jobs::reconcile::{DEFAULT_SETTLE, DEFAULT_STATE_SETTLE};
 use myco_core::jobs::supervise::ProcessEvent;
 use myco_core::{Node, Time};
 use myco_proto::Table;
@@ -190,6 +190,7 @@ impl Agents {
                 };
                 let config = ControllerConfig {
                     settle: DEFAULT_SETTLE,
+                    state_settle: DEFAULT_STATE_SETTLE,
                     seed: self.seed ^ ((i as u64) << 32) ^ boot,
                 };
                 let mut c = Controller::new(id_of(i), capacity, config);

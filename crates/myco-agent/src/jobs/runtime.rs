@@ -169,6 +169,7 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
         capacity,
         ControllerConfig {
             settle: config.settle,
+            state_settle: myco_core::jobs::reconcile::DEFAULT_STATE_SETTLE,
             seed,
         },
     );

@@ -50,9 +50,12 @@ pub use view::{View, node_view};
 /// How a controller behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ControllerConfig {
-    /// How long the placement inputs must be unchanged before this node
-    /// starts or moves anything ([`reconcile::DEFAULT_SETTLE`]).
+    /// How long membership must be unchanged before this node starts or
+    /// moves anything ([`reconcile::DEFAULT_SETTLE`]).
     pub settle: Duration,
+    /// How long every placement input must be unchanged
+    /// ([`reconcile::DEFAULT_STATE_SETTLE`]; at most `settle`).
+    pub state_settle: Duration,
     /// Seeds the controller's random stream (restart jitter).
     pub seed: u64,
 }
@@ -61,6 +64,7 @@ impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig {
             settle: reconcile::DEFAULT_SETTLE,
+            state_settle: reconcile::DEFAULT_STATE_SETTLE,
             seed: 0,
         }
     }
@@ -173,7 +177,7 @@ impl Controller {
             me,
             capacity,
             rng: StdRng::seed_from_u64(config.seed),
-            settle: Settle::new(config.settle),
+            settle: Settle::split(config.settle, config.state_settle.min(config.settle)),
             view,
             view_at: Time::ZERO,
             jobs: BTreeMap::new(),
@@ -281,7 +285,8 @@ impl Controller {
             jobs: &self.view.jobs,
             instances: &self.view.instances,
         });
-        self.settle.observe(now, placement.fingerprint);
+        self.settle
+            .observe_parts(now, placement.members_fingerprint, placement.fingerprint);
         self.placement = placement;
         // The next avoidance to end changes placement with no new view.
         let ends = self.view.instances.iter().filter_map(|r| r.avoid_until_ms);

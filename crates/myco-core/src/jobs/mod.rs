@@ -35,7 +35,7 @@
 //!    [`myco_proto::job::JobRecord`] of `Table::JOBS`; every decoded
 //!    [`myco_proto::instance::InstanceRecord`] of `Table::INSTANCES`.
 //! 2. `let p = placement::place(&cluster)`, then
-//!    `settle.observe(now, p.fingerprint)`.
+//!    `settle.observe_parts(now, p.members_fingerprint, p.fingerprint)`.
 //! 3. `reconcile::reconcile(&ReconcileInput { me, now, wall_ms, placement:
 //!    &p, jobs, local, records, capacity, settle: &settle })`, where
 //!    `local` lists what the shell runs here (after an agent restart,
@@ -70,17 +70,27 @@
 //! inputs (the up nodes with their tags and capacity, every running job's
 //! record, and per slot the nodes holding a live instance, and the
 //! avoidances in force) has been unchanged for the settle period `S`
-//! ([`reconcile::DEFAULT_SETTLE`], 1.5 s). `Adopt` and stops for a stopped
-//! job are not held back: neither depends on where other nodes put things.
+//! ([`reconcile::DEFAULT_STATE_SETTLE`], 300 ms), and its members' part
+//! (the up nodes with their tags and capacity) for `S_m`
+//! ([`reconcile::DEFAULT_SETTLE`], 1.5 s). The two differ because
+//! membership spreads by gossip rounds and records by a direct push: a
+//! deploy on a stable mesh waits 300 ms, a node coming or going 1.5 s.
+//! `Adopt` and stops for a stopped job are not held back: neither depends
+//! on where other nodes put things.
 //!
 //! **Always (no assumption):** a node starts an instance of a slot only if
 //! its own placement assigned that slot to itself from an identical input
-//! throughout the last `S`.
+//! throughout the last `S`, and from an identical membership throughout
+//! the last `S_m`.
 //!
-//! **If every input change a node holds reaches every node it can reach
-//! within `D <= S`** (gossip, push and anti-entropy latency; membership
-//! changes are inputs too): two connected nodes never start the same slot
-//! from views that differ by anything older than `S - D`. Proof sketch:
+//! **If every record change a node holds reaches every node it can reach
+//! within `D <= S`, and every membership change within `D_m <= S_m`**
+//! (push and anti-entropy latency; gossip): two connected nodes never
+//! start the same slot from views that differ by anything older than
+//! `S - D` (a record) or `S_m - D_m` (membership). The proof below is for
+//! one kind of change, with `S` and `D` of that kind; it holds for each
+//! kind because a view stable for `S_m` in its members' part and for `S`
+//! in all of it is stable for each kind's own period. Proof sketch:
 //! suppose A starts the slot at `tA` and B at `tB >= tA`, both assigned it.
 //! Their inputs differ (same inputs give the same assignment), so B holds
 //! some change `c` that A's view at `tA` lacks (A's view at `tA`, stable

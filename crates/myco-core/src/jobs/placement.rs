@@ -129,6 +129,10 @@ pub struct Placement {
     /// decision is left out). Equal fingerprints give equal placements;
     /// the settle rule watches it.
     pub fingerprint: u64,
+    /// The digest of the members' part of the inputs alone (up nodes,
+    /// their tags and capacity): it changes at gossip speed, the rest at
+    /// push speed, so the settle rule gives it longer.
+    pub members_fingerprint: u64,
     jobs: BTreeMap<String, JobPlacement>,
     allocated: Vec<(NodeId, Allocated)>,
 }

@@ -360,11 +360,16 @@ impl Used {
     }
 }
 
-/// How long the view must be stable by default before a node acts on it:
-/// above the mesh's usual push latency (tens of ms) and a few SWIM
-/// gossip rounds (200 ms each), short enough that healing stays within
-/// seconds.
+/// How long membership (up nodes, their tags and capacity) must be stable
+/// by default before a node acts on its view: above a few SWIM gossip
+/// rounds (200 ms each), short enough that healing stays within seconds.
 pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1_500);
+
+/// How long every input (the `jobs` and `instances` records too) must be
+/// stable by default: above the mesh's push latency for a replicated
+/// write (milliseconds on a LAN, tens under load), short enough that a
+/// deploy starts well within a second.
+pub const DEFAULT_STATE_SETTLE: Duration = Duration::from_millis(300);
 
 #[cfg(test)]
 mod tests;

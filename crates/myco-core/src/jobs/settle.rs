@@ -1,6 +1,13 @@
 //! The settle rule: a node starts (and, for moved slots, stops) nothing
 //! until its view of the placement inputs has been unchanged for a settle
 //! period. See the [`crate::jobs`] docs for the guarantee this gives.
+//!
+//! Two periods, because the inputs travel at two speeds: membership (who
+//! is up, tags, capacity) spreads by SWIM gossip over a few protocol
+//! rounds, replicated records (jobs, instances) by a direct push in
+//! milliseconds. The members' part of the inputs must be unchanged for the
+//! long period and everything for the short one, so a deploy on a stable
+//! mesh waits only the short one.
 
 use std::time::Duration;
 
@@ -12,23 +19,46 @@ pub struct Settle {
     period: Duration,
     fingerprint: Option<u64>,
     since: Time,
+    members_period: Duration,
+    members: Option<u64>,
+    members_since: Time,
 }
 
 impl Settle {
     /// A tracker that needs `period` of unchanged inputs, counted from the
     /// first [`Settle::observe`].
     pub fn new(period: Duration) -> Settle {
+        Settle::split(period, period)
+    }
+
+    /// A tracker that needs `members_period` without a change of the
+    /// members' part of the inputs and `period` without any change.
+    pub fn split(members_period: Duration, period: Duration) -> Settle {
         Settle {
             period,
             fingerprint: None,
             since: Time::ZERO,
+            members_period,
+            members: None,
+            members_since: Time::ZERO,
         }
     }
 
     /// Records the fingerprint of this pass's placement inputs
-    /// ([`super::placement::Placement::fingerprint`]); a change restarts
-    /// the period.
+    /// ([`super::placement::Placement::fingerprint`]), counting every
+    /// change as a change of members too; a change restarts the period.
     pub fn observe(&mut self, now: Time, fingerprint: u64) {
+        self.observe_parts(now, fingerprint, fingerprint);
+    }
+
+    /// Records the fingerprints of the members' part
+    /// ([`super::placement::Placement::members_fingerprint`]) and of all
+    /// of this pass's placement inputs.
+    pub fn observe_parts(&mut self, now: Time, members: u64, fingerprint: u64) {
+        if self.members != Some(members) {
+            self.members = Some(members);
+            self.members_since = now;
+        }
         if self.fingerprint != Some(fingerprint) {
             self.fingerprint = Some(fingerprint);
             self.since = now;
@@ -43,7 +73,8 @@ impl Settle {
     /// When the inputs will have been stable long enough if nothing
     /// changes: run a pass then. `None` before the first observation.
     pub fn settled_at(&self) -> Option<Time> {
-        self.fingerprint.map(|_| self.since + self.period)
+        self.fingerprint
+            .map(|_| (self.since + self.period).max(self.members_since + self.members_period))
     }
 }
 
@@ -66,5 +97,28 @@ mod tests {
         assert!(!s.is_settled(Time(2_100)));
         assert_eq!(s.settled_at(), Some(Time(2_200)));
         assert!(s.is_settled(Time(2_200)));
+    }
+
+    #[test]
+    fn members_need_the_long_period_records_the_short_one() {
+        let mut s = Settle::split(Duration::from_millis(1_500), Duration::from_millis(300));
+        s.observe_parts(Time(0), 1, 10);
+        assert_eq!(
+            s.settled_at(),
+            Some(Time(1_500)),
+            "a new view waits for both"
+        );
+        s.observe_parts(Time(5_000), 1, 11);
+        assert_eq!(
+            s.settled_at(),
+            Some(Time(5_300)),
+            "a record change on a stable membership waits the short period"
+        );
+        s.observe_parts(Time(6_000), 2, 12);
+        assert!(
+            !s.is_settled(Time(6_300)),
+            "a member change waits the long one"
+        );
+        assert!(s.is_settled(Time(7_500)));
     }
 }

@@ -59,6 +59,7 @@ impl Shell {
     fn new(nodes: Vec<NodeView>, jobs: Vec<JobRecord>, capacity: Capacity) -> Shell {
         let config = ControllerConfig {
             settle: SETTLE,
+            state_settle: SETTLE,
             seed: 7,
         };
         let view = View {

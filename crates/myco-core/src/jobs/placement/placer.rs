@@ -69,6 +69,7 @@ pub(super) struct Placer<'a> {
     /// Per job: node indices avoided, sorted.
     avoid: Vec<Vec<u32>>,
     fingerprint: u64,
+    members_fingerprint: u64,
 }
 
 impl<'a> Placer<'a> {
@@ -114,6 +115,7 @@ impl<'a> Placer<'a> {
                 }
             })
             .collect();
+        let members_fingerprint = fp.finish();
         let mut jobs: Vec<&JobRecord> = cluster.jobs.iter().filter(|j| !j.stopped).collect();
         jobs.sort_by(|a, b| a.name().cmp(b.name()).then(b.version.cmp(&a.version)));
         jobs.dedup_by(|a, b| a.name() == b.name());
@@ -137,6 +139,7 @@ impl<'a> Placer<'a> {
             avoid: vec![Vec::new(); jobs.len()],
             jobs,
             fingerprint: 0,
+            members_fingerprint,
         };
         placer.read_instances(&mut fp);
         placer.fingerprint = fp.finish();
@@ -521,6 +524,7 @@ impl<'a> Placer<'a> {
             .collect();
         let placement = Placement {
             fingerprint: self.fingerprint,
+            members_fingerprint: self.members_fingerprint,
             jobs,
             allocated,
         };
