@@ -168,10 +168,10 @@ mod tests {
 
     #[test]
     fn a_failed_instance_out_of_restarts_is_a_crash_loop() {
-        // The default policy allows 2 restarts.
-        let p = progress(&job(1), &[instance(1, "failed", 1)]);
+        let attempts = job(1).spec.restart.attempts;
+        let p = progress(&job(1), &[instance(1, "failed", attempts - 1)]);
         assert_eq!((p.failed, p.crash_loop.is_some()), (1, false));
-        let p = progress(&job(1), &[instance(1, "failed", 2)]);
+        let p = progress(&job(1), &[instance(1, "failed", attempts)]);
         assert_eq!(p.crash_loop.map(|c| c.1), Some("exit code 3".to_string()));
     }
 }
