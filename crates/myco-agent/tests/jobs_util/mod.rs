@@ -145,6 +145,12 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         },
     );
     node.restore(loaded.changes);
+    let remote_logs = myco_agent::logs::RemoteLogs::start(
+        streams.clone(),
+        addr,
+        dir.to_path_buf(),
+        myco_agent::http::logs::Followers::default(),
+    );
     let (mesh_loop, mesh) = MeshLoop::new(MeshParts {
         node,
         socket,
@@ -153,6 +159,7 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         incoming,
         store,
         spores: spore_store.clone(),
+        logs: remote_logs,
     });
     let loop_task = tokio::spawn(mesh_loop.run());
     let spores = Arc::new(Spores::new(
