@@ -260,6 +260,17 @@ fn logs_of_a_remote_instance_come_over_the_streams() {
     child.kill().unwrap();
     child.wait().unwrap();
 
+    // The job stopped, its records go and the follower's answer ends.
+    ok(&cli(h.agent(0), &["job", "stop", "talker"]), "myco job stop");
+    let end = std::time::Instant::now() + READY;
+    loop {
+        match rx.recv_timeout(end.saturating_duration_since(std::time::Instant::now())) {
+            Ok(_) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("the follower did not end after the job stopped: {e}"),
+        }
+    }
+
     // An unknown instance: 404.
     let err = h
         .agent(0)

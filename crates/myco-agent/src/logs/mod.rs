@@ -92,6 +92,11 @@ impl RemoteLogs {
         logs
     }
 
+    /// This node's stream address (where answers to its requests go).
+    pub fn addr(&self) -> SocketAddr {
+        self.me
+    }
+
     /// Log messages dropped: undecodable, unexpected or unwanted.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
