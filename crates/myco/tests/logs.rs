@@ -261,7 +261,10 @@ fn logs_of_a_remote_instance_come_over_the_streams() {
     child.wait().unwrap();
 
     // The job stopped, its records go and the follower's answer ends.
-    ok(&cli(h.agent(0), &["job", "stop", "talker"]), "myco job stop");
+    ok(
+        &cli(h.agent(0), &["job", "stop", "talker"]),
+        "myco job stop",
+    );
     let end = std::time::Instant::now() + READY;
     loop {
         match rx.recv_timeout(end.saturating_duration_since(std::time::Instant::now())) {

@@ -2,10 +2,11 @@
 //! stdout and stderr, read from its rotated files in its directory.
 //!
 //! Which instances: the job's records in the replicated `instances` table
-//! (or the one named by `instance`). Those this node runs are read here.
-//! One that runs on another node is answered with 409 naming that node's
-//! API address, where the same request succeeds (reading over the mesh
-//! streams is not built yet).
+//! (or the one named by `instance`). Those this node runs are read here;
+//! the others are asked of their node over the mesh streams
+//! ([`crate::logs::RemoteLogs`]). A single remote instance whose node does
+//! not answer within [`FIRST_ANSWER`] (an older release) is answered with
+//! 409 naming that node's API address, where the same request succeeds.
 //!
 //! The answer is `text/plain`, one log line per line; with more than one
 //! instance each line starts with `[ID] `, and stderr lines with `stderr: `
