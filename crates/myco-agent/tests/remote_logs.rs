@@ -85,6 +85,7 @@ async fn answers_cross_the_streams_whole_in_order_and_followed() {
     append(&dir, LogStream::Stdout, &lines);
     append(&dir, LogStream::Stderr, "oops\n");
 
+    let t0 = std::time::Instant::now();
     let mut rx = b.ask(a_addr, "web", id, 10_000, false, false);
     let mut got = String::new();
     while let Some(p) = next(&mut rx).await {
@@ -93,6 +94,11 @@ async fn answers_cross_the_streams_whole_in_order_and_followed() {
             other => panic!("unexpected {other:?}"),
         }
     }
+    eprintln!(
+        "remote tail: {} bytes in {:?} over the streams",
+        got.len(),
+        t0.elapsed()
+    );
     assert_eq!(got, lines + "stderr: oops\n");
 
     // Follow, labelled: the tail, then a line written afterwards.
