@@ -321,6 +321,16 @@ async fn logs_are_read_from_local_files_and_followed() {
         "{}",
         err.message
     );
+    // With remote reading, a node that cannot be asked (here: not even a
+    // member) still gets the 409, which `myco logs` follows.
+    let q = LogQuery {
+        instance: Some(other.id.clone()),
+        ..LogQuery::default()
+    };
+    let err = read(&a.mesh, &dir, &followers, Some(&a.logs), "talk", q)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, axum::http::StatusCode::CONFLICT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
