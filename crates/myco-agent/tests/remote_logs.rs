@@ -122,6 +122,24 @@ async fn answers_cross_the_streams_whole_in_order_and_followed() {
         }
     }
     drop(rx);
+    // The asker's Close reaches the server, which stops and frees its slot.
+    wait_until("the follow served by A ends", || a.serving() == 0).await;
+
+    // Followers are bounded: past the limit, a follow is refused as busy.
+    let mut held = Vec::new();
+    for _ in 0..myco_agent::http::logs::MAX_FOLLOWERS {
+        let mut rx = b.ask(a_addr, "web", id, 0, true, false);
+        let first = next(&mut rx).await;
+        assert!(matches!(first, Some(Piece::Text(_))), "{first:?}");
+        held.push(rx);
+    }
+    let mut rx = b.ask(a_addr, "web", id, 0, true, false);
+    assert_eq!(next(&mut rx).await, Some(Piece::Refused(LogRefusal::Busy)));
+    drop(held);
+    wait_until("every follow served by A ends", || a.serving() == 0).await;
+    let mut rx = b.ask(a_addr, "web", id, 0, true, false);
+    assert!(matches!(next(&mut rx).await, Some(Piece::Text(_))));
+    drop(rx);
 
     // Unknown instance, bad id.
     let mut rx = b.ask(a_addr, "web", "web-1-v1-none", 10, false, false);
@@ -134,6 +152,14 @@ async fn answers_cross_the_streams_whole_in_order_and_followed() {
         next(&mut rx).await,
         Some(Piece::Refused(LogRefusal::Invalid(_)))
     ));
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn a_streams_addr(logs: &RemoteLogs) -> SocketAddr {

@@ -57,6 +57,8 @@ pub struct RemoteLogs {
     serving: Mutex<HashMap<(SocketAddr, u64), watch::Sender<u64>>>,
     opens: mpsc::Sender<LogMessage>,
     dropped: AtomicU64,
+    /// Serving tasks running (they hold their slot until they end).
+    active: std::sync::atomic::AtomicUsize,
 }
 
 impl std::fmt::Debug for RemoteLogs {
@@ -87,6 +89,7 @@ impl RemoteLogs {
             serving: Mutex::new(HashMap::new()),
             opens,
             dropped: AtomicU64::new(0),
+            active: std::sync::atomic::AtomicUsize::new(0),
         });
         tokio::spawn(serve::dispatch(logs.clone(), rx));
         logs
@@ -95,6 +98,11 @@ impl RemoteLogs {
     /// This node's stream address (where answers to its requests go).
     pub fn addr(&self) -> SocketAddr {
         self.me
+    }
+
+    /// Requests from other nodes being served now.
+    pub fn serving(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// Log messages dropped: undecodable, unexpected or unwanted.

@@ -2,6 +2,7 @@
 //! files.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -48,6 +49,7 @@ pub(super) async fn dispatch(logs: Arc<RemoteLogs>, mut opens: mpsc::Receiver<Lo
             }
             serving.insert((reply_to, request), ack_tx);
         }
+        logs.active.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(serve(logs.clone(), open, ack_rx, permit));
     }
 }
@@ -128,7 +130,7 @@ async fn serve(
     logs: Arc<RemoteLogs>,
     open: LogMessage,
     acks: watch::Receiver<u64>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let LogMessage::Open {
         request,
@@ -140,6 +142,7 @@ async fn serve(
         ..
     } = open
     else {
+        logs.active.fetch_sub(1, Ordering::Relaxed);
         return;
     };
     let mut answer = Answer {
@@ -157,6 +160,9 @@ async fn serve(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .remove(&(reply_to, request));
+    // The slot is free before the request stops counting as served.
+    drop(permit);
+    logs.active.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn serve_lines(
