@@ -202,9 +202,23 @@ pub async fn read(
     }
     if !q.follow {
         let mut out = first.unwrap_or_default();
+        // All sources run at once; a node that has not answered within
+        // FIRST_ANSWER (an older release, or gone) gets a note, not a wait.
         for (id, mut rx, _) in pieces {
-            while let Some(p) = rx.recv().await {
+            let mut started = false;
+            loop {
+                let p = match tokio::time::timeout(FIRST_ANSWER, rx.recv()).await {
+                    Ok(p) => p,
+                    Err(_) if !started => Some(Piece::Lost("its node did not answer".into())),
+                    Err(_) => continue,
+                };
+                started = true;
+                let Some(p) = p else { break };
+                let done = !matches!(p, Piece::Text(_));
                 push_piece(&mut out, &id, p);
+                if done {
+                    break;
+                }
             }
         }
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response());
