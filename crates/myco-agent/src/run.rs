@@ -164,8 +164,19 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let mut node = node;
     node.restore(loaded.changes);
     tracing::info!(entries = restored, "state restored from disk");
-    let (loop_streams, loop_store, loop_spores) =
-        (streams.clone(), store.clone(), spore_store.clone());
+    let followers = http::logs::Followers::default();
+    let remote_logs = crate::logs::RemoteLogs::start(
+        streams.clone(),
+        settings.advertise,
+        dir.path().to_path_buf(),
+        followers.clone(),
+    );
+    let (loop_streams, loop_store, loop_spores, loop_logs) = (
+        streams.clone(),
+        store.clone(),
+        spore_store.clone(),
+        remote_logs.clone(),
+    );
     let (mesh, mesh_done) = spawn_mesh_thread(socket, move |socket| MeshParts {
         node,
         socket,
@@ -174,6 +185,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         incoming,
         store: loop_store,
         spores: loop_spores,
+        logs: loop_logs,
     })?;
 
     for target in &settings.join {
@@ -220,7 +232,8 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
             },
         ),
         jobs: jobs.shared.clone(),
-        logs: http::logs::Followers::default(),
+        logs: followers,
+        remote_logs,
     };
     let gc = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));

@@ -261,7 +261,9 @@ async fn logs_are_read_from_local_files_and_followed() {
             tail: Some(1000),
             ..LogQuery::default()
         };
-        let resp = read(&a.mesh, &dir, &followers, "talk", q).await.ok()?;
+        let resp = read(&a.mesh, &dir, &followers, None, "talk", q)
+            .await
+            .ok()?;
         let text = body(resp).await;
         text.contains("tick 1").then_some(text)
     })
@@ -275,7 +277,9 @@ async fn logs_are_read_from_local_files_and_followed() {
         follow: true,
         ..LogQuery::default()
     };
-    let resp = read(&a.mesh, &dir, &followers, "talk", q).await.unwrap();
+    let resp = read(&a.mesh, &dir, &followers, None, "talk", q)
+        .await
+        .unwrap();
     let mut stream = resp.into_body().into_data_stream();
     let first = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
     let last_tick = |s: &str| -> Option<u32> {
@@ -291,7 +295,7 @@ async fn logs_are_read_from_local_files_and_followed() {
     }
 
     // Unknown job: 404. An instance on another node: 409 naming it.
-    let none = read(&a.mesh, &dir, &followers, "nope", LogQuery::default()).await;
+    let none = read(&a.mesh, &dir, &followers, None, "nope", LogQuery::default()).await;
     assert_eq!(none.unwrap_err().code, axum::http::StatusCode::NOT_FOUND);
     let mut other = a.instances("talk").remove(0);
     other.id = "talk-0-v1-remote".into();
@@ -308,7 +312,7 @@ async fn logs_are_read_from_local_files_and_followed() {
         instance: Some(other.id.clone()),
         ..LogQuery::default()
     };
-    let err = read(&a.mesh, &dir, &followers, "talk", q)
+    let err = read(&a.mesh, &dir, &followers, None, "talk", q)
         .await
         .unwrap_err();
     assert_eq!(err.code, axum::http::StatusCode::CONFLICT);
@@ -317,6 +321,16 @@ async fn logs_are_read_from_local_files_and_followed() {
         "{}",
         err.message
     );
+    // With remote reading, a node that cannot be asked (here: not even a
+    // member) still gets the 409, which `myco logs` follows.
+    let q = LogQuery {
+        instance: Some(other.id.clone()),
+        ..LogQuery::default()
+    };
+    let err = read(&a.mesh, &dir, &followers, Some(&a.logs), "talk", q)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, axum::http::StatusCode::CONFLICT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -88,6 +88,12 @@ async fn start(test: &str, restored: Vec<Change>) -> (MeshLoop, MeshHandle, Arc<
         },
     );
     node.restore(restored);
+    let remote_logs = myco_agent::logs::RemoteLogs::start(
+        streams.clone(),
+        addr,
+        dir.to_path_buf(),
+        myco_agent::http::logs::Followers::default(),
+    );
     let (mesh, handle) = MeshLoop::new(MeshParts {
         node,
         socket,
@@ -96,6 +102,7 @@ async fn start(test: &str, restored: Vec<Change>) -> (MeshLoop, MeshHandle, Arc<
         incoming,
         store: store.clone(),
         spores,
+        logs: remote_logs,
     });
     (mesh, handle, store)
 }

@@ -15,7 +15,8 @@ pub enum Channel {
     Sync = 1,
     /// Spore transfer: a [`crate::blob::BlobMessage`] for the spore store.
     Blob = 2,
-    /// Job scheduling and supervision messages (reserved).
+    /// Job messages: reading an instance's logs from its node
+    /// ([`crate::logs::LogMessage`]).
     Jobs = 3,
     /// Edge cache messages (reserved).
     Cache = 4,

@@ -21,6 +21,7 @@ pub mod instance;
 pub mod job;
 pub mod jobs_api;
 pub mod key;
+pub mod logs;
 pub mod state;
 pub mod sync;
 

@@ -160,9 +160,10 @@ fn redirect(message: &str) -> Option<(String, String)> {
     (!instance.is_empty()).then(|| (base.to_string(), instance.to_string()))
 }
 
-/// `myco logs JOB`. Logs are read on the node that runs the instance: when
-/// the node asked says another one runs it, the CLI asks that node (with
-/// the same token; reads are open on a loopback API).
+/// `myco logs JOB`. The node asked reads the instance's logs from whichever
+/// node runs it, over the mesh streams; when that node runs an older release
+/// that cannot answer, the node asked says where (409) and the CLI asks
+/// there (with the same token; reads are open on a loopback API).
 pub fn logs(c: &Client, args: LogsArgs) -> anyhow::Result<()> {
     let first = c.logs(&args.job, args.instance.as_deref(), args.follow, args.tail);
     let mut stream = match first {

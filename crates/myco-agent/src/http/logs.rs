@@ -2,10 +2,11 @@
 //! stdout and stderr, read from its rotated files in its directory.
 //!
 //! Which instances: the job's records in the replicated `instances` table
-//! (or the one named by `instance`). Those this node runs are read here.
-//! One that runs on another node is answered with 409 naming that node's
-//! API address, where the same request succeeds (reading over the mesh
-//! streams is not built yet).
+//! (or the one named by `instance`). Those this node runs are read here;
+//! the others are asked of their node over the mesh streams
+//! ([`crate::logs::RemoteLogs`]). A single remote instance whose node does
+//! not answer within [`FIRST_ANSWER`] (an older release) is answered with
+//! 409 naming that node's API address, where the same request succeeds.
 //!
 //! The answer is `text/plain`, one log line per line; with more than one
 //! instance each line starts with `[ID] `, and stderr lines with `stderr: `
@@ -15,9 +16,10 @@
 //! [`MAX_FOLLOWERS`] followers per node. A follower reads files only:
 //! neither a slow reader nor the agent can block the instance.
 
-use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -25,13 +27,16 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use myco_proto::Table;
 use myco_proto::instance::InstanceRecord;
+use myco_proto::logs::LogRefusal;
 use serde::Deserialize;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::ApiState;
 use super::errors::HttpError;
 use crate::exec::instance_dir;
-use crate::exec::logs::{self, Follow, LogStream, MAX_TAIL_LINES};
+use crate::exec::logs::{self, MAX_TAIL_LINES};
+use crate::logs::reader::{self, InstanceLog};
+use crate::logs::{Piece, RemoteLogs};
 use crate::mesh::MeshHandle;
 
 /// Lines of each stream sent when `tail` is not given.
@@ -50,6 +55,13 @@ pub struct Followers(Arc<Semaphore>);
 impl Default for Followers {
     fn default() -> Self {
         Followers(Arc::new(Semaphore::new(MAX_FOLLOWERS)))
+    }
+}
+
+impl Followers {
+    /// A follower's place, if one is free.
+    pub fn try_acquire(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
     }
 }
 
@@ -72,15 +84,30 @@ pub async fn logs(
     Path(job): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, HttpError> {
-    read(&s.mesh, &s.data_dir, &s.logs, &job, q).await
+    read(&s.mesh, &s.data_dir, &s.logs, Some(&s.remote_logs), &job, q).await
+}
+
+/// How long the node running an instance has to start answering before
+/// it is taken for a release that cannot, and the asker is sent there (409).
+const FIRST_ANSWER: Duration = Duration::from_secs(5);
+/// How often a follower checks that its instance's record still exists.
+const RECORD_CHECK: Duration = Duration::from_secs(1);
+
+/// Where an instance's logs are read.
+enum Source {
+    Here(PathBuf),
+    Node(SocketAddr),
+    Unreachable(String),
 }
 
 /// The answer to a logs request for `job` on the node of `mesh`, whose
-/// instances live under `data_dir`.
+/// instances live under `data_dir`. Instances on other nodes are read
+/// through `remote` (without it they are answered 409, naming where).
 pub async fn read(
     mesh: &MeshHandle,
     data_dir: &std::path::Path,
     followers: &Followers,
+    remote: Option<&Arc<RemoteLogs>>,
     job: &str,
     q: LogQuery,
 ) -> Result<Response, HttpError> {
@@ -92,88 +119,126 @@ pub async fn read(
         .filter_map(|(_, e)| e.value.and_then(|v| InstanceRecord::decode(&v).ok()))
         .filter(|r| q.instance.as_ref().is_none_or(|i| *i == r.id))
         .collect();
-    let mut local: Vec<String> = records
-        .iter()
-        .filter(|r| r.node == me)
-        .map(|r| r.id.clone())
-        .collect();
+    let snap = mesh.snapshot();
+    let mut sources: Vec<(String, Source, bool)> = Vec::new();
+    for r in &records {
+        let source = if r.node == me {
+            match instance_dir::instance_dir(data_dir, &r.id) {
+                Ok(d) => Source::Here(d),
+                Err(e) => Source::Unreachable(e.to_string()),
+            }
+        } else if remote.is_none() {
+            return Err(elsewhere(mesh, job, q.instance.as_deref(), &records));
+        } else {
+            match snap.members.iter().find(|m| m.peer.id == r.node) {
+                Some(m) => Source::Node(m.peer.addr),
+                None => Source::Unreachable(format!("node {} is not a member", r.node)),
+            }
+        };
+        sources.push((r.id.clone(), source, true));
+    }
     // An instance whose record is gone but whose directory is still here
     // (just stopped) can still be read.
     if let Some(id) = &q.instance
-        && local.is_empty()
-        && instance_dir::instance_dir(data_dir, id).is_ok_and(|d| d.exists())
-        && records.iter().all(|r| r.node == me)
+        && records.is_empty()
+        && let Some(dir) = reader::existing_dir(data_dir, id)
     {
-        local.push(id.clone());
+        sources.push((id.clone(), Source::Here(dir), false));
     }
-    if local.is_empty() {
+    if sources.is_empty() {
         return Err(elsewhere(mesh, job, q.instance.as_deref(), &records));
     }
-    let dirs: BTreeMap<String, PathBuf> = local
-        .into_iter()
-        .filter_map(|id| {
-            let dir = instance_dir::instance_dir(data_dir, &id).ok()?;
-            Some((id, dir))
-        })
-        .collect();
     let tail = q.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL_LINES);
-    let labelled = dirs.len() > 1;
-    if !q.follow {
-        let text = tokio::task::spawn_blocking(move || {
-            let mut out = String::new();
-            for (id, dir) in &dirs {
-                for stream in LogStream::ALL {
-                    for line in logs::tail(dir, stream, tail).unwrap_or_default() {
-                        push_line(&mut out, labelled.then_some(id.as_str()), stream, &line);
-                    }
-                }
+    let label = sources.len() > 1;
+    let permit = match q.follow {
+        true => Some(followers.try_acquire().ok_or_else(|| {
+            HttpError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{MAX_FOLLOWERS} log followers already on this node; try again later"),
+            )
+        })?),
+        false => None,
+    };
+    let mut pieces = Vec::new();
+    for (id, source, has_record) in sources {
+        let rx = match source {
+            Source::Here(dir) => local(dir, id.clone(), label, tail, q.follow),
+            Source::Node(addr) => {
+                let remote = remote.expect("checked above");
+                remote.ask(addr, job, &id, tail, q.follow, label)
             }
-            out
-        })
-        .await
-        .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+            Source::Unreachable(why) => {
+                let (tx, rx) = mpsc::channel(1);
+                let _ = tx.try_send(Piece::Lost(why));
+                rx
+            }
+        };
+        pieces.push((id, rx, has_record));
     }
-    let permit = followers.0.clone().try_acquire_owned().map_err(|_| {
-        HttpError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{MAX_FOLLOWERS} log followers already on this node; try again later"),
-        )
-    })?;
+    // One instance on another node: its first answer decides the status.
+    let mut first = None;
+    if let [(id, rx, _)] = &mut pieces[..]
+        && records.iter().any(|r| r.id == *id && r.node != me)
+    {
+        match tokio::time::timeout(FIRST_ANSWER, rx.recv()).await {
+            Ok(Some(Piece::Text(t))) => first = Some(t),
+            Ok(Some(Piece::Refused(LogRefusal::NotFound))) => {
+                return Err(HttpError::not_found(format!(
+                    "instance {id:?} has no logs on its node (not started there yet, or gone)"
+                )));
+            }
+            Ok(Some(Piece::Refused(LogRefusal::Busy))) => {
+                return Err(HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the node running {id} has too many log readers; try again later"),
+                ));
+            }
+            Ok(Some(Piece::Refused(LogRefusal::Invalid(why)))) => {
+                return Err(HttpError::bad_request(why));
+            }
+            // No answer: an older release; send the asker there.
+            _ => return Err(elsewhere(mesh, job, q.instance.as_deref(), &records)),
+        }
+    }
+    if !q.follow {
+        let mut out = first.unwrap_or_default();
+        // All sources run at once; a node that has not answered within
+        // FIRST_ANSWER (an older release, or gone) gets a note, not a wait.
+        for (id, mut rx, _) in pieces {
+            let mut started = false;
+            loop {
+                let p = match tokio::time::timeout(FIRST_ANSWER, rx.recv()).await {
+                    Ok(p) => p,
+                    Err(_) if !started => Some(Piece::Lost("its node did not answer".into())),
+                    Err(_) => continue,
+                };
+                started = true;
+                let Some(p) = p else { break };
+                let done = !matches!(p, Piece::Text(_));
+                push_piece(&mut out, &id, p);
+                if done {
+                    break;
+                }
+            }
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response());
+    }
     let (tx, rx) = mpsc::channel::<Result<String, std::io::Error>>(FOLLOW_QUEUE);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let mut followers = Vec::new();
-        let mut first = String::new();
-        for (id, dir) in &dirs {
-            for stream in LogStream::ALL {
-                let (lines, f) = Follow::with_tail(dir, stream, tail)
-                    .unwrap_or_else(|_| (Vec::new(), Follow::new(dir, stream)));
-                for line in lines {
-                    push_line(&mut first, labelled.then_some(id.as_str()), stream, &line);
-                }
-                followers.push((id.clone(), stream, f));
-            }
-        }
-        if tx.send(Ok(first)).await.is_err() {
-            return;
-        }
-        loop {
-            let mut chunk = String::new();
-            for (id, stream, f) in &mut followers {
-                for line in f.poll_lines().unwrap_or_default() {
-                    push_line(&mut chunk, labelled.then_some(id.as_str()), *stream, &line);
-                }
-            }
-            if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
-                return;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(logs::FOLLOW_POLL) => {}
-                _ = tx.closed() => return,
-            }
-        }
-    });
+    if let Some(t) = first {
+        let _ = tx.try_send(Ok(t));
+    }
+    let permit = Arc::new(permit);
+    for (id, src, has_record) in pieces {
+        let key = has_record.then(|| InstanceRecord::key_of(job, &id));
+        tokio::spawn(forward(
+            mesh.clone(),
+            key,
+            id,
+            src,
+            tx.clone(),
+            permit.clone(),
+        ));
+    }
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
     Ok((
         [
@@ -185,17 +250,83 @@ pub async fn read(
         .into_response())
 }
 
-fn push_line(out: &mut String, id: Option<&str>, stream: LogStream, line: &str) {
-    if let Some(id) = id {
-        out.push('[');
-        out.push_str(id);
-        out.push_str("] ");
+/// A piece of an answer as text: lines as they are, a failure as a note.
+fn push_piece(out: &mut String, id: &str, piece: Piece) {
+    match piece {
+        Piece::Text(t) => out.push_str(&t),
+        Piece::Refused(r) => out.push_str(&format!("[{id}] (logs unavailable: {r:?})\n")),
+        Piece::Lost(why) => out.push_str(&format!("[{id}] (logs cut short: {why})\n")),
     }
-    if stream == LogStream::Stderr {
-        out.push_str("stderr: ");
+}
+
+/// Passes one instance's pieces to the follow body until the client goes,
+/// the answer ends or the instance's record goes away.
+async fn forward(
+    mesh: MeshHandle,
+    key: Option<String>,
+    id: String,
+    mut src: mpsc::Receiver<Piece>,
+    tx: mpsc::Sender<Result<String, std::io::Error>>,
+    _permit: Arc<Option<OwnedSemaphorePermit>>,
+) {
+    let mut check = tokio::time::interval(RECORD_CHECK);
+    loop {
+        tokio::select! {
+            p = src.recv() => {
+                let Some(p) = p else { return };
+                let done = !matches!(p, Piece::Text(_));
+                let mut text = String::new();
+                push_piece(&mut text, &id, p);
+                if (!text.is_empty() && tx.send(Ok(text)).await.is_err()) || done {
+                    return;
+                }
+            }
+            _ = check.tick() => {
+                if key.as_ref().is_some_and(|k| mesh.get(Table::INSTANCES, k).and_then(|e| e.value).is_none()) {
+                    return;
+                }
+            }
+            _ = tx.closed() => return,
+        }
     }
-    out.push_str(line);
-    out.push('\n');
+}
+
+/// Reads a local instance's files into pieces, like a remote node would.
+fn local(
+    dir: PathBuf,
+    id: String,
+    label: bool,
+    tail: usize,
+    follow: bool,
+) -> mpsc::Receiver<Piece> {
+    let (tx, rx) = mpsc::channel(FOLLOW_QUEUE);
+    tokio::spawn(async move {
+        let opened =
+            tokio::task::spawn_blocking(move || InstanceLog::open(&dir, &id, label, tail, follow))
+                .await;
+        let Ok((text, mut reader)) = opened else {
+            return;
+        };
+        if tx.send(Piece::Text(text)).await.is_err() || !follow {
+            return;
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(logs::FOLLOW_POLL) => {}
+                _ = tx.closed() => return,
+            }
+            let Ok((text, back)) =
+                tokio::task::spawn_blocking(move || (reader.poll(), reader)).await
+            else {
+                return;
+            };
+            reader = back;
+            if !text.is_empty() && tx.send(Piece::Text(text)).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// No instance of the request runs here: 404, or 409 naming where.

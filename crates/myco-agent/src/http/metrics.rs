@@ -47,6 +47,8 @@ pub struct Sources<'a> {
     pub spores_refused: std::collections::BTreeMap<&'static str, u64>,
     /// The jobs runtime.
     pub jobs: &'a crate::jobs::JobsShared,
+    /// Log messages between nodes dropped (undecodable or unexpected).
+    pub log_messages_dropped: u64,
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
@@ -222,6 +224,12 @@ pub fn encode_registry(src: &Sources<'_>) -> Registry {
         "Stream messages on a channel this node has no handler for (from a newer build), dropped",
         snap.stream_unrouted,
     );
+    counter(
+        &mut r,
+        "log_messages_dropped",
+        "Remote log messages dropped: undecodable, another version, or for no request",
+        src.log_messages_dropped,
+    );
     let refused = Family::<Labels, Counter>::default();
     for (reason, n) in &src.spores_refused {
         refused
@@ -315,6 +323,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         streams: s.streams.stats(),
         spores_refused: s.spores.store().refusals(),
         jobs: &s.jobs,
+        log_messages_dropped: s.remote_logs.dropped(),
     });
     super::front::register(&mut registry, &s.front);
     let mut body = String::new();

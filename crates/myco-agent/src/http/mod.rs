@@ -71,6 +71,8 @@ pub struct ApiState {
     pub jobs: Arc<crate::jobs::JobsShared>,
     /// Bounds `/v1/logs` followers.
     pub logs: logs::Followers,
+    /// Reads the logs of instances on other nodes.
+    pub remote_logs: std::sync::Arc<crate::logs::RemoteLogs>,
 }
 
 /// Builds the router.

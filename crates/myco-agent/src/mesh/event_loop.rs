@@ -206,7 +206,9 @@ impl MeshLoop {
                     tracing::debug!(from = %msg.from, "undecodable blob message dropped");
                 }
             },
-            Channel::Jobs | Channel::Cache | Channel::Msg => {
+            // Log reading between nodes: I/O, decoded and bounded there.
+            Channel::Jobs => p.logs.on_bytes(&msg.message),
+            Channel::Cache | Channel::Msg => {
                 self.unrouted += 1;
                 tracing::debug!(from = %msg.from, channel = msg.channel.name(), "no handler for this channel yet; message dropped");
             }

@@ -49,4 +49,6 @@ pub struct MeshParts {
     pub store: Arc<Store>,
     /// The spore store (blob messages go to it, not to the core).
     pub spores: Arc<SporeStore>,
+    /// Remote log reading (jobs-channel messages go to it).
+    pub logs: Arc<crate::logs::RemoteLogs>,
 }

@@ -52,6 +52,8 @@ pub struct Agent {
     pub dir: PathBuf,
     pub mesh: MeshHandle,
     pub spores: Arc<Spores>,
+    /// Remote log reading, as the mesh loop routes it.
+    pub logs: Arc<myco_agent::logs::RemoteLogs>,
     pub runtime: Option<JobsRuntime>,
     pub key: myco_spore::SigningKey,
     pub ports: std::ops::RangeInclusive<u16>,
@@ -145,6 +147,12 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         },
     );
     node.restore(loaded.changes);
+    let remote_logs = myco_agent::logs::RemoteLogs::start(
+        streams.clone(),
+        addr,
+        dir.to_path_buf(),
+        myco_agent::http::logs::Followers::default(),
+    );
     let (mesh_loop, mesh) = MeshLoop::new(MeshParts {
         node,
         socket,
@@ -153,6 +161,7 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         incoming,
         store,
         spores: spore_store.clone(),
+        logs: remote_logs.clone(),
     });
     let loop_task = tokio::spawn(mesh_loop.run());
     let spores = Arc::new(Spores::new(
@@ -172,6 +181,7 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         dir: dir.to_path_buf(),
         mesh,
         spores,
+        logs: remote_logs,
         runtime: None,
         key: signing,
         ports,
