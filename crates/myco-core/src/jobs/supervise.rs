@@ -36,8 +36,15 @@ use myco_proto::job::{JobSpec, RestartPolicy};
 
 use crate::time::Time;
 
-/// Most often a launching instance is probed.
+/// Longest wait between probes of a launching instance.
 const LAUNCH_PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The first probe of a launching instance, after its start; each next
+/// one waits half as long again, up to the interval (or a second). A
+/// workload that starts in 100 ms is ready in about 125 ms, not at the
+/// first full interval; one that takes longer is seen ready at most half
+/// its start time late, and is not probed every 50 ms meanwhile.
+const LAUNCH_FIRST_PROBE: Duration = Duration::from_millis(50);
 
 /// What the supervisor needs from a job spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,6 +158,8 @@ pub struct Supervisor {
     /// `attempts + 1`).
     failures: VecDeque<Time>,
     ok_streak: u32,
+    /// Probes scheduled since the last start (the launch ramp).
+    launch_probes: u32,
     fail_streak: u32,
     next_probe: Option<Time>,
     probing: bool,
@@ -202,6 +211,7 @@ impl Supervisor {
             policy,
             phase,
             ok_streak: 0,
+            launch_probes: 0,
             fail_streak: 0,
             next_probe: None,
             probing: false,
@@ -358,6 +368,7 @@ impl Supervisor {
         }
         self.ok_streak = 0;
         self.fail_streak = 0;
+        self.launch_probes = 0;
         self.phase = Phase::Launching {
             deadline: now + self.policy.healthy_deadline,
         };
@@ -377,7 +388,13 @@ impl Supervisor {
         let Some(h) = self.policy.health else { return };
         let every = match self.phase {
             Phase::Ready => h.interval,
-            Phase::Launching { .. } => h.interval.min(LAUNCH_PROBE_EVERY),
+            Phase::Launching { .. } => {
+                let k = self.launch_probes.min(12);
+                let first = LAUNCH_FIRST_PROBE.as_millis() as u64;
+                let ramp = Duration::from_millis(first * 3u64.pow(k) / 2u64.pow(k));
+                self.launch_probes += 1;
+                ramp.min(h.interval.min(LAUNCH_PROBE_EVERY))
+            }
             _ => return,
         };
         self.next_probe = Some(now + every);

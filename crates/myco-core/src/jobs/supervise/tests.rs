@@ -73,20 +73,33 @@ fn ready_only_after_the_healthy_threshold_probing_fast_while_launching() {
     s.handle_event(Time(0), ProcessEvent::Started, &mut r);
     assert_eq!(
         s.poll_timeout(),
-        Some(Time(1_000)),
-        "min(interval, 1 s) while launching"
+        Some(Time(50)),
+        "the first probe comes soon after the start"
     );
-    s.handle_timeout(Time(999));
+    s.handle_timeout(Time(49));
     assert_eq!(drain(&mut s), []);
-    s.handle_timeout(Time(1_000));
+    s.handle_timeout(Time(50));
     assert_eq!(drain(&mut s), [SuperviseAction::Probe]);
+    // The waits grow by half while the probes fail, up to min(interval, 1 s).
+    let mut t = 50;
+    for wait in [75, 112, 168, 253, 379, 569, 854, 1_000, 1_000] {
+        s.handle_event(Time(t), ProcessEvent::ProbeFailed("refused".into()), &mut r);
+        assert_eq!(
+            s.poll_timeout(),
+            Some(Time(t + wait)),
+            "after a failure at {t}"
+        );
+        t += wait;
+        s.handle_timeout(Time(t));
+        assert_eq!(drain(&mut s), [SuperviseAction::Probe]);
+    }
     assert_eq!(
         s.poll_timeout(),
         Some(Time(30_000)),
         "no second probe while one runs"
     );
     s.handle_event(
-        Time(1_010),
+        Time(t + 10),
         ProcessEvent::ProbeFailed("refused".into()),
         &mut r,
     );
@@ -95,18 +108,20 @@ fn ready_only_after_the_healthy_threshold_probing_fast_while_launching() {
         InstanceState::Launching,
         "failures while launching do not count"
     );
-    s.handle_timeout(Time(2_010));
-    s.handle_event(Time(2_010), ProcessEvent::ProbeOk, &mut r);
+    t += 1_010;
+    s.handle_timeout(Time(t));
+    s.handle_event(Time(t), ProcessEvent::ProbeOk, &mut r);
     assert_eq!(s.state(), InstanceState::Launching, "one success of two");
-    s.handle_timeout(Time(3_010));
-    s.handle_event(Time(3_010), ProcessEvent::ProbeOk, &mut r);
+    t += 1_000;
+    s.handle_timeout(Time(t));
+    s.handle_event(Time(t), ProcessEvent::ProbeOk, &mut r);
     assert_eq!(
         drain(&mut s).last(),
         Some(&record(InstanceState::Ready, ""))
     );
     assert_eq!(
         s.poll_timeout(),
-        Some(Time(8_010)),
+        Some(Time(t + 5_000)),
         "the full interval once ready"
     );
 }
