@@ -173,6 +173,7 @@ def baseline(work):
     path = os.path.join(work, "server.py")
     with open(path, "w") as f:
         f.write(SERVER)
+    os.chmod(path, 0o755)
     times = []
     for _ in range(5):
         port = free_port()

@@ -205,7 +205,8 @@ mod exec {
                     assert_eq!(read("memory.max").as_deref(), Some("67108864"));
                 }
                 if support.limits.iter().any(|l| l == "cpu") {
-                    assert_eq!(read("cpu.max").as_deref(), Some("25000 100000"));
+                    // 250 milli: shares 256, weight 1 + 254 * 9999 / 262142.
+                    assert_eq!(read("cpu.weight").as_deref(), Some("10"));
                 }
             }
             CgroupVersion::V1 => {
@@ -213,7 +214,7 @@ mod exec {
                     assert_eq!(read("memory.limit_in_bytes").as_deref(), Some("67108864"));
                 }
                 if support.limits.iter().any(|l| l == "cpu") {
-                    assert_eq!(read("cpu.cfs_quota_us").as_deref(), Some("25000"));
+                    assert_eq!(read("cpu.shares").as_deref(), Some("256"));
                 }
             }
             CgroupVersion::None => unreachable!(),

@@ -36,8 +36,8 @@ mod detect;
 
 /// How long [`InstanceCgroup::kill_all`] keeps at it before giving up.
 const KILL_DEADLINE: Duration = Duration::from_secs(5);
-/// CFS period used for CPU limits (the kernel's default, 100 ms).
-const CPU_PERIOD_US: u64 = 100_000;
+/// cgroup v1 `cpu.shares` of one whole CPU (the kernel's default weight).
+const SHARES_PER_CPU: u64 = 1024;
 /// The controllers that limit; the others here only help.
 const LIMITING: [&str; 3] = ["memory", "cpu", "pids"];
 /// v1 controllers used, in the order they are reported.
@@ -116,7 +116,7 @@ struct Hierarchy {
 pub struct ResourceLimits {
     /// Memory in bytes.
     pub memory_bytes: Option<u64>,
-    /// CPU in thousandths of a core (quota over a 100 ms period).
+    /// CPU in thousandths of a core (a weight: `cpu.shares` or `cpu.weight`).
     pub cpu_milli: Option<u32>,
     /// Most processes and threads.
     pub pids: Option<u32>,
@@ -239,13 +239,19 @@ impl InstanceCgroup {
                 };
                 write_file(&dir.join(file), &bytes.to_string())?;
             }
+            // CPU is a weight, not a quota (Nomad's default too): under
+            // contention instances share the CPU in proportion to their
+            // `cpu_milli`, and on an idle machine a workload may use more.
+            // A 100-milli quota made a Python server take 1.5 s to start
+            // on an idle node. Memory and pids stay hard limits.
             if let (true, Some(milli)) = (has("cpu"), limits.cpu_milli) {
-                let quota = (u64::from(milli) * CPU_PERIOD_US / 1000).max(1000);
+                let shares = (u64::from(milli) * SHARES_PER_CPU / 1000).max(2);
                 if self.v2 {
-                    write_file(&dir.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+                    // The same mapping as Kubernetes' shares -> weight.
+                    let weight = 1 + (shares - 2) * 9_999 / 262_142;
+                    write_file(&dir.join("cpu.weight"), &weight.to_string())?;
                 } else {
-                    write_file(&dir.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-                    write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                    write_file(&dir.join("cpu.shares"), &shares.to_string())?;
                 }
             }
             if let (true, Some(pids)) = (has("pids"), limits.pids) {
