@@ -19,7 +19,7 @@ Prints one line per figure; BENCHMARKS.md keeps them with the date.
 """
 import argparse, json, os, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 
-BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "myco")
+BIN = os.environ.get("MYCO_BIN") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "myco")
 
 SERVER = r'''#!/usr/bin/env python3
 import http.server, json, os
