@@ -306,7 +306,8 @@ mod tests {
         let cg = InstanceCgroup::create(&s, "i-1", &limits).unwrap().unwrap();
         let read = |f: &str| fs::read_to_string(fake.0.join("myco/i-1").join(f)).unwrap();
         assert_eq!(read("memory.max"), "1048576");
-        assert_eq!(read("cpu.max"), "150000 100000");
+        // 1500 milli: shares 1536, weight 1 + 1534 * 9999 / 262142 (a weight, not a quota).
+        assert_eq!(read("cpu.weight"), "59");
         assert_eq!(read("pids.max"), "7");
         assert_eq!(InstanceCgroup::from_record(&cg.to_record()), cg);
     }
