@@ -19,7 +19,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Agent, Harness, myco, wait_for};
+use support::{Agent, Harness, cli, myco, ok, s, wait_for};
 
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 const READY: Duration = Duration::from_secs(40);
@@ -40,31 +40,6 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-#[track_caller]
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): stdout {:?}, stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-/// `myco --api A --token T ARGS...` against agent `a`.
-fn cli(a: &Agent, args: &[&str]) -> Output {
-    let api = a.api_url();
-    let token = a.token();
-    let mut full = vec!["--api", api.as_str(), "--token", token.as_str()];
-    full.extend_from_slice(args);
-    myco(&full)
-}
 
 /// Packs `script` as spore `name@1`, trusts its key on `a`, pushes it there;
 /// returns the digest.
@@ -274,22 +249,42 @@ fn deploy_spread_scale_adopt_and_stop() {
         !procs_in(&h.agent(victim).dir).is_empty(),
         "killing the agent killed its instances"
     );
+    let mine = procs_in(&h.agent(victim).dir).len() as f64;
     h.restart(victim);
-    // Once the restarted agent has written again (adoption), the view is
-    // the same instances and the same processes.
-    wait_for("the same ready instances after the restart", READY, || {
-        let now = ids(h.agent(other));
-        let pids: BTreeSet<u32> = all_procs(&h).into_iter().collect();
-        if now == before_ids && pids == before_pids {
+    // Adopted, not replaced: the restarted agent says it adopted every
+    // process it left behind and spawned none, and the mesh shows the same
+    // instances on the same processes.
+    let counter = |name: &str| -> Result<f64, String> {
+        let text = h
+            .agent(victim)
+            .anon()
+            .get_text("/metrics")
+            .map_err(|e| e.to_string())?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+            .ok_or_else(|| format!("no {name} in /metrics"))
+    };
+    wait_for("the restarted agent to adopt its instances", READY, || {
+        let adopted = counter("myco_instances_adopted_total ")?;
+        if adopted >= mine {
             Ok(())
         } else {
-            Err(format!(
-                "ids {now:?} (were {before_ids:?}), pids {pids:?} (were {before_pids:?})"
-            ))
+            Err(format!("{adopted} of {mine} adopted"))
         }
     });
-    // Adopted, not replaced: still the same after the settle period has passed.
-    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        counter("myco_instance_spawns_total ").unwrap(),
+        0.0,
+        "the restarted agent spawned"
+    );
+    wait_for("the same ready instances after the restart", READY, || {
+        let now = ids(h.agent(other));
+        if now == before_ids {
+            Ok(())
+        } else {
+            Err(format!("ids {now:?} (were {before_ids:?})"))
+        }
+    });
     let pids: BTreeSet<u32> = all_procs(&h).into_iter().collect();
     assert_eq!(
         pids, before_pids,

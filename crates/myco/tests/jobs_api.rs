@@ -19,30 +19,7 @@ use myco_proto::jobs_api::{
     DeployChange, Deployed, InstanceInfo, JobInfo, JobVersionInfo, PlanInfo, Workload,
 };
 use serde_json::{Value, json};
-use support::{Agent, DEADLINE, Harness, myco, wait_for};
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-/// `myco ARGS` against agent `a`, with its token.
-fn cli(a: &Agent, args: &[&str]) -> Output {
-    let token = a.token();
-    let url = a.api_url();
-    let mut all = vec!["--api", url.as_str(), "--token", token.as_str()];
-    all.extend_from_slice(args);
-    myco(&all)
-}
-
-#[track_caller]
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{Agent, DEADLINE, Harness, cli, myco, ok, s, wait_for};
 
 /// Packs a workload that exits at once as spore `name@version`, trusts its
 /// publisher (once) and pushes it to `a`; the digest.

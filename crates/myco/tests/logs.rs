@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Agent, Harness, MYCO, myco, wait_for};
+use support::{Agent, Harness, MYCO, cli, cli_args, myco, ok, s, wait_for};
 
 const READY: Duration = Duration::from_secs(40);
 const LINES: Duration = Duration::from_secs(20);
@@ -34,39 +34,6 @@ while true; do
   sleep 0.05
 done
 "#;
-
-#[track_caller]
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): stdout {:?}, stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
-
-fn cli_args(a: &Agent, args: &[&str]) -> Vec<String> {
-    let mut full = vec![
-        "--api".to_string(),
-        a.api_url(),
-        "--token".to_string(),
-        a.token(),
-    ];
-    full.extend(args.iter().map(|x| x.to_string()));
-    full
-}
-
-fn cli(a: &Agent, args: &[&str]) -> Output {
-    let full = cli_args(a, args);
-    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
-    myco(&refs)
-}
 
 /// Packs `script` as spore `name@1`, trusted and pushed to `a`.
 fn spore(h: &Harness, a: &Agent, name: &str, script: &str) {

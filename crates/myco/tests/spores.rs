@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use myco_client::RawResponse;
 use myco_proto::api::SporeInfo;
 use serde_json::Value;
-use support::{Agent, Harness, Opts, myco, wait_for};
+use support::{Agent, Harness, Opts, cli, myco, ok, s, wait_for};
 
 /// How long a spore pushed to one node may take to be listed by the others.
 const LISTED: Duration = Duration::from_secs(10);
@@ -144,32 +144,6 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 }
 
 // ----- the CLI -----
-
-/// Checks that a CLI run succeeded; returns its standard output.
-#[track_caller]
-fn ok(out: &Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}): stdout {:?}, stderr {:?}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `myco --api A --token T ARGS...` against agent `a`.
-fn cli(a: &Agent, args: &[&str]) -> Output {
-    let api = a.api_url();
-    let token = a.token();
-    let mut full = vec!["--api", api.as_str(), "--token", token.as_str()];
-    full.extend_from_slice(args);
-    myco(&full)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
-}
 
 /// A publisher key pair made by `myco key gen`.
 struct Publisher {

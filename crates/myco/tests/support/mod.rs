@@ -148,6 +148,44 @@ pub fn read(path: &Path) -> String {
 
 // ----- the CLI -----
 
+/// The stdout of a command that must have succeeded; else a panic with
+/// its status, stdout and stderr.
+#[track_caller]
+pub fn ok(out: &Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): stdout {:?}, stderr {:?}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A test path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
+
+/// `--api URL --token T ARGS...` for agent `a`.
+pub fn cli_args(a: &Agent, args: &[&str]) -> Vec<String> {
+    let mut full = vec![
+        "--api".to_string(),
+        a.api_url(),
+        "--token".to_string(),
+        a.token(),
+    ];
+    full.extend(args.iter().map(|x| x.to_string()));
+    full
+}
+
+/// Runs `myco --api URL --token T ARGS...` against agent `a`.
+pub fn cli(a: &Agent, args: &[&str]) -> Output {
+    let full = cli_args(a, args);
+    let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+    myco(&refs)
+}
+
 /// Runs `myco ARGS...` to completion with a clean environment.
 pub fn myco(args: &[&str]) -> Output {
     let mut cmd = Command::new(MYCO);
