@@ -12,7 +12,6 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use myco_client::RawResponse;
 use myco_proto::jobs_api::{
