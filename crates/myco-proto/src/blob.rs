@@ -35,6 +35,7 @@ pub enum BlobMessage {
         /// The blob's full size.
         total: u64,
         /// The bytes.
+        #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
     /// The asked node does not hold the blob.

@@ -178,7 +178,7 @@ impl Summary {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum Frame {
     /// A SWIM packet for foca, opaque here.
-    Swim(Vec<u8>),
+    Swim(#[serde(with = "crate::bytes")] Vec<u8>),
     /// "Who are you?" sent to a join address whose node id is unknown.
     Hello(Peer),
     /// The answer to a hello: the identity to announce to.

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod blob;
+pub mod bytes;
 pub mod channel;
 pub mod envelope;
 pub mod frame;

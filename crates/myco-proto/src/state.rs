@@ -67,6 +67,7 @@ pub struct Change {
     /// When and by whom it was written.
     pub ts: Timestamp,
     /// The value; `None` deletes.
+    #[serde(with = "crate::bytes::option")]
     pub value: Option<Vec<u8>>,
 }
 
