@@ -11,7 +11,7 @@ use myco_proto::frame::Peer;
 use myco_proto::horizon::{GC_RECORD_VERSION, GcRecord, Horizon};
 use myco_proto::instance::{Exit, InstanceRecord, InstanceState};
 use myco_proto::job::{JobRecord, JobSpec};
-use myco_proto::sync::{STREAM_VERSION, StreamFrame, SyncMessage};
+use myco_proto::sync::{STREAM_VERSION, StreamFrame, SyncMessage, Version};
 use myco_proto::{Capacity, Change, Envelope, Frame, NodeId, NodeManifest, Table, Timestamp};
 
 use crate::cluster_ring;
@@ -220,10 +220,16 @@ fn stream_frames(trace: &[NodeStep]) -> Vec<Vec<u8>> {
         SyncMessage::Push(vec![change("a/b", Some(b"v")), change("a/c", None)]),
         SyncMessage::Summary(0x0123_4567_89ab_cdef),
         SyncMessage::Digest((0..8).collect()),
-        SyncMessage::Buckets {
+        SyncMessage::Versions {
             buckets: vec![3, 255],
-            changes: vec![change("x", Some(b"y"))],
+            versions: vec![Version {
+                table: Table::KV,
+                key: "x".into(),
+                ts: change("x", None).ts,
+                hash: 0xfeed,
+            }],
         },
+        SyncMessage::Want(vec![(Table::KV, "x".into()), (Table::KV, "a/b".into())]),
         SyncMessage::InSync,
     ];
     for message in messages {

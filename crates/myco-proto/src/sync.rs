@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::horizon::Horizon;
 use crate::id::NodeId;
-use crate::state::Change;
+use crate::state::{Change, Table, Timestamp};
 
 /// Largest encoded stream message.
 pub const MAX_MESSAGE: usize = 8 * 1024 * 1024;
 /// The stream message format this build writes and reads.
-pub const STREAM_VERSION: u8 = 2;
+/// 3: anti-entropy trades versions, then only the values that differ
+/// (2 sent whole buckets, values included).
+pub const STREAM_VERSION: u8 = 3;
 /// Number of digest buckets the key space is divided into.
 pub const BUCKETS: usize = 256;
 
@@ -27,14 +29,22 @@ pub enum SyncMessage {
     Summary(u64),
     /// Anti-entropy, step 1: the sender's per-bucket digests.
     Digest(Vec<u64>),
-    /// Step 2: the full contents of the buckets whose digests differed (a
-    /// reply may come in several parts; each part holds whole buckets).
-    Buckets {
+    /// Step 2: every version (key, timestamp, value hash; no value) the
+    /// replier holds in the buckets whose digests differed. A reply may
+    /// come in several parts; each part holds whole buckets. The receiver
+    /// pushes what the replier lacks and asks with [`SyncMessage::Want`]
+    /// for what it lacks itself, so values cross only where they differ:
+    /// sending whole buckets made a burst of large writes cost every round
+    /// the whole state, on the mesh loop.
+    Versions {
         /// The buckets this part covers, complete.
         buckets: Vec<u16>,
-        /// Every entry the replier holds in those buckets.
-        changes: Vec<Change>,
+        /// Every version the replier holds in those buckets.
+        versions: Vec<Version>,
     },
+    /// Step 3: keys whose held versions the sender of this message lacks;
+    /// the receiver pushes what it holds of them.
+    Want(Vec<(Table, String)>),
     /// Step 2 when nothing differed.
     InSync,
 }
@@ -46,9 +56,39 @@ impl SyncMessage {
             SyncMessage::Push(_) => "push",
             SyncMessage::Summary(_) => "summary",
             SyncMessage::Digest(_) => "digest",
-            SyncMessage::Buckets { .. } => "buckets",
+            SyncMessage::Versions { .. } => "versions",
+            SyncMessage::Want(_) => "want",
             SyncMessage::InSync => "in_sync",
         }
+    }
+}
+
+/// A version as anti-entropy compares it: the key, its timestamp and a
+/// hash of its value, without the value (a value may be 64 KiB; a version
+/// is about 60 bytes).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Version {
+    /// The table.
+    pub table: Table,
+    /// The key.
+    pub key: String,
+    /// The version's timestamp.
+    pub ts: Timestamp,
+    /// A hash of its value (a tombstone hashes apart from every value).
+    pub hash: u64,
+}
+
+impl Version {
+    /// Approximate encoded size of a version of `key`.
+    pub fn size_of(key: &str) -> usize {
+        key.len() + 40
+    }
+
+    /// Whether this version is one `held` (the receiver's version of the
+    /// same key, if any) lacks: it is later, or differs under the same
+    /// timestamp (the merge then decides which value wins).
+    pub fn newer_than(&self, held: Option<(Timestamp, u64)>) -> bool {
+        held.is_none_or(|(ts, hash)| ts < self.ts || (ts == self.ts && hash != self.hash))
     }
 }
 
@@ -102,7 +142,6 @@ impl StreamFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{Table, Timestamp};
 
     #[test]
     fn frames_round_trip_and_bad_ones_are_refused() {

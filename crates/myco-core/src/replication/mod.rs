@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 use myco_proto::horizon::Horizon;
-use myco_proto::sync::{BUCKETS, STREAM_VERSION, StreamFrame, SyncMessage};
+use myco_proto::sync::{BUCKETS, STREAM_VERSION, StreamFrame, SyncMessage, Version};
 use myco_proto::{Change, NodeId, Table};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -39,7 +39,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 
 use crate::config::Config;
 use crate::state::hlc::Hlc;
-use crate::state::replica::{Merge, Replica, value_hash};
+use crate::state::replica::{Merge, Replica};
 use crate::stats::Stats;
 use crate::time::Time;
 
@@ -187,18 +187,63 @@ impl Replication {
         }
     }
 
-    /// The entries of `buckets` that may leave the node: all but local
+    /// Whether a version stamped `ts` may leave the node: all but local
     /// writes not yet durable (recent ones; see [`HIDE_AT_MOST`]).
-    fn shareable(&self, now: Time, buckets: &[u16]) -> Vec<Change> {
-        let mut changes = self.replica.bucket_changes(buckets);
+    fn may_leave(&self, now: Time, ts: &myco_proto::Timestamp) -> bool {
+        self.unreleased
+            .get(ts)
+            .is_none_or(|(at, _)| now.since(*at) >= HIDE_AT_MOST)
+    }
+
+    fn retain_shareable(&self, now: Time, changes: &mut Vec<Change>) {
         if !self.unreleased.is_empty() {
-            changes.retain(|c| {
-                self.unreleased
-                    .get(&c.ts)
-                    .is_none_or(|(at, _)| now.since(*at) >= HIDE_AT_MOST)
-            });
+            changes.retain(|c| self.may_leave(now, &c.ts));
         }
-        changes
+    }
+
+    /// The versions of `buckets` that may leave the node.
+    fn shareable_versions(&self, now: Time, buckets: &[u16]) -> Vec<Version> {
+        let mut versions = self.replica.bucket_versions(buckets);
+        if !self.unreleased.is_empty() {
+            versions.retain(|v| self.may_leave(now, &v.ts));
+        }
+        versions
+    }
+
+    /// Anti-entropy step 2 on the receiving side: `theirs` lists every
+    /// version the peer holds in `buckets`. Pushes the peer what it lacks
+    /// (ours is later, or theirs is missing), and asks for what we lack.
+    fn compare(
+        &mut self,
+        cfg: &Config,
+        stats: &mut Stats,
+        now: Time,
+        peer: SocketAddr,
+        buckets: &[u16],
+        theirs: Vec<Version>,
+    ) {
+        let held: BTreeMap<(Table, String), (myco_proto::Timestamp, u64)> = theirs
+            .iter()
+            .map(|v| ((v.table, v.key.clone()), (v.ts, v.hash)))
+            .collect();
+        let want: Vec<(Table, String)> = theirs
+            .into_iter()
+            .filter(|v| v.newer_than(self.replica.version(v.table, &v.key)))
+            .map(|v| (v.table, v.key))
+            .collect();
+        let lacking: Vec<(Table, String)> = self
+            .shareable_versions(now, buckets)
+            .into_iter()
+            .filter(|v| v.newer_than(held.get(&(v.table, v.key.clone())).copied()))
+            .map(|v| (v.table, v.key))
+            .collect();
+        if !lacking.is_empty() {
+            let changes = self.replica.changes_of(&lacking);
+            self.push_to(cfg, stats, peer, &changes);
+        }
+        for part in runs(&want, |(_, k)| Version::size_of(k), cfg.max_part) {
+            self.send(cfg, stats, peer, SyncMessage::Want(part));
+        }
     }
 
     fn send(&mut self, cfg: &Config, stats: &mut Stats, to: SocketAddr, message: SyncMessage) {
@@ -392,46 +437,32 @@ impl Replication {
                     return self.send(cfg, stats, reply_to, SyncMessage::InSync);
                 }
                 // Reply in parts of whole buckets, each about max_part bytes.
-                let sizes = self.replica.bucket_sizes();
+                let sizes = self.replica.bucket_version_sizes();
                 for part in runs(&differ, |b| sizes[*b as usize], cfg.max_part) {
-                    let changes = self.shareable(now, &part);
+                    let versions = self.shareable_versions(now, &part);
                     self.send(
                         cfg,
                         stats,
                         reply_to,
-                        SyncMessage::Buckets {
+                        SyncMessage::Versions {
                             buckets: part,
-                            changes,
+                            versions,
                         },
                     );
                 }
             }
-            SyncMessage::Buckets { buckets, changes } => {
+            SyncMessage::Versions { buckets, versions } => {
                 if buckets.iter().any(|b| *b as usize >= BUCKETS) {
                     return stats.drop("bad_digest");
                 }
-                let held: BTreeMap<(Table, String), (myco_proto::Timestamp, u64)> = changes
-                    .iter()
-                    .map(|c| ((c.table, c.key.clone()), (c.ts, value_hash(&c.value))))
-                    .collect();
-                self.merge_remote(stats, now, theirs, changes);
-                // What they lack: our entries in those buckets they do not
-                // have, or have older (or, under the same timestamp, with
-                // another value: after the merge ours is the one that wins).
-                let lacking: Vec<Change> = self
-                    .shareable(now, &buckets)
-                    .into_iter()
-                    .filter(|c| {
-                        held.get(&(c.table, c.key.clone())).is_none_or(|(t, h)| {
-                            *t < c.ts || (*t == c.ts && *h != value_hash(&c.value))
-                        })
-                    })
-                    .collect();
-                // Changes we just merged from them need not be forwarded
-                // everywhere: anti-entropy already reached the one who lacked them.
-                if !lacking.is_empty() {
-                    self.push_to(cfg, stats, reply_to, &lacking);
-                }
+                self.compare(cfg, stats, now, reply_to, &buckets, versions);
+            }
+            SyncMessage::Want(keys) => {
+                // Only what may leave the node: a local write not yet
+                // durable stays until it is.
+                let mut changes = self.replica.changes_of(&keys);
+                self.retain_shareable(now, &mut changes);
+                self.push_to(cfg, stats, reply_to, &changes);
             }
             SyncMessage::InSync => {}
         }

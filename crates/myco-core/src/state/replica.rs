@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use myco_proto::sync::BUCKETS;
+use myco_proto::sync::{BUCKETS, Version};
 use myco_proto::{Change, Table, Timestamp};
 
 /// One stored version: a value or a tombstone.
@@ -32,10 +32,19 @@ pub enum Merge {
     Stale,
 }
 
+/// An entry with its value's hash, computed once when it is stored: the
+/// digests and anti-entropy need it often, and hashing a 64 KiB value on
+/// every round cost the mesh loop more than the round itself.
+#[derive(Clone, Debug)]
+struct Stored {
+    entry: Entry,
+    hash: u64,
+}
+
 /// All replicated tables of one node.
 #[derive(Clone, Debug)]
 pub struct Replica {
-    entries: BTreeMap<(Table, String), Entry>,
+    entries: BTreeMap<(Table, String), Stored>,
     digests: Vec<u64>,
     bytes: usize,
     tombstones: usize,
@@ -81,14 +90,15 @@ pub fn value_hash(value: &Option<Vec<u8>>) -> u64 {
     }
 }
 
-fn entry_hash(table: Table, key: &str, ts: &Timestamp, value: &Option<Vec<u8>>) -> u64 {
+/// The digest term of one version, from its value's hash.
+fn entry_hash(table: Table, key: &str, ts: &Timestamp, hash: u64) -> u64 {
     fnv(&[
         &[table.0],
         key.as_bytes(),
         &ts.wall_ms.to_be_bytes(),
         &ts.logical.to_be_bytes(),
         &ts.node.0,
-        &value_hash(value).to_be_bytes(),
+        &hash.to_be_bytes(),
     ])
 }
 
@@ -105,18 +115,20 @@ impl Replica {
         } = change;
         let bucket = bucket_of(table, &key);
         let slot = (table, key);
-        if let Some(old) = self.entries.get(&slot) {
+        if let Some(Stored { entry: old, hash }) = self.entries.get(&slot) {
             if (old.ts, &old.value) >= (ts, &value) {
                 return Merge::Stale;
             }
-            self.digests[bucket] ^= entry_hash(table, &slot.1, &old.ts, &old.value);
+            self.digests[bucket] ^= entry_hash(table, &slot.1, &old.ts, *hash);
             self.bytes -= slot.1.len() + old.value.as_ref().map_or(0, Vec::len);
             self.tombstones -= usize::from(old.value.is_none());
         }
-        self.digests[bucket] ^= entry_hash(table, &slot.1, &ts, &value);
+        let hash = value_hash(&value);
+        self.digests[bucket] ^= entry_hash(table, &slot.1, &ts, hash);
         self.bytes += slot.1.len() + value.as_ref().map_or(0, Vec::len);
         self.tombstones += usize::from(value.is_none());
-        self.entries.insert(slot, Entry { ts, value });
+        let entry = Entry { ts, value };
+        self.entries.insert(slot, Stored { entry, hash });
         Merge::Applied
     }
 
@@ -129,7 +141,9 @@ impl Replica {
 
     /// The stored version of a key, tombstones included.
     pub fn entry(&self, table: Table, key: &str) -> Option<&Entry> {
-        self.entries.get(&(table, key.to_string()))
+        self.entries
+            .get(&(table, key.to_string()))
+            .map(|s| &s.entry)
     }
 
     /// Live values (not tombstones) of a table whose key starts with `prefix`.
@@ -141,8 +155,8 @@ impl Replica {
         self.entries
             .range((table, prefix.to_string())..)
             .take_while(move |((t, k), _)| *t == table && k.starts_with(prefix))
-            .filter(|(_, e)| e.value.is_some())
-            .map(|((_, k), e)| (k.as_str(), e))
+            .filter(|(_, s)| s.entry.value.is_some())
+            .map(|((_, k), s)| (k.as_str(), &s.entry))
     }
 
     /// Per-bucket digests.
@@ -163,20 +177,57 @@ impl Replica {
         self.entries
             .iter()
             .filter(|((t, k), _)| want.contains(&bucket_of(*t, k)))
-            .map(|((t, k), e)| Change {
+            .map(|((t, k), s)| Change {
                 table: *t,
                 key: k.clone(),
-                ts: e.ts,
-                value: e.value.clone(),
+                ts: s.entry.ts,
+                value: s.entry.value.clone(),
             })
             .collect()
     }
 
-    /// Approximate bytes held per bucket, to split replies into parts.
-    pub fn bucket_sizes(&self) -> Vec<usize> {
+    /// The held versions of these keys, as changes (keys not held are skipped).
+    pub fn changes_of(&self, keys: &[(Table, String)]) -> Vec<Change> {
+        keys.iter()
+            .filter_map(|(t, k)| {
+                let e = self.entry(*t, k)?;
+                Some(Change {
+                    table: *t,
+                    key: k.clone(),
+                    ts: e.ts,
+                    value: e.value.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every version in the given buckets, without values.
+    pub fn bucket_versions(&self, buckets: &[u16]) -> Vec<Version> {
+        let want: std::collections::BTreeSet<usize> = buckets.iter().map(|b| *b as usize).collect();
+        self.entries
+            .iter()
+            .filter(|((t, k), _)| want.contains(&bucket_of(*t, k)))
+            .map(|((t, k), s)| Version {
+                table: *t,
+                key: k.clone(),
+                ts: s.entry.ts,
+                hash: s.hash,
+            })
+            .collect()
+    }
+
+    /// The version of a key held, as anti-entropy compares it.
+    pub fn version(&self, table: Table, key: &str) -> Option<(Timestamp, u64)> {
+        let s = self.entries.get(&(table, key.to_string()))?;
+        Some((s.entry.ts, s.hash))
+    }
+
+    /// Approximate bytes of versions (keys and timestamps, no values) per
+    /// bucket, to split a listing of versions into parts.
+    pub fn bucket_version_sizes(&self) -> Vec<usize> {
         let mut sizes = vec![0usize; BUCKETS];
-        for ((t, k), e) in &self.entries {
-            sizes[bucket_of(*t, k)] += k.len() + e.value.as_ref().map_or(0, Vec::len) + 32;
+        for (t, k) in self.entries.keys() {
+            sizes[bucket_of(*t, k)] += Version::size_of(k);
         }
         sizes
     }
@@ -186,8 +237,8 @@ impl Replica {
     /// (with overwhelming probability) they hold the same versions below `at`.
     pub fn digest_below(&self, at: u64, skip: Table) -> u64 {
         let (mut x, mut n) = (0u64, 0u64);
-        for ((t, k), e) in self.below_iter(at, skip) {
-            x ^= entry_hash(*t, k, &e.ts, &e.value);
+        for ((t, k), s) in self.below_iter(at, skip) {
+            x ^= entry_hash(*t, k, &s.entry.ts, s.hash);
             n += 1;
         }
         fnv(&[&x.to_be_bytes(), &n.to_be_bytes(), &at.to_be_bytes()])
@@ -196,23 +247,24 @@ impl Replica {
     /// Every version stamped before `at`, in every table but `skip`.
     pub fn versions_below(&self, at: u64, skip: Table) -> Vec<(Table, String, Timestamp)> {
         self.below_iter(at, skip)
-            .map(|((t, k), e)| (*t, k.clone(), e.ts))
+            .map(|((t, k), s)| (*t, k.clone(), s.entry.ts))
             .collect()
     }
 
     /// Whether a tombstone stamped before `at` is held, in any table but `skip`.
     pub fn has_tombstone_below(&self, at: u64, skip: Table) -> bool {
-        self.below_iter(at, skip).any(|(_, e)| e.value.is_none())
+        self.below_iter(at, skip)
+            .any(|(_, s)| s.entry.value.is_none())
     }
 
     fn below_iter(
         &self,
         at: u64,
         skip: Table,
-    ) -> impl Iterator<Item = (&(Table, String), &Entry)> + '_ {
+    ) -> impl Iterator<Item = (&(Table, String), &Stored)> + '_ {
         self.entries
             .iter()
-            .filter(move |((t, _), e)| *t != skip && e.ts.wall_ms < at)
+            .filter(move |((t, _), s)| *t != skip && s.entry.ts.wall_ms < at)
     }
 
     /// Removes exactly this version, value or tombstone (a node that must
@@ -220,9 +272,9 @@ impl Replica {
     pub fn drop_version(&mut self, table: Table, key: &str, ts: Timestamp) -> bool {
         let slot = (table, key.to_string());
         match self.entries.get(&slot) {
-            Some(e) if e.ts == ts => {
-                let e = self.entries.remove(&slot).expect("just found");
-                self.digests[bucket_of(table, key)] ^= entry_hash(table, key, &ts, &e.value);
+            Some(s) if s.entry.ts == ts => {
+                let Stored { entry: e, hash } = self.entries.remove(&slot).expect("just found");
+                self.digests[bucket_of(table, key)] ^= entry_hash(table, key, &ts, hash);
                 self.bytes -= key.len() + e.value.as_ref().map_or(0, Vec::len);
                 self.tombstones -= usize::from(e.value.is_none());
                 true
@@ -235,8 +287,8 @@ impl Replica {
     pub fn tombstones(&self) -> impl Iterator<Item = (Table, &str, Timestamp)> + '_ {
         self.entries
             .iter()
-            .filter(|(_, e)| e.value.is_none())
-            .map(|((t, k), e)| (*t, k.as_str(), e.ts))
+            .filter(|(_, s)| s.entry.value.is_none())
+            .map(|((t, k), s)| (*t, k.as_str(), s.entry.ts))
     }
 
     /// Number of entries, tombstones included.
