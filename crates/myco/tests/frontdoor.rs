@@ -375,6 +375,7 @@ fn member_events_carry_name_previous_and_suspect_and_idle_streams_get_pings() {
             join: vec![a],
             args,
             key_file,
+            ..Opts::default()
         },
     );
     h.wait_all_alive(&[a, b], &names(&["a", "b"]), DEADLINE);

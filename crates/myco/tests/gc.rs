@@ -51,6 +51,7 @@ fn start_three(h: &mut Harness) {
             join: vec![first],
             key_file: Some(h.key_file()),
             args: args.clone(),
+            ..Opts::default()
         };
         h.start(name, opts);
     }

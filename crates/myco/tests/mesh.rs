@@ -229,6 +229,7 @@ fn agent_with_another_cluster_key_stays_out() {
             join: vec![0],
             key_file: None,
             args: Vec::new(),
+            ..Opts::default()
         },
     );
     let outsider_id = node_id(&h.agent(o).dir);

@@ -997,6 +997,7 @@ fn unreferenced_spores_are_collected_after_retention() {
             join: vec![],
             key_file: None,
             args: vec!["--config".into(), s(&config).into()],
+            ..Opts::default()
         },
     );
     let a = h.agent(n1);

@@ -23,6 +23,9 @@ pub struct Agent {
     pub bind: u16,
     pub api: u16,
     pub edge: u16,
+    /// The address the API listens on (`127.0.0.1` unless
+    /// [`Opts::api_host`] said otherwise); clients always use loopback.
+    pub api_host: String,
     pub join: Vec<u16>,
     pub key_file: Option<PathBuf>,
     /// Extra arguments for `myco agent`.
@@ -73,7 +76,7 @@ impl Agent {
             .arg(&self.dir)
             .args(["--name", &self.name])
             .args(["--bind", &format!("127.0.0.1:{}", self.bind)])
-            .args(["--api", &format!("127.0.0.1:{}", self.api)])
+            .args(["--api", &format!("{}:{}", self.api_host, self.api)])
             .args(["--edge", &format!("127.0.0.1:{}", self.edge)]);
         for p in &self.join {
             cmd.args(["--join", &format!("127.0.0.1:{p}")]);
@@ -104,6 +107,9 @@ pub struct Opts {
     pub key_file: Option<PathBuf>,
     /// Extra arguments for `myco agent` (kept for restarts).
     pub args: Vec<String>,
+    /// Where the API listens instead of `127.0.0.1` (e.g. `0.0.0.0`: off
+    /// loopback, so every read needs the token).
+    pub api_host: Option<String>,
 }
 
 /// A test's temp dir and agents.
@@ -162,6 +168,7 @@ impl Harness {
             bind: 0,
             api: 0,
             edge: 0,
+            api_host: opts.api_host.unwrap_or_else(|| "127.0.0.1".into()),
             join,
             key_file: opts.key_file,
             args: opts.args,
@@ -252,7 +259,7 @@ impl Harness {
                 Opts {
                     join: vec![first],
                     key_file: Some(key_file.clone()),
-                    args: Vec::new(),
+                    ..Opts::default()
                 },
             );
         }
