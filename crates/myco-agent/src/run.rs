@@ -308,6 +308,7 @@ fn spawn_mesh_thread(
     std::thread::Builder::new()
         .name("myco-mesh".into())
         .spawn(move || {
+            crate::mesh::priority::raise_this_thread();
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -10,11 +10,13 @@
 //! - [`view`]: the copy-on-write [`ReadView`] of the replicated tables.
 //! - [`snapshot`]: the membership and counters [`Snapshot`].
 //! - [`clock`]: the core's [`Clock`].
+//! - [`priority`]: the mesh thread's scheduling priority.
 
 mod clock;
 mod commands;
 mod event_loop;
 mod handle;
+pub mod priority;
 mod snapshot;
 mod view;
 
