@@ -21,7 +21,7 @@ Prints one line per figure; BENCHMARKS.md keeps them with the date.
 import argparse, json, os, random, shutil, signal, socket, subprocess, sys, tempfile, threading, time, urllib.parse
 import urllib.request
 
-BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "myco")
+BIN = os.environ.get("MYCO_BIN") or os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "myco")
 BASE = 27000
 
 
@@ -143,12 +143,40 @@ def list_all(port):
             return n, size
 
 
+class FillWatch:
+    """Every node's view of every other node while n0 takes writes: all must stay alive."""
+
+    def __init__(self, m):
+        self.m, self.running, self.not_alive, self.polls, self.seen = m, True, 0, 0, {}
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self):
+        while self.running:
+            for i in range(self.m.n):
+                try:
+                    s = states(i)
+                except Exception:
+                    continue
+                self.polls += 1
+                for name, v in s.items():
+                    if v != "alive":
+                        self.not_alive += 1
+                        self.seen[f"n{i} saw {name} {v}"] = self.seen.get(f"n{i} saw {name} {v}", 0) + 1
+            time.sleep(0.1)
+
+    def finish(self):
+        self.running = False
+        self.thread.join(timeout=10)
+
+
 class Load:
     """Listers on n0, idle sockets to n0's API, and a watcher of n0's state as the others see it."""
 
     def __init__(self, m, listers, idle_conns):
         self.m, self.stop_at, self.lists, self.bytes, self.errors = m, None, 0, 0, 0
         self.not_alive, self.watch_polls, self.running = {}, 0, True
+        self.list_s = []
         self.socks = []
         for _ in range(idle_conns):
             try:
@@ -162,7 +190,9 @@ class Load:
     def lister(self):
         while self.running:
             try:
+                t0 = time.time()
                 _, b = list_all(ports(0)[1])
+                self.list_s.append(time.time() - t0)
                 self.lists += 1
                 self.bytes += b
             except Exception:
@@ -177,7 +207,8 @@ class Load:
                 except Exception:
                     continue
                 self.watch_polls += 1
-                if st != "alive":
+                # a victim just restarted has not learned n0 yet: "absent" is its own state, not n0's
+                if st not in ("alive", "absent"):
                     self.not_alive[st] = self.not_alive.get(st, 0) + 1
             time.sleep(0.1)
 
@@ -236,8 +267,14 @@ def main():
         if a.listers or a.idle_conns:
             if a.keys:
                 t0 = time.time()
+                watcher = FillWatch(m)
                 fill(m, a.keys, a.value_kib)
-                print(f"filled keys={a.keys} value_kib={a.value_kib} in {time.time() - t0:.1f}s")
+                took = time.time() - t0
+                watcher.finish()
+                downs = sum(open(os.path.join(m.data(i), "agent.log")).read().count("member down") for i in range(a.nodes))
+                print(f"filled keys={a.keys} value_kib={a.value_kib} in {took:.1f}s "
+                      f"({a.keys * a.value_kib / 1024 / took:.1f} MiB/s); during the fill: "
+                      f"non_alive_observations={watcher.not_alive} {watcher.seen} of {watcher.polls} polls, member_down_log_lines={downs}")
             load = Load(m, a.listers, a.idle_conns)
             time.sleep(2)
             print(f"load: listers={a.listers} idle_conns={len(load.socks)} n0_rss_kib={rss_kib(m.procs[0].pid)}")
@@ -268,6 +305,7 @@ def main():
             rss = rss_kib(m.procs[0].pid)
             load.finish()
             print(f"load: full_listings={load.lists} listed_mb={load.bytes / 1e6:.0f} errors={load.errors} "
+                  f"list_s_p50={pct(load.list_s, 50) if load.list_s else 0:.2f} "
                   f"n0_rss_kib={rss} n0_not_alive_observations={sum(load.not_alive.values())} {load.not_alive} of {load.watch_polls} polls")
     finally:
         m.stop()
