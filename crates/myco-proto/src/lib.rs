@@ -13,6 +13,7 @@
 pub mod api;
 pub mod blob;
 pub mod channel;
+pub mod edge_api;
 pub mod envelope;
 pub mod frame;
 pub mod horizon;
