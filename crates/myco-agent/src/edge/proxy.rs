@@ -1,11 +1,11 @@
 //! The proxy itself: one request in, one instance chosen, the request
 //! forwarded with its body streamed, the answer streamed back.
 //!
-//! A request that failed to connect (refused, unreachable, connect timeout)
-//! is sent once more to another instance when its body can be sent again:
-//! no body, or a small one with a declared length, which is read first
-//! ([`RETRY_BODY_MAX`]). A larger body streams straight through and is
-//! never retried. Errors are JSON: 404 unknown job, 503 no ready instance,
+//! A request that failed to connect (refused, unreachable, connect timeout),
+//! or an idempotent one whose connection broke, is sent once more to
+//! another instance when its body can be sent again: no body, or a small
+//! one with a declared length, which is read first ([`RETRY_BODY_MAX`]). A
+//! larger body streams straight through and is never retried. Errors are JSON: 404 unknown job, 503 no ready instance,
 //! 502 the instances failed, 504 no answer in time, 508 a loop.
 
 use std::sync::Arc;
@@ -235,7 +235,10 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
                     &edge.via,
                 );
             }
-            Ok(Err(e)) => classify(&e),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge upstream request failed");
+                classify(&e)
+            }
             Err(_) => UpstreamError::Timeout,
         };
         m.in_flight(-1);
@@ -245,7 +248,7 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         tracing::debug!(request_id = ?request_id, job, instance = %up.instance, error = failure.as_str(), "edge upstream failed");
         last = failure;
         tried = Some(up);
-        if failure != UpstreamError::Connect {
+        if !may_retry(failure, &parts.method) {
             break;
         }
     }
@@ -262,6 +265,19 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         ),
     };
     finish(m, started, resp, &request_id, &edge.via)
+}
+
+/// Whether a request that failed this way may go to another instance (if
+/// its body can be sent again). A failed connect sent nothing; a broken
+/// connection (often a pooled one the instance closed as it died) may have
+/// delivered the request, so only idempotent methods go again; a timeout
+/// means the instance may still be working on it.
+fn may_retry(failure: UpstreamError, method: &axum::http::Method) -> bool {
+    match failure {
+        UpstreamError::Connect => true,
+        UpstreamError::Protocol => method.is_idempotent(),
+        UpstreamError::Timeout => false,
+    }
 }
 
 fn note_failure(up: &Upstream, m: &JobMetrics, now_ms: u64) {
