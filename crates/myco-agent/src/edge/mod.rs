@@ -8,7 +8,8 @@
 //! - [`balance`]: power of two choices, passive ejection;
 //! - [`proxy`]: the handler (forward, retry once on connect failure,
 //!   JSON errors); [`body`] keeps in-flight counts until a response ends;
-//! - [`server`]: the listener on the shared bounded server, the pool;
+//! - [`server`]: the listener on the shared bounded server;
+//! - [`upstream`]: the keep-alive pool to instances (quick ACKs);
 //! - [`metrics`]: per-job counters for `/metrics`.
 //!
 //! Requests go straight to the instance's address. Forwarding to a remote
@@ -21,6 +22,7 @@ pub mod proxy;
 pub mod rewrite;
 pub mod routes;
 pub mod server;
+pub mod upstream;
 
 use std::sync::Arc;
 

@@ -16,8 +16,6 @@ use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderValue};
 use axum::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use axum::http::{Response, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::balance::{self, Upstream};
 use super::body::TrackedBody;
@@ -37,7 +35,7 @@ pub struct EdgeState {
     /// The published route table.
     pub routes: Routes,
     /// The pooled upstream client.
-    pub client: Client<HttpConnector, Body>,
+    pub client: super::upstream::UpstreamClient,
     /// This edge's `Via` entry (`1.1 myco-<node id>`).
     pub via: HeaderValue,
     /// The token in `Via` that marks this edge (`myco-<node id>`).

@@ -3,13 +3,9 @@
 //! API's front door, with limits sized for traffic rather than an operator.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::http::HeaderValue;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use myco_proto::id::NodeId;
 
 use super::proxy::{self, EdgeState};
@@ -18,13 +14,6 @@ use crate::net::serve::{ServeLimits, Server};
 
 /// Largest request body the edge forwards (streamed, never held whole).
 pub const MAX_BODY: u64 = 1 << 30;
-/// How long a pooled upstream connection may sit idle: shorter than the
-/// usual upstream keep-alive (nginx 75 s, Node 5 s would be the short
-/// one), so the pool seldom sends on a connection the instance is closing.
-pub const POOL_IDLE: Duration = Duration::from_secs(4);
-/// Time to connect to an instance before trying another.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// The edge's server limits: more connections than the API (traffic, not
 /// an operator), strict line endings (a proxy must not read a request
 /// differently from one in front of it), large streamed bodies.
@@ -41,23 +30,12 @@ pub fn edge_server() -> Server {
     .admit_on_reserve(|_| true)
 }
 
-/// The pooled HTTP/1.1 client to instances.
-pub fn upstream_client() -> Client<HttpConnector, axum::body::Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(256)
-        .build(connector)
-}
-
 /// The edge's app: every request goes to the proxy.
 pub fn router(routes: Routes, me: NodeId) -> Router {
     let via_token = format!("myco-{me}");
     let state = EdgeState {
         routes,
-        client: upstream_client(),
+        client: super::upstream::client(),
         via: HeaderValue::from_str(&format!("1.1 {via_token}"))
             .unwrap_or(HeaderValue::from_static("1.1 myco")),
         via_token,
