@@ -6,171 +6,30 @@
 //! node dies with its instance, requests through the edge keep succeeding
 //! (each one that meets the dead instance is retried on another).
 //!
-//! The workload is a small Python HTTP server that echoes what it got.
+//! A WebSocket echo goes through the edge as an upgrade, byte for byte.
+//!
+//! The workloads are small Python servers that echo what they got.
 
+mod edge_util;
 mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use edge_util::{
+    ECHO, READY, WS_ECHO, get, metric, push_spore, read_head, routed, send, ws_frame, ws_read,
+};
 use serde_json::{Value, json};
-use support::{Agent, Harness, cli, myco, ok, s, wait_for};
-
-/// Room for a spore fetch, a spawn, a settle period and a probe or two.
-const READY: Duration = Duration::from_secs(40);
-
-/// Echoes its node, instance, path, request headers and body as JSON.
-const ECHO: &str = r#"#!/usr/bin/env python3
-import http.server, json, os, socketserver
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def answer(self, body=b""):
-        if self.path == "/health":
-            out = b"ok"
-        else:
-            out = json.dumps({"node": os.environ["MYCO_NODE"], "instance": os.environ["MYCO_INSTANCE"],
-                "path": self.path, "method": self.command, "body": body.decode(),
-                "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-    def do_GET(self):
-        self.answer()
-    def do_POST(self):
-        self.answer(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-    def log_message(self, *a):
-        pass
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-S(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
-"#;
-
-/// Packs, trusts and pushes the echo workload on `a`; returns the digest.
-fn push_echo(h: &Harness, a: &Agent) -> String {
-    let src = h.root.join("src-echo");
-    fs::create_dir_all(&src).unwrap();
-    let run = src.join("run");
-    fs::write(&run, ECHO).unwrap();
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
-    let key = h.root.join("publisher.key");
-    ok(&myco(&["key", "gen", "--out", s(&key)]), "myco key gen");
-    let pubkey = PathBuf::from(format!("{}.pub", key.display()));
-    ok(&cli(a, &["trust", "add", s(&pubkey)]), "myco trust add");
-    let out = h.root.join("echo.spore");
-    let args = [
-        "spore",
-        "pack",
-        s(&src),
-        "--name",
-        "echo",
-        "--version",
-        "1",
-        "--cmd",
-        "./run",
-        "--key",
-        s(&key),
-        "--out",
-        s(&out),
-    ];
-    ok(&myco(&args), "myco spore pack");
-    let pushed = ok(&cli(a, &["spore", "push", s(&out), "--json"]), "push");
-    let v: Value = serde_json::from_str(&pushed).expect("push --json is JSON");
-    v["digest"].as_str().expect("a digest").to_string()
-}
-
-/// One answer from the edge.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Sends one request on its own connection (raw, so the Host header is
-/// exactly what the test says) and reads the whole answer.
-fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the edge");
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    c.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw).expect("reading the answer");
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text.split_once("\r\n\r\n").expect("a whole head");
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"));
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-fn get(port: u16, path: &str) -> Answer {
-    send(port, "GET", path, &[], "")
-}
-
-/// The ready endpoints of `job` in agent `a`'s `/mesh/routes`.
-fn routed(a: &Agent, job: &str) -> Result<usize, String> {
-    let v: Value = a.anon().get("/mesh/routes").map_err(|e| e.to_string())?;
-    let routes = v["routes"].as_array().ok_or("no routes array")?;
-    Ok(routes
-        .iter()
-        .find(|r| r["job"] == job)
-        .and_then(|r| r["ready"].as_array())
-        .map_or(0, |r| r.len()))
-}
-
-/// A counter of `a`'s `/metrics` (the first sample whose line starts so).
-fn metric(a: &Agent, prefix: &str) -> f64 {
-    let text = a.anon().metrics().expect("/metrics");
-    text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
+use support::{Harness, wait_for};
 
 #[test]
 fn edge_routes_retries_and_answers_json_errors() {
     let mut h = Harness::new("edge");
     h.mesh(3);
-    let digest = push_echo(&h, h.agent(0));
+    let digest = push_spore(&h, h.agent(0), "echo", ECHO);
     let job = json!({"name": "echo", "spore": digest, "count": 3, "strategy": "spread",
         "health": {"http": "/health", "interval_ms": 300}});
     let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
@@ -286,6 +145,44 @@ fn edge_routes_retries_and_answers_json_errors() {
         (503, Some("echo")),
         "{r:?}"
     );
+}
+
+#[test]
+fn websocket_upgrades_pass_through_the_edge() {
+    let mut h = Harness::new("edge-ws");
+    h.mesh(1);
+    let digest = push_spore(&h, h.agent(0), "ws", WS_ECHO);
+    let job = json!({"name": "ws", "spore": digest, "count": 1,
+        "health": {"http": "/health", "interval_ms": 300}});
+    let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
+    wait_for("a ready route", READY, || match routed(h.agent(0), "ws")? {
+        1 => Ok(()),
+        n => Err(format!("{n} routes")),
+    });
+    let mut c = TcpStream::connect(("127.0.0.1", h.agent(0).edge)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The handshake of RFC 6455 §1.3, whose accept value is known.
+    let req = format!(
+        "GET /ws/chat HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        h.agent(0).edge
+    );
+    c.write_all(req.as_bytes()).unwrap();
+    let head = read_head(&mut c).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(head.contains("x-request-id:"), "{head}");
+    for i in 0..3 {
+        let text = format!("hello {i} through the edge");
+        c.write_all(&ws_frame(&text)).unwrap();
+        assert_eq!(ws_read(&mut c), (1, text));
+    }
+    c.write_all(&[0x88, 0x80, 0, 0, 0, 0]).unwrap();
+    assert_eq!(ws_read(&mut c).0, 8, "no close frame back");
 }
 
 /// SIGKILLs every process whose working directory is under `dir` (a dead

@@ -8,6 +8,7 @@
 //! - [`balance`]: power of two choices, passive ejection;
 //! - [`proxy`]: the handler (forward, retry once on connect failure,
 //!   JSON errors); [`body`] keeps in-flight counts until a response ends;
+//! - [`tunnel`]: WebSocket (upgrade) passthrough;
 //! - [`server`]: the listener on the shared bounded server;
 //! - [`upstream`]: the keep-alive pool to instances (quick ACKs);
 //! - [`metrics`]: per-job counters for `/metrics`.
@@ -22,6 +23,7 @@ pub mod proxy;
 pub mod rewrite;
 pub mod routes;
 pub mod server;
+pub mod tunnel;
 pub mod upstream;
 
 use std::sync::Arc;

@@ -22,6 +22,7 @@ use super::body::TrackedBody;
 use super::metrics::{JobMetrics, UpstreamError};
 use super::rewrite::{self, PathOrWhole, REQUEST_ID};
 use super::routes::Routes;
+use super::tunnel;
 use crate::net::serve::ConnInfo;
 
 /// Largest request body read whole before sending, so that a connect
@@ -40,6 +41,8 @@ pub struct EdgeState {
     pub via: HeaderValue,
     /// The token in `Via` that marks this edge (`myco-<node id>`).
     pub via_token: String,
+    /// Open WebSocket (upgrade) tunnels.
+    pub tunnels: super::tunnel::Tunnels,
 }
 
 /// A JSON error answer.
@@ -123,6 +126,9 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
 pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Response<Body> {
     let started = Instant::now();
     let routes = edge.routes.load();
+    let mut req = req;
+    let upgrade = tunnel::wanted(req.headers());
+    let mut client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let host = parts
         .headers
@@ -174,6 +180,24 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         );
     }
     rewrite::strip_hop_by_hop(&mut parts.headers);
+    let mut slot = None;
+    if let Some(protocol) = upgrade {
+        slot = edge.tunnels.slot();
+        if slot.is_none() {
+            let msg = format!(
+                "this edge has {} tunnels open, its limit; retry shortly",
+                tunnel::MAX_TUNNELS
+            );
+            return finish(
+                m,
+                started,
+                error(StatusCode::SERVICE_UNAVAILABLE, &msg, Some(job)),
+                &request_id,
+                &edge.via,
+            );
+        }
+        tunnel::restore(&mut parts.headers, protocol);
+    }
     let peer = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
     if let Some(ip) = peer {
         rewrite::add_forwarding(&mut parts.headers, ip, &edge.via);
@@ -215,6 +239,14 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         let sent = tokio::time::timeout(RESPONSE_TIMEOUT, edge.client.request(out)).await;
         let failure = match sent {
             Ok(Ok(resp)) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let (Some(client), Some(slot)) = (client_upgrade.take(), slot.take())
+                {
+                    up.succeeded();
+                    let held = TrackedBody::new(Body::empty(), guard, m.clone());
+                    let resp = tunnel::splice(resp, client, slot, held);
+                    return finish(m, started, resp, &request_id, &edge.via);
+                }
                 if resp.status().is_server_error() {
                     note_failure(up, m, now_ms());
                 } else {

@@ -91,8 +91,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Removes hop-by-hop headers, those named in `Connection` too. `Upgrade`
-/// goes as well: the edge does not pass upgrades through yet.
+/// Removes hop-by-hop headers, those named in `Connection` too, and
+/// `Upgrade` (an upgrade passed through puts it back: [`super::tunnel`]).
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)

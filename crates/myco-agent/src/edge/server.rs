@@ -39,6 +39,7 @@ pub fn router(routes: Routes, me: NodeId) -> Router {
         via: HeaderValue::from_str(&format!("1.1 {via_token}"))
             .unwrap_or(HeaderValue::from_static("1.1 myco")),
         via_token,
+        tunnels: super::tunnel::Tunnels::default(),
     };
     Router::new()
         .fallback(proxy::handle)
