@@ -39,6 +39,8 @@ pub struct Upstream {
     pub node: NodeId,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once rather than per request.
+    pub authority: Option<axum::http::uri::Authority>,
     in_flight: AtomicU32,
     failures: AtomicU32,
     ejections: AtomicU32,
@@ -52,6 +54,7 @@ impl Upstream {
         Upstream {
             instance,
             node,
+            authority: axum::http::uri::Authority::try_from(addr.to_string()).ok(),
             addr,
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),

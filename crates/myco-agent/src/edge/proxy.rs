@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderValue};
-use axum::http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use axum::http::uri::{PathAndQuery, Scheme, Uri};
 use axum::http::{Response, StatusCode};
 
 use super::balance::{self, Upstream};
@@ -130,15 +130,12 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
     let upgrade = tunnel::wanted(req.headers());
     let mut client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // A HeaderValue clone shares its bytes: no copy of the host.
+    let host = parts.headers.get(header::HOST).cloned();
+    let host = host.as_ref().and_then(|v| v.to_str().ok());
     let root = PathAndQuery::from_static("/");
     let pq = parts.uri.path_and_query().unwrap_or(&root).clone();
-    let Some(target) = rewrite::target(host.as_deref(), &pq, |j| routes.jobs.contains_key(j))
-    else {
+    let Some(target) = rewrite::target(host, &pq, |j| routes.jobs.contains_key(j)) else {
         return error(
             StatusCode::NOT_FOUND,
             "no job named: use http://EDGE/<job>/... or Host: <job>",
@@ -320,7 +317,7 @@ fn note_failure(up: &Upstream, m: &JobMetrics, now_ms: u64) {
 fn upstream_uri(up: &Upstream, path: &PathAndQuery) -> Uri {
     let mut parts = axum::http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Authority::try_from(up.addr.to_string()).ok();
+    parts.authority = up.authority.clone();
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_default()
 }
