@@ -20,6 +20,11 @@ pub const LATENCY_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// Retries may be at most one request in this many (20 %)...
+pub const RETRY_SHARE: u64 = 5;
+/// ...plus this many.
+pub const RETRY_FLOOR: u64 = 10;
+
 /// Why a request to an instance failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpstreamError {
@@ -102,6 +107,18 @@ impl JobMetrics {
     /// Requests in flight: +1 or -1.
     pub fn in_flight(&self, delta: i64) {
         self.in_flight.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Whether one more retry fits the job's retry budget: retries stay
+    /// under [`RETRY_SHARE`] of requests, plus [`RETRY_FLOOR`] so a quiet
+    /// job can still retry. A sick mesh is then not flooded with a second
+    /// copy of every request.
+    pub fn retry_allowed(&self) -> bool {
+        let (retries, requests) = (
+            self.retries.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        );
+        retries < requests / RETRY_SHARE + RETRY_FLOOR
     }
 
     /// Total requests so far (tests read it).
@@ -232,6 +249,24 @@ pub fn register<'a>(r: &mut Registry, jobs: impl Iterator<Item = (&'a str, &'a J
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_stay_within_the_budget() {
+        let m = JobMetrics::default();
+        for _ in 0..RETRY_FLOOR {
+            assert!(m.retry_allowed());
+            m.retry();
+        }
+        assert!(!m.retry_allowed(), "the floor is spent with no requests");
+        for _ in 0..RETRY_SHARE * 3 {
+            m.request();
+        }
+        for _ in 0..3 {
+            assert!(m.retry_allowed());
+            m.retry();
+        }
+        assert!(!m.retry_allowed());
+    }
 
     #[test]
     fn counters_reach_the_exposition() {

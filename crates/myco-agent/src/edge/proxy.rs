@@ -221,6 +221,10 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         else {
             break;
         };
+        if attempt > 0 && !m.retry_allowed() {
+            tracing::debug!(job, "edge: retry budget spent; not retrying");
+            break;
+        }
         let Some(body) = payload.take() else { break };
         if attempt > 0 {
             m.retry();

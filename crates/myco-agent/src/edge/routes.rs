@@ -176,3 +176,64 @@ fn republish(mesh: &MeshHandle, routes: &Routes, last: RouteTable) -> RouteTable
     }
     table
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use myco_proto::instance::{INSTANCE_RECORD_FORMAT, InstanceRecord, InstanceState};
+
+    use super::*;
+
+    fn rec(slot: u32, port: u16) -> InstanceRecord {
+        let node = NodeId::from_u64(1);
+        InstanceRecord {
+            format: INSTANCE_RECORD_FORMAT,
+            id: InstanceRecord::id_for("web", slot, 1, node),
+            job: "web".into(),
+            slot,
+            version: 1,
+            node,
+            state: InstanceState::Ready,
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            digest: String::new(),
+            restarts: 0,
+            last_exit: None,
+            reason: String::new(),
+            avoid_until_ms: None,
+            since_ms: 0,
+        }
+    }
+
+    fn table(recs: &[InstanceRecord]) -> RouteTable {
+        let members = [(NodeId::from_u64(1), MemberState::Alive)].into();
+        RouteTable::build([], recs, &members)
+    }
+
+    #[test]
+    fn a_rebuild_keeps_what_the_balancer_learned() {
+        let routes = Routes::default();
+        routes.publish(&table(&[rec(0, 1000), rec(1, 1001)]));
+        let before = routes.load_full();
+        let web = &before.jobs["web"];
+        let _busy = web.ready[0].begin();
+        web.metrics.request();
+        // Slot 1 moves to another port (a new instance there); slot 2 appears.
+        routes.publish(&table(&[rec(0, 1000), rec(1, 1002), rec(2, 1003)]));
+        let after = routes.load_full();
+        let web2 = &after.jobs["web"];
+        assert_eq!(web2.ready.len(), 3);
+        assert!(
+            Arc::ptr_eq(&web.ready[0], &web2.ready[0]),
+            "same instance, same state"
+        );
+        assert_eq!(web2.ready[0].in_flight(), 1);
+        assert!(
+            !Arc::ptr_eq(&web.ready[1], &web2.ready[1]),
+            "new address, fresh state"
+        );
+        assert_eq!(web2.metrics.requests(), 1, "job metrics carried over");
+        // The old snapshot is untouched for whoever still holds it.
+        assert_eq!(before.jobs["web"].ready.len(), 2);
+    }
+}
