@@ -6,7 +6,8 @@
 //! node dies with its instance, requests through the edge keep succeeding
 //! (each one that meets the dead instance is retried on another).
 //!
-//! A WebSocket echo goes through the edge as an upgrade, byte for byte.
+//! A WebSocket echo goes through the edge as an upgrade, byte for byte;
+//! 100 MiB up and 100 MiB down stream through with the agent's memory flat.
 //!
 //! The workloads are small Python servers that echo what they got.
 
@@ -20,7 +21,8 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use edge_util::{
-    ECHO, READY, WS_ECHO, get, metric, push_spore, read_head, routed, send, ws_frame, ws_read,
+    ECHO, READY, WS_ECHO, get, metric, push_spore, read_head, routed, rss_kib, send, ws_frame,
+    ws_read,
 };
 use serde_json::{Value, json};
 use support::{Harness, wait_for};
@@ -183,6 +185,63 @@ fn websocket_upgrades_pass_through_the_edge() {
     }
     c.write_all(&[0x88, 0x80, 0, 0, 0, 0]).unwrap();
     assert_eq!(ws_read(&mut c).0, 8, "no close frame back");
+}
+
+#[test]
+fn large_bodies_stream_both_ways_with_bounded_agent_memory() {
+    const SIZE: usize = 100 << 20;
+    let mut h = Harness::new("edge-big");
+    h.mesh(1);
+    let digest = push_spore(&h, h.agent(0), "echo", ECHO);
+    let job = json!({"name": "echo", "spore": digest, "count": 1,
+        "health": {"http": "/health", "interval_ms": 300}});
+    let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
+    wait_for("a ready route", READY, || {
+        match routed(h.agent(0), "echo")? {
+            1 => Ok(()),
+            n => Err(format!("{n} routes")),
+        }
+    });
+    let pid = h.agent(0).pid().expect("the agent runs");
+    let edge = h.agent(0).edge;
+    let before = rss_kib(pid);
+
+    // Upload: 100 MiB in 64 KiB writes; the instance counts what arrives.
+    let mut c = TcpStream::connect(("127.0.0.1", edge)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let head = format!(
+        "POST /echo/sink HTTP/1.1\r\nHost: x\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n"
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    let chunk = vec![b'y'; 64 * 1024];
+    for _ in 0..SIZE / chunk.len() {
+        c.write_all(&chunk).unwrap();
+    }
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut c, &mut answer).unwrap();
+    assert!(answer.contains(&format!("{{\"got\": {SIZE}}}")), "{answer}");
+    let after_up = rss_kib(pid);
+
+    // Download: 100 MiB read and thrown away.
+    let mut c = TcpStream::connect(("127.0.0.1", edge)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(
+        format!("GET /echo/big/{SIZE} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let head = read_head(&mut c);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let got = std::io::copy(&mut c, &mut std::io::sink()).unwrap();
+    assert_eq!(got as usize, SIZE);
+    let after_down = rss_kib(pid);
+    eprintln!(
+        "agent RSS: {before} KiB before, {after_up} after the upload, {after_down} after the download"
+    );
+    // Held whole, either body alone would add 100 MiB.
+    assert!(
+        after_up.max(after_down) < before + 32 * 1024,
+        "RSS {before} -> {after_up} -> {after_down} KiB"
+    );
 }
 
 /// SIGKILLs every process whose working directory is under `dir` (a dead

@@ -18,7 +18,8 @@ use crate::support::{Agent, Harness, cli, myco, ok, s};
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 pub const READY: Duration = Duration::from_secs(40);
 
-/// Echoes its node, instance, path, request headers and body as JSON.
+/// Echoes its node, instance, path, request headers and body as JSON;
+/// `GET /big/N` streams N bytes, `POST /sink` counts what it is sent.
 pub const ECHO: &str = r#"#!/usr/bin/env python3
 import http.server, json, os, socketserver
 class H(http.server.BaseHTTPRequestHandler):
@@ -36,9 +37,33 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(out)
     def do_GET(self):
+        if self.path.startswith("/big/"):
+            n = int(self.path[5:])
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            chunk = b"x" * 65536
+            while n > 0:
+                self.wfile.write(chunk[:n])
+                n -= min(n, 65536)
+            return
         self.answer()
     def do_POST(self):
-        self.answer(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        n = int(self.headers.get("Content-Length", "0"))
+        if self.path == "/sink":
+            got = 0
+            while got < n:
+                b = self.rfile.read(min(65536, n - got))
+                if not b:
+                    break
+                got += len(b)
+            out = json.dumps({"got": got}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
+        self.answer(self.rfile.read(n))
     def log_message(self, *a):
         pass
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -228,4 +253,14 @@ pub fn read_head(c: &mut TcpStream) -> String {
         head.push(b[0]);
     }
     String::from_utf8_lossy(&head).into_owned()
+}
+
+/// The resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
 }
