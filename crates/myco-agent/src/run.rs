@@ -119,6 +119,14 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
                 settings.api
             )
         })?;
+    let edge_listener = tokio::net::TcpListener::bind(settings.edge)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the edge gateway on {}: is another agent or proxy on it? choose another with --edge",
+                settings.edge
+            )
+        })?;
 
     let store_path = dir.path().join(STORE_FILE);
     let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&store_path))
@@ -210,6 +218,10 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         config: crate::jobs::JobsConfig::from_env().context("jobs settings")?,
     })
     .await;
+    let (stop_edge, edge_stopped) = oneshot::channel::<()>();
+    let (edge, edge_task) = crate::edge::start(mesh.clone(), edge_listener, async {
+        let _ = edge_stopped.await;
+    });
     let token: Arc<str> = Arc::from(token.as_str());
     let server = http::front::api_server(token.clone());
     let state = ApiState {
@@ -234,6 +246,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         jobs: jobs.shared.clone(),
         logs: followers,
         remote_logs,
+        edge,
     };
     let gc = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -257,7 +270,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
             .await
     });
     tracing::info!(node = %id, name = %settings.name, mesh = %settings.bind, advertise = %settings.advertise,
-        api = %format!("http://{}", settings.api), key_id = %keys.primary_id(), "myco agent ready");
+        api = %format!("http://{}", settings.api), edge = %settings.edge, key_id = %keys.primary_id(), "myco agent ready");
     notify_systemd("READY=1");
 
     let reload = tokio::spawn(reload_keys_on_sighup(
@@ -274,7 +287,9 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     tracing::info!("leaving the mesh");
     mesh.leave(Duration::from_secs(2)).await;
     let _ = stop_api.send(());
+    let _ = stop_edge.send(());
     let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), edge_task).await;
     // The loop ends by itself once the leave is sent; give it a moment.
     drop(mesh);
     if tokio::time::timeout(Duration::from_secs(2), mesh_done)

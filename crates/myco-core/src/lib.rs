@@ -30,6 +30,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+pub mod edge;
 pub mod jobs;
 mod membership;
 mod node;

@@ -14,6 +14,7 @@ pub mod api;
 pub mod blob;
 pub mod bytes;
 pub mod channel;
+pub mod edge_api;
 pub mod envelope;
 pub mod frame;
 pub mod horizon;

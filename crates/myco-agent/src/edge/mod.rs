@@ -1,2 +1,100 @@
-//! The HTTP edge gateway lands here: the proxy that routes requests from
-//! outside the mesh to the jobs that serve them.
+//! The HTTP edge gateway: every node proxies HTTP to ready instances
+//! anywhere in the mesh.
+//!
+//! - [`routes`]: the route table (the core's [`myco_core::edge::RouteTable`],
+//!   rebuilt on changes, published as an atomically swapped snapshot);
+//! - [`rewrite`]: which job a request is for, and the heads as they leave
+//!   (hop-by-hop headers, `X-Request-Id`, `X-Forwarded-*`, `Via`, loops);
+//! - [`balance`]: power of two choices, passive ejection;
+//! - [`proxy`]: the handler (forward, retry once on connect failure,
+//!   JSON errors); [`body`] keeps in-flight counts until a response ends;
+//! - [`tunnel`]: WebSocket (upgrade) passthrough;
+//! - [`server`]: the listener on the shared bounded server;
+//! - [`upstream`]: the keep-alive pool to instances (quick ACKs);
+//! - [`metrics`]: per-job counters for `/metrics`.
+//!
+//! Requests go straight to the instance's address. Forwarding to a remote
+//! instance through its node over the mesh's mutual TLS is not done yet.
+
+pub mod balance;
+pub mod body;
+pub mod metrics;
+pub mod proxy;
+pub mod rewrite;
+pub mod routes;
+pub mod server;
+pub mod tunnel;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::mesh::MeshHandle;
+use crate::net::serve::ServeCounters;
+pub use routes::Routes;
+
+/// What the rest of the agent (the API's `/mesh/routes` and `/metrics`)
+/// reads of the running edge; clones share it.
+#[derive(Clone, Default)]
+pub struct Edge {
+    /// The published route table.
+    pub routes: Routes,
+    /// The edge server's connection counters.
+    pub serve: Arc<ServeCounters>,
+}
+
+/// Starts the edge on `listener`: the route follower and the server, both
+/// until `shutdown` completes (the follower also ends with the mesh).
+pub fn start(
+    mesh: MeshHandle,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (Edge, tokio::task::JoinHandle<()>) {
+    let routes = Routes::default();
+    // The first table is built before the first request can arrive.
+    routes.publish(&routes::table_of(&mesh));
+    let server = server::edge_server();
+    let edge = Edge {
+        routes: routes.clone(),
+        serve: server.counters(),
+    };
+    let app = server::router(routes.clone(), mesh.me().id);
+    let follower = tokio::spawn(routes::follow(mesh, routes));
+    let task = tokio::spawn(async move {
+        if let Err(e) = server.serve(listener, app, shutdown).await {
+            tracing::error!(error = %e, "the edge listener failed; the edge is down");
+        }
+        follower.abort();
+    });
+    (edge, task)
+}
+
+/// Registers the edge's metrics: per job (see [`metrics`]) and its
+/// connections.
+pub fn register_metrics(r: &mut prometheus_client::registry::Registry, edge: &Edge) {
+    let table = edge.routes.load_full();
+    metrics::register(r, table.jobs.iter().map(|(j, e)| (j.as_str(), &*e.metrics)));
+    let s = edge.serve.snapshot();
+    let open = prometheus_client::metrics::gauge::Gauge::<i64>::default();
+    open.set(s.open as i64);
+    r.register(
+        "edge_connections_open",
+        "Edge client connections open now",
+        open,
+    );
+    let accepted = prometheus_client::metrics::counter::Counter::<u64>::default();
+    accepted.inc_by(s.accepted);
+    r.register(
+        "edge_connections_accepted",
+        "Edge client connections accepted",
+        accepted,
+    );
+    let refused = prometheus_client::metrics::counter::Counter::<u64>::default();
+    refused.inc_by(s.refused_over_cap);
+    r.register(
+        "edge_connections_refused",
+        "Edge client connections closed at once: the cap and its reserve were full",
+        refused,
+    );
+}

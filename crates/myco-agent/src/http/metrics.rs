@@ -326,6 +326,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         log_messages_dropped: s.remote_logs.dropped(),
     });
     super::front::register(&mut registry, &s.front);
+    crate::edge::register_metrics(&mut registry, &s.edge);
     let mut body = String::new();
     text::encode(&mut body, &registry).expect("writing to a String cannot fail");
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()

@@ -19,6 +19,7 @@ pub mod kv;
 pub mod logs;
 pub mod metrics;
 mod metrics_jobs;
+pub mod routes;
 pub mod spores;
 pub mod sse;
 pub mod status;
@@ -73,6 +74,8 @@ pub struct ApiState {
     pub logs: logs::Followers,
     /// Reads the logs of instances on other nodes.
     pub remote_logs: std::sync::Arc<crate::logs::RemoteLogs>,
+    /// The edge gateway (its route table for `/mesh/routes`, its metrics).
+    pub edge: crate::edge::Edge,
 }
 
 /// Builds the router.
@@ -120,6 +123,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/debug/faults", post(status::faults))
         .route("/mesh/status", get(status::mesh_status))
         .route("/mesh/peers", get(status::peers))
+        .route("/mesh/routes", get(routes::routes))
         .route("/api/nodes", get(status::nodes))
         .route("/api/cluster/status", get(status::status))
         .route(

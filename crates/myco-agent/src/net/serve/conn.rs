@@ -329,7 +329,9 @@ impl Conn {
             let request = request.clone();
             async move { Ok::<_, Infallible>(request.handle(req).await) }
         });
-        let conn = builder.serve_connection(io, service);
+        // Upgrades (WebSocket) are handed to the app, which tunnels them
+        // (the edge); the connection's slot is released once it has.
+        let conn = builder.serve_connection(io, service).with_upgrades();
         let mut conn = std::pin::pin!(conn);
         let mut stop = self.stop;
         let mut stopping = false;

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# The edge gateway against nginx as a reverse proxy, same backend, same
+# machine, same run, same number of worker threads.
+#
+# One agent runs a job whose instance is nginx serving a 6-byte answer (the
+# backend: fast enough that the proxies are what is measured). wrk then
+# drives, in turn: the backend directly, nginx proxying to it (keep-alive
+# upstream pool), and the agent's edge (/bench/). Each gets the same wrk
+# threads, connections and duration. Reported per target: requests/s,
+# latency p50/p99 (wrk --latency), and for the two proxies CPU seconds per
+# 1,000 requests and RSS after the run (from /proc).
+#
+# Usage: bench/edge.sh [--bin target/release/myco] [--base 23000]
+#                      [--threads 2] [--conns 64] [--secs 10] [--workers 2]
+# Needs wrk and nginx (apt install wrk nginx). Run from the repository root.
+set -euo pipefail
+
+BIN=target/release/myco BASE=23000 THREADS=2 CONNS=64 SECS=10 WORKERS=2
+while [ $# -gt 0 ]; do
+  case $1 in
+    --bin) BIN=$2; shift 2;; --base) BASE=$2; shift 2;;
+    --threads) THREADS=$2; shift 2;; --conns) CONNS=$2; shift 2;;
+    --secs) SECS=$2; shift 2;; --workers) WORKERS=$2; shift 2;;
+    *) echo "unknown option $1" >&2; exit 2;;
+  esac
+done
+for tool in wrk nginx python3 curl; do
+  command -v "$tool" >/dev/null || { echo "$tool is missing (apt install wrk nginx)" >&2; exit 2; }
+done
+[ -x "$BIN" ] || { echo "no $BIN: cargo build --release first" >&2; exit 2; }
+BIN=$(realpath "$BIN")
+W=$(mktemp -d -t myco-edge-bench.XXXXXX)
+AGENT="" PROXY=""
+cleanup() {
+  [ -n "$PROXY" ] && kill "$PROXY" 2>/dev/null
+  [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null && wait "$AGENT" 2>/dev/null
+  # The backend instance: its working directory is under $W.
+  for d in /proc/[0-9]*; do
+    case "$(readlink "$d/cwd" 2>/dev/null)" in "$W"*) kill -9 "${d#/proc/}" 2>/dev/null;; esac
+  done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+API=http://127.0.0.1:$((BASE + 1)) EDGE=http://127.0.0.1:$((BASE + 2)) NGINX_PORT=$((BASE + 5))
+"$BIN" agent --data-dir "$W/n1" --name bench --bind 127.0.0.1:$BASE --api 127.0.0.1:$((BASE + 1)) \
+  --edge 127.0.0.1:$((BASE + 2)) >"$W/agent.log" 2>&1 &
+AGENT=$!
+for _ in $(seq 100); do curl -sf "$API/health" >/dev/null && break; sleep 0.1; done
+TOKEN=$(cat "$W/n1/api-token")
+
+# The backend spore: nginx on $PORT, configured at start.
+mkdir -p "$W/src"
+cat >"$W/src/run" <<'EOF'
+#!/bin/sh
+d=$(pwd)
+mkdir -p "$d/tmp"
+cat >"$d/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $d/nginx.pid; error_log $d/error.log;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $d/tmp; proxy_temp_path $d/tmp;
+  fastcgi_temp_path $d/tmp; uwsgi_temp_path $d/tmp; scgi_temp_path $d/tmp;
+  keepalive_requests 100000;
+  server { listen 127.0.0.1:$PORT; location / { return 200 "hello\n"; } } }
+CONF
+exec nginx -c "$d/nginx.conf" -p "$d"
+EOF
+chmod +x "$W/src/run"
+"$BIN" key gen --out "$W/pub.key" >/dev/null
+"$BIN" --api "$API" --token "$TOKEN" trust add "$W/pub.key.pub" >/dev/null
+"$BIN" spore pack "$W/src" --name bench --version 1 --cmd ./run --key "$W/pub.key" --out "$W/bench.spore" >/dev/null
+DIGEST=$("$BIN" --api "$API" --token "$TOKEN" spore push "$W/bench.spore" --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["digest"])')
+curl -sf -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  --data "{\"name\":\"bench\",\"spore\":\"$DIGEST\",\"count\":1,\"health\":{\"http\":\"/\",\"interval_ms\":500}}" "$API/v1/jobs"
+ADDR=""
+for _ in $(seq 300); do
+  ADDR=$(curl -sf "$API/mesh/routes" | python3 -c '
+import json,sys
+r=[x for x in json.load(sys.stdin)["routes"] if x["job"]=="bench"]
+print(r[0]["ready"][0]["addr"] if r and r[0]["ready"] else "")') || true
+  [ -n "$ADDR" ] && break; sleep 0.1
+done
+[ -n "$ADDR" ] || { echo "the backend did not become ready; agent log:" >&2; tail -5 "$W/agent.log" >&2; exit 1; }
+
+# nginx as the reverse proxy: same workers as the agent's runtime threads,
+# keep-alive to the backend, HTTP/1.1 upstream.
+mkdir -p "$W/proxy/tmp"
+cat >"$W/proxy/nginx.conf" <<EOF
+worker_processes $WORKERS; daemon off; pid $W/proxy/nginx.pid; error_log $W/proxy/error.log;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path $W/proxy/tmp; proxy_temp_path $W/proxy/tmp;
+  fastcgi_temp_path $W/proxy/tmp; uwsgi_temp_path $W/proxy/tmp; scgi_temp_path $W/proxy/tmp;
+  keepalive_requests 100000;
+  upstream backend { server $ADDR; keepalive 256; }
+  server { listen 127.0.0.1:$NGINX_PORT;
+    location /bench/ { proxy_pass http://backend/; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+EOF
+nginx -c "$W/proxy/nginx.conf" -p "$W/proxy" &
+PROXY=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$NGINX_PORT/bench/" >/dev/null && break; sleep 0.1; done
+curl -sf "$EDGE/bench/" >/dev/null || { echo "the edge does not answer /bench/" >&2; exit 1; }
+
+# CPU ticks (user + system) of a process and its children threads; for
+# nginx, of the master and its workers.
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+rss_kb() { local t=0 p; for p in "$@"; do t=$((t + $(awk '/VmRSS/ {print $2}' "/proc/$p/status"))); done; echo $t; }
+nginx_pids() { echo "$PROXY $(pgrep -P "$PROXY" | tr '\n' ' ')"; }
+HZ=$(getconf CLK_TCK)
+
+run() { # NAME URL PIDS...
+  local name=$1 url=$2; shift 2
+  local before=0 after
+  [ $# -gt 0 ] && before=$(ticks "$@")
+  wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency "$url" >"$W/wrk-$name.txt"
+  local rps p50 p99 total cpu="" rss=""
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$W/wrk-$name.txt")
+  p50=$(awk '$1=="50%" {print $2}' "$W/wrk-$name.txt")
+  p99=$(awk '$1=="99%" {print $2}' "$W/wrk-$name.txt")
+  total=$(awk '/requests in/ {print $1}' "$W/wrk-$name.txt")
+  if [ $# -gt 0 ]; then
+    after=$(ticks "$@")
+    cpu=$(python3 -c "print(f'{($after - $before) / $HZ / $total * 1000:.4f}')")
+    rss=$(( $(rss_kb "$@") / 1024 ))
+  fi
+  printf '%-8s %10s req/s  p50 %-9s p99 %-9s cpu_s/1k_req %-8s rss_mb %s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$rss"
+  grep -E "Non-2xx|Socket errors" "$W/wrk-$name.txt" || true
+}
+
+echo "wrk -t$THREADS -c$CONNS -d${SECS}s --latency; nginx workers $WORKERS; backend $ADDR"
+run direct "http://$ADDR/"
+# shellcheck disable=SC2046
+run nginx "http://127.0.0.1:$NGINX_PORT/bench/" $(nginx_pids)
+run edge "$EDGE/bench/" "$AGENT"

@@ -1,0 +1,159 @@
+//! Choosing an instance: power of two choices over requests in flight,
+//! and passive ejection of instances that keep failing.
+//!
+//! Two instances are drawn at random and the one with fewer requests in
+//! flight wins: nearly as good as "least loaded" without a global scan,
+//! and never herding every edge onto the same idle instance the way a
+//! strict minimum does when views lag.
+//!
+//! An instance whose requests fail [`EJECT_AFTER`] times in a row
+//! (connection refused or failed, timeout, 5xx: Envoy's
+//! `consecutive_5xx`) is left out for a cool-down that doubles on each
+//! ejection in a row ([`BASE_COOLDOWN_MS`] up to [`MAX_COOLDOWN_MS`]); one
+//! success resets both. When every ready instance is ejected they are all
+//! used anyway (the panic threshold): a mesh-wide fault must not turn into
+//! a total outage of the edge.
+//!
+//! State lives in atomics on [`Upstream`], shared by every request and
+//! kept across route-table rebuilds; nothing here takes a lock.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use myco_proto::id::NodeId;
+
+/// Failures in a row that eject an instance.
+pub const EJECT_AFTER: u32 = 5;
+/// The first cool-down.
+pub const BASE_COOLDOWN_MS: u64 = 5_000;
+/// The longest cool-down.
+pub const MAX_COOLDOWN_MS: u64 = 60_000;
+
+/// One instance as the proxy sees it: where it is, and its live counters.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The instance id.
+    pub instance: String,
+    /// The node that runs it.
+    pub node: NodeId,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// `addr` as a URI authority, made once rather than per request.
+    pub authority: Option<axum::http::uri::Authority>,
+    in_flight: AtomicU32,
+    failures: AtomicU32,
+    ejections: AtomicU32,
+    /// Edge-clock milliseconds until which it is ejected (0: not).
+    ejected_until: AtomicU64,
+}
+
+impl Upstream {
+    /// A fresh instance: nothing in flight, never failed.
+    pub fn new(instance: String, node: NodeId, addr: SocketAddr) -> Self {
+        Upstream {
+            instance,
+            node,
+            authority: axum::http::uri::Authority::try_from(addr.to_string()).ok(),
+            addr,
+            in_flight: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests in flight to it now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether it is ejected at `now_ms`.
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        now_ms < self.ejected_until.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request to it until the guard drops (when its response
+    /// body ends or is dropped).
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// A request succeeded: the failure streak and cool-down reset.
+    pub fn succeeded(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.ejections.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request failed at `now_ms`; returns whether this ejected it.
+    pub fn failed(&self, now_ms: u64) -> bool {
+        let streak = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if streak < EJECT_AFTER || self.is_ejected(now_ms) {
+            return false;
+        }
+        let n = self.ejections.fetch_add(1, Ordering::Relaxed);
+        let cooldown = (BASE_COOLDOWN_MS << n.min(16)).min(MAX_COOLDOWN_MS);
+        self.ejected_until
+            .store(now_ms + cooldown, Ordering::Relaxed);
+        // The next streak starts from zero after the cool-down.
+        self.failures.store(0, Ordering::Relaxed);
+        true
+    }
+}
+
+/// A request in flight to an [`Upstream`]; dropping it ends the count.
+#[derive(Debug)]
+pub struct InFlight(Arc<Upstream>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Picks an instance among `ready`, never `exclude` (the one that just
+/// failed, on a retry). Ejected instances are skipped unless all the
+/// others are ejected too. `random` gives uniform 64-bit numbers.
+pub fn pick<'a>(
+    ready: &'a [Arc<Upstream>],
+    exclude: Option<&Upstream>,
+    now_ms: u64,
+    random: &mut impl FnMut() -> u64,
+) -> Option<&'a Arc<Upstream>> {
+    let allowed = |u: &Arc<Upstream>| !exclude.is_some_and(|x| std::ptr::eq(x, &**u));
+    let healthy = |u: &&Arc<Upstream>| allowed(u) && !u.is_ejected(now_ms);
+    let n = ready.iter().filter(healthy).count();
+    if n > 0 {
+        return two_choices(ready.iter().filter(healthy), n, random);
+    }
+    let any = |u: &&Arc<Upstream>| allowed(u);
+    let n = ready.iter().filter(any).count();
+    two_choices(ready.iter().filter(any), n, random)
+}
+
+/// The less loaded of two distinct random members of `candidates` (`n` long).
+fn two_choices<'a>(
+    candidates: impl Iterator<Item = &'a Arc<Upstream>> + Clone,
+    n: usize,
+    random: &mut impl FnMut() -> u64,
+) -> Option<&'a Arc<Upstream>> {
+    match n {
+        0 => None,
+        1 => candidates.clone().next(),
+        _ => {
+            let i = (random() % n as u64) as usize;
+            // A second index, distinct from the first.
+            let j = (i + 1 + (random() % (n as u64 - 1)) as usize) % n;
+            let a = candidates.clone().nth(i)?;
+            let b = candidates.clone().nth(j)?;
+            Some(if b.in_flight() < a.in_flight() { b } else { a })
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "balance_tests.rs"]
+mod tests;

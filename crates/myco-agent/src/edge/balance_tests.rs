@@ -1,0 +1,110 @@
+use super::*;
+
+fn ups(n: u16) -> Vec<Arc<Upstream>> {
+    (0..n)
+        .map(|i| {
+            Arc::new(Upstream::new(
+                format!("i{i}"),
+                NodeId::from_u64(1),
+                SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
+            ))
+        })
+        .collect()
+}
+
+/// A fixed-seed xorshift, so the draws are the same every run.
+fn rng() -> impl FnMut() -> u64 {
+    let mut s = 0x9e37_79b9_7f4a_7c15u64;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+#[test]
+fn the_less_loaded_of_two_wins() {
+    let u = ups(2);
+    let _busy: Vec<InFlight> = (0..3).map(|_| u[0].begin()).collect();
+    let mut r = rng();
+    for _ in 0..50 {
+        assert_eq!(pick(&u, None, 0, &mut r).unwrap().instance, "i1");
+    }
+}
+
+#[test]
+fn load_spreads_over_every_instance() {
+    let u = ups(4);
+    let mut r = rng();
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        held.push(pick(&u, None, 0, &mut r).unwrap().begin());
+    }
+    for x in &u {
+        // P2C keeps the spread tight: 100 each, give or take a few.
+        assert!((90..=110).contains(&x.in_flight()), "{}", x.in_flight());
+    }
+    drop(held);
+    assert!(u.iter().all(|x| x.in_flight() == 0));
+}
+
+#[test]
+fn a_retry_never_picks_the_instance_that_failed() {
+    let u = ups(3);
+    let mut r = rng();
+    for _ in 0..100 {
+        let got = pick(&u, Some(&u[1]), 0, &mut r).unwrap();
+        assert_ne!(got.instance, "i1");
+    }
+    let one = ups(1);
+    assert!(pick(&one, Some(&one[0]), 0, &mut r).is_none());
+    assert!(pick(&[], None, 0, &mut r).is_none());
+}
+
+#[test]
+fn five_failures_in_a_row_eject_with_a_growing_cooldown() {
+    let u = ups(2);
+    for _ in 0..EJECT_AFTER - 1 {
+        assert!(!u[0].failed(0));
+    }
+    assert!(u[0].failed(0));
+    assert!(u[0].is_ejected(BASE_COOLDOWN_MS - 1));
+    assert!(!u[0].is_ejected(BASE_COOLDOWN_MS));
+    let mut r = rng();
+    for _ in 0..50 {
+        assert_eq!(pick(&u, None, 1, &mut r).unwrap().instance, "i1");
+    }
+    // Failing again after the cool-down ejects for twice as long.
+    let t = BASE_COOLDOWN_MS;
+    for _ in 0..EJECT_AFTER - 1 {
+        assert!(!u[0].failed(t));
+    }
+    assert!(u[0].failed(t));
+    assert!(u[0].is_ejected(t + 2 * BASE_COOLDOWN_MS - 1));
+    assert!(!u[0].is_ejected(t + 2 * BASE_COOLDOWN_MS));
+}
+
+#[test]
+fn a_success_resets_the_streak() {
+    let u = ups(1);
+    for _ in 0..EJECT_AFTER - 1 {
+        u[0].failed(0);
+    }
+    u[0].succeeded();
+    for _ in 0..EJECT_AFTER - 1 {
+        assert!(!u[0].failed(0));
+    }
+}
+
+#[test]
+fn when_all_are_ejected_they_are_used_anyway() {
+    let u = ups(2);
+    for x in &u {
+        for _ in 0..EJECT_AFTER {
+            x.failed(0);
+        }
+    }
+    let mut r = rng();
+    assert!(pick(&u, None, 1, &mut r).is_some());
+}

@@ -1,0 +1,342 @@
+//! The proxy itself: one request in, one instance chosen, the request
+//! forwarded with its body streamed, the answer streamed back.
+//!
+//! A request that failed to connect (refused, unreachable, connect timeout),
+//! or an idempotent one whose connection broke, is sent once more to
+//! another instance when its body can be sent again: no body, or a small
+//! one with a declared length, which is read first ([`RETRY_BODY_MAX`]). A
+//! larger body streams straight through and is never retried. Errors are JSON: 404 unknown job, 503 no ready instance,
+//! 502 the instances failed, 504 no answer in time, 508 a loop.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderValue};
+use axum::http::uri::{PathAndQuery, Scheme, Uri};
+use axum::http::{Response, StatusCode};
+
+use super::balance::{self, Upstream};
+use super::body::TrackedBody;
+use super::metrics::{JobMetrics, UpstreamError};
+use super::rewrite::{self, PathOrWhole, REQUEST_ID};
+use super::routes::Routes;
+use super::tunnel;
+use crate::net::serve::ConnInfo;
+
+/// Largest request body read whole before sending, so that a connect
+/// failure can be retried on another instance.
+pub const RETRY_BODY_MAX: u64 = 64 * 1024;
+/// Longest wait for an instance's response head.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What every edge request shares.
+pub struct EdgeState {
+    /// The published route table.
+    pub routes: Routes,
+    /// The pooled upstream client.
+    pub client: super::upstream::UpstreamClient,
+    /// This edge's `Via` entry (`1.1 myco-<node id>`).
+    pub via: HeaderValue,
+    /// The token in `Via` that marks this edge (`myco-<node id>`).
+    pub via_token: String,
+    /// Open WebSocket (upgrade) tunnels.
+    pub tunnels: super::tunnel::Tunnels,
+}
+
+/// A JSON error answer.
+fn error(status: StatusCode, msg: &str, job: Option<&str>) -> Response<Body> {
+    let body = match job {
+        Some(j) => serde_json::json!({ "error": msg, "job": j }),
+        None => serde_json::json!({ "error": msg }),
+    };
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+thread_local! {
+    static RNG: std::cell::Cell<u64> = std::cell::Cell::new(getrandom::u64().unwrap_or(0x853c_49e6_748f_ea9b) | 1);
+}
+
+/// A fast per-thread random number (xorshift64*): balancing and request
+/// ids need spread, not secrecy.
+fn random() -> u64 {
+    RNG.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+fn fresh_id() -> String {
+    format!("{:016x}{:016x}", random(), random())
+}
+
+/// The request body, as it can be sent: once (streamed) or again (read).
+enum Payload {
+    Again(Bytes),
+    Once(Option<Body>),
+}
+
+impl Payload {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            Payload::Again(b) => Some(Body::from(b.clone())),
+            Payload::Once(b) => b.take(),
+        }
+    }
+}
+
+/// Reads the body first when it is small and declared, so it can be sent
+/// twice. Returns `None` if reading failed (the server answers 408/413).
+async fn payload(parts: &axum::http::request::Parts, body: Body) -> Option<Payload> {
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
+    match declared {
+        Some(n) if n <= RETRY_BODY_MAX && !chunked => Some(Payload::Again(
+            axum::body::to_bytes(body, n as usize).await.ok()?,
+        )),
+        None if !chunked => Some(Payload::Again(Bytes::new())),
+        _ => Some(Payload::Once(Some(body))),
+    }
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    if e.is_connect() {
+        UpstreamError::Connect
+    } else {
+        UpstreamError::Protocol
+    }
+}
+
+/// The handler for every request on the edge.
+pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Response<Body> {
+    let started = Instant::now();
+    let routes = edge.routes.load();
+    let mut req = req;
+    let upgrade = tunnel::wanted(req.headers());
+    let mut client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    // A HeaderValue clone shares its bytes: no copy of the host.
+    let host = parts.headers.get(header::HOST).cloned();
+    let host = host.as_ref().and_then(|v| v.to_str().ok());
+    let root = PathAndQuery::from_static("/");
+    let pq = parts.uri.path_and_query().unwrap_or(&root).clone();
+    let Some(target) = rewrite::target(host, &pq, |j| routes.jobs.contains_key(j)) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no job named: use http://EDGE/<job>/... or Host: <job>",
+            None,
+        );
+    };
+    let job = target.job;
+    let Some(entry) = routes.jobs.get(job) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no job {job:?} in the mesh; `myco jobs` lists them"),
+            Some(job),
+        );
+    };
+    let m = &entry.metrics;
+    m.request();
+    if rewrite::is_loop(&parts.headers, &edge.via_token) {
+        let r = error(
+            StatusCode::LOOP_DETECTED,
+            "this request already passed through this edge (Via): a routing loop",
+            Some(job),
+        );
+        m.response(508, started.elapsed());
+        return r;
+    }
+    let request_id = rewrite::request_id(&mut parts.headers, fresh_id);
+    if entry.ready.is_empty() {
+        let msg = if entry.stopped {
+            format!("job {job:?} is stopped")
+        } else {
+            format!("job {job:?} has no ready instance right now; retry shortly")
+        };
+        return finish(
+            m,
+            started,
+            error(StatusCode::SERVICE_UNAVAILABLE, &msg, Some(job)),
+            &request_id,
+            &edge.via,
+        );
+    }
+    rewrite::strip_hop_by_hop(&mut parts.headers);
+    let mut slot = None;
+    if let Some(protocol) = upgrade {
+        slot = edge.tunnels.slot();
+        if slot.is_none() {
+            let msg = format!(
+                "this edge has {} tunnels open, its limit; retry shortly",
+                tunnel::MAX_TUNNELS
+            );
+            return finish(
+                m,
+                started,
+                error(StatusCode::SERVICE_UNAVAILABLE, &msg, Some(job)),
+                &request_id,
+                &edge.via,
+            );
+        }
+        tunnel::restore(&mut parts.headers, protocol);
+    }
+    let peer = parts.extensions.get::<ConnInfo>().map(|c| c.peer.ip());
+    if let Some(ip) = peer {
+        rewrite::add_forwarding(&mut parts.headers, ip, &edge.via);
+    }
+    let path = match &target.path {
+        PathOrWhole::Whole => pq.clone(),
+        PathOrWhole::Stripped(p) => match PathAndQuery::try_from(p.as_str()) {
+            Ok(p) => p,
+            Err(_) => return error(StatusCode::BAD_REQUEST, "the path is not valid", Some(job)),
+        },
+    };
+    let Some(mut payload) = payload(&parts, body).await else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the request body could not be read",
+            Some(job),
+        );
+    };
+    let now_ms = || edge.routes.now_ms();
+    let mut tried: Option<&Arc<Upstream>> = None;
+    let mut last = UpstreamError::Connect;
+    for attempt in 0..2 {
+        let Some(up) = balance::pick(&entry.ready, tried.map(|u| &**u), now_ms(), &mut random)
+        else {
+            break;
+        };
+        if attempt > 0 && !m.retry_allowed() {
+            tracing::debug!(job, "edge: retry budget spent; not retrying");
+            break;
+        }
+        let Some(body) = payload.take() else { break };
+        if attempt > 0 {
+            m.retry();
+        }
+        // A fresh head each time: the request's extensions stay here, and
+        // the pool speaks HTTP/1.1 to instances whatever the client spoke.
+        let mut out = axum::http::Request::new(body);
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = upstream_uri(up, &path);
+        *out.headers_mut() = parts.headers.clone();
+        let guard = up.begin();
+        m.in_flight(1);
+        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, edge.client.request(out)).await;
+        let failure = match sent {
+            Ok(Ok(resp)) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let (Some(client), Some(slot)) = (client_upgrade.take(), slot.take())
+                {
+                    up.succeeded();
+                    let held = TrackedBody::new(Body::empty(), guard, m.clone());
+                    let resp = tunnel::splice(resp, client, slot, held);
+                    return finish(m, started, resp, &request_id, &edge.via);
+                }
+                if resp.status().is_server_error() {
+                    note_failure(up, m, now_ms());
+                } else {
+                    up.succeeded();
+                }
+                tracing::debug!(request_id = ?request_id, job, instance = %up.instance,
+                    status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "edge request");
+                let (mut head, incoming) = resp.into_parts();
+                rewrite::strip_hop_by_hop(&mut head.headers);
+                let body = Body::new(TrackedBody::new(Body::new(incoming), guard, m.clone()));
+                return finish(
+                    m,
+                    started,
+                    Response::from_parts(head, body),
+                    &request_id,
+                    &edge.via,
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge upstream request failed");
+                classify(&e)
+            }
+            Err(_) => UpstreamError::Timeout,
+        };
+        m.in_flight(-1);
+        drop(guard);
+        m.upstream_error(failure);
+        note_failure(up, m, now_ms());
+        tracing::debug!(request_id = ?request_id, job, instance = %up.instance, error = failure.as_str(), "edge upstream failed");
+        last = failure;
+        tried = Some(up);
+        if !may_retry(failure, &parts.method) {
+            break;
+        }
+    }
+    let resp = match last {
+        UpstreamError::Timeout => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("no instance of {job:?} answered in time"),
+            Some(job),
+        ),
+        _ => error(
+            StatusCode::BAD_GATEWAY,
+            &format!("the instances of {job:?} could not be reached"),
+            Some(job),
+        ),
+    };
+    finish(m, started, resp, &request_id, &edge.via)
+}
+
+/// Whether a request that failed this way may go to another instance (if
+/// its body can be sent again). A failed connect sent nothing; a broken
+/// connection (often a pooled one the instance closed as it died) may have
+/// delivered the request, so only idempotent methods go again; a timeout
+/// means the instance may still be working on it.
+fn may_retry(failure: UpstreamError, method: &axum::http::Method) -> bool {
+    match failure {
+        UpstreamError::Connect => true,
+        UpstreamError::Protocol => method.is_idempotent(),
+        UpstreamError::Timeout => false,
+    }
+}
+
+fn note_failure(up: &Upstream, m: &JobMetrics, now_ms: u64) {
+    if up.failed(now_ms) {
+        m.ejection();
+        tracing::info!(instance = %up.instance, addr = %up.addr, "edge: instance ejected after consecutive failures");
+    }
+}
+
+fn upstream_uri(up: &Upstream, path: &PathAndQuery) -> Uri {
+    let mut parts = axum::http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = up.authority.clone();
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).unwrap_or_default()
+}
+
+/// Counts the answer and sets the headers every answer carries.
+fn finish(
+    m: &JobMetrics,
+    started: Instant,
+    mut resp: Response<Body>,
+    request_id: &HeaderValue,
+    via: &HeaderValue,
+) -> Response<Body> {
+    m.response(resp.status().as_u16(), started.elapsed());
+    let h = resp.headers_mut();
+    h.insert(REQUEST_ID, request_id.clone());
+    h.append(header::VIA, via.clone());
+    resp
+}

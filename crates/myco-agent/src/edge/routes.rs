@@ -1,0 +1,239 @@
+//! The route table as the proxy reads it: the core's
+//! [`myco_core::edge::RouteTable`], rebuilt when the replicated view or
+//! membership changes, and published as an immutable snapshot swapped
+//! atomically (`arc-swap`): a request loads it without a lock and without
+//! allocating, and a rebuild never waits for requests.
+//!
+//! Each instance's [`Upstream`] (requests in flight, failure streak,
+//! ejection) and each job's [`JobMetrics`] are carried over from the
+//! previous snapshot, so a rebuild keeps what the balancer learned.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use myco_core::edge::{Endpoint, RouteTable};
+use myco_core::{MemberState, edge};
+use myco_proto::id::NodeId;
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::balance::Upstream;
+use super::metrics::JobMetrics;
+use crate::jobs::workflow;
+use crate::mesh::MeshHandle;
+
+/// How long changes are gathered before one rebuild.
+const COALESCE: Duration = Duration::from_millis(20);
+/// A rebuild happens at least this often, whatever the events said (an
+/// event lost to a lagging subscriber, a member turning suspect).
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// One job as the proxy sees it.
+#[derive(Debug)]
+pub struct JobEntry {
+    /// Instances that take new requests.
+    pub ready: Vec<Arc<Upstream>>,
+    /// Instances finishing old requests.
+    pub draining: Vec<Arc<Upstream>>,
+    /// The operator stopped the job.
+    pub stopped: bool,
+    /// The job's counters.
+    pub metrics: Arc<JobMetrics>,
+}
+
+/// An immutable route table.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Every known job, by name.
+    pub jobs: BTreeMap<String, JobEntry>,
+}
+
+impl Snapshot {
+    /// The snapshot of `table`, reusing `prev`'s upstream state and metrics.
+    pub fn build(table: &RouteTable, prev: &Snapshot) -> Snapshot {
+        let mut known: BTreeMap<(&str, std::net::SocketAddr), &Arc<Upstream>> = BTreeMap::new();
+        for e in prev.jobs.values() {
+            for u in e.ready.iter().chain(&e.draining) {
+                known.insert((u.instance.as_str(), u.addr), u);
+            }
+        }
+        let upstream = |e: &Endpoint| {
+            known
+                .get(&(e.instance.as_str(), e.addr))
+                .map(|u| Arc::clone(u))
+                .unwrap_or_else(|| Arc::new(Upstream::new(e.instance.clone(), e.node, e.addr)))
+        };
+        let jobs = table
+            .iter()
+            .map(|(name, r)| {
+                let metrics = prev
+                    .jobs
+                    .get(name)
+                    .map(|e| e.metrics.clone())
+                    .unwrap_or_default();
+                let entry = JobEntry {
+                    ready: r.ready.iter().map(upstream).collect(),
+                    draining: r.draining.iter().map(upstream).collect(),
+                    stopped: r.stopped,
+                    metrics,
+                };
+                (name.to_string(), entry)
+            })
+            .collect();
+        Snapshot { jobs }
+    }
+}
+
+/// The published table; clones share it.
+#[derive(Clone)]
+pub struct Routes {
+    current: Arc<ArcSwap<Snapshot>>,
+    /// The edge's clock origin: ejection times are milliseconds since.
+    epoch: std::time::Instant,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Routes {
+            current: Arc::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Routes {
+    /// Milliseconds on the edge's clock (for ejections).
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The table now (a cheap guard; hold it for one request).
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.current.load()
+    }
+
+    /// The table now, to keep.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the table with the one for `table`.
+    pub fn publish(&self, table: &RouteTable) {
+        let next = Snapshot::build(table, &self.current.load());
+        self.current.store(Arc::new(next));
+    }
+}
+
+/// The core's table for what `mesh` holds now.
+pub fn table_of(mesh: &MeshHandle) -> RouteTable {
+    let snap = mesh.snapshot();
+    let members: BTreeMap<NodeId, MemberState> =
+        snap.members.iter().map(|m| (m.peer.id, m.state)).collect();
+    let jobs = workflow::all_jobs(mesh);
+    let instances = workflow::instances(mesh, None);
+    edge::RouteTable::build(&jobs, &instances, &members)
+}
+
+/// Keeps `routes` equal to the table of `mesh` until the mesh stops:
+/// rebuilds after changes to jobs, instances or members (gathered for
+/// [`COALESCE`]) and every [`REFRESH`], and publishes only when the table
+/// changed.
+pub async fn follow(mesh: MeshHandle, routes: Routes) {
+    let mut events = mesh.subscribe();
+    let mut last = table_of(&mesh);
+    routes.publish(&last);
+    let mut refresh = tokio::time::interval(REFRESH);
+    let mut dirty_since: Option<Instant> = None;
+    loop {
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            e = events.recv() => match e {
+                Ok(e) if crate::jobs::view::concerns_view(&e) => {
+                    dirty_since.get_or_insert_with(Instant::now);
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    dirty_since.get_or_insert_with(Instant::now);
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tokio::time::sleep_until(dirty_since.map_or(far, |t| t + COALESCE)), if dirty_since.is_some() => {
+                dirty_since = None;
+                last = republish(&mesh, &routes, last);
+            }
+            _ = refresh.tick() => last = republish(&mesh, &routes, last),
+        }
+    }
+}
+
+fn republish(mesh: &MeshHandle, routes: &Routes, last: RouteTable) -> RouteTable {
+    let table = table_of(mesh);
+    if table != last {
+        tracing::debug!(jobs = table.len(), "edge routes changed");
+        routes.publish(&table);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use myco_proto::instance::{INSTANCE_RECORD_FORMAT, InstanceRecord, InstanceState};
+
+    use super::*;
+
+    fn rec(slot: u32, port: u16) -> InstanceRecord {
+        let node = NodeId::from_u64(1);
+        InstanceRecord {
+            format: INSTANCE_RECORD_FORMAT,
+            id: InstanceRecord::id_for("web", slot, 1, node),
+            job: "web".into(),
+            slot,
+            version: 1,
+            node,
+            state: InstanceState::Ready,
+            addr: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            digest: String::new(),
+            restarts: 0,
+            last_exit: None,
+            reason: String::new(),
+            avoid_until_ms: None,
+            since_ms: 0,
+        }
+    }
+
+    fn table(recs: &[InstanceRecord]) -> RouteTable {
+        let members = [(NodeId::from_u64(1), MemberState::Alive)].into();
+        RouteTable::build([], recs, &members)
+    }
+
+    #[test]
+    fn a_rebuild_keeps_what_the_balancer_learned() {
+        let routes = Routes::default();
+        routes.publish(&table(&[rec(0, 1000), rec(1, 1001)]));
+        let before = routes.load_full();
+        let web = &before.jobs["web"];
+        let _busy = web.ready[0].begin();
+        web.metrics.request();
+        // Slot 1 moves to another port (a new instance there); slot 2 appears.
+        routes.publish(&table(&[rec(0, 1000), rec(1, 1002), rec(2, 1003)]));
+        let after = routes.load_full();
+        let web2 = &after.jobs["web"];
+        assert_eq!(web2.ready.len(), 3);
+        assert!(
+            Arc::ptr_eq(&web.ready[0], &web2.ready[0]),
+            "same instance, same state"
+        );
+        assert_eq!(web2.ready[0].in_flight(), 1);
+        assert!(
+            !Arc::ptr_eq(&web.ready[1], &web2.ready[1]),
+            "new address, fresh state"
+        );
+        assert_eq!(web2.metrics.requests(), 1, "job metrics carried over");
+        // The old snapshot is untouched for whoever still holds it.
+        assert_eq!(before.jobs["web"].ready.len(), 2);
+    }
+}
