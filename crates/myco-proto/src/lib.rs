@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod blob;
+pub mod cache;
 pub mod channel;
 pub mod envelope;
 pub mod frame;
@@ -22,6 +23,7 @@ pub mod job;
 pub mod jobs_api;
 pub mod key;
 pub mod logs;
+pub mod msg;
 pub mod state;
 pub mod sync;
 
