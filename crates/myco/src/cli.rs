@@ -190,6 +190,10 @@ pub struct AgentArgs {
     /// address (repeatable; config key api_allowed_hosts).
     #[arg(long = "api-allowed-host")]
     pub api_allowed_host: Vec<String>,
+    /// Serve the cache over the Redis protocol on ADDR:PORT (off unless
+    /// given; config key resp).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub resp: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

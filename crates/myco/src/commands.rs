@@ -330,6 +330,7 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
         state: Default::default(),
         api_allowed_hosts: args.api_allowed_host,
         events_keepalive_ms: None,
+        resp: args.resp,
     };
     let options = match &args.config {
         Some(path) => flags.over(AgentOptions::from_file(path)?),

@@ -8,6 +8,7 @@
 //! translate: parse the request, call one operation, shape the answer.
 
 pub mod auth;
+pub mod cache;
 pub mod dashboard;
 pub mod errors;
 pub mod events;
@@ -19,6 +20,7 @@ pub mod kv;
 pub mod logs;
 pub mod metrics;
 mod metrics_jobs;
+pub mod msg;
 pub mod spores;
 pub mod sse;
 pub mod status;
@@ -73,6 +75,10 @@ pub struct ApiState {
     pub logs: logs::Followers,
     /// Reads the logs of instances on other nodes.
     pub remote_logs: std::sync::Arc<crate::logs::RemoteLogs>,
+    /// Cache buckets across the mesh.
+    pub cache: Arc<crate::cache::Cache>,
+    /// App messaging across the mesh.
+    pub msg: Arc<crate::msg::Messaging>,
 }
 
 /// Builds the router.
@@ -118,6 +124,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/trust/{key}", delete(spores::trust_remove))
         .route("/v1/logs/{job}", get(logs::logs))
         .route("/v1/debug/faults", post(status::faults))
+        .route("/v1/cache", get(cache::list))
+        .route("/v1/cache/{bucket}", get(cache::show).put(cache::create))
+        .route(
+            "/v1/cache/{bucket}/{*key}",
+            get(cache::get)
+                .put(cache::put)
+                .delete(cache::delete)
+                .layer(DefaultBodyLimit::max(cache::MAX_BODY)),
+        )
+        .route("/v1/msg/{topic}", get(msg::subscribe).post(msg::publish))
+        .route("/v1/msg/{topic}/request", post(msg::request))
+        .route("/v1/replies/{id}", post(msg::reply))
         .route("/mesh/status", get(status::mesh_status))
         .route("/mesh/peers", get(status::peers))
         .route("/api/nodes", get(status::nodes))

@@ -11,6 +11,7 @@
 //! - [`snapshot`]: the membership and counters [`Snapshot`].
 //! - [`clock`]: the core's [`Clock`].
 
+mod apps;
 mod clock;
 mod commands;
 mod event_loop;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use myco_core::Node;
 use tokio::net::UdpSocket;
 
+pub use apps::AppRoutes;
 pub use clock::Clock;
 pub use event_loop::{EVENT_BUFFER, MAX_PENDING_WRITES, MeshLoop};
 pub use handle::{CommandError, MeshHandle, WriteError};
@@ -51,4 +53,6 @@ pub struct MeshParts {
     pub spores: Arc<SporeStore>,
     /// Remote log reading (jobs-channel messages go to it).
     pub logs: Arc<crate::logs::RemoteLogs>,
+    /// Cache and messaging: their channels' messages go to these queues.
+    pub apps: AppRoutes,
 }
