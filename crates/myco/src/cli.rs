@@ -127,6 +127,10 @@ pub enum Command {
     Trust(ApiGroup<TrustCmd>),
     /// The cluster-wide config KV.
     Kv(ApiGroup<KvCmd>),
+    /// Cache buckets across the mesh (in memory, TTL and LRU bounded).
+    Cache(ApiGroup<crate::cache_cmd::CacheCmd>),
+    /// App messaging: publish, subscribe, request/reply.
+    Msg(ApiGroup<crate::cache_cmd::MsgCmd>),
     /// Create or update a job from a job file; wait until it runs.
     Deploy(DeployArgs),
     /// Every job with desired, running and ready counts.

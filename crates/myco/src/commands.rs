@@ -107,6 +107,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Kv(g) => kv(&client(g.conn)?, g.cmd),
+        Command::Cache(g) => crate::cache_cmd::cache(&client(g.conn)?, g.cmd),
+        Command::Msg(g) => crate::cache_cmd::msg(&client(g.conn)?, g.cmd),
         Command::Key(cmd) => {
             unused("key")?;
             crate::spore_cmd::key(cmd)
