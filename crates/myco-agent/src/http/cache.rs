@@ -18,6 +18,22 @@ use crate::cache::CacheError;
 /// Largest request body on entry routes: a value of the largest size.
 pub const MAX_BODY: usize = myco_proto::cache::MAX_VALUE;
 
+/// The body limit of cache and messaging writes (cache values and message
+/// bodies are larger than the API's usual JSON), for the server's check
+/// before the body is read; `None` for other requests.
+pub fn body_limit(head: &axum::http::request::Parts) -> Option<u64> {
+    let path = head.uri.path();
+    if head.method == axum::http::Method::PUT && path.starts_with("/v1/cache/") {
+        Some(MAX_BODY as u64 + 1024)
+    } else if head.method == axum::http::Method::POST
+        && (path.starts_with("/v1/msg/") || path.starts_with("/v1/replies/"))
+    {
+        Some(myco_proto::msg::MAX_BODY as u64)
+    } else {
+        None
+    }
+}
+
 impl From<CacheError> for HttpError {
     fn from(e: CacheError) -> HttpError {
         let code = match &e {
@@ -38,15 +54,32 @@ impl From<CacheError> for HttpError {
     }
 }
 
-/// `GET /v1/cache`: `{"buckets": [{"name", "ttl_ms", "max_entries", "replicas"}]}`.
+/// `GET /v1/cache`: `{"buckets": [{"name", "ttl_ms", "max_entries",
+/// "replicas"}], "node": {...}}`, `node` being this node's share: entries
+/// and bytes held, evictions, expiries, fallback reads, repairs, moves.
 pub async fn list(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = s.cache.stats();
+    let c = s.cache.counters();
+    let node = serde_json::json!({
+        "entries": st.entries,
+        "bytes": st.bytes,
+        "evicted_lru": st.evicted_lru,
+        "evicted_budget": st.evicted_budget,
+        "expired": st.expired,
+        "stale_writes": st.stale_writes,
+        "fallback_reads": c.fallback_reads.load(Relaxed),
+        "read_repairs": c.read_repairs.load(Relaxed),
+        "moved": c.moved.load(Relaxed),
+        "dropped": c.dropped.load(Relaxed),
+    });
     let buckets: Vec<serde_json::Value> = s
         .cache
         .buckets()
         .into_iter()
         .map(|(name, c)| serde_json::json!({"name": name, "ttl_ms": c.ttl_ms, "max_entries": c.max_entries, "replicas": c.replicas}))
         .collect();
-    Json(serde_json::json!({ "buckets": buckets }))
+    Json(serde_json::json!({ "buckets": buckets, "node": node }))
 }
 
 /// `GET /v1/cache/{bucket}`: its config.

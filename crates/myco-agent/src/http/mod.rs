@@ -133,9 +133,20 @@ pub fn router(state: ApiState) -> Router {
                 .delete(cache::delete)
                 .layer(DefaultBodyLimit::max(cache::MAX_BODY)),
         )
-        .route("/v1/msg/{topic}", get(msg::subscribe).post(msg::publish))
-        .route("/v1/msg/{topic}/request", post(msg::request))
-        .route("/v1/replies/{id}", post(msg::reply))
+        .route(
+            "/v1/msg/{topic}",
+            get(msg::subscribe)
+                .post(msg::publish)
+                .layer(DefaultBodyLimit::max(myco_proto::msg::MAX_BODY)),
+        )
+        .route(
+            "/v1/msg/{topic}/request",
+            post(msg::request).layer(DefaultBodyLimit::max(myco_proto::msg::MAX_BODY)),
+        )
+        .route(
+            "/v1/replies/{id}",
+            post(msg::reply).layer(DefaultBodyLimit::max(myco_proto::msg::MAX_BODY)),
+        )
         .route("/mesh/status", get(status::mesh_status))
         .route("/mesh/peers", get(status::peers))
         .route("/api/nodes", get(status::nodes))
