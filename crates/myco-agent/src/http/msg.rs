@@ -29,6 +29,8 @@ use crate::msg::{Delivery, MsgError};
 
 /// Events queued between a subscription and its connection.
 const EVENTS_AHEAD: usize = 16;
+/// How often a quiet subscription checks for lost messages to report.
+const LOST_CHECK: Duration = Duration::from_secs(1);
 /// Default wait of a request.
 const DEFAULT_TIMEOUT_MS: u64 = 5000;
 
@@ -100,8 +102,19 @@ pub async fn subscribe(
     let mut sub = s.msg.subscribe(&topic)?;
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(EVENTS_AHEAD);
     tokio::spawn(async move {
+        // Losses are also reported when no message follows them.
+        let mut check = tokio::time::interval(LOST_CHECK);
         loop {
             tokio::select! {
+                _ = check.tick() => {
+                    let lost = sub.take_lost();
+                    if lost > 0 {
+                        let e = Event::default().event("lost").data(serde_json::json!({"lost": lost}).to_string());
+                        if tx.send(Ok(e)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
                 got = sub.recv() => {
                     let Some(d) = got else { return };
                     let lost = sub.take_lost();
