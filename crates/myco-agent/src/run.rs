@@ -204,11 +204,16 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let messaging = crate::msg::Messaging::start(mesh.clone(), streams.clone(), msg_rx);
     let resp_task = match settings.resp {
         Some(addr) => Some(
-            crate::resp::serve(addr, cache.clone(), messaging.clone())
-                .await
-                .with_context(|| {
-                    format!("binding the Redis protocol on {addr}: choose another with --resp")
-                })?,
+            crate::resp::serve(
+                addr,
+                cache.clone(),
+                messaging.clone(),
+                Arc::from(token.as_str()),
+            )
+            .await
+            .with_context(|| {
+                format!("binding the Redis protocol on {addr}: choose another with --resp")
+            })?,
         ),
         None => None,
     };

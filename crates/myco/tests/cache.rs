@@ -333,3 +333,35 @@ fn redis_cli_on_any_node_sees_the_same_cache() {
     let _ = sub.kill();
     let _ = sub.wait();
 }
+
+#[test]
+fn redis_off_loopback_asks_for_the_api_token() {
+    if !have_redis_cli() {
+        eprintln!("SKIPPED: redis-cli is not installed (apt install redis-tools)");
+        return;
+    }
+    let mut h = Harness::new("cache-resp-auth");
+    let port = support::free_port();
+    h.start(
+        "n1",
+        Opts {
+            args: vec!["--resp".into(), format!("0.0.0.0:{port}")],
+            ..Opts::default()
+        },
+    );
+    let e = redis(port, &["SET", "k", "v"]);
+    assert!(e.starts_with("NOAUTH"), "{e}");
+    assert_eq!(
+        redis(port, &["AUTH", "wrong"]).split(' ').next(),
+        Some("WRONGPASS")
+    );
+    let token = h.agent(0).token();
+    assert_eq!(
+        redis(port, &["-a", &token, "--no-auth-warning", "SET", "k", "v"]),
+        "OK"
+    );
+    assert_eq!(
+        redis(port, &["-a", &token, "--no-auth-warning", "GET", "k"]),
+        "v"
+    );
+}

@@ -13,7 +13,7 @@ use crate::cache::{Cache, CacheError, Ttl};
 use crate::msg::{Delivery, Messaging};
 
 /// The commands this server speaks, for the error on any other.
-const SUPPORTED: &str = "GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL PUBLISH SUBSCRIBE UNSUBSCRIBE PING ECHO SELECT QUIT";
+const SUPPORTED: &str = "AUTH GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL PUBLISH SUBSCRIBE UNSUBSCRIBE PING ECHO SELECT QUIT";
 
 /// One connection's state: its subscriptions.
 pub struct Session {
@@ -21,6 +21,8 @@ pub struct Session {
     msg: Arc<Messaging>,
     push: mpsc::Sender<Delivery>,
     subscribed: Vec<(String, JoinHandle<()>)>,
+    /// The token to `AUTH` with first; `None` once given (or on loopback).
+    token: Option<Arc<str>>,
 }
 
 impl Drop for Session {
@@ -60,12 +62,47 @@ fn cache_error(out: &mut Vec<u8>, e: &CacheError) {
 
 impl Session {
     /// A session whose pushed messages go to `push`.
-    pub fn new(cache: Arc<Cache>, msg: Arc<Messaging>, push: mpsc::Sender<Delivery>) -> Session {
+    pub fn new(
+        cache: Arc<Cache>,
+        msg: Arc<Messaging>,
+        push: mpsc::Sender<Delivery>,
+        token: Option<Arc<str>>,
+    ) -> Session {
         Session {
             cache,
             msg,
             push,
             subscribed: Vec::new(),
+            token,
+        }
+    }
+
+    /// `AUTH [user] token`: compared in constant time with the API token.
+    fn auth(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
+        let given = match args.len() {
+            2 => &args[1],
+            3 => &args[2],
+            _ => {
+                reply::error(out, "ERR wrong number of arguments for 'auth' command");
+                return;
+            }
+        };
+        let ok = match &self.token {
+            None => true,
+            Some(t) => {
+                let t = t.as_bytes();
+                t.len() == given.len()
+                    && t.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }
+        };
+        if ok {
+            self.token = None;
+            reply::simple(out, "OK");
+        } else {
+            reply::error(
+                out,
+                "WRONGPASS invalid token: use the API token of this node (DATA_DIR/api-token)",
+            );
         }
     }
 
@@ -86,6 +123,17 @@ impl Session {
     /// connection after sending it.
     pub async fn run(&mut self, args: Vec<Vec<u8>>, out: &mut Vec<u8>) -> bool {
         let name = upper(&args[0]);
+        if name == "AUTH" {
+            self.auth(&args, out);
+            return false;
+        }
+        if self.token.is_some() && !matches!(name.as_str(), "PING" | "QUIT") {
+            reply::error(
+                out,
+                "NOAUTH Authentication required: send AUTH <API token> first (off loopback)",
+            );
+            return false;
+        }
         if !self.subscribed.is_empty()
             && !matches!(name.as_str(), "SUBSCRIBE" | "UNSUBSCRIBE" | "PING" | "QUIT")
         {

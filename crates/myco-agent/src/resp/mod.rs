@@ -5,6 +5,9 @@
 //! - [`commands`]: what each command does, on [`crate::cache::Cache`] and
 //!   [`crate::msg::Messaging`], the same operations HTTP uses.
 //!
+//! Off loopback, a connection must first send `AUTH <API token>` (the
+//! same token as the HTTP API): the cache is writable through this port.
+//!
 //! Keys: `bucket:rest` lives in `bucket` when such a bucket exists, every
 //! other key in bucket `default` (created on first use). Bounded: at most
 //! [`MAX_CONNECTIONS`] connections (more are refused with an error), a
@@ -37,13 +40,21 @@ pub async fn serve(
     addr: SocketAddr,
     cache: Arc<Cache>,
     msg: Arc<Messaging>,
+    token: Arc<str>,
 ) -> std::io::Result<JoinHandle<()>> {
     let listener = TcpListener::bind(addr).await?;
-    tracing::info!(%addr, "Redis protocol listening");
-    Ok(tokio::spawn(accept(listener, cache, msg)))
+    // On loopback, as reads of the HTTP API, no token is asked for.
+    let token = (!addr.ip().is_loopback()).then_some(token);
+    tracing::info!(%addr, token_required = token.is_some(), "Redis protocol listening");
+    Ok(tokio::spawn(accept(listener, cache, msg, token)))
 }
 
-async fn accept(listener: TcpListener, cache: Arc<Cache>, msg: Arc<Messaging>) {
+async fn accept(
+    listener: TcpListener,
+    cache: Arc<Cache>,
+    msg: Arc<Messaging>,
+    token: Option<Arc<str>>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (mut stream, peer) = match listener.accept().await {
@@ -61,9 +72,9 @@ async fn accept(listener: TcpListener, cache: Arc<Cache>, msg: Arc<Messaging>) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (cache, msg) = (cache.clone(), msg.clone());
+        let (cache, msg, token) = (cache.clone(), msg.clone(), token.clone());
         tokio::spawn(async move {
-            if let Err(e) = connection(stream, cache, msg).await {
+            if let Err(e) = connection(stream, cache, msg, token).await {
                 tracing::debug!(%peer, error = %e, "Redis protocol connection ended");
             }
             drop(permit);
@@ -75,9 +86,10 @@ async fn connection(
     mut stream: TcpStream,
     cache: Arc<Cache>,
     msg: Arc<Messaging>,
+    token: Option<Arc<str>>,
 ) -> std::io::Result<()> {
     let (push_tx, mut push_rx) = mpsc::channel::<Delivery>(PUSH_QUEUE);
-    let mut session = Session::new(cache, msg, push_tx);
+    let mut session = Session::new(cache, msg, push_tx, token);
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     let mut chunk = vec![0u8; 16 * 1024];
