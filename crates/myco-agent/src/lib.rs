@@ -19,6 +19,7 @@
 // deny, not forbid: process supervision allows it in its one module.
 #![deny(unsafe_code)]
 
+pub mod cache;
 pub mod config;
 pub mod edge;
 pub mod exec;
@@ -26,7 +27,9 @@ pub mod http;
 pub mod jobs;
 pub mod logs;
 pub mod mesh;
+pub mod msg;
 pub mod net;
+pub mod resp;
 pub mod spores;
 pub mod store;
 

@@ -185,6 +185,13 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         spore_store.clone(),
         remote_logs.clone(),
     );
+    // Cache and messaging get their stream messages through these queues.
+    let (cache_tx, cache_rx) = tokio::sync::mpsc::channel(crate::cache::INBOX);
+    let (msg_tx, msg_rx) = tokio::sync::mpsc::channel(crate::msg::INBOX);
+    let apps = crate::mesh::AppRoutes {
+        cache: Some(cache_tx),
+        msg: Some(msg_tx),
+    };
     let (mesh, mesh_done) = spawn_mesh_thread(socket, move |socket| MeshParts {
         node,
         socket,
@@ -194,7 +201,30 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         store: loop_store,
         spores: loop_spores,
         logs: loop_logs,
+        apps,
     })?;
+    let cache = crate::cache::Cache::start(
+        mesh.clone(),
+        streams.clone(),
+        crate::cache::budget_from_env(),
+        cache_rx,
+    );
+    let messaging = crate::msg::Messaging::start(mesh.clone(), streams.clone(), msg_rx);
+    let resp_task = match settings.resp {
+        Some(addr) => Some(
+            crate::resp::serve(
+                addr,
+                cache.clone(),
+                messaging.clone(),
+                Arc::from(token.as_str()),
+            )
+            .await
+            .with_context(|| {
+                format!("binding the Redis protocol on {addr}: choose another with --resp")
+            })?,
+        ),
+        None => None,
+    };
 
     for target in &settings.join {
         match tokio::net::lookup_host(target.as_str()).await {
@@ -247,6 +277,8 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         logs: followers,
         remote_logs,
         edge,
+        cache,
+        msg: messaging,
     };
     let gc = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
@@ -280,6 +312,9 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     ));
     shutdown_signal().await;
     reload.abort();
+    if let Some(t) = resp_task {
+        t.abort();
+    }
     gc.abort();
     // Instances run on; the next agent adopts them.
     jobs.stop();

@@ -103,6 +103,7 @@ async fn start(test: &str, restored: Vec<Change>) -> (MeshLoop, MeshHandle, Arc<
         store: store.clone(),
         spores,
         logs: remote_logs,
+        apps: Default::default(),
     });
     (mesh, handle, store)
 }

@@ -18,9 +18,10 @@ pub enum Channel {
     /// Job messages: reading an instance's logs from its node
     /// ([`crate::logs::LogMessage`]).
     Jobs = 3,
-    /// Edge cache messages (reserved).
+    /// Cache entries read and written on their owners
+    /// ([`crate::cache::CacheMessage`]).
     Cache = 4,
-    /// Application messages between services (reserved).
+    /// App messaging ([`crate::msg::MsgMessage`]).
     Msg = 5,
 }
 

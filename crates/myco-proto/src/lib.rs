@@ -13,6 +13,7 @@
 pub mod api;
 pub mod blob;
 pub mod bytes;
+pub mod cache;
 pub mod channel;
 pub mod edge_api;
 pub mod envelope;
@@ -24,6 +25,7 @@ pub mod job;
 pub mod jobs_api;
 pub mod key;
 pub mod logs;
+pub mod msg;
 pub mod state;
 pub mod sync;
 

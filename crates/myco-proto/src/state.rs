@@ -55,6 +55,10 @@ impl Table {
     pub const JOB_VERSIONS: Table = Table(6);
     /// Instance records, under `JOB/ID` (see [`crate::instance`]).
     pub const INSTANCES: Table = Table(7);
+    /// Cache bucket configs, under the bucket name (JSON
+    /// [`crate::cache::BucketConfig`]). The entries themselves are not
+    /// replicated state.
+    pub const CACHE_BUCKETS: Table = Table(8);
 }
 
 /// One last-writer-wins write: a value, or a tombstone (`value: None`).
@@ -89,6 +93,7 @@ impl Table {
             Table::GC => "gc".into(),
             Table::JOB_VERSIONS => "job_versions".into(),
             Table::INSTANCES => "instances".into(),
+            Table::CACHE_BUCKETS => "cache_buckets".into(),
             Table(n) => n.to_string(),
         }
     }

@@ -127,6 +127,10 @@ pub enum Command {
     Trust(ApiGroup<TrustCmd>),
     /// The cluster-wide config KV.
     Kv(ApiGroup<KvCmd>),
+    /// Cache buckets across the mesh (in memory, TTL and LRU bounded).
+    Cache(ApiGroup<crate::cache_cmd::CacheCmd>),
+    /// App messaging: publish, subscribe, request/reply.
+    Msg(ApiGroup<crate::cache_cmd::MsgCmd>),
     /// Create or update a job from a job file; wait until it runs.
     Deploy(DeployArgs),
     /// Every job with desired, running and ready counts.
@@ -190,6 +194,10 @@ pub struct AgentArgs {
     /// address (repeatable; config key api_allowed_hosts).
     #[arg(long = "api-allowed-host")]
     pub api_allowed_host: Vec<String>,
+    /// Serve the cache over the Redis protocol on ADDR:PORT (off unless
+    /// given; config key resp).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub resp: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

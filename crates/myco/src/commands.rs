@@ -107,6 +107,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Kv(g) => kv(&client(g.conn)?, g.cmd),
+        Command::Cache(g) => crate::cache_cmd::cache(&client(g.conn)?, g.cmd),
+        Command::Msg(g) => crate::cache_cmd::msg(&client(g.conn)?, g.cmd),
         Command::Key(cmd) => {
             unused("key")?;
             crate::spore_cmd::key(cmd)
@@ -330,6 +332,7 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
         state: Default::default(),
         api_allowed_hosts: args.api_allowed_host,
         events_keepalive_ms: None,
+        resp: args.resp,
     };
     let options = match &args.config {
         Some(path) => flags.over(AgentOptions::from_file(path)?),

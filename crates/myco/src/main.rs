@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache_cmd;
 mod cli;
 mod commands;
 mod connect;

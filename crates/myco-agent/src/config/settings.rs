@@ -49,6 +49,8 @@ pub struct AgentOptions {
     /// Milliseconds between keep-alive comments on a quiet `/v1/events`
     /// stream [15000] (config file only; tests shorten it).
     pub events_keepalive_ms: Option<u64>,
+    /// Redis-protocol listen address for the cache; off unless given.
+    pub resp: Option<String>,
 }
 
 /// `[state]` in the config file: tombstone collection. Every node of a
@@ -182,6 +184,8 @@ pub struct AgentSettings {
     pub api_allowed_hosts: Vec<String>,
     /// Interval of keep-alive comments on a quiet event stream.
     pub events_keepalive: std::time::Duration,
+    /// Redis-protocol listen address, if any.
+    pub resp: Option<SocketAddr>,
 }
 
 /// Parses `KEY=VALUE` tags from the command line.
@@ -216,6 +220,7 @@ impl AgentOptions {
         AgentOptions {
             api_allowed_hosts,
             events_keepalive_ms: self.events_keepalive_ms.or(base.events_keepalive_ms),
+            resp: self.resp.or(base.resp),
             data_dir: self.data_dir.or(base.data_dir),
             name: self.name.or(base.name),
             bind: self.bind.or(base.bind),
@@ -294,6 +299,10 @@ impl AgentOptions {
             events_keepalive: std::time::Duration::from_millis(
                 self.events_keepalive_ms.unwrap_or(15_000).max(10),
             ),
+            resp: match self.resp {
+                Some(v) => Some(addr("resp", Some(v), "")?),
+                None => None,
+            },
         })
     }
 }

@@ -72,6 +72,8 @@ pub fn api_server(token: Arc<str>) -> Server {
         .body_limit(|head: &Parts| {
             if head.uri.path() == "/v1/spores" && head.method == axum::http::Method::POST {
                 MAX_SPORE_UPLOAD
+            } else if let Some(limit) = super::cache::body_limit(head) {
+                limit
             } else {
                 MAX_BODY as u64
             }

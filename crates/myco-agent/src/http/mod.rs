@@ -8,6 +8,7 @@
 //! translate: parse the request, call one operation, shape the answer.
 
 pub mod auth;
+pub mod cache;
 pub mod dashboard;
 pub mod errors;
 pub mod events;
@@ -20,6 +21,7 @@ pub mod logs;
 pub mod metrics;
 mod metrics_jobs;
 pub mod routes;
+pub mod msg;
 pub mod spores;
 pub mod sse;
 pub mod status;
@@ -76,6 +78,10 @@ pub struct ApiState {
     pub remote_logs: std::sync::Arc<crate::logs::RemoteLogs>,
     /// The edge gateway (its route table for `/mesh/routes`, its metrics).
     pub edge: crate::edge::Edge,
+    /// Cache buckets across the mesh.
+    pub cache: Arc<crate::cache::Cache>,
+    /// App messaging across the mesh.
+    pub msg: Arc<crate::msg::Messaging>,
 }
 
 /// Builds the router.
@@ -121,6 +127,29 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/trust/{key}", delete(spores::trust_remove))
         .route("/v1/logs/{job}", get(logs::logs))
         .route("/v1/debug/faults", post(status::faults))
+        .route("/v1/cache", get(cache::list))
+        .route("/v1/cache/{bucket}", get(cache::show).put(cache::create))
+        .route(
+            "/v1/cache/{bucket}/{*key}",
+            get(cache::get)
+                .put(cache::put)
+                .delete(cache::delete)
+                .layer(DefaultBodyLimit::max(cache::MAX_BODY)),
+        )
+        .route(
+            "/v1/msg/{topic}",
+            get(msg::subscribe)
+                .post(msg::publish)
+                .layer(DefaultBodyLimit::max(myco_proto::msg::MAX_BODY)),
+        )
+        .route(
+            "/v1/msg/{topic}/request",
+            post(msg::request).layer(DefaultBodyLimit::max(myco_proto::msg::MAX_BODY)),
+        )
+        .route(
+            "/v1/replies/{id}",
+            post(msg::reply).layer(DefaultBodyLimit::max(myco_proto::msg::MAX_BODY)),
+        )
         .route("/mesh/status", get(status::mesh_status))
         .route("/mesh/peers", get(status::peers))
         .route("/mesh/routes", get(routes::routes))

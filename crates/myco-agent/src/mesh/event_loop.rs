@@ -208,9 +208,12 @@ impl MeshLoop {
             },
             // Log reading between nodes: I/O, decoded and bounded there.
             Channel::Jobs => p.logs.on_bytes(&msg.message),
+            // Cache and messaging: handed to their services' bounded queues.
             Channel::Cache | Channel::Msg => {
-                self.unrouted += 1;
-                tracing::debug!(from = %msg.from, channel = msg.channel.name(), "no handler for this channel yet; message dropped");
+                if !p.apps.route(msg.channel, msg.message) {
+                    self.unrouted += 1;
+                    tracing::debug!(from = %msg.from, channel = msg.channel.name(), "no handler for this channel, or its queue is full; message dropped");
+                }
             }
         }
     }

@@ -12,6 +12,7 @@
 //! - [`clock`]: the core's [`Clock`].
 //! - [`priority`]: the mesh thread's scheduling priority.
 
+mod apps;
 mod clock;
 mod commands;
 mod event_loop;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use myco_core::Node;
 use tokio::net::UdpSocket;
 
+pub use apps::AppRoutes;
 pub use clock::Clock;
 pub use event_loop::{EVENT_BUFFER, MAX_PENDING_WRITES, MeshLoop};
 pub use handle::{CommandError, MeshHandle, WriteError};
@@ -53,4 +55,6 @@ pub struct MeshParts {
     pub spores: Arc<SporeStore>,
     /// Remote log reading (jobs-channel messages go to it).
     pub logs: Arc<crate::logs::RemoteLogs>,
+    /// Cache and messaging: their channels' messages go to these queues.
+    pub apps: AppRoutes,
 }

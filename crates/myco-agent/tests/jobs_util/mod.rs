@@ -162,6 +162,7 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         store,
         spores: spore_store.clone(),
         logs: remote_logs.clone(),
+        apps: Default::default(),
     });
     let loop_task = tokio::spawn(mesh_loop.run());
     let spores = Arc::new(Spores::new(

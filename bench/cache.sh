@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Cache throughput with redis-benchmark against each node of a 3-node mesh
+# (the benchmark's key is local to one node, remote to the others) and
+# against a real redis-server in the same run; then agent RSS per cached
+# 100-byte entry. Usage: bench/cache.sh [BIN] [BASE_PORT]
+# Needs redis-tools and redis-server (apt install redis-tools redis-server).
+set -euo pipefail
+BIN=${1:-target/release/myco}
+BASE=${2:-23500}
+N=${N:-100000}
+C=${C:-50}
+W=$(mktemp -d -t mycobench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+start() { # i [args]
+  local i=$1; shift
+  "$BIN" agent --data-dir "$W/n$i" --name "n$i" --bind "127.0.0.1:$((BASE + 10 * i))" \
+    --api "127.0.0.1:$((BASE + 10 * i + 1))" --edge "127.0.0.1:$((BASE + 10 * i + 2))" \
+    --resp "127.0.0.1:$((BASE + 10 * i + 3))" "$@" >"$W/n$i.log" 2>&1 &
+  PIDS+=($!)
+}
+api() { echo "http://127.0.0.1:$((BASE + 10 * $1 + 1))"; }
+wait_up() { for _ in $(seq 100); do curl -sf "$(api "$1")/health" >/dev/null && return; sleep 0.1; done; echo "n$1 not up"; exit 1; }
+start 1; wait_up 1
+"$BIN" cluster key --data-dir "$W/n1" >"$W/key"
+start 2 --join "127.0.0.1:$((BASE + 10))" --cluster-key-file "$W/key"
+start 3 --join "127.0.0.1:$((BASE + 10))" --cluster-key-file "$W/key"
+wait_up 2; wait_up 3
+for _ in $(seq 100); do
+  [ "$(curl -sf "$(api 1)/v1/nodes" | python3 -c 'import json,sys;print(sum(1 for n in json.load(sys.stdin) if n.get("state")=="alive"))' 2>/dev/null)" = 3 ] && break; sleep 0.2
+done
+redis-server --port $((BASE + 99)) --save '' --appendonly no --daemonize no >"$W/redis.log" 2>&1 &
+PIDS+=($!)
+sleep 0.5
+bench() { # port label
+  redis-benchmark -p "$1" -c "$C" -n "$N" -t set,get -q --precision 2 2>/dev/null | tr '\r' '\n' | grep -E '^(SET|GET):.*requests per second' | sed "s/^/$2 /"
+}
+bench $((BASE + 99)) "redis-server"
+for i in 1 2 3; do bench $((BASE + 10 * i + 3)) "myco n$i"; done
+# RSS per entry: 100,000 random keys of 100 bytes through node 1.
+rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+before=0; for p in "${PIDS[@]:0:3}"; do before=$((before + $(rss "$p"))); done
+redis-benchmark -p $((BASE + 13)) -c "$C" -n 300000 -r 100000 -d 100 -t set -q >/dev/null 2>&1
+after=0; entries=0
+for i in 1 2 3; do
+  after=$((after + $(rss "${PIDS[$((i - 1))]}")))
+  entries=$((entries + $(curl -sf "$(api "$i")/v1/cache" | python3 -c 'import json,sys;print(json.load(sys.stdin)["node"]["entries"])')))
+done
+echo "entries held (all copies): $entries; RSS growth: $(((after - before) * 1024)) bytes; per entry copy: $(((after - before) * 1024 / entries)) bytes"

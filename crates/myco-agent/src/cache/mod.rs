@@ -1,0 +1,207 @@
+//! Cache buckets across the mesh: the shell around `myco_core::cache`.
+//!
+//! Bucket configs are replicated state (table `CACHE_BUCKETS`); entries
+//! live only in memory, in this node's [`CacheStore`] for the keys it
+//! owns. Any node answers any key: [`Cache`] ranks the live members for
+//! the key (`myco_core::cache::owners`) and reads or writes on the owners,
+//! locally or over the stream transport ([`CacheMessage`] on the cache
+//! channel).
+//!
+//! - [`ops`]: the operations (`get`, `set`, `delete`, `expire`, `ttl`,
+//!   `create_bucket`), shared by HTTP, the Redis protocol and embedders.
+//! - [`remote`]: serving other nodes' requests and matching answers to
+//!   this node's.
+//! - [`rebalance`]: moving entries to their new owners after a membership
+//!   change, sweeping expired ones.
+//!
+//! Semantics (also in ARCHITECTURE.md): a write is acknowledged once two
+//! owners hold it (the primary and a replica when both are up; one when
+//! the bucket keeps one copy or one node is live); a read asks the ranked
+//! members in order and takes the first that holds the key, so a down
+//! primary falls back to a replica and a key still on its old owner during
+//! a move is found; owners that missed it are repaired.
+
+mod ops;
+mod rebalance;
+mod remote;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use myco_core::MemberState;
+use myco_core::cache::{CacheStats, CacheStore};
+use myco_core::state::hlc::Hlc;
+use myco_proto::NodeId;
+use myco_proto::cache::{CacheInputError, CacheMessage};
+use tokio::sync::mpsc;
+
+use crate::mesh::{MeshHandle, WriteError};
+use crate::net::streams::Streams;
+
+pub use ops::Ttl;
+
+/// Bytes of entries one node holds for all buckets by default; past it
+/// the least recently used are evicted (`MYCO_CACHE_BYTES` overrides).
+pub const DEFAULT_BUDGET: usize = 256 << 20;
+/// How long a node waits for an owner's answer before asking the next.
+pub const OWNER_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a write waits for its acknowledgements.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a delete's tombstone lives at least (a late copy of the old
+/// value cannot bring the key back meanwhile).
+pub const TOMBSTONE_MS: u64 = 60_000;
+/// Cache messages from the mesh loop queued for this service; more are
+/// dropped and counted (the asker times out and asks the next owner).
+pub const INBOX: usize = 4096;
+
+/// Why a cache operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// No bucket of that name.
+    #[error("no cache bucket {0:?}: create it with `PUT /v1/cache/{0}` or `myco cache create {0}`")]
+    NoBucket(String),
+    /// A name, key, value or config was refused.
+    #[error(transparent)]
+    Input(#[from] CacheInputError),
+    /// Too few owners answered in time.
+    #[error("{0}; try again (owners may be restarting or unreachable)")]
+    Unavailable(String),
+    /// Storing the bucket config failed.
+    #[error("storing the bucket config: {0}")]
+    Config(#[from] WriteError),
+}
+
+/// Counters of the cache service besides the store's.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Messages dropped: undecodable, unexpected, or the inbox was full.
+    pub dropped: AtomicU64,
+    /// Reads answered by an owner after a higher-ranked one missed.
+    pub fallback_reads: AtomicU64,
+    /// Copies sent to owners that missed a key another owner held.
+    pub read_repairs: AtomicU64,
+    /// Entries sent to new owners after membership changes.
+    pub moved: AtomicU64,
+}
+
+/// The cache service of one node; clones of the `Arc` share it.
+pub struct Cache {
+    me: NodeId,
+    addr: SocketAddr,
+    mesh: MeshHandle,
+    streams: Streams,
+    store: Mutex<CacheStore>,
+    hlc: Mutex<Hlc>,
+    next_request: AtomicU64,
+    /// This node's requests waiting for answers, by request id.
+    waiting: Mutex<HashMap<u64, mpsc::Sender<CacheMessage>>>,
+    counters: CacheCounters,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("me", &self.me).finish()
+    }
+}
+
+/// The wall clock in ms (entries expire by wall time, which all nodes
+/// share within their clock skew).
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The budget from `MYCO_CACHE_BYTES`, else [`DEFAULT_BUDGET`].
+pub fn budget_from_env() -> usize {
+    std::env::var("MYCO_CACHE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_BUDGET)
+}
+
+impl Cache {
+    /// Starts the service: the consumer of `inbox` (cache-channel messages
+    /// the mesh loop hands over) and the rebalancer, on the current runtime.
+    pub fn start(
+        mesh: MeshHandle,
+        streams: Streams,
+        budget: usize,
+        inbox: mpsc::Receiver<Vec<u8>>,
+    ) -> Arc<Cache> {
+        let me = mesh.me();
+        let seed = u64::from_le_bytes(crate::config::datadir::random_bytes::<8>());
+        let cache = Arc::new(Cache {
+            me: me.id,
+            addr: me.addr,
+            mesh,
+            streams,
+            store: Mutex::new(CacheStore::new(budget)),
+            hlc: Mutex::new(Hlc::new(me.id, 60_000)),
+            // Random start: ids of a restarted agent do not meet the old ones.
+            next_request: AtomicU64::new(seed >> 1),
+            waiting: Mutex::new(HashMap::new()),
+            counters: CacheCounters::default(),
+        });
+        tokio::spawn(remote::consume(cache.clone(), inbox));
+        tokio::spawn(rebalance::run(Arc::downgrade(&cache)));
+        cache
+    }
+
+    /// The store's counters.
+    pub fn stats(&self) -> CacheStats {
+        self.store().stats()
+    }
+
+    /// The service's counters.
+    pub fn counters(&self) -> &CacheCounters {
+        &self.counters
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, CacheStore> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tick(&self) -> myco_proto::Timestamp {
+        self.hlc
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .tick(wall_ms())
+    }
+
+    /// The live members (alive or suspect: a suspect may refute, and
+    /// moving its keys away and back would cost more than a slow read),
+    /// with their stream addresses.
+    fn live(&self) -> Vec<(NodeId, SocketAddr)> {
+        let snap = self.mesh.snapshot();
+        let mut live: Vec<(NodeId, SocketAddr)> = snap
+            .members
+            .iter()
+            .filter(|m| m.is_self || matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .map(|m| (m.peer.id, m.peer.addr))
+            .collect();
+        if !live.iter().any(|(id, _)| *id == self.me) {
+            live.push((self.me, self.addr));
+        }
+        live
+    }
+
+    fn request_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn drop_one(&self, why: &str) {
+        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(why, "cache message dropped");
+    }
+
+    /// Queues a message for `to`; false when the queue refused it.
+    fn send(&self, to: SocketAddr, message: &CacheMessage) -> bool {
+        self.streams
+            .send(to, myco_proto::channel::Channel::Cache, message.encode())
+            .is_ok()
+    }
+}

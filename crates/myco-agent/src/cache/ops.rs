@@ -1,0 +1,321 @@
+//! The cache operations every front end shares (HTTP, the Redis
+//! protocol, embedders).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use myco_core::cache::{owners, rank};
+use myco_proto::Table;
+use myco_proto::cache::{
+    BucketConfig, CacheEntry, CacheMessage, DEFAULT_BUCKET, check_bucket, check_entry,
+};
+use tokio::sync::mpsc;
+
+use super::remote::Registered;
+use super::{Cache, CacheError, OWNER_TIMEOUT, TOMBSTONE_MS, WRITE_TIMEOUT, wall_ms};
+
+/// A key's remaining lifetime, as Redis `TTL` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    /// No such key (or expired).
+    Missing,
+    /// The key never expires.
+    Forever,
+    /// Milliseconds left.
+    Ms(u64),
+}
+
+impl Cache {
+    /// Creates or changes a bucket; answered once the config is durable
+    /// here and on its way to every node.
+    pub async fn create_bucket(&self, name: &str, config: BucketConfig) -> Result<(), CacheError> {
+        check_bucket(name)?;
+        config.validate()?;
+        let json = serde_json::to_vec(&config).expect("a bucket config always encodes");
+        self.mesh
+            .write(Table::CACHE_BUCKETS, name, Some(json))
+            .await?;
+        Ok(())
+    }
+
+    /// A bucket's config, as this node's replica knows it.
+    pub fn bucket(&self, name: &str) -> Option<BucketConfig> {
+        let entry = self.mesh.get(Table::CACHE_BUCKETS, name)?;
+        serde_json::from_slice(entry.value.as_deref()?).ok()
+    }
+
+    /// Every bucket this node knows, with its config.
+    pub fn buckets(&self) -> Vec<(String, BucketConfig)> {
+        self.mesh
+            .scan(Table::CACHE_BUCKETS, "", 10_000)
+            .into_iter()
+            .filter_map(|(k, e)| Some((k, serde_json::from_slice(e.value.as_deref()?).ok()?)))
+            .collect()
+    }
+
+    /// The bucket's config; `default` is created on first use.
+    async fn config(&self, bucket: &str) -> Result<BucketConfig, CacheError> {
+        check_bucket(bucket)?;
+        match self.bucket(bucket) {
+            Some(c) => Ok(c),
+            None if bucket == DEFAULT_BUCKET => {
+                let c = BucketConfig::default();
+                self.create_bucket(bucket, c).await?;
+                Ok(c)
+            }
+            None => Err(CacheError::NoBucket(bucket.to_string())),
+        }
+    }
+
+    /// The live value of a key, from its owners.
+    pub async fn get(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, CacheError> {
+        Ok(self.lookup(bucket, key).await?.and_then(|e| e.value))
+    }
+
+    /// Stores a value; `ttl_ms` overrides the bucket's (0: never expires).
+    pub async fn set(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), CacheError> {
+        let config = self.config(bucket).await?;
+        check_entry(key, Some(&value))?;
+        let ttl = ttl_ms.unwrap_or(config.ttl_ms);
+        let entry = CacheEntry {
+            ts: self.tick(),
+            value: Some(value),
+            expires_at_ms: (ttl > 0).then(|| wall_ms().saturating_add(ttl)),
+        };
+        self.write(bucket, key, entry, config).await
+    }
+
+    /// Deletes a key; true if it held a live value.
+    pub async fn delete(self: &Arc<Self>, bucket: &str, key: &str) -> Result<bool, CacheError> {
+        let config = self.config(bucket).await?;
+        check_entry(key, None)?;
+        let existed = self
+            .lookup(bucket, key)
+            .await?
+            .is_some_and(|e| e.value.is_some());
+        let entry = CacheEntry {
+            ts: self.tick(),
+            value: None,
+            expires_at_ms: Some(wall_ms() + TOMBSTONE_MS.max(config.ttl_ms)),
+        };
+        self.write(bucket, key, entry, config).await?;
+        Ok(existed)
+    }
+
+    /// Gives a live key a new lifetime (0: never expires); false if absent.
+    pub async fn expire(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        ttl_ms: u64,
+    ) -> Result<bool, CacheError> {
+        let config = self.config(bucket).await?;
+        let Some(old) = self.lookup(bucket, key).await? else {
+            return Ok(false);
+        };
+        if old.value.is_none() {
+            return Ok(false);
+        }
+        let entry = CacheEntry {
+            ts: self.tick(),
+            value: old.value,
+            expires_at_ms: (ttl_ms > 0).then(|| wall_ms().saturating_add(ttl_ms)),
+        };
+        self.write(bucket, key, entry, config).await?;
+        Ok(true)
+    }
+
+    /// A key's remaining lifetime.
+    pub async fn ttl(self: &Arc<Self>, bucket: &str, key: &str) -> Result<Ttl, CacheError> {
+        Ok(match self.lookup(bucket, key).await? {
+            Some(CacheEntry {
+                value: Some(_),
+                expires_at_ms: None,
+                ..
+            }) => Ttl::Forever,
+            Some(CacheEntry {
+                value: Some(_),
+                expires_at_ms: Some(at),
+                ..
+            }) => Ttl::Ms(at.saturating_sub(wall_ms())),
+            _ => Ttl::Missing,
+        })
+    }
+
+    /// Writes a version on the key's owners; answered once two of them
+    /// (or all, if fewer) hold it.
+    async fn write(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        entry: CacheEntry,
+        config: BucketConfig,
+    ) -> Result<(), CacheError> {
+        let live = self.live();
+        let ids: Vec<_> = live.iter().map(|(id, _)| *id).collect();
+        let owners = owners(bucket, key, &ids, config.replicas);
+        let need = owners.len().min(2);
+        let mut acked = 0;
+        let (tx, mut rx) = mpsc::channel(owners.len().max(1));
+        let request = self.request_id();
+        let _registered = Registered::new(self, request, tx);
+        let mut sent = 0;
+        for owner in &owners {
+            if *owner == self.me {
+                self.store()
+                    .put(bucket, config.max_entries, key, entry.clone(), wall_ms());
+                acked += 1;
+                continue;
+            }
+            let addr = live.iter().find(|(id, _)| id == owner).map(|(_, a)| *a);
+            let message = CacheMessage::Put {
+                request,
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                entry: entry.clone(),
+                ack: true,
+                reply_to: self.addr,
+            };
+            if addr.is_some_and(|a| self.send(a, &message)) {
+                sent += 1;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
+        while acked < need && sent > 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(CacheMessage::Ack { stored: true, .. })) => {
+                    acked += 1;
+                    sent -= 1;
+                }
+                Ok(Some(_)) => sent -= 1,
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if acked < need {
+            return Err(CacheError::Unavailable(format!(
+                "{acked} of the {need} owners needed acknowledged the write of {bucket}/{key}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The version of a key the first ranked member holding it has (a
+    /// tombstone is `Some` with no value; expired ones are `None`). Asks
+    /// the owners, then one member past them (a key's old owner during a
+    /// move), in rank order; repairs owners that missed it.
+    pub(crate) async fn lookup(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<CacheEntry>, CacheError> {
+        let config = self.config(bucket).await?;
+        check_entry(key, None)?;
+        let live = self.live();
+        let ids: Vec<_> = live.iter().map(|(id, _)| *id).collect();
+        let ranked = rank(bucket, key, &ids);
+        let owners = usize::from(config.replicas.max(1));
+        let mut missed = Vec::new();
+        let mut answered = 0;
+        for (place, node) in ranked.iter().take(owners + 1).enumerate() {
+            let found = if *node == self.me {
+                answered += 1;
+                self.store().get(bucket, key, wall_ms())
+            } else {
+                let addr = live.iter().find(|(id, _)| id == node).map(|(_, a)| *a);
+                match addr {
+                    Some(a) => match self.ask(a, bucket, key).await {
+                        Some(found) => {
+                            answered += 1;
+                            found
+                        }
+                        None => continue,
+                    },
+                    None => continue,
+                }
+            };
+            match found {
+                Some(entry) => {
+                    if place > 0 {
+                        self.counters.fallback_reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.repair(bucket, key, &entry, &missed, &live, config.max_entries);
+                    return Ok(Some(entry));
+                }
+                None if place < owners => missed.push(*node),
+                None => {}
+            }
+        }
+        if answered == 0 && !ranked.is_empty() {
+            return Err(CacheError::Unavailable(format!(
+                "no owner of {bucket}/{key} answered"
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Sends `entry` to owners that answered without it (read-repair).
+    fn repair(
+        &self,
+        bucket: &str,
+        key: &str,
+        entry: &CacheEntry,
+        missed: &[myco_proto::NodeId],
+        live: &[(myco_proto::NodeId, std::net::SocketAddr)],
+        max_entries: u64,
+    ) {
+        for node in missed {
+            self.counters.read_repairs.fetch_add(1, Ordering::Relaxed);
+            if *node == self.me {
+                self.store()
+                    .put(bucket, max_entries, key, entry.clone(), wall_ms());
+                continue;
+            }
+            if let Some((_, addr)) = live.iter().find(|(id, _)| id == node) {
+                let message = CacheMessage::Put {
+                    request: 0,
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    entry: entry.clone(),
+                    ack: false,
+                    reply_to: self.addr,
+                };
+                self.send(*addr, &message);
+            }
+        }
+    }
+
+    /// Asks one node for a key: `Some(answer)` if it answered in time.
+    async fn ask(
+        self: &Arc<Self>,
+        to: std::net::SocketAddr,
+        bucket: &str,
+        key: &str,
+    ) -> Option<Option<CacheEntry>> {
+        let request = self.request_id();
+        let (tx, mut rx) = mpsc::channel(1);
+        let _registered = Registered::new(self, request, tx);
+        let message = CacheMessage::Get {
+            request,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            reply_to: self.addr,
+        };
+        if !self.send(to, &message) {
+            return None;
+        }
+        match tokio::time::timeout(OWNER_TIMEOUT, rx.recv()).await {
+            Ok(Some(CacheMessage::Answer { entry, .. })) => Some(entry),
+            _ => None,
+        }
+    }
+}

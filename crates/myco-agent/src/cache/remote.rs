@@ -1,0 +1,107 @@
+//! Other nodes' requests, served from this node's store, and the answers
+//! to this node's own requests, matched by request id.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
+
+use myco_proto::cache::{CacheMessage, check_bucket, check_entry};
+use tokio::sync::mpsc;
+
+use super::{Cache, wall_ms};
+
+/// A request waiting for answers; forgotten when dropped, however the
+/// waiting ends.
+pub(super) struct Registered<'a>(&'a Cache, u64);
+
+impl<'a> Registered<'a> {
+    pub(super) fn new(cache: &'a Cache, request: u64, tx: mpsc::Sender<CacheMessage>) -> Self {
+        cache
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(request, tx);
+        Registered(cache, request)
+    }
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.1);
+    }
+}
+
+/// Handles the cache-channel messages the mesh loop hands over.
+pub(super) async fn consume(cache: Arc<Cache>, mut inbox: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = inbox.recv().await {
+        match CacheMessage::decode(&bytes) {
+            Some(m) => cache.on_message(m),
+            None => cache.drop_one("undecodable"),
+        }
+    }
+}
+
+impl Cache {
+    /// Serves a request or routes an answer; never blocks.
+    pub(super) fn on_message(&self, message: CacheMessage) {
+        match message {
+            CacheMessage::Put {
+                request,
+                bucket,
+                key,
+                entry,
+                ack,
+                reply_to,
+            } => {
+                // The asker checked these too; a peer of another build or a
+                // bug must not put what this node would refuse.
+                let valid = check_bucket(&bucket).is_ok()
+                    && check_entry(&key, entry.value.as_deref()).is_ok();
+                if valid {
+                    let now = wall_ms();
+                    let _ = self
+                        .hlc
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .observe(entry.ts, now);
+                    let max = self.bucket(&bucket).unwrap_or_default().max_entries;
+                    self.store().put(&bucket, max, &key, entry, now);
+                } else {
+                    self.drop_one("invalid put");
+                }
+                if ack {
+                    self.send(
+                        reply_to,
+                        &CacheMessage::Ack {
+                            request,
+                            stored: valid,
+                        },
+                    );
+                }
+            }
+            CacheMessage::Get {
+                request,
+                bucket,
+                key,
+                reply_to,
+            } => {
+                let entry = self.store().get(&bucket, &key, wall_ms());
+                self.send(reply_to, &CacheMessage::Answer { request, entry });
+            }
+            CacheMessage::Answer { request, .. } | CacheMessage::Ack { request, .. } => {
+                let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                match waiting.get(&request) {
+                    Some(tx) if tx.try_send(message).is_ok() => {}
+                    _ => {
+                        drop(waiting);
+                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(request, "cache answer for no waiting request dropped");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The cache and messaging over the Redis protocol (`--resp ADDR:PORT`),
+//! so any Redis client reaches the mesh's cache through any node.
+//!
+//! - [`parse`]: the request parser (bounded) and reply encoders.
+//! - [`commands`]: what each command does, on [`crate::cache::Cache`] and
+//!   [`crate::msg::Messaging`], the same operations HTTP uses.
+//!
+//! Off loopback, a connection must first send `AUTH <API token>` (the
+//! same token as the HTTP API): the cache is writable through this port.
+//!
+//! Keys: `bucket:rest` lives in `bucket` when such a bucket exists, every
+//! other key in bucket `default` (created on first use). Bounded: at most
+//! [`MAX_CONNECTIONS`] connections (more are refused with an error), a
+//! request of at most [`parse::MAX_BULK`] per argument, replies flushed
+//! after each batch of pipelined commands.
+
+pub mod commands;
+pub mod parse;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::cache::Cache;
+use crate::msg::{Delivery, Messaging};
+use commands::Session;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// Messages queued for a subscribed connection (past it the
+/// subscription's own queue fills and loses messages, counted).
+const PUSH_QUEUE: usize = 256;
+
+/// Binds `addr` and serves it until the returned task is aborted.
+pub async fn serve(
+    addr: SocketAddr,
+    cache: Arc<Cache>,
+    msg: Arc<Messaging>,
+    token: Arc<str>,
+) -> std::io::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await?;
+    // On loopback, as reads of the HTTP API, no token is asked for.
+    let token = (!addr.ip().is_loopback()).then_some(token);
+    tracing::info!(%addr, token_required = token.is_some(), "Redis protocol listening");
+    Ok(tokio::spawn(accept(listener, cache, msg, token)))
+}
+
+async fn accept(
+    listener: TcpListener,
+    cache: Arc<Cache>,
+    msg: Arc<Messaging>,
+    token: Option<Arc<str>>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(error = %e, "Redis protocol accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            let _ = stream
+                .write_all(b"-ERR max number of clients reached\r\n")
+                .await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (cache, msg, token) = (cache.clone(), msg.clone(), token.clone());
+        tokio::spawn(async move {
+            if let Err(e) = connection(stream, cache, msg, token).await {
+                tracing::debug!(%peer, error = %e, "Redis protocol connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    cache: Arc<Cache>,
+    msg: Arc<Messaging>,
+    token: Option<Arc<str>>,
+) -> std::io::Result<()> {
+    let (push_tx, mut push_rx) = mpsc::channel::<Delivery>(PUSH_QUEUE);
+    let mut session = Session::new(cache, msg, push_tx, token);
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            n = stream.read(&mut chunk) => {
+                let n = n?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let mut used = 0;
+                loop {
+                    match parse::parse(&buf[used..]) {
+                        Ok(Some((args, len))) => {
+                            used += len;
+                            if !args.is_empty() && session.run(args, &mut out).await {
+                                stream.write_all(&out).await?;
+                                return Ok(());
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            parse::reply::error(&mut out, &e.to_string());
+                            stream.write_all(&out).await?;
+                            return Ok(());
+                        }
+                    }
+                }
+                buf.drain(..used);
+                if !out.is_empty() {
+                    stream.write_all(&out).await?;
+                    out.clear();
+                }
+            }
+            Some(d) = push_rx.recv() => {
+                commands::push_message(&mut out, &d);
+                stream.write_all(&out).await?;
+                out.clear();
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! App messaging between nodes on [`crate::channel::Channel::Msg`]:
+//! at-most-once, no persistence (NATS-core semantics).
+//!
+//! Each node tells the others which topics it has subscribers for
+//! ([`MsgMessage::Topics`], sent on change and repeated as a heartbeat),
+//! so a request knows at once whether anyone anywhere listens. A publish
+//! goes to every live node ([`MsgMessage::Publish`]), which hands it to its
+//! subscribers connected at that moment. A request goes to one node with a
+//! subscriber ([`MsgMessage::Request`]); that node's subscriber answers
+//! through its own node, which sends [`MsgMessage::Reply`] back.
+//!
+//! Every message starts with a version byte ([`MSG_PROTO`]); another
+//! version, trailing bytes or garbage are refused by [`MsgMessage::decode`].
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::NodeId;
+
+/// The version byte in front of every messaging message.
+pub const MSG_PROTO: u8 = 1;
+/// Largest message body, in bytes.
+pub const MAX_BODY: usize = 256 * 1024;
+/// Longest topic name.
+pub const MAX_TOPIC: usize = 128;
+/// Most topics one node announces (its subscribers are bounded too).
+pub const MAX_TOPICS: usize = 1024;
+
+/// Checks a topic name: 1 to [`MAX_TOPIC`] of `a-z A-Z 0-9 . _ - :`.
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    let ok = !topic.is_empty()
+        && topic.len() <= MAX_TOPIC
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "topic {:?} is not valid: use 1 to {MAX_TOPIC} of a-z A-Z 0-9 . _ - :",
+            topic.chars().take(140).collect::<String>()
+        ))
+    }
+}
+
+/// What became of a request at the node it was sent to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplyStatus {
+    /// A subscriber answered; the body is its answer.
+    Answered,
+    /// The node had no subscriber for the topic any more.
+    NoSubscriber,
+}
+
+/// A messaging message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MsgMessage {
+    /// The topics the sender has subscribers for now (all of them).
+    Topics {
+        /// The sender's stream address.
+        from: SocketAddr,
+        /// The topics.
+        topics: Vec<String>,
+    },
+    /// A message for the receiver's subscribers of `topic`.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The body.
+        body: Vec<u8>,
+        /// The publishing node.
+        origin: NodeId,
+    },
+    /// A request for one of the receiver's subscribers of `topic`.
+    Request {
+        /// Chosen by the asker.
+        request: u64,
+        /// The topic.
+        topic: String,
+        /// The body.
+        body: Vec<u8>,
+        /// The asking node.
+        origin: NodeId,
+        /// Where the reply goes.
+        reply_to: SocketAddr,
+        /// Milliseconds the asker still waits (the answerer forgets the
+        /// request after it).
+        timeout_ms: u64,
+    },
+    /// The answer to a request.
+    Reply {
+        /// The request.
+        request: u64,
+        /// What became of it.
+        status: ReplyStatus,
+        /// The answer.
+        body: Vec<u8>,
+    },
+}
+
+impl MsgMessage {
+    /// Encodes the message behind its version byte.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![MSG_PROTO];
+        out.extend(postcard::to_stdvec(self).expect("messaging messages always encode"));
+        out
+    }
+
+    /// Decodes a message; `None` for another version, trailing bytes or
+    /// garbage.
+    pub fn decode(bytes: &[u8]) -> Option<MsgMessage> {
+        let (&version, rest) = bytes.split_first()?;
+        if version != MSG_PROTO {
+            return None;
+        }
+        let (m, tail) = postcard::take_from_bytes(rest).ok()?;
+        tail.is_empty().then_some(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_bad_bytes_are_refused() {
+        let m = MsgMessage::Request {
+            request: 3,
+            topic: "echo".into(),
+            body: b"ping".to_vec(),
+            origin: NodeId([2; 8]),
+            reply_to: "127.0.0.1:7946".parse().unwrap(),
+            timeout_ms: 1000,
+        };
+        let bytes = m.encode();
+        assert_eq!(MsgMessage::decode(&bytes), Some(m));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(MsgMessage::decode(&long), None);
+        assert_eq!(MsgMessage::decode(&bytes[..bytes.len() - 1]), None);
+        let mut other = bytes.clone();
+        other[0] = MSG_PROTO + 1;
+        assert_eq!(MsgMessage::decode(&other), None);
+        assert_eq!(MsgMessage::decode(&[]), None);
+        assert_eq!(MsgMessage::decode(&[MSG_PROTO, 0xff, 0xff]), None);
+    }
+
+    #[test]
+    fn topics_are_checked() {
+        assert!(check_topic("greetings").is_ok());
+        assert!(check_topic("a:b.c_d-e").is_ok());
+        assert!(check_topic("").is_err());
+        assert!(check_topic("a b").is_err());
+        assert!(check_topic(&"t".repeat(MAX_TOPIC + 1)).is_err());
+    }
+}

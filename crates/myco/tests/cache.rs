@@ -1,0 +1,368 @@
+//! Cache buckets with real agents: a bucket created on one node serves
+//! every node (set on n1, get on n2 and n3), TTL per entry expires,
+//! delete is seen everywhere, `max_entries` bounds a bucket by LRU, the
+//! keys of a SIGKILLed primary are read from the survivors, a fourth node
+//! joining takes keys over while a reader never misses, and `redis-cli`
+//! on any node sees the same cache.
+
+mod cache_util;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use cache_util::{have_redis_cli, mesh_with_resp, redis};
+use myco_proto::cache::BucketConfig;
+use serde_json::Value;
+use support::{Harness, Opts, cli, ok, wait_for};
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn bucket(replicas: u8, max_entries: u64) -> BucketConfig {
+    BucketConfig {
+        ttl_ms: 0,
+        max_entries,
+        replicas,
+    }
+}
+
+/// Waits until node `i` knows bucket `name`.
+fn wait_bucket(h: &Harness, i: usize, name: &str) {
+    wait_for(&format!("n{} to know bucket {name}", i + 1), SETTLE, || {
+        h.agent(i)
+            .client()
+            .get::<Value>(&format!("/v1/cache/{name}"))
+            .map_err(|e| e.to_string())
+    });
+}
+
+#[test]
+fn a_bucket_serves_every_node_with_ttl_delete_and_lru() {
+    let mut h = Harness::new("cache-basic");
+    h.mesh(3);
+    let (n1, n2, n3) = (
+        h.agent(0).client(),
+        h.agent(1).client(),
+        h.agent(2).client(),
+    );
+    // Created through the CLI, as an operator would.
+    ok(
+        &cli(
+            h.agent(0),
+            &["cache", "create", "sessions", "--replicas", "2"],
+        ),
+        "myco cache create",
+    );
+    for i in 0..3 {
+        wait_bucket(&h, i, "sessions");
+    }
+    for k in 0..20 {
+        n1.cache_put(
+            "sessions",
+            &format!("k{k}"),
+            format!("v{k}").as_bytes(),
+            None,
+        )
+        .unwrap();
+    }
+    for c in [n1, n2, n3] {
+        for k in 0..20 {
+            assert_eq!(
+                c.cache_get("sessions", &format!("k{k}")).unwrap(),
+                Some(format!("v{k}").into_bytes()),
+                "k{k} from {}",
+                c.base()
+            );
+        }
+    }
+    // The CLI reads what the API wrote, from another node.
+    let out = ok(
+        &cli(h.agent(2), &["cache", "get", "sessions", "k3"]),
+        "myco cache get",
+    );
+    assert_eq!(out.trim(), "v3");
+
+    // A per-entry TTL: readable at once, gone after it.
+    let put_at = Instant::now();
+    n2.cache_put("sessions", "brief", b"short", Some(1500))
+        .unwrap();
+    let early = n3.cache_get("sessions", "brief").unwrap();
+    if put_at.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(early, Some(b"short".to_vec()));
+    }
+    wait_for(
+        "the TTL entry to expire",
+        Duration::from_secs(10),
+        || match n1.cache_get("sessions", "brief") {
+            Ok(None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    assert!(
+        put_at.elapsed() >= Duration::from_millis(1500),
+        "expired early"
+    );
+
+    // Delete on n3 is seen on n1.
+    ok(
+        &cli(h.agent(2), &["cache", "del", "sessions", "k7"]),
+        "myco cache del",
+    );
+    assert_eq!(n1.cache_get("sessions", "k7").unwrap(), None);
+    assert_eq!(
+        n2.cache_get("sessions", "k8").unwrap(),
+        Some(b"v8".to_vec())
+    );
+
+    // LRU: every node holds every key (3 replicas), at most 5 each.
+    n1.cache_create("small", &bucket(3, 5)).unwrap();
+    for i in 0..3 {
+        wait_bucket(&h, i, "small");
+    }
+    for k in 0..20 {
+        n1.cache_put("small", &format!("s{k}"), b"x", None).unwrap();
+    }
+    let held = (0..20)
+        .filter(|k| n2.cache_get("small", &format!("s{k}")).unwrap().is_some())
+        .count();
+    assert!(held <= 5, "{held} entries held past max_entries 5");
+    assert_eq!(n3.cache_get("small", "s19").unwrap(), Some(b"x".to_vec()));
+    let stats: Value = n1.get("/v1/cache").unwrap();
+    assert!(
+        stats["node"]["evicted_lru"].as_u64().unwrap() >= 15,
+        "{stats}"
+    );
+
+    // Bad input: clear errors, not crashes.
+    let e = n1
+        .cache_put("nope", "k", b"v", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no cache bucket"), "{e}");
+    let bad = n1
+        .raw(
+            "PUT",
+            "/v1/cache/sessions",
+            &[("authorization", &format!("Bearer {}", h.agent(0).token()))],
+            b"{\"replicas\": 0}",
+        )
+        .unwrap();
+    assert_eq!(bad.status, 400);
+    // Values up to the limit pass; past it they are refused before being
+    // read (the connection is closed, as for every oversized body).
+    let large = vec![b'y'; 512 * 1024];
+    n1.cache_put("sessions", "large", &large, None).unwrap();
+    assert_eq!(n2.cache_get("sessions", "large").unwrap(), Some(large));
+    let big = vec![b'x'; myco_proto::cache::MAX_VALUE + 10];
+    assert!(n1.cache_put("sessions", "big", &big, None).is_err());
+    assert_eq!(n3.cache_get("sessions", "big").unwrap(), None);
+    assert!(n1.health().is_ok());
+}
+
+#[test]
+fn keys_survive_a_killed_owner_and_move_to_a_joining_node() {
+    let mut h = Harness::new("cache-owners");
+    h.mesh(3);
+    h.agent(0)
+        .client()
+        .cache_create("s", &bucket(2, 0))
+        .unwrap();
+    for i in 0..3 {
+        wait_bucket(&h, i, "s");
+    }
+    let keys: Vec<String> = (0..60).map(|k| format!("key{k}")).collect();
+    for k in &keys {
+        h.agent(0)
+            .client()
+            .cache_put("s", k, k.as_bytes(), None)
+            .unwrap();
+    }
+    // SIGKILL n3: every key had a second copy on a survivor.
+    h.kill(2);
+    for i in [0, 1] {
+        for k in &keys {
+            assert_eq!(
+                h.agent(i).client().cache_get("s", k).unwrap(),
+                Some(k.clone().into_bytes()),
+                "{k} from n{} after n3 was killed",
+                i + 1
+            );
+        }
+    }
+    wait_for("n3 to be down on n1", SETTLE, || {
+        match h.state_of(0, "n3")?.as_str() {
+            "down" | "left" => Ok(()),
+            s => Err(s.to_string()),
+        }
+    });
+    // A fourth node joins; a reader loops over every key meanwhile.
+    let key_file = h.key_file();
+    let n4 = h.start(
+        "n4",
+        Opts {
+            join: vec![0],
+            key_file: Some(key_file),
+            args: vec![],
+            ..Opts::default()
+        },
+    );
+    let mut reads = 0;
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        for k in &keys {
+            let got = h.agent(0).client().cache_get("s", k).unwrap();
+            assert_eq!(
+                got,
+                Some(k.clone().into_bytes()),
+                "{k} missed during the join"
+            );
+            reads += 1;
+        }
+    }
+    assert!(reads >= keys.len());
+    // The newcomer was handed the keys it now owns, and serves them.
+    let moved: u64 = [0, 1]
+        .iter()
+        .map(|&i| {
+            let v: Value = h.agent(i).client().get("/v1/cache").unwrap();
+            v["node"]["moved"].as_u64().unwrap()
+        })
+        .sum();
+    assert!(moved > 0, "no entry was moved to the joining node");
+    let held: Value = h.agent(n4).client().get("/v1/cache").unwrap();
+    assert!(held["node"]["entries"].as_u64().unwrap() > 0, "{held}");
+    for k in &keys {
+        assert_eq!(
+            h.agent(n4).client().cache_get("s", k).unwrap(),
+            Some(k.clone().into_bytes())
+        );
+    }
+}
+
+#[test]
+fn redis_cli_on_any_node_sees_the_same_cache() {
+    if !have_redis_cli() {
+        eprintln!("SKIPPED: redis-cli is not installed (apt install redis-tools)");
+        return;
+    }
+    let mut h = Harness::new("cache-resp");
+    let ports = mesh_with_resp(&mut h, 3);
+    h.agent(0)
+        .client()
+        .cache_create("sessions", &bucket(2, 0))
+        .unwrap();
+    for i in 0..3 {
+        wait_bucket(&h, i, "sessions");
+    }
+    assert_eq!(redis(ports[0], &["PING"]), "PONG");
+    assert_eq!(redis(ports[0], &["SET", "sessions:r1", "hello"]), "OK");
+    assert_eq!(redis(ports[1], &["GET", "sessions:r1"]), "hello");
+    // The same entry over HTTP.
+    assert_eq!(
+        h.agent(2).client().cache_get("sessions", "r1").unwrap(),
+        Some(b"hello".to_vec())
+    );
+    // A key with no bucket prefix lives in `default`, made on first use.
+    assert_eq!(redis(ports[2], &["SET", "plain", "1"]), "OK");
+    assert_eq!(redis(ports[0], &["EXISTS", "plain", "nothere"]), "1");
+    assert_eq!(redis(ports[0], &["TTL", "plain"]), "-1");
+    assert_eq!(redis(ports[1], &["EXPIRE", "plain", "100"]), "1");
+    let ttl: i64 = redis(ports[2], &["TTL", "plain"]).parse().unwrap();
+    assert!((90..=100).contains(&ttl), "TTL {ttl}");
+    assert_eq!(redis(ports[0], &["TTL", "nothere"]), "-2");
+    // NX and XX.
+    assert_eq!(redis(ports[0], &["SET", "plain", "2", "NX"]), "");
+    assert_eq!(redis(ports[0], &["SET", "fresh", "2", "XX"]), "");
+    assert_eq!(redis(ports[0], &["SET", "fresh", "3", "NX"]), "OK");
+    assert_eq!(redis(ports[1], &["GET", "fresh"]), "3");
+    // EX expiry.
+    assert_eq!(redis(ports[1], &["SET", "brief", "v", "EX", "1"]), "OK");
+    assert_eq!(redis(ports[2], &["GET", "brief"]), "v");
+    wait_for(
+        "SET EX 1 to expire",
+        Duration::from_secs(10),
+        || match redis(ports[0], &["GET", "brief"]).as_str() {
+            "" => Ok(()),
+            v => Err(v.to_string()),
+        },
+    );
+    assert_eq!(redis(ports[2], &["DEL", "fresh", "nothere"]), "1");
+    assert_eq!(redis(ports[0], &["GET", "fresh"]), "");
+    // An unsupported command: a clear error, and the connection serves on.
+    let e = redis(ports[0], &["HSET", "h", "f", "v"]);
+    assert!(
+        e.contains("unsupported command 'HSET'") && e.contains("GET"),
+        "{e}"
+    );
+    assert_eq!(
+        redis(ports[0], &["SET", "x"]),
+        "ERR wrong number of arguments for 'set' command"
+    );
+    // PUBLISH on n1 reaches a SUBSCRIBE on n3.
+    let mut sub = std::process::Command::new("redis-cli")
+        .args(["-p", &ports[2].to_string(), "SUBSCRIBE", "news"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = sub.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Subscribed once redis-cli printed the confirmation.
+    wait_for("the SUBSCRIBE confirmation", SETTLE, || {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(l) if l == "1" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(redis(ports[0], &["PUBLISH", "news", "extra"]), "2");
+    let got = wait_for("the message on n3", SETTLE, || {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(l) if l == "extra" => Ok(l),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(got.0, "extra");
+    let _ = sub.kill();
+    let _ = sub.wait();
+}
+
+#[test]
+fn redis_off_loopback_asks_for_the_api_token() {
+    if !have_redis_cli() {
+        eprintln!("SKIPPED: redis-cli is not installed (apt install redis-tools)");
+        return;
+    }
+    let mut h = Harness::new("cache-resp-auth");
+    let port = support::free_port();
+    h.start(
+        "n1",
+        Opts {
+            args: vec!["--resp".into(), format!("0.0.0.0:{port}")],
+            ..Opts::default()
+        },
+    );
+    let e = redis(port, &["SET", "k", "v"]);
+    assert!(e.starts_with("NOAUTH"), "{e}");
+    assert_eq!(
+        redis(port, &["AUTH", "wrong"]).split(' ').next(),
+        Some("WRONGPASS")
+    );
+    let token = h.agent(0).token();
+    assert_eq!(
+        redis(port, &["-a", &token, "--no-auth-warning", "SET", "k", "v"]),
+        "OK"
+    );
+    assert_eq!(
+        redis(port, &["-a", &token, "--no-auth-warning", "GET", "k"]),
+        "v"
+    );
+}

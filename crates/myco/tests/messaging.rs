@@ -1,0 +1,189 @@
+//! App messaging with real agents: a message published on n1 reaches
+//! subscribers on n2 and n3 (and `?node=` only one node's); a request is
+//! answered by one of two responders on different nodes, spread over
+//! both; no subscriber anywhere is 503 at once, a silent one 504 after
+//! the timeout; a slow subscriber loses messages and is told how many;
+//! bad topics and unknown reply ids get clear errors.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use myco_client::{Client, ClientError};
+use serde_json::Value;
+use support::{Harness, cli, ok, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The next message event's data, skipping others; panics after `WAIT`.
+fn next_message(stream: &mut myco_client::EventStream) -> Value {
+    let start = Instant::now();
+    while start.elapsed() < WAIT {
+        if let Some(e) = stream.next(Duration::from_millis(200)).unwrap()
+            && e.event == "message"
+        {
+            return serde_json::from_str(&e.data).unwrap();
+        }
+    }
+    panic!("no message within {WAIT:?}");
+}
+
+/// A responder on `c` for `topic`: answers every request with
+/// `NAME:BODY` on a thread of its own.
+fn responder(c: Client, topic: &str, name: &'static str, ready: mpsc::Sender<()>) {
+    let mut stream = c.msg_subscribe(topic).unwrap();
+    ready.send(()).unwrap();
+    std::thread::spawn(move || {
+        loop {
+            let Ok(Some(e)) = stream.next(Duration::from_secs(60)) else {
+                return;
+            };
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            if let Some(id) = v["reply"].as_str() {
+                let body = format!("{name}:{}", v["body"].as_str().unwrap());
+                let _ = c.msg_reply(id, body.as_bytes());
+            }
+        }
+    });
+}
+
+#[test]
+fn publish_reaches_every_node_and_requests_are_answered_once() {
+    let mut h = Harness::new("messaging");
+    h.mesh(3);
+    let (n1, n2, n3) = (
+        h.agent(0).client().clone(),
+        h.agent(1).client().clone(),
+        h.agent(2).client().clone(),
+    );
+    let mut s2 = n2.msg_subscribe("greetings").unwrap();
+    let mut s3 = n3.msg_subscribe("greetings").unwrap();
+    assert_eq!(n1.msg_publish("greetings", b"hello-mesh", None).unwrap(), 2);
+    for s in [&mut s2, &mut s3] {
+        let v = next_message(s);
+        assert_eq!(v["topic"], "greetings");
+        assert_eq!(v["body"], "hello-mesh");
+        assert!(v["from"].as_str().is_some_and(|f| !f.is_empty()));
+        assert!(v.get("reply").is_none());
+    }
+    // Binary bodies come as base64.
+    n1.msg_publish("greetings", &[0xff, 0x00], None).unwrap();
+    assert_eq!(next_message(&mut s2)["body_base64"], "/wA=");
+    let _ = next_message(&mut s3);
+    // `?node=n3`: only n3's subscribers.
+    n1.msg_publish("greetings", b"only-n3", Some("n3")).unwrap();
+    assert_eq!(next_message(&mut s3)["body"], "only-n3");
+    n1.msg_publish("greetings", b"all", None).unwrap();
+    assert_eq!(
+        next_message(&mut s2)["body"],
+        "all",
+        "n2 got the message meant for n3"
+    );
+    // The CLI publishes too.
+    ok(
+        &cli(h.agent(0), &["msg", "pub", "greetings", "from-cli"]),
+        "myco msg pub",
+    );
+    assert_eq!(next_message(&mut s2)["body"], "from-cli");
+
+    // No subscriber anywhere: 503 at once.
+    let t = Instant::now();
+    match n1.msg_request("nobody", b"q", 3000) {
+        Err(ClientError::Api { status: 503, .. }) => {}
+        other => panic!("want 503, got {other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "503 took {:?}",
+        t.elapsed()
+    );
+
+    // Two responders on n2 and n3; requests from n1 reach both.
+    let (ready_tx, ready) = mpsc::channel();
+    responder(n2.clone(), "echo", "n2", ready_tx.clone());
+    responder(n3.clone(), "echo", "n3", ready_tx);
+    ready.recv().unwrap();
+    ready.recv().unwrap();
+    // Known on n1 once both nodes' announcements arrived.
+    let mut answered_by: BTreeMap<String, usize> = BTreeMap::new();
+    wait_for("requests from n1 to reach both responders", WAIT, || {
+        let answer = n1
+            .msg_request("echo", b"ping", 3000)
+            .map_err(|e| e.to_string())?;
+        let answer = String::from_utf8(answer).unwrap();
+        let (who, body) = answer.split_once(':').unwrap();
+        assert_eq!(body, "ping");
+        *answered_by.entry(who.to_string()).or_default() += 1;
+        if answered_by.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{answered_by:?}"))
+        }
+    });
+    let out = ok(
+        &cli(h.agent(0), &["msg", "req", "echo", "cli"]),
+        "myco msg req",
+    );
+    assert!(out.ends_with(":cli"), "{out}");
+
+    // A subscriber that never answers: 504 after the timeout.
+    let _silent = n3.msg_subscribe("silent").unwrap();
+    let t = wait_for("n1 to learn of the silent subscriber", WAIT, || {
+        let t = Instant::now();
+        match n1.msg_request("silent", b"q", 700) {
+            Err(ClientError::Api { status: 504, .. }) => Ok(t.elapsed()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .0;
+    assert!(t >= Duration::from_millis(700), "504 after {t:?}");
+
+    // Bad input.
+    match n1.msg_publish("bad topic", b"x", None) {
+        Err(ClientError::Api { status: 400, .. }) => {}
+        other => panic!("want 400, got {other:?}"),
+    }
+    match n1.msg_reply("0123456789abcdef", b"x") {
+        Err(ClientError::Api { status: 404, .. }) => {}
+        other => panic!("want 404, got {other:?}"),
+    }
+    assert!(n1.health().is_ok());
+}
+
+#[test]
+fn a_slow_subscriber_loses_messages_and_is_told_how_many() {
+    let mut h = Harness::new("messaging-slow");
+    h.mesh(2);
+    let n1 = h.agent(0).client().clone();
+    // Subscribed on n2, not read while n1 publishes far more than the
+    // subscriber's queue and the connection's buffers hold.
+    let mut slow = h.agent(1).client().msg_subscribe("flood").unwrap();
+    let body = vec![b'z'; 8 * 1024];
+    let sent = 4000;
+    let t = Instant::now();
+    for _ in 0..sent {
+        n1.msg_publish("flood", &body, None).unwrap();
+    }
+    // Publishing never waited on the subscriber.
+    assert!(t.elapsed() < Duration::from_secs(60));
+    let mut got = 0u64;
+    let mut lost = 0u64;
+    while let Ok(Some(e)) = slow.next(Duration::from_secs(3)) {
+        match e.event.as_str() {
+            "lost" => {
+                let v: Value = serde_json::from_str(&e.data).unwrap();
+                lost += v["lost"].as_u64().unwrap();
+            }
+            "message" => got += 1,
+            _ => {}
+        }
+        if got + lost >= sent {
+            break;
+        }
+    }
+    assert!(lost > 0, "no loss reported; got {got}");
+    assert!(got > 0);
+    assert!(got + lost <= sent, "got {got} + lost {lost} > sent {sent}");
+}
