@@ -124,6 +124,8 @@ pub struct JobsReport {
     pub stops: u64,
     /// Instance records written and deleted, all nodes.
     pub record_writes: u64,
+    /// Automatic reverts written (failed rollouts).
+    pub reverts: u64,
     /// Wall time of the run.
     pub wall: Duration,
 }
@@ -187,6 +189,7 @@ fn phases(
 
     // Deploy: node 0 writes every job.
     for j in agents.workload.jobs.values() {
+        world.local_write(0, Table::JOB_VERSIONS, &j.version_key(), Some(j.encode()));
         world.local_write(0, Table::JOBS, j.name(), Some(j.encode()));
     }
 

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use myco_core::jobs::controller::{Controller, ControllerConfig, Found, JobAction, View};
+use myco_core::jobs::controller::{
+    Controller, ControllerConfig, DEFAULT_DRAIN, Found, JobAction, View,
+};
 use myco_core::jobs::placement::Capacity;
 use myco_core::jobs::reconcile::{DEFAULT_SETTLE, DEFAULT_STATE_SETTLE};
 use myco_core::jobs::supervise::ProcessEvent;
@@ -14,6 +16,7 @@ use myco_core::{Node, Time};
 use myco_proto::Table;
 use myco_proto::frame::Capacity as Offer;
 use myco_proto::instance::{Exit, InstanceRecord};
+use myco_proto::job::JobRecord;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -117,6 +120,10 @@ impl Agents {
         if let Some(w) = writer {
             let wall = world.local(w, world.now).0;
             if let Some(job) = self.workload.change(world.now, wall) {
+                // The history first, as the agent's deploy does: a revert
+                // reads the version it brings back from there.
+                let key = job.version_key();
+                world.local_write(w, Table::JOB_VERSIONS, &key, Some(job.encode()));
                 world.local_write(w, Table::JOBS, job.name(), Some(job.encode()));
             }
         }
@@ -192,6 +199,7 @@ impl Agents {
                     settle: DEFAULT_SETTLE,
                     state_settle: DEFAULT_STATE_SETTLE,
                     seed: self.seed ^ ((i as u64) << 32) ^ boot,
+                    drain: DEFAULT_DRAIN,
                 };
                 let mut c = Controller::new(id_of(i), capacity, config);
                 c.set_view(now, View::from_node(node, now.0));
@@ -274,9 +282,36 @@ impl Agents {
                         None,
                     );
                 }
+                JobAction::Revert { job, from, to, .. } => {
+                    world.trace(format_args!("n{i} reverts {job} v{from} to v{to}"));
+                    if let Some(rec) = revert_record(world, i, &job, from, to) {
+                        self.report.reverts += 1;
+                        self.workload.jobs.insert(job.clone(), rec.clone());
+                        world.local_write(i, Table::JOBS, &job, Some(rec.encode()));
+                    }
+                }
             }
         }
     }
+}
+
+/// The record an automatic revert writes on node `i`, as the agent's
+/// `workflow::auto_revert` makes it: version `to` from the history with
+/// the current count, only while the job is still at `from`.
+fn revert_record(world: &World, i: usize, job: &str, from: u64, to: u64) -> Option<JobRecord> {
+    let node = world.nodes[i].as_ref()?;
+    let read = |table, key: &str| {
+        let bytes = node.get(table, key)?.value.as_deref()?;
+        JobRecord::decode(bytes).ok()
+    };
+    let cur = read(Table::JOBS, job)?;
+    if cur.version != from || cur.stopped {
+        return None;
+    }
+    let mut rec = read(Table::JOB_VERSIONS, &JobRecord::key_of_version(job, to))?;
+    rec.spec.count = cur.spec.count;
+    rec.stopped = false;
+    Some(rec)
 }
 
 /// What a node's view is built from: its replica and its members' lives,

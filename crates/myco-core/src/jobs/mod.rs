@@ -9,6 +9,8 @@
 //! - [`settle`]: [`settle::Settle`] holds a node back while its view moves.
 //! - [`reconcile`]: [`reconcile::reconcile`], one level-triggered pass for
 //!   one node: start, adopt, stop, keep, hold, refuse, forget.
+//! - [`rollout`]: [`rollout::rollouts`], blue/green replacement of a
+//!   job's instances on a version change, read from the records alone.
 //! - [`supervise`]: [`supervise::Supervisor`], per instance: probes,
 //!   readiness, restarts with backoff and jitter, giving up.
 //! - [`controller`]: [`controller::Controller`], the four above glued
@@ -113,6 +115,7 @@
 pub mod controller;
 pub mod placement;
 pub mod reconcile;
+pub mod rollout;
 pub mod settle;
 pub mod supervise;
 
