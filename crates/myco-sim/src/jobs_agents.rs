@@ -42,6 +42,11 @@ pub(crate) struct Agents {
     shrunk: Option<usize>,
     pub(crate) failure: Option<Violation>,
     pub(crate) report: JobsReport,
+    /// Check every step that a job keeps `count` ready instances once it
+    /// had them ([`JobsConfig::rollouts_only`]).
+    min_ready: bool,
+    /// Jobs that had `count` ready instances, by name.
+    reached: std::collections::BTreeSet<String>,
 }
 
 impl Agents {
@@ -55,8 +60,23 @@ impl Agents {
             controllers: (0..n).map(|_| None).collect(),
             boots: vec![0; n],
             keys: vec![0; n],
-            procs: Procs::new(seed),
-            workload: JobsWorkload::new(seed, cfg.jobs),
+            procs: {
+                let mut p = Procs::new(seed);
+                // The blue/green check needs processes that only fail
+                // when their version is broken.
+                if cfg.rollouts_only {
+                    p.calm();
+                }
+                p
+            },
+            workload: {
+                let mut w = JobsWorkload::new(seed, cfg.jobs);
+                w.broken = cfg.broken;
+                w.versions_only = cfg.rollouts_only;
+                w
+            },
+            min_ready: cfg.rollouts_only,
+            reached: Default::default(),
             shapes,
             rng: StdRng::seed_from_u64(seed ^ 0x000a_9e75),
             survive: cfg.survive,
@@ -129,6 +149,37 @@ impl Agents {
         }
         if let Some(v) = jobs_check::safety(&self.procs, &self.shapes) {
             self.fail(world.now, v);
+        }
+        if self.min_ready {
+            self.check_min_ready(world.now);
+        }
+    }
+
+    /// The blue/green promise on a quiet mesh: once a job had `count`
+    /// ready instances (as the controllers supervise them), it never has
+    /// fewer, whatever versions are rolled out or reverted.
+    fn check_min_ready(&mut self, now: Time) {
+        let mut ready: BTreeMap<String, u32> = BTreeMap::new();
+        for (i, c) in self.controllers.iter().enumerate() {
+            let Some(c) = c else { continue };
+            for (id, state) in c.local() {
+                let p = self.procs.map.get(&(i, id.to_string()));
+                if let Some(p) = p.filter(|_| state == myco_proto::instance::InstanceState::Ready) {
+                    *ready.entry(p.job.name().to_string()).or_default() += 1;
+                }
+            }
+        }
+        let mut low = None;
+        for (name, job) in &self.workload.jobs {
+            let have = ready.get(name.as_str()).copied().unwrap_or(0);
+            if have >= job.spec.count {
+                self.reached.insert(name.clone());
+            } else if self.reached.contains(name) && low.is_none() {
+                low = Some(format!("{name}: {have} ready, count {}", job.spec.count));
+            }
+        }
+        if let Some(msg) = low {
+            self.fail(now, (crate::check::ViolationKind::ReadyBelowCount, msg));
         }
     }
 
@@ -228,6 +279,14 @@ impl Agents {
 
     /// Carries out everything node `i`'s controller asked for.
     fn drain(&mut self, world: &mut World, i: usize) {
+        while let Some(e) = self.controllers[i]
+            .as_mut()
+            .and_then(Controller::poll_event)
+        {
+            world.trace(format_args!("n{i} event {}", e.message));
+            let done = myco_core::jobs::controller::JobEventKind::RolloutDone;
+            self.report.rollouts_done += u64::from(e.kind == done);
+        }
         let boot = self.boots[i];
         while let Some(action) = self.controllers[i]
             .as_mut()

@@ -50,6 +50,12 @@ pub(crate) struct JobsWorkload {
     next: Option<Time>,
     /// Changes made.
     pub(crate) changes: u64,
+    /// Probability a new version is broken (env `BROKEN`).
+    pub(crate) broken: f64,
+    /// Only new versions, no scale or stop.
+    pub(crate) versions_only: bool,
+    /// Broken versions written.
+    pub(crate) broken_written: u64,
 }
 
 impl JobsWorkload {
@@ -69,6 +75,9 @@ impl JobsWorkload {
             jobs,
             next: None,
             changes: 0,
+            broken: 0.0,
+            versions_only: false,
+            broken_written: 0,
         }
     }
 
@@ -90,7 +99,12 @@ impl JobsWorkload {
         let names: Vec<String> = self.jobs.keys().cloned().collect();
         let name = &names[self.rng.random_range(0..names.len())];
         let old = self.jobs[name].clone();
-        let mut new = match self.rng.random_range(0..4u32) {
+        let kind = if self.versions_only {
+            3
+        } else {
+            self.rng.random_range(0..4u32)
+        };
+        let mut new = match kind {
             // Scale: the same version, another count.
             0 | 1 => {
                 let mut j = old.clone();
@@ -109,6 +123,13 @@ impl JobsWorkload {
                 let mut spec = old.spec.clone();
                 let top = self.top.get(name).copied().unwrap_or(old.version);
                 spec.env.insert("V".into(), format!("{}", top + 1));
+                // Drawn only when asked for, so runs without broken
+                // versions keep their seeds' streams.
+                spec.env.remove("BROKEN");
+                if self.broken > 0.0 && self.rng.random_bool(self.broken) {
+                    spec.env.insert("BROKEN".into(), "1".into());
+                    self.broken_written += 1;
+                }
                 let mut j = old.next(spec, DIGEST, wall_ms).expect("a digest pins");
                 j.version = top + 1;
                 j

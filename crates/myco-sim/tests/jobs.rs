@@ -47,7 +47,7 @@ fn seeds(list: impl IntoIterator<Item = u64>, nodes: usize, safety: Duration) ->
 
 #[test]
 fn many_seeds_keep_jobs_safe_and_converge_after_the_heal() {
-    let reports = seeds(0..12, 5, Duration::from_secs(20));
+    let reports = seeds(0..16, 5, Duration::from_secs(20));
     let sum = |f: fn(&JobsReport) -> u64| reports.iter().map(f).sum::<u64>();
     // The faults and the misbehaviour did happen.
     assert!(sum(|r| r.restarts) > 0, "no restart");
@@ -80,6 +80,8 @@ fn scripted(seed: u64, survive: f64, script: Vec<(Duration, Fault)>) -> JobsRepo
         budget,
         tight: false,
         shrunk: None,
+        broken: 0.0,
+        rollouts_only: false,
     };
     run_jobs(&cfg).unwrap_or_else(|v| panic!("{v}"))
 }

@@ -308,51 +308,61 @@ impl<'a> Placer<'a> {
             }
         }
 
-        // Keep: every job's live instances first.
+        // Keep: every job's live instances first; first the slots a
+        // current-version instance holds, then, for slots that only an
+        // older version runs (a rollout's), the old instance's node if it
+        // still has room: a rollout never displaces running work.
         let mut cands: Vec<u32> = Vec::new();
-        for (j, slots) in assign.iter_mut().enumerate() {
-            if self.sticky[j].is_empty() {
-                continue;
-            }
-            let caps = self.caps(j, self.eligible(j, &up, &mut buf));
-            let need = self.need(j);
-            let sticky = std::mem::take(&mut self.sticky[j]);
-            for group in sticky.chunk_by(|a, b| a.0 == b.0) {
-                let slot = group[0].0;
-                // The current version's instance keeps the slot where it
-                // runs; only without one does an older version's node.
-                cands.clear();
-                for other in [false, true] {
-                    cands.extend(
-                        group
-                            .iter()
-                            .filter(|&&(_, o, _)| o == other)
-                            .map(|&(_, _, n)| n)
-                            .filter(|&n| self.is_eligible(j, n as usize)),
-                    );
-                    if !cands.is_empty() {
-                        break;
-                    }
+        for old_pass in [false, true] {
+            for (j, slots) in assign.iter_mut().enumerate() {
+                if self.sticky[j].is_empty() {
+                    continue;
                 }
-                if cands.len() > 1 {
-                    let key = slot_key(self.jobs[j].name(), slot);
-                    cands.sort_by_key(|&n| {
-                        std::cmp::Reverse(mix(key ^ self.nodes[n as usize].hash))
+                let caps = self.caps(j, self.eligible(j, &up, &mut buf));
+                let need = self.need(j);
+                for &n in slots.iter().flatten() {
+                    counts.add(n, self.nodes[n as usize].zone);
+                }
+                let sticky = std::mem::take(&mut self.sticky[j]);
+                for group in sticky.chunk_by(|a, b| a.0 == b.0) {
+                    let slot = group[0].0;
+                    let of = |other: bool, cands: &mut Vec<u32>| {
+                        cands.clear();
+                        cands.extend(
+                            group
+                                .iter()
+                                .filter(|&&(_, o, _)| o == other)
+                                .map(|&(_, _, n)| n)
+                                .filter(|&n| self.is_eligible(j, n as usize)),
+                        );
+                    };
+                    of(false, &mut cands);
+                    if old_pass {
+                        if !cands.is_empty() || slots[slot as usize].is_some() {
+                            continue;
+                        }
+                        of(true, &mut cands);
+                    }
+                    if cands.len() > 1 {
+                        let key = slot_key(self.jobs[j].name(), slot);
+                        cands.sort_by_key(|&n| {
+                            std::cmp::Reverse(mix(key ^ self.nodes[n as usize].hash))
+                        });
+                    }
+                    let found = cands.iter().copied().find(|&n| {
+                        let node = &self.nodes[n as usize];
+                        node.fits(&need) && counts.under(caps, n, node.zone)
                     });
-                }
-                let found = cands.iter().copied().find(|&n| {
-                    let node = &self.nodes[n as usize];
-                    node.fits(&need) && counts.under(caps, n, node.zone)
-                });
-                if let Some(n) = found {
-                    self.assign(&mut slots[slot as usize], n, &need, &mut counts);
-                    if let Some(p) = plan.as_mut().filter(|_| explain == Some(j)) {
-                        p.keep(slot, self.views[n as usize].id);
+                    if let Some(n) = found {
+                        self.assign(&mut slots[slot as usize], n, &need, &mut counts);
+                        if let Some(p) = plan.as_mut().filter(|_| explain == Some(j)) {
+                            p.keep(slot, self.views[n as usize].id);
+                        }
                     }
                 }
+                self.sticky[j] = sticky;
+                counts.reset(slots, &self.nodes);
             }
-            self.sticky[j] = sticky;
-            counts.reset(slots, &self.nodes);
         }
 
         // Place: the rest.
