@@ -59,9 +59,6 @@ pub fn deploy(c: &Client, args: DeployArgs) -> anyhow::Result<()> {
     if args.detach || !(terminal || args.watch) {
         return Ok(());
     }
-    if deployed.change == DeployChange::Unchanged {
-        return Ok(());
-    }
     let wait = Duration::from_secs(args.wait);
     crate::deploy_watch::watch(c, &deployed.job, wait, !terminal)
 }

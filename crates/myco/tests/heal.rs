@@ -2,7 +2,8 @@
 //! workload: a rollout to a good version never leaves fewer than `count`
 //! ready instances (a poller watches it) and ends all-new; a rollout to a
 //! version whose health check fails reverts by itself and is not tried
-//! again; the node a rollout was started on is SIGKILLed mid-way and the
+//! again; `myco job restart` replaces every instance the same way; the
+//! node a rollout was started on is SIGKILLed mid-way and the
 //! rollout completes; a SIGKILLed node's instances are ready elsewhere,
 //! and when it returns the total is exactly `count`.
 //!
@@ -235,12 +236,27 @@ fn a_good_rollout_never_drops_below_count_and_ends_all_new() {
     assert!(out.contains("all 3 instances ready"), "{out}");
     assert!(out.lines().count() >= 3, "one line per step: {out}");
     await_versions(h.agent(2), &["2", "2", "2"], READY);
+    println!("rollout of 3 (max_parallel 1, min_healthy 500 ms): {took:?}");
+    // A rolling restart: the same spec as version 3, replaced the same way.
+    let out = ok(
+        &cli(h.agent(1), &["job", "restart", "hello"]),
+        "myco job restart",
+    );
+    assert!(out.contains("new version 3"), "{out}");
+    wait_for("every ready instance at version 3", READY, || {
+        let list = instances(h.agent(0))?;
+        let ready: Vec<&Value> = list.iter().filter(|x| x["state"] == "ready").collect();
+        if ready.len() == 3 && ready.iter().all(|x| x["version"] == 3) {
+            Ok(())
+        } else {
+            Err(format!("{list:?}"))
+        }
+    });
     let low = poller.lowest();
     assert!(
         low >= 3,
-        "ready instances fell to {low} during a healthy rollout"
+        "ready instances fell to {low} during a healthy rollout or restart"
     );
-    println!("rollout of 3 (max_parallel 1, min_healthy 500 ms): {took:?}");
     // The steps were told: events counted in /metrics.
     let metrics = h.agent(0).anon().get_text("/metrics").unwrap();
     assert!(
