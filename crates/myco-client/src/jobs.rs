@@ -51,6 +51,15 @@ impl Client {
         self.get(&format!("/v1/jobs/{}/versions", segment(name)))
     }
 
+    /// `POST /v1/jobs/{name}/restart`: a rolling restart, the same spec as
+    /// a new version.
+    pub fn job_restart(&self, name: &str) -> Result<Deployed> {
+        self.post(
+            &format!("/v1/jobs/{}/restart", segment(name)),
+            &serde_json::json!({}),
+        )
+    }
+
     /// `POST /v1/jobs/{name}/revert`: brings back `version` (default: the
     /// one before the current) as a new version. Needs the token.
     pub fn job_revert(&self, name: &str, version: Option<u64>) -> Result<Deployed> {

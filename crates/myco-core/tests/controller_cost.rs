@@ -50,6 +50,7 @@ fn measure(nodes: u64, jobs: usize, count: u32) {
         settle: Duration::ZERO,
         state_settle: Duration::ZERO,
         seed: 1,
+        ..Default::default()
     };
     for n in 1..=nodes {
         let mut c = Controller::new(NodeId::from_u64(n), v.nodes[0].capacity, config);

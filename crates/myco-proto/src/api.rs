@@ -149,6 +149,17 @@ pub enum ApiEvent {
         #[serde(default)]
         previous: Option<String>,
     },
+    /// A healing or rollout decision of the node answering: a slot moved
+    /// off a dead node, a rollout step, a rollout done, failed, reverted.
+    Job {
+        /// `moved`, `rollout_step`, `rollout_done`, `rollout_failed` or
+        /// `reverted`.
+        kind: String,
+        /// The job.
+        job: String,
+        /// The decision and its reason, one line.
+        message: String,
+    },
     /// This subscriber fell behind and missed this many events.
     Lagged {
         /// How many.

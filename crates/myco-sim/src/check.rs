@@ -81,6 +81,9 @@ pub enum ViolationKind {
     JobsNotConverged,
     /// Jobs: an idle, converged mesh wrote instance records.
     IdleWrites,
+    /// Jobs: on a quiet mesh, a job that had `count` ready instances had
+    /// fewer while a rollout replaced them.
+    ReadyBelowCount,
 }
 
 impl Violation {
@@ -116,6 +119,7 @@ impl fmt::Display for ViolationKind {
             ViolationKind::Orphan => "orphan process",
             ViolationKind::JobsNotConverged => "jobs did not converge",
             ViolationKind::IdleWrites => "writes while idle",
+            ViolationKind::ReadyBelowCount => "fewer than count ready during a rollout",
         })
     }
 }

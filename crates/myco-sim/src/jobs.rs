@@ -50,6 +50,14 @@ pub struct JobsConfig {
     /// A node that counts its own capacity at 60% of what its manifest
     /// says: placement gives it more than it takes, and it refuses.
     pub shrunk: Option<usize>,
+    /// Probability that a new version written during the safety phase is
+    /// broken (its instances never pass a health check, or exit soon after
+    /// starting without one): its rollout must fail and revert.
+    pub broken: f64,
+    /// Only new versions are written (no scale, no stop), and every step
+    /// checks that a job which had `count` ready instances keeps at least
+    /// that many: the blue/green promise, for quiet runs.
+    pub rollouts_only: bool,
 }
 
 impl JobsConfig {
@@ -72,6 +80,8 @@ impl JobsConfig {
             budget,
             tight: rng.random_bool(0.3),
             shrunk: rng.random_bool(0.3).then(|| rng.random_range(0..nodes)),
+            broken: 0.0,
+            rollouts_only: false,
         }
     }
 }
@@ -81,12 +91,15 @@ impl fmt::Display for JobsConfig {
         writeln!(f, "{}", self.sim)?;
         write!(
             f,
-            "jobs {}, processes survive a stop {:.2}, liveness budget {}, tight {}, shrunk {:?}",
+            "jobs {}, processes survive a stop {:.2}, liveness budget {}, tight {}, shrunk {:?}, \
+             broken versions {:.2}, rollouts only {}",
             self.jobs,
             self.survive,
             Dur(self.budget),
             self.tight,
-            self.shrunk
+            self.shrunk,
+            self.broken,
+            self.rollouts_only
         )
     }
 }
@@ -124,6 +137,13 @@ pub struct JobsReport {
     pub stops: u64,
     /// Instance records written and deleted, all nodes.
     pub record_writes: u64,
+    /// Automatic reverts written (failed rollouts).
+    pub reverts: u64,
+    /// New versions written that were broken.
+    pub broken_versions: u64,
+    /// Rollouts seen to the end (every old instance gone), all nodes'
+    /// controllers counted once per job version.
+    pub rollouts_done: u64,
     /// Wall time of the run.
     pub wall: Duration,
 }
@@ -134,7 +154,8 @@ impl fmt::Display for JobsReport {
             f,
             "seed {}: {} ready ({} pending) {} after the heal; starts {}, restarts {}, kills {}, \
              gave up {}, refused {}, agent deaths {} (processes found {}), job changes {}, \
-             partitions {}, stops {}, record writes {}, wall {:?}",
+             partitions {}, stops {}, record writes {}, broken versions {}, reverts {}, \
+             rollouts done {}, wall {:?}",
             self.seed,
             self.ready,
             self.pending,
@@ -150,6 +171,9 @@ impl fmt::Display for JobsReport {
             self.partitions,
             self.stops,
             self.record_writes,
+            self.broken_versions,
+            self.reverts,
+            self.rollouts_done,
             self.wall
         )
     }
@@ -187,6 +211,7 @@ fn phases(
 
     // Deploy: node 0 writes every job.
     for j in agents.workload.jobs.values() {
+        world.local_write(0, Table::JOB_VERSIONS, &j.version_key(), Some(j.encode()));
         world.local_write(0, Table::JOBS, j.name(), Some(j.encode()));
     }
 
@@ -239,6 +264,7 @@ fn phases(
     report.ready = ready;
     report.pending = pending;
     report.job_changes = agents.workload.changes;
+    report.broken_versions = agents.workload.broken_written;
     report.partitions = faults.partitions;
     report.stops = faults.stops;
     Ok(report)

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use myco_core::jobs::controller::{Controller, ControllerConfig, Found, JobAction, View};
+use myco_core::jobs::controller::{
+    Controller, ControllerConfig, DEFAULT_DRAIN, Found, JobAction, View,
+};
 use myco_core::jobs::placement::Capacity;
 use myco_core::jobs::reconcile::{DEFAULT_SETTLE, DEFAULT_STATE_SETTLE};
 use myco_core::jobs::supervise::ProcessEvent;
@@ -14,6 +16,7 @@ use myco_core::{Node, Time};
 use myco_proto::Table;
 use myco_proto::frame::Capacity as Offer;
 use myco_proto::instance::{Exit, InstanceRecord};
+use myco_proto::job::JobRecord;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
@@ -39,6 +42,11 @@ pub(crate) struct Agents {
     shrunk: Option<usize>,
     pub(crate) failure: Option<Violation>,
     pub(crate) report: JobsReport,
+    /// Check every step that a job keeps `count` ready instances once it
+    /// had them ([`JobsConfig::rollouts_only`]).
+    min_ready: bool,
+    /// Jobs that had `count` ready instances, by name.
+    reached: std::collections::BTreeSet<String>,
 }
 
 impl Agents {
@@ -52,8 +60,23 @@ impl Agents {
             controllers: (0..n).map(|_| None).collect(),
             boots: vec![0; n],
             keys: vec![0; n],
-            procs: Procs::new(seed),
-            workload: JobsWorkload::new(seed, cfg.jobs),
+            procs: {
+                let mut p = Procs::new(seed);
+                // The blue/green check needs processes that only fail
+                // when their version is broken.
+                if cfg.rollouts_only {
+                    p.calm();
+                }
+                p
+            },
+            workload: {
+                let mut w = JobsWorkload::new(seed, cfg.jobs);
+                w.broken = cfg.broken;
+                w.versions_only = cfg.rollouts_only;
+                w
+            },
+            min_ready: cfg.rollouts_only,
+            reached: Default::default(),
             shapes,
             rng: StdRng::seed_from_u64(seed ^ 0x000a_9e75),
             survive: cfg.survive,
@@ -117,11 +140,46 @@ impl Agents {
         if let Some(w) = writer {
             let wall = world.local(w, world.now).0;
             if let Some(job) = self.workload.change(world.now, wall) {
+                // The history first, as the agent's deploy does: a revert
+                // reads the version it brings back from there.
+                let key = job.version_key();
+                world.local_write(w, Table::JOB_VERSIONS, &key, Some(job.encode()));
                 world.local_write(w, Table::JOBS, job.name(), Some(job.encode()));
             }
         }
         if let Some(v) = jobs_check::safety(&self.procs, &self.shapes) {
             self.fail(world.now, v);
+        }
+        if self.min_ready {
+            self.check_min_ready(world.now);
+        }
+    }
+
+    /// The blue/green promise on a quiet mesh: once a job had `count`
+    /// ready instances (as the controllers supervise them), it never has
+    /// fewer, whatever versions are rolled out or reverted.
+    fn check_min_ready(&mut self, now: Time) {
+        let mut ready: BTreeMap<String, u32> = BTreeMap::new();
+        for (i, c) in self.controllers.iter().enumerate() {
+            let Some(c) = c else { continue };
+            for (id, state) in c.local() {
+                let p = self.procs.map.get(&(i, id.to_string()));
+                if let Some(p) = p.filter(|_| state == myco_proto::instance::InstanceState::Ready) {
+                    *ready.entry(p.job.name().to_string()).or_default() += 1;
+                }
+            }
+        }
+        let mut low = None;
+        for (name, job) in &self.workload.jobs {
+            let have = ready.get(name.as_str()).copied().unwrap_or(0);
+            if have >= job.spec.count {
+                self.reached.insert(name.clone());
+            } else if self.reached.contains(name) && low.is_none() {
+                low = Some(format!("{name}: {have} ready, count {}", job.spec.count));
+            }
+        }
+        if let Some(msg) = low {
+            self.fail(now, (crate::check::ViolationKind::ReadyBelowCount, msg));
         }
     }
 
@@ -192,6 +250,7 @@ impl Agents {
                     settle: DEFAULT_SETTLE,
                     state_settle: DEFAULT_STATE_SETTLE,
                     seed: self.seed ^ ((i as u64) << 32) ^ boot,
+                    drain: DEFAULT_DRAIN,
                 };
                 let mut c = Controller::new(id_of(i), capacity, config);
                 c.set_view(now, View::from_node(node, now.0));
@@ -220,6 +279,14 @@ impl Agents {
 
     /// Carries out everything node `i`'s controller asked for.
     fn drain(&mut self, world: &mut World, i: usize) {
+        while let Some(e) = self.controllers[i]
+            .as_mut()
+            .and_then(Controller::poll_event)
+        {
+            world.trace(format_args!("n{i} event {}", e.message));
+            let done = myco_core::jobs::controller::JobEventKind::RolloutDone;
+            self.report.rollouts_done += u64::from(e.kind == done);
+        }
         let boot = self.boots[i];
         while let Some(action) = self.controllers[i]
             .as_mut()
@@ -274,9 +341,36 @@ impl Agents {
                         None,
                     );
                 }
+                JobAction::Revert { job, from, to, .. } => {
+                    world.trace(format_args!("n{i} reverts {job} v{from} to v{to}"));
+                    if let Some(rec) = revert_record(world, i, &job, from, to) {
+                        self.report.reverts += 1;
+                        self.workload.jobs.insert(job.clone(), rec.clone());
+                        world.local_write(i, Table::JOBS, &job, Some(rec.encode()));
+                    }
+                }
             }
         }
     }
+}
+
+/// The record an automatic revert writes on node `i`, as the agent's
+/// `workflow::auto_revert` makes it: version `to` from the history with
+/// the current count, only while the job is still at `from`.
+fn revert_record(world: &World, i: usize, job: &str, from: u64, to: u64) -> Option<JobRecord> {
+    let node = world.nodes[i].as_ref()?;
+    let read = |table, key: &str| {
+        let bytes = node.get(table, key)?.value.as_deref()?;
+        JobRecord::decode(bytes).ok()
+    };
+    let cur = read(Table::JOBS, job)?;
+    if cur.version != from || cur.stopped {
+        return None;
+    }
+    let mut rec = read(Table::JOB_VERSIONS, &JobRecord::key_of_version(job, to))?;
+    rec.spec.count = cur.spec.count;
+    rec.stopped = false;
+    Some(rec)
 }
 
 /// What a node's view is built from: its replica and its members' lives,

@@ -119,6 +119,12 @@ impl Procs {
             let from = healthy_at + ms(r.random_range(0..=10_000));
             (from, from + ms(r.random_range(500..=5_000)))
         });
+        // A broken version: never healthy; without a health check to fail,
+        // it exits soon after it starts (code 2, which the heal's calm
+        // leaves in place: broken stays broken).
+        let broken = is_broken(&job);
+        let broken_exit = (broken && job.spec.health.is_none())
+            .then(|| now + latency + ms(r.random_range(100..=1_000)));
         let key = (node, id.to_string());
         let generation = self.map.get(&key).map_or(0, |p| p.generation + 1);
         let fingerprint = self.map.get(&key).map_or(fingerprint, |p| p.fingerprint);
@@ -151,6 +157,9 @@ impl Procs {
         self.push(now + latency, due(event));
         if let Some(at) = crash.filter(|_| !fails) {
             self.push(at, due(ProcEvent::Exited(Exit::Code(1))));
+        }
+        if let Some(at) = broken_exit.filter(|_| !fails) {
+            self.push(at, due(ProcEvent::Exited(Exit::Code(2))));
         }
     }
 
@@ -217,7 +226,7 @@ impl Procs {
             ProcEvent::Probed => {
                 let now = due.at;
                 let sick = p.sick.is_some_and(|(a, b)| now >= a && now < b);
-                if p.alive && p.started && now >= p.healthy_at && !sick {
+                if p.alive && p.started && now >= p.healthy_at && !sick && !is_broken(&p.job) {
                     E::ProbeOk
                 } else {
                     E::ProbeFailed("simulated probe failure".into())
@@ -250,6 +259,11 @@ impl Procs {
             .filter(move |((n, _), p)| *n == node && p.alive)
             .map(|((_, id), p)| (id.as_str(), p))
     }
+}
+
+/// Whether a job version is a broken one (the workload marks it).
+pub(crate) fn is_broken(job: &JobRecord) -> bool {
+    job.spec.env.contains_key("BROKEN")
 }
 
 fn ms(n: u64) -> std::time::Duration {

@@ -41,28 +41,43 @@ pub(crate) fn shapes(
 /// The jobs an operator deploys and changes.
 pub(crate) struct JobsWorkload {
     rng: StdRng,
-    /// The operator's idea of each job (the last record it wrote).
+    /// The operator's idea of each job (the last record it wrote, or the
+    /// revert a node wrote).
     pub(crate) jobs: BTreeMap<String, JobRecord>,
+    /// The highest version of each job ever written: a revert brings an
+    /// older one back, and the next version is numbered past this.
+    top: BTreeMap<String, u64>,
     next: Option<Time>,
     /// Changes made.
     pub(crate) changes: u64,
+    /// Probability a new version is broken (env `BROKEN`).
+    pub(crate) broken: f64,
+    /// Only new versions, no scale or stop.
+    pub(crate) versions_only: bool,
+    /// Broken versions written.
+    pub(crate) broken_written: u64,
 }
 
 impl JobsWorkload {
     /// `count` jobs, `j0` to `j{count-1}`, of random shapes.
     pub(crate) fn new(seed: u64, count: usize) -> JobsWorkload {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x0010_b50f_5eed);
-        let jobs = (0..count)
+        let jobs: BTreeMap<String, JobRecord> = (0..count)
             .map(|i| {
                 let j = make(&mut rng, &format!("j{i}"));
                 (j.name().to_string(), j)
             })
             .collect();
+        let top = jobs.iter().map(|(k, j)| (k.clone(), j.version)).collect();
         JobsWorkload {
             rng,
+            top,
             jobs,
             next: None,
             changes: 0,
+            broken: 0.0,
+            versions_only: false,
+            broken_written: 0,
         }
     }
 
@@ -84,7 +99,12 @@ impl JobsWorkload {
         let names: Vec<String> = self.jobs.keys().cloned().collect();
         let name = &names[self.rng.random_range(0..names.len())];
         let old = self.jobs[name].clone();
-        let mut new = match self.rng.random_range(0..4u32) {
+        let kind = if self.versions_only {
+            3
+        } else {
+            self.rng.random_range(0..4u32)
+        };
+        let mut new = match kind {
             // Scale: the same version, another count.
             0 | 1 => {
                 let mut j = old.clone();
@@ -101,10 +121,22 @@ impl JobsWorkload {
             // version is counted at the current size).
             _ => {
                 let mut spec = old.spec.clone();
-                spec.env.insert("V".into(), format!("{}", old.version + 1));
-                old.next(spec, DIGEST, wall_ms).expect("a digest pins")
+                let top = self.top.get(name).copied().unwrap_or(old.version);
+                spec.env.insert("V".into(), format!("{}", top + 1));
+                // Drawn only when asked for, so runs without broken
+                // versions keep their seeds' streams.
+                spec.env.remove("BROKEN");
+                if self.broken > 0.0 && self.rng.random_bool(self.broken) {
+                    spec.env.insert("BROKEN".into(), "1".into());
+                    self.broken_written += 1;
+                }
+                let mut j = old.next(spec, DIGEST, wall_ms).expect("a digest pins");
+                j.version = top + 1;
+                j
             }
         };
+        let top = self.top.entry(name.clone()).or_default();
+        *top = (*top).max(new.version);
         new.updated_ms = wall_ms;
         self.changes += 1;
         self.jobs.insert(name.clone(), new.clone());
@@ -157,5 +189,8 @@ fn make(rng: &mut StdRng, name: &str) -> JobRecord {
         avoid_ms: 5_000,
     };
     spec.kill_timeout_ms = 500;
+    // Rollouts at the pace of the run: proven in 1 s, failed after 8 s.
+    spec.update.min_healthy_ms = 1_000;
+    spec.update.healthy_deadline_ms = 8_000;
     JobRecord::first(spec, DIGEST, 0).expect("a digest pins")
 }

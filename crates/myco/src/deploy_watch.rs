@@ -1,6 +1,9 @@
-//! `myco deploy` on a terminal: one progress line until every instance of
-//! the new version is ready, a slot stays pending, or an instance is in a
-//! crash loop.
+//! `myco deploy` on a terminal (or with `--watch`): progress until every
+//! instance of the new version is ready and no older one serves, a slot
+//! stays pending, an instance is in a crash loop, or the rollout failed
+//! and the job went back to the version before (an error: the exit code
+//! says the deploy did not take). On a terminal one line is rewritten in
+//! place; otherwise one line is printed per step.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -24,11 +27,18 @@ struct Progress {
     failed: u32,
     /// A failed instance that used up its restarts: `(id, reason)`.
     crash_loop: Option<(String, String)>,
+    /// Instances of other versions still ready or draining (a rollout
+    /// replaces them one step at a time).
+    old: u32,
 }
 
 fn progress(job: &JobInfo, instances: &[InstanceInfo]) -> Progress {
     let mut p = Progress::default();
     let attempts = job.spec.restart.attempts;
+    p.old = instances
+        .iter()
+        .filter(|i| i.version != job.version && matches!(i.state.as_str(), "ready" | "draining"))
+        .count() as u32;
     for i in instances.iter().filter(|i| i.version == job.version) {
         match i.state.as_str() {
             "ready" => p.ready += 1,
@@ -45,15 +55,38 @@ fn progress(job: &JobInfo, instances: &[InstanceInfo]) -> Progress {
     p
 }
 
-/// Waits until `job`'s current version is ready, printing progress.
-pub fn watch(c: &Client, job: &JobInfo, limit: Duration) -> anyhow::Result<()> {
+/// Why a rollout of `version` failed, from its instances' records.
+fn failure_of(version: u64, instances: &[InstanceInfo]) -> String {
+    instances
+        .iter()
+        .find(|i| i.version == version && !i.reason.is_empty())
+        .map(|i| format!("instance {}: {}", i.id, i.reason))
+        .unwrap_or_else(|| "a new instance did not become healthy in time".into())
+}
+
+/// Waits until `job`'s current version is ready, printing progress: one
+/// line rewritten in place (`lines` false, a terminal) or one line per
+/// step.
+pub fn watch(c: &Client, job: &JobInfo, limit: Duration, lines: bool) -> anyhow::Result<()> {
     let start = Instant::now();
     let mut out = std::io::stdout().lock();
     let mut pending_since: Option<Instant> = None;
+    let mut last: Option<(u32, u32, u32, u32)> = None;
     loop {
         let now = c.job(&job.name)?;
         if now.version != job.version {
             writeln!(out)?;
+            // An older spec came back: the rollout failed and reverted.
+            let instances = c.instances(Some(&job.name))?;
+            if now.version < job.version {
+                bail!(
+                    "rollout of {} version {} failed ({}); reverted to version {}",
+                    job.name,
+                    job.version,
+                    failure_of(job.version, &instances),
+                    now.version
+                );
+            }
             bail!(
                 "job {} moved on to version {} while waiting (another deploy?)",
                 job.name,
@@ -61,19 +94,28 @@ pub fn watch(c: &Client, job: &JobInfo, limit: Duration) -> anyhow::Result<()> {
             );
         }
         let p = progress(&now, &c.instances(Some(&job.name))?);
-        write!(
-            out,
-            "\r{}: {}/{} ready, {} launching, {} failed  ({:.1}s)   ",
+        let step = (p.ready, p.launching, p.failed, p.old);
+        let line = format!(
+            "{}: {}/{} ready, {} launching, {} failed, {} old  ({:.1}s)",
             job.name,
             p.ready,
             now.desired,
             p.launching,
             p.failed,
+            p.old,
             start.elapsed().as_secs_f64()
-        )?;
+        );
+        if !lines {
+            write!(out, "\r{line}   ")?;
+        } else if last != Some(step) {
+            writeln!(out, "{line}")?;
+        }
+        last = Some(step);
         out.flush()?;
-        if p.ready >= now.desired {
-            writeln!(out)?;
+        if p.ready >= now.desired && p.old == 0 {
+            if !lines {
+                writeln!(out)?;
+            }
             writeln!(out, "all {} instances ready", now.desired)?;
             return Ok(());
         }
@@ -162,8 +204,16 @@ mod tests {
                 instance(2, "launching", 0),
             ],
         );
-        assert_eq!((p.ready, p.launching, p.failed), (1, 1, 0));
+        assert_eq!((p.ready, p.launching, p.failed, p.old), (1, 1, 0, 1));
         assert_eq!(p.crash_loop, None);
+    }
+
+    #[test]
+    fn a_revert_names_the_failing_instance() {
+        let mut bad = instance(3, "failed", 1);
+        bad.reason = "not healthy within 6 s".into();
+        let why = failure_of(3, &[instance(2, "ready", 0), bad]);
+        assert_eq!(why, "instance web-1-v3: not healthy within 6 s");
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub struct DeployArgs {
     /// Print the API's answer as JSON (implies --detach).
     #[arg(long)]
     pub json: bool,
+    /// Wait for the rollout and print one line per step even when
+    /// standard output is not a terminal; exits non-zero if the rollout
+    /// failed and reverted.
+    #[arg(long, conflicts_with_all = ["detach", "json"])]
+    pub watch: bool,
     /// Give up waiting for instances after this many seconds.
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub wait: u64,
@@ -62,6 +67,12 @@ pub enum JobCmd {
         name: String,
         #[command(flatten)]
         out: Output,
+    },
+    /// Replace every instance with a fresh one of the same spec, a rolling
+    /// restart (a new version, replaced blue/green like any other).
+    Restart {
+        /// The job's name.
+        name: String,
     },
     /// Bring back an earlier version as a new one (the count stays).
     #[command(disable_version_flag = true)]

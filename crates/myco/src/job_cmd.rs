@@ -55,10 +55,12 @@ pub fn deploy(c: &Client, args: DeployArgs) -> anyhow::Result<()> {
         return print_json(&deployed);
     }
     println!("{}", change_words(&deployed));
-    if args.detach || !std::io::stdout().is_terminal() {
+    let terminal = std::io::stdout().is_terminal();
+    if args.detach || !(terminal || args.watch) {
         return Ok(());
     }
-    crate::deploy_watch::watch(c, &deployed.job, Duration::from_secs(args.wait))
+    let wait = Duration::from_secs(args.wait);
+    crate::deploy_watch::watch(c, &deployed.job, wait, !terminal)
 }
 
 /// `myco job ...`.
@@ -91,6 +93,10 @@ pub fn job(c: &Client, cmd: JobCmd) -> anyhow::Result<()> {
         JobCmd::History { name, out } => print_listing(&c.job_versions(&name)?, out.json),
         JobCmd::Revert { name, version } => {
             println!("{}", change_words(&c.job_revert(&name, version)?));
+            Ok(())
+        }
+        JobCmd::Restart { name } => {
+            println!("{}", change_words(&c.job_restart(&name)?));
             Ok(())
         }
     }

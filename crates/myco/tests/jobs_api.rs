@@ -115,6 +115,7 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
         ("POST", "/v1/jobs"),
         ("POST", "/v1/jobs/web/scale"),
         ("POST", "/v1/jobs/web/revert"),
+        ("POST", "/v1/jobs/web/restart"),
         ("DELETE", "/v1/jobs/web"),
         ("POST", "/api/workloads"),
         ("POST", "/api/workloads/web/stop"),

@@ -85,6 +85,7 @@ impl SseEvent for Arc<ApiEvent> {
         match self.as_ref() {
             ApiEvent::State { .. } => "state",
             ApiEvent::Member { .. } => "member",
+            ApiEvent::Job { .. } => "job",
             ApiEvent::Lagged { .. } => "lagged",
         }
     }

@@ -189,6 +189,16 @@ pub async fn revert(
     Ok(written(&s, change, &rec))
 }
 
+/// `POST /v1/jobs/{name}/restart`: a rolling restart (the same spec as a
+/// new version, replaced blue/green).
+pub async fn restart(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Response, HttpError> {
+    let (change, rec) = workflow::restart(&s.mesh, &name).await?;
+    Ok(written(&s, change, &rec))
+}
+
 /// `GET /v1/jobs/{name}/versions`: the history, oldest first.
 pub async fn versions(
     State(s): State<ApiState>,

@@ -10,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use myco_core::jobs::controller::JobEventKind;
+
 use crate::exec::CgroupVersion;
 use crate::jobs::JobsShared;
 
@@ -86,6 +88,23 @@ pub fn register(r: &mut Registry, jobs: &JobsShared) {
         "Instance record writes that failed",
         get(&s.record_write_failures),
     );
+    let heal = Family::<Labels, Counter<u64>>::default();
+    for (kind, n) in JobEventKind::ALL.iter().zip(&s.heal_events) {
+        heal.get_or_create(&vec![("kind", kind.as_str().to_string())])
+            .inc_by(get(n));
+    }
+    r.register(
+        "heal_decisions",
+        "Healing and rollout decisions of this node, by kind (moved, rollout_step, \
+         rollout_done, rollout_failed, reverted); each is also a `job` event",
+        heal,
+    );
+    counter(
+        r,
+        "rollout_reverts_written",
+        "Automatic reverts this node wrote after a failed rollout",
+        get(&s.reverts_written),
+    );
     let cgroups = Family::<Labels, Gauge>::default();
     let version = match jobs.cgroups.version {
         CgroupVersion::V2 => "v2",
@@ -129,6 +148,7 @@ mod tests {
         ]));
         JobsShared::count(&jobs.stats.spawns);
         JobsShared::count(&jobs.stats.refusals);
+        JobsShared::count(&jobs.stats.heal_events[0]);
         let mut r = Registry::with_prefix("myco");
         register(&mut r, &jobs);
         let mut text = String::new();
@@ -138,6 +158,9 @@ mod tests {
             "myco_instances{state=\"failed\"} 1",
             "myco_instances{state=\"launching\"} 0",
             "myco_instance_spawns_total 1",
+            "myco_heal_decisions_total{kind=\"moved\"} 1",
+            "myco_heal_decisions_total{kind=\"reverted\"} 0",
+            "myco_rollout_reverts_written_total 0",
             "myco_instance_refusals_total 1",
             "myco_instance_restarts_total 0",
             "myco_cgroups{version=\"none\",limits=\"\"} 1",

@@ -113,6 +113,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{name}", get(jobs::show).delete(jobs::stop))
         .route("/v1/jobs/{name}/scale", post(jobs::scale))
         .route("/v1/jobs/{name}/revert", post(jobs::revert))
+        .route("/v1/jobs/{name}/restart", post(jobs::restart))
         .route("/v1/jobs/{name}/versions", get(jobs::versions))
         .route("/v1/instances", get(instances::list))
         .route(

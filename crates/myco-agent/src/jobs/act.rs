@@ -6,8 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use myco_core::jobs::controller::JobAction;
+use myco_core::jobs::controller::{JobAction, JobEvent, JobEventKind};
 use myco_core::jobs::supervise::ProcessEvent;
+use myco_proto::api::ApiEvent;
 use myco_proto::instance::{Exit, InstanceRecord, InstanceState};
 use myco_proto::job::JobRecord;
 
@@ -22,7 +23,40 @@ impl Runtime {
         while let Some(action) = self.ctl.poll_action() {
             self.act(action).await;
         }
+        while let Some(event) = self.ctl.poll_event() {
+            self.tell(event);
+        }
         self.publish();
+    }
+
+    /// A healing or rollout decision: logged, counted, and published on
+    /// `/v1/events`.
+    fn tell(&self, e: JobEvent) {
+        tracing::info!(job = %e.job, kind = e.kind.as_str(), "{}", e.message);
+        if let Some(i) = JobEventKind::ALL.iter().position(|k| *k == e.kind) {
+            JobsShared::count(&self.shared.stats.heal_events[i]);
+        }
+        self.mesh.publish(ApiEvent::Job {
+            kind: e.kind.as_str().to_string(),
+            job: e.job,
+            message: e.message,
+        });
+    }
+
+    /// Writes the revert the controller asked for, off the loop (it reads
+    /// the history and waits for the write to be durable).
+    fn revert(&self, job: String, from: u64, to: u64) {
+        let (mesh, shared) = (self.mesh.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            match super::workflow::auto_revert(&mesh, &job, from, to).await {
+                Ok(true) => {
+                    JobsShared::count(&shared.stats.reverts_written);
+                    tracing::info!(%job, from, to, "rollout reverted: version {to} is current again");
+                }
+                Ok(false) => tracing::info!(%job, from, to, "revert not needed: the job moved on"),
+                Err(e) => tracing::warn!(%job, from, to, error = %e, "revert failed"),
+            }
+        });
     }
 
     async fn act(&mut self, action: JobAction) {
@@ -36,6 +70,7 @@ impl Runtime {
                 let key = InstanceRecord::key_of(&job, &id);
                 self.send_write(key, None).await;
             }
+            JobAction::Revert { job, from, to, .. } => self.revert(job, from, to),
         }
     }
 

@@ -48,6 +48,9 @@ pub struct JobsConfig {
     /// How long the placement inputs must hold still before a node starts
     /// or moves anything (the core's settle period).
     pub settle: std::time::Duration,
+    /// How long an instance replaced by a rollout drains before it is
+    /// stopped (`MYCO_DRAIN_MS`).
+    pub drain: std::time::Duration,
 }
 
 impl Default for JobsConfig {
@@ -57,6 +60,7 @@ impl Default for JobsConfig {
             cgroups: crate::exec::CgroupConfig::default(),
             logs: crate::exec::LogLimits::default(),
             settle: myco_core::jobs::reconcile::DEFAULT_SETTLE,
+            drain: myco_core::jobs::controller::DEFAULT_DRAIN,
         }
     }
 }
@@ -118,6 +122,19 @@ impl JobsConfig {
         if let Some(v) = var("MYCO_CGROUP_PARENT") {
             c.cgroups.parent = v;
         }
+        if let Some(v) = var("MYCO_DRAIN_MS") {
+            let ms: u64 =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|&ms| ms <= 600_000)
+                    .ok_or(JobsConfigError {
+                        var: "MYCO_DRAIN_MS",
+                        value: v.clone(),
+                        want: "want milliseconds, 0 to 600000 (default 1500)",
+                    })?;
+            c.drain = std::time::Duration::from_millis(ms);
+        }
         Ok(c)
     }
 }
@@ -140,6 +157,12 @@ pub struct JobsStats {
     pub records_written: AtomicU64,
     /// Records whose write failed (retried on the next change).
     pub record_write_failures: AtomicU64,
+    /// Healing and rollout decisions of this node, by kind
+    /// (`JobEventKind::ALL` order).
+    pub heal_events: [AtomicU64; 5],
+    /// Automatic reverts this node wrote (a failed rollout's version
+    /// replaced by the one before).
+    pub reverts_written: AtomicU64,
 }
 
 /// One local instance as the API sees it.
@@ -227,5 +250,13 @@ mod tests {
             assert_eq!(e.var, "MYCO_INSTANCE_PORTS");
         }
         assert!(JobsConfig::from_vars(vars(&[("MYCO_CGROUPS", "maybe")])).is_err());
+        let c = JobsConfig::from_vars(vars(&[("MYCO_DRAIN_MS", "250")])).unwrap();
+        assert_eq!(c.drain, std::time::Duration::from_millis(250));
+        for bad in ["-1", "soon", "600001"] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(Box::new([("MYCO_DRAIN_MS", bad)]));
+            let e = JobsConfig::from_vars(vars(pairs)).unwrap_err();
+            assert_eq!(e.var, "MYCO_DRAIN_MS");
+        }
     }
 }

@@ -171,6 +171,7 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
             settle: config.settle,
             state_settle: myco_core::jobs::reconcile::DEFAULT_STATE_SETTLE,
             seed,
+            drain: config.drain,
         },
     );
     let (done_tx, mut done_rx) = mpsc::channel(DONE_QUEUE);

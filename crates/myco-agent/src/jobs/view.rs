@@ -73,5 +73,7 @@ pub fn concerns_view(event: &myco_proto::api::ApiEvent) -> bool {
             *table == Table::JOBS.name() || *table == Table::INSTANCES.name()
         }
         ApiEvent::Member { .. } | ApiEvent::Lagged { .. } => true,
+        // The runtime's own decisions: nothing new to read.
+        ApiEvent::Job { .. } => false,
     }
 }

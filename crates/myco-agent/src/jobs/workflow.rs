@@ -249,7 +249,10 @@ pub async fn deploy_spec(
     let digest = resolve(mesh, &spec.spore)?;
     let _turn = WRITES.lock().await;
     let cur = current(mesh, &spec.name)?;
-    let (change, rec) = next_record(cur.as_ref(), spec, &digest, now_ms())?;
+    let (change, mut rec) = next_record(cur.as_ref(), spec, &digest, now_ms())?;
+    if matches!(change, DeployChange::NewVersion | DeployChange::Started) {
+        rec.version = rec.version.max(latest_version(mesh, rec.name()) + 1);
+    }
     store(mesh, change, &rec).await?;
     Ok((change, rec))
 }
@@ -336,6 +339,7 @@ pub async fn revert(
     let earlier = JobRecord::decode(&earlier)?;
     let mut rec = cur.revert_to(&earlier, now_ms());
     rec.spec.count = cur.spec.count;
+    rec.version = rec.version.max(latest_version(mesh, name) + 1);
     if same_but_count(&rec.spec, &cur.spec) && !cur.stopped {
         return Ok((DeployChange::Unchanged, cur));
     }
@@ -423,6 +427,9 @@ pub fn plan(mesh: &MeshHandle, body: &[u8]) -> Result<(JobPlan, Inputs), JobFlow
     let plan = placement::plan(&inputs.cluster(), &rec);
     Ok((plan, inputs))
 }
+
+mod rollout;
+pub use rollout::{auto_revert, latest_version, restart};
 
 #[cfg(test)]
 mod tests;

@@ -116,6 +116,12 @@ impl MeshHandle {
         self.events.subscribe()
     }
 
+    /// Publishes an event of another part of the agent (the jobs
+    /// runtime's decisions) to every subscriber; none listening is fine.
+    pub fn publish(&self, event: ApiEvent) {
+        let _ = self.events.send(Arc::new(event));
+    }
+
     /// Joins through a peer, waiting for room in the command queue.
     pub async fn join(&self, addr: SocketAddr) -> Result<(), CommandError> {
         self.send(Command::Join(addr)).await

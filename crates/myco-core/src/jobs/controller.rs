@@ -38,12 +38,15 @@ use super::supervise::{ProcessEvent, Supervisor};
 use crate::time::Time;
 
 mod drive;
+mod events;
+mod heal;
 mod local;
 mod pass;
 #[cfg(test)]
 mod tests;
 mod view;
 
+pub use events::{EVENT_QUEUE, JobEvent, JobEventKind};
 use local::Local;
 pub use view::{View, node_view};
 
@@ -58,7 +61,16 @@ pub struct ControllerConfig {
     pub state_settle: Duration,
     /// Seeds the controller's random stream (restart jitter).
     pub seed: u64,
+    /// How long an instance replaced by a rollout stays `draining` (still
+    /// running, no new edge traffic) before it is stopped
+    /// ([`DEFAULT_DRAIN`]).
+    pub drain: Duration,
 }
+
+/// How long a replaced instance drains by default: long enough for the
+/// edge to see `draining` (one record push, milliseconds) and for short
+/// requests under way to finish; short, so a rollout step is quick.
+pub const DEFAULT_DRAIN: Duration = Duration::from_millis(1_500);
 
 impl Default for ControllerConfig {
     fn default() -> Self {
@@ -66,6 +78,7 @@ impl Default for ControllerConfig {
             settle: reconcile::DEFAULT_SETTLE,
             state_settle: reconcile::DEFAULT_STATE_SETTLE,
             seed: 0,
+            drain: DEFAULT_DRAIN,
         }
     }
 }
@@ -118,6 +131,21 @@ pub enum JobAction {
         /// The instance.
         id: String,
     },
+    /// A rollout of `job` to version `from` failed and the job's
+    /// `auto_revert` is on: if the job's current record is still version
+    /// `from`, write the record of version `to` (from `Table::JOB_VERSIONS`,
+    /// with the current `count`) as the job's current record. Every node
+    /// that writes it writes the same bytes.
+    Revert {
+        /// The job.
+        job: String,
+        /// The version that failed.
+        from: u64,
+        /// The version the old instances run.
+        to: u64,
+        /// Why, for the log.
+        reason: String,
+    },
     /// Write this record to `Table::INSTANCES` under `record.key()`
     /// (durably). Only when it differs from what this node last wrote.
     Write {
@@ -159,6 +187,16 @@ pub struct Controller {
     wake: Option<Time>,
     /// Placement is due again then (an avoidance ends).
     replace_at: Option<Time>,
+    /// A rollout moves by time alone then (a new instance proven).
+    rollout_at: Option<Time>,
+    /// The drain period of replaced instances.
+    drain: Duration,
+    /// Rolling jobs as last seen: version, and whether it failed (events
+    /// are told once per change).
+    rolling: BTreeMap<String, (u64, bool)>,
+    /// Reverts asked for, by (job, failed version): asked once.
+    reverted: BTreeSet<(String, u64)>,
+    events: events::Events,
     actions: VecDeque<JobAction>,
 }
 
@@ -189,6 +227,11 @@ impl Controller {
             deleted: BTreeSet::new(),
             wake: None,
             replace_at: None,
+            rollout_at: None,
+            drain: config.drain,
+            rolling: BTreeMap::new(),
+            reverted: BTreeSet::new(),
+            events: events::Events::default(),
             actions: VecDeque::new(),
         }
     }
@@ -253,7 +296,19 @@ impl Controller {
             .values()
             .filter_map(|l| l.sup.as_ref().and_then(Supervisor::poll_timeout));
         let wake = self.wake.filter(|_| self.scanned);
-        sups.chain(wake).chain(self.replace_at).min()
+        let rollout = self.rollout_at.filter(|_| self.scanned);
+        sups.chain(wake).chain(self.replace_at).chain(rollout).min()
+    }
+
+    /// The next healing or rollout decision to tell (log, `/v1/events`,
+    /// metrics).
+    pub fn poll_event(&mut self) -> Option<JobEvent> {
+        self.events.pop()
+    }
+
+    /// Events lost because they were not polled in time.
+    pub fn events_dropped(&self) -> u64 {
+        self.events.dropped
     }
 
     /// The next thing for the shell to do.

@@ -9,6 +9,8 @@
 //! - [`settle`]: [`settle::Settle`] holds a node back while its view moves.
 //! - [`reconcile`]: [`reconcile::reconcile`], one level-triggered pass for
 //!   one node: start, adopt, stop, keep, hold, refuse, forget.
+//! - [`rollout`]: [`rollout::rollouts`], blue/green replacement of a
+//!   job's instances on a version change, read from the records alone.
 //! - [`supervise`]: [`supervise::Supervisor`], per instance: probes,
 //!   readiness, restarts with backoff and jitter, giving up.
 //! - [`controller`]: [`controller::Controller`], the four above glued
@@ -37,7 +39,8 @@
 //! 2. `let p = placement::place(&cluster)`, then
 //!    `settle.observe_parts(now, p.members_fingerprint, p.fingerprint)`.
 //! 3. `reconcile::reconcile(&ReconcileInput { me, now, wall_ms, placement:
-//!    &p, jobs, local, records, capacity, settle: &settle })`, where
+//!    &p, jobs, local, records, capacity, settle: &settle, rollouts })`,
+//!    `rollouts` being [`rollout::rollouts`] of the same view, where
 //!    `local` lists what the shell runs here (after an agent restart,
 //!    including the processes it found, as
 //!    [`reconcile::LocalStatus::Orphan`]) and `capacity` is this node's.
@@ -47,6 +50,8 @@
 //!      [`supervise::Supervisor::new`] and spawn on its `Spawn`;
 //!    - `Adopt`: [`supervise::Supervisor::adopt`] with the record's state;
 //!    - `Stop`: [`supervise::Supervisor::stop`];
+//!    - `Drain`: [`supervise::Supervisor::drain`] (a rollout's old
+//!      instance whose replacement is proven);
 //!    - `Refuse`: write the record as `failed` with the reason and
 //!      `avoid_until_ms` (the job's `restart.avoid_ms` ahead), so placement
 //!      on every node moves the slot instead of leaving it refused here;
@@ -113,6 +118,7 @@
 pub mod controller;
 pub mod placement;
 pub mod reconcile;
+pub mod rollout;
 pub mod settle;
 pub mod supervise;
 

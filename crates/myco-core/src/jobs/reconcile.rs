@@ -14,7 +14,9 @@
 //! | yes                     | orphan (agent restart) | `Adopt`                      |
 //! | yes                     | gave up                | nothing: placement moves it  |
 //! | yes                     | none or stopped        | `Start` if settled and it fits; else `Hold` (unsettled, or room still being freed) or `Refuse` |
+//! | yes, rollout waits      | none or stopped        | `Hold` (see [`super::rollout`]) |
 //! | no, job stopped         | supervised or orphan   | `Stop` at once               |
+//! | no, older version       | supervised or orphan   | if settled, by the rollout: `Keep`, `Drain` or `Stop`; else `Keep` |
 //! | no, otherwise           | supervised or orphan   | `Stop` if settled, else `Keep` |
 //! | (any)                   | none, record left      | `Forget` the record (after its avoidance ends) |
 
@@ -26,6 +28,7 @@ use myco_proto::instance::{InstanceRecord, InstanceState};
 use myco_proto::job::{JobRecord, Resources};
 
 use super::placement::{Capacity, Placement, Slot};
+use super::rollout::{OldFate, Rollouts};
 use super::settle::Settle;
 use crate::time::Time;
 
@@ -88,6 +91,8 @@ pub struct ReconcileInput<'a> {
     pub capacity: Capacity,
     /// The settle tracker, already fed this placement's fingerprint.
     pub settle: &'a Settle,
+    /// The rollouts read from the same view ([`super::rollout::rollouts`]).
+    pub rollouts: &'a Rollouts,
 }
 
 /// One thing to do.
@@ -113,6 +118,14 @@ pub enum Action {
     /// Stop a local instance (drain, SIGTERM, SIGKILL after the job's
     /// `kill_timeout_ms`).
     Stop {
+        /// The instance.
+        id: String,
+        /// Why, for the log and the record.
+        reason: String,
+    },
+    /// Drain a local instance of an older version whose slot's new
+    /// instance is proven: `draining` for the drain period, then stopped.
+    Drain {
         /// The instance.
         id: String,
         /// Why, for the log and the record.
@@ -200,12 +213,38 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
         if desired.contains(&l.id) {
             continue;
         }
-        leaving.add(&l.resources);
         let job = jobs.get(l.job.as_str());
+        let ready = records
+            .get(l.id.as_str())
+            .is_some_and(|r| r.state == InstanceState::Ready);
+        // An old instance kept for a rollout frees nothing until its
+        // replacement is proven: starts must not wait for its room.
+        let kept = job.is_some_and(|j| {
+            !j.stopped
+                && j.version != l.version
+                && l.slot < j.spec.count
+                && input.rollouts.old_fate(&l.job, l.slot, ready) == OldFate::Keep
+        });
+        if !kept {
+            leaving.add(&l.resources);
+        }
         if job.is_some_and(|j| j.stopped) {
             out.push(Action::Stop {
                 id: l.id.clone(),
                 reason: "job stopped".into(),
+            });
+        } else if kept {
+            out.push(Action::Keep { id: l.id.clone() });
+        } else if let Some(j) = job.filter(|j| {
+            j.version != l.version
+                && l.slot < j.spec.count
+                && input.rollouts.old_fate(&l.job, l.slot, ready) == OldFate::Drain
+        }) {
+            // Its replacement is proven ready: draining it takes nothing
+            // from anyone, so it needs no settled view.
+            out.push(Action::Drain {
+                id: l.id.clone(),
+                reason: format!("draining: replaced by version {}", j.version),
             });
         } else if !settled {
             out.push(Action::Keep { id: l.id.clone() });
@@ -226,6 +265,16 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
         let job = job.to_string();
         if !settled {
             out.push(Action::Hold { job, slot, until });
+            continue;
+        }
+        // A rollout lets `max_parallel` slots change at a time; the next
+        // pass (a record changed, or a slot proven by time) may let it.
+        if !input.rollouts.may_start(&job, slot) {
+            out.push(Action::Hold {
+                job,
+                slot,
+                until: input.now,
+            });
             continue;
         }
         let Some(need) = jobs.get(job.as_str()).map(|j| j.spec.resources) else {

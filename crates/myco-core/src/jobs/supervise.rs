@@ -141,6 +141,9 @@ enum Phase {
     Killing,
     /// Waiting to restart.
     Backoff { until: Time },
+    /// Draining on request: still running, `draining` in its record (the
+    /// edge sends it no new request), stopped at `until`.
+    Draining { until: Time },
     /// Stopping on request.
     Stopping,
     /// Ended on request.
@@ -258,7 +261,7 @@ impl Supervisor {
     pub fn poll_timeout(&self) -> Option<Time> {
         let phase = match self.phase {
             Phase::Launching { deadline } => Some(deadline),
-            Phase::Backoff { until } => Some(until),
+            Phase::Backoff { until } | Phase::Draining { until } => Some(until),
             _ => None,
         };
         let probe = self.next_probe.filter(|_| !self.probing);
@@ -268,26 +271,56 @@ impl Supervisor {
         }
     }
 
-    /// Stops the instance on request (scale down, moved, job stopped).
+    /// Drains the instance (replaced by a proven new version): its record
+    /// says `draining` with `reason` while it finishes what it serves, and
+    /// it is stopped at `now + period`. An instance not running (spawning,
+    /// between restarts) stops at once; one already stopping or draining
+    /// is left as it is.
+    pub fn drain(&mut self, now: Time, period: Duration, reason: String) {
+        match self.phase {
+            Phase::Launching { .. } | Phase::Ready => {
+                self.phase = Phase::Draining {
+                    until: now + period,
+                };
+                self.next_probe = None;
+                self.probing = false;
+                self.set(InstanceState::Draining, reason);
+            }
+            Phase::Spawning | Phase::Backoff { .. } | Phase::Killing => self.stop(),
+            Phase::Draining { .. } | Phase::Stopping | Phase::Stopped | Phase::GaveUp => {}
+        }
+    }
+
+    /// Stops the instance on request (scale down, moved, job stopped). A
+    /// draining instance finishes its drain first: it is stopped then.
     pub fn stop(&mut self) {
         match self.phase {
-            Phase::Stopping | Phase::Stopped | Phase::GaveUp => {}
+            Phase::Stopping | Phase::Stopped | Phase::GaveUp | Phase::Draining { .. } => {}
             Phase::Backoff { .. } | Phase::Spawning => {
                 self.phase = Phase::Stopped;
                 self.set(InstanceState::Stopped, "stopped".into());
             }
-            Phase::Launching { .. } | Phase::Ready | Phase::Killing => {
-                self.phase = Phase::Stopping;
-                self.next_probe = None;
-                self.set(InstanceState::Draining, "stopping".into());
-                let grace = self.policy.kill_timeout;
-                self.actions.push_back(SuperviseAction::Kill { grace });
-            }
+            Phase::Launching { .. } | Phase::Ready | Phase::Killing => self.kill_to_stop(),
         }
+    }
+
+    /// SIGTERM now, SIGKILL after the grace; the exit ends it.
+    fn kill_to_stop(&mut self) {
+        self.phase = Phase::Stopping;
+        self.next_probe = None;
+        self.set(InstanceState::Draining, "stopping".into());
+        let grace = self.policy.kill_timeout;
+        self.actions.push_back(SuperviseAction::Kill { grace });
     }
 
     /// Time passed: probes, deadlines and restarts that are due.
     pub fn handle_timeout(&mut self, now: Time) {
+        if let Phase::Draining { until } = self.phase
+            && now >= until
+        {
+            self.kill_to_stop();
+            return;
+        }
         if let Phase::Backoff { until } = self.phase
             && now >= until
         {
@@ -340,7 +373,7 @@ impl Supervisor {
                 self.probing = false;
                 self.next_probe = None;
                 match self.phase {
-                    Phase::Stopping => {
+                    Phase::Stopping | Phase::Draining { .. } => {
                         self.phase = Phase::Stopped;
                         self.set(InstanceState::Stopped, "stopped".into());
                     }

@@ -41,6 +41,7 @@ fn pass(nodes: &[NodeView], jobs: &[JobRecord], fleet: &Fleet) -> BTreeMap<NodeI
             records: &records,
             capacity: v.capacity,
             settle: &settle,
+            rollouts: &Default::default(),
         };
         out.insert(v.id, reconcile(&input));
     }

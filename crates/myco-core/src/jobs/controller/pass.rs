@@ -45,6 +45,7 @@ impl Controller {
         let wall = self.wall(now);
         let locals: Vec<_> = self.local.iter().map(|(id, l)| l.as_input(id)).collect();
         let records = self.records();
+        let rollouts = self.read_rollouts(wall, &records);
         let actions = reconcile::reconcile(&ReconcileInput {
             me: self.me,
             now,
@@ -55,6 +56,7 @@ impl Controller {
             records: &records,
             capacity: self.capacity,
             settle: &self.settle,
+            rollouts: &rollouts,
         });
         let mut again = false;
         for action in actions {
@@ -64,10 +66,12 @@ impl Controller {
                         continue;
                     };
                     tracing::debug!(node = %self.me, %id, "start");
+                    self.tell_start(&job, slot, &id, &rollouts);
                     self.local.insert(id.clone(), Local::start(record, slot));
                     self.drive(now, &id);
                 }
                 Action::Adopt { id } => self.adopt(now, &id),
+                Action::Drain { id, reason } => self.drain_instance(now, &id, reason),
                 Action::Stop { id, reason } => {
                     tracing::debug!(node = %self.me, %id, %reason, "stop");
                     self.stop(now, &id);
@@ -120,6 +124,7 @@ impl Controller {
                 Action::Keep { .. } | Action::Hold { .. } => {}
             }
         }
+        self.after_rollouts(now, wall, &rollouts);
         again
     }
 

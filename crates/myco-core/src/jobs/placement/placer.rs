@@ -31,6 +31,16 @@ impl Node {
         self.free_cpu >= r.cpu && self.free_mem >= r.mem && self.free_pids >= r.pids
     }
 
+    /// Takes room that is in use whether or not it fits (an instance
+    /// already running).
+    fn hold(&mut self, r: &Need) {
+        self.free_cpu = self.free_cpu.saturating_sub(r.cpu);
+        self.free_mem = self.free_mem.saturating_sub(r.mem);
+        if self.free_pids != u64::MAX {
+            self.free_pids = self.free_pids.saturating_sub(r.pids);
+        }
+    }
+
     fn take(&mut self, r: &Need) {
         self.free_cpu -= r.cpu;
         self.free_mem -= r.mem;
@@ -64,8 +74,13 @@ pub(super) struct Placer<'a> {
     up: Eligible,
     /// Running jobs sorted by name.
     pub(super) jobs: Vec<&'a JobRecord>,
-    /// Per job: (slot, node index) of live instances, sorted.
-    sticky: Vec<Vec<(u32, u32)>>,
+    /// Per job: (slot, other version?, node index) of live instances,
+    /// sorted, so a slot's current-version instances come first.
+    sticky: Vec<Vec<(u32, bool, u32)>>,
+    /// Per job: node indices of instances of another version still
+    /// running (a rollout keeps them until their replacement is proven),
+    /// sorted: their room is taken before anything is placed.
+    held: Vec<Vec<u32>>,
     /// Per job: node indices avoided, sorted.
     avoid: Vec<Vec<u32>>,
     fingerprint: u64,
@@ -136,6 +151,7 @@ impl<'a> Placer<'a> {
             up,
             zones: zone_ids.len(),
             sticky: vec![Vec::new(); jobs.len()],
+            held: vec![Vec::new(); jobs.len()],
             avoid: vec![Vec::new(); jobs.len()],
             jobs,
             fingerprint: 0,
@@ -160,30 +176,43 @@ impl<'a> Placer<'a> {
             ) else {
                 continue;
             };
+            let other = r.version != self.jobs[j].version;
+            let live = matches!(
+                r.state,
+                InstanceState::Launching | InstanceState::Ready | InstanceState::Failed
+            );
             if r.avoids(self.cluster.wall_ms) {
                 self.avoid[j].push(n as u32);
-            } else if r.avoid_until_ms.is_none()
-                && matches!(
-                    r.state,
-                    InstanceState::Launching | InstanceState::Ready | InstanceState::Failed
-                )
-                && r.slot < self.jobs[j].spec.count
-            {
-                self.sticky[j].push((r.slot, n as u32));
+            } else if r.avoid_until_ms.is_none() && live && r.slot < self.jobs[j].spec.count {
+                self.sticky[j].push((r.slot, other, n as u32));
+            }
+            if other && (live && r.avoid_until_ms.is_none() || r.state == InstanceState::Draining) {
+                self.held[j].push(n as u32);
             }
         }
         let (nodes, views) = (&self.nodes, &self.views);
-        for (j, (sticky, avoid)) in self.sticky.iter_mut().zip(&mut self.avoid).enumerate() {
+        let parts = self
+            .sticky
+            .iter_mut()
+            .zip(&mut self.avoid)
+            .zip(&mut self.held);
+        for (j, ((sticky, avoid), held)) in parts.enumerate() {
             sticky.sort_unstable();
             sticky.dedup();
             avoid.sort_unstable();
             avoid.dedup();
+            held.sort_unstable();
             // By node id, not index, and up nodes only: a record on a node
             // that is not up decides nothing (it is not eligible), and the
             // index of a node moves when a non-up member comes or goes.
             fp.u64(j as u64);
-            for &(s, n) in sticky.iter().filter(|&&(_, n)| nodes[n as usize].up) {
-                fp.u64(u64::from(s)).u64(views[n as usize].id.as_u64());
+            for &(s, o, n) in sticky.iter().filter(|&&(_, _, n)| nodes[n as usize].up) {
+                fp.u64(u64::from(s)).u64(u64::from(o));
+                fp.u64(views[n as usize].id.as_u64());
+            }
+            fp.u64(u64::MAX);
+            for &n in held.iter().filter(|&&n| nodes[n as usize].up) {
+                fp.u64(views[n as usize].id.as_u64());
             }
             fp.u64(u64::MAX);
             for &n in avoid.iter().filter(|&&n| nodes[n as usize].up) {
@@ -267,43 +296,73 @@ impl<'a> Placer<'a> {
         let mut plan = explain.map(|j| JobPlan::new(self.jobs[j]));
         let up = std::mem::replace(&mut self.up, Eligible::new(0));
 
-        // Keep: every job's live instances first.
-        let mut cands: Vec<u32> = Vec::new();
-        for (j, slots) in assign.iter_mut().enumerate() {
-            if self.sticky[j].is_empty() {
-                continue;
-            }
-            let caps = self.caps(j, self.eligible(j, &up, &mut buf));
+        // Instances of older versions still running hold their room (the
+        // job's current size stands for theirs: the view has no other).
+        for j in 0..self.jobs.len() {
             let need = self.need(j);
-            let sticky = std::mem::take(&mut self.sticky[j]);
-            for group in sticky.chunk_by(|a, b| a.0 == b.0) {
-                let slot = group[0].0;
-                cands.clear();
-                cands.extend(
-                    group
-                        .iter()
-                        .map(|&(_, n)| n)
-                        .filter(|&n| self.is_eligible(j, n as usize)),
-                );
-                if cands.len() > 1 {
-                    let key = slot_key(self.jobs[j].name(), slot);
-                    cands.sort_by_key(|&n| {
-                        std::cmp::Reverse(mix(key ^ self.nodes[n as usize].hash))
-                    });
+            for i in 0..self.held[j].len() {
+                let n = self.held[j][i] as usize;
+                if self.nodes[n].up {
+                    self.nodes[n].hold(&need);
                 }
-                let found = cands.iter().copied().find(|&n| {
-                    let node = &self.nodes[n as usize];
-                    node.fits(&need) && counts.under(caps, n, node.zone)
-                });
-                if let Some(n) = found {
-                    self.assign(&mut slots[slot as usize], n, &need, &mut counts);
-                    if let Some(p) = plan.as_mut().filter(|_| explain == Some(j)) {
-                        p.keep(slot, self.views[n as usize].id);
+            }
+        }
+
+        // Keep: every job's live instances first; first the slots a
+        // current-version instance holds, then, for slots that only an
+        // older version runs (a rollout's), the old instance's node if it
+        // still has room: a rollout never displaces running work.
+        let mut cands: Vec<u32> = Vec::new();
+        for old_pass in [false, true] {
+            for (j, slots) in assign.iter_mut().enumerate() {
+                if self.sticky[j].is_empty() {
+                    continue;
+                }
+                let caps = self.caps(j, self.eligible(j, &up, &mut buf));
+                let need = self.need(j);
+                for &n in slots.iter().flatten() {
+                    counts.add(n, self.nodes[n as usize].zone);
+                }
+                let sticky = std::mem::take(&mut self.sticky[j]);
+                for group in sticky.chunk_by(|a, b| a.0 == b.0) {
+                    let slot = group[0].0;
+                    let of = |other: bool, cands: &mut Vec<u32>| {
+                        cands.clear();
+                        cands.extend(
+                            group
+                                .iter()
+                                .filter(|&&(_, o, _)| o == other)
+                                .map(|&(_, _, n)| n)
+                                .filter(|&n| self.is_eligible(j, n as usize)),
+                        );
+                    };
+                    of(false, &mut cands);
+                    if old_pass {
+                        if !cands.is_empty() || slots[slot as usize].is_some() {
+                            continue;
+                        }
+                        of(true, &mut cands);
+                    }
+                    if cands.len() > 1 {
+                        let key = slot_key(self.jobs[j].name(), slot);
+                        cands.sort_by_key(|&n| {
+                            std::cmp::Reverse(mix(key ^ self.nodes[n as usize].hash))
+                        });
+                    }
+                    let found = cands.iter().copied().find(|&n| {
+                        let node = &self.nodes[n as usize];
+                        node.fits(&need) && counts.under(caps, n, node.zone)
+                    });
+                    if let Some(n) = found {
+                        self.assign(&mut slots[slot as usize], n, &need, &mut counts);
+                        if let Some(p) = plan.as_mut().filter(|_| explain == Some(j)) {
+                            p.keep(slot, self.views[n as usize].id);
+                        }
                     }
                 }
+                self.sticky[j] = sticky;
+                counts.reset(slots, &self.nodes);
             }
-            self.sticky[j] = sticky;
-            counts.reset(slots, &self.nodes);
         }
 
         // Place: the rest.

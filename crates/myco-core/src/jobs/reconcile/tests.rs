@@ -126,6 +126,7 @@ fn run(case: &Case) -> Vec<Action> {
         records: &case.records,
         capacity,
         settle: &settle,
+        rollouts: &Default::default(),
     })
 }
 
@@ -289,6 +290,7 @@ fn a_slot_moved_to_another_node_stops_here_only_once_settled() {
     let mut settle = Settle::new(Duration::from_millis(1_000));
     settle.observe(Time::ZERO, placement.fingerprint);
     let local = [local(0, 1, LocalStatus::Supervised)];
+    let rollouts = Default::default();
     let input = |now| ReconcileInput {
         me: me(),
         now,
@@ -299,6 +301,7 @@ fn a_slot_moved_to_another_node_stops_here_only_once_settled() {
         records: &[],
         capacity: nodes[0].capacity,
         settle: &settle,
+        rollouts: &rollouts,
     };
     assert_eq!(reconcile(&input(Time(500))), [keep(0, 1)]);
     let to = NodeId::from_u64(2);
@@ -347,6 +350,7 @@ fn starts_never_exceed_this_nodes_own_capacity() {
             ..nodes[0].capacity
         },
         settle: &settle,
+        rollouts: &Default::default(),
     });
     let count = |f: fn(&Action) -> bool| actions.iter().filter(|a| f(a)).count();
     let starts = count(|a| matches!(a, Action::Start { .. }));

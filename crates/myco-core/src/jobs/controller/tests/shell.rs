@@ -61,6 +61,7 @@ impl Shell {
             settle: SETTLE,
             state_settle: SETTLE,
             seed: 7,
+            drain: DEFAULT_DRAIN,
         };
         let view = View {
             wall_ms: WALL0,

@@ -1,0 +1,410 @@
+//! Self-healing and rollouts end to end, with real agents and a real
+//! workload: a rollout to a good version never leaves fewer than `count`
+//! ready instances (a poller watches it) and ends all-new; a rollout to a
+//! version whose health check fails reverts by itself and is not tried
+//! again; `myco job restart` replaces every instance the same way; the
+//! node a rollout was started on is SIGKILLed mid-way and the
+//! rollout completes; a SIGKILLed node's instances are ready elsewhere,
+//! and when it returns the total is exactly `count`.
+//!
+//! Versions differ by their environment (`V`, and `BROKEN` for a version
+//! whose `/health` answers 500), so one spore serves every version.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Agent, Harness, cli, myco, ok, s, wait_for};
+
+/// Room for a spore fetch, a spawn, a settle period and a probe or two.
+const READY: Duration = Duration::from_secs(40);
+
+/// The workload: `/` answers its version, `/health` 200 (500 when the
+/// version is broken).
+const SERVER: &str = r#"#!/usr/bin/env python3
+import http.server, json, os
+V = os.environ.get("V", "?")
+BROKEN = "BROKEN" in os.environ
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 500 if BROKEN and self.path.startswith("/health") else 200
+        body = json.dumps({"version": V, "instance": os.environ["MYCO_INSTANCE"]}).encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+/// Packs the workload, trusts its key on `a`, pushes it; the digest.
+fn spore(h: &Harness, a: &Agent) -> String {
+    let src = h.root.join("src");
+    fs::create_dir_all(&src).unwrap();
+    let run = src.join("run");
+    fs::write(&run, SERVER).unwrap();
+    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
+    let key = h.root.join("publisher.key");
+    ok(&myco(&["key", "gen", "--out", s(&key)]), "myco key gen");
+    let pubkey = PathBuf::from(format!("{}.pub", key.display()));
+    ok(&cli(a, &["trust", "add", s(&pubkey)]), "myco trust add");
+    let out = h.root.join("hello.spore");
+    let args = [
+        "spore",
+        "pack",
+        s(&src),
+        "--name",
+        "hello",
+        "--version",
+        "1",
+        "--cmd",
+        "./run",
+        "--key",
+        s(&key),
+        "--out",
+        s(&out),
+    ];
+    ok(&myco(&args), "myco spore pack");
+    let pushed = ok(&cli(a, &["spore", "push", s(&out), "--json"]), "push");
+    let v: Value = serde_json::from_str(&pushed).expect("push --json is JSON");
+    v["digest"].as_str().expect("a digest").to_string()
+}
+
+/// A job file of `hello` at version `v` (env `V`), broken or not.
+fn job_file(h: &Harness, v: u32, broken: bool, min_healthy_ms: u64) -> PathBuf {
+    let file = h.root.join(format!("hello-{v}.toml"));
+    let env = if broken {
+        format!("V = \"{v}\"\nBROKEN = \"1\"")
+    } else {
+        format!("V = \"{v}\"")
+    };
+    let text = format!(
+        "name = \"hello\"\nspore = \"hello@1\"\ncount = 3\n[env]\n{env}\n\
+         [health]\nhttp = \"/health\"\ninterval_ms = 300\n\
+         [update]\nmax_parallel = 1\nmin_healthy_ms = {min_healthy_ms}\n\
+         healthy_deadline_ms = 5000\nauto_revert = true\n"
+    );
+    fs::write(&file, text).unwrap();
+    file
+}
+
+fn instances(a: &Agent) -> Result<Vec<Value>, String> {
+    let v: Value = a
+        .anon()
+        .get("/v1/instances?job=hello")
+        .map_err(|e| e.to_string())?;
+    Ok(v.as_array().cloned().unwrap_or_default())
+}
+
+/// The versions (env `V`) the ready instances answer with, sorted.
+fn ready_versions(a: &Agent) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for x in instances(a)?.iter().filter(|x| x["state"] == "ready") {
+        let addr = x["addr"].as_str().ok_or("no addr")?;
+        let body: Value = myco_client::Client::new(&format!("http://{addr}"))
+            .get("/")
+            .map_err(|e| format!("{addr}: {e}"))?;
+        out.push(body["version"].as_str().unwrap_or("?").to_string());
+    }
+    out.sort();
+    Ok(out)
+}
+
+#[track_caller]
+fn await_versions(a: &Agent, want: &[&str], limit: Duration) -> Duration {
+    wait_for(&format!("ready versions {want:?}"), limit, || {
+        let v = ready_versions(a)?;
+        if v == want {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    })
+    .1
+}
+
+/// Counts ready instances every 50 ms on its own thread; the lowest
+/// count seen is read when it stops.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    low: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Poller {
+    fn start(a: &Agent) -> Poller {
+        let client = a.anon();
+        let (stop, low) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(99)),
+        );
+        let (s2, l2) = (stop.clone(), low.clone());
+        let thread = std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                if let Ok(Value::Array(list)) = client.get::<Value>("/v1/instances?job=hello") {
+                    let n = list.iter().filter(|x| x["state"] == "ready").count();
+                    l2.fetch_min(n, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Poller {
+            stop,
+            low,
+            thread: Some(thread),
+        }
+    }
+
+    fn lowest(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.low.load(Ordering::Relaxed)
+    }
+}
+
+/// Processes whose working directory is under `dir` (an agent's instances).
+fn procs_in(dir: &Path) -> Vec<u32> {
+    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cwd) = fs::read_link(entry.path().join("cwd"))
+            && cwd.starts_with(&dir)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// SIGKILLs agent `i` and every instance process it started: the machine
+/// dies.
+fn machine_dies(h: &mut Harness, i: usize) {
+    h.kill(i);
+    for pid in procs_in(&h.agent(i).dir) {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+}
+
+fn node_id(a: &Agent) -> String {
+    let v: Value = a.anon().get("/v1/status").expect("status");
+    v["node"]["id"]
+        .as_str()
+        .expect("status names the node")
+        .to_string()
+}
+
+/// A mesh of three running `hello` v1, three ready.
+fn running_v1() -> Harness {
+    let mut h = Harness::new("heal");
+    h.mesh(3);
+    spore(&h, h.agent(0));
+    let v1 = job_file(&h, 1, false, 500);
+    ok(
+        &cli(h.agent(0), &["deploy", s(&v1), "--detach"]),
+        "deploy v1",
+    );
+    await_versions(h.agent(1), &["1", "1", "1"], READY);
+    h
+}
+
+#[test]
+fn a_good_rollout_never_drops_below_count_and_ends_all_new() {
+    let h = running_v1();
+    let poller = Poller::start(h.agent(1));
+    let v2 = job_file(&h, 2, false, 500);
+    let t0 = Instant::now();
+    let out = ok(
+        &cli(h.agent(0), &["deploy", s(&v2), "--watch"]),
+        "deploy v2 --watch",
+    );
+    let took = t0.elapsed();
+    assert!(out.contains("all 3 instances ready"), "{out}");
+    assert!(out.lines().count() >= 3, "one line per step: {out}");
+    await_versions(h.agent(2), &["2", "2", "2"], READY);
+    println!("rollout of 3 (max_parallel 1, min_healthy 500 ms): {took:?}");
+    // A rolling restart: the same spec as version 3, replaced the same way.
+    let out = ok(
+        &cli(h.agent(1), &["job", "restart", "hello"]),
+        "myco job restart",
+    );
+    assert!(out.contains("new version 3"), "{out}");
+    wait_for("every ready instance at version 3", READY, || {
+        let list = instances(h.agent(0))?;
+        let ready: Vec<&Value> = list.iter().filter(|x| x["state"] == "ready").collect();
+        if ready.len() == 3 && ready.iter().all(|x| x["version"] == 3) {
+            Ok(())
+        } else {
+            Err(format!("{list:?}"))
+        }
+    });
+    let low = poller.lowest();
+    assert!(
+        low >= 3,
+        "ready instances fell to {low} during a healthy rollout or restart"
+    );
+    // The steps were told: events counted in /metrics.
+    let metrics = h.agent(0).anon().get_text("/metrics").unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("myco_heal_decisions_total{kind=\"rollout_step\"}")
+                && !l.ends_with(" 0")
+        ),
+        "no rollout step counted:\n{metrics}"
+    );
+}
+
+#[test]
+fn a_broken_rollout_reverts_by_itself_and_is_not_tried_again() {
+    let h = running_v1();
+    let poller = Poller::start(h.agent(1));
+    let bad = job_file(&h, 2, true, 500);
+    let t0 = Instant::now();
+    let out = cli(h.agent(0), &["deploy", s(&bad), "--watch"]);
+    let took = t0.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "a reverted deploy exits non-zero: {text}"
+    );
+    assert!(text.contains("reverted to version 1"), "{text}");
+    println!("broken rollout reverted after {took:?}");
+    let job: Value = h.agent(2).anon().get("/v1/jobs/hello").unwrap();
+    assert_eq!(job["version"], 1, "the job is back at version 1: {job}");
+    await_versions(h.agent(2), &["1", "1", "1"], READY);
+    // Not tried again: no instance of version 2 comes back.
+    std::thread::sleep(Duration::from_secs(3));
+    let live_v2: Vec<Value> = instances(h.agent(0))
+        .unwrap()
+        .into_iter()
+        .filter(|x| x["version"] == 2 && matches!(x["state"].as_str(), Some("launching" | "ready")))
+        .collect();
+    assert!(
+        live_v2.is_empty(),
+        "the failed version runs again: {live_v2:?}"
+    );
+    let low = poller.lowest();
+    assert!(
+        low >= 3,
+        "ready instances fell to {low} during the broken rollout"
+    );
+    // One node wrote the revert; the history keeps the failed version,
+    // and the next deploy is numbered past it.
+    let reverts: f64 = (0..3)
+        .map(|i| {
+            let m = h.agent(i).anon().get_text("/metrics").unwrap();
+            m.lines()
+                .find_map(|l| {
+                    l.strip_prefix("myco_rollout_reverts_written_total ")?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert_eq!(reverts, 1.0, "one node writes the revert");
+    let v3 = job_file(&h, 3, false, 500);
+    let out = ok(
+        &cli(h.agent(0), &["deploy", s(&v3), "--detach"]),
+        "deploy v3",
+    );
+    assert!(out.contains("new version 3"), "{out}");
+}
+
+#[test]
+fn the_node_that_started_a_rollout_dies_mid_way_and_the_rollout_completes() {
+    let mut h = running_v1();
+    // Slow steps (2 s proof each), so the kill lands mid-way.
+    let v2 = job_file(&h, 2, false, 2_000);
+    ok(
+        &cli(h.agent(0), &["deploy", s(&v2), "--detach"]),
+        "deploy v2",
+    );
+    wait_for("a first v2 instance", READY, || {
+        let n = instances(h.agent(1))?
+            .iter()
+            .filter(|x| x["version"] == 2)
+            .count();
+        if n > 0 {
+            Ok(())
+        } else {
+            Err("none yet".to_string())
+        }
+    });
+    let gone = node_id(h.agent(0));
+    machine_dies(&mut h, 0);
+    await_versions(h.agent(1), &["2", "2", "2"], Duration::from_secs(60));
+    let nodes: BTreeSet<String> = instances(h.agent(2))
+        .unwrap()
+        .iter()
+        .filter(|x| x["state"] == "ready")
+        .map(|x| x["node"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!nodes.contains(&gone), "the dead node runs it: {nodes:?}");
+}
+
+#[test]
+fn a_killed_node_s_instances_are_ready_elsewhere_and_its_return_leaves_exactly_count() {
+    let mut h = running_v1();
+    let victim = 2;
+    let victim_id = node_id(h.agent(victim));
+    let t0 = Instant::now();
+    machine_dies(&mut h, victim);
+    let (_, took) = wait_for("3 ready instances off the dead node", READY, || {
+        let list = instances(h.agent(0))?;
+        let off: Vec<&Value> = list
+            .iter()
+            .filter(|x| x["state"] == "ready" && x["node"].as_str() != Some(victim_id.as_str()))
+            .collect();
+        if off.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{} ready elsewhere", off.len()))
+        }
+    });
+    println!(
+        "failover: ready elsewhere {took:?} after the SIGKILL ({:?} in all)",
+        t0.elapsed()
+    );
+    // A move was told as such.
+    let metrics = h.agent(0).anon().get_text("/metrics").unwrap()
+        + &h.agent(1).anon().get_text("/metrics").unwrap();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("myco_heal_decisions_total{kind=\"moved\"}") && !l.ends_with(" 0")
+        ),
+        "no move counted"
+    );
+    h.restart(victim);
+    wait_for(
+        "exactly 3 instance processes after the return",
+        READY,
+        || {
+            let n: usize = (0..3).map(|i| procs_in(&h.agent(i).dir).len()).sum();
+            let r = ready_versions(h.agent(victim))?;
+            if n == 3 && r.len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("{n} processes, {r:?} ready"))
+            }
+        },
+    );
+}
