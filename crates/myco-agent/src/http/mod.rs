@@ -19,6 +19,7 @@ pub mod kv;
 pub mod logs;
 pub mod metrics;
 mod metrics_jobs;
+pub mod openapi;
 pub mod spores;
 pub mod sse;
 pub mod status;
@@ -82,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/login", get(dashboard::login_form).post(dashboard::login))
         .route("/health", get(status::health))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/v1/status", get(status::status))
         .route("/v1/nodes", get(status::nodes))
         .route("/v1/nodes/{key}", get(status::node))
