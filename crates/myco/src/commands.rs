@@ -133,6 +133,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let c = client(a.conn.clone())?;
             crate::job_cmd::logs(&c, a)
         }
+        Command::Events(a) => crate::events_cmd::run(&client(a.conn.clone())?, &a),
         Command::DemoServe => {
             unused("demo-serve")?;
             crate::demo::serve()

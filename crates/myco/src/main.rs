@@ -10,6 +10,7 @@ mod demo;
 mod deploy_watch;
 mod dev;
 mod devctx;
+mod events_cmd;
 mod job_cli;
 mod job_cmd;
 mod peer;
