@@ -19,6 +19,7 @@ pub mod kv;
 pub mod logs;
 pub mod metrics;
 mod metrics_jobs;
+mod metrics_node;
 pub mod openapi;
 pub mod spores;
 pub mod sse;
