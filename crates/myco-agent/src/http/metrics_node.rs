@@ -3,7 +3,9 @@
 //! mesh (every node reports the same numbers, so alerts take the `max`
 //! over nodes), the agent process (memory, CPU, open files, like the
 //! `process_*` metrics of other exporters) and the data dir's file system.
-//! All in base units (bytes, seconds).
+//! All in base units (bytes, seconds). The job label is `myco_job`, not
+//! `job`: Prometheus sets `job` on every series to the scrape job's name
+//! and would rename ours to `exported_job`.
 
 use std::sync::atomic::AtomicU64;
 
@@ -41,7 +43,7 @@ pub fn reverted(history: &[JobRecord]) -> bool {
 fn family(r: &mut Registry, name: &str, help: &str, rows: &[(String, i64)]) {
     let f = Family::<Labels, Gauge>::default();
     for (job, v) in rows {
-        f.get_or_create(&vec![("job", job.clone())]).set(*v);
+        f.get_or_create(&vec![("myco_job", job.clone())]).set(*v);
     }
     r.register(name, help, f);
 }
