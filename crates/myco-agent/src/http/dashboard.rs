@@ -1,4 +1,6 @@
-//! `GET /`: the dashboard, one static page that polls the JSON API; and
+//! `GET /`: the dashboard, one self-contained page (no CDN, no build step)
+//! that reads the JSON API and follows `/v1/events` to stay live: nodes,
+//! jobs, instances with a live log tail, events, a scale action; and
 //! `/login`, where a browser trades the token once for a session cookie
 //! when the API listens off loopback (reads need the token there, and a
 //! browser cannot send an `Authorization` header from a page it loads).
