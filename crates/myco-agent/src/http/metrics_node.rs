@@ -157,11 +157,14 @@ fn disk(r: &mut Registry, dir: &std::path::Path) {
     let Ok(st) = nix::sys::statvfs::statvfs(dir) else {
         return;
     };
-    let unit = st.fragment_size() as u64;
-    let (size, free) = (
-        st.blocks() as u64 * unit,
-        st.blocks_available() as u64 * unit,
+    // The casts matter on 32-bit targets (a Pi), where these are u32.
+    #[allow(clippy::unnecessary_cast)]
+    let (unit, blocks, available) = (
+        st.fragment_size() as u64,
+        st.blocks() as u64,
+        st.blocks_available() as u64,
     );
+    let (size, free) = (blocks * unit, available * unit);
     let g = Gauge::<i64>::default();
     g.set(size as i64);
     r.register(

@@ -30,3 +30,24 @@ fn process_and_disk_metrics_are_in_base_units() {
     );
     assert!(size > 0.0 && free <= size, "size {size}, free {free}");
 }
+
+#[test]
+fn a_revert_is_an_older_spore_coming_back_after_another_ran() {
+    let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let spec = || {
+        myco_proto::job::JobSpec::from_toml(&format!("name = \"web\"\nspore = \"{}\"", d('a')))
+            .unwrap()
+    };
+    let v1 = JobRecord::first(spec(), &d('a'), 1).unwrap();
+    let v2 = v1.next(spec(), &d('b'), 2).unwrap();
+    assert!(!reverted(std::slice::from_ref(&v1)));
+    assert!(
+        !reverted(&[v1.clone(), v2.clone()]),
+        "a new spore is a rollout"
+    );
+    let v3 = v2.revert_to(&v1, 3);
+    assert!(reverted(&[v1.clone(), v2.clone(), v3.clone()]));
+    // A scale after it (same spore) ends the signal: the operator moved on.
+    let v4 = v3.next(spec(), &d('a'), 4).unwrap();
+    assert!(!reverted(&[v1, v2, v3, v4]));
+}
