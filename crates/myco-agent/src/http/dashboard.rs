@@ -44,7 +44,7 @@ pub struct LoginForm {
 /// `POST /login`: a right token sets an `HttpOnly; SameSite=Strict`
 /// session cookie and sends the browser to the dashboard; a wrong one
 /// shows the form again with 401.
-#[utoipa::path(post, path = "/login", tag = "dashboard", request_body(content = Object, content_type = "application/x-www-form-urlencoded", description = "`token=...`"), responses((status = 303, description = "Logged in: a session cookie, back to `/`"), (status = 401, description = "Wrong token", content_type = "text/html", body = String)))]
+#[utoipa::path(post, path = "/login", tag = "dashboard", request_body(content = Object, content_type = "application/x-www-form-urlencoded", description = "`token=...`"), responses((status = 303, description = "Logged in: a session cookie, back to `/`"), (status = 401, description = "Wrong token", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "No token field")))]
 pub async fn login(State(s): State<ApiState>, Form(form): Form<LoginForm>) -> Response {
     let mut headers = axum::http::HeaderMap::new();
     let bearer = format!("Bearer {}", form.token.trim());

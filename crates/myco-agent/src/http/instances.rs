@@ -69,13 +69,14 @@ fn listing(inputs: &Inputs, job: Option<&str>, all: bool) -> Vec<InstanceInfo> {
 }
 
 /// `GET /v1/instances[?job=NAME][&all=true]`.
-#[utoipa::path(get, path = "/v1/instances", tag = "instances", params(InstancesQuery), responses((status = 200, body = Vec<InstanceInfo>)))]
+#[utoipa::path(get, path = "/v1/instances", tag = "instances", params(InstancesQuery), responses((status = 200, body = Vec<InstanceInfo>), (status = 400, description = "Bad query string", body = myco_proto::api::ApiError)))]
 pub async fn list(
     State(s): State<ApiState>,
-    Query(q): Query<InstancesQuery>,
-) -> Json<Vec<InstanceInfo>> {
+    q: Result<Query<InstancesQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<InstanceInfo>>, HttpError> {
+    let q = super::errors::query(q)?;
     let inputs = Inputs::read(&s.mesh);
-    Json(listing(&inputs, q.job.as_deref(), q.all))
+    Ok(Json(listing(&inputs, q.job.as_deref(), q.all)))
 }
 
 fn workload(job: JobInfo, instances: Vec<InstanceInfo>) -> Workload {

@@ -184,7 +184,7 @@ pub async fn scale(
 }
 
 /// `POST /v1/jobs/{name}/revert` `[{"version": N}]`.
-#[utoipa::path(post, path = "/v1/jobs/{name}/revert", tag = "jobs", params(("name" = String, Path)), request_body = RevertRequest, responses((status = 200, body = Deployed), (status = 404, description = "No such job or version", body = myco_proto::api::ApiError)))]
+#[utoipa::path(post, path = "/v1/jobs/{name}/revert", tag = "jobs", params(("name" = String, Path)), request_body = RevertRequest, responses((status = 200, body = Deployed), (status = 400, description = "Bad body", body = myco_proto::api::ApiError), (status = 404, description = "No such job or version", body = myco_proto::api::ApiError)))]
 pub async fn revert(
     State(s): State<ApiState>,
     Path(name): Path<String>,

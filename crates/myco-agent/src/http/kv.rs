@@ -108,11 +108,12 @@ static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LIST
 /// JSON, whichever first; `next` is the cursor of the page after it.
 /// UTF-8 values are `value`, others `value_base64`. The page is encoded
 /// straight from the read view, entry by entry, with nothing copied.
-#[utoipa::path(get, path = "/v1/kv", tag = "kv", params(ListQuery), responses((status = 200, body = myco_proto::api::KvPage), (status = 400, description = "Bad cursor", body = myco_proto::api::ApiError)))]
+#[utoipa::path(get, path = "/v1/kv", tag = "kv", params(ListQuery), responses((status = 200, body = myco_proto::api::KvPage), (status = 400, description = "Bad query string or cursor", body = myco_proto::api::ApiError)))]
 pub async fn list(
     State(s): State<ApiState>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, HttpError> {
+    let q = super::errors::query(q)?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_LIST);
     let after = match &q.cursor {
         Some(c) => Some(
