@@ -13,6 +13,7 @@ mod devctx;
 mod events_cmd;
 mod job_cli;
 mod job_cmd;
+mod logfmt;
 mod peer;
 mod spore_cmd;
 mod systemd;
