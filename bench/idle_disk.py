@@ -82,7 +82,7 @@ def main():
             http(k % a.nodes, "PUT", f"/v1/kv/idle/k{k}", b"value")
         for k in range(20):
             http(k % a.nodes, "DELETE", f"/v1/kv/idle/k{k}")
-        took = wait(lambda: all(metric(i, "myco_state_tombstones") == 0 and metric(i, "myco_state_horizon_ms")
+        took = wait(lambda: all(metric(i, "myco_state_tombstones") == 0 and metric(i, "myco_state_horizon_seconds")
                                 for i in range(a.nodes)), 120, "tombstones collected everywhere")
         print(f"20 deletes collected on all {a.nodes} nodes {took:.1f} s after the last one (grace 2 s)")
         time.sleep(3)

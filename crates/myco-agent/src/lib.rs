@@ -25,6 +25,7 @@ pub mod edge;
 pub mod exec;
 pub mod http;
 pub mod jobs;
+pub mod log_identity;
 pub mod logs;
 pub mod mesh;
 pub mod msg;

@@ -89,6 +89,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         token,
     } = open_data_dir(&settings).await?;
     let id = datadir::node_id_of(&signing);
+    crate::log_identity::set(&id.to_string(), &settings.name);
 
     let manifest = NodeManifest {
         format: NodeManifest::FORMAT,

@@ -8,7 +8,7 @@ use crate::instance::Exit;
 use crate::job::JobSpec;
 
 /// One job as `GET /v1/jobs` and `GET /v1/jobs/{name}` show it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct JobInfo {
     /// The job's name.
     pub name: String,
@@ -36,11 +36,12 @@ pub struct JobInfo {
     /// When the current version was deployed or last scaled (wall ms).
     pub updated_ms: u64,
     /// The spec of the current version, its `spore` pinned to the digest.
+    #[schema(value_type = Object)]
     pub spec: JobSpec,
 }
 
 /// A slot placement cannot put anywhere.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PendingSlot {
     /// The slot number.
     pub slot: u32,
@@ -49,7 +50,7 @@ pub struct PendingSlot {
 }
 
 /// What a `POST /v1/jobs` did.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeployChange {
     /// A new job, version 1 (answered 201).
@@ -68,7 +69,7 @@ pub enum DeployChange {
 }
 
 /// The answer of `POST /v1/jobs`, `scale`, `revert` and `DELETE`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Deployed {
     /// What changed.
     pub change: DeployChange,
@@ -77,7 +78,7 @@ pub struct Deployed {
 }
 
 /// The body of `POST /v1/jobs/{name}/scale`.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
     /// The new count.
@@ -85,7 +86,7 @@ pub struct ScaleRequest {
 }
 
 /// The body of `POST /v1/jobs/{name}/revert` (may be empty).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevertRequest {
     /// The version to bring back; the one before the current when absent.
@@ -94,7 +95,7 @@ pub struct RevertRequest {
 }
 
 /// One version of a job (`GET /v1/jobs/{name}/versions`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct JobVersionInfo {
     /// The version number.
     pub version: u64,
@@ -107,11 +108,12 @@ pub struct JobVersionInfo {
     /// When it was deployed (wall ms).
     pub deployed_ms: u64,
     /// Its spec as deployed (`count` as deployed, not as later scaled).
+    #[schema(value_type = Object)]
     pub spec: JobSpec,
 }
 
 /// One instance (`GET /v1/instances`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct InstanceInfo {
     /// The instance id.
     pub id: String,
@@ -144,7 +146,7 @@ pub struct InstanceInfo {
 }
 
 /// The dry run of a job (`POST /v1/jobs/plan`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct PlanInfo {
     /// The job's name.
     pub job: String,
@@ -155,7 +157,7 @@ pub struct PlanInfo {
 }
 
 /// Where one slot would go, and why the other nodes were not chosen.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SlotPlanInfo {
     /// The slot number.
     pub slot: u32,
@@ -172,7 +174,7 @@ pub struct SlotPlanInfo {
 }
 
 /// A node not chosen for a slot.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Rejected {
     /// The node id.
     pub node: String,
@@ -183,7 +185,7 @@ pub struct Rejected {
 }
 
 /// A job as the seed path `/api/workloads` shows it (Mxc's vocabulary).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Workload {
     /// The workload id: the job's name.
     pub id: String,

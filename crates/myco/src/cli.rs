@@ -141,6 +141,8 @@ pub enum Command {
     Instances(InstancesArgs),
     /// An instance's output (stdout and stderr).
     Logs(LogsArgs),
+    /// The mesh's events (members, state changes) as they happen.
+    Events(crate::events_cmd::EventsArgs),
     /// The demo workload of `myco dev`: answers `/` with its identity.
     #[command(hide = true)]
     DemoServe,

@@ -135,6 +135,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let c = client(a.conn.clone())?;
             crate::job_cmd::logs(&c, a)
         }
+        Command::Events(a) => crate::events_cmd::run(&client(a.conn.clone())?, &a),
         Command::DemoServe => {
             unused("demo-serve")?;
             crate::demo::serve()
@@ -309,8 +310,19 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match args.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .event_format(crate::logfmt::WithNode {
+                inner: tracing_subscriber::fmt::format().json(),
+                json: true,
+            })
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .init(),
+        LogFormat::Text => builder
+            .event_format(crate::logfmt::WithNode {
+                inner: tracing_subscriber::fmt::format().with_ansi(ansi),
+                json: false,
+            })
+            .init(),
     }
     let flags = AgentOptions {
         data_dir: data_dir.or_else(|| std::env::var_os("MYCO_DATA_DIR").map(PathBuf::from)),

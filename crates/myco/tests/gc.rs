@@ -68,7 +68,7 @@ fn all_collected(h: &Harness, nodes: &[usize]) {
             if t != 0.0 {
                 return Err(format!("{} holds {t} tombstones", h.agent(i).name));
             }
-            if metric(a, "myco_state_horizon_ms")? == 0.0 {
+            if metric(a, "myco_state_horizon_seconds")? == 0.0 {
                 return Err(format!("{} applied no horizon", h.agent(i).name));
             }
         }

@@ -1,6 +1,6 @@
 //! Who may call what. Every mutating request needs `Authorization: Bearer
 //! TOKEN` (`POST /v1/jobs/plan` changes nothing and counts as a read); when the API listens off loopback, every request but `/health`
-//! and `/metrics` needs it; the cluster key needs it always. A dashboard
+//! `/metrics` and `/openapi.json` needs it; the cluster key needs it always. A dashboard
 //! session cookie (see [`super::dashboard::login`]) counts as the token;
 //! the dashboard and its login form are always open.
 
@@ -31,7 +31,11 @@ pub fn token_matches(headers: &HeaderMap, token: &str) -> bool {
 /// The middleware: refuses a request that needs the token and lacks it.
 pub async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let always_open = matches!(path, "/health" | "/metrics" | "/" | "/login");
+    // The API document is public knowledge, like the metrics.
+    let always_open = matches!(
+        path,
+        "/health" | "/metrics" | "/" | "/login" | "/openapi.json"
+    );
     // A job plan is a POST (it carries a spec) but changes nothing: a read.
     let reads = matches!(*req.method(), Method::GET | Method::HEAD)
         || (*req.method() == Method::POST && path == "/v1/jobs/plan");

@@ -98,3 +98,12 @@ impl From<SporeFlowError> for HttpError {
         HttpError::new(code, e.to_string())
     }
 }
+
+/// A query string that did not parse, answered as the API's JSON error
+/// (axum's own rejection is plain text, which no client of the API reads).
+pub fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, HttpError> {
+    q.map(|axum::extract::Query(v)| v)
+        .map_err(|e| HttpError::bad_request(format!("bad query string: {}", e.body_text())))
+}

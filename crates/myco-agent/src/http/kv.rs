@@ -29,6 +29,7 @@ fn version_header(ts: &Timestamp) -> (HeaderName, HeaderValue) {
 }
 
 /// `GET /v1/kv/{key}`: the raw value.
+#[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (may contain `/`)")), responses((status = 200, description = "The raw value; its version in `x-myco-version`", content_type = "application/octet-stream", body = Vec<u8>), (status = 404, description = "No such key", body = myco_proto::api::ApiError)))]
 pub async fn get(
     State(s): State<ApiState>,
     Path(key): Path<String>,
@@ -59,6 +60,7 @@ async fn write(s: &ApiState, key: String, value: Option<Vec<u8>>) -> Result<Resp
 }
 
 /// `PUT /v1/kv/{key}`: the body is the value.
+#[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (may contain `/`)")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, at most 64 KiB"), responses((status = 200, body = KvWritten), (status = 413, description = "Value too large", body = myco_proto::api::ApiError)))]
 pub async fn put(
     State(s): State<ApiState>,
     Path(key): Path<String>,
@@ -68,6 +70,7 @@ pub async fn put(
 }
 
 /// `DELETE /v1/kv/{key}`.
+#[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (may contain `/`)")), responses((status = 200, body = KvWritten)))]
 pub async fn delete(
     State(s): State<ApiState>,
     Path(key): Path<String>,
@@ -76,11 +79,15 @@ pub async fn delete(
 }
 
 /// Query of `GET /v1/kv`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only keys that start with this.
     #[serde(default)]
     prefix: String,
+    /// Most entries in the page (default 1000, at most 10000).
     limit: Option<usize>,
+    /// The `next` of the page before.
     cursor: Option<String>,
 }
 
@@ -101,10 +108,12 @@ static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LIST
 /// JSON, whichever first; `next` is the cursor of the page after it.
 /// UTF-8 values are `value`, others `value_base64`. The page is encoded
 /// straight from the read view, entry by entry, with nothing copied.
+#[utoipa::path(get, path = "/v1/kv", tag = "kv", params(ListQuery), responses((status = 200, body = myco_proto::api::KvPage), (status = 400, description = "Bad query string or cursor", body = myco_proto::api::ApiError)))]
 pub async fn list(
     State(s): State<ApiState>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, HttpError> {
+    let q = super::errors::query(q)?;
     let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_LIST);
     let after = match &q.cursor {
         Some(c) => Some(

@@ -66,7 +66,8 @@ impl Followers {
 }
 
 /// The query string.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// One instance of the job.
@@ -79,11 +80,13 @@ pub struct LogQuery {
 }
 
 /// The handler.
+#[utoipa::path(get, path = "/v1/logs/{job}", tag = "logs", params(("job" = String, Path), LogQuery), responses((status = 400, description = "Bad query string", body = myco_proto::api::ApiError), (status = 200, description = "Log lines, `follow` streams them", content_type = "text/plain", body = String), (status = 404, description = "No such job or instance", body = myco_proto::api::ApiError), (status = 409, description = "The node of the instance cannot be reached from here", body = myco_proto::api::ApiError)))]
 pub async fn logs(
     State(s): State<ApiState>,
     Path(job): Path<String>,
-    Query(q): Query<LogQuery>,
+    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, HttpError> {
+    let q = super::errors::query(q)?;
     read(&s.mesh, &s.data_dir, &s.logs, Some(&s.remote_logs), &job, q).await
 }
 

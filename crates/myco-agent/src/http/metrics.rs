@@ -51,6 +51,13 @@ pub struct Sources<'a> {
     pub log_messages_dropped: u64,
 }
 
+/// A gauge in seconds from a count of milliseconds.
+fn seconds(registry: &mut Registry, name: &str, help: &str, ms: u64) {
+    let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    g.set(ms as f64 / 1000.0);
+    registry.register(name, help, g);
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str, value: i64) {
     let g = Gauge::<i64>::default();
     g.set(value);
@@ -150,17 +157,18 @@ pub fn encode_registry(src: &Sources<'_>) -> Registry {
         "Bytes of replicated keys and values held",
         bytes as i64,
     );
-    gauge(
+    // Base units (seconds) as Prometheus expects; the core counts in ms.
+    seconds(
         &mut r,
-        "state_horizon_ms",
-        "Wall time (ms) below which tombstones were collected on every node",
-        snap.horizon_ms as i64,
+        "state_horizon_seconds",
+        "Wall time (Unix seconds) below which tombstones were collected on every node; 0 before the first collection",
+        snap.horizon_ms,
     );
-    gauge(
+    seconds(
         &mut r,
-        "state_clock_lead_ms",
-        "How far this node's hybrid clock runs ahead of its wall clock; seconds mean a peer's clock is fast: check NTP",
-        snap.clock_lead_ms as i64,
+        "state_clock_lead_seconds",
+        "How far this node's hybrid clock runs ahead of its wall clock; over a second means a peer's clock is fast: check NTP",
+        snap.clock_lead_ms,
     );
     counter(
         &mut r,
@@ -314,6 +322,7 @@ pub fn encode(src: &Sources<'_>) -> String {
 }
 
 /// The handler.
+#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text exposition", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(s): State<ApiState>) -> Response {
     let mut registry = encode_registry(&Sources {
         snap: &s.mesh.snapshot(),
@@ -327,6 +336,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
     });
     super::front::register(&mut registry, &s.front);
     crate::edge::register_metrics(&mut registry, &s.edge);
+    super::metrics_node::register(&mut registry, &s);
     let mut body = String::new();
     text::encode(&mut body, &registry).expect("writing to a String cannot fail");
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()

@@ -20,8 +20,10 @@ pub mod kv;
 pub mod logs;
 pub mod metrics;
 mod metrics_jobs;
-pub mod routes;
+mod metrics_node;
 pub mod msg;
+pub mod openapi;
+pub mod routes;
 pub mod spores;
 pub mod sse;
 pub mod status;
@@ -91,6 +93,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/login", get(dashboard::login_form).post(dashboard::login))
         .route("/health", get(status::health))
         .route("/metrics", get(metrics::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
         .route("/v1/status", get(status::status))
         .route("/v1/nodes", get(status::nodes))
         .route("/v1/nodes/{key}", get(status::node))

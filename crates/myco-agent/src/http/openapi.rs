@@ -1,0 +1,109 @@
+//! `GET /openapi.json`: the API described as an OpenAPI 3 document,
+//! generated at build time by utoipa from the handlers' own annotations and
+//! the JSON types in `myco_proto::api` / `myco_proto::jobs_api`, so the
+//! document cannot drift from what the handlers take and return.
+//!
+//! A new route is one line in [`ApiDoc`]'s `paths(...)` (its handler
+//! carries a `#[utoipa::path]`); a second path served by the same handler
+//! (the seed systems' aliases) is one line in [`ALIASES`]. The test
+//! `every_route_is_documented` reads the router and fails on a route that
+//! is missing here.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{dashboard, events, instances, jobs, kv, logs, metrics, spores, status};
+
+/// The document. Paths are listed by resource, in the router's order.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Myco agent API",
+        description = "Every node answers the same API. Reads are open when the API listens \
+                       on loopback; everything else needs `Authorization: Bearer TOKEN`.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        dashboard::dashboard, dashboard::login_form, dashboard::login,
+        status::health, metrics::metrics, openapi_json,
+        status::status, status::nodes, status::node, status::peers, status::peer_add,
+        status::cluster_key, status::faults, status::mesh_status,
+        kv::list, kv::get, kv::put, kv::delete,
+        events::events,
+        jobs::list, jobs::deploy, jobs::plan, jobs::show, jobs::stop, jobs::scale,
+        jobs::revert, jobs::versions,
+        instances::list, instances::workloads, instances::workload_create,
+        instances::workload_show, instances::workload_stop,
+        spores::list, spores::push, spores::download, spores::gc,
+        spores::trust_list, spores::trust_add, spores::trust_remove,
+        logs::logs,
+    ),
+    components(schemas(myco_proto::api::ApiEvent, myco_proto::api::ApiError)),
+    modifiers(&BearerToken, &Aliases)
+)]
+pub struct ApiDoc;
+
+/// Paths whose GET is served by the GET handler of another path (alias,
+/// documented path): the seed systems' names.
+pub const ALIASES: &[(&str, &str)] = &[
+    ("/api/nodes", "/v1/nodes"),
+    ("/api/cluster/status", "/v1/status"),
+    ("/mesh/peers", "/v1/peers"),
+];
+
+/// Declares the bearer token and that an operation may use it.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let comps = doc.components.get_or_insert_with(Default::default);
+        comps.add_security_scheme(
+            "token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // Either no token (reads on loopback) or the token.
+        doc.security = Some(vec![
+            utoipa::openapi::security::SecurityRequirement::default(),
+            utoipa::openapi::security::SecurityRequirement::new("token", Vec::<String>::new()),
+        ]);
+    }
+}
+
+/// Copies each documented path's GET to its aliases.
+struct Aliases;
+
+impl Modify for Aliases {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for (alias, of) in ALIASES {
+            if let Some(mut item) = doc.paths.paths.get(*of).cloned() {
+                (item.post, item.put, item.delete, item.patch) = (None, None, None, None);
+                doc.paths.paths.insert((*alias).to_string(), item);
+            }
+        }
+    }
+}
+
+/// The document, built once: it is the same for the life of the binary.
+pub fn document() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the document serializes")
+    })
+}
+
+/// `GET /openapi.json`.
+#[utoipa::path(get, path = "/openapi.json", tag = "node",
+    responses((status = 200, description = "This document", body = Object)))]
+pub async fn openapi_json() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""The dashboard in headless Chromium (driven by the Rust test
+dashboard_in_chromium_shows_the_mesh_live_and_scales).
+
+Usage: dashboard_browser.py API_URL SCREENSHOT VICTIM_PID TOKEN
+Checks from the rendered DOM that the nodes, the jobs and their instances
+appear; that the agent VICTIM_PID, killed meanwhile, turns "down" in its
+row without a reload; and that the scale button (count, then the token,
+asked once) scales hello to 3. Prints what failed and exits 1."""
+import os, signal, sys, time
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+url, shot, victim, token = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+
+
+def fail(msg):
+    print(msg)
+    sys.exit(1)
+
+
+def until(what, secs, probe):
+    end = time.time() + secs
+    while time.time() < end:
+        if probe():
+            return
+        time.sleep(0.2)
+    fail(f"timed out after {secs} s waiting for {what}; page text:\n{body()}")
+
+
+o = webdriver.ChromeOptions()
+for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+    o.add_argument(a)
+o.binary_location = "/usr/bin/chromium"
+d = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=o)
+body = lambda: d.find_element(By.TAG_NAME, "body").text
+
+
+def _alert_present():
+    try:
+        d.switch_to.alert
+        return True
+    except Exception:
+        return False
+
+
+def row(tbody, first_cell):
+    """The cells' text of the row whose first cell starts with first_cell.
+    Read in one script: the page re-renders its tables as events arrive."""
+    return d.execute_script("""
+        for (const tr of document.querySelectorAll('#' + arguments[0] + ' tr')) {
+            const c = [...tr.querySelectorAll('td')].map(td => td.innerText.trim());
+            if (c.length && c[0].split(' ')[0] === arguments[1]) return c;
+        }
+        return null;""", tbody, first_cell)
+
+
+def ready_instances():
+    return d.execute_script(
+        "return [...document.querySelectorAll('#instances tr')].filter(r => r.innerText.includes('ready')).length")
+
+
+try:
+    d.get(url)
+    until("three nodes, both jobs and three ready instances", 15, lambda: all(
+        row("nodes", n) for n in ("n1", "n2", "n3")) and row("jobs", "hello") and row("jobs", "solo")
+        and ready_instances() == 3)
+    if row("jobs", "hello")[1] != "2 / 2":
+        fail(f"hello shows {row('jobs', 'hello')}, want 2 / 2 ready")
+    os.makedirs(os.path.dirname(shot), exist_ok=True)
+    d.save_screenshot(shot)
+    print("screenshot:", shot)
+
+    # A node killed while the page is open turns down, with no reload.
+    d.execute_script("window.__same_page = 1")
+    t0 = time.time()
+    os.kill(victim, signal.SIGKILL)
+    until("n3 shown down", 10, lambda: row("nodes", "n3") and row("nodes", "n3")[1] == "down")
+    if d.execute_script("return window.__same_page") != 1:
+        fail("the page reloaded")
+    print(f"n3 shown down {time.time() - t0:.1f} s after the kill")
+
+    # Scale from the page: the count, then the token (asked once per tab).
+    d.find_element(By.CSS_SELECTOR, 'button[data-scale="hello"]').click()
+    d.switch_to.alert.send_keys("3")
+    d.switch_to.alert.accept()
+    until("the token prompt", 5, lambda: _alert_present())
+    d.switch_to.alert.send_keys(token)
+    d.switch_to.alert.accept()
+    until("hello desired 3 on the page", 15, lambda: (row("jobs", "hello") or ["", ""])[1].endswith("/ 3"))
+    if d.execute_script("return sessionStorage.getItem('myco-token')") != token:
+        fail("the token is not kept for the tab")
+    print("scaled hello to 3 from the page")
+finally:
+    d.quit()
