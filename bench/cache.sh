@@ -33,11 +33,13 @@ done
 redis-server --port $((BASE + 99)) --save '' --appendonly no --daemonize no >"$W/redis.log" 2>&1 &
 PIDS+=($!)
 sleep 0.5
-bench() { # port label
-  redis-benchmark -p "$1" -c "$C" -n "$N" -t set,get -q --precision 2 2>/dev/null | tr '\r' '\n' | grep -E '^(SET|GET):.*requests per second' | sed "s/^/$2 /"
+bench() { # port label: "label","test","rps","avg","min","p50","p95","p99","max" (ms)
+  redis-benchmark -p "$1" -c "$C" -n "$N" -t set,get --csv 2>/dev/null | grep -E '^"(SET|GET)"' | sed "s/^/\"$2\",/"
 }
 bench $((BASE + 99)) "redis-server"
 for i in 1 2 3; do bench $((BASE + 10 * i + 3)) "myco n$i"; done
+# Publish-to-receive latency, published on n1, received on n3, 10k/s.
+python3 "$(dirname "$0")/msg_latency.py" $((BASE + 13)) $((BASE + 33)) 10000 5
 # RSS per entry: 100,000 random keys of 100 bytes through node 1.
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 before=0; for p in "${PIDS[@]:0:3}"; do before=$((before + $(rss "$p"))); done

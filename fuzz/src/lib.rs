@@ -16,6 +16,7 @@
 //! the check is what a member (or a trusted publisher) can send.
 
 mod api;
+mod cache;
 mod job;
 mod node;
 mod proto;
@@ -23,6 +24,7 @@ pub mod seeds;
 mod spore;
 
 pub use api::api_json;
+pub use cache::{cache_message, msg_message, resp_request};
 pub use job::{job_record, job_spec};
 pub use node::{NodeStep, node_inputs, node_members_after};
 pub use proto::{blob_message, envelope_open, frame_decode, gc_record, stream_frame};
@@ -44,6 +46,9 @@ pub const TARGETS: &[&str] = &[
     "api_json",
     "job_spec",
     "job_record",
+    "cache_message",
+    "msg_message",
+    "resp_request",
 ];
 
 /// Runs target `name` on `data`; `false` if there is no such target.
@@ -61,6 +66,9 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "api_json" => api_json,
         "job_spec" => job_spec,
         "job_record" => job_record,
+        "cache_message" => cache_message,
+        "msg_message" => msg_message,
+        "resp_request" => resp_request,
         _ => return false,
     };
     f(data);

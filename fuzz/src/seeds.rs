@@ -48,6 +48,9 @@ pub fn all() -> Vec<(&'static str, String, Vec<u8>)> {
     for (i, m) in blobs().into_iter().enumerate() {
         add("blob_message", &format!("{i:02}"), m);
     }
+    for (target, name, bytes) in crate::cache::seeds() {
+        add(target, &name, bytes);
+    }
     add("gc_record", "reaped", gc(true));
     add("gc_record", "live", gc(false));
     for (name, payload) in payloads() {
