@@ -2,7 +2,7 @@
 //! jobs: a real Prometheus scrapes every node with the shipped alert rules
 //! and runs every query of the shipped Grafana dashboard; headless Chromium
 //! renders the dashboard, sees a node killed during the test turn down
-//! without a reload and scales a job from the page.
+//! without a reload, and scales and stops jobs from the page.
 //!
 //! Both are `#[ignore]`: they need `prometheus`, `chromium`,
 //! `chromium-driver` and python's `selenium`, which `.ci/run` installs
@@ -233,4 +233,6 @@ fn dashboard_in_chromium_shows_the_mesh_live_and_scales() {
                 .ok_or(format!("count {}", j["count"]))
         },
     );
+    let solo: Value = h.agent(0).anon().get("/v1/jobs/solo").unwrap();
+    assert_eq!(solo["stopped"], true, "the page stopped solo: {solo}");
 }

@@ -6,9 +6,10 @@ Usage: dashboard_browser.py API_URL SCREENSHOT VICTIM_PID TOKEN
 Checks from the rendered DOM that the nodes, the jobs and their instances
 appear; that the agent VICTIM_PID, killed meanwhile, turns "down" in its
 row without a reload; and that the scale button (count, then the token,
-asked once) scales hello to 3. Prints what failed and exits 1."""
+asked once) scales hello to 3 and the stop button stops solo. Prints what failed and exits 1."""
 import os, signal, sys, time
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 url, shot, victim, token = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
@@ -34,6 +35,18 @@ for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400
 o.binary_location = "/usr/bin/chromium"
 d = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=o)
 body = lambda: d.find_element(By.TAG_NAME, "body").text
+
+
+def click(css):
+    """Clicks the element; the page re-renders as events arrive, so an
+    element found may be replaced before the click lands: find it again."""
+    for _ in range(20):
+        try:
+            d.find_element(By.CSS_SELECTOR, css).click()
+            return
+        except StaleElementReferenceException:
+            time.sleep(0.1)
+    fail(f"could not click {css}")
 
 
 def _alert_present():
@@ -65,6 +78,9 @@ try:
     until("three nodes, both jobs and three ready instances", 15, lambda: all(
         row("nodes", n) for n in ("n1", "n2", "n3")) and row("jobs", "hello") and row("jobs", "solo")
         and ready_instances() == 3)
+    order = d.execute_script("return [...document.querySelectorAll('#nodes tr')].map(r => r.cells[0].innerText.split(' ')[0])")
+    if order != ["n1", "n2", "n3"]:
+        fail(f"nodes not listed by name: {order}")
     if row("jobs", "hello")[1] != "2 / 2":
         fail(f"hello shows {row('jobs', 'hello')}, want 2 / 2 ready")
     os.makedirs(os.path.dirname(shot), exist_ok=True)
@@ -81,7 +97,7 @@ try:
     print(f"n3 shown down {time.time() - t0:.1f} s after the kill")
 
     # Scale from the page: the count, then the token (asked once per tab).
-    d.find_element(By.CSS_SELECTOR, 'button[data-scale="hello"]').click()
+    click('button[data-scale="hello"]')
     d.switch_to.alert.send_keys("3")
     d.switch_to.alert.accept()
     until("the token prompt", 5, lambda: _alert_present())
@@ -91,5 +107,12 @@ try:
     if d.execute_script("return sessionStorage.getItem('myco-token')") != token:
         fail("the token is not kept for the tab")
     print("scaled hello to 3 from the page")
+
+    # Stop from the page: a confirmation, no second token prompt.
+    click('button[data-stop="solo"]')
+    d.switch_to.alert.accept()
+    until("solo shown stopped with 0 desired", 15,
+          lambda: (row("jobs", "solo") or [""])[0].endswith("(stopped)") and row("jobs", "solo")[1].endswith("/ 0"))
+    print("stopped solo from the page")
 finally:
     d.quit()

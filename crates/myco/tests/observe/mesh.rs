@@ -39,6 +39,36 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The mesh; dropping it kills the agents, then the instance processes
+/// they leave (instances outlive a killed agent by design, to be adopted).
+pub struct Mesh(Option<Harness>);
+
+impl std::ops::Deref for Mesh {
+    type Target = Harness;
+    fn deref(&self) -> &Harness {
+        self.0.as_ref().expect("the harness lives until drop")
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let Some(h) = self.0.take() else { return };
+        let root = fs::canonicalize(&h.root).unwrap_or_else(|_| h.root.clone());
+        drop(h);
+        for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 /// The workspace root (where `contrib/` and `target/` are).
 pub fn root_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -61,7 +91,7 @@ pub fn instance_addr(h: &Harness, job: &str) -> String {
 }
 
 /// Starts the mesh and its jobs and waits until all run.
-pub fn mesh_with_jobs(test: &str) -> (Harness, String) {
+pub fn mesh_with_jobs(test: &str) -> (Mesh, String) {
     let mut h = Harness::new(test);
     let first = h.start("n1", Opts::default());
     let key_file = h.root.join("cluster.key");
@@ -140,5 +170,5 @@ pub fn mesh_with_jobs(test: &str) -> (Harness, String) {
                 .ok_or(format!("hello {x}, solo {y}"))
         },
     );
-    (h, digest)
+    (Mesh(Some(h)), digest)
 }
