@@ -17,13 +17,35 @@ fn pass(cfg: &SimConfig) -> Report {
     r
 }
 
-// n6 leaves at 6.1 s holding k2 = w17; k2 is deleted at 23.7 s; n6 comes
-// back at 32.1 s. The old rule forgot members that left and let n6 hand
-// w17 back. Now n6 stays registered, so nothing is collected without it.
+// Seed 53: n6 left at 6.1 s holding k2 = w17; k2 was deleted at 23.7 s;
+// n6 came back at 32.1 s. The old rule forgot members that left and let
+// n6 hand w17 back. Now n6 stays registered, so nothing is collected
+// without it. Since anti-entropy trades versions (STREAM_VERSION 3) the
+// seed's later draws differ and a node now stops for good, so it collects
+// nothing (safely): it stays as a safety run, and the scripted run below
+// keeps the story with collection asserted.
 #[test]
 fn a_member_back_from_a_graceful_leave_brings_no_deleted_value_back() {
-    let r = pass(&SimConfig::from_seed(53, 10));
+    pass(&SimConfig::from_seed(53, 10));
+    let mut cfg = SimConfig {
+        safety: secs(60),
+        settle: secs(40),
+        ..SimConfig::no_faults(5, 1)
+    };
+    cfg.core.tombstone_grace = secs(2);
+    // n4 leaves gracefully at 5 s with what it holds, while writes and
+    // deletes go on, and is back at 30 s.
+    cfg.faults.script = vec![(
+        secs(5),
+        Fault::Stop {
+            node: 4,
+            graceful: true,
+            restart_after: Some(secs(25)),
+        },
+    )];
+    let r = pass(&cfg);
     assert!(r.state.collected > 0, "{r}");
+    assert_eq!(r.state.tombstones, 0, "{r}");
 }
 
 // n4 restarts at 22.2 s inside a partition and meets only its side. The
