@@ -31,7 +31,7 @@ use myco_proto::job::JobRecord;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::placement::{self, Capacity, Cluster, Placement};
+use super::placement::{self, Capacity, Cluster, Liveness, NodeView, Placement};
 use super::reconcile;
 use super::settle::Settle;
 use super::supervise::{ProcessEvent, Supervisor};
@@ -189,6 +189,9 @@ pub struct Controller {
     replace_at: Option<Time>,
     /// A rollout moves by time alone then (a new instance proven).
     rollout_at: Option<Time>,
+    /// The up nodes (with a manifest) of the last placement, by id: a
+    /// view that only lost some of them is a departure.
+    up: Vec<NodeView>,
     /// The drain period of replaced instances.
     drain: Duration,
     /// Rolling jobs as last seen: version, and whether it failed (events
@@ -228,6 +231,7 @@ impl Controller {
             wake: None,
             replace_at: None,
             rollout_at: None,
+            up: Vec::new(),
             drain: config.drain,
             rolling: BTreeMap::new(),
             reverted: BTreeSet::new(),
@@ -340,8 +344,23 @@ impl Controller {
             jobs: &self.view.jobs,
             instances: &self.view.instances,
         });
-        self.settle
-            .observe_parts(now, placement.members_fingerprint, placement.fingerprint);
+        // Up nodes with a manifest: what the members' fingerprint covers.
+        let mut up: Vec<NodeView> = self
+            .view
+            .nodes
+            .iter()
+            .filter(|n| n.liveness == Liveness::Up && n.tags.is_some())
+            .cloned()
+            .collect();
+        up.sort_by_key(|n| n.id);
+        let departure = up.len() < self.up.len() && up.iter().all(|n| self.up.contains(n));
+        let (members, fp) = (placement.members_fingerprint, placement.fingerprint);
+        if departure {
+            self.settle.observe_departure(now, members, fp);
+        } else {
+            self.settle.observe_parts(now, members, fp);
+        }
+        self.up = up;
         self.placement = placement;
         // The next avoidance to end changes placement with no new view.
         let ends = self.view.instances.iter().filter_map(|r| r.avoid_until_ms);

@@ -65,6 +65,25 @@ impl Settle {
         }
     }
 
+    /// Like [`Settle::observe_parts`], for a change of members that only
+    /// took nodes away (declared down or left; every remaining up node as
+    /// it was): the members' part then needs only the short period. A
+    /// departure is final in SWIM (a node declared down comes back as a
+    /// new life), so waiting the gossip period buys no certainty, only
+    /// delay before a dead node's slots start elsewhere; two survivors
+    /// that learned it at different times place its slots alike unless
+    /// they also differ in another change. A departure never shortens a
+    /// longer wait already running.
+    pub fn observe_departure(&mut self, now: Time, members: u64, fingerprint: u64) {
+        let (was, before) = (self.members, self.members_since);
+        self.observe_parts(now, members, fingerprint);
+        if was.is_some() && was != Some(members) {
+            let short = self.members_period.saturating_sub(self.period);
+            let as_if = Time(now.0.saturating_sub(short.as_millis() as u64));
+            self.members_since = as_if.max(before);
+        }
+    }
+
     /// Whether the inputs have been unchanged for the whole period.
     pub fn is_settled(&self, now: Time) -> bool {
         self.settled_at().is_some_and(|t| now >= t)
@@ -97,6 +116,22 @@ mod tests {
         assert!(!s.is_settled(Time(2_100)));
         assert_eq!(s.settled_at(), Some(Time(2_200)));
         assert!(s.is_settled(Time(2_200)));
+    }
+
+    #[test]
+    fn a_departure_needs_only_the_short_period_but_never_shortens_a_longer_wait() {
+        let mut s = Settle::split(Duration::from_millis(1_500), Duration::from_millis(300));
+        s.observe_parts(Time(0), 1, 10);
+        assert!(s.is_settled(Time(1_500)));
+        s.observe_departure(Time(5_000), 2, 20);
+        assert_eq!(s.settled_at(), Some(Time(5_300)));
+        // A join at 6 s, then a departure at 6.1 s: the join's wait holds.
+        s.observe_parts(Time(6_000), 3, 30);
+        s.observe_departure(Time(6_100), 4, 40);
+        assert_eq!(s.settled_at(), Some(Time(7_500)));
+        // The same members again is no change of members.
+        s.observe_departure(Time(9_000), 4, 41);
+        assert_eq!(s.settled_at(), Some(Time(9_300)));
     }
 
     #[test]
