@@ -195,20 +195,13 @@ pub enum CacheMessage {
 impl CacheMessage {
     /// Encodes the message behind its version byte.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![CACHE_PROTO];
-        out.extend(postcard::to_stdvec(self).expect("cache messages always encode"));
-        out
+        crate::versioned::encode(CACHE_PROTO, self)
     }
 
     /// Decodes a message; `None` for another version, trailing bytes or
     /// garbage.
     pub fn decode(bytes: &[u8]) -> Option<CacheMessage> {
-        let (&version, rest) = bytes.split_first()?;
-        if version != CACHE_PROTO {
-            return None;
-        }
-        let (m, tail) = postcard::take_from_bytes(rest).ok()?;
-        tail.is_empty().then_some(m)
+        crate::versioned::decode(CACHE_PROTO, bytes)
     }
 }
 

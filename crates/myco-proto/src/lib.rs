@@ -28,6 +28,7 @@ pub mod logs;
 pub mod msg;
 pub mod state;
 pub mod sync;
+pub mod versioned;
 
 pub use envelope::{Envelope, EnvelopeError, Header};
 pub use frame::{Capacity, Frame, NodeManifest};

@@ -102,20 +102,13 @@ pub enum LogMessage {
 impl LogMessage {
     /// Encodes the message behind its version byte.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![LOG_PROTO];
-        out.extend(postcard::to_stdvec(self).expect("log messages always encode"));
-        out
+        crate::versioned::encode(LOG_PROTO, self)
     }
 
     /// Decodes a message; `None` for another version, trailing bytes or
     /// garbage.
     pub fn decode(bytes: &[u8]) -> Option<LogMessage> {
-        let (&version, rest) = bytes.split_first()?;
-        if version != LOG_PROTO {
-            return None;
-        }
-        let (m, tail) = postcard::take_from_bytes(rest).ok()?;
-        tail.is_empty().then_some(m)
+        crate::versioned::decode(LOG_PROTO, bytes)
     }
 }
 

@@ -102,20 +102,13 @@ pub enum MsgMessage {
 impl MsgMessage {
     /// Encodes the message behind its version byte.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![MSG_PROTO];
-        out.extend(postcard::to_stdvec(self).expect("messaging messages always encode"));
-        out
+        crate::versioned::encode(MSG_PROTO, self)
     }
 
     /// Decodes a message; `None` for another version, trailing bytes or
     /// garbage.
     pub fn decode(bytes: &[u8]) -> Option<MsgMessage> {
-        let (&version, rest) = bytes.split_first()?;
-        if version != MSG_PROTO {
-            return None;
-        }
-        let (m, tail) = postcard::take_from_bytes(rest).ok()?;
-        tail.is_empty().then_some(m)
+        crate::versioned::decode(MSG_PROTO, bytes)
     }
 }
 

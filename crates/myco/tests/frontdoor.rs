@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use myco_proto::api::ApiEvent;
-use support::{Agent, DEADLINE, Harness, Opts, POLL, wait_event, wait_for};
+use support::{Agent, DEADLINE, Harness, Opts, POLL, raw, wait_event, wait_for};
 
 /// Raises this process's descriptor limit as far as allowed; the new soft limit.
 fn raise_fd_limit() -> u64 {
@@ -55,23 +55,6 @@ fn names(n: &[&str]) -> Vec<String> {
 
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-/// Sends a raw request and reads the whole answer (the request says
-/// `Connection: close`); the status code and the text.
-fn raw(a: &Agent, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", a.api)).expect("connecting to the API");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, text)
 }
 
 /// A metric's value (summed over labels matching `label`, e.g. `reason="over_cap"`).

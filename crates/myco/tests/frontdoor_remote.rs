@@ -6,30 +6,18 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use support::{Agent, Harness, Opts, raw};
 
-use support::{Agent, DEADLINE, Harness, Opts};
-
-/// One raw HTTP/1.1 exchange; the status and the whole answer.
-fn raw(a: &Agent, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", a.api)).expect("connecting to the API");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
+/// One raw HTTP/1.1 exchange with the API over loopback.
+fn call(a: &Agent, method: &str, path: &str, headers: &str, body: &str) -> (u16, String) {
     let port = a.api;
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, text)
+    raw(
+        a,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
 }
 
 #[test]
@@ -48,19 +36,23 @@ fn off_loopback_reads_need_the_token_and_a_browser_logs_in_with_a_cookie() {
 
     // Open: health, metrics, the page and its login form.
     for path in ["/health", "/metrics", "/", "/login"] {
-        assert_eq!(raw(a, "GET", path, "", "").0, 200, "{path}");
+        assert_eq!(call(a, "GET", path, "", "").0, 200, "{path}");
     }
     // Closed without the token: every read the page makes.
     for path in ["/v1/status", "/v1/nodes", "/v1/kv?prefix=", "/v1/events"] {
-        assert_eq!(raw(a, "GET", path, "", "").0, 401, "{path} without a token");
+        assert_eq!(
+            call(a, "GET", path, "", "").0,
+            401,
+            "{path} without a token"
+        );
     }
     let bearer = format!("Authorization: Bearer {token}\r\n");
-    assert_eq!(raw(a, "GET", "/v1/status", &bearer, "").0, 200);
+    assert_eq!(call(a, "GET", "/v1/status", &bearer, "").0, 200);
 
     // The browser's way in: the form, a cookie, never the token in a URL.
     let form = "application/x-www-form-urlencoded";
     let login = |t: &str| {
-        raw(
+        call(
             a,
             "POST",
             "/login",
@@ -82,8 +74,8 @@ fn off_loopback_reads_need_the_token_and_a_browser_logs_in_with_a_cookie() {
     let cookie = format!("Cookie: {pair}\r\n");
 
     // The cookie opens reads and writes from the page's own origin ...
-    assert_eq!(raw(a, "GET", "/v1/nodes", &cookie, "").0, 200);
-    let (code, body) = raw(
+    assert_eq!(call(a, "GET", "/v1/nodes", &cookie, "").0, 200);
+    let (code, body) = call(
         a,
         "PUT",
         "/v1/kv/from-browser",
@@ -94,11 +86,14 @@ fn off_loopback_reads_need_the_token_and_a_browser_logs_in_with_a_cookie() {
         (200..300).contains(&code),
         "a write with the session: {body}"
     );
-    let (_, got) = raw(a, "GET", "/v1/kv/from-browser", &bearer, "");
+    let (_, got) = call(a, "GET", "/v1/kv/from-browser", &bearer, "");
     assert!(got.ends_with("\r\n\r\nv"), "{got}");
     // ... but not from another site's page, and a made-up session opens nothing.
     let foreign = format!("{cookie}Origin: http://attacker.example\r\n");
-    assert_eq!(raw(a, "PUT", "/v1/kv/from-elsewhere", &foreign, "x").0, 403);
+    assert_eq!(
+        call(a, "PUT", "/v1/kv/from-elsewhere", &foreign, "x").0,
+        403
+    );
     let forged = "Cookie: myco_session=00000000000000000000000000000000\r\n";
-    assert_eq!(raw(a, "GET", "/v1/nodes", forged, "").0, 401);
+    assert_eq!(call(a, "GET", "/v1/nodes", forged, "").0, 401);
 }

@@ -217,3 +217,20 @@ pub fn myco_stdin(args: &[&str], input: &[u8]) -> Output {
     let _ = writer.join();
     out
 }
+
+/// Sends a raw request and reads the whole answer (the request says
+/// `Connection: close`); the status code and the text.
+pub fn raw(a: &Agent, request: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", a.api)).expect("connecting to the API");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, text)
+}
