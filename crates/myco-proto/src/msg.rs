@@ -44,6 +44,13 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
     }
 }
 
+/// `POST /v1/msg/{topic}`: the answer of a publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Published {
+    /// The nodes it was sent to (this one included when it has subscribers).
+    pub nodes: usize,
+}
+
 /// What became of a request at the node it was sent to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplyStatus {

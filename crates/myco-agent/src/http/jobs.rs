@@ -197,6 +197,7 @@ pub async fn revert(
 
 /// `POST /v1/jobs/{name}/restart`: a rolling restart (the same spec as a
 /// new version, replaced blue/green).
+#[utoipa::path(post, path = "/v1/jobs/{name}/restart", tag = "jobs", params(("name" = String, Path)), responses((status = 201, description = "The new version, rolling out", body = Deployed), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such job", body = myco_proto::api::ApiError), (status = 409, description = "The job is stopped: deploy it to start it", body = myco_proto::api::ApiError), (status = 503, description = "The new version could not be stored", body = myco_proto::api::ApiError)))]
 pub async fn restart(
     State(s): State<ApiState>,
     Path(name): Path<String>,

@@ -12,7 +12,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dashboard, events, instances, jobs, kv, logs, metrics, spores, status};
+use super::{
+    cache, dashboard, events, instances, jobs, kv, logs, metrics, msg, routes, spores, status,
+};
 
 /// The document. Paths are listed by resource, in the router's order.
 #[derive(OpenApi)]
@@ -31,12 +33,15 @@ use super::{dashboard, events, instances, jobs, kv, logs, metrics, spores, statu
         kv::list, kv::get, kv::put, kv::delete,
         events::events,
         jobs::list, jobs::deploy, jobs::plan, jobs::show, jobs::stop, jobs::scale,
-        jobs::revert, jobs::versions,
+        jobs::revert, jobs::restart, jobs::versions,
         instances::list, instances::workloads, instances::workload_create,
         instances::workload_show, instances::workload_stop,
         spores::list, spores::push, spores::download, spores::gc,
         spores::trust_list, spores::trust_add, spores::trust_remove,
         logs::logs,
+        cache::list, cache::show, cache::create, cache::get, cache::put, cache::delete,
+        msg::publish, msg::subscribe, msg::request, msg::reply,
+        routes::routes,
     ),
     components(schemas(myco_proto::api::ApiEvent, myco_proto::api::ApiError)),
     modifiers(&BearerToken, &Aliases)
