@@ -427,6 +427,7 @@ impl Drop for Harness {
                 let _ = c.wait();
             }
         }
+        kill_processes_under(&self.root);
         if std::thread::panicking() {
             eprintln!("{}", self.log_tails(40));
         }
@@ -434,6 +435,30 @@ impl Drop for Harness {
             eprintln!("kept {}", self.root.display());
         } else {
             let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// SIGKILLs every process whose working directory is under `root`: the
+/// instances the test's agents started. They are session leaders of their
+/// own, so killing an agent leaves them running, and a test that ends
+/// mid-job would otherwise leave workloads behind on the machine.
+fn kill_processes_under(root: &std::path::Path) {
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        if fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(root)) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }
