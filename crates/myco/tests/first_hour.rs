@@ -382,6 +382,21 @@ fn dev_mesh_heals_a_killed_node_and_its_printed_commands_work_as_typed() {
         );
     }
     assert!(!d.join("context.json").exists(), "stale context.json left");
+    // Nor do the demo job's instances: nothing runs under the dev dir.
+    let dev_dir = d.canonicalize().unwrap();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dev_dir))
+        })
+        .map(|p| p.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes left under {}: {left:?}",
+        dev_dir.display()
+    );
 }
 
 #[test]

@@ -23,6 +23,8 @@ use anyhow::{Context, bail};
 use myco_agent::datadir::random_bytes;
 use myco_client::Client;
 use myco_proto::ClusterKey;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 
 use crate::cli::{DevArgs, DevCmd, DevNodeArgs};
 use crate::devctx::{self, DevContext, DevNodeInfo};
@@ -123,8 +125,38 @@ fn run(args: DevArgs) -> anyhow::Result<()> {
     rt.block_on(watch(&mut nodes, &exe, &dir, listener))?;
     println!("\nstopping {} agents…", args.nodes);
     nodes.stop_all();
+    let left = stop_instances(&dir);
+    if left > 0 {
+        println!("stopped {left} instance processes the agents left running");
+    }
     println!("stopped");
     Ok(())
+}
+
+/// SIGKILLs the instances still running under the dev mesh's directory.
+/// An agent that stops leaves its instances running, so that it adopts
+/// them when it comes back (what a node that restarts wants); Ctrl-C on a
+/// dev mesh means "stop everything". Returns how many were stopped.
+fn stop_instances(dir: &Path) -> usize {
+    // Working directories read back absolute and resolved.
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut stopped = 0;
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let under = std::fs::read_link(p.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&dir));
+        if under && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+            stopped += 1;
+        }
+    }
+    stopped
 }
 
 /// Removes the control socket and the context when the runner ends, so
