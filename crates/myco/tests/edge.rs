@@ -21,17 +21,16 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use edge_util::{
-    ECHO, READY, WS_ECHO, get, metric, push_spore, read_head, routed, rss_kib, send, ws_frame,
-    ws_read,
+    ECHO, READY, WS_ECHO, get, metric, read_head, routed, rss_kib, send, ws_frame, ws_read,
 };
 use serde_json::{Value, json};
-use support::{Harness, wait_for};
+use support::{Harness, push_script_spore, wait_for};
 
 #[test]
 fn edge_routes_retries_and_answers_json_errors() {
     let mut h = Harness::new("edge");
     h.mesh(3);
-    let digest = push_spore(&h, h.agent(0), "echo", ECHO);
+    let digest = push_script_spore(&h, h.agent(0), "echo", ECHO);
     let job = json!({"name": "echo", "spore": digest, "count": 3, "strategy": "spread",
         "health": {"http": "/health", "interval_ms": 300}});
     let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
@@ -153,7 +152,7 @@ fn edge_routes_retries_and_answers_json_errors() {
 fn websocket_upgrades_pass_through_the_edge() {
     let mut h = Harness::new("edge-ws");
     h.mesh(1);
-    let digest = push_spore(&h, h.agent(0), "ws", WS_ECHO);
+    let digest = push_script_spore(&h, h.agent(0), "ws", WS_ECHO);
     let job = json!({"name": "ws", "spore": digest, "count": 1,
         "health": {"http": "/health", "interval_ms": 300}});
     let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
@@ -192,7 +191,7 @@ fn large_bodies_stream_both_ways_with_bounded_agent_memory() {
     const SIZE: usize = 100 << 20;
     let mut h = Harness::new("edge-big");
     h.mesh(1);
-    let digest = push_spore(&h, h.agent(0), "echo", ECHO);
+    let digest = push_script_spore(&h, h.agent(0), "echo", ECHO);
     let job = json!({"name": "echo", "spore": digest, "count": 1,
         "health": {"http": "/health", "interval_ms": 300}});
     let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");

@@ -14,14 +14,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Agent, Harness, cli, myco, ok, s, wait_for};
+use support::{Agent, Harness, cli, ok, push_script_spore, s, wait_for};
 
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 const READY: Duration = Duration::from_secs(40);
@@ -44,39 +43,6 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-/// Packs the workload, trusts its key on `a`, pushes it; the digest.
-fn spore(h: &Harness, a: &Agent) -> String {
-    let src = h.root.join("src");
-    fs::create_dir_all(&src).unwrap();
-    let run = src.join("run");
-    fs::write(&run, SERVER).unwrap();
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
-    let key = h.root.join("publisher.key");
-    ok(&myco(&["key", "gen", "--out", s(&key)]), "myco key gen");
-    let pubkey = PathBuf::from(format!("{}.pub", key.display()));
-    ok(&cli(a, &["trust", "add", s(&pubkey)]), "myco trust add");
-    let out = h.root.join("hello.spore");
-    let args = [
-        "spore",
-        "pack",
-        s(&src),
-        "--name",
-        "hello",
-        "--version",
-        "1",
-        "--cmd",
-        "./run",
-        "--key",
-        s(&key),
-        "--out",
-        s(&out),
-    ];
-    ok(&myco(&args), "myco spore pack");
-    let pushed = ok(&cli(a, &["spore", "push", s(&out), "--json"]), "push");
-    let v: Value = serde_json::from_str(&pushed).expect("push --json is JSON");
-    v["digest"].as_str().expect("a digest").to_string()
-}
 
 /// A job file of `hello` at version `v` (env `V`), broken or not.
 fn job_file(h: &Harness, v: u32, broken: bool, min_healthy_ms: u64) -> PathBuf {
@@ -212,7 +178,7 @@ fn node_id(a: &Agent) -> String {
 fn running_v1() -> Harness {
     let mut h = Harness::new("heal");
     h.mesh(3);
-    spore(&h, h.agent(0));
+    push_script_spore(&h, h.agent(0), "hello", SERVER);
     let v1 = job_file(&h, 1, false, 500);
     ok(
         &cli(h.agent(0), &["deploy", s(&v1), "--detach"]),

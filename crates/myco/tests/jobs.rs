@@ -13,12 +13,11 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Agent, Harness, cli, myco, ok, s, wait_for};
+use support::{Agent, Harness, cli, ok, push_script_spore, s, wait_for};
 
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 const READY: Duration = Duration::from_secs(40);
@@ -39,47 +38,6 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-/// Packs `script` as spore `name@1`, trusts its key on `a`, pushes it there;
-/// returns the digest.
-fn spore(h: &Harness, a: &Agent, name: &str, script: &str) -> String {
-    let src = h.root.join(format!("src-{name}"));
-    fs::create_dir_all(&src).unwrap();
-    let run = src.join("run");
-    fs::write(&run, script).unwrap();
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
-    let key = h.root.join("publisher.key");
-    if !key.exists() {
-        ok(&myco(&["key", "gen", "--out", s(&key)]), "myco key gen");
-        let pubkey = PathBuf::from(format!("{}.pub", key.display()));
-        ok(&cli(a, &["trust", "add", s(&pubkey)]), "myco trust add");
-    }
-    let out = h.root.join(format!("{name}.spore"));
-    ok(
-        &myco(&[
-            "spore",
-            "pack",
-            s(&src),
-            "--name",
-            name,
-            "--version",
-            "1",
-            "--cmd",
-            "./run",
-            "--key",
-            s(&key),
-            "--out",
-            s(&out),
-        ]),
-        "myco spore pack",
-    );
-    let pushed = ok(
-        &cli(a, &["spore", "push", s(&out), "--json"]),
-        "myco spore push",
-    );
-    let v: Value = serde_json::from_str(&pushed).expect("push --json is JSON");
-    v["digest"].as_str().expect("a digest").to_string()
-}
 
 /// `/v1/instances?job=JOB` of agent `a`.
 fn instances(a: &Agent, job: &str) -> Result<Vec<Value>, String> {
@@ -184,7 +142,7 @@ fn assert_answers(list: &[Value], job: &str) {
 fn deploy_spread_scale_adopt_and_stop() {
     let mut h = Harness::new("jobs-life");
     h.mesh(3);
-    let digest = spore(&h, h.agent(0), "hello", SERVER);
+    let digest = push_script_spore(&h, h.agent(0), "hello", SERVER);
     let file = h.root.join("hello.toml");
     fs::write(
         &file,
@@ -300,7 +258,7 @@ fn crash_loops_and_impossible_jobs_are_visible() {
     let mut h = Harness::new("jobs-fail");
     h.mesh(1);
     let a = h.agent(0);
-    let crashy = spore(&h, a, "crashy", "#!/bin/sh\necho starting\nexit 3\n");
+    let crashy = push_script_spore(&h, a, "crashy", "#!/bin/sh\necho starting\nexit 3\n");
     let _: Value = a
         .client()
         .post(

@@ -12,14 +12,12 @@ mod support;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Agent, Harness, MYCO, cli, cli_args, myco, ok, s, wait_for};
+use support::{Agent, Harness, MYCO, cli, cli_args, ok, push_script_spore, s, wait_for};
 
 const READY: Duration = Duration::from_secs(40);
 const LINES: Duration = Duration::from_secs(20);
@@ -34,39 +32,6 @@ while true; do
   sleep 0.05
 done
 "#;
-
-/// Packs `script` as spore `name@1`, trusted and pushed to `a`.
-fn spore(h: &Harness, a: &Agent, name: &str, script: &str) {
-    let src = h.root.join(format!("src-{name}"));
-    fs::create_dir_all(&src).unwrap();
-    let run = src.join("run");
-    fs::write(&run, script).unwrap();
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
-    let key = h.root.join("publisher.key");
-    ok(&myco(&["key", "gen", "--out", s(&key)]), "myco key gen");
-    let pubkey = PathBuf::from(format!("{}.pub", key.display()));
-    ok(&cli(a, &["trust", "add", s(&pubkey)]), "myco trust add");
-    let out = h.root.join(format!("{name}.spore"));
-    ok(
-        &myco(&[
-            "spore",
-            "pack",
-            s(&src),
-            "--name",
-            name,
-            "--version",
-            "1",
-            "--cmd",
-            "./run",
-            "--key",
-            s(&key),
-            "--out",
-            s(&out),
-        ]),
-        "myco spore pack",
-    );
-    ok(&cli(a, &["spore", "push", s(&out)]), "myco spore push");
-}
 
 fn ready_ids(a: &Agent, job: &str) -> Result<Vec<String>, String> {
     let v: Value = a
@@ -137,7 +102,7 @@ fn expect_line(rx: &mpsc::Receiver<String>, want: &str) {
 fn logs_of_a_remote_instance_come_over_the_streams() {
     let mut h = Harness::new("logs-remote");
     h.mesh(2);
-    spore(&h, h.agent(0), "talker", TALKER);
+    push_script_spore(&h, h.agent(0), "talker", TALKER);
     let file = h.root.join("talker.toml");
     fs::write(
         &file,

@@ -7,13 +7,11 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Agent, Harness, cli, myco, ok, s};
+use crate::support::Agent;
 
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 pub const READY: Duration = Duration::from_secs(40);
@@ -71,40 +69,6 @@ class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     allow_reuse_address = True
 S(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
-
-/// Packs `script` as spore `name@1`, trusts its key on `a` and pushes it
-/// there; returns the digest.
-pub fn push_spore(h: &Harness, a: &Agent, name: &str, script: &str) -> String {
-    let src = h.root.join(format!("src-{name}"));
-    fs::create_dir_all(&src).unwrap();
-    let run = src.join("run");
-    fs::write(&run, script).unwrap();
-    fs::set_permissions(&run, fs::Permissions::from_mode(0o755)).unwrap();
-    let key = h.root.join("publisher.key");
-    ok(&myco(&["key", "gen", "--out", s(&key)]), "myco key gen");
-    let pubkey = PathBuf::from(format!("{}.pub", key.display()));
-    ok(&cli(a, &["trust", "add", s(&pubkey)]), "myco trust add");
-    let out = h.root.join("echo.spore");
-    let args = [
-        "spore",
-        "pack",
-        s(&src),
-        "--name",
-        "echo",
-        "--version",
-        "1",
-        "--cmd",
-        "./run",
-        "--key",
-        s(&key),
-        "--out",
-        s(&out),
-    ];
-    ok(&myco(&args), "myco spore pack");
-    let pushed = ok(&cli(a, &["spore", "push", s(&out), "--json"]), "push");
-    let v: Value = serde_json::from_str(&pushed).expect("push --json is JSON");
-    v["digest"].as_str().expect("a digest").to_string()
-}
 
 /// One answer from the edge.
 #[derive(Debug)]

@@ -3,14 +3,13 @@
 //! with no restart budget, so one crash leaves it below its count.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Harness, Opts, cli, myco, ok, s, wait_for};
+use crate::support::{Harness, Opts, cli, myco, ok, push_script_spore, s, wait_for};
 
 /// The workload: `/` and `/health` answer 200, `/crash` exits with 1.
 const SERVER: &str = r#"#!/usr/bin/env python3
@@ -115,31 +114,8 @@ pub fn mesh_with_jobs(test: &str) -> (Mesh, String) {
     h.wait_all_alive(&[0, 1, 2], &names, Duration::from_secs(30));
 
     let a = h.agent(0);
-    let src = h.root.join("src-hello");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("run"), SERVER).unwrap();
-    fs::set_permissions(src.join("run"), fs::Permissions::from_mode(0o755)).unwrap();
-    let pkey = h.root.join("publisher.key");
-    ok(&myco(&["key", "gen", "--out", s(&pkey)]), "myco key gen");
-    let pubkey = PathBuf::from(format!("{}.pub", pkey.display()));
-    ok(&cli(a, &["trust", "add", s(&pubkey)]), "myco trust add");
+    let digest = push_script_spore(&h, a, "hello", SERVER);
     let spore = h.root.join("hello.spore");
-    let args = [
-        "spore",
-        "pack",
-        s(&src),
-        "--name",
-        "hello",
-        "--version",
-        "1",
-    ];
-    let rest = ["--cmd", "./run", "--key", s(&pkey), "--out", s(&spore)];
-    ok(&myco(&[&args[..], &rest[..]].concat()), "myco spore pack");
-    let pushed = ok(&cli(a, &["spore", "push", s(&spore), "--json"]), "push");
-    let digest = serde_json::from_str::<Value>(&pushed).unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // n3 holds the spore itself before `solo` (no restart budget) starts
     // there: a first start that waits on a fetch would use up its budget.
     // The push retries until n3 has the trust that n1 just wrote.

@@ -234,3 +234,44 @@ pub fn raw(a: &Agent, request: &str) -> (u16, String) {
         .unwrap_or(0);
     (code, text)
 }
+
+/// Packs `script` (a `run` file) as spore `name@1` in `h.root/NAME.spore`,
+/// signs it with one publisher key per harness (made, and trusted on `a`,
+/// on first use), pushes it to `a`; returns its digest.
+pub fn push_script_spore(h: &Harness, a: &Agent, name: &str, script: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let src = h.root.join(format!("src-{name}"));
+    std::fs::create_dir_all(&src).unwrap();
+    let run = src.join("run");
+    std::fs::write(&run, script).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = h.root.join("publisher.key");
+    if !key.exists() {
+        ok(&myco(&["key", "gen", "--out", s(&key)]), "myco key gen");
+        let pubkey = std::path::PathBuf::from(format!("{}.pub", key.display()));
+        ok(&cli(a, &["trust", "add", s(&pubkey)]), "myco trust add");
+    }
+    let out = h.root.join(format!("{name}.spore"));
+    let pack = [
+        "spore",
+        "pack",
+        s(&src),
+        "--name",
+        name,
+        "--version",
+        "1",
+        "--cmd",
+        "./run",
+        "--key",
+        s(&key),
+        "--out",
+        s(&out),
+    ];
+    ok(&myco(&pack), "myco spore pack");
+    let pushed = ok(
+        &cli(a, &["spore", "push", s(&out), "--json"]),
+        "myco spore push",
+    );
+    let v: Value = serde_json::from_str(&pushed).expect("push --json is JSON");
+    v["digest"].as_str().expect("a digest").to_string()
+}
