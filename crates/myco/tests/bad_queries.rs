@@ -4,29 +4,17 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
-use support::{Agent, DEADLINE, Harness, Opts};
+use support::{Agent, Harness, Opts};
 
 /// One raw HTTP/1.1 exchange with the token; the status and the whole answer.
-fn raw(a: &Agent, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", a.api)).expect("connecting to the API");
-    s.set_read_timeout(Some(DEADLINE)).unwrap();
+fn call(a: &Agent, method: &str, path: &str) -> (u16, String) {
     let (port, token) = (a.api, a.token());
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
-    );
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, text)
+    support::raw(
+        a,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"
+        ),
+    )
 }
 
 #[test]
@@ -39,7 +27,7 @@ fn unparsable_queries_get_the_json_error() {
         ("POST", "/v1/msg/t?node=a&node=b"),
         ("POST", "/v1/msg/t/request?timeout_ms=-1"),
     ] {
-        let (code, text) = raw(a, method, path);
+        let (code, text) = call(a, method, path);
         assert_eq!(code, 400, "{method} {path}: {text}");
         let lower = text.to_ascii_lowercase();
         assert!(
