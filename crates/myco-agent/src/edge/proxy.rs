@@ -18,7 +18,7 @@ use axum::http::uri::{PathAndQuery, Scheme, Uri};
 use axum::http::{Response, StatusCode};
 
 use super::balance::{self, Upstream};
-use super::body::TrackedBody;
+use super::body::Held;
 use super::metrics::{JobMetrics, UpstreamError};
 use super::rewrite::{self, PathOrWhole, REQUEST_ID};
 use super::routes::Routes;
@@ -244,7 +244,7 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
                     && let (Some(client), Some(slot)) = (client_upgrade.take(), slot.take())
                 {
                     up.succeeded();
-                    let held = TrackedBody::new(Body::empty(), guard, m.clone());
+                    let held = Held::new(guard, m.clone());
                     let resp = tunnel::splice(resp, client, slot, held);
                     return finish(m, started, resp, &request_id, &edge.via);
                 }
@@ -257,7 +257,7 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
                     status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "edge request");
                 let (mut head, incoming) = resp.into_parts();
                 rewrite::strip_hop_by_hop(&mut head.headers);
-                let body = Body::new(TrackedBody::new(Body::new(incoming), guard, m.clone()));
+                let body = Held::new(guard, m.clone()).body(Body::new(incoming));
                 return finish(
                     m,
                     started,

@@ -17,7 +17,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::body::TrackedBody;
+use super::body::Held;
 use super::rewrite;
 
 /// Most tunnels open at once per edge.
@@ -70,7 +70,7 @@ pub fn splice(
     mut upstream: Response<Incoming>,
     client: OnUpgrade,
     slot: OwnedSemaphorePermit,
-    held: TrackedBody,
+    held: Held,
 ) -> Response<Body> {
     let instance = hyper::upgrade::on(&mut upstream);
     let protocol = upstream.headers().get(header::UPGRADE).cloned();

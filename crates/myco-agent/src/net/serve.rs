@@ -98,6 +98,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
+pub use body::Guarded;
 pub use conn::ConnInfo;
 
 /// The limits of one [`Server`]. Every field has a default

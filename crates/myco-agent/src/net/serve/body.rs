@@ -149,12 +149,7 @@ impl InFlight {
 
     /// Attaches the mark to the response, so it ends with the response.
     pub(super) fn wrap(self, resp: Response<Body>) -> Response<Body> {
-        resp.map(|inner| {
-            Body::new(Tail {
-                inner,
-                _in_flight: self,
-            })
-        })
+        resp.map(|inner| Body::new(Guarded::new(inner, self)))
     }
 }
 
@@ -164,12 +159,26 @@ impl Drop for InFlight {
     }
 }
 
-struct Tail {
+/// A body that holds `guard` until it ends or is dropped: whatever the
+/// guard's `Drop` does (end an in-flight mark, lower a gauge) happens when
+/// the response is over, not when the handler returns. The server's
+/// watchdog and the edge's in-flight counts both use it.
+pub struct Guarded<G> {
     inner: Body,
-    _in_flight: InFlight,
+    _guard: G,
 }
 
-impl http_body::Body for Tail {
+impl<G> Guarded<G> {
+    /// Wraps `inner`, holding `guard` for as long as it lives.
+    pub fn new(inner: Body, guard: G) -> Self {
+        Guarded {
+            inner,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin + Send + 'static> http_body::Body for Guarded<G> {
     type Data = Bytes;
     type Error = axum::Error;
 
