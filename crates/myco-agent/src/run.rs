@@ -103,6 +103,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         edge_addr: Some(settings.edge.to_string()),
         version: MYCO_VERSION.to_string(),
         key_id: keys.primary_id().to_string(),
+        speaks: myco_proto::compat::THIS_BUILD,
     };
     manifest.validate().context("node name and tags")?;
 

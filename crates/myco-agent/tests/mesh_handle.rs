@@ -69,6 +69,7 @@ async fn start(test: &str, restored: Vec<Change>) -> (MeshLoop, MeshHandle, Arc<
         edge_addr: None,
         version: myco_proto::MYCO_VERSION.into(),
         key_id: keys.primary_id().to_string(),
+        speaks: myco_proto::compat::THIS_BUILD,
     };
     let clock = Clock::start();
     let peer = Peer {

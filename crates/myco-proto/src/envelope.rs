@@ -131,7 +131,9 @@ impl Envelope {
         if datagram.len() < OVERHEAD {
             return Err(EnvelopeError::TooShort(datagram.len()));
         }
-        if datagram[2] != ENVELOPE_VERSION {
+        // Every version this build reads (see `compat`); the frames inside
+        // are those of the envelope's version.
+        if !crate::compat::THIS_BUILD.datagram.reads(datagram[2]) {
             return Err(EnvelopeError::UnsupportedVersion(datagram[2]));
         }
         let (head, body) = datagram.split_at(HEADER_LEN);

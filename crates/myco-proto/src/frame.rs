@@ -86,6 +86,8 @@ pub struct NodeManifest {
     pub version: String,
     /// The id of the cluster key the node seals with, as hex.
     pub key_id: String,
+    /// The format versions the node reads (format 2 on).
+    pub speaks: crate::compat::Speaks,
 }
 
 /// Limits that keep a manifest inside one datagram.
@@ -104,7 +106,7 @@ pub enum ManifestError {
 
 impl NodeManifest {
     /// The manifest format this build writes.
-    pub const FORMAT: u16 = 1;
+    pub const FORMAT: u16 = 2;
     /// Most tags a node may carry.
     pub const MAX_TAGS: usize = 16;
     /// Longest name, tag key or tag value, in bytes.
@@ -247,6 +249,7 @@ mod tests {
             edge_addr: Some("0.0.0.0:8080".into()),
             version: crate::MYCO_VERSION.into(),
             key_id: "01020304".into(),
+            speaks: crate::compat::THIS_BUILD,
         }
     }
 

@@ -15,6 +15,7 @@ pub mod blob;
 pub mod bytes;
 pub mod cache;
 pub mod channel;
+pub mod compat;
 pub mod edge_api;
 pub mod envelope;
 pub mod frame;

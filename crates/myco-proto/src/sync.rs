@@ -132,7 +132,9 @@ impl StreamFrame {
                 postcard::Error::DeserializeBadEncoding,
             ));
         }
-        if frame.version != STREAM_VERSION {
+        // The connection's handshake agreed on one version of the range
+        // (see `compat`); the frame says which it is written in.
+        if !crate::compat::THIS_BUILD.stream.reads(frame.version) {
             return Err(StreamFrameError::Version(frame.version));
         }
         Ok(frame)

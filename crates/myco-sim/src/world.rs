@@ -656,6 +656,7 @@ pub(crate) fn node_setup(
         edge_addr: None,
         version: "sim".into(),
         key_id: keys.primary_id().to_string(),
+        speaks: myco_proto::compat::THIS_BUILD,
     };
     NodeSetup {
         peer: Peer {

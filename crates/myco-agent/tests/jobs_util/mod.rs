@@ -128,6 +128,7 @@ pub async fn agent(dir: &Path, ports: std::ops::RangeInclusive<u16>) -> Agent {
         edge_addr: None,
         version: myco_proto::MYCO_VERSION.into(),
         key_id: keys.primary_id().to_string(),
+        speaks: myco_proto::compat::THIS_BUILD,
     };
     let clock = Clock::start();
     let peer = Peer {

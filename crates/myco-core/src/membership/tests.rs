@@ -45,6 +45,7 @@ fn harness(i: u64) -> Harness {
         edge_addr: None,
         version: "test".into(),
         key_id: String::new(),
+        speaks: myco_proto::compat::THIS_BUILD,
     };
     let cfg = Config::default();
     Harness {

@@ -32,6 +32,7 @@ pub fn node_with(i: u64, key: u8, config: Config) -> Node {
         edge_addr: None,
         version: "test".into(),
         key_id: String::new(),
+        speaks: myco_proto::compat::THIS_BUILD,
     };
     Node::new(
         Time::ZERO,

@@ -71,7 +71,12 @@ async fn serve(
         result => {
             let error = result.unwrap_or_else(|_| Err(timed_out())).err();
             bump(&shared.stats.inbound_handshake_failures, 1);
-            tracing::debug!(%from, error = ?error, "inbound stream handshake refused");
+            if error.as_ref().is_some_and(tls::no_common_version) {
+                let ours = myco_proto::compat::THIS_BUILD.stream;
+                tracing::warn!(%from, "a node at {from} speaks no stream version this build speaks ({ours}): upgrade the older of the two");
+            } else {
+                tracing::debug!(%from, error = ?error, "inbound stream handshake refused");
+            }
             return;
         }
     };

@@ -33,6 +33,8 @@ mod inbound;
 mod outbound;
 mod queue;
 mod tls;
+#[cfg(test)]
+mod versions_tests;
 
 use std::collections::HashMap;
 use std::io;

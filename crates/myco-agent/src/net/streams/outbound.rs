@@ -231,6 +231,12 @@ async fn connect(
                 _ => &shared.stats.outbound_handshake_failures,
             };
             bump(counter, 1);
+            if let Failure::Handshake(error) = &failure
+                && tls::no_common_version(error)
+            {
+                let ours = myco_proto::compat::THIS_BUILD.stream;
+                tracing::warn!(%to, "the node at {to} speaks no stream version this build speaks ({ours}): upgrade the older of the two");
+            }
             if backoff.until.is_some() {
                 backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
             }

@@ -51,8 +51,26 @@ use super::StreamError;
 /// the cluster is the identity that matters, not which node answered.
 pub(super) const SERVER_NAME: &str = "myco";
 
-/// ALPN for the stream protocol, so a later framing can be negotiated.
-const ALPN: &[u8] = b"myco-streams/1";
+/// ALPN names for the stream versions this build speaks, newest first:
+/// the handshake agrees on the highest version both ends speak, and two
+/// builds with no version in common fail it (see `myco_proto::compat`).
+fn alpn() -> Vec<Vec<u8>> {
+    myco_proto::compat::stream_alpns(myco_proto::compat::THIS_BUILD.stream)
+}
+
+/// Whether a handshake failed because the two builds share no stream
+/// version: an operator must upgrade the older node, so it is worth a
+/// warning of its own rather than a generic handshake failure.
+pub(super) fn no_common_version(error: &std::io::Error) -> bool {
+    use rustls::{AlertDescription, Error};
+    matches!(
+        error.get_ref().and_then(|e| e.downcast_ref::<Error>()),
+        Some(
+            Error::NoApplicationProtocol
+                | Error::AlertReceived(AlertDescription::NoApplicationProtocol)
+        )
+    )
+}
 
 /// PKCS#8 v1 header of an Ed25519 private key (RFC 8410); the 32-byte seed follows.
 const ED25519_PKCS8_PREFIX: [u8; 16] = [
@@ -226,14 +244,14 @@ impl Tls {
         // peer's certificate is always at hand to re-verify after a rotation,
         // and no ticket outlives the keys it was issued under.
         client.resumption = rustls::client::Resumption::disabled();
-        client.alpn_protocols = vec![ALPN.to_vec()];
+        client.alpn_protocols = alpn();
 
         let mut server = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(client_verifier.clone())
             .with_cert_resolver(leaves);
         server.send_tls13_tickets = 0;
-        server.alpn_protocols = vec![ALPN.to_vec()];
+        server.alpn_protocols = alpn();
 
         Ok(Tls {
             client: Arc::new(client),

@@ -78,6 +78,7 @@ fn manifest(id: u64, boot: u64) -> NodeManifest {
         edge_addr: None,
         version: "0".into(),
         key_id: "0".into(),
+        speaks: myco_proto::compat::THIS_BUILD,
     }
 }
 
