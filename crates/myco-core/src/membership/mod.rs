@@ -258,7 +258,17 @@ impl Membership {
                     return stats.drop("bad_manifest");
                 }
                 let id = m.id;
+                let apart = self.manifest.speaks.incompatible_with(&m.speaks);
+                let (name, theirs) = (m.name.clone(), apart.map(|f| m.speaks.range(f)));
                 if self.members.set_manifest(m) == Update::Changed {
+                    if let (Some(family), Some(theirs)) = (apart, theirs) {
+                        let ours = self.manifest.speaks.range(family);
+                        tracing::warn!(
+                            node = %self.me.id, member = %id, family = family.name(),
+                            "{name} is more than one release apart from this node ({} versions {theirs} against {ours}): upgrade the older one",
+                            family.name()
+                        );
+                    }
                     self.event(Event::ManifestChanged(id));
                 }
             }
