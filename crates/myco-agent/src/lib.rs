@@ -21,6 +21,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod discovery;
 pub mod edge;
 pub mod exec;
 pub mod http;

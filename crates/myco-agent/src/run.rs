@@ -9,6 +9,7 @@ use myco_proto::frame::Peer;
 use myco_proto::{ClusterKey, KeyRing, MYCO_VERSION, NodeManifest};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::config::datadir::{self, DataDir, random_bytes};
 use crate::config::settings::AgentSettings;
@@ -228,15 +229,10 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         None => None,
     };
 
-    for target in &settings.join {
-        match tokio::net::lookup_host(target.as_str()).await {
-            Ok(mut addrs) => match addrs.next() {
-                Some(addr) => mesh.join(addr).await.context("mesh loop stopped")?,
-                None => tracing::warn!(%target, "join address resolved to nothing"),
-            },
-            Err(e) => tracing::warn!(%target, error = %e, "cannot resolve join address"),
-        }
-    }
+    let (key_watch, key_updates) = tokio::sync::watch::channel(keys.clone());
+    let discovery = crate::discovery::start(&settings, &mesh, key_updates).with_context(|| {
+        "--discover lan: cannot open the multicast socket (another program on the port? choose another with --discover lan:PORT)"
+    })?;
 
     let spores = Arc::new(Spores::new(
         spore_store,
@@ -311,9 +307,11 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         settings.clone(),
         dir.clone(),
         mesh.clone(),
+        key_watch,
     ));
     shutdown_signal().await;
     reload.abort();
+    discovery.iter().for_each(JoinHandle::abort);
     if let Some(t) = resp_task {
         t.abort();
     }
@@ -394,7 +392,12 @@ fn spawn_mesh_thread(
 }
 
 /// SIGHUP re-reads the cluster key source, for rotation without a restart.
-async fn reload_keys_on_sighup(settings: AgentSettings, dir: DataDir, mesh: MeshHandle) {
+async fn reload_keys_on_sighup(
+    settings: AgentSettings,
+    dir: DataDir,
+    mesh: MeshHandle,
+    key_watch: tokio::sync::watch::Sender<KeyRing>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
@@ -411,6 +414,7 @@ async fn reload_keys_on_sighup(settings: AgentSettings, dir: DataDir, mesh: Mesh
         .unwrap_or_else(|e| Err(anyhow::anyhow!("key reload task failed: {e}")));
         match loaded {
             Ok(ring) => {
+                key_watch.send_replace(ring.clone());
                 if mesh.rekey(ring).await.is_err() {
                     return;
                 }

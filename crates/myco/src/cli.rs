@@ -200,6 +200,11 @@ pub struct AgentArgs {
     /// given; config key resp).
     #[arg(long, value_name = "ADDR:PORT")]
     pub resp: Option<String>,
+    /// Find other nodes on the local network with no address given: `lan`
+    /// (sealed multicast beacons, group 239.255.77.46) or `lan:PORT`
+    /// [port 7947]; config key discover.
+    #[arg(long, value_name = "lan[:PORT]")]
+    pub discover: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

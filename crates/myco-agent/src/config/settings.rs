@@ -51,6 +51,8 @@ pub struct AgentOptions {
     pub events_keepalive_ms: Option<u64>,
     /// Redis-protocol listen address for the cache; off unless given.
     pub resp: Option<String>,
+    /// LAN discovery: `lan` or `lan:PORT`; off unless given.
+    pub discover: Option<String>,
 }
 
 /// `[state]` in the config file: tombstone collection. Every node of a
@@ -153,6 +155,9 @@ pub enum SettingsError {
     /// Membership timings that cannot work together.
     #[error("[membership]: need 0 < probe_rtt_ms < probe_period_ms <= suspect_ms")]
     Membership,
+    /// `--discover` names no method this release has.
+    #[error("{0}")]
+    Discover(String),
 }
 
 /// Validated settings the agent runs with.
@@ -170,7 +175,8 @@ pub struct AgentSettings {
     pub api: SocketAddr,
     /// Edge gateway listen address (served by a later release).
     pub edge: SocketAddr,
-    /// Join addresses, `HOST:PORT`, resolved at start.
+    /// Join addresses, `HOST:PORT`: every address a name resolves to,
+    /// resolved again while the node is alone.
     pub join: Vec<String>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
@@ -186,6 +192,8 @@ pub struct AgentSettings {
     pub events_keepalive: std::time::Duration,
     /// Redis-protocol listen address, if any.
     pub resp: Option<SocketAddr>,
+    /// LAN discovery by sealed multicast beacons, if asked for.
+    pub discover: Option<crate::discovery::LanDiscovery>,
 }
 
 /// Parses `KEY=VALUE` tags from the command line.
@@ -221,6 +229,7 @@ impl AgentOptions {
             api_allowed_hosts,
             events_keepalive_ms: self.events_keepalive_ms.or(base.events_keepalive_ms),
             resp: self.resp.or(base.resp),
+            discover: self.discover.or(base.discover),
             data_dir: self.data_dir.or(base.data_dir),
             name: self.name.or(base.name),
             bind: self.bind.or(base.bind),
@@ -301,6 +310,12 @@ impl AgentOptions {
             ),
             resp: match self.resp {
                 Some(v) => Some(addr("resp", Some(v), "")?),
+                None => None,
+            },
+            discover: match self.discover {
+                Some(v) => Some(
+                    crate::discovery::LanDiscovery::parse(&v).map_err(SettingsError::Discover)?,
+                ),
                 None => None,
             },
         })

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 mod harness;
+pub mod netns;
 mod ports;
 
 use std::collections::BTreeMap;
