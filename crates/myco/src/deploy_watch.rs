@@ -2,8 +2,9 @@
 //! instance of the new version is ready and no older one serves, a slot
 //! stays pending, an instance is in a crash loop, or the rollout failed
 //! and the job went back to the version before (an error: the exit code
-//! says the deploy did not take). On a terminal one line is rewritten in
-//! place; otherwise one line is printed per step.
+//! says the deploy did not take). On a terminal a summary line and a bar
+//! per slot are redrawn in place (`deploy_slots`); otherwise one line is
+//! printed per step.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -64,92 +65,98 @@ fn failure_of(version: u64, instances: &[InstanceInfo]) -> String {
         .unwrap_or_else(|| "a new instance did not become healthy in time".into())
 }
 
-/// Waits until `job`'s current version is ready, printing progress: one
-/// line rewritten in place (`lines` false, a terminal) or one line per
-/// step.
+/// Waits until `job`'s current version is ready, printing progress: bars
+/// per slot (`lines` false, a terminal) or one line per step.
 pub fn watch(c: &Client, job: &JobInfo, limit: Duration, lines: bool) -> anyhow::Result<()> {
     let start = Instant::now();
-    let mut out = std::io::stdout().lock();
+    // Not locked for the whole watch: the bars draw to stdout too.
+    let mut out = std::io::stdout();
     let mut pending_since: Option<Instant> = None;
     let mut last: Option<(u32, u32, u32, u32)> = None;
-    loop {
-        let now = c.job(&job.name)?;
-        if now.version != job.version {
-            writeln!(out)?;
-            // An older spec came back: the rollout failed and reverted.
-            let instances = c.instances(Some(&job.name))?;
-            if now.version < job.version {
+    let mut bars = (!lines).then(crate::deploy_slots::SlotBars::new);
+    // The bars stay on screen however the watch ends.
+    let result = (|| -> anyhow::Result<()> {
+        loop {
+            let now = c.job(&job.name)?;
+            if now.version != job.version {
+                writeln!(out)?;
+                // An older spec came back: the rollout failed and reverted.
+                let instances = c.instances(Some(&job.name))?;
+                if now.version < job.version {
+                    bail!(
+                        "rollout of {} version {} failed ({}); reverted to version {}",
+                        job.name,
+                        job.version,
+                        failure_of(job.version, &instances),
+                        now.version
+                    );
+                }
                 bail!(
-                    "rollout of {} version {} failed ({}); reverted to version {}",
+                    "job {} moved on to version {} while waiting (another deploy?)",
                     job.name,
-                    job.version,
-                    failure_of(job.version, &instances),
                     now.version
                 );
             }
-            bail!(
-                "job {} moved on to version {} while waiting (another deploy?)",
+            let instances = c.instances(Some(&job.name))?;
+            let p = progress(&now, &instances);
+            let step = (p.ready, p.launching, p.failed, p.old);
+            let line = format!(
+                "{}: {}/{} ready, {} launching, {} failed, {} old  ({:.1}s)",
                 job.name,
-                now.version
+                p.ready,
+                now.desired,
+                p.launching,
+                p.failed,
+                p.old,
+                start.elapsed().as_secs_f64()
             );
-        }
-        let p = progress(&now, &c.instances(Some(&job.name))?);
-        let step = (p.ready, p.launching, p.failed, p.old);
-        let line = format!(
-            "{}: {}/{} ready, {} launching, {} failed, {} old  ({:.1}s)",
-            job.name,
-            p.ready,
-            now.desired,
-            p.launching,
-            p.failed,
-            p.old,
-            start.elapsed().as_secs_f64()
-        );
-        if !lines {
-            write!(out, "\r{line}   ")?;
-        } else if last != Some(step) {
-            writeln!(out, "{line}")?;
-        }
-        last = Some(step);
-        out.flush()?;
-        if p.ready >= now.desired && p.old == 0 {
-            if !lines {
-                writeln!(out)?;
+            if let Some(bars) = &mut bars {
+                bars.update(&line, &crate::deploy_slots::slots(&now, &instances));
+            } else if last != Some(step) {
+                writeln!(out, "{line}")?;
             }
-            writeln!(out, "all {} instances ready", now.desired)?;
-            return Ok(());
-        }
-        if let Some((id, reason)) = p.crash_loop {
-            writeln!(out)?;
-            bail!(
-                "instance {id} keeps failing: {reason}; see `myco logs {} --instance {id}`",
-                job.name
-            );
-        }
-        match (now.pending.first(), pending_since) {
-            (Some(slot), Some(t)) if t.elapsed() >= PENDING_GRACE => {
+            last = Some(step);
+            out.flush()?;
+            if p.ready >= now.desired && p.old == 0 {
+                writeln!(out, "all {} instances ready", now.desired)?;
+                return Ok(());
+            }
+            if let Some((id, reason)) = p.crash_loop {
                 writeln!(out)?;
                 bail!(
-                    "slot {} of job {} cannot be placed: {}",
-                    slot.slot,
-                    job.name,
-                    slot.reason
+                    "instance {id} keeps failing: {reason}; see `myco logs {} --instance {id}`",
+                    job.name
                 );
             }
-            (Some(_), None) => pending_since = Some(Instant::now()),
-            (None, _) => pending_since = None,
-            _ => {}
+            match (now.pending.first(), pending_since) {
+                (Some(slot), Some(t)) if t.elapsed() >= PENDING_GRACE => {
+                    writeln!(out)?;
+                    bail!(
+                        "slot {} of job {} cannot be placed: {}",
+                        slot.slot,
+                        job.name,
+                        slot.reason
+                    );
+                }
+                (Some(_), None) => pending_since = Some(Instant::now()),
+                (None, _) => pending_since = None,
+                _ => {}
+            }
+            if start.elapsed() >= limit {
+                writeln!(out)?;
+                bail!(
+                    "not all instances ready after {}s; `myco job show {}` says why",
+                    limit.as_secs(),
+                    job.name
+                );
+            }
+            std::thread::sleep(POLL);
         }
-        if start.elapsed() >= limit {
-            writeln!(out)?;
-            bail!(
-                "not all instances ready after {}s; `myco job show {}` says why",
-                limit.as_secs(),
-                job.name
-            );
-        }
-        std::thread::sleep(POLL);
+    })();
+    if let Some(bars) = &bars {
+        bars.finish();
     }
+    result
 }
 
 #[cfg(test)]

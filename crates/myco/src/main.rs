@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod connect;
 mod demo;
+mod deploy_slots;
 mod deploy_watch;
 mod dev;
 mod devctx;
