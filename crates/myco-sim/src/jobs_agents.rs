@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use myco_core::jobs::controller::{
     Controller, ControllerConfig, DEFAULT_DRAIN, Found, JobAction, View,
 };
+use myco_core::jobs::fence::FenceConfig;
 use myco_core::jobs::placement::Capacity;
 use myco_core::jobs::reconcile::{DEFAULT_SETTLE, DEFAULT_STATE_SETTLE};
 use myco_core::jobs::supervise::ProcessEvent;
@@ -251,6 +252,7 @@ impl Agents {
                     state_settle: DEFAULT_STATE_SETTLE,
                     seed: self.seed ^ ((i as u64) << 32) ^ boot,
                     drain: DEFAULT_DRAIN,
+                    fence: FenceConfig::default(),
                 };
                 let mut c = Controller::new(id_of(i), capacity, config);
                 c.set_view(now, View::from_node(node, now.0));

@@ -172,6 +172,10 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
             state_settle: myco_core::jobs::reconcile::DEFAULT_STATE_SETTLE,
             seed,
             drain: config.drain,
+            fence: myco_core::jobs::fence::FenceConfig {
+                fence: config.fence,
+                ..Default::default()
+            },
         },
     );
     let (done_tx, mut done_rx) = mpsc::channel(DONE_QUEUE);

@@ -31,6 +31,7 @@ use myco_proto::job::JobRecord;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::fence::{Fence, FenceConfig};
 use super::placement::{self, Capacity, Cluster, Liveness, NodeView, Placement};
 use super::reconcile;
 use super::settle::Settle;
@@ -39,6 +40,7 @@ use crate::time::Time;
 
 mod drive;
 mod events;
+mod fenced;
 mod heal;
 mod local;
 mod pass;
@@ -48,7 +50,7 @@ mod view;
 
 pub use events::{EVENT_QUEUE, JobEvent, JobEventKind};
 use local::Local;
-pub use view::{View, node_view};
+pub use view::{View, node_view, suspects};
 
 /// How a controller behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +67,8 @@ pub struct ControllerConfig {
     /// running, no new edge traffic) before it is stopped
     /// ([`DEFAULT_DRAIN`]).
     pub drain: Duration,
+    /// How `duplicates = "never"` jobs are fenced ([`super::fence`]).
+    pub fence: FenceConfig,
 }
 
 /// How long a replaced instance drains by default: long enough for the
@@ -79,6 +83,7 @@ impl Default for ControllerConfig {
             state_settle: reconcile::DEFAULT_STATE_SETTLE,
             seed: 0,
             drain: DEFAULT_DRAIN,
+            fence: FenceConfig::default(),
         }
     }
 }
@@ -199,6 +204,15 @@ pub struct Controller {
     rolling: BTreeMap<String, (u64, bool)>,
     /// Reverts asked for, by (job, failed version): asked once.
     reverted: BTreeSet<(String, u64)>,
+    /// Fencing of `never` jobs: the quorum, who went out of sight when.
+    fence: Fence,
+    fence_config: FenceConfig,
+    /// `never` starts are held until then (a lease to wait out).
+    fence_at: Option<Time>,
+    /// Whether the last pass had a majority (events on change only).
+    fenced: bool,
+    /// Local instances stopped by the fence (told once).
+    fence_stopped: BTreeSet<String>,
     events: events::Events,
     actions: VecDeque<JobAction>,
 }
@@ -235,6 +249,11 @@ impl Controller {
             drain: config.drain,
             rolling: BTreeMap::new(),
             reverted: BTreeSet::new(),
+            fence: Fence::default(),
+            fence_config: config.fence,
+            fence_at: None,
+            fenced: false,
+            fence_stopped: BTreeSet::new(),
             events: events::Events::default(),
             actions: VecDeque::new(),
         }
@@ -301,7 +320,12 @@ impl Controller {
             .filter_map(|l| l.sup.as_ref().and_then(Supervisor::poll_timeout));
         let wake = self.wake.filter(|_| self.scanned);
         let rollout = self.rollout_at.filter(|_| self.scanned);
-        sups.chain(wake).chain(self.replace_at).chain(rollout).min()
+        let fence = self.fence_at.filter(|_| self.scanned);
+        sups.chain(wake)
+            .chain(self.replace_at)
+            .chain(rollout)
+            .chain(fence)
+            .min()
     }
 
     /// The next healing or rollout decision to tell (log, `/v1/events`,
@@ -362,6 +386,7 @@ impl Controller {
         }
         self.up = up;
         self.placement = placement;
+        self.fence.observe(now, self.me, &self.view);
         // The next avoidance to end changes placement with no new view.
         let ends = self.view.instances.iter().filter_map(|r| r.avoid_until_ms);
         let own = self.local.values().filter_map(|l| l.avoid_until_ms);

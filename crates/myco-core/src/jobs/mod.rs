@@ -120,6 +120,7 @@
 //! view cannot over-commit it.
 
 pub mod controller;
+pub mod fence;
 pub mod placement;
 pub mod reconcile;
 pub mod rollout;

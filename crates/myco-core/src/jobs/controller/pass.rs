@@ -58,6 +58,7 @@ impl Controller {
             settle: &self.settle,
             rollouts: &rollouts,
         });
+        let actions = self.fence_actions(now, actions, &rollouts, &records);
         let mut again = false;
         for action in actions {
             match action {

@@ -6,6 +6,7 @@ use super::*;
 use crate::jobs::placement::Slot;
 use crate::jobs::placement::tests::node;
 
+mod fence;
 mod rollout;
 mod shell;
 use shell::*;
