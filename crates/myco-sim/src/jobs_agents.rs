@@ -74,6 +74,9 @@ impl Agents {
                 let mut w = JobsWorkload::new(seed, cfg.jobs);
                 w.broken = cfg.broken;
                 w.versions_only = cfg.rollouts_only;
+                if cfg.never {
+                    w.never();
+                }
                 w
             },
             min_ready: cfg.rollouts_only,
@@ -149,6 +152,9 @@ impl Agents {
             }
         }
         if let Some(v) = jobs_check::safety(&self.procs, &self.shapes) {
+            self.fail(world.now, v);
+        }
+        if let Some(v) = jobs_check::never_twice(&self.procs) {
             self.fail(world.now, v);
         }
         if self.min_ready {
@@ -231,6 +237,8 @@ impl Agents {
             self.report.agent_deaths += 1;
             if !self.rng.random_bool(self.survive) {
                 self.procs.machine_down(i);
+            } else {
+                self.procs.never_down(i);
             }
         }
         let Some(node) = world.nodes[i].as_ref() else {
