@@ -162,7 +162,7 @@ impl Controller {
             .filter(|j| self.is_never(j))
             .cloned()
             .collect();
-        if self.fenced == !majority || never.is_empty() {
+        if self.fenced != majority || never.is_empty() {
             return;
         }
         self.fenced = !majority;

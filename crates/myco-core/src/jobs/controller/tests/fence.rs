@@ -136,7 +136,7 @@ fn a_never_rollout_stops_the_old_instance_before_starting_the_new() {
     s.view.jobs = vec![v2];
     let mut acts = s.sync();
     acts.extend(s.advance(s.now.0 + 2_000));
-    assert_eq!(kills(&acts), [old.clone()], "{acts:?}");
+    assert_eq!(kills(&acts), std::slice::from_ref(&old), "{acts:?}");
     assert!(spawns(&acts).is_empty(), "not beside the old: {acts:?}");
     s.event(&old, ProcessEvent::Exited(Exit::Signal(15)));
     let acts = s.advance(s.now.0 + 2_000);
