@@ -55,6 +55,10 @@ pub struct JobsConfig {
     /// The fence time of `duplicates = "never"` jobs (`MYCO_FENCE_MS`;
     /// see `myco_core::jobs::fence`).
     pub fence: std::time::Duration,
+    /// How long a graceful stop waits for its instances' replacements to
+    /// be ready elsewhere before it stops them anyway (`MYCO_HANDOFF_MS`;
+    /// 0: no hand-off, instances run on for the next agent to adopt).
+    pub handoff: std::time::Duration,
 }
 
 impl Default for JobsConfig {
@@ -66,9 +70,15 @@ impl Default for JobsConfig {
             settle: myco_core::jobs::reconcile::DEFAULT_SETTLE,
             drain: myco_core::jobs::controller::DEFAULT_DRAIN,
             fence: myco_core::jobs::fence::DEFAULT_FENCE,
+            handoff: DEFAULT_HANDOFF,
         }
     }
 }
+
+/// How long a graceful stop waits for replacements by default: a
+/// detection-free move (settle, spawn, first probes) takes a few seconds;
+/// a workload slower to become ready is stopped at the bound anyway.
+pub const DEFAULT_HANDOFF: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A jobs setting from the environment that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -154,6 +164,19 @@ impl JobsConfig {
                     want: "want milliseconds, 500 to 600000 (default 3000)",
                 })?;
             c.fence = std::time::Duration::from_millis(ms);
+        }
+        if let Some(v) = var("MYCO_HANDOFF_MS") {
+            let ms: u64 =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|&ms| ms <= 600_000)
+                    .ok_or(JobsConfigError {
+                        var: "MYCO_HANDOFF_MS",
+                        value: v.clone(),
+                        want: "want milliseconds, 0 to 600000 (default 15000)",
+                    })?;
+            c.handoff = std::time::Duration::from_millis(ms);
         }
         Ok(c)
     }

@@ -41,6 +41,7 @@ use crate::time::Time;
 mod drive;
 mod events;
 mod fenced;
+mod handoff;
 mod heal;
 mod local;
 mod pass;
@@ -213,6 +214,8 @@ pub struct Controller {
     fenced: bool,
     /// Local instances stopped by the fence (told once).
     fence_stopped: BTreeSet<String>,
+    /// Handing off before a graceful leave ([`Controller::hand_off`]).
+    leaving: bool,
     events: events::Events,
     actions: VecDeque<JobAction>,
 }
@@ -254,6 +257,7 @@ impl Controller {
             fence_at: None,
             fenced: false,
             fence_stopped: BTreeSet::new(),
+            leaving: false,
             events: events::Events::default(),
             actions: VecDeque::new(),
         }

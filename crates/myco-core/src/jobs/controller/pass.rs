@@ -59,6 +59,7 @@ impl Controller {
             rollouts: &rollouts,
         });
         let actions = self.fence_actions(now, actions, &rollouts, &records);
+        let actions = self.leaving_actions(actions);
         let mut again = false;
         for action in actions {
             match action {

@@ -7,6 +7,7 @@ use crate::jobs::placement::Slot;
 use crate::jobs::placement::tests::node;
 
 mod fence;
+mod handoff;
 mod rollout;
 mod shell;
 use shell::*;
