@@ -1,5 +1,5 @@
 //! The controller: one node's jobs state machine, gluing the pure parts
-//! ([`placement::place`], [`Settle`], [`reconcile::reconcile`],
+//! ([`placement::place`], [`Settle`], [`super::reconcile::reconcile`],
 //! [`Supervisor`]) exactly as the [`crate::jobs`] docs describe, so the
 //! agent and the simulator drive the same code.
 //!
@@ -33,11 +33,11 @@ use rand::rngs::StdRng;
 
 use super::fence::{Fence, FenceConfig};
 use super::placement::{self, Capacity, Cluster, Liveness, NodeView, Placement};
-use super::reconcile;
 use super::settle::Settle;
 use super::supervise::{ProcessEvent, Supervisor};
 use crate::time::Time;
 
+mod config;
 mod drive;
 mod events;
 mod fenced;
@@ -49,58 +49,10 @@ mod pass;
 mod tests;
 mod view;
 
+pub use config::{ControllerConfig, DEFAULT_DRAIN, Found};
 pub use events::{EVENT_QUEUE, JobEvent, JobEventKind};
 use local::Local;
 pub use view::{View, node_view, suspects};
-
-/// How a controller behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ControllerConfig {
-    /// How long membership must be unchanged before this node starts or
-    /// moves anything ([`reconcile::DEFAULT_SETTLE`]).
-    pub settle: Duration,
-    /// How long every placement input must be unchanged
-    /// ([`reconcile::DEFAULT_STATE_SETTLE`]; at most `settle`).
-    pub state_settle: Duration,
-    /// Seeds the controller's random stream (restart jitter).
-    pub seed: u64,
-    /// How long an instance replaced by a rollout stays `draining` (still
-    /// running, no new edge traffic) before it is stopped
-    /// ([`DEFAULT_DRAIN`]).
-    pub drain: Duration,
-    /// How `duplicates = "never"` jobs are fenced ([`super::fence`]).
-    pub fence: FenceConfig,
-}
-
-/// How long a replaced instance drains by default: long enough for the
-/// edge to see `draining` (one record push, milliseconds) and for short
-/// requests under way to finish; short, so a rollout step is quick.
-pub const DEFAULT_DRAIN: Duration = Duration::from_millis(1_500);
-
-impl Default for ControllerConfig {
-    fn default() -> Self {
-        ControllerConfig {
-            settle: reconcile::DEFAULT_SETTLE,
-            state_settle: reconcile::DEFAULT_STATE_SETTLE,
-            seed: 0,
-            drain: DEFAULT_DRAIN,
-            fence: FenceConfig::default(),
-        }
-    }
-}
-
-/// A process the shell found running after an agent restart.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Found {
-    /// Its instance id.
-    pub id: String,
-    /// Its job.
-    pub job: String,
-    /// Its slot.
-    pub slot: u32,
-    /// The job version it runs.
-    pub version: u64,
-}
 
 /// What the shell should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
