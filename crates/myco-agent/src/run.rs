@@ -316,7 +316,10 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         t.abort();
     }
     gc.abort();
-    // Instances run on; the next agent adopts them.
+    // Hand the instances off (replacements ready elsewhere, then ours
+    // stopped), bounded by MYCO_HANDOFF_MS; with 0 they run on and the
+    // next agent adopts them.
+    jobs.hand_off().await;
     jobs.stop();
     notify_systemd("STOPPING=1");
     tracing::info!("leaving the mesh");

@@ -84,6 +84,9 @@ pub enum ViolationKind {
     /// Jobs: on a quiet mesh, a job that had `count` ready instances had
     /// fewer while a rollout replaced them.
     ReadyBelowCount,
+    /// Jobs: two processes of one slot of a `duplicates = "never"` job
+    /// ran at the same virtual instant.
+    NeverDuplicated,
 }
 
 impl Violation {
@@ -120,6 +123,7 @@ impl fmt::Display for ViolationKind {
             ViolationKind::JobsNotConverged => "jobs did not converge",
             ViolationKind::IdleWrites => "writes while idle",
             ViolationKind::ReadyBelowCount => "fewer than count ready during a rollout",
+            ViolationKind::NeverDuplicated => "a never slot ran twice at once",
         })
     }
 }

@@ -54,6 +54,11 @@ pub struct SimConfig {
     /// A clock more than `core.max_clock_drift` ahead of another has its
     /// writes refused there for a while (see [`SimConfig::clock_excess`]).
     pub skew_ms: Vec<i64>,
+    /// How fast each node's clock runs against virtual time, in parts per
+    /// million (node index order; none beyond the list): `+10000` reads
+    /// 1.01 s per virtual second. Leases are timed by local clocks, so
+    /// a rate (not an offset) is what can break them.
+    pub drift_ppm: Vec<i64>,
     /// How long after a local write a node's disk commits it (the store's
     /// fsync). Only then is the write acknowledged and sent to peers; a
     /// crash before tears it. Faults strike between steps, so a longer
@@ -370,6 +375,7 @@ impl SimConfig {
             skew_ms: (0..nodes)
                 .map(|_| rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS))
                 .collect(),
+            drift_ppm: Vec::new(),
             fsync: DEFAULT_FSYNC,
         }
     }
@@ -413,6 +419,11 @@ impl SimConfig {
     /// timeout; if not, suspicions of live nodes are expected.
     pub fn is_prompt(&self) -> bool {
         2 * (self.net.latency + self.net.jitter) < self.core.probe_rtt
+    }
+
+    /// The clock rate of node `i` against virtual time, in ppm.
+    pub fn drift(&self, i: usize) -> i64 {
+        self.drift_ppm.get(i).copied().unwrap_or(0)
     }
 
     /// The clock offset of node `i`, in ms.

@@ -58,6 +58,11 @@ pub struct JobsConfig {
     /// checks that a job which had `count` ready instances keeps at least
     /// that many: the blue/green promise, for quiet runs.
     pub rollouts_only: bool,
+    /// Every other job (`j0`, `j2`, ...) is `duplicates = "never"`: every
+    /// step checks that no slot of one runs twice at the same instant, and
+    /// an agent that dies takes those processes with it (as the agent's
+    /// do: a `never` process must not outlive the fence that guards it).
+    pub never: bool,
 }
 
 impl JobsConfig {
@@ -82,6 +87,7 @@ impl JobsConfig {
             shrunk: rng.random_bool(0.3).then(|| rng.random_range(0..nodes)),
             broken: 0.0,
             rollouts_only: false,
+            never: false,
         }
     }
 }
@@ -92,14 +98,15 @@ impl fmt::Display for JobsConfig {
         write!(
             f,
             "jobs {}, processes survive a stop {:.2}, liveness budget {}, tight {}, shrunk {:?}, \
-             broken versions {:.2}, rollouts only {}",
+             broken versions {:.2}, rollouts only {}, never jobs {}",
             self.jobs,
             self.survive,
             Dur(self.budget),
             self.tight,
             self.shrunk,
             self.broken,
-            self.rollouts_only
+            self.rollouts_only,
+            self.never
         )
     }
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use myco_core::jobs::controller::{
     Controller, ControllerConfig, DEFAULT_DRAIN, Found, JobAction, View,
 };
+use myco_core::jobs::fence::FenceConfig;
 use myco_core::jobs::placement::Capacity;
 use myco_core::jobs::reconcile::{DEFAULT_SETTLE, DEFAULT_STATE_SETTLE};
 use myco_core::jobs::supervise::ProcessEvent;
@@ -73,6 +74,9 @@ impl Agents {
                 let mut w = JobsWorkload::new(seed, cfg.jobs);
                 w.broken = cfg.broken;
                 w.versions_only = cfg.rollouts_only;
+                if cfg.never {
+                    w.never();
+                }
                 w
             },
             min_ready: cfg.rollouts_only,
@@ -148,6 +152,9 @@ impl Agents {
             }
         }
         if let Some(v) = jobs_check::safety(&self.procs, &self.shapes) {
+            self.fail(world.now, v);
+        }
+        if let Some(v) = jobs_check::never_twice(&self.procs) {
             self.fail(world.now, v);
         }
         if self.min_ready {
@@ -230,6 +237,8 @@ impl Agents {
             self.report.agent_deaths += 1;
             if !self.rng.random_bool(self.survive) {
                 self.procs.machine_down(i);
+            } else {
+                self.procs.never_down(i);
             }
         }
         let Some(node) = world.nodes[i].as_ref() else {
@@ -251,6 +260,7 @@ impl Agents {
                     state_settle: DEFAULT_STATE_SETTLE,
                     seed: self.seed ^ ((i as u64) << 32) ^ boot,
                     drain: DEFAULT_DRAIN,
+                    fence: FenceConfig::default(),
                 };
                 let mut c = Controller::new(id_of(i), capacity, config);
                 c.set_view(now, View::from_node(node, now.0));

@@ -203,3 +203,21 @@ pub(crate) fn converged(
     }
     Ok((ready, pending))
 }
+
+/// Whether two processes of one slot of a `duplicates = "never"` job are
+/// alive at once (started or starting: the stronger rule, since a
+/// starting process may be ready at any moment).
+pub(crate) fn never_twice(procs: &Procs) -> Option<(ViolationKind, String)> {
+    use myco_proto::job::Duplicates;
+    let mut seen: BTreeMap<(&str, u32), (usize, &str)> = BTreeMap::new();
+    for ((node, id), p) in procs.map.iter().filter(|(_, p)| p.alive) {
+        if p.job.spec.duplicates != Duplicates::Never {
+            continue;
+        }
+        if let Some((n2, id2)) = seen.insert((p.job.name(), p.slot), (*node, id)) {
+            let msg = format!("n{n2} runs {id2} and n{node} runs {id}, one never slot");
+            return Some((ViolationKind::NeverDuplicated, msg));
+        }
+    }
+    None
+}

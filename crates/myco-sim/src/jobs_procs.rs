@@ -252,6 +252,14 @@ impl Procs {
         self.map.retain(|(n, _), _| *n != node);
     }
 
+    /// An agent died and its `duplicates = "never"` processes with it
+    /// (they must not outlive their fence); the others live on.
+    pub(crate) fn never_down(&mut self, node: usize) {
+        use myco_proto::job::Duplicates;
+        self.map
+            .retain(|(n, _), p| *n != node || p.job.spec.duplicates != Duplicates::Never);
+    }
+
     /// The live processes on `node`.
     pub(crate) fn alive_on(&self, node: usize) -> impl Iterator<Item = (&str, &Proc)> {
         self.map

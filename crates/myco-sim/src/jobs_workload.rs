@@ -81,6 +81,16 @@ impl JobsWorkload {
         }
     }
 
+    /// Makes every other job (`j0`, `j2`, ...) `duplicates = "never"`.
+    /// Draws nothing, so the seeds' streams stay as they were.
+    pub(crate) fn never(&mut self) {
+        for (i, j) in self.jobs.values_mut().enumerate() {
+            if i % 2 == 0 {
+                j.spec.duplicates = myco_proto::job::Duplicates::Never;
+            }
+        }
+    }
+
     /// Changes start `after` from `now`, one every 4 to 12 s.
     pub(crate) fn start_changes(&mut self, now: Time, after: Duration) {
         self.next = Some(now + after);

@@ -104,6 +104,7 @@ pub(crate) struct World {
     keys: KeyRing,
     core: Config,
     skew: Vec<i64>,
+    drift: Vec<i64>,
     disks: Vec<Disk>,
     /// How long after a local write its node's disk commits it.
     fsync: std::time::Duration,
@@ -149,6 +150,7 @@ impl World {
             keys: KeyRing::new(ClusterKey::from_bytes([0x5a; 32])),
             core: cfg.core.clone(),
             skew: (0..n).map(|i| cfg.skew(i)).collect(),
+            drift: (0..n).map(|i| cfg.drift(i)).collect(),
             disks: (0..n).map(|_| Disk::default()).collect(),
             fsync: cfg.fsync,
             workload: cfg.workload.clone(),
@@ -173,12 +175,21 @@ impl World {
 
     /// Node `i`'s clock reading at virtual time `at`.
     pub(crate) fn local(&self, i: usize, at: Time) -> Time {
-        Time((at.0 as i64 + CLOCK_ORIGIN_MS + self.skew[i]) as u64)
+        let v = at.0 as i64;
+        let drifted = v + v * self.drift[i] / 1_000_000;
+        Time((drifted + CLOCK_ORIGIN_MS + self.skew[i]) as u64)
     }
 
-    /// The virtual time at which node `i`'s clock reads `t`.
+    /// The virtual time at which node `i`'s clock reads `t` (the first
+    /// such millisecond, so a node never wakes before its deadline).
     fn global(&self, i: usize, t: Time) -> Time {
-        Time((t.0 as i64 - CLOCK_ORIGIN_MS - self.skew[i]).max(0) as u64)
+        let d = (t.0 as i64 - CLOCK_ORIGIN_MS - self.skew[i]).max(0);
+        let rate = 1_000_000 + self.drift[i];
+        let mut at = Time((d * 1_000_000 / rate).max(0) as u64);
+        while self.local(i, at) < t {
+            at = Time(at.0 + 1);
+        }
+        at
     }
 
     /// Node 0 starts at once; every other node starts within `spread_ms` and

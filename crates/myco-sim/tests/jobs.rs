@@ -88,6 +88,7 @@ fn scripted(seed: u64, survive: f64, script: Vec<(Duration, Fault)>) -> JobsRepo
         shrunk: None,
         broken: 0.0,
         rollouts_only: false,
+        never: false,
     };
     run_jobs(&cfg).unwrap_or_else(|v| panic!("{v}"))
 }

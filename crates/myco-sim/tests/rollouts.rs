@@ -23,6 +23,7 @@ fn quiet(seed: u64, broken: f64) -> JobsReport {
         shrunk: None,
         broken,
         rollouts_only: true,
+        never: false,
     };
     let r = run_jobs(&cfg).unwrap_or_else(|v| panic!("seed {seed}: {v}"));
     println!("{r}");
@@ -73,6 +74,7 @@ fn trace_rollout_seed() {
         shrunk: None,
         broken: 0.0,
         rollouts_only: true,
+        never: false,
     };
     match run_jobs(&cfg) {
         Ok(r) => println!("{r}"),

@@ -14,13 +14,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Agent, Harness, cli, ok, push_script_spore, s, wait_for};
+use support::{Agent, Harness, cli, ok, procs_in, push_script_spore, s, wait_for};
 
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 const READY: Duration = Duration::from_secs(40);
@@ -136,23 +136,6 @@ impl Poller {
         }
         self.low.load(Ordering::Relaxed)
     }
-}
-
-/// Processes whose working directory is under `dir` (an agent's instances).
-fn procs_in(dir: &Path) -> Vec<u32> {
-    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let mut found = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(cwd) = fs::read_link(entry.path().join("cwd"))
-            && cwd.starts_with(&dir)
-        {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 /// SIGKILLs agent `i` and every instance process it started: the machine

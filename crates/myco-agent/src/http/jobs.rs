@@ -69,6 +69,7 @@ pub fn info(rec: &JobRecord, inputs: &Inputs, placed: &Placement) -> JobInfo {
                 .collect()
         })
         .unwrap_or_default();
+    let pending = crate::jobs::fence::pending(rec, inputs).unwrap_or(pending);
     JobInfo {
         name: rec.name().to_string(),
         version: rec.version,

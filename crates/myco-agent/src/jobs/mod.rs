@@ -21,6 +21,7 @@
 //! local record): an idle node with running instances writes nothing.
 
 mod act;
+pub mod fence;
 pub mod runtime;
 mod survivors;
 pub mod view;
@@ -51,6 +52,13 @@ pub struct JobsConfig {
     /// How long an instance replaced by a rollout drains before it is
     /// stopped (`MYCO_DRAIN_MS`).
     pub drain: std::time::Duration,
+    /// The fence time of `duplicates = "never"` jobs (`MYCO_FENCE_MS`;
+    /// see `myco_core::jobs::fence`).
+    pub fence: std::time::Duration,
+    /// How long a graceful stop waits for its instances' replacements to
+    /// be ready elsewhere before it stops them anyway (`MYCO_HANDOFF_MS`;
+    /// 0: no hand-off, instances run on for the next agent to adopt).
+    pub handoff: std::time::Duration,
 }
 
 impl Default for JobsConfig {
@@ -61,9 +69,16 @@ impl Default for JobsConfig {
             logs: crate::exec::LogLimits::default(),
             settle: myco_core::jobs::reconcile::DEFAULT_SETTLE,
             drain: myco_core::jobs::controller::DEFAULT_DRAIN,
+            fence: myco_core::jobs::fence::DEFAULT_FENCE,
+            handoff: DEFAULT_HANDOFF,
         }
     }
 }
+
+/// How long a graceful stop waits for replacements by default: a
+/// detection-free move (settle, spawn, first probes) takes a few seconds;
+/// a workload slower to become ready is stopped at the bound anyway.
+pub const DEFAULT_HANDOFF: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// A jobs setting from the environment that cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -135,6 +150,34 @@ impl JobsConfig {
                     })?;
             c.drain = std::time::Duration::from_millis(ms);
         }
+        if let Some(v) = var("MYCO_FENCE_MS") {
+            // At least a probe round of a small mesh: a shorter fence
+            // time would let the majority start before a minority noticed.
+            let ms: u64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|ms| (500..=600_000).contains(ms))
+                .ok_or(JobsConfigError {
+                    var: "MYCO_FENCE_MS",
+                    value: v.clone(),
+                    want: "want milliseconds, 500 to 600000 (default 3000)",
+                })?;
+            c.fence = std::time::Duration::from_millis(ms);
+        }
+        if let Some(v) = var("MYCO_HANDOFF_MS") {
+            let ms: u64 =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|&ms| ms <= 600_000)
+                    .ok_or(JobsConfigError {
+                        var: "MYCO_HANDOFF_MS",
+                        value: v.clone(),
+                        want: "want milliseconds, 0 to 600000 (default 15000)",
+                    })?;
+            c.handoff = std::time::Duration::from_millis(ms);
+        }
         Ok(c)
     }
 }
@@ -159,7 +202,7 @@ pub struct JobsStats {
     pub record_write_failures: AtomicU64,
     /// Healing and rollout decisions of this node, by kind
     /// (`JobEventKind::ALL` order).
-    pub heal_events: [AtomicU64; 5],
+    pub heal_events: [AtomicU64; myco_core::jobs::controller::JobEventKind::ALL.len()],
     /// Automatic reverts this node wrote (a failed rollout's version
     /// replaced by the one before).
     pub reverts_written: AtomicU64,
@@ -257,6 +300,14 @@ mod tests {
                 Box::leak(Box::new([("MYCO_DRAIN_MS", bad)]));
             let e = JobsConfig::from_vars(vars(pairs)).unwrap_err();
             assert_eq!(e.var, "MYCO_DRAIN_MS");
+        }
+        let c = JobsConfig::from_vars(vars(&[("MYCO_FENCE_MS", "5000")])).unwrap();
+        assert_eq!(c.fence, std::time::Duration::from_secs(5));
+        for bad in ["499", "later", "600001"] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(Box::new([("MYCO_FENCE_MS", bad)]));
+            let e = JobsConfig::from_vars(vars(pairs)).unwrap_err();
+            assert_eq!(e.var, "MYCO_FENCE_MS");
         }
     }
 }

@@ -28,7 +28,7 @@ use myco_core::Time;
 use myco_core::jobs::controller::{Controller, ControllerConfig};
 use myco_proto::NodeId;
 use myco_proto::job::JobRecord;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -69,9 +69,29 @@ pub struct JobsRuntime {
     /// What the API reads.
     pub shared: Arc<JobsShared>,
     task: JoinHandle<()>,
+    /// Asks the loop to hand off; answered when it is over.
+    leave: mpsc::Sender<oneshot::Sender<()>>,
+    handoff: Duration,
 }
 
 impl JobsRuntime {
+    /// A graceful leave's first step: waits until every local instance's
+    /// slot is ready on another node and the instance stopped, or the
+    /// hand-off bound ran out and every instance was stopped. With a zero
+    /// bound, does nothing: instances run on for the next agent.
+    pub async fn hand_off(&self) {
+        if self.handoff.is_zero() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.leave.send(tx).await.is_err() {
+            return;
+        }
+        // The loop answers by the bound plus the stop's kill timeouts; this
+        // only guards against a loop that died.
+        let _ = tokio::time::timeout(self.handoff + Duration::from_secs(30), rx).await;
+    }
+
     /// Stops the runtime's loop. Instances run on, for the next agent to
     /// adopt.
     pub fn stop(&self) {
@@ -143,11 +163,23 @@ pub async fn start(parts: RuntimeParts) -> JobsRuntime {
     }
     let cgroups = Arc::new(cgroups);
     let shared = JobsShared::new(cgroups.clone());
-    let task = tokio::spawn(run(parts, shared.clone(), cgroups));
-    JobsRuntime { shared, task }
+    let handoff = parts.config.handoff;
+    let (leave, leave_rx) = mpsc::channel(1);
+    let task = tokio::spawn(run(parts, shared.clone(), cgroups, leave_rx));
+    JobsRuntime {
+        shared,
+        task,
+        leave,
+        handoff,
+    }
 }
 
-async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSupport>) {
+async fn run(
+    parts: RuntimeParts,
+    shared: Arc<JobsShared>,
+    cgroups: Arc<CgroupSupport>,
+    mut leave_rx: mpsc::Receiver<oneshot::Sender<()>>,
+) {
     let RuntimeParts {
         mesh,
         spores,
@@ -172,6 +204,10 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
             state_settle: myco_core::jobs::reconcile::DEFAULT_STATE_SETTLE,
             seed,
             drain: config.drain,
+            fence: myco_core::jobs::fence::FenceConfig {
+                fence: config.fence,
+                ..Default::default()
+            },
         },
     );
     let (done_tx, mut done_rx) = mpsc::channel(DONE_QUEUE);
@@ -206,7 +242,11 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
     tokio::pin!(sweep);
     let mut swept = false;
     let mut dirty_since: Option<Instant> = None;
+    // A hand-off under way: its deadline, whether it ran out, the answer.
+    let mut leaving: Option<(Instant, bool, oneshot::Sender<()>)> = None;
+    let handoff = config.handoff;
     loop {
+        let deadline = leaving.as_ref().filter(|l| !l.1).map(|l| l.0);
         let timeout = rt
             .ctl
             .poll_timeout()
@@ -240,12 +280,32 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
                 }
             }
             _ = rotate.tick() => rt.rotate_logs(config.logs),
+            Some(done) = leave_rx.recv(), if leaving.is_none() => {
+                tracing::info!(bound = ?handoff, "handing off: waiting for replacements elsewhere");
+                let now = rt.now();
+                rt.ctl.hand_off(now, handoff);
+                leaving = Some((Instant::now() + handoff, false, done));
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                tracing::warn!("hand-off bound reached: stopping the instances left");
+                let now = rt.now();
+                rt.ctl.stop_all(now);
+                if let Some(l) = leaving.as_mut() {
+                    l.1 = true;
+                }
+            }
             _ = &mut sweep, if !swept => {
                 swept = true;
                 rt.sweep_dead();
             }
         }
         rt.drain().await;
+        if leaving.as_ref().is_some_and(|l| !l.2.is_closed()) && rt.ctl.handed_off() {
+            tracing::info!("hand-off done: nothing runs here");
+            if let Some((_, _, done)) = leaving.take() {
+                let _ = done.send(());
+            }
+        }
     }
 }
 

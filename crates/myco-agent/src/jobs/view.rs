@@ -6,7 +6,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use myco_core::jobs::controller::{View, node_view};
+use myco_core::jobs::controller::{View, node_view, suspects};
 use myco_core::jobs::placement::Capacity;
 use myco_proto::Table;
 
@@ -39,12 +39,14 @@ pub fn build(mesh: &MeshHandle, wall_ms: u64) -> (View, usize) {
     };
     let jobs = values(Table::JOBS);
     let instances = values(Table::INSTANCES);
-    View::decode(
+    let (mut view, skipped) = View::decode(
         wall_ms,
         nodes,
         jobs.iter().map(Vec::as_slice),
         instances.iter().map(Vec::as_slice),
-    )
+    );
+    view.suspects = suspects(&snap.members);
+    (view, skipped)
 }
 
 /// A digest of what placement reads of membership (ids, states, tags,

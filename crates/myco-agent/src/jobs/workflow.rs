@@ -359,6 +359,8 @@ pub struct Inputs {
     pub jobs: Vec<JobRecord>,
     /// Every instance record.
     pub instances: Vec<InstanceRecord>,
+    /// This node, once membership knows itself.
+    pub me: Option<NodeId>,
 }
 
 impl Inputs {
@@ -395,6 +397,7 @@ impl Inputs {
             names,
             jobs: all_jobs(mesh),
             instances: instances(mesh, None),
+            me: snap.members.iter().find(|m| m.is_self).map(|m| m.peer.id),
         }
     }
 

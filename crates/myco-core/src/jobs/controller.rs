@@ -1,5 +1,5 @@
 //! The controller: one node's jobs state machine, gluing the pure parts
-//! ([`placement::place`], [`Settle`], [`reconcile::reconcile`],
+//! ([`placement::place`], [`Settle`], [`super::reconcile::reconcile`],
 //! [`Supervisor`]) exactly as the [`crate::jobs`] docs describe, so the
 //! agent and the simulator drive the same code.
 //!
@@ -31,14 +31,17 @@ use myco_proto::job::JobRecord;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use super::fence::{Fence, FenceConfig};
 use super::placement::{self, Capacity, Cluster, Liveness, NodeView, Placement};
-use super::reconcile;
 use super::settle::Settle;
 use super::supervise::{ProcessEvent, Supervisor};
 use crate::time::Time;
 
+mod config;
 mod drive;
 mod events;
+mod fenced;
+mod handoff;
 mod heal;
 mod local;
 mod pass;
@@ -46,55 +49,10 @@ mod pass;
 mod tests;
 mod view;
 
+pub use config::{ControllerConfig, DEFAULT_DRAIN, Found};
 pub use events::{EVENT_QUEUE, JobEvent, JobEventKind};
 use local::Local;
-pub use view::{View, node_view};
-
-/// How a controller behaves.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ControllerConfig {
-    /// How long membership must be unchanged before this node starts or
-    /// moves anything ([`reconcile::DEFAULT_SETTLE`]).
-    pub settle: Duration,
-    /// How long every placement input must be unchanged
-    /// ([`reconcile::DEFAULT_STATE_SETTLE`]; at most `settle`).
-    pub state_settle: Duration,
-    /// Seeds the controller's random stream (restart jitter).
-    pub seed: u64,
-    /// How long an instance replaced by a rollout stays `draining` (still
-    /// running, no new edge traffic) before it is stopped
-    /// ([`DEFAULT_DRAIN`]).
-    pub drain: Duration,
-}
-
-/// How long a replaced instance drains by default: long enough for the
-/// edge to see `draining` (one record push, milliseconds) and for short
-/// requests under way to finish; short, so a rollout step is quick.
-pub const DEFAULT_DRAIN: Duration = Duration::from_millis(1_500);
-
-impl Default for ControllerConfig {
-    fn default() -> Self {
-        ControllerConfig {
-            settle: reconcile::DEFAULT_SETTLE,
-            state_settle: reconcile::DEFAULT_STATE_SETTLE,
-            seed: 0,
-            drain: DEFAULT_DRAIN,
-        }
-    }
-}
-
-/// A process the shell found running after an agent restart.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Found {
-    /// Its instance id.
-    pub id: String,
-    /// Its job.
-    pub job: String,
-    /// Its slot.
-    pub slot: u32,
-    /// The job version it runs.
-    pub version: u64,
-}
+pub use view::{View, node_view, suspects};
 
 /// What the shell should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -199,6 +157,17 @@ pub struct Controller {
     rolling: BTreeMap<String, (u64, bool)>,
     /// Reverts asked for, by (job, failed version): asked once.
     reverted: BTreeSet<(String, u64)>,
+    /// Fencing of `never` jobs: the quorum, who went out of sight when.
+    fence: Fence,
+    fence_config: FenceConfig,
+    /// `never` starts are held until then (a lease to wait out).
+    fence_at: Option<Time>,
+    /// Whether the last pass had a majority (events on change only).
+    fenced: bool,
+    /// Local instances stopped by the fence (told once).
+    fence_stopped: BTreeSet<String>,
+    /// Handing off before a graceful leave ([`Controller::hand_off`]).
+    leaving: bool,
     events: events::Events,
     actions: VecDeque<JobAction>,
 }
@@ -235,6 +204,12 @@ impl Controller {
             drain: config.drain,
             rolling: BTreeMap::new(),
             reverted: BTreeSet::new(),
+            fence: Fence::default(),
+            fence_config: config.fence,
+            fence_at: None,
+            fenced: false,
+            fence_stopped: BTreeSet::new(),
+            leaving: false,
             events: events::Events::default(),
             actions: VecDeque::new(),
         }
@@ -301,7 +276,12 @@ impl Controller {
             .filter_map(|l| l.sup.as_ref().and_then(Supervisor::poll_timeout));
         let wake = self.wake.filter(|_| self.scanned);
         let rollout = self.rollout_at.filter(|_| self.scanned);
-        sups.chain(wake).chain(self.replace_at).chain(rollout).min()
+        let fence = self.fence_at.filter(|_| self.scanned);
+        sups.chain(wake)
+            .chain(self.replace_at)
+            .chain(rollout)
+            .chain(fence)
+            .min()
     }
 
     /// The next healing or rollout decision to tell (log, `/v1/events`,
@@ -362,6 +342,7 @@ impl Controller {
         }
         self.up = up;
         self.placement = placement;
+        self.fence.observe(now, self.me, &self.view);
         // The next avoidance to end changes placement with no new view.
         let ends = self.view.instances.iter().filter_map(|r| r.avoid_until_ms);
         let own = self.local.values().filter_map(|l| l.avoid_until_ms);

@@ -9,6 +9,8 @@
 //! - [`settle`]: [`settle::Settle`] holds a node back while its view moves.
 //! - [`reconcile`]: [`reconcile::reconcile`], one level-triggered pass for
 //!   one node: start, adopt, stop, keep, hold, refuse, forget.
+//! - [`fence`]: [`fence::Fence`], the quorum and lease of
+//!   `duplicates = "never"` jobs.
 //! - [`rollout`]: [`rollout::rollouts`], blue/green replacement of a
 //!   job's instances on a version change, read from the records alone.
 //! - [`supervise`]: [`supervise::Supervisor`], per instance: probes,
@@ -112,14 +114,16 @@
 //! settle period it stops its copy. So between connected nodes, a slot
 //! runs twice at most for about `D + S` plus a stop, and only when the
 //! inputs really changed. Across a partition (where `D` is unbounded) each
-//! side places on what it sees; the job's `duplicates` policy (a later
-//! issue) decides what may run there.
+//! side places on what it sees; the job's `duplicates` policy decides
+//! what may run there (`never`: [`fence`], one copy per slot, connected
+//! or not).
 //!
 //! Placement never gives a node more than its manifest offers; each node
 //! also checks its own processes before starting (`Refuse`), so a stale
 //! view cannot over-commit it.
 
 pub mod controller;
+pub mod fence;
 pub mod placement;
 pub mod reconcile;
 pub mod rollout;

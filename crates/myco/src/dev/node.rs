@@ -80,7 +80,10 @@ impl DevNode {
         for p in &self.join {
             cmd.args(["--join", &format!("127.0.0.1:{p}")]);
         }
-        cmd.env_remove("MYCO_DATA_DIR")
+        // A dev mesh stops all at once: no node could take another's
+        // instances, so no hand-off (`myco dev` stops the demo itself).
+        cmd.env("MYCO_HANDOFF_MS", "0")
+            .env_remove("MYCO_DATA_DIR")
             .env_remove("MYCO_CLUSTER_KEY")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

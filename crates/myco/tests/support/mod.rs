@@ -276,3 +276,21 @@ pub fn push_script_spore(h: &Harness, a: &Agent, name: &str, script: &str) -> St
     let v: Value = serde_json::from_str(&pushed).expect("push --json is JSON");
     v["digest"].as_str().expect("a digest").to_string()
 }
+
+/// Processes whose working directory is under `dir` (an agent's
+/// instances are under its data dir), the PIDs.
+pub fn procs_in(dir: &Path) -> Vec<u32> {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(cwd) = std::fs::read_link(entry.path().join("cwd"))
+            && cwd.starts_with(&dir)
+        {
+            found.push(pid);
+        }
+    }
+    found
+}

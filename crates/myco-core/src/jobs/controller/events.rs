@@ -21,16 +21,20 @@ pub enum JobEventKind {
     RolloutFailed,
     /// This node put the previous version back after a failed rollout.
     Reverted,
+    /// A `duplicates = "never"` decision: this node lost (or regained) a
+    /// majority, or stopped an instance because it has none.
+    Fenced,
 }
 
 impl JobEventKind {
     /// Every kind, for metrics that show zeros too.
-    pub const ALL: [JobEventKind; 5] = [
+    pub const ALL: [JobEventKind; 6] = [
         JobEventKind::Moved,
         JobEventKind::RolloutStep,
         JobEventKind::RolloutDone,
         JobEventKind::RolloutFailed,
         JobEventKind::Reverted,
+        JobEventKind::Fenced,
     ];
 
     /// The snake_case name the API and metrics use.
@@ -41,6 +45,7 @@ impl JobEventKind {
             JobEventKind::RolloutDone => "rollout_done",
             JobEventKind::RolloutFailed => "rollout_failed",
             JobEventKind::Reverted => "reverted",
+            JobEventKind::Fenced => "fenced",
         }
     }
 }

@@ -58,6 +58,8 @@ impl Controller {
             settle: &self.settle,
             rollouts: &rollouts,
         });
+        let actions = self.fence_actions(now, actions, &rollouts, &records);
+        let actions = self.leaving_actions(actions);
         let mut again = false;
         for action in actions {
             match action {

@@ -2,6 +2,7 @@
 //! data, built by the agent from its read view and membership snapshot or
 //! by the simulator from a core [`crate::Node`].
 
+use myco_proto::NodeId;
 use myco_proto::instance::InstanceRecord;
 use myco_proto::job::JobRecord;
 use myco_proto::state::Table;
@@ -21,6 +22,9 @@ pub struct View {
     pub jobs: Vec<JobRecord>,
     /// `Table::INSTANCES`, decoded: every node's instance records.
     pub instances: Vec<InstanceRecord>,
+    /// Members that are up but suspected: placement keeps their slots,
+    /// fencing does not count them as seen ([`crate::jobs::fence`]).
+    pub suspects: Vec<NodeId>,
 }
 
 impl View {
@@ -47,6 +51,7 @@ impl View {
             nodes,
             jobs,
             instances,
+            suspects: Vec::new(),
         };
         (view, skipped)
     }
@@ -55,11 +60,23 @@ impl View {
     /// and its replica's `jobs` and `instances` tables. The simulator's
     /// way in; undecodable records are skipped.
     pub fn from_node(node: &crate::Node, wall_ms: u64) -> View {
-        let nodes = node.members().iter().map(node_view).collect();
+        let members = node.members();
+        let nodes = members.iter().map(node_view).collect();
         let jobs = node.scan(Table::JOBS, "").map(|(_, e)| value(e));
         let instances = node.scan(Table::INSTANCES, "").map(|(_, e)| value(e));
-        View::decode(wall_ms, nodes, jobs, instances).0
+        let mut view = View::decode(wall_ms, nodes, jobs, instances).0;
+        view.suspects = suspects(&members);
+        view
     }
+}
+
+/// The members that are suspected, for [`View::suspects`].
+pub fn suspects(members: &[MemberView]) -> Vec<NodeId> {
+    members
+        .iter()
+        .filter(|m| m.state == MemberState::Suspect)
+        .map(|m| m.peer.id)
+        .collect()
 }
 
 fn value(e: &crate::Entry) -> &[u8] {

@@ -6,6 +6,8 @@ use super::*;
 use crate::jobs::placement::Slot;
 use crate::jobs::placement::tests::node;
 
+mod fence;
+mod handoff;
 mod rollout;
 mod shell;
 use shell::*;

@@ -62,12 +62,14 @@ impl Shell {
             state_settle: SETTLE,
             seed: 7,
             drain: DEFAULT_DRAIN,
+            fence: FenceConfig::default(),
         };
         let view = View {
             wall_ms: WALL0,
             nodes,
             jobs,
             instances: Vec::new(),
+            suspects: Vec::new(),
         };
         let mut s = Shell {
             c: Controller::new(me(), capacity, config),

@@ -1,0 +1,48 @@
+//! A graceful leave through the controller: replacements ready elsewhere
+//! first, then its own stopped.
+
+use myco_proto::NodeId;
+use myco_proto::instance::{InstanceRecord, InstanceState};
+
+use super::super::*;
+use super::shell::*;
+use crate::jobs::placement::tests::{node, record};
+
+#[test]
+fn a_leaving_node_keeps_its_instance_until_the_slot_is_ready_elsewhere() {
+    let me = node(1, "", 4096);
+    let cap = me.capacity;
+    // Node 2 has no room by its manifest: the slot is ours.
+    let mut s = Shell::new(vec![me, node(2, "", 1)], vec![quick("web", 1, false)], cap);
+    s.scan(vec![]);
+    let acts = s.advance(SETTLE.as_millis() as u64);
+    let id = spawns(&acts)[0].clone();
+    s.event(&id, ProcessEvent::Started);
+    assert!(!s.c.handed_off());
+
+    let until = WALL0 + s.now.0 + 30_000;
+    s.c.hand_off(s.now, std::time::Duration::from_secs(30));
+    let acts = s.drain();
+    assert_eq!(s.record(&id).map(|r| r.avoid_until_ms), Some(Some(until)));
+    assert!(
+        kills(&acts).is_empty(),
+        "not before the replacement: {acts:?}"
+    );
+    s.sync();
+    let acts = s.advance(s.now.0 + 5_000);
+    assert!(kills(&acts).is_empty(), "still no replacement: {acts:?}");
+    assert!(spawns(&acts).is_empty(), "a leaving node starts nothing");
+
+    // Node 2's replacement is ready: now ours stops.
+    let mut r = record("web", 0, NodeId::from_u64(2), InstanceState::Ready);
+    r.id = InstanceRecord::id_for("web", 0, 1, NodeId::from_u64(2));
+    s.view.instances.push(r);
+    let mut acts = s.sync();
+    acts.extend(s.advance(s.now.0 + 2_000));
+    assert_eq!(kills(&acts), std::slice::from_ref(&id), "{acts:?}");
+    s.event(
+        &id,
+        ProcessEvent::Exited(myco_proto::instance::Exit::Signal(15)),
+    );
+    assert!(s.c.handed_off());
+}

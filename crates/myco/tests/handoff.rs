@@ -1,0 +1,111 @@
+//! A graceful leave (SIGTERM) hands its instances off first: their slots
+//! are ready on the other nodes before its own are stopped, so the ready
+//! count never drops, and the agent exits with nothing of its own left
+//! running.
+
+mod support;
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Harness, cli, ok, procs_in, push_script_spore, s, wait_for};
+
+const READY: Duration = Duration::from_secs(40);
+
+const SERVER: &str = r#"#!/usr/bin/env python3
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+fn ready(list: &Value) -> usize {
+    list.as_array()
+        .map_or(0, |l| l.iter().filter(|x| x["state"] == "ready").count())
+}
+
+#[test]
+fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
+    let mut h = Harness::new("handoff");
+    h.mesh(3);
+    push_script_spore(&h, h.agent(0), "srv", SERVER);
+    let file = h.root.join("web.toml");
+    fs::write(
+        &file,
+        "name = \"web\"\nspore = \"srv@1\"\ncount = 3\nkill_timeout_ms = 1000\n\
+         [health]\nhttp = \"/\"\ninterval_ms = 300\n",
+    )
+    .unwrap();
+    ok(
+        &cli(h.agent(0), &["deploy", s(&file), "--detach"]),
+        "deploy",
+    );
+    wait_for("3 ready, one per node", READY, || {
+        let n: Vec<usize> = (0..3).map(|i| procs_in(&h.agent(i).dir).len()).collect();
+        let list: Value = h
+            .agent(0)
+            .anon()
+            .get("/v1/instances?job=web")
+            .map_err(|e| e.to_string())?;
+        if ready(&list) == 3 && n == [1, 1, 1] {
+            Ok(())
+        } else {
+            Err(format!("{} ready, processes {n:?}", ready(&list)))
+        }
+    });
+
+    // Watch the ready count from node 1 while node 3 leaves.
+    let (stop, low) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(99)),
+    );
+    let client = h.agent(0).anon();
+    let (s2, l2) = (stop.clone(), low.clone());
+    let poller = std::thread::spawn(move || {
+        while !s2.load(Ordering::Relaxed) {
+            if let Ok(list) = client.get::<Value>("/v1/instances?job=web") {
+                l2.fetch_min(ready(&list), Ordering::Relaxed);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    h.terminate(2);
+    let (status, took) = h
+        .wait_exit(2, READY)
+        .expect("the agent exits within the bound");
+    assert!(status.success(), "{status:?}");
+    println!("graceful leave with hand-off took {took:?}");
+    assert!(
+        procs_in(&h.agent(2).dir).is_empty(),
+        "the leaving node left its instance running"
+    );
+    wait_for("3 ready on the two nodes left", READY, || {
+        let n: usize = (0..2).map(|i| procs_in(&h.agent(i).dir).len()).sum();
+        let list: Value = h
+            .agent(0)
+            .anon()
+            .get("/v1/instances?job=web")
+            .map_err(|e| e.to_string())?;
+        if n == 3 && ready(&list) == 3 {
+            Ok(())
+        } else {
+            Err(format!("{n} processes, {} ready", ready(&list)))
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    poller.join().unwrap();
+    let low = low.load(Ordering::Relaxed);
+    assert!(
+        low >= 3,
+        "ready instances fell to {low} during the hand-off"
+    );
+}
