@@ -337,6 +337,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
     super::front::register(&mut registry, &s.front);
     crate::edge::register_metrics(&mut registry, &s.edge);
     super::metrics_node::register(&mut registry, &s);
+    super::metrics_cache::register(&mut registry, &s.cache, &s.msg);
     let mut body = String::new();
     text::encode(&mut body, &registry).expect("writing to a String cannot fail");
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
