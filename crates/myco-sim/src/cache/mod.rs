@@ -25,12 +25,15 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use myco_core::cache::{CacheStore, before_for_moves, handoff, moves, owners};
+use myco_core::cache::CacheStore;
 use myco_proto::NodeId;
 use myco_proto::cache::CacheEntry;
 use myco_proto::state::Timestamp;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+
+mod check;
+mod shell;
 
 const BUCKET: &str = "b";
 /// The agent's `rebalance::PERIOD`, `GRACE` and stray pass, in ms.
@@ -341,56 +344,6 @@ impl Sim {
         );
     }
 
-    /// A random up node writes a random key, as `Cache::write` does.
-    fn write(&mut self) {
-        let up: Vec<usize> = self.members().iter().copied().collect();
-        let w = up[self.rng.random_range(0..up.len())];
-        let key = format!("k{}", self.rng.random_range(0..self.cfg.keys));
-        let node = &mut self.nodes[w];
-        node.hlc = node.hlc.max(self.now) + 1;
-        let ts = Timestamp {
-            wall_ms: node.hlc,
-            logical: 0,
-            node: self.ids[w],
-        };
-        let entry = CacheEntry {
-            ts,
-            value: Some(ts.wall_ms.to_le_bytes().to_vec()),
-            expires_at_ms: None,
-        };
-        let view = self.nodes[w].view.clone();
-        let owners = owners(BUCKET, &key, &view, self.cfg.replicas);
-        let id = self.writes.len();
-        self.writes.push(Write {
-            key: key.clone(),
-            ts,
-            need: owners.len().min(2),
-            acks: 0,
-            at: self.now,
-        });
-        for o in owners {
-            if o == self.ids[w] {
-                self.nodes[w].store.put(BUCKET, 0, &key, entry.clone(), 0);
-                self.ack(id);
-            } else {
-                let put = Put {
-                    key: key.clone(),
-                    entry: entry.clone(),
-                    write: Some(id),
-                };
-                self.send(w, o, put);
-            }
-        }
-    }
-
-    fn ack(&mut self, id: usize) {
-        let w = &mut self.writes[id];
-        w.acks += 1;
-        if w.acks == w.need {
-            self.report.acked += 1;
-        }
-    }
-
     fn handle(&mut self, e: Event) {
         match e {
             Event::Deliver {
@@ -425,172 +378,5 @@ impl Sim {
                 self.at(self.now + PERIOD, Event::Tick { node, life });
             }
         }
-    }
-
-    /// One period of `rebalance::run` on `n`.
-    fn rebalance(&mut self, n: usize) {
-        let me = self.ids[n];
-        let replicas = self.cfg.replicas;
-        let view = self.nodes[n].view.clone();
-        while self.nodes[n]
-            .to_drop
-            .front()
-            .is_some_and(|(at, _)| *at <= self.now)
-        {
-            let (_, key) = self.nodes[n].to_drop.pop_front().expect("just seen");
-            if !self.cfg.handoff {
-                self.nodes[n].store.remove(BUCKET, &key);
-                continue;
-            }
-            let Some(to) = handoff(me, BUCKET, &key, &view, replicas) else {
-                continue;
-            };
-            if let Some(entry) = self.nodes[n].store.get(BUCKET, &key, 0) {
-                for o in to {
-                    self.report.moved += 1;
-                    self.send(
-                        n,
-                        o,
-                        Put {
-                            key: key.clone(),
-                            entry: entry.clone(),
-                            write: None,
-                        },
-                    );
-                }
-            }
-            self.nodes[n].store.remove(BUCKET, &key);
-        }
-        let mut after = view;
-        after.sort_unstable();
-        let mut lives = self.nodes[n].lives.clone();
-        lives.sort_unstable();
-        let before = self.nodes[n].before.clone();
-        let stray_pass = self.cfg.handoff && self.now % STRAY_EVERY < PERIOD;
-        // The agent before the fixes compared ids alone.
-        let changed = |b: &Vec<(NodeId, u64)>| {
-            if self.cfg.handoff {
-                *b != lives
-            } else {
-                b.iter().map(|(id, _)| *id).collect::<Vec<_>>() != after
-            }
-        };
-        let walk = match &before {
-            Some(b) if changed(b) => Some(if self.cfg.handoff {
-                before_for_moves(b, &lives)
-            } else {
-                b.iter().map(|(id, _)| *id).collect()
-            }),
-            Some(_) if stray_pass => Some(after.clone()),
-            _ => None,
-        };
-        if let Some(b) = walk {
-            let entries = self.nodes[n].store.entries_after(None, usize::MAX);
-            for (_, key, entry) in entries {
-                let Some(mv) = moves(me, BUCKET, &key, &b, &after, replicas) else {
-                    continue;
-                };
-                for o in mv.send_to {
-                    self.report.moved += 1;
-                    self.send(
-                        n,
-                        o,
-                        Put {
-                            key: key.clone(),
-                            entry: entry.clone(),
-                            write: None,
-                        },
-                    );
-                }
-                if !mv.keep {
-                    self.nodes[n].to_drop.push_back((self.now + GRACE, key));
-                }
-            }
-        }
-        self.nodes[n].before = Some(lives);
-    }
-
-    fn check(mut self) -> Result<CacheReport, String> {
-        let seed = self.cfg.seed;
-        let members = self.members().clone();
-        let live: Vec<NodeId> = members.iter().map(|i| self.ids[*i]).collect();
-        for k in 0..self.cfg.keys {
-            let key = format!("k{k}");
-            let owned: BTreeSet<usize> = owners(BUCKET, &key, &live, self.cfg.replicas)
-                .into_iter()
-                .map(|o| self.index(o))
-                .collect();
-            let mut held: BTreeMap<usize, Timestamp> = BTreeMap::new();
-            for i in &members {
-                if let Some(e) = self.nodes[*i].store.get(BUCKET, &key, 0) {
-                    held.insert(*i, e.ts);
-                }
-            }
-            let holders: BTreeSet<usize> = held.keys().copied().collect();
-            if !held.is_empty() && holders != owned {
-                return Err(format!(
-                    "seed {seed}: placement: {key} is held by {holders:?}, its owners are {owned:?} ({:?})",
-                    self.cfg
-                ));
-            }
-            let versions: BTreeSet<Timestamp> = held.values().copied().collect();
-            // The newest acknowledged write of the key.
-            let Some(w) = self
-                .writes
-                .iter()
-                .filter(|w| w.key == key && w.acks >= w.need)
-                .max_by_key(|w| w.ts)
-            else {
-                continue;
-            };
-            // Its owners under every membership since: did all stay up?
-            let mut ever: BTreeSet<usize> = BTreeSet::new();
-            for (i, (_, m)) in self.history.iter().enumerate() {
-                let until = self.history.get(i + 1).map_or(u64::MAX, |h| h.0);
-                if until <= w.at {
-                    continue;
-                }
-                let ids: Vec<NodeId> = m.iter().map(|i| self.ids[*i]).collect();
-                ever.extend(
-                    owners(BUCKET, &key, &ids, self.cfg.replicas)
-                        .into_iter()
-                        .map(|o| self.index(o)),
-                );
-            }
-            if self
-                .departed
-                .iter()
-                .any(|(t, n)| *t >= w.at && ever.contains(n))
-            {
-                continue;
-            }
-            self.report.protected += 1;
-            if versions.iter().next_back().is_none_or(|v| *v < w.ts) {
-                return Err(format!(
-                    "seed {seed}: durability: {key}'s write {:?} (acked, owners {ever:?} all stayed up) is lost; held {versions:?} ({:?})",
-                    w.ts, self.cfg
-                ));
-            }
-            // Owners may differ even so: a write is acknowledged once two
-            // owners hold it (a third may miss it), and one that was not
-            // acknowledged may have reached a single owner; reads repair
-            // both (`cache::repair`). But the newest version, when it is
-            // of an acknowledged write, must be on two owners (or all).
-            if let Some(newest) = versions.iter().next_back()
-                && self
-                    .writes
-                    .iter()
-                    .any(|w| w.ts == *newest && w.acks >= w.need)
-            {
-                let copies = held.values().filter(|v| *v == newest).count();
-                if copies < owned.len().min(2) {
-                    return Err(format!(
-                        "seed {seed}: placement: the newest acknowledged version of {key} is on {copies} of its owners {owned:?}, held {held:?} ({:?})",
-                        self.cfg
-                    ));
-                }
-            }
-        }
-        Ok(self.report)
     }
 }
