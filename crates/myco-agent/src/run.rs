@@ -206,6 +206,11 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
     // Cache and messaging get their stream messages through these queues.
     let (cache_tx, cache_rx) = tokio::sync::mpsc::channel(crate::cache::INBOX);
     let (msg_tx, msg_rx) = tokio::sync::mpsc::channel(crate::msg::INBOX);
+    // Straight from the connection readers: no hop through the mesh loop.
+    streams.deliver_directly(vec![
+        (myco_proto::channel::Channel::Cache, cache_tx.clone()),
+        (myco_proto::channel::Channel::Msg, msg_tx.clone()),
+    ]);
     let apps = crate::mesh::AppRoutes {
         cache: Some(cache_tx),
         msg: Some(msg_tx),
