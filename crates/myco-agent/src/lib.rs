@@ -23,6 +23,7 @@ pub mod cache;
 pub mod config;
 pub mod discovery;
 pub mod edge;
+pub mod embed;
 pub mod exec;
 pub mod http;
 pub mod jobs;
@@ -36,8 +37,11 @@ pub mod spores;
 pub mod store;
 
 mod run;
+mod running;
 
 // Paths the CLI has always used.
 pub use config::{datadir, settings, sysinfo};
-pub use run::run;
+pub use embed::Myco;
+pub use run::{run, start};
+pub use running::Running;
 pub use settings::{AgentOptions, AgentSettings};

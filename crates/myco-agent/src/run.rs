@@ -9,7 +9,6 @@ use myco_proto::frame::Peer;
 use myco_proto::{ClusterKey, KeyRing, MYCO_VERSION, NodeManifest};
 use tokio::net::UdpSocket;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::config::datadir::{self, DataDir, random_bytes};
 use crate::config::settings::AgentSettings;
@@ -21,6 +20,9 @@ use crate::mesh::{Clock, MeshHandle, MeshLoop, MeshParts};
 use crate::net::streams::{StreamConfig, Streams};
 use crate::spores::{SporeStore, Spores};
 use crate::store::Store;
+
+pub use crate::running::Running;
+use crate::running::{notify_systemd, shutdown_signal};
 
 /// The state store's file in the data dir.
 pub const STORE_FILE: &str = "state.redb";
@@ -79,8 +81,12 @@ fn load_keys(settings: &AgentSettings, dir: &DataDir) -> anyhow::Result<KeyRing>
     Ok(KeyRing::new(key))
 }
 
-/// Runs an agent until SIGTERM or SIGINT, then leaves the mesh gracefully.
-pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
+/// Starts an agent: binds its ports, opens its store, joins the mesh and
+/// starts every service; [`Running::stop`] leaves the mesh gracefully.
+/// A mesh port of 0 takes a free one (UDP and TCP share its number), as
+/// do an API or edge port of 0; the manifest carries the bound ports.
+pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
+    let mut settings = settings;
     let started = Instant::now();
     let Started {
         dir,
@@ -91,22 +97,6 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     } = open_data_dir(&settings).await?;
     let id = datadir::node_id_of(&signing);
     crate::log_identity::set(&id.to_string(), &settings.name);
-
-    let manifest = NodeManifest {
-        format: NodeManifest::FORMAT,
-        id,
-        boot,
-        name: settings.name.clone(),
-        tags: settings.tags.clone(),
-        capacity: sysinfo::detect(),
-        mesh_addr: settings.advertise,
-        api_addr: Some(settings.api.to_string()),
-        edge_addr: Some(settings.edge.to_string()),
-        version: MYCO_VERSION.to_string(),
-        key_id: keys.primary_id().to_string(),
-        speaks: myco_proto::compat::THIS_BUILD,
-    };
-    manifest.validate().context("node name and tags")?;
 
     let socket = UdpSocket::bind(settings.bind).await.with_context(|| {
         format!(
@@ -130,6 +120,32 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
                 settings.edge
             )
         })?;
+
+    if settings.bind.port() == 0 {
+        let port = socket
+            .local_addr()
+            .context("the mesh socket's port")?
+            .port();
+        settings.bind.set_port(port);
+        settings.advertise.set_port(port);
+    }
+    settings.api = api_listener.local_addr().context("the API's port")?;
+    settings.edge = edge_listener.local_addr().context("the edge's port")?;
+    let manifest = NodeManifest {
+        format: NodeManifest::FORMAT,
+        id,
+        boot,
+        name: settings.name.clone(),
+        tags: settings.tags.clone(),
+        capacity: sysinfo::detect(),
+        mesh_addr: settings.advertise,
+        api_addr: Some(settings.api.to_string()),
+        edge_addr: Some(settings.edge.to_string()),
+        version: MYCO_VERSION.to_string(),
+        key_id: keys.primary_id().to_string(),
+        speaks: myco_proto::compat::THIS_BUILD,
+    };
+    manifest.validate().context("node name and tags")?;
 
     let store_path = dir.path().join(STORE_FILE);
     let (store, loaded) = tokio::task::spawn_blocking(move || Store::open(&store_path))
@@ -191,6 +207,11 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     // Cache and messaging get their stream messages through these queues.
     let (cache_tx, cache_rx) = tokio::sync::mpsc::channel(crate::cache::INBOX);
     let (msg_tx, msg_rx) = tokio::sync::mpsc::channel(crate::msg::INBOX);
+    // Straight from the connection readers: no hop through the mesh loop.
+    streams.deliver_directly(vec![
+        (myco_proto::channel::Channel::Cache, cache_tx.clone()),
+        (myco_proto::channel::Channel::Msg, msg_tx.clone()),
+    ]);
     let apps = crate::mesh::AppRoutes {
         cache: Some(cache_tx),
         msg: Some(msg_tx),
@@ -275,9 +296,10 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         logs: followers,
         remote_logs,
         edge,
-        cache,
-        msg: messaging,
+        cache: cache.clone(),
+        msg: messaging.clone(),
     };
+    let (state_cache, state_msg) = (cache, messaging);
     let gc = tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(3600));
         loop {
@@ -301,46 +323,41 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     });
     tracing::info!(node = %id, name = %settings.name, mesh = %settings.bind, advertise = %settings.advertise,
         api = %format!("http://{}", settings.api), edge = %settings.edge, key_id = %keys.primary_id(), "myco agent ready");
-    notify_systemd("READY=1");
-
-    let reload = tokio::spawn(reload_keys_on_sighup(
-        settings.clone(),
-        dir.clone(),
-        mesh.clone(),
+    Ok(Running {
+        settings,
+        dir,
+        id,
+        mesh,
+        store,
+        cache: state_cache,
+        msg: state_msg,
+        resp_task,
+        gc,
+        jobs,
+        stop_api,
+        stop_edge,
+        api_task,
+        edge_task,
+        mesh_done,
+        discovery,
         key_watch,
+    })
+}
+
+/// Runs an agent until SIGTERM or SIGINT, then leaves the mesh gracefully.
+pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
+    let running = start(settings).await?;
+    notify_systemd("READY=1");
+    let reload = tokio::spawn(reload_keys_on_sighup(
+        running.settings.clone(),
+        running.dir.clone(),
+        running.mesh.clone(),
+        running.key_watch.clone(),
     ));
     shutdown_signal().await;
     reload.abort();
-    discovery.iter().for_each(JoinHandle::abort);
-    if let Some(t) = resp_task {
-        t.abort();
-    }
-    gc.abort();
-    // Hand the instances off (replacements ready elsewhere, then ours
-    // stopped), bounded by MYCO_HANDOFF_MS; with 0 they run on and the
-    // next agent adopts them.
-    jobs.hand_off().await;
-    jobs.stop();
     notify_systemd("STOPPING=1");
-    tracing::info!("leaving the mesh");
-    mesh.leave(Duration::from_secs(2)).await;
-    let _ = stop_api.send(());
-    let _ = stop_edge.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), edge_task).await;
-    // The loop ends by itself once the leave is sent; give it a moment.
-    drop(mesh);
-    if tokio::time::timeout(Duration::from_secs(2), mesh_done)
-        .await
-        .is_err()
-    {
-        tracing::warn!("the mesh loop did not stop in time");
-    }
-    // Waits for queued writes to reach the disk.
-    if let Ok(store) = Arc::try_unwrap(store) {
-        store.close().await;
-    }
-    tracing::info!("stopped");
+    running.stop().await;
     Ok(())
 }
 
@@ -426,32 +443,5 @@ async fn reload_keys_on_sighup(
                 tracing::error!(error = %format!("{e:#}"), "SIGHUP: cluster keys not reloaded; the old ones stay in use")
             }
         }
-    }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
-/// Tells systemd (`Type=notify`) about readiness; a no-op outside systemd.
-fn notify_systemd(state: &str) {
-    use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let path = path.to_string_lossy().into_owned();
-    let addr = match path.strip_prefix('@') {
-        Some(abstract_name) => SocketAddr::from_abstract_name(abstract_name.as_bytes()),
-        None => SocketAddr::from_pathname(&path),
-    };
-    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &a));
-    if let Err(e) = sent {
-        tracing::debug!(error = %e, "systemd notification failed");
     }
 }

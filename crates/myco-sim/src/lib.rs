@@ -63,6 +63,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod cache;
 mod check;
 mod config;
 mod disk;
@@ -80,6 +81,7 @@ mod state_check;
 mod workload;
 mod world;
 
+pub use cache::{CacheReport, CacheSimConfig, run_cache};
 pub use check::{Violation, ViolationKind};
 pub use config::{
     Budgets, CrashPlan, DETECTION_MAX_LOSS, Fault, FaultPlan, MAX_SKEW_MS, NetConfig,

@@ -24,6 +24,7 @@
 mod ops;
 mod rebalance;
 mod remote;
+mod repair;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,6 +54,11 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a delete's tombstone lives at least (a late copy of the old
 /// value cannot bring the key back meanwhile).
 pub const TOMBSTONE_MS: u64 = 60_000;
+/// One read in this many that found a key also asks the owners ranked
+/// below the one that answered, after answering, and sends the newest
+/// version to any that holds an older one or none (read-repair of stale
+/// copies; every read would double the messages of a read).
+pub const READ_REPAIR_EVERY: u64 = 8;
 /// Cache messages from the mesh loop queued for this service; more are
 /// dropped and counted (the asker times out and asks the next owner).
 pub const INBOX: usize = 4096;
@@ -85,6 +91,12 @@ pub struct CacheCounters {
     pub read_repairs: AtomicU64,
     /// Entries sent to new owners after membership changes.
     pub moved: AtomicU64,
+    /// Reads that found a live value.
+    pub hits: AtomicU64,
+    /// Reads that found none (absent, expired or deleted).
+    pub misses: AtomicU64,
+    /// Requests (reads and writes) sent to other nodes.
+    pub forwards: AtomicU64,
 }
 
 /// The cache service of one node; clones of the `Arc` share it.
@@ -96,6 +108,8 @@ pub struct Cache {
     store: Mutex<CacheStore>,
     hlc: Mutex<Hlc>,
     next_request: AtomicU64,
+    /// Reads that found a key, to pick the ones that check the others.
+    reads: AtomicU64,
     /// This node's requests waiting for answers, by request id.
     waiting: Mutex<HashMap<u64, mpsc::Sender<CacheMessage>>>,
     counters: CacheCounters,
@@ -143,6 +157,7 @@ impl Cache {
             hlc: Mutex::new(Hlc::new(me.id, 60_000)),
             // Random start: ids of a restarted agent do not meet the old ones.
             next_request: AtomicU64::new(seed >> 1),
+            reads: AtomicU64::new(0),
             waiting: Mutex::new(HashMap::new()),
             counters: CacheCounters::default(),
         });
@@ -187,6 +202,23 @@ impl Cache {
             live.push((self.me, self.addr));
         }
         live
+    }
+
+    /// The live members with their boot numbers (a member back in a new
+    /// life holds nothing, so the rebalancer treats it as joining).
+    fn live_lives(&self) -> Vec<(NodeId, u64)> {
+        let snap = self.mesh.snapshot();
+        let mut lives: Vec<(NodeId, u64)> = snap
+            .members
+            .iter()
+            .filter(|m| m.is_self || matches!(m.state, MemberState::Alive | MemberState::Suspect))
+            .map(|m| (m.peer.id, m.peer.boot))
+            .collect();
+        if !lives.iter().any(|(id, _)| *id == self.me) {
+            lives.push((self.me, 0));
+        }
+        lives.sort_unstable();
+        lives
     }
 
     fn request_id(&self) -> u64 {

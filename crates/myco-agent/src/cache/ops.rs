@@ -12,7 +12,9 @@ use myco_proto::cache::{
 use tokio::sync::mpsc;
 
 use super::remote::Registered;
-use super::{Cache, CacheError, OWNER_TIMEOUT, TOMBSTONE_MS, WRITE_TIMEOUT, wall_ms};
+use super::{
+    Cache, CacheError, OWNER_TIMEOUT, READ_REPAIR_EVERY, TOMBSTONE_MS, WRITE_TIMEOUT, wall_ms,
+};
 
 /// A key's remaining lifetime, as Redis `TTL` reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +75,14 @@ impl Cache {
         bucket: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, CacheError> {
-        Ok(self.lookup(bucket, key).await?.and_then(|e| e.value))
+        let value = self.lookup(bucket, key).await?.and_then(|e| e.value);
+        let counter = if value.is_some() {
+            &self.counters.hits
+        } else {
+            &self.counters.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(value)
     }
 
     /// Stores a value; `ttl_ms` overrides the bucket's (0: never expires).
@@ -187,6 +196,7 @@ impl Cache {
                 reply_to: self.addr,
             };
             if addr.is_some_and(|a| self.send(a, &message)) {
+                self.counters.forwards.fetch_add(1, Ordering::Relaxed);
                 sent += 1;
             }
         }
@@ -249,6 +259,30 @@ impl Cache {
                         self.counters.fallback_reads.fetch_add(1, Ordering::Relaxed);
                     }
                     self.repair(bucket, key, &entry, &missed, &live, config.max_entries);
+                    // Owners ranked below the one that answered were not
+                    // asked; now and then, ask them after answering, so a
+                    // stale copy (here or there) gets the newest version.
+                    let unasked: Vec<_> = ranked
+                        .iter()
+                        .take(owners)
+                        .skip(place + 1)
+                        .copied()
+                        .collect();
+                    if !unasked.is_empty()
+                        && self
+                            .reads
+                            .fetch_add(1, Ordering::Relaxed)
+                            .is_multiple_of(READ_REPAIR_EVERY)
+                    {
+                        let (cache, bucket, key) =
+                            (self.clone(), bucket.to_string(), key.to_string());
+                        let (found, max, copy) = (*node, config.max_entries, entry.clone());
+                        tokio::spawn(async move {
+                            cache
+                                .repair_stale(&bucket, &key, found, copy, unasked, max)
+                                .await;
+                        });
+                    }
                     return Ok(Some(entry));
                 }
                 None if place < owners => missed.push(*node),
@@ -295,7 +329,7 @@ impl Cache {
     }
 
     /// Asks one node for a key: `Some(answer)` if it answered in time.
-    async fn ask(
+    pub(super) async fn ask(
         self: &Arc<Self>,
         to: std::net::SocketAddr,
         bucket: &str,
@@ -313,6 +347,7 @@ impl Cache {
         if !self.send(to, &message) {
             return None;
         }
+        self.counters.forwards.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(OWNER_TIMEOUT, rx.recv()).await {
             Ok(Some(CacheMessage::Answer { entry, .. })) => Some(entry),
             _ => None,

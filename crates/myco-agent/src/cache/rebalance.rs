@@ -7,14 +7,21 @@
 //! a move takes) and sends each entry to its new owners
 //! (`myco_core::cache::moves`). Entries this node no longer owns are
 //! dropped [`GRACE`] later, so a read during the move that misses on the
-//! new owner still finds the key on the old one.
+//! new owner still finds the key on the old one. When the grace ends the
+//! entry is looked at again (`myco_core::cache::handoff`): kept if this
+//! node owns it again, else handed to its owners (a version that arrived
+//! during the grace, from a writer with an older view, is not lost) and
+//! dropped. Every [`STRAY_EVERY`] the walk also runs with no change, so
+//! a copy left on a non-owner (a write or a move sent with a view that
+//! was already out of date) is handed over and dropped too. The
+//! simulator (`myco_sim::run_cache`) checks this logic over many seeds.
 
 use std::collections::VecDeque;
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use myco_core::cache::moves;
+use myco_core::cache::{before_for_moves, handoff, moves};
 use myco_proto::NodeId;
 use myco_proto::cache::CacheMessage;
 use tokio::time::Instant;
@@ -29,15 +36,18 @@ pub const PAGE: usize = 64;
 pub const PAGE_PAUSE: Duration = Duration::from_millis(10);
 /// How long a node keeps entries it no longer owns after sending them.
 pub const GRACE: Duration = Duration::from_secs(10);
+/// How often the walk runs without a membership change, for strays.
+pub const STRAY_EVERY: Duration = Duration::from_secs(30);
 /// Expired entries removed per sweep.
 const SWEEP: usize = 10_000;
 /// Entries waiting to be dropped, at most (more are dropped at once).
 const DROP_QUEUE: usize = 100_000;
 
 pub(super) async fn run(cache: Weak<Cache>) {
-    let mut before: Option<Vec<NodeId>> = None;
+    let mut before: Option<Vec<(NodeId, u64)>> = None;
     let mut to_drop: VecDeque<(Instant, String, String)> = VecDeque::new();
     let mut every = tokio::time::interval(PERIOD);
+    let mut last_walk = Instant::now();
     loop {
         every.tick().await;
         let Some(cache) = cache.upgrade() else {
@@ -45,21 +55,63 @@ pub(super) async fn run(cache: Weak<Cache>) {
         };
         cache.store().sweep(wall_ms(), SWEEP);
         let now = Instant::now();
+        let live = cache.live();
+        let ids: Vec<NodeId> = live.iter().map(|(id, _)| *id).collect();
         while to_drop.front().is_some_and(|(at, _, _)| *at <= now) {
             let (_, bucket, key) = to_drop.pop_front().expect("just seen");
-            cache.store().remove(&bucket, &key);
+            hand_off(&cache, &live, &ids, &bucket, &key);
         }
-        let mut after: Vec<NodeId> = cache.live().into_iter().map(|(id, _)| id).collect();
+        let mut after = ids;
         after.sort_unstable();
-        match &before {
-            Some(b) if *b != after => {
-                let b = b.clone();
-                move_entries(&cache, &b, &after, &mut to_drop).await;
-            }
-            _ => {}
+        // Members with their boots: a node that restarted faster than
+        // anyone saw it gone is empty, and must get its keys back.
+        let lives = cache.live_lives();
+        let strays = now.duration_since(last_walk) >= STRAY_EVERY;
+        let walk = match &before {
+            Some(b) if *b != lives => Some(before_for_moves(b, &lives)),
+            Some(_) if strays => Some(after.clone()),
+            _ => None,
+        };
+        if let Some(b) = walk {
+            move_entries(&cache, &b, &after, &mut to_drop).await;
+            last_walk = Instant::now();
         }
-        before = Some(after);
+        before = Some(lives);
     }
+}
+
+/// When an entry's grace ends: kept if this node owns it again, else sent
+/// to its owners and dropped.
+fn hand_off(
+    cache: &Cache,
+    live: &[(NodeId, std::net::SocketAddr)],
+    ids: &[NodeId],
+    bucket: &str,
+    key: &str,
+) {
+    let replicas = cache.bucket(bucket).unwrap_or_default().replicas;
+    let Some(owners) = handoff(cache.me, bucket, key, ids, replicas) else {
+        return;
+    };
+    let entry = cache.store().get(bucket, key, wall_ms());
+    if let Some(entry) = entry {
+        for node in owners {
+            if let Some((_, addr)) = live.iter().find(|(id, _)| *id == node) {
+                let message = CacheMessage::Put {
+                    request: 0,
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    entry: entry.clone(),
+                    ack: false,
+                    reply_to: cache.addr,
+                };
+                if cache.send(*addr, &message) {
+                    cache.counters.moved.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    cache.store().remove(bucket, key);
 }
 
 async fn move_entries(
@@ -100,7 +152,7 @@ async fn move_entries(
             }
             if !mv.keep {
                 if to_drop.len() >= DROP_QUEUE {
-                    cache.store().remove(&bucket, &key);
+                    hand_off(cache, &live, after, &bucket, &key);
                 } else {
                     to_drop.push_back((Instant::now() + GRACE, bucket, key));
                 }

@@ -308,6 +308,12 @@ fn stream_metrics(r: &mut Registry, s: &StreamStats) {
     );
     counter(
         r,
+        "stream_direct_dropped",
+        "Stream messages for the cache or messaging dropped because the service's queue was full",
+        s.direct_dropped,
+    );
+    counter(
+        r,
         "stream_peers_evicted",
         "Outgoing peer connections evicted to stay within the limit",
         s.peers_evicted,
@@ -337,6 +343,7 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
     super::front::register(&mut registry, &s.front);
     crate::edge::register_metrics(&mut registry, &s.edge);
     super::metrics_node::register(&mut registry, &s);
+    super::metrics_cache::register(&mut registry, &s.cache, &s.msg);
     let mut body = String::new();
     text::encode(&mut body, &registry).expect("writing to a String cannot fail");
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod kv;
 pub mod logs;
 pub mod metrics;
+mod metrics_cache;
 mod metrics_jobs;
 mod metrics_node;
 pub mod msg;

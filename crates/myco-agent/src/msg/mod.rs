@@ -81,6 +81,12 @@ pub struct MsgCounters {
     pub lost: AtomicU64,
     /// Stream messages dropped: undecodable, unexpected, inbox full.
     pub dropped: AtomicU64,
+    /// Requests made from this node.
+    pub requests: AtomicU64,
+    /// Of those, answered with no subscriber anywhere.
+    pub requests_unanswerable: AtomicU64,
+    /// Of those, not answered in time.
+    pub request_timeouts: AtomicU64,
 }
 
 /// What a request gets back: what became of it, and the answer's body.
@@ -233,6 +239,7 @@ impl Messaging {
         timeout_ms: u64,
     ) -> Result<Vec<u8>, MsgError> {
         Self::check(topic, &body)?;
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let timeout_ms = timeout_ms.clamp(1, MAX_TIMEOUT_MS);
         let mut nodes: Vec<SocketAddr> = Vec::new();
         if lock(&self.local).has(topic) {
@@ -252,6 +259,9 @@ impl Messaging {
             }
         }
         if nodes.is_empty() {
+            self.counters
+                .requests_unanswerable
+                .fetch_add(1, Ordering::Relaxed);
             return Err(MsgError::NoSubscriber(topic.to_string()));
         }
         let request = self.next.fetch_add(1, Ordering::Relaxed);
@@ -285,9 +295,17 @@ impl Messaging {
         match answer {
             Ok(Ok((ReplyStatus::Answered, body))) => Ok(body),
             Ok(Ok((ReplyStatus::NoSubscriber, _))) => {
+                self.counters
+                    .requests_unanswerable
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(MsgError::NoSubscriber(topic.to_string()))
             }
-            Ok(Err(_)) | Err(_) => Err(MsgError::Timeout(timeout_ms)),
+            Ok(Err(_)) | Err(_) => {
+                self.counters
+                    .request_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                Err(MsgError::Timeout(timeout_ms))
+            }
         }
     }
 

@@ -16,5 +16,5 @@
 pub mod owners;
 pub mod store;
 
-pub use owners::{Move, moves, owners, rank};
+pub use owners::{Move, before_for_moves, handoff, moves, owners, rank};
 pub use store::{CacheStats, CacheStore, Merge};

@@ -92,6 +92,40 @@ pub fn moves(
     }
 }
 
+/// The members before a change, as [`moves`] should see them: `before`
+/// (ids with their life, the boot number) without those that are back in
+/// a new life in `after`. A restarted node holds nothing (entries live in
+/// memory), so it counts as joining even if no one saw it gone.
+pub fn before_for_moves(before: &[(NodeId, u64)], after: &[(NodeId, u64)]) -> Vec<NodeId> {
+    before
+        .iter()
+        .filter(|(id, life)| !after.iter().any(|(a, l)| a == id && l != life))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+/// What `me` does with its entry `(bucket, key)` when the time comes to
+/// drop it (a grace after a move, or a periodic pass over strays):
+/// `None` when it owns the entry under `live` after all (it became an
+/// owner again, so it keeps it); else the owners to hand the entry to
+/// before dropping it. The handoff carries a version that arrived during
+/// the grace (a write made with an older view of the members) or that
+/// only this non-owner holds; owners merge it by timestamp.
+pub fn handoff(
+    me: NodeId,
+    bucket: &str,
+    key: &str,
+    live: &[NodeId],
+    replicas: u8,
+) -> Option<Vec<NodeId>> {
+    let owners = owners(bucket, key, live, replicas);
+    if owners.contains(&me) {
+        None
+    } else {
+        Some(owners)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +223,27 @@ mod tests {
         assert_eq!(owners("b", "k", &m, 5).len(), 2);
         assert_eq!(owners("b", "k", &m, 0).len(), 1);
         assert!(owners("b", "k", &[], 2).is_empty());
+    }
+
+    #[test]
+    fn handoff_keeps_what_is_owned_again_and_hands_the_rest_over() {
+        let m = ids(4);
+        let key = (0..100)
+            .map(|k| format!("k{k}"))
+            .find(|k| owners("b", k, &m, 2)[0] == m[0])
+            .unwrap();
+        assert_eq!(handoff(m[0], "b", &key, &m, 2), None);
+        let stray = owners("b", &key, &m, 2);
+        let outsider = *m.iter().find(|n| !stray.contains(n)).unwrap();
+        assert_eq!(handoff(outsider, "b", &key, &m, 2), Some(stray));
+    }
+
+    #[test]
+    fn a_node_back_in_a_new_life_counts_as_joining() {
+        let m = ids(3);
+        let before = [(m[0], 1), (m[1], 1), (m[2], 1)];
+        let after = [(m[0], 1), (m[1], 2), (m[2], 1)];
+        assert_eq!(before_for_moves(&before, &after), vec![m[0], m[2]]);
+        assert_eq!(before_for_moves(&before, &before), m);
     }
 }

@@ -1,5 +1,7 @@
 //! What the cache and messaging tests share: a mesh whose agents all
 //! serve the Redis protocol, and `redis-cli` against one of them.
+// Each test binary uses part of it.
+#![allow(dead_code)]
 
 use std::fs;
 use std::process::Command;

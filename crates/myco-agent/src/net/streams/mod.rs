@@ -228,6 +228,9 @@ counters! {
     incoming_waits,
     /// Messages received on a channel this build does not know: dropped.
     unknown_channel,
+    /// Messages for a service queue set by [`Streams::deliver_directly`]
+    /// (the cache, messaging) dropped because that queue was full.
+    direct_dropped,
     /// Queued messages dropped: connect, handshake or write failed, the peer
     /// was backing off after a failure, or its task was evicted.
     send_failures,
@@ -280,6 +283,8 @@ struct Shared {
     peers: Mutex<Peers>,
     stats: Counters,
     runtime: tokio::runtime::Handle,
+    /// Channels whose messages go straight to a service's queue.
+    direct: std::sync::OnceLock<Vec<(Channel, tokio::sync::mpsc::Sender<Vec<u8>>)>>,
 }
 
 impl Shared {
@@ -337,6 +342,7 @@ impl Streams {
             peers: Mutex::default(),
             stats: Counters::default(),
             runtime: tokio::runtime::Handle::current(),
+            direct: std::sync::OnceLock::new(),
         });
         let accept =
             tokio::spawn(inbound::accept_loop(listener, shared.clone(), incoming)).abort_handle();
@@ -431,6 +437,16 @@ impl Streams {
         *current = (current.0 + 1, tls);
         tracing::debug!(primary = %keys[0].id(), keys = keys.len(), "stream keys replaced");
         Ok(())
+    }
+
+    /// Hands the messages of these channels straight from the connection
+    /// reader to their queues (`try_send`: a full queue drops and counts
+    /// [`StreamStats::direct_dropped`]; the senders time out and ask
+    /// again), instead of through the incoming channel and the mesh loop:
+    /// a request or reply then crosses no extra thread, which is the
+    /// cache's and messaging's latency. Set once; later calls do nothing.
+    pub fn deliver_directly(&self, routes: Vec<(Channel, tokio::sync::mpsc::Sender<Vec<u8>>)>) {
+        let _ = self.owner.shared.direct.set(routes);
     }
 
     /// The counters so far.

@@ -1,0 +1,382 @@
+//! Cache ownership under membership changes: the core's pure functions
+//! (`myco_core::cache::{owners, moves, handoff}`, `CacheStore`) driven by
+//! a model of the agent's shell (`myco_agent::cache`: writes to the
+//! owners in the writer's view, acknowledged by two; the rebalancer that
+//! compares views every 500 ms, sends moved entries and drops what it no
+//! longer owns a grace later; the periodic pass over strays).
+//!
+//! Nodes join, crash and leave (a node's entries live in memory, so a
+//! stopped node comes back empty); each node learns of a change after
+//! its own delay, so writers and movers act on different views for a
+//! while. Stream messages take 1 to 30 ms, in order per pair, and are
+//! lost with their sender's or receiver's life. After the changes stop
+//! and everything settles, [`run_cache`] checks:
+//! - **placement**: every key held anywhere is held by exactly its owners
+//!   under the final members, and the newest version, when it is of an
+//!   acknowledged write, by two of them (or all, if fewer), as a write is
+//!   acknowledged (other differences are for reads to repair, see
+//!   `cache::repair`);
+//! - **durability**: the newest acknowledged write of a key whose owners
+//!   (under every membership since the write) all stayed up is still
+//!   held, or a newer version.
+//!
+//! Not modelled: reads (their read-repair only adds copies to owners),
+//! TTL and LRU (they only remove), paging of moves (bandwidth only).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use myco_core::cache::CacheStore;
+use myco_proto::NodeId;
+use myco_proto::cache::CacheEntry;
+use myco_proto::state::Timestamp;
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+mod check;
+mod shell;
+
+const BUCKET: &str = "b";
+/// The agent's `rebalance::PERIOD`, `GRACE` and stray pass, in ms.
+const PERIOD: u64 = 500;
+const GRACE: u64 = 10_000;
+const STRAY_EVERY: u64 = 30_000;
+
+/// One run's settings, all drawn from the seed.
+#[derive(Clone, Debug)]
+pub struct CacheSimConfig {
+    /// The seed.
+    pub seed: u64,
+    /// Nodes that exist (up or not).
+    pub nodes: usize,
+    /// Nodes up at the start.
+    pub initial: usize,
+    /// Distinct keys written.
+    pub keys: usize,
+    /// Membership changes.
+    pub changes: usize,
+    /// Copies per key.
+    pub replicas: u8,
+    /// Longest a node takes to see a membership change, ms.
+    pub max_view_lag: u64,
+    /// Model the fixes (re-check ownership when a grace ends and hand the
+    /// entry over; the stray pass; compare members with their lives, so a
+    /// quick restart counts as a join); `false` models the rebalancer
+    /// before them, which the checks must catch.
+    pub handoff: bool,
+}
+
+impl CacheSimConfig {
+    /// The settings of `seed`.
+    pub fn from_seed(seed: u64) -> CacheSimConfig {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xcac4e);
+        let nodes = rng.random_range(3..=7);
+        CacheSimConfig {
+            seed,
+            nodes,
+            initial: rng.random_range(2..=nodes),
+            keys: rng.random_range(5..=60),
+            changes: rng.random_range(1..=8),
+            replicas: rng.random_range(1..=3),
+            max_view_lag: rng.random_range(50..=3000),
+            handoff: true,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct CacheReport {
+    /// Writes acknowledged.
+    pub acked: u64,
+    /// Entries sent by moves and handoffs.
+    pub moved: u64,
+    /// Keys whose newest acknowledged write had to survive, and did.
+    pub protected: u64,
+    /// Membership changes made.
+    pub changes: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Put {
+    key: String,
+    entry: CacheEntry,
+    /// The write it acknowledges, if any.
+    write: Option<usize>,
+}
+
+struct SimNode {
+    up: bool,
+    life: u32,
+    store: CacheStore,
+    view: Vec<NodeId>,
+    /// The view with each member's life, as the agent sees boots.
+    lives: Vec<(NodeId, u64)>,
+    before: Option<Vec<(NodeId, u64)>>,
+    to_drop: VecDeque<(u64, String)>,
+    hlc: u64,
+}
+
+struct Write {
+    key: String,
+    ts: Timestamp,
+    need: usize,
+    acks: usize,
+    at: u64,
+}
+
+enum Event {
+    Deliver {
+        from: usize,
+        from_life: u32,
+        to: usize,
+        to_life: u32,
+        put: Put,
+    },
+    View {
+        node: usize,
+        life: u32,
+        view: Vec<(NodeId, u64)>,
+    },
+    Tick {
+        node: usize,
+        life: u32,
+    },
+}
+
+struct Sim {
+    cfg: CacheSimConfig,
+    rng: StdRng,
+    now: u64,
+    seq: u64,
+    events: BTreeMap<(u64, u64), Event>,
+    nodes: Vec<SimNode>,
+    ids: Vec<NodeId>,
+    /// Membership over time: (from ms, members).
+    history: Vec<(u64, BTreeSet<usize>)>,
+    /// Who left or crashed, when.
+    departed: Vec<(u64, usize)>,
+    writes: Vec<Write>,
+    pair_last: BTreeMap<(usize, usize), u64>,
+    view_last: Vec<u64>,
+    report: CacheReport,
+}
+
+/// Runs `cfg`; `Err` names the broken rule, the key and the seed.
+pub fn run_cache(cfg: &CacheSimConfig) -> Result<CacheReport, String> {
+    let mut sim = Sim::new(cfg.clone());
+    sim.run();
+    sim.check()
+}
+
+impl Sim {
+    fn new(cfg: CacheSimConfig) -> Sim {
+        let ids: Vec<NodeId> = (0..cfg.nodes)
+            .map(|i| NodeId::from_u64(i as u64 + 1))
+            .collect();
+        let members: BTreeSet<usize> = (0..cfg.initial).collect();
+        let view: Vec<NodeId> = members.iter().map(|i| ids[*i]).collect();
+        let lives: Vec<(NodeId, u64)> = view.iter().map(|id| (*id, 0)).collect();
+        let nodes = (0..cfg.nodes)
+            .map(|i| SimNode {
+                up: members.contains(&i),
+                life: 0,
+                store: CacheStore::new(usize::MAX),
+                view: if members.contains(&i) {
+                    view.clone()
+                } else {
+                    Vec::new()
+                },
+                lives: if members.contains(&i) {
+                    lives.clone()
+                } else {
+                    Vec::new()
+                },
+                before: None,
+                to_drop: VecDeque::new(),
+                hlc: 0,
+            })
+            .collect();
+        let mut sim = Sim {
+            rng: StdRng::seed_from_u64(cfg.seed),
+            now: 0,
+            seq: 0,
+            events: BTreeMap::new(),
+            nodes,
+            ids,
+            history: vec![(0, members.clone())],
+            departed: Vec::new(),
+            writes: Vec::new(),
+            pair_last: BTreeMap::new(),
+            view_last: vec![0; cfg.nodes],
+            report: CacheReport::default(),
+            cfg,
+        };
+        for i in members {
+            let at = sim.rng.random_range(1..=PERIOD);
+            sim.at(at, Event::Tick { node: i, life: 0 });
+        }
+        sim
+    }
+
+    fn at(&mut self, t: u64, e: Event) {
+        self.seq += 1;
+        self.events.insert((t, self.seq), e);
+    }
+
+    fn members(&self) -> &BTreeSet<usize> {
+        &self.history.last().expect("never empty").1
+    }
+
+    fn lives_of(&self, set: &BTreeSet<usize>) -> Vec<(NodeId, u64)> {
+        set.iter()
+            .map(|i| (self.ids[*i], u64::from(self.nodes[*i].life)))
+            .collect()
+    }
+
+    fn index(&self, id: NodeId) -> usize {
+        self.ids
+            .iter()
+            .position(|x| *x == id)
+            .expect("a known node")
+    }
+
+    /// Phases: changes and writes for 40 s, then writes stop and the
+    /// mesh settles for long enough that every view, move, grace and
+    /// stray pass has run.
+    fn run(&mut self) {
+        let active = 40_000;
+        let end = active + 2 * GRACE + STRAY_EVERY + 2 * self.cfg.max_view_lag + 5_000;
+        let mut change_times: Vec<u64> = (0..self.cfg.changes)
+            .map(|_| self.rng.random_range(1_000..active))
+            .collect();
+        change_times.sort_unstable();
+        let mut changes = VecDeque::from(change_times);
+        let mut next_write = 5;
+        while self.now < end {
+            if changes.front().is_some_and(|t| *t <= self.now) {
+                changes.pop_front();
+                self.change();
+            }
+            if self.now >= next_write && self.now < active {
+                self.write();
+                next_write = self.now + self.rng.random_range(1..=40);
+            }
+            while let Some(entry) = self.events.first_entry() {
+                if entry.key().0 > self.now {
+                    break;
+                }
+                let e = entry.remove();
+                self.handle(e);
+            }
+            self.now += 1;
+        }
+    }
+
+    /// A join (a node that is down comes up, empty), a crash or a leave.
+    fn change(&mut self) {
+        let members = self.members().clone();
+        let down: Vec<usize> = (0..self.cfg.nodes)
+            .filter(|i| !members.contains(i))
+            .collect();
+        let join = !down.is_empty() && (members.len() <= 2 || self.rng.random_bool(0.5));
+        let mut next = members.clone();
+        if join {
+            let n = down[self.rng.random_range(0..down.len())];
+            next.insert(n);
+            let life = self.nodes[n].life + 1;
+            let node = &mut self.nodes[n];
+            node.up = true;
+            node.life = life;
+            node.store = CacheStore::new(usize::MAX);
+            node.before = None;
+            node.to_drop.clear();
+            // It learns the members as it joins.
+            node.view = next.iter().map(|i| self.ids[*i]).collect();
+            let lives = self.lives_of(&next);
+            self.nodes[n].lives = lives;
+            self.view_last[n] = self.now;
+            let at = self.now + self.rng.random_range(1..=PERIOD);
+            self.at(at, Event::Tick { node: n, life });
+        } else {
+            let list: Vec<usize> = members.iter().copied().collect();
+            let n = list[self.rng.random_range(0..list.len())];
+            next.remove(&n);
+            self.nodes[n].up = false;
+            self.nodes[n].life += 1;
+            self.departed.push((self.now, n));
+        }
+        self.report.changes += 1;
+        self.history.push((self.now, next.clone()));
+        let view = self.lives_of(&next);
+        for i in next {
+            let lag = self.rng.random_range(1..=self.cfg.max_view_lag);
+            // Views change in order on each node.
+            let t = (self.now + lag).max(self.view_last[i] + 1);
+            self.view_last[i] = t;
+            let life = self.nodes[i].life;
+            self.at(
+                t,
+                Event::View {
+                    node: i,
+                    life,
+                    view: view.clone(),
+                },
+            );
+        }
+    }
+
+    fn send(&mut self, from: usize, to: NodeId, put: Put) {
+        let to = self.index(to);
+        let lat = self.rng.random_range(1..=30);
+        let last = self.pair_last.get(&(from, to)).copied().unwrap_or(0);
+        let t = (self.now + lat).max(last);
+        self.pair_last.insert((from, to), t);
+        let (from_life, to_life) = (self.nodes[from].life, self.nodes[to].life);
+        self.at(
+            t,
+            Event::Deliver {
+                from,
+                from_life,
+                to,
+                to_life,
+                put,
+            },
+        );
+    }
+
+    fn handle(&mut self, e: Event) {
+        match e {
+            Event::Deliver {
+                from,
+                from_life,
+                to,
+                to_life,
+                put,
+            } => {
+                let alive = |n: &SimNode, life| n.up && n.life == life;
+                if !alive(&self.nodes[from], from_life) || !alive(&self.nodes[to], to_life) {
+                    return;
+                }
+                let node = &mut self.nodes[to];
+                node.hlc = node.hlc.max(put.entry.ts.wall_ms);
+                node.store.put(BUCKET, 0, &put.key, put.entry, 0);
+                if let Some(id) = put.write {
+                    self.ack(id);
+                }
+            }
+            Event::View { node, life, view } => {
+                if self.nodes[node].up && self.nodes[node].life == life {
+                    self.nodes[node].view = view.iter().map(|(id, _)| *id).collect();
+                    self.nodes[node].lives = view;
+                }
+            }
+            Event::Tick { node, life } => {
+                if !self.nodes[node].up || self.nodes[node].life != life {
+                    return;
+                }
+                self.rebalance(node);
+                self.at(self.now + PERIOD, Event::Tick { node, life });
+            }
+        }
+    }
+}

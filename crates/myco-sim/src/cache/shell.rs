@@ -1,0 +1,146 @@
+//! The model of the agent's shell: writes as `Cache::write` makes them
+//! and the rebalancer's period (`cache::rebalance`), on the core's pure
+//! functions.
+
+use myco_core::cache::{before_for_moves, handoff, moves, owners};
+use myco_proto::NodeId;
+use myco_proto::cache::CacheEntry;
+use myco_proto::state::Timestamp;
+use rand::RngExt;
+
+use super::{BUCKET, GRACE, PERIOD, Put, STRAY_EVERY, Sim, Write};
+
+impl Sim {
+    /// A random up node writes a random key, as `Cache::write` does.
+    pub(super) fn write(&mut self) {
+        let up: Vec<usize> = self.members().iter().copied().collect();
+        let w = up[self.rng.random_range(0..up.len())];
+        let key = format!("k{}", self.rng.random_range(0..self.cfg.keys));
+        let node = &mut self.nodes[w];
+        node.hlc = node.hlc.max(self.now) + 1;
+        let ts = Timestamp {
+            wall_ms: node.hlc,
+            logical: 0,
+            node: self.ids[w],
+        };
+        let entry = CacheEntry {
+            ts,
+            value: Some(ts.wall_ms.to_le_bytes().to_vec()),
+            expires_at_ms: None,
+        };
+        let view = self.nodes[w].view.clone();
+        let owners = owners(BUCKET, &key, &view, self.cfg.replicas);
+        let id = self.writes.len();
+        self.writes.push(Write {
+            key: key.clone(),
+            ts,
+            need: owners.len().min(2),
+            acks: 0,
+            at: self.now,
+        });
+        for o in owners {
+            if o == self.ids[w] {
+                self.nodes[w].store.put(BUCKET, 0, &key, entry.clone(), 0);
+                self.ack(id);
+            } else {
+                let put = Put {
+                    key: key.clone(),
+                    entry: entry.clone(),
+                    write: Some(id),
+                };
+                self.send(w, o, put);
+            }
+        }
+    }
+
+    pub(super) fn ack(&mut self, id: usize) {
+        let w = &mut self.writes[id];
+        w.acks += 1;
+        if w.acks == w.need {
+            self.report.acked += 1;
+        }
+    }
+
+    /// One period of `rebalance::run` on `n`.
+    pub(super) fn rebalance(&mut self, n: usize) {
+        let me = self.ids[n];
+        let replicas = self.cfg.replicas;
+        let view = self.nodes[n].view.clone();
+        while self.nodes[n]
+            .to_drop
+            .front()
+            .is_some_and(|(at, _)| *at <= self.now)
+        {
+            let (_, key) = self.nodes[n].to_drop.pop_front().expect("just seen");
+            if !self.cfg.handoff {
+                self.nodes[n].store.remove(BUCKET, &key);
+                continue;
+            }
+            let Some(to) = handoff(me, BUCKET, &key, &view, replicas) else {
+                continue;
+            };
+            if let Some(entry) = self.nodes[n].store.get(BUCKET, &key, 0) {
+                for o in to {
+                    self.report.moved += 1;
+                    self.send(
+                        n,
+                        o,
+                        Put {
+                            key: key.clone(),
+                            entry: entry.clone(),
+                            write: None,
+                        },
+                    );
+                }
+            }
+            self.nodes[n].store.remove(BUCKET, &key);
+        }
+        let mut after = view;
+        after.sort_unstable();
+        let mut lives = self.nodes[n].lives.clone();
+        lives.sort_unstable();
+        let before = self.nodes[n].before.clone();
+        let stray_pass = self.cfg.handoff && self.now % STRAY_EVERY < PERIOD;
+        // The agent before the fixes compared ids alone.
+        let changed = |b: &Vec<(NodeId, u64)>| {
+            if self.cfg.handoff {
+                *b != lives
+            } else {
+                b.iter().map(|(id, _)| *id).collect::<Vec<_>>() != after
+            }
+        };
+        let walk = match &before {
+            Some(b) if changed(b) => Some(if self.cfg.handoff {
+                before_for_moves(b, &lives)
+            } else {
+                b.iter().map(|(id, _)| *id).collect()
+            }),
+            Some(_) if stray_pass => Some(after.clone()),
+            _ => None,
+        };
+        if let Some(b) = walk {
+            let entries = self.nodes[n].store.entries_after(None, usize::MAX);
+            for (_, key, entry) in entries {
+                let Some(mv) = moves(me, BUCKET, &key, &b, &after, replicas) else {
+                    continue;
+                };
+                for o in mv.send_to {
+                    self.report.moved += 1;
+                    self.send(
+                        n,
+                        o,
+                        Put {
+                            key: key.clone(),
+                            entry: entry.clone(),
+                            write: None,
+                        },
+                    );
+                }
+                if !mv.keep {
+                    self.nodes[n].to_drop.push_back((self.now + GRACE, key));
+                }
+            }
+        }
+        self.nodes[n].before = Some(lives);
+    }
+}
