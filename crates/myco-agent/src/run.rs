@@ -279,6 +279,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         remote_logs,
         edge,
         cache,
+        usage: crate::usage::Usage::start(messaging.clone()),
         msg: messaging,
     };
     let gc = tokio::spawn(async move {
