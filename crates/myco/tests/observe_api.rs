@@ -122,7 +122,7 @@ fn nodes_show_allocation_and_live_use_and_jobs_their_rollout_and_duplicates() {
 }
 
 #[test]
-fn a_request_id_reaches_the_log_lines_of_its_deploy_and_of_its_edge_request() {
+fn log_lines_carry_the_request_id_and_job_work_its_job_and_instance() {
     let mut h = Harness::with_env(
         "obs-api-reqid",
         &[("RUST_LOG", "info,myco_agent::edge=debug")],
@@ -220,6 +220,24 @@ fn a_request_id_reaches_the_log_lines_of_its_deploy_and_of_its_edge_request() {
             .then_some(found.clone())
             .ok_or(format!("{found:?}"))
     });
+    // The job runtime's work on the instance runs in a span naming both.
+    let all: Vec<Value> = std::fs::read_to_string(&h.agent(a).log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let started = all
+        .iter()
+        .find(|l| l["fields"]["message"] == "instance started")
+        .unwrap_or_else(|| panic!("no 'instance started' line"));
+    assert_eq!(started["span"]["name"], "instance", "{started}");
+    assert_eq!(started["span"]["job"], "web", "{started}");
+    assert!(
+        started["span"]["instance"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("web-0-v1-")),
+        "{started}"
+    );
     for l in &edge_lines {
         assert_eq!(l["span"]["request_id"], "edge-51c9", "{l}");
         assert_eq!(l["span"]["job"], "web", "{l}");
