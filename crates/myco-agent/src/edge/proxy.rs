@@ -78,7 +78,8 @@ fn random() -> u64 {
     })
 }
 
-fn fresh_id() -> String {
+/// A fresh request id: 32 hex digits (the API's requests use it too).
+pub(crate) fn fresh_id() -> String {
     format!("{:016x}{:016x}", random(), random())
 }
 

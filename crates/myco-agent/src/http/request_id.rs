@@ -14,15 +14,10 @@ use tracing::Instrument;
 
 use crate::edge::rewrite::{REQUEST_ID, request_id};
 
-/// A fresh id: 32 hex digits, from the OS's random source.
-fn fresh() -> String {
-    let b = crate::config::datadir::random_bytes::<16>();
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// The middleware: outermost, so every answer carries the id.
 pub async fn layer(mut req: Request, next: Next) -> Response {
-    let id = request_id(req.headers_mut(), fresh);
+    // The edge's per-thread generator: no system call per request.
+    let id = request_id(req.headers_mut(), crate::edge::proxy::fresh_id);
     let span = tracing::info_span!(
         "api",
         request_id = id.to_str().unwrap_or_default(),

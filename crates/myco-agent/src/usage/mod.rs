@@ -24,6 +24,12 @@ use crate::msg::{Messaging, Subscription};
 pub const ASK_TOPIC: &str = "myco.usage.ask";
 /// Where peers answer (each to the asking node only).
 pub const TOPIC: &str = "myco.usage";
+/// Whether `topic` is one of these, which messaging does not announce
+/// (every node has them; see [`crate::msg`]'s announcements).
+pub fn is_internal(topic: &str) -> bool {
+    topic == ASK_TOPIC || topic == TOPIC
+}
+
 /// How often a node samples itself.
 pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 /// Reads within this long of the last ask use its answers.
