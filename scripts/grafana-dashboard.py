@@ -8,6 +8,7 @@ import json, os
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 N = 'instance=~"$node"'
+J = 'myco_job=~"$job"'
 RATE = "$__rate_interval"
 
 ROWS = [
@@ -33,6 +34,16 @@ ROWS = [
         ("Instance restarts", "short", ['max by (myco_job) (myco_job_instance_restarts{myco_job=~"$job"})']),
         ("Job versions", "short", ['max by (myco_job) (myco_job_version{myco_job=~"$job"})']),
         ("Spawns per second", "ops", [f'sum by (instance) (rate(myco_instance_spawns_total{{{N}}}[{RATE}]))']),
+    ]),
+    ("Edge", [
+        ("Edge requests per second by job", "reqps", [f'sum by (myco_job) (rate(myco_edge_requests_total{{{N},{J}}}[{RATE}]))']),
+        ("Edge errors per second by job", "reqps", [f'sum by (myco_job) (rate(myco_edge_responses_total{{{N},{J},class="5xx"}}[{RATE}]))',
+                                                    f'sum by (myco_job, kind) (rate(myco_edge_upstream_errors_total{{{N},{J}}}[{RATE}]))']),
+        ("Edge latency p50 / p99 by job", "s", [f'histogram_quantile(0.5, sum by (myco_job, le) (rate(myco_edge_request_duration_seconds_bucket{{{N},{J}}}[{RATE}])))',
+                                               f'histogram_quantile(0.99, sum by (myco_job, le) (rate(myco_edge_request_duration_seconds_bucket{{{N},{J}}}[{RATE}])))']),
+        ("Edge requests in flight", "short", [f'sum by (myco_job) (myco_edge_in_flight{{{N},{J}}})']),
+        ("Edge retries and ejections per second", "ops", [f'sum by (myco_job) (rate(myco_edge_retries_total{{{N},{J}}}[{RATE}]))',
+                                                          f'sum by (myco_job) (rate(myco_edge_ejections_total{{{N},{J}}}[{RATE}]))']),
     ]),
     ("Agent", [
         ("Resident memory", "bytes", [f'myco_process_resident_memory_bytes{{{N}}}']),

@@ -14,6 +14,7 @@
 //! - [`jobs`]: the job runtime: drives the core's jobs controller and
 //!   carries out its actions with [`exec`].
 //! - [`edge`]: the HTTP edge gateway (to come).
+//! - [`usage`]: every node's live CPU and memory use, asked of peers on read.
 
 #![deny(missing_docs)]
 // deny, not forbid: process supervision allows it in its one module.
@@ -35,6 +36,7 @@ pub mod net;
 pub mod resp;
 pub mod spores;
 pub mod store;
+pub mod usage;
 
 mod run;
 mod running;

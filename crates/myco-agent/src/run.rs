@@ -297,6 +297,7 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
         remote_logs,
         edge,
         cache: cache.clone(),
+        usage: crate::usage::Usage::start(messaging.clone()),
         msg: messaging.clone(),
     };
     let (state_cache, state_msg) = (cache, messaging);

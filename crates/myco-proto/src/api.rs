@@ -41,6 +41,28 @@ pub struct NodeInfo {
     pub is_self: bool,
     /// Milliseconds since the state last changed, as seen by the answering node.
     pub state_age_ms: u64,
+    /// Live CPU and memory use, as the node last reported it; `null` when
+    /// it has not answered lately (down, or an older release).
+    #[serde(default)]
+    pub usage: Option<NodeUsage>,
+}
+
+/// A node's own CPU and memory use, sampled from procfs every few seconds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct NodeUsage {
+    /// CPU busy on the whole machine, in thousandths of a core.
+    pub cpu_milli: u64,
+    /// CPU busy, in percent of all the machine's cores.
+    pub cpu_percent: u32,
+    /// Memory in use on the machine (total less available), bytes.
+    pub mem_bytes: u64,
+    /// The machine's memory, bytes.
+    pub mem_total_bytes: u64,
+    /// Resident memory of the agent process, bytes.
+    pub agent_rss_bytes: u64,
+    /// How old the sample is, as the answering node saw it arrive (ms).
+    #[serde(default)]
+    pub age_ms: u64,
 }
 
 /// Counts of members by state.

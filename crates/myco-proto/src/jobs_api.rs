@@ -38,6 +38,41 @@ pub struct JobInfo {
     /// The spec of the current version, its `spore` pinned to the digest.
     #[schema(value_type = Object)]
     pub spec: JobSpec,
+    /// What may happen while the mesh is split: `allowed` or `never`.
+    #[serde(default)]
+    pub duplicates: String,
+    /// The rollout in progress, derived from the instance records (the
+    /// same on every node); `null` when every instance runs the current
+    /// version.
+    #[serde(default)]
+    pub rollout: Option<RolloutInfo>,
+}
+
+/// A job's rollout as `GET /v1/jobs` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct RolloutInfo {
+    /// The newest version the old instances run.
+    pub from_version: u64,
+    /// The version rolled out (the job's current one).
+    pub to_version: u64,
+    /// Slots replaced: their new instance proven healthy, or nothing to
+    /// replace.
+    pub done: u32,
+    /// Slots to replace (the job's `count`).
+    pub total: u32,
+    /// `rolling`; `reverting` once a new instance failed and `auto_revert`
+    /// brings the old version back; `halted` when it failed without
+    /// `auto_revert` (old instances keep serving).
+    pub state: String,
+    /// Slots by phase: `waiting` (old only), `starting` (new launching),
+    /// `proving` (new ready, not yet for `min_healthy_ms`).
+    pub waiting: u32,
+    /// See `waiting`.
+    pub starting: u32,
+    /// See `waiting`.
+    pub proving: u32,
+    /// Why it halted, when it did: the failing instance and its reason.
+    pub failure: Option<String>,
 }
 
 /// A slot placement cannot put anywhere.

@@ -198,6 +198,8 @@ mod tests {
             created_ms: 0,
             updated_ms: 0,
             spec,
+            duplicates: "allowed".into(),
+            rollout: None,
         }
     }
 

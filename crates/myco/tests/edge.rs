@@ -110,7 +110,7 @@ fn edge_routes_retries_and_answers_json_errors() {
     // A node dies with its instance: the edge of n1 keeps answering while
     // it still lists the dead instance (until n3 is seen down), retrying
     // each request that meets it on another instance.
-    let retries_before = metric(h.agent(0), "myco_edge_retries_total{job=\"echo\"}");
+    let retries_before = metric(h.agent(0), "myco_edge_retries_total{myco_job=\"echo\"}");
     let victim_dir = h.agent(2).dir.clone();
     h.kill(2);
     kill_procs_under(&victim_dir);
@@ -125,7 +125,7 @@ fn edge_routes_retries_and_answers_json_errors() {
         served > 0,
         "the route disappeared before any request was sent"
     );
-    let retries = metric(h.agent(0), "myco_edge_retries_total{job=\"echo\"}") - retries_before;
+    let retries = metric(h.agent(0), "myco_edge_retries_total{myco_job=\"echo\"}") - retries_before;
     assert!(retries >= 1.0, "{served} requests, none retried");
 
     // Nothing ready: 503 JSON that names the job.

@@ -158,8 +158,29 @@ fn prometheus_scrapes_every_node_and_every_rule_and_panel_evaluates() {
 
     let queries = grafana_queries();
     assert!(queries.len() >= 8, "only {} panel queries", queries.len());
+    assert!(
+        queries
+            .iter()
+            .any(|(q, _)| q.contains("myco_edge_request_duration")),
+        "no edge latency panel"
+    );
+    // Edge traffic through every node, kept up while the queries are
+    // tried, so the edge row's rates and quantiles have samples.
+    let edges: Vec<myco_client::Client> = h
+        .agents
+        .iter()
+        .map(|a| myco_client::Client::new(&format!("http://127.0.0.1:{}", a.edge)))
+        .collect();
+    let drive = || {
+        for e in &edges {
+            for _ in 0..5 {
+                let _ = e.raw("GET", "/hello/", &[], b"");
+            }
+        }
+    };
     // Rates need two scrapes in their window: wait until every query has data.
     wait_for("every Grafana panel query returning data", long, || {
+        drive();
         let mut empty = Vec::new();
         for (shown, expr) in &queries {
             if query(&base, expr)?.as_array().is_none_or(Vec::is_empty) {
@@ -170,6 +191,29 @@ fn prometheus_scrapes_every_node_and_every_rule_and_panel_evaluates() {
             .is_empty()
             .then_some(())
             .ok_or(format!("empty: {empty:?}"))
+    });
+
+    // The edge row sees hello's traffic: a rate above zero, a p99 that
+    // is a number.
+    wait_for("hello's edge rate and p99 in Prometheus", long, || {
+        drive();
+        let value = |expr: &str| -> Result<f64, String> {
+            let r = query(&base, expr)?;
+            r.as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["metric"]["myco_job"] == "hello")
+                .and_then(|x| x["value"][1].as_str()?.parse::<f64>().ok())
+                .ok_or(format!("{expr}: no hello in {r}"))
+        };
+        let rate = value("sum by (myco_job) (rate(myco_edge_requests_total[1m]))")?;
+        let p99 = value(
+            "histogram_quantile(0.99, sum by (myco_job, le) \
+             (rate(myco_edge_request_duration_seconds_bucket[1m])))",
+        )?;
+        (rate > 0.0 && p99.is_finite())
+            .then_some(())
+            .ok_or(format!("rate {rate}, p99 {p99}"))
     });
 
     // `solo` may run on n3 only and has no restart budget: once its process

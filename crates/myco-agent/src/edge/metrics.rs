@@ -162,9 +162,13 @@ impl EncodeMetric for LatencySnapshot {
     }
 }
 
+/// The job label is `myco_job`, as on every other family: Prometheus sets
+/// `job` (the scrape job) itself and would rename ours `exported_job`.
 fn job_label(job: &str) -> Labels {
-    vec![("job", job.to_string())]
+    vec![(JOB_LABEL, job.to_string())]
 }
+
+const JOB_LABEL: &str = "myco_job";
 
 /// Registers the edge's metrics for these jobs.
 pub fn register<'a>(r: &mut Registry, jobs: impl Iterator<Item = (&'a str, &'a JobMetrics)>) {
@@ -181,11 +185,14 @@ pub fn register<'a>(r: &mut Registry, jobs: impl Iterator<Item = (&'a str, &'a J
             .get_or_create(&job_label(job))
             .inc_by(load(&m.requests));
         for (i, c) in m.responses.iter().enumerate() {
-            let labels = vec![("job", job.to_string()), ("class", format!("{}xx", i + 1))];
+            let labels = vec![
+                (JOB_LABEL, job.to_string()),
+                ("class", format!("{}xx", i + 1)),
+            ];
             responses.get_or_create(&labels).inc_by(load(c));
         }
         for kind in UpstreamError::ALL {
-            let labels = vec![("job", job.to_string()), ("kind", kind.as_str().into())];
+            let labels = vec![(JOB_LABEL, job.to_string()), ("kind", kind.as_str().into())];
             errors
                 .get_or_create(&labels)
                 .inc_by(load(&m.errors[kind as usize]));
@@ -281,16 +288,18 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
         assert!(
-            out.contains(r#"myco_edge_requests_total{job="hello"} 1"#),
+            out.contains(r#"myco_edge_requests_total{myco_job="hello"} 1"#),
             "{out}"
         );
-        assert!(out.contains(r#"myco_edge_responses_total{job="hello",class="2xx"} 1"#));
-        assert!(out.contains(r#"myco_edge_responses_total{job="hello",class="5xx"} 1"#));
-        assert!(out.contains(r#"myco_edge_upstream_errors_total{job="hello",kind="connect"} 1"#));
-        assert!(out.contains(r#"myco_edge_retries_total{job="hello"} 1"#));
-        assert!(out.contains(r#"myco_edge_request_duration_seconds_count{job="hello"} 2"#));
+        assert!(out.contains(r#"myco_edge_responses_total{myco_job="hello",class="2xx"} 1"#));
+        assert!(out.contains(r#"myco_edge_responses_total{myco_job="hello",class="5xx"} 1"#));
         assert!(
-            out.contains(r#"myco_edge_request_duration_seconds_bucket{le="0.005",job="hello"} 1"#)
+            out.contains(r#"myco_edge_upstream_errors_total{myco_job="hello",kind="connect"} 1"#)
         );
+        assert!(out.contains(r#"myco_edge_retries_total{myco_job="hello"} 1"#));
+        assert!(out.contains(r#"myco_edge_request_duration_seconds_count{myco_job="hello"} 2"#));
+        assert!(out.contains(
+            r#"myco_edge_request_duration_seconds_bucket{le="0.005",myco_job="hello"} 1"#
+        ));
     }
 }

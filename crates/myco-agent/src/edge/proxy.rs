@@ -24,6 +24,7 @@ use super::rewrite::{self, PathOrWhole, REQUEST_ID};
 use super::routes::Routes;
 use super::tunnel;
 use crate::net::serve::ConnInfo;
+use tracing::Instrument;
 
 /// Largest request body read whole before sending, so that a connect
 /// failure can be retried on another instance.
@@ -77,7 +78,8 @@ fn random() -> u64 {
     })
 }
 
-fn fresh_id() -> String {
+/// A fresh request id: 32 hex digits (the API's requests use it too).
+pub(crate) fn fresh_id() -> String {
     format!("{:016x}{:016x}", random(), random())
 }
 
@@ -122,11 +124,22 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     }
 }
 
-/// The handler for every request on the edge.
-pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Response<Body> {
+/// The handler for every request on the edge. Everything it logs is in
+/// a span carrying the request id (the client's `X-Request-Id`, or a fresh
+/// one, which the upstream then receives too) and, once known, the job.
+pub async fn handle(State(edge): State<Arc<EdgeState>>, mut req: Request) -> Response<Body> {
+    let id = rewrite::request_id(req.headers_mut(), fresh_id);
+    let span = tracing::info_span!(
+        "edge",
+        request_id = id.to_str().unwrap_or_default(),
+        job = tracing::field::Empty
+    );
+    forward(edge, req).instrument(span).await
+}
+
+async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
     let started = Instant::now();
     let routes = edge.routes.load();
-    let mut req = req;
     let upgrade = tunnel::wanted(req.headers());
     let mut client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -143,7 +156,9 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         );
     };
     let job = target.job;
+    tracing::Span::current().record("job", job);
     let Some(entry) = routes.jobs.get(job) else {
+        tracing::debug!(job, "edge: no such job");
         return error(
             StatusCode::NOT_FOUND,
             &format!("no job {job:?} in the mesh; `myco jobs` lists them"),
@@ -168,6 +183,7 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         } else {
             format!("job {job:?} has no ready instance right now; retry shortly")
         };
+        tracing::debug!(job, "edge: no ready instance");
         return finish(
             m,
             started,

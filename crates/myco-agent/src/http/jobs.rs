@@ -9,11 +9,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use myco_core::jobs::placement::{self, Placement, Rejection, Slot};
+use myco_core::jobs::rollout::{self, Rollout, SlotPhase};
 use myco_proto::instance::InstanceState;
-use myco_proto::job::JobRecord;
+use myco_proto::job::{Duplicates, JobRecord};
 use myco_proto::jobs_api::{
     DeployChange, Deployed, JobInfo, JobVersionInfo, PendingSlot, PlanInfo, Rejected,
-    RevertRequest, ScaleRequest, SlotPlanInfo,
+    RevertRequest, RolloutInfo, ScaleRequest, SlotPlanInfo,
 };
 
 use super::ApiState;
@@ -84,6 +85,44 @@ pub fn info(rec: &JobRecord, inputs: &Inputs, placed: &Placement) -> JobInfo {
         created_ms: rec.created_ms,
         updated_ms: rec.updated_ms,
         spec: rec.spec.clone(),
+        duplicates: match rec.spec.duplicates {
+            Duplicates::Allowed => "allowed",
+            Duplicates::Never => "never",
+        }
+        .into(),
+        rollout: rollout::rollouts(
+            inputs.wall_ms,
+            &inputs.nodes,
+            std::slice::from_ref(rec),
+            &inputs.instances,
+        )
+        .job(rec.name())
+        .map(|r| rollout_info(r, rec.spec.count)),
+    }
+}
+
+/// The API view of a rollout: counts of slots by phase, derived on
+/// every read from the same function the nodes act on.
+pub fn rollout_info(r: &Rollout, count: u32) -> RolloutInfo {
+    let phase = |f: fn(&SlotPhase) -> bool| r.slots.iter().filter(|p| f(p)).count() as u32;
+    RolloutInfo {
+        from_version: r.from,
+        to_version: r.version,
+        done: r.replaced() as u32,
+        total: count,
+        state: match (&r.failure, r.auto_revert) {
+            (None, _) => "rolling",
+            (Some(_), true) => "reverting",
+            (Some(_), false) => "halted",
+        }
+        .into(),
+        waiting: phase(|p| matches!(p, SlotPhase::Waiting)),
+        starting: phase(|p| matches!(p, SlotPhase::Starting)),
+        proving: phase(|p| matches!(p, SlotPhase::Proving { .. })),
+        failure: r
+            .failure
+            .as_ref()
+            .map(|f| format!("{} (slot {}): {}", f.instance, f.slot, f.reason)),
     }
 }
 

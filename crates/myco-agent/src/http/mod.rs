@@ -23,7 +23,9 @@ mod metrics_cache;
 mod metrics_jobs;
 mod metrics_node;
 pub mod msg;
+pub mod node_load;
 pub mod openapi;
+pub mod request_id;
 pub mod routes;
 pub mod spores;
 pub mod sse;
@@ -85,6 +87,8 @@ pub struct ApiState {
     pub cache: Arc<crate::cache::Cache>,
     /// App messaging across the mesh.
     pub msg: Arc<crate::msg::Messaging>,
+    /// Every node's live CPU and memory use.
+    pub usage: Arc<crate::usage::Usage>,
 }
 
 /// Builds the router.
@@ -180,5 +184,7 @@ pub fn router(state: ApiState) -> Router {
             state.front.hosts.clone(),
             guard::guard,
         ))
+        // Around everything, refusals included: each answer names its request.
+        .layer(middleware::from_fn(request_id::layer))
         .with_state(state)
 }

@@ -2,7 +2,7 @@
 //! injection, and the seed systems' paths (`/mesh/*`, `/api/*`): all
 //! answered from the mesh loop's latest [`Snapshot`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use axum::Json;
@@ -10,16 +10,25 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use myco_core::{MemberState, MemberView};
-use myco_proto::MYCO_VERSION;
-use myco_proto::api::{MemberCounts, NodeInfo, PeerAdd, Resources, Status};
+use myco_proto::api::{MemberCounts, NodeInfo, NodeUsage, PeerAdd, Resources, Status};
+use myco_proto::{MYCO_VERSION, NodeId};
 use serde_json::json;
 
 use super::ApiState;
 use super::errors::HttpError;
+use super::node_load;
+use crate::jobs::workflow::Inputs;
 use crate::mesh::Snapshot;
 
 /// Converts a member view into its API form.
-pub fn node_info(m: &MemberView, snap: &Snapshot) -> NodeInfo {
+/// `allocated` is the node's entry of [`node_load::allocated_by_node`],
+/// `usage` its latest report ([`crate::usage`]).
+pub fn node_info(
+    m: &MemberView,
+    snap: &Snapshot,
+    allocated: Resources,
+    usage: Option<NodeUsage>,
+) -> NodeInfo {
     let manifest = m.manifest.as_ref();
     NodeInfo {
         id: m.peer.id.to_string(),
@@ -33,7 +42,7 @@ pub fn node_info(m: &MemberView, snap: &Snapshot) -> NodeInfo {
                 memory_mb: m.capacity.memory_mb,
             })
             .unwrap_or_default(),
-        allocated: Resources::default(),
+        allocated,
         api: manifest.and_then(|m| m.api_addr.clone()),
         edge: manifest.and_then(|m| m.edge_addr.clone()),
         version: manifest.map(|m| m.version.clone()),
@@ -43,15 +52,39 @@ pub fn node_info(m: &MemberView, snap: &Snapshot) -> NodeInfo {
         } else {
             snap.at.since(m.since).as_millis() as u64
         },
+        usage,
     }
 }
 
 /// Every member, sorted by name then id, so that every node (and the
 /// dashboard on each) lists the mesh in the same order.
-fn all_nodes(s: &Snapshot) -> Vec<NodeInfo> {
-    let mut nodes: Vec<NodeInfo> = s.members.iter().map(|m| node_info(m, s)).collect();
+/// Waits (briefly, see [`crate::usage::Usage::of_all`]) for the live
+/// members' use.
+async fn all_nodes(st: &ApiState, s: &Snapshot) -> Vec<NodeInfo> {
+    let alloc = allocations(st);
+    let up: Vec<NodeId> = s
+        .members
+        .iter()
+        .filter(|m| matches!(m.state, MemberState::Alive | MemberState::Suspect))
+        .map(|m| m.peer.id)
+        .collect();
+    let mut usage = st.usage.of_all(&up).await;
+    let mut nodes: Vec<NodeInfo> = s
+        .members
+        .iter()
+        .map(|m| {
+            let a = alloc.get(&m.peer.id).copied().unwrap_or_default();
+            node_info(m, s, a, usage.remove(&m.peer.id))
+        })
+        .collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     nodes
+}
+
+/// What the instances in the replicated tables reserve, by node.
+fn allocations(st: &ApiState) -> BTreeMap<NodeId, Resources> {
+    let inputs = Inputs::read(&st.mesh);
+    node_load::allocated_by_node(&inputs.jobs, &inputs.instances)
 }
 
 fn counts(s: &Snapshot) -> MemberCounts {
@@ -69,7 +102,12 @@ fn counts(s: &Snapshot) -> MemberCounts {
 
 fn status_of(s: &ApiState, snap: &Snapshot) -> Status {
     Status {
-        node: node_info(&snap.members[0], snap),
+        node: node_info(
+            &snap.members[0],
+            snap,
+            allocations(s).get(&snap.me.id).copied().unwrap_or_default(),
+            s.usage.own(),
+        ),
         cluster: counts(snap),
         cluster_key_id: snap.key_id.to_string(),
         uptime_s: s.started.elapsed().as_secs(),
@@ -111,7 +149,7 @@ pub async fn status(State(s): State<ApiState>) -> Json<StatusWithCgroups> {
 /// `GET /v1/nodes`, `GET /api/nodes`.
 #[utoipa::path(get, path = "/v1/nodes", tag = "node", responses((status = 200, body = Vec<NodeInfo>)))]
 pub async fn nodes(State(s): State<ApiState>) -> Json<Vec<NodeInfo>> {
-    Json(all_nodes(&s.mesh.snapshot()))
+    Json(all_nodes(&s, &s.mesh.snapshot()).await)
 }
 
 /// `GET /v1/nodes/{id or name}`.
@@ -120,7 +158,8 @@ pub async fn node(
     State(s): State<ApiState>,
     Path(key): Path<String>,
 ) -> Result<Json<NodeInfo>, HttpError> {
-    all_nodes(&s.mesh.snapshot())
+    all_nodes(&s, &s.mesh.snapshot())
+        .await
         .into_iter()
         .find(|n| n.id == key || n.name == key)
         .map(Json)
@@ -135,7 +174,8 @@ pub async fn node(
 #[utoipa::path(get, path = "/v1/peers", tag = "node", responses((status = 200, body = Vec<NodeInfo>)))]
 pub async fn peers(State(s): State<ApiState>) -> Json<Vec<NodeInfo>> {
     Json(
-        all_nodes(&s.mesh.snapshot())
+        all_nodes(&s, &s.mesh.snapshot())
+            .await
             .into_iter()
             .filter(|n| !n.is_self)
             .collect(),

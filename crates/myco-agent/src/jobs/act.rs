@@ -12,6 +12,8 @@ use myco_proto::api::ApiEvent;
 use myco_proto::instance::{Exit, InstanceRecord, InstanceState};
 use myco_proto::job::JobRecord;
 
+use tracing::Instrument;
+
 use super::JobsShared;
 use super::runtime::{Done, Runtime};
 use crate::exec::executor::{self, SpawnJob};
@@ -48,7 +50,10 @@ impl Runtime {
     fn revert(&self, job: String, from: u64, to: u64) {
         let (mesh, shared) = (self.mesh.clone(), self.shared.clone());
         tokio::spawn(async move {
-            match super::workflow::auto_revert(&mesh, &job, from, to).await {
+            match super::workflow::auto_revert(&mesh, &job, from, to)
+                .in_current_span()
+                .await
+            {
                 Ok(true) => {
                     JobsShared::count(&shared.stats.reverts_written);
                     tracing::info!(%job, from, to, "rollout reverted: version {to} is current again");
@@ -59,7 +64,28 @@ impl Runtime {
         });
     }
 
+    /// The span an action on one instance runs in: what it logs, and the
+    /// tasks it starts, carry the job and the instance.
+    fn span_for(&self, action: &JobAction) -> tracing::Span {
+        let of = |id: &str| self.job_of.get(id).cloned().unwrap_or_default();
+        let (job, instance) = match action {
+            JobAction::Spawn { id, job, .. } => (job.spec.name.clone(), id.as_str()),
+            JobAction::Probe { id } | JobAction::Kill { id, .. } | JobAction::Release { id } => {
+                (of(id), id.as_str())
+            }
+            JobAction::Write { record } => (record.job.clone(), record.id.as_str()),
+            JobAction::Delete { job, id } => (job.clone(), id.as_str()),
+            JobAction::Revert { job, .. } => (job.clone(), ""),
+        };
+        tracing::info_span!("instance", job, instance)
+    }
+
     async fn act(&mut self, action: JobAction) {
+        let span = self.span_for(&action);
+        self.act_in(action).instrument(span).await
+    }
+
+    async fn act_in(&mut self, action: JobAction) {
         match action {
             JobAction::Spawn { id, slot, job } => self.spawn(id, slot, job),
             JobAction::Probe { id } => self.probe(id),
@@ -117,26 +143,41 @@ impl Runtime {
             limits: *self.spores.store().limits(),
         };
         let (spores, done) = (self.spores.clone(), self.done.clone());
-        tokio::spawn(async move {
-            let result = async {
-                let path = spores
-                    .open(job.digest())
-                    .await
-                    .map_err(|e| format!("spore {}: {e}", job.digest()))?;
-                tokio::task::spawn_blocking(move || work.run(&path))
-                    .await
-                    .map_err(|e| format!("spawn task failed: {e}"))?
-                    .map(Box::new)
-                    .map_err(|e| e.to_string())
+        tokio::spawn(
+            async move {
+                let result = async {
+                    let path = spores
+                        .open(job.digest())
+                        .await
+                        .map_err(|e| format!("spore {}: {e}", job.digest()))?;
+                    let span = tracing::Span::current();
+                    tokio::task::spawn_blocking(move || span.in_scope(|| work.run(&path)))
+                        .await
+                        .map_err(|e| format!("spawn task failed: {e}"))?
+                        .map(Box::new)
+                        .map_err(|e| e.to_string())
+                }
+                .await;
+                let _ = done.send(Done::Spawned { id, job, result }).await;
             }
-            .await;
-            let _ = done.send(Done::Spawned { id, job, result }).await;
-        });
+            .in_current_span(),
+        );
     }
 
     /// A spawn finished: the process is watched, its address set, and the
     /// controller told; a kill that came meanwhile is carried out now.
     pub(super) async fn on_done(&mut self, done: Done) {
+        let (job, instance) = match &done {
+            Done::Spawned { id, job, .. } => (job.spec.name.clone(), id.clone()),
+            Done::Probed { id, .. } => {
+                (self.job_of.get(id).cloned().unwrap_or_default(), id.clone())
+            }
+        };
+        let span = tracing::info_span!("instance", job, instance);
+        self.on_done_in(done).instrument(span).await
+    }
+
+    async fn on_done_in(&mut self, done: Done) {
         match done {
             Done::Spawned { id, job, result } => {
                 let kill = self.spawning.remove(&id).flatten();
@@ -144,9 +185,12 @@ impl Runtime {
                     Ok(launched) => {
                         let child = self.exec.started(&job.spec.name, *launched);
                         self.exits.watch_child(id.clone(), child);
-                        if let Some(addr) = self.exec.addr_of(&id) {
+                        let addr = self.exec.addr_of(&id);
+                        if let Some(addr) = addr {
                             self.ctl.set_addr(&id, addr);
                         }
+                        // In the instance's span: job and instance ride along.
+                        tracing::info!(addr = ?addr, "instance started");
                         self.event(&id, ProcessEvent::Started);
                         if let Some(grace) = kill {
                             self.kill(&id, grace);
@@ -195,10 +239,13 @@ impl Runtime {
             return;
         };
         let done = self.done.clone();
-        tokio::spawn(async move {
-            let result = executor::run_probe(prober, kind, timeout, port, dir).await;
-            let _ = done.send(Done::Probed { id, result }).await;
-        });
+        tokio::spawn(
+            async move {
+                let result = executor::run_probe(prober, kind, timeout, port, dir).await;
+                let _ = done.send(Done::Probed { id, result }).await;
+            }
+            .in_current_span(),
+        );
     }
 
     /// SIGTERM, SIGKILL after `grace`; the exit comes back through the
@@ -214,10 +261,13 @@ impl Runtime {
             return;
         };
         let id = id.to_owned();
-        tokio::spawn(async move {
-            let outcome = executor::stop(&running, grace).await;
-            tracing::debug!(instance = %id, ?outcome, "instance stopped");
-        });
+        tokio::spawn(
+            async move {
+                let outcome = executor::stop(&running, grace).await;
+                tracing::debug!(instance = %id, ?outcome, "instance stopped");
+            }
+            .in_current_span(),
+        );
     }
 
     /// The controller forgot the instance: port back to the pool, cgroup
@@ -230,16 +280,19 @@ impl Runtime {
         let (running, cgroup) = self.exec.release(id);
         let data_dir = self.exec.data_dir().to_path_buf();
         let id = id.to_owned();
-        tokio::spawn(async move {
-            if let Some(r) = &running {
-                tracing::warn!(instance = %id, "released while running: stopping it");
-                executor::stop(r, Duration::ZERO).await;
+        tokio::spawn(
+            async move {
+                if let Some(r) = &running {
+                    tracing::warn!(instance = %id, "released while running: stopping it");
+                    executor::stop(r, Duration::ZERO).await;
+                }
+                let _ = tokio::task::spawn_blocking(move || {
+                    executor::cleanup(&data_dir, &id, cgroup.as_ref())
+                })
+                .await;
             }
-            let _ = tokio::task::spawn_blocking(move || {
-                executor::cleanup(&data_dir, &id, cgroup.as_ref())
-            })
-            .await;
-        });
+            .in_current_span(),
+        );
     }
 
     async fn write(&mut self, record: InstanceRecord) {

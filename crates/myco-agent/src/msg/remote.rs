@@ -33,7 +33,11 @@ pub(super) async fn announce(msg: Weak<Messaging>) {
         let Some(m) = msg.upgrade() else {
             return;
         };
-        let topics = lock(&m.local).topics();
+        // Every node subscribes to the usage topics, and a publish goes to
+        // every live peer anyway: announcing them would only cost each node
+        // a message to every peer every second.
+        let mut topics = lock(&m.local).topics();
+        topics.retain(|t| !crate::usage::is_internal(t));
         if !topics.is_empty() || topics != last {
             let message = MsgMessage::Topics {
                 from: m.addr,

@@ -83,9 +83,59 @@ try:
         fail(f"nodes not listed by name: {order}")
     if row("jobs", "hello")[1] != "2 / 2":
         fail(f"hello shows {row('jobs', 'hello')}, want 2 / 2 ready")
+    # Live use from every node (each measures its own; the page's node
+    # asks the others), and the allocation of the instances running.
+    until("every node's live CPU and memory use", 15, lambda: all(
+        "cores" in row("nodes", n)[4] and "MiB" in row("nodes", n)[5] for n in ("n1", "n2", "n3")))
+    alloc = [row("nodes", n)[6] for n in ("n1", "n2", "n3")]
+    if all(a.startswith("0.00 /") for a in alloc):
+        fail(f"no node shows cpu allocated to its instances: {alloc}")
+    if row("jobs", "hello")[4] != "allowed":
+        fail(f"hello's duplicate mode not shown: {row('jobs', 'hello')}")
     os.makedirs(os.path.dirname(shot), exist_ok=True)
     d.save_screenshot(shot)
     print("screenshot:", shot)
+
+    # On a phone: the page fits the screen's width (wide tables scroll in
+    # their own box), and a screenshot shows it.
+    d.set_window_size(390, 844)
+    until("the phone layout", 5, lambda: d.execute_script("return window.innerWidth") <= 390)
+    over = d.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    if over > 1:
+        fail(f"the page is {over} px wider than a phone's screen")
+    phone = shot.replace(".png", "-phone.png")
+    d.save_screenshot(phone)
+    print("phone screenshot:", phone)
+    d.set_window_size(1400, 1000)
+
+    # With the keyboard alone: Tab reaches the job buttons and the
+    # instance rows, focus is visible, Enter on a row opens its log tail,
+    # Escape closes it.
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+    d.execute_script("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    reached, outline = set(), True
+    for _ in range(60):
+        ActionChains(d).send_keys(Keys.TAB).perform()
+        info = d.execute_script("""const e = document.activeElement, cs = getComputedStyle(e);
+            return [e.tagName, e.dataset.scale ? 'scale' : e.dataset.inst ? 'instance' : '',
+                    cs.outlineStyle !== 'none' && parseFloat(cs.outlineWidth) > 0]""")
+        if info[1]:
+            reached.add(info[1])
+            outline = outline and info[2]
+        if reached == {"scale", "instance"}:
+            break
+    if reached != {"scale", "instance"}:
+        fail(f"Tab reached only {reached} of the scale buttons and instance rows")
+    if not outline:
+        fail("keyboard focus is not visible (no outline)")
+    ActionChains(d).send_keys(Keys.ENTER).perform()
+    until("the log tail opened from the keyboard", 5,
+          lambda: d.execute_script("return document.getElementById('logs').className") == "on")
+    ActionChains(d).send_keys(Keys.ESCAPE).perform()
+    until("the log tail closed by Escape", 5,
+          lambda: d.execute_script("return document.getElementById('logs').className") == "")
+    print("keyboard: buttons and rows reachable, focus visible, Enter opens logs")
 
     # A node killed while the page is open turns down, with no reload.
     d.execute_script("window.__same_page = 1")

@@ -88,8 +88,9 @@ impl Agent {
         for k in MYCO_ENV {
             cmd.env_remove(k);
         }
-        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        // A test's own `RUST_LOG` (from `with_env`) wins over the default.
         cmd.env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
