@@ -91,7 +91,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let id = datadir::node_id_of(&signing);
     crate::log_identity::set(&id.to_string(), &settings.name);
 
-    let manifest = NodeManifest {
+    let mut manifest = NodeManifest {
         format: NodeManifest::FORMAT,
         id,
         boot,
@@ -104,6 +104,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
         version: MYCO_VERSION.to_string(),
         key_id: keys.primary_id().to_string(),
     };
+    crate::exec::microvm::tag_manifest(&mut manifest.tags);
     manifest.validate().context("node name and tags")?;
 
     let socket = UdpSocket::bind(settings.bind).await.with_context(|| {

@@ -17,6 +17,7 @@ mod job_cmd;
 mod logfmt;
 mod peer;
 mod spore_cmd;
+mod spore_microvm;
 mod systemd;
 mod table;
 

@@ -51,6 +51,9 @@ pub struct JobsConfig {
     /// How long an instance replaced by a rollout drains before it is
     /// stopped (`MYCO_DRAIN_MS`).
     pub drain: std::time::Duration,
+    /// Whether and how this node runs microVM instances (`MYCO_MICROVM`,
+    /// `MYCO_QEMU`; see `exec::microvm`). Not detected by default.
+    pub microvm: std::sync::Arc<crate::exec::microvm::MicroVmSupport>,
 }
 
 impl Default for JobsConfig {
@@ -61,6 +64,7 @@ impl Default for JobsConfig {
             logs: crate::exec::LogLimits::default(),
             settle: myco_core::jobs::reconcile::DEFAULT_SETTLE,
             drain: myco_core::jobs::controller::DEFAULT_DRAIN,
+            microvm: std::sync::Arc::new(crate::exec::microvm::MicroVmSupport::undetected()),
         }
     }
 }
@@ -119,6 +123,10 @@ impl JobsConfig {
                 }
             };
         }
+        c.microvm = std::sync::Arc::new(crate::exec::microvm::MicroVmSupport::detect(
+            var("MYCO_MICROVM").as_deref(),
+            var("MYCO_QEMU").as_deref(),
+        ));
         if let Some(v) = var("MYCO_CGROUP_PARENT") {
             c.cgroups.parent = v;
         }

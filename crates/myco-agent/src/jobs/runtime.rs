@@ -182,7 +182,8 @@ async fn run(parts: RuntimeParts, shared: Arc<JobsShared>, cgroups: Arc<CgroupSu
         spores,
         shared,
         ctl,
-        exec: Executor::new(data_dir, cgroups, me.addr.ip(), config.ports.clone()),
+        exec: Executor::new(data_dir, cgroups, me.addr.ip(), config.ports.clone())
+            .with_microvm(config.microvm.clone()),
         exits: Exits::new(EXIT_QUEUE),
         clock: Clock::start(),
         me: me.id,
