@@ -193,7 +193,14 @@ fn push_vm_spore(h: &Harness, a: &Agent, root: &Path, init: &Path, kernel: &Path
         s(&out),
     ];
     ok(&myco(&pack), "myco spore pack --microvm-kernel");
-    ok(&cli(a, &["spore", "push", s(&out)]), "myco spore push");
+    // The kernel makes it a 15 MB spore: more than the CLI's timeout
+    // allows on a loaded machine, so the client gets a longer one.
+    let file = fs::File::open(&out).unwrap();
+    a.client()
+        .clone()
+        .with_timeout(Duration::from_secs(180))
+        .spore_push(file)
+        .expect("pushing the microVM spore");
 }
 
 fn deploy(h: &Harness, a: &Agent) {
