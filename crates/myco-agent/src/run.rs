@@ -131,7 +131,7 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
     }
     settings.api = api_listener.local_addr().context("the API's port")?;
     settings.edge = edge_listener.local_addr().context("the edge's port")?;
-    let manifest = NodeManifest {
+    let mut manifest = NodeManifest {
         format: NodeManifest::FORMAT,
         id,
         boot,
@@ -145,6 +145,7 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
         key_id: keys.primary_id().to_string(),
         speaks: myco_proto::compat::THIS_BUILD,
     };
+    crate::exec::microvm::tag_manifest(&mut manifest.tags);
     manifest.validate().context("node name and tags")?;
 
     let store_path = dir.path().join(STORE_FILE);

@@ -5,7 +5,7 @@
 //! Parsing refuses unknown fields everywhere and fills in the defaults a
 //! user would expect (Nomad's where Nomad has one): `count = 1`,
 //! `strategy = "spread"`, `driver = "exec"`, `duplicates = "allowed"`,
-//! `cpu_milli = 100`, `memory_mb = 64`, `pids = 256`, restart 2 attempts per
+//! `cpu_milli = 100`, `memory_mb = 64`, `pids = 256`, `vcpus = 1`, restart 2 attempts per
 //! 30 min with a 15 s first delay doubling (`backoff = 2`) up to 5 min, `kill_timeout_ms =
 //! 5000`, health every 10 s with a 1 s timeout, healthy after 1 success,
 //! unhealthy after 3 failures; `[update] max_parallel = 1, min_healthy_ms =
@@ -104,7 +104,24 @@ pub enum Driver {
     /// A native process group, in cgroups where the kernel allows.
     #[default]
     Exec,
+    /// A QEMU microVM (KVM) booting the spore's kernel and initramfs; the
+    /// QEMU process is the instance's process. Only nodes whose manifest
+    /// carries [`MICROVM_TAG`] can run it.
+    Microvm,
 }
+
+/// The manifest tag a node sets (to the hypervisor it found) when it can
+/// run [`Driver::Microvm`] instances: `/dev/kvm` usable and QEMU present.
+/// A tag rather than a manifest field, so the manifest's wire format (and
+/// older nodes reading it) stay as they are.
+pub const MICROVM_TAG: &str = "myco.microvm";
+
+/// Memory a microVM instance takes besides its guest's, reserved by
+/// placement and added to its cgroup limit: QEMU's own resident memory
+/// (device model, slirp, its heap, under TCG its translation cache);
+/// `bench/microvm/bench.sh` measured 166 MiB resident for a 96 MiB guest
+/// under TCG (70 MiB over), so 96 leaves room.
+pub const MICROVM_OVERHEAD_MB: u32 = 96;
 
 /// What may happen while the mesh is split.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +147,9 @@ pub struct Resources {
     /// Most processes and threads the instance may have.
     #[serde(default = "defaults::pids")]
     pub pids: u32,
+    /// Virtual CPUs of a microVM (`driver = "microvm"`); unused by `exec`.
+    #[serde(default = "defaults::vcpus")]
+    pub vcpus: u32,
 }
 
 impl Default for Resources {
@@ -138,6 +158,7 @@ impl Default for Resources {
             cpu_milli: defaults::cpu_milli(),
             memory_mb: defaults::memory_mb(),
             pids: defaults::pids(),
+            vcpus: defaults::vcpus(),
         }
     }
 }
@@ -295,6 +316,17 @@ impl JobSpec {
         Ok(spec)
     }
 
+    /// What placement and the node reserve for one instance: the job's
+    /// `[resources]`, with QEMU's own memory added for a microVM (whose
+    /// guest gets all of `memory_mb`).
+    pub fn reserved(&self) -> Resources {
+        let mut r = self.resources;
+        if self.driver == Driver::Microvm {
+            r.memory_mb = r.memory_mb.saturating_add(MICROVM_OVERHEAD_MB);
+        }
+        r
+    }
+
     /// The spec as JSON, the form the API answers with.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("job specs always encode")
@@ -314,6 +346,9 @@ mod defaults {
     }
     pub(super) fn pids() -> u32 {
         256
+    }
+    pub(super) fn vcpus() -> u32 {
+        1
     }
     pub(super) fn kill_timeout_ms() -> u64 {
         5_000

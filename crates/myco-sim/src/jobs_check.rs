@@ -29,7 +29,7 @@ type Live<'a> = BTreeMap<(String, u32), Vec<(usize, &'a str, u64)>>;
 pub(crate) fn safety(procs: &Procs, shapes: &[Shape]) -> Option<(ViolationKind, String)> {
     let mut used: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
     for ((node, id), p) in procs.map.iter().filter(|(_, p)| p.alive) {
-        let r = p.job.spec.resources;
+        let r = p.job.spec.reserved();
         let u = used.entry(*node).or_default();
         u.0 += u64::from(r.cpu_milli);
         u.1 += u64::from(r.memory_mb);

@@ -9,6 +9,7 @@
 //! - [`inspect`] shows the manifest without trusting it.
 //! - [`verify`] checks everything in one streaming pass.
 //! - [`extract`] verifies, then unpacks safely.
+//! - [`write_initramfs`] makes the initramfs of a microVM spore.
 //!
 //! The crate is pure: no clock reads, no randomness, no network. Callers
 //! pass the creation time and key material.
@@ -20,6 +21,7 @@ mod entry;
 mod error;
 mod extract;
 mod hashio;
+mod initramfs;
 mod keys;
 mod manifest;
 mod pack;
@@ -32,11 +34,12 @@ mod tests;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use error::{KeyError, PackError, SporeError};
 pub use extract::extract;
+pub use initramfs::{MAX_INITRAMFS_FILE, write_initramfs};
 pub use keys::{
     check_public_key, parse_public_key, public_key_path, read_public_key, read_signing_key,
     write_keypair,
 };
-pub use manifest::{Health, Manifest, Resources};
+pub use manifest::{Health, Manifest, MicroVm, Resources};
 pub use pack::{PackInfo, PackMeta, pack};
 pub use verify::{Inspected, Limits, Verified, inspect, verify};
 

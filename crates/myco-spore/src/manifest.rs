@@ -34,6 +34,12 @@ pub struct Manifest {
     /// How to check that the workload is healthy, if at all.
     #[serde(default)]
     pub health: Option<Health>,
+    /// Present on a microVM spore: the payload holds a kernel and an
+    /// initramfs, `command` and `args` are what the guest's `/init` runs
+    /// (after `--` on the kernel command line). Absent (and not written)
+    /// on a process spore, so those keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub microvm: Option<MicroVm>,
     /// Creation time, unix seconds, as given by the packer's caller.
     pub created_at: u64,
     /// Lowercase hex SHA-256 of the compressed payload bytes.
@@ -42,6 +48,15 @@ pub struct Manifest {
     pub payload_size: u64,
     /// Lowercase hex of the publisher's Ed25519 public key (32 bytes).
     pub publisher: String,
+}
+
+/// What a microVM spore boots: paths in the payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MicroVm {
+    /// The guest kernel (a `bzImage`, e.g. Debian's `/boot/vmlinuz-*`).
+    pub kernel: String,
+    /// The root file system, an initramfs (cpio) with `/init`.
+    pub initrd: String,
 }
 
 /// Resources requested by a workload.
@@ -116,6 +131,25 @@ impl Manifest {
         }
         if !is_lower_hex(&self.publisher, 64) {
             return Err("publisher must be 64 lowercase hex characters".into());
+        }
+        if let Some(vm) = &self.microvm {
+            for (what, path) in [
+                ("microvm.kernel", &vm.kernel),
+                ("microvm.initrd", &vm.initrd),
+            ] {
+                let rel = std::path::Path::new(path);
+                let plain = rel
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+                if path.is_empty() || !plain {
+                    return Err(format!("{what} must be a relative path in the payload"));
+                }
+            }
+            if !self.command.starts_with('/') {
+                return Err(
+                    "a microVM spore's command is a path in the guest, starting with `/`".into(),
+                );
+            }
         }
         if let Some(h) = &self.health {
             if h.interval_ms == 0 {

@@ -16,7 +16,7 @@ use crate::container::write_head;
 use crate::entry::{Kind, SafeEntry, Tree, check_symlink_target};
 use crate::error::PackError;
 use crate::hashio::{ExactReader, HashingWriter, SIZE_CHANGED, digest_string};
-use crate::manifest::{Health, Manifest, Resources};
+use crate::manifest::{Health, Manifest, MicroVm, Resources};
 
 /// zstd level: fast enough for large payloads. Not part of the format.
 const ZSTD_LEVEL: i32 = 3;
@@ -39,6 +39,8 @@ pub struct PackMeta {
     pub resources: Resources,
     /// Optional health check.
     pub health: Option<Health>,
+    /// Set for a microVM spore: the kernel and initramfs in `src`.
+    pub microvm: Option<MicroVm>,
     /// Creation time in unix seconds; passed in so packing is reproducible.
     pub created_at: u64,
 }
@@ -77,6 +79,7 @@ pub fn pack(
         env: meta.env,
         resources: meta.resources,
         health: meta.health,
+        microvm: meta.microvm,
         created_at: meta.created_at,
         // Placeholder, so the metadata is validated before compressing.
         payload_sha256: "0".repeat(64),
@@ -90,7 +93,16 @@ pub fn pack(
         tree.add(&s.entry)
             .map_err(|why| unsafe_source(&s.abs, why))?;
     }
-    if !manifest.command.starts_with('/') && !tree.has_command(&manifest.command) {
+    if let Some(vm) = &manifest.microvm {
+        for path in [&vm.kernel, &vm.initrd] {
+            if !tree.has_command(path) {
+                return Err(PackError::BadMeta(format!(
+                    "microVM file `{path}` is not a file in {}",
+                    src.display()
+                )));
+            }
+        }
+    } else if !manifest.command.starts_with('/') && !tree.has_command(&manifest.command) {
         return Err(PackError::BadMeta(format!(
             "command `{}` is not a file in {}",
             manifest.command,

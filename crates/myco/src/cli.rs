@@ -268,6 +268,15 @@ pub enum SporeCmd {
         /// Output file [default: NAME-VERSION.spore].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Make a microVM spore (`driver = "microvm"`): boot this kernel
+        /// (e.g. /boot/vmlinuz-*) with PATH (a directory) as its initramfs;
+        /// --cmd is then the guest program, run by --microvm-init.
+        #[arg(long, requires = "microvm_init")]
+        microvm_kernel: Option<PathBuf>,
+        /// The guest's /init (a script or static binary) for --microvm-kernel:
+        /// it sets up the guest and runs its arguments (the spore's command).
+        #[arg(long, requires = "microvm_kernel")]
+        microvm_init: Option<PathBuf>,
     },
     /// Show a spore's manifest without trusting it.
     Inspect {

@@ -18,6 +18,7 @@ mod job_cmd;
 mod logfmt;
 mod peer;
 mod spore_cmd;
+mod spore_microvm;
 mod systemd;
 mod table;
 

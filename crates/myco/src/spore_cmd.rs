@@ -37,6 +37,8 @@ pub fn spore(client: impl Fn(Conn) -> anyhow::Result<Client>, cmd: SporeCmd) -> 
             env,
             key,
             out,
+            microvm_kernel,
+            microvm_init,
         } => {
             let env: BTreeMap<String, String> = env
                 .iter()
@@ -51,7 +53,7 @@ pub fn spore(client: impl Fn(Conn) -> anyhow::Result<Client>, cmd: SporeCmd) -> 
             let created_at = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_secs();
-            let meta = PackMeta {
+            let mut meta = PackMeta {
                 name,
                 version,
                 command: cmd,
@@ -60,6 +62,15 @@ pub fn spore(client: impl Fn(Conn) -> anyhow::Result<Client>, cmd: SporeCmd) -> 
                 created_at,
                 ..PackMeta::default()
             };
+            // A microVM spore packs a staging directory (kernel and
+            // initramfs made from PATH), removed when this scope ends.
+            let staged = match (&microvm_kernel, &microvm_init) {
+                (Some(kernel), Some(init)) => Some(crate::spore_microvm::stage(
+                    &path, kernel, init, &out, &mut meta,
+                )?),
+                _ => None,
+            };
+            let path = staged.as_ref().map_or(path, |s| s.dir().to_path_buf());
             let tmp = out.with_extension("spore.tmp");
             if let (Ok(src), Ok(dest)) = (path.canonicalize(), std::path::absolute(&tmp))
                 && dest.starts_with(&src)

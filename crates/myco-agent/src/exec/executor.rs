@@ -16,11 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use myco_proto::job::JobRecord;
+use myco_proto::job::{Driver, JobRecord};
 use myco_spore::{Limits, VerifyingKey};
 
 use super::cgroup::{CgroupSupport, InstanceCgroup, ResourceLimits};
 use super::instance_dir;
+use super::microvm::{self, MicroVmSupport};
 use super::process::{self, ExitKind, Exits, LaunchSpec, Launched, StopTarget};
 use super::record::InstanceRecord;
 use super::{ExecError, PortPool, ProbeKind, ProbeResult, Prober};
@@ -66,6 +67,8 @@ pub struct SpawnJob {
     pub trusted: Vec<VerifyingKey>,
     /// Spore limits of the store.
     pub limits: Limits,
+    /// How this node runs microVMs, for `driver = "microvm"` jobs.
+    pub microvm: Arc<MicroVmSupport>,
 }
 
 impl SpawnJob {
@@ -86,6 +89,14 @@ impl SpawnJob {
         // The job's environment wins over the spore's.
         let mut env = manifest.env.clone();
         env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        if spec.driver == Driver::Microvm {
+            // The guest gets the environment; QEMU is the process.
+            argv = self.microvm_argv(manifest, &argv, &env)?;
+        } else if manifest.microvm.is_some() {
+            return Err(ExecError::MicroVm(
+                "the spore is a microVM spore: run it with driver = \"microvm\"".into(),
+            ));
+        }
         let launch = LaunchSpec {
             instance: self.id.clone(),
             job: spec.name.clone(),
@@ -98,12 +109,42 @@ impl SpawnJob {
             env,
             port: self.port,
             limits: ResourceLimits {
-                memory_bytes: Some(u64::from(spec.resources.memory_mb) << 20),
+                // A microVM's QEMU needs its own memory on top of the guest's.
+                memory_bytes: Some(u64::from(spec.reserved().memory_mb) << 20),
                 cpu_milli: Some(spec.resources.cpu_milli),
                 pids: Some(spec.resources.pids),
             },
         };
         process::spawn(launch, &self.cgroups)
+    }
+
+    /// QEMU's command line for a microVM instance: `argv` and `env` go to
+    /// the guest, with `PORT` and `MYCO_*` as a process gets them.
+    fn microvm_argv(
+        &self,
+        manifest: &myco_spore::Manifest,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, ExecError> {
+        let Some(vm) = &manifest.microvm else {
+            return Err(ExecError::MicroVm(
+                "driver = \"microvm\" needs a microVM spore (myco spore pack --microvm-kernel)"
+                    .into(),
+            ));
+        };
+        let mut env = env.clone();
+        env.insert("PORT".into(), self.port.to_string());
+        env.insert("MYCO_JOB".into(), self.job.spec.name.clone());
+        env.insert("MYCO_INSTANCE".into(), self.id.clone());
+        env.insert("MYCO_NODE".into(), self.node.clone());
+        let boot = microvm::Boot {
+            vm,
+            argv,
+            env: &env,
+            spec: &self.job.spec,
+            port: self.port,
+        };
+        microvm::qemu_argv(&self.microvm, &boot)
     }
 }
 
@@ -146,6 +187,7 @@ pub struct Executor {
     /// exit (a restart in place takes it over), and release removes it.
     cgroup_of: BTreeMap<String, InstanceCgroup>,
     prober: Prober,
+    microvm: Arc<MicroVmSupport>,
 }
 
 impl Executor {
@@ -166,7 +208,19 @@ impl Executor {
             running: BTreeMap::new(),
             cgroup_of: BTreeMap::new(),
             prober: Prober::new(PROBE_CONCURRENCY),
+            microvm: Arc::new(MicroVmSupport::undetected()),
         }
+    }
+
+    /// The executor, running microVM instances with `support`.
+    pub fn with_microvm(mut self, support: Arc<MicroVmSupport>) -> Executor {
+        self.microvm = support;
+        self
+    }
+
+    /// How this node runs microVMs.
+    pub fn microvm(&self) -> &Arc<MicroVmSupport> {
+        &self.microvm
     }
 
     /// The data dir.
@@ -322,17 +376,22 @@ pub async fn run_probe(
 }
 
 /// Stops what is left of a process (its group, session and cgroup):
-/// SIGTERM, SIGKILL after `grace`.
-pub async fn stop(r: &Running, grace: Duration) -> process::StopOutcome {
-    process::stop(
-        StopTarget {
-            pid: r.pid,
-            start_time: r.start_time,
-            cgroup: r.cgroup.as_ref(),
-        },
-        grace,
-    )
-    .await
+/// SIGTERM, SIGKILL after `grace`. A microVM is first asked to power down
+/// (ACPI, through QMP) and given `grace` for it: QEMU would end the guest
+/// at once on SIGTERM.
+pub async fn stop(r: &Running, mut grace: Duration) -> process::StopOutcome {
+    let target = StopTarget {
+        pid: r.pid,
+        start_time: r.start_time,
+        cgroup: r.cgroup.as_ref(),
+    };
+    if !grace.is_zero() && microvm::powerdown(&r.dir).await {
+        if process::wait_empty(&target, grace).await {
+            return process::StopOutcome::Terminated;
+        }
+        grace = Duration::ZERO;
+    }
+    process::stop(target, grace).await
 }
 
 /// After a release: removes the cgroup and the instance directory.

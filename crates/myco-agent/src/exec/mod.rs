@@ -24,6 +24,8 @@
 //! - [`ports`]: [`PortPool`] hands out ports never in use nor leased.
 //! - [`record`]: the per-instance record and [`record::scan`], which tells a
 //!   live instance of ours from a dead one or a reused pid.
+//! - [`microvm`]: `driver = "microvm"`: QEMU as the instance's process
+//!   (command line, support detection, a clean stop through QMP).
 //! - [`executor`]: what the jobs runtime (`crate::jobs`) calls: ports kept
 //!   per instance across restarts, live processes and cgroups by instance,
 //!   a whole spawn from a job record ([`executor::SpawnJob`]), probes,
@@ -39,6 +41,7 @@ pub mod cgroup;
 pub mod executor;
 pub mod instance_dir;
 pub mod logs;
+pub mod microvm;
 pub mod ports;
 pub mod probe;
 pub mod process;
@@ -115,6 +118,9 @@ pub enum ExecError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A microVM instance cannot be started as asked.
+    #[error("microVM: {0}")]
+    MicroVm(String),
     /// The process exited before it could be recorded.
     #[error("the instance exited at once (pid {0}); see its logs")]
     ExitedAtStart(u32),

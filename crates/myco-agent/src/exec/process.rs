@@ -299,7 +299,8 @@ fn signal(target: &StopTarget<'_>, pids: &BTreeSet<i32>, sig: Signal) {
     }
 }
 
-async fn wait_empty(target: &StopTarget<'_>, within: Duration) -> bool {
+/// Whether the instance's processes are all gone within `within`.
+pub(crate) async fn wait_empty(target: &StopTarget<'_>, within: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         if members(target).is_empty() {

@@ -141,6 +141,7 @@ impl Runtime {
             cgroups: self.exec.cgroups().clone(),
             trusted: index::trusted(&self.mesh),
             limits: *self.spores.store().limits(),
+            microvm: self.exec.microvm().clone(),
         };
         let (spores, done) = (self.spores.clone(), self.done.clone());
         tokio::spawn(

@@ -59,6 +59,9 @@ pub struct JobsConfig {
     /// be ready elsewhere before it stops them anyway (`MYCO_HANDOFF_MS`;
     /// 0: no hand-off, instances run on for the next agent to adopt).
     pub handoff: std::time::Duration,
+    /// Whether and how this node runs microVM instances (`MYCO_MICROVM`,
+    /// `MYCO_QEMU`; see `exec::microvm`). Not detected by default.
+    pub microvm: std::sync::Arc<crate::exec::microvm::MicroVmSupport>,
 }
 
 impl Default for JobsConfig {
@@ -71,6 +74,7 @@ impl Default for JobsConfig {
             drain: myco_core::jobs::controller::DEFAULT_DRAIN,
             fence: myco_core::jobs::fence::DEFAULT_FENCE,
             handoff: DEFAULT_HANDOFF,
+            microvm: std::sync::Arc::new(crate::exec::microvm::MicroVmSupport::undetected()),
         }
     }
 }
@@ -134,6 +138,10 @@ impl JobsConfig {
                 }
             };
         }
+        c.microvm = std::sync::Arc::new(crate::exec::microvm::MicroVmSupport::detect(
+            var("MYCO_MICROVM").as_deref(),
+            var("MYCO_QEMU").as_deref(),
+        ));
         if let Some(v) = var("MYCO_CGROUP_PARENT") {
             c.cgroups.parent = v;
         }

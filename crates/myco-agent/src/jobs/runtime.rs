@@ -218,7 +218,8 @@ async fn run(
         spores,
         shared,
         ctl,
-        exec: Executor::new(data_dir, cgroups, me.addr.ip(), config.ports.clone()),
+        exec: Executor::new(data_dir, cgroups, me.addr.ip(), config.ports.clone())
+            .with_microvm(config.microvm.clone()),
         exits: Exits::new(EXIT_QUEUE),
         clock: Clock::start(),
         me: me.id,

@@ -277,7 +277,7 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
             });
             continue;
         }
-        let Some(need) = jobs.get(job.as_str()).map(|j| j.spec.resources) else {
+        let Some(need) = jobs.get(job.as_str()).map(|j| j.spec.reserved()) else {
             continue;
         };
         match used.shortfall(&need, &input.capacity) {

@@ -88,6 +88,7 @@ fn apply(
                             cpu_milli: 100,
                             memory_mb: 64,
                             pids: 256,
+                            vcpus: 1,
                         },
                     });
                 }

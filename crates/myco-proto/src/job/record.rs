@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{JobSpec, SporeRef};
 
-/// The record format this build writes and reads.
-pub const JOB_RECORD_FORMAT: u8 = 1;
+/// The record format this build writes and reads. 2 added
+/// `resources.vcpus` (and the `microvm` driver); format 1 records are
+/// refused like any unknown format (no release wrote them).
+pub const JOB_RECORD_FORMAT: u8 = 2;
 
 /// One version of a job, as replicated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,7 +53,8 @@ fn a_minimal_file_gets_the_documented_defaults() {
         Resources {
             cpu_milli: 100,
             memory_mb: 64,
-            pids: 256
+            pids: 256,
+            vcpus: 1,
         }
     );
     assert_eq!(s.health, None);
@@ -387,4 +388,21 @@ fn more_memory_than_any_node_has_is_valid_and_left_to_placement() {
     assert_eq!(spec.validate(), Ok(()));
     spec.resources.memory_mb = 0;
     assert!(err(&spec).starts_with("resources.memory_mb"));
+}
+
+#[test]
+fn a_microvm_job_reads_its_driver_and_vcpus_and_reserves_qemu_memory() {
+    let s = JobSpec::from_toml(
+        "name = \"vm\"\nspore = \"vm@1\"\ndriver = \"microvm\"\n[resources]\nvcpus = 2\nmemory_mb = 128\n",
+    )
+    .unwrap();
+    assert_eq!(s.driver, Driver::Microvm);
+    assert_eq!(s.resources.vcpus, 2);
+    assert_eq!(s.reserved().memory_mb, 128 + super::MICROVM_OVERHEAD_MB);
+    assert_eq!(minimal().reserved(), minimal().resources);
+    let mut bad = s.clone();
+    bad.resources.vcpus = 0;
+    assert!(err(&bad).contains("resources.vcpus"), "{}", err(&bad));
+    let unknown = JobSpec::from_toml("name = \"vm\"\nspore = \"vm@1\"\ndriver = \"docker\"\n");
+    assert!(unknown.is_err());
 }

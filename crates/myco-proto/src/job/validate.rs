@@ -157,6 +157,8 @@ impl JobSpec {
         // valid (nodes can be added); it stays pending with the reason.
         range("resources.memory_mb", r.memory_mb, 1, u32::MAX)?;
         range("resources.pids", r.pids, 1, 4_194_304)?;
+        // QEMU's own limit for x86 machines is 255 (288 with x2apic).
+        range("resources.vcpus", r.vcpus, 1, 255)?;
         if self.constraints.len() > MAX_CONSTRAINTS {
             return Err(invalid("constraints", format!("at most {MAX_CONSTRAINTS}")));
         }

@@ -113,6 +113,7 @@ pub(crate) fn seal_tar(tar: &[u8], command: &str, key: &SigningKey) -> Vec<u8> {
         env: Default::default(),
         resources: Default::default(),
         health: None,
+        microvm: None,
         created_at: 0,
         payload_sha256: hex::encode(Sha256::digest(&payload)),
         payload_size: payload.len() as u64,
@@ -155,4 +156,51 @@ pub(crate) fn raw_tar(entries: &[Raw<'_>]) -> Vec<u8> {
         b.append(&h, e.data).unwrap();
     }
     b.into_inner().unwrap()
+}
+
+#[test]
+fn a_microvm_spore_names_its_kernel_and_initrd_and_a_process_spore_keeps_its_bytes() {
+    let tmp = TempDir::new();
+    let dir = tmp.0.clone();
+    write_file(&dir.join("vmlinuz"), b"kernel", 0o644);
+    write_file(&dir.join("initrd"), b"cpio", 0o644);
+    let vm = crate::MicroVm {
+        kernel: "vmlinuz".into(),
+        initrd: "initrd".into(),
+    };
+    let meta = PackMeta {
+        name: "vm".into(),
+        version: "1".into(),
+        command: "/bin/httpd".into(),
+        microvm: Some(vm.clone()),
+        ..PackMeta::default()
+    };
+    let mut out = Vec::new();
+    let info = crate::pack(&dir, meta.clone(), &key(1), &mut out).unwrap();
+    assert_eq!(info.manifest.microvm, Some(vm));
+    let json = String::from_utf8(info.manifest.to_canonical_json()).unwrap();
+    assert!(
+        json.contains(r#""microvm":{"kernel":"vmlinuz","initrd":"initrd"}"#),
+        "{json}"
+    );
+    // A missing kernel is refused, and so is a guest command that is not absolute.
+    let mut missing = meta.clone();
+    missing.microvm.as_mut().unwrap().kernel = "bzImage".into();
+    assert!(crate::pack(&dir, missing, &key(1), &mut Vec::new()).is_err());
+    let mut relative = meta;
+    relative.command = "httpd".into();
+    assert!(crate::pack(&dir, relative, &key(1), &mut Vec::new()).is_err());
+    // Without `microvm` the manifest has no such key: older spores verify as before.
+    let plain = PackMeta {
+        name: "p".into(),
+        version: "1".into(),
+        command: "vmlinuz".into(),
+        ..PackMeta::default()
+    };
+    let info = crate::pack(&dir, plain, &key(1), &mut Vec::new()).unwrap();
+    assert!(
+        !String::from_utf8(info.manifest.to_canonical_json())
+            .unwrap()
+            .contains("microvm")
+    );
 }

@@ -59,6 +59,7 @@ fn a_spore_signed_by_forgery_under_the_identity_key_is_refused() {
         env: Default::default(),
         resources: Default::default(),
         health: None,
+        microvm: None,
         created_at: 0,
         payload_sha256: hex::encode(Sha256::digest(&payload)),
         payload_size: payload.len() as u64,

@@ -61,7 +61,7 @@ impl Local {
             job: record.name().to_string(),
             slot,
             version: record.version,
-            resources: record.spec.resources,
+            resources: record.spec.reserved(),
             digest: record.digest().to_string(),
             record: Some(record),
             status: LocalStatus::Supervised,
@@ -95,7 +95,7 @@ impl Local {
         };
         // An unknown version is counted as its job's current size, or the
         // default size: a guess on the side of not over-committing.
-        let resources = current.map_or(Resources::default(), |r| r.spec.resources);
+        let resources = current.map_or(Resources::default(), |r| r.spec.reserved());
         Local {
             job,
             slot,

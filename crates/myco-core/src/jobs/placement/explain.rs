@@ -20,6 +20,9 @@ pub enum Rejection {
     NoManifest,
     /// A tag constraint is not matched, e.g. `zone=b`.
     Constraint(String),
+    /// The job's driver needs what the node's manifest does not offer
+    /// (`microvm`: KVM and QEMU, the `myco.microvm` tag).
+    NoDriver(&'static str),
     /// It gave up on this job after a crash loop; avoided until then
     /// (wall ms).
     Avoided {
@@ -70,6 +73,7 @@ impl fmt::Display for Rejection {
             Rejection::Left => f.write_str("left"),
             Rejection::NoManifest => f.write_str("manifest not yet known"),
             Rejection::Constraint(c) => write!(f, "constraint {c} not matched"),
+            Rejection::NoDriver(d) => write!(f, "cannot run {d} instances (no KVM or no QEMU)"),
             Rejection::Avoided { until_ms } => {
                 write!(f, "avoided after a crash loop until {until_ms} ms")
             }

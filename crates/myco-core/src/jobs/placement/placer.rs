@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use myco_proto::instance::InstanceState;
-use myco_proto::job::{JobRecord, Strategy};
+use myco_proto::job::{Driver, JobRecord, MICROVM_TAG, Strategy};
 
 use super::explain::{self, JobPlan, Rejection};
 use super::hash::{Fnv, mix};
@@ -222,7 +222,7 @@ impl<'a> Placer<'a> {
     }
 
     fn need(&self, j: usize) -> Need {
-        let r = self.jobs[j].spec.resources;
+        let r = self.jobs[j].spec.reserved();
         Need {
             cpu: u64::from(r.cpu_milli),
             mem: u64::from(r.memory_mb),
@@ -238,6 +238,9 @@ impl<'a> Placer<'a> {
             (Liveness::Left, _) => return Some(Rejection::Left),
             (Liveness::Up, None) => return Some(Rejection::NoManifest),
             (Liveness::Up, Some(tags)) => {
+                if self.jobs[j].spec.driver == Driver::Microvm && !tags.contains_key(MICROVM_TAG) {
+                    return Some(Rejection::NoDriver("microvm"));
+                }
                 for (key, c) in &self.jobs[j].spec.constraints {
                     if !c.matches(tags.get(key).map(String::as_str)) {
                         return Some(Rejection::Constraint(c.describe(key)));
@@ -270,7 +273,8 @@ impl<'a> Placer<'a> {
     /// The nodes that may hold job `j`: the shared list of up nodes when
     /// the job has no constraint and no avoided node, else `buf` filled.
     fn eligible<'s>(&self, j: usize, up: &'s Eligible, buf: &'s mut Eligible) -> &'s Eligible {
-        if self.jobs[j].spec.constraints.is_empty() && self.avoid[j].is_empty() {
+        let spec = &self.jobs[j].spec;
+        if spec.constraints.is_empty() && self.avoid[j].is_empty() && spec.driver == Driver::Exec {
             return up;
         }
         buf.clear();

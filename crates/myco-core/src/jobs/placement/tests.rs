@@ -487,3 +487,38 @@ fn plan_says_why_each_other_node_was_not_chosen() {
     // Nothing was written: placing without the job leaves it unknown.
     assert!(place(&cluster).job("web").is_none());
 }
+
+#[test]
+fn a_microvm_job_goes_only_to_nodes_that_report_kvm_and_reserves_qemu_memory() {
+    use myco_proto::job::{Driver, MICROVM_OVERHEAD_MB, MICROVM_TAG};
+    let mut nodes: Vec<_> = (1..=3).map(|i| node(i, "", 4096)).collect();
+    let mut vm = job("vm", 2, Strategy::Spread, 128);
+    vm.spec.driver = Driver::Microvm;
+    // No node can: the job stays pending and says why.
+    let p = run(&nodes, std::slice::from_ref(&vm), &[]);
+    let Slot::Pending(why) = &p.job("vm").unwrap().slots[0] else {
+        panic!("placed without a microVM-capable node")
+    };
+    assert_eq!(
+        why,
+        "no node can hold it: 3 cannot run microvm instances (no KVM or no QEMU)"
+    );
+    // Nodes 2 and 3 can: both slots land there, never on node 1.
+    for n in &mut nodes[1..] {
+        n.tags
+            .as_mut()
+            .unwrap()
+            .insert(MICROVM_TAG.into(), "qemu".into());
+    }
+    let p = run(&nodes, std::slice::from_ref(&vm), &[]);
+    let on: Vec<_> = (0..2).map(|s| node_of(&p, "vm", s)).collect();
+    assert!(!on.contains(&NodeId::from_u64(1)), "{on:?}");
+    let used: u64 = (1..=3)
+        .map(|i| p.allocated(NodeId::from_u64(i)).memory_mb)
+        .sum();
+    assert_eq!(used, 2 * (128 + u64::from(MICROVM_OVERHEAD_MB)));
+    // A process job still goes anywhere.
+    let p = run(&nodes, &[job("web", 3, Strategy::Spread, 64)], &[]);
+    let on: Vec<_> = (0..3).map(|s| node_of(&p, "web", s)).collect();
+    assert!(on.contains(&NodeId::from_u64(1)), "{on:?}");
+}

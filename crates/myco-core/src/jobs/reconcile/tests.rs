@@ -31,6 +31,7 @@ fn local(slot: u32, version: u64, status: LocalStatus) -> LocalInstance {
             cpu_milli: 100,
             memory_mb: 64,
             pids: 256,
+            vcpus: 1,
         },
     }
 }
@@ -334,6 +335,7 @@ fn starts_never_exceed_this_nodes_own_capacity() {
             cpu_milli: 1,
             memory_mb: 512,
             pids: 1,
+            vcpus: 1,
         },
         ..local(0, 1, LocalStatus::Supervised)
     };
