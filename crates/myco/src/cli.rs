@@ -200,6 +200,11 @@ pub struct AgentArgs {
     /// given; config key resp).
     #[arg(long, value_name = "ADDR:PORT")]
     pub resp: Option<String>,
+    /// The edge sends to instances on other nodes directly, in plaintext,
+    /// instead of through their node's agent over the mesh's mutual TLS
+    /// (trusted LANs only; config key edge_direct).
+    #[arg(long)]
+    pub edge_direct: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

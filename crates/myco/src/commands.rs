@@ -345,6 +345,7 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
         api_allowed_hosts: args.api_allowed_host,
         events_keepalive_ms: None,
         resp: args.resp,
+        edge_direct: args.edge_direct.then_some(true),
     };
     let options = match &args.config {
         Some(path) => flags.over(AgentOptions::from_file(path)?),

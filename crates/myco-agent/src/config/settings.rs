@@ -51,6 +51,10 @@ pub struct AgentOptions {
     pub events_keepalive_ms: Option<u64>,
     /// Redis-protocol listen address for the cache; off unless given.
     pub resp: Option<String>,
+    /// The edge sends to instances on other nodes directly in plaintext
+    /// instead of through their node's relay over mutual TLS [false]
+    /// (trusted LANs only).
+    pub edge_direct: Option<bool>,
 }
 
 /// `[state]` in the config file: tombstone collection. Every node of a
@@ -186,6 +190,8 @@ pub struct AgentSettings {
     pub events_keepalive: std::time::Duration,
     /// Redis-protocol listen address, if any.
     pub resp: Option<SocketAddr>,
+    /// The edge reaches remote instances directly, in plaintext.
+    pub edge_direct: bool,
 }
 
 /// Parses `KEY=VALUE` tags from the command line.
@@ -221,6 +227,7 @@ impl AgentOptions {
             api_allowed_hosts,
             events_keepalive_ms: self.events_keepalive_ms.or(base.events_keepalive_ms),
             resp: self.resp.or(base.resp),
+            edge_direct: self.edge_direct.or(base.edge_direct),
             data_dir: self.data_dir.or(base.data_dir),
             name: self.name.or(base.name),
             bind: self.bind.or(base.bind),
@@ -303,6 +310,7 @@ impl AgentOptions {
                 Some(v) => Some(addr("resp", Some(v), "")?),
                 None => None,
             },
+            edge_direct: self.edge_direct.unwrap_or(false),
         })
     }
 }

@@ -17,7 +17,7 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::uri::{PathAndQuery, Scheme, Uri};
 use axum::http::{Response, StatusCode};
 
-use super::balance::{self, Upstream};
+use super::balance::{self, Hop, Upstream};
 use super::body::Held;
 use super::metrics::{JobMetrics, UpstreamError};
 use super::rewrite::{self, PathOrWhole, REQUEST_ID};
@@ -43,6 +43,8 @@ pub struct EdgeState {
     pub via_token: String,
     /// Open WebSocket (upgrade) tunnels.
     pub tunnels: super::tunnel::Tunnels,
+    /// The pooled HTTP/2 client to other nodes' relays (`None`: no mesh).
+    pub relay: Option<super::relay::RelayClient>,
 }
 
 /// A JSON error answer.
@@ -233,12 +235,32 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
         // the pool speaks HTTP/1.1 to instances whatever the client spoke.
         let mut out = axum::http::Request::new(body);
         *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = upstream_uri(up, &path);
         *out.headers_mut() = parts.headers.clone();
+        // An upgrade cannot cross the HTTP/2 relay: it goes direct.
+        let relay = match (&up.hop, &edge.relay) {
+            (Hop::Relay(node), Some(relay)) if slot.is_none() => Some((node, relay)),
+            _ => None,
+        };
+        let sent = match relay {
+            Some((node, relay)) => {
+                *out.uri_mut() = uri_at(Some(node.clone()), &path);
+                if let Some(v) = super::relay::relay_to(job, &up.instance) {
+                    out.headers_mut().insert(super::relay::RELAY_TO, v);
+                }
+                relay.request(out)
+            }
+            None => {
+                *out.uri_mut() = uri_at(up.authority.clone(), &path);
+                edge.client.request(out)
+            }
+        };
         let guard = up.begin();
         m.in_flight(1);
-        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, edge.client.request(out)).await;
+        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, sent).await;
         let failure = match sent {
+            Ok(Ok(resp)) if relay.is_some() && super::relay::reported_failure(&resp).is_some() => {
+                super::relay::reported_failure(&resp).unwrap_or(UpstreamError::Protocol)
+            }
             Ok(Ok(resp)) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let (Some(client), Some(slot)) = (client_upgrade.take(), slot.take())
@@ -318,10 +340,10 @@ fn note_failure(up: &Upstream, m: &JobMetrics, now_ms: u64) {
     }
 }
 
-fn upstream_uri(up: &Upstream, path: &PathAndQuery) -> Uri {
+fn uri_at(authority: Option<axum::http::uri::Authority>, path: &PathAndQuery) -> Uri {
     let mut parts = axum::http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = up.authority.clone();
+    parts.authority = authority;
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_default()
 }

@@ -31,15 +31,21 @@ pub fn edge_server() -> Server {
 }
 
 /// The edge's app: every request goes to the proxy.
-pub fn router(routes: Routes, me: NodeId) -> Router {
+pub fn router(
+    routes: Routes,
+    me: NodeId,
+    client: super::upstream::UpstreamClient,
+    relay: Option<super::relay::RelayClient>,
+) -> Router {
     let via_token = format!("myco-{me}");
     let state = EdgeState {
         routes,
-        client: super::upstream::client(),
+        client,
         via: HeaderValue::from_str(&format!("1.1 {via_token}"))
             .unwrap_or(HeaderValue::from_static("1.1 myco")),
         via_token,
         tunnels: super::tunnel::Tunnels::default(),
+        relay,
     };
     Router::new()
         .fallback(proxy::handle)

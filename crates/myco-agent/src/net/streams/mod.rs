@@ -48,6 +48,17 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 pub use queue::Inbox;
+pub use tls::RELAY_ALPN;
+
+/// An inbound connection that negotiated [`RELAY_ALPN`], handshake done.
+pub type RelayConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+/// What serves relay connections (the edge): it gets the connection and
+/// the peer's address, and holds an inbound slot until its future ends.
+pub type RelayHandler = Arc<
+    dyn Fn(RelayConn, SocketAddr) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Bytes of incoming messages buffered for the mesh loop before
 /// connections stop being read: two messages of the largest size, so one
@@ -278,6 +289,8 @@ struct Shared {
     peers: Mutex<Peers>,
     stats: Counters,
     runtime: tokio::runtime::Handle,
+    /// Who serves relay connections; until set they are refused.
+    relay: std::sync::OnceLock<RelayHandler>,
 }
 
 impl Shared {
@@ -335,6 +348,7 @@ impl Streams {
             peers: Mutex::default(),
             stats: Counters::default(),
             runtime: tokio::runtime::Handle::current(),
+            relay: std::sync::OnceLock::new(),
         });
         let accept =
             tokio::spawn(inbound::accept_loop(listener, shared.clone(), incoming)).abort_handle();
@@ -429,6 +443,20 @@ impl Streams {
         *current = (current.0 + 1, tls);
         tracing::debug!(primary = %keys[0].id(), keys = keys.len(), "stream keys replaced");
         Ok(())
+    }
+
+    /// The TLS client config for relay connections to other nodes'
+    /// stream ports: this ring's trust and leaves, offering [`RELAY_ALPN`].
+    /// Taken per connection, so a key change applies to the next one.
+    pub fn relay_client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.owner.shared.tls().1.relay_client.clone()
+    }
+
+    /// Hands inbound connections that negotiated [`RELAY_ALPN`] to
+    /// `handler` (once; a second call is ignored). They take the same
+    /// inbound slots as stream connections.
+    pub fn set_relay_handler(&self, handler: RelayHandler) {
+        let _ = self.owner.shared.relay.set(handler);
     }
 
     /// The counters so far.

@@ -53,6 +53,9 @@ pub(super) const SERVER_NAME: &str = "myco";
 
 /// ALPN for the stream protocol, so a later framing can be negotiated.
 const ALPN: &[u8] = b"myco-streams/1";
+/// ALPN of the edge relay: HTTP/2 between nodes' edges on the same
+/// listener and certificates (see `edge::relay`).
+pub const RELAY_ALPN: &[u8] = b"myco-edge-h2/1";
 
 /// PKCS#8 v1 header of an Ed25519 private key (RFC 8410); the 32-byte seed follows.
 const ED25519_PKCS8_PREFIX: [u8; 16] = [
@@ -161,6 +164,9 @@ pub(super) fn node_of(cert: &[u8]) -> Option<NodeId> {
 /// connections against after a rotation.
 pub(super) struct Tls {
     pub(super) client: Arc<ClientConfig>,
+    /// The client config of the edge relay: the same trust and leaves,
+    /// offering [`RELAY_ALPN`] only.
+    pub(super) relay_client: Arc<ClientConfig>,
     pub(super) server: Arc<ServerConfig>,
     server_verifier: Arc<HintingVerifier>,
     client_verifier: Arc<dyn ClientCertVerifier>,
@@ -226,6 +232,8 @@ impl Tls {
         // peer's certificate is always at hand to re-verify after a rotation,
         // and no ticket outlives the keys it was issued under.
         client.resumption = rustls::client::Resumption::disabled();
+        let mut relay_client = client.clone();
+        relay_client.alpn_protocols = vec![RELAY_ALPN.to_vec()];
         client.alpn_protocols = vec![ALPN.to_vec()];
 
         let mut server = ServerConfig::builder_with_provider(provider())
@@ -233,10 +241,13 @@ impl Tls {
             .with_client_cert_verifier(client_verifier.clone())
             .with_cert_resolver(leaves);
         server.send_tls13_tickets = 0;
-        server.alpn_protocols = vec![ALPN.to_vec()];
+        // A client that offers no ALPN gets the stream protocol (as before
+        // the relay existed).
+        server.alpn_protocols = vec![ALPN.to_vec(), RELAY_ALPN.to_vec()];
 
         Ok(Tls {
             client: Arc::new(client),
+            relay_client: Arc::new(relay_client),
             server: Arc::new(server),
             server_verifier,
             client_verifier,
