@@ -85,3 +85,60 @@ fn an_instance_on_loopback_only_is_reached_from_every_edge() {
         "two thirds of 100 requests crossed a relay: {relayed}"
     );
 }
+
+/// One request with curl speaking HTTP/2 with prior knowledge (h2c):
+/// the HTTP version curl used, and the body.
+fn h2c_get(port: u16, path: &str, host: Option<&str>) -> (String, Value) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}"]);
+    if let Some(h) = host {
+        cmd.args(["-H", &format!("Host: {h}")]);
+    }
+    let out = cmd.arg(&url).output().expect("curl (apt install curl)");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, version) = text.rsplit_once('\n').expect("the version line");
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"));
+    (version.to_string(), body)
+}
+
+#[test]
+fn h2c_clients_are_served_by_path_and_by_authority() {
+    let mut h = Harness::new("edge-h2c");
+    h.mesh(2);
+    let digest = push_script_spore(&h, h.agent(0), "echo", ECHO);
+    let job = json!({"name": "echo", "spore": digest, "count": 2, "strategy": "spread",
+        "health": {"http": "/health", "interval_ms": 300}});
+    let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
+    wait_for("2 ready routes", READY, || {
+        match routed(h.agent(0), "echo")? {
+            2 => Ok(()),
+            n => Err(format!("routes {n}")),
+        }
+    });
+    let mut nodes = BTreeSet::new();
+    for _ in 0..10 {
+        let (version, body) = h2c_get(h.agent(0).edge, "/echo/x?y=1", None);
+        assert_eq!(version, "2", "spoken as HTTP/2");
+        assert_eq!(body["path"], "/x?y=1");
+        nodes.insert(body["node"].to_string());
+    }
+    assert_eq!(
+        nodes.len(),
+        2,
+        "both instances, local and relayed: {nodes:?}"
+    );
+    // The host an HTTP/2 client names (`:authority`) routes like `Host`,
+    // and reaches the instance as its Host.
+    let (version, body) = h2c_get(h.agent(0).edge, "/whole", Some("echo.example"));
+    assert_eq!(version, "2");
+    assert_eq!(body["path"], "/whole");
+    assert_eq!(body["headers"]["host"], "echo.example");
+    // HTTP/1.1 on the same port still works.
+    assert_eq!(get(h.agent(0).edge, "/echo/p").status, 200);
+}

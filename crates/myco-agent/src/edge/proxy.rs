@@ -132,6 +132,14 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
     let upgrade = tunnel::wanted(req.headers());
     let mut client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    // HTTP/2 clients name the host in the URI (`:authority`), not `Host`:
+    // the same for routing, and for the instance (which speaks HTTP/1.1).
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(a) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
     // A HeaderValue clone shares its bytes: no copy of the host.
     let host = parts.headers.get(header::HOST).cloned();
     let host = host.as_ref().and_then(|v| v.to_str().ok());

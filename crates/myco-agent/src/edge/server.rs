@@ -23,6 +23,7 @@ pub fn edge_server() -> Server {
         reserve_connections: 64,
         strict_line_endings: true,
         max_body_bytes: MAX_BODY,
+        h2c: true,
         ..ServeLimits::default()
     })
     // A reserve connection serves one request of any kind, then closes:
