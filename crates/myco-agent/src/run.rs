@@ -253,6 +253,7 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let edge_options = crate::edge::EdgeOptions {
         streams: streams.clone(),
         direct: settings.edge_direct,
+        prefer_local: settings.edge_prefer_local,
     };
     let (edge, edge_task) = crate::edge::start(mesh.clone(), edge_listener, edge_options, async {
         let _ = edge_stopped.await;

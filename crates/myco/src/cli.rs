@@ -205,6 +205,11 @@ pub struct AgentArgs {
     /// (trusted LANs only; config key edge_direct).
     #[arg(long)]
     pub edge_direct: bool,
+    /// The edge sends to an instance on this node when it is as good as
+    /// the balancer's choice (no more requests in flight), saving the hop
+    /// between nodes (config key edge_prefer_local).
+    #[arg(long)]
+    pub edge_prefer_local: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -55,6 +55,9 @@ pub struct AgentOptions {
     /// instead of through their node's relay over mutual TLS [false]
     /// (trusted LANs only).
     pub edge_direct: Option<bool>,
+    /// The edge takes a local instance when it is as good as the
+    /// balancer's choice [false].
+    pub edge_prefer_local: Option<bool>,
 }
 
 /// `[state]` in the config file: tombstone collection. Every node of a
@@ -192,6 +195,8 @@ pub struct AgentSettings {
     pub resp: Option<SocketAddr>,
     /// The edge reaches remote instances directly, in plaintext.
     pub edge_direct: bool,
+    /// The edge prefers local instances when as good.
+    pub edge_prefer_local: bool,
 }
 
 /// Parses `KEY=VALUE` tags from the command line.
@@ -228,6 +233,7 @@ impl AgentOptions {
             events_keepalive_ms: self.events_keepalive_ms.or(base.events_keepalive_ms),
             resp: self.resp.or(base.resp),
             edge_direct: self.edge_direct.or(base.edge_direct),
+            edge_prefer_local: self.edge_prefer_local.or(base.edge_prefer_local),
             data_dir: self.data_dir.or(base.data_dir),
             name: self.name.or(base.name),
             bind: self.bind.or(base.bind),
@@ -311,6 +317,7 @@ impl AgentOptions {
                 None => None,
             },
             edge_direct: self.edge_direct.unwrap_or(false),
+            edge_prefer_local: self.edge_prefer_local.unwrap_or(false),
         })
     }
 }

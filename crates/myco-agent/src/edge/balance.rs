@@ -162,6 +162,30 @@ pub fn pick<'a>(
     two_choices(ready.iter().filter(any), n, random)
 }
 
+/// With prefer-local on: `chosen`, or a local instance instead when one is
+/// as good (not ejected, not `exclude`, no more requests in flight). A
+/// local instance saves the hop between nodes; "as good" keeps a busy
+/// local instance from taking load that idle remote ones would serve
+/// faster.
+pub fn prefer_local<'a>(
+    ready: &'a [Arc<Upstream>],
+    chosen: &'a Arc<Upstream>,
+    exclude: Option<&Upstream>,
+    now_ms: u64,
+) -> &'a Arc<Upstream> {
+    if chosen.hop == Hop::Local {
+        return chosen;
+    }
+    let local = (ready.iter())
+        .filter(|u| u.hop == Hop::Local && !u.is_ejected(now_ms))
+        .filter(|u| !exclude.is_some_and(|x| std::ptr::eq(x, &***u)))
+        .min_by_key(|u| u.in_flight());
+    match local {
+        Some(l) if l.in_flight() <= chosen.in_flight() => l,
+        _ => chosen,
+    }
+}
+
 /// The less loaded of two distinct random members of `candidates` (`n` long).
 fn two_choices<'a>(
     candidates: impl Iterator<Item = &'a Arc<Upstream>> + Clone,

@@ -55,6 +55,9 @@ pub struct EdgeOptions {
     /// Send to remote instances directly in plaintext instead (trusted
     /// LANs; `--edge-direct`). The relay still serves other nodes.
     pub direct: bool,
+    /// Take a local instance when it is as good as the balancer's choice
+    /// (`--edge-prefer-local`).
+    pub prefer_local: bool,
 }
 
 /// Starts the edge on `listener`: the route follower and the server, both
@@ -86,7 +89,13 @@ pub fn start(
         edge.relay.clone(),
     ));
     let relay_client = relay::client(options.streams);
-    let app = server::router(routes.clone(), me, client, Some(relay_client));
+    let app = server::router(
+        routes.clone(),
+        me,
+        client,
+        Some(relay_client),
+        options.prefer_local,
+    );
     let follower = tokio::spawn(routes::follow(mesh, routes));
     let task = tokio::spawn(async move {
         if let Err(e) = server.serve(listener, app, shutdown).await {

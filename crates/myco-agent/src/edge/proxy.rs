@@ -45,6 +45,8 @@ pub struct EdgeState {
     pub tunnels: super::tunnel::Tunnels,
     /// The pooled HTTP/2 client to other nodes' relays (`None`: no mesh).
     pub relay: Option<super::relay::RelayClient>,
+    /// Take a local instance when it is as good as the balancer's choice.
+    pub prefer_local: bool,
 }
 
 /// A JSON error answer.
@@ -227,10 +229,13 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, req: Request) -> Respons
     let mut tried: Option<&Arc<Upstream>> = None;
     let mut last = UpstreamError::Connect;
     for attempt in 0..2 {
-        let Some(up) = balance::pick(&entry.ready, tried.map(|u| &**u), now_ms(), &mut random)
-        else {
+        let exclude = tried.map(|u| &**u);
+        let Some(mut up) = balance::pick(&entry.ready, exclude, now_ms(), &mut random) else {
             break;
         };
+        if edge.prefer_local {
+            up = balance::prefer_local(&entry.ready, up, exclude, now_ms());
+        }
         if attempt > 0 && !m.retry_allowed() {
             tracing::debug!(job, "edge: retry budget spent; not retrying");
             break;

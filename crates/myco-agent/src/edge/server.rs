@@ -37,6 +37,7 @@ pub fn router(
     me: NodeId,
     client: super::upstream::UpstreamClient,
     relay: Option<super::relay::RelayClient>,
+    prefer_local: bool,
 ) -> Router {
     let via_token = format!("myco-{me}");
     let state = EdgeState {
@@ -47,6 +48,7 @@ pub fn router(
         via_token,
         tunnels: super::tunnel::Tunnels::default(),
         relay,
+        prefer_local,
     };
     Router::new()
         .fallback(proxy::handle)
