@@ -43,6 +43,7 @@ start_node() { # INDEX EXTRA...
   "$BIN" agent --data-dir "$W/n$i" --name "n$i" --bind 127.0.0.1:"$(port "$i" 0)" \
     --api 127.0.0.1:"$(port "$i" 1)" --edge 127.0.0.1:"$(port "$i" 2)" "$@" >"$W/n$i.log" 2>&1 &
   PIDS+=($!)
+  disown "$!" # no "Killed" report when n3 dies
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$(port "$i" 1)/health" >/dev/null && break; sleep 0.1; done
 }
 start_node 1
@@ -87,10 +88,11 @@ WRK=$!
 sleep "$KILL_AT"
 kill -9 "$N3"
 for d in /proc/[0-9]*; do
-  case "$(readlink "$d/cwd" 2>/dev/null)" in "$W/n3"*) kill -9 "${d#/proc/}" 2>/dev/null;; esac
+  case "$(readlink "$d/cwd" 2>/dev/null)" in "$W/n3"*) kill -9 "${d#/proc/}" 2>/dev/null || true;; esac
 done
 T0=$(date +%s.%N)
-for _ in $(seq 200); do [ "$(ready 2>/dev/null || echo 3)" -lt 3 ] && break; sleep 0.05; done
+state3() { curl -sf "$API/v1/nodes/n3" | python3 -c 'import json,sys;print(json.load(sys.stdin)["state"])'; }
+while kill -0 "$WRK" 2>/dev/null && [ "$(state3 2>/dev/null || echo alive)" != down ]; do sleep 0.05; done
 T1=$(date +%s.%N)
 wait "$WRK"
 total=$(awk '/requests in/ {print $1}' "$W/wrk.txt")
@@ -98,4 +100,4 @@ non2xx=$(awk '/Non-2xx/ {print $NF}' "$W/wrk.txt"); non2xx=${non2xx:-0}
 sockerr=$(awk -F'[ ,]+' '/Socket errors/ {print $4 + $6 + $8 + $10}' "$W/wrk.txt"); sockerr=${sockerr:-0}
 echo "wrk -t$THREADS -c$CONNS -d${SECS}s through n1's edge; n3 SIGKILLed at ${KILL_AT}s"
 grep -E 'Requests/sec|Non-2xx|Socket errors' "$W/wrk.txt" || true
-python3 -c "print(f'requests $total, non-2xx $non2xx, socket errors $sockerr, error rate {100 * ($non2xx + $sockerr) / $total:.4f}%, n1 saw n3 out of its routes after {$T1 - $T0:.2f} s')"
+python3 -c "print(f'requests $total, non-2xx $non2xx, socket errors $sockerr, error rate {100 * ($non2xx + $sockerr) / $total:.4f}%, n1 saw n3 down after {$T1 - $T0:.2f} s')"
