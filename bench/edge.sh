@@ -10,14 +10,22 @@
 # latency p50/p99 (wrk --latency), and for the two proxies CPU seconds per
 # 1,000 requests and RSS after the run (from /proc).
 #
+# With --relay, two more agents join (same machine): wrk then also drives
+# n2's edge, which reaches the backend on n1 through n1's relay (HTTP/2 over
+# the mesh's mutual TLS, the default), and n3's edge, started with
+# --edge-direct, which reaches it straight in plaintext: the cost of the
+# secure hop is relay against direct-remote.
+#
 # Usage: bench/edge.sh [--bin target/release/myco] [--base 23000]
 #                      [--threads 2] [--conns 64] [--secs 10] [--workers 2]
+#                      [--relay]
 # Needs wrk and nginx (apt install wrk nginx). Run from the repository root.
 set -euo pipefail
 
-BIN=target/release/myco BASE=23000 THREADS=2 CONNS=64 SECS=10 WORKERS=2
+BIN=target/release/myco BASE=23000 THREADS=2 CONNS=64 SECS=10 WORKERS=2 RELAY=""
 while [ $# -gt 0 ]; do
   case $1 in
+    --relay) RELAY=1; shift;;
     --bin) BIN=$2; shift 2;; --base) BASE=$2; shift 2;;
     --threads) THREADS=$2; shift 2;; --conns) CONNS=$2; shift 2;;
     --secs) SECS=$2; shift 2;; --workers) WORKERS=$2; shift 2;;
@@ -30,9 +38,10 @@ done
 [ -x "$BIN" ] || { echo "no $BIN: cargo build --release first" >&2; exit 2; }
 BIN=$(realpath "$BIN")
 W=$(mktemp -d -t myco-edge-bench.XXXXXX)
-AGENT="" PROXY=""
+AGENT="" PROXY="" N2="" N3=""
 cleanup() {
   [ -n "$PROXY" ] && kill "$PROXY" 2>/dev/null
+  for p in $N2 $N3; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null; done
   [ -n "$AGENT" ] && kill "$AGENT" 2>/dev/null && wait "$AGENT" 2>/dev/null
   # The backend instance: its working directory is under $W.
   for d in /proc/[0-9]*; do
@@ -44,7 +53,7 @@ trap cleanup EXIT
 
 API=http://127.0.0.1:$((BASE + 1)) EDGE=http://127.0.0.1:$((BASE + 2)) NGINX_PORT=$((BASE + 5))
 "$BIN" agent --data-dir "$W/n1" --name bench --bind 127.0.0.1:$BASE --api 127.0.0.1:$((BASE + 1)) \
-  --edge 127.0.0.1:$((BASE + 2)) >"$W/agent.log" 2>&1 &
+  --edge 127.0.0.1:$((BASE + 2)) --tag role=backend >"$W/agent.log" 2>&1 &
 AGENT=$!
 for _ in $(seq 100); do curl -sf "$API/health" >/dev/null && break; sleep 0.1; done
 TOKEN=$(cat "$W/n1/api-token")
@@ -71,7 +80,7 @@ chmod +x "$W/src/run"
 "$BIN" spore pack "$W/src" --name bench --version 1 --cmd ./run --key "$W/pub.key" --out "$W/bench.spore" >/dev/null
 DIGEST=$("$BIN" --api "$API" --token "$TOKEN" spore push "$W/bench.spore" --json | python3 -c 'import json,sys;print(json.load(sys.stdin)["digest"])')
 curl -sf -o /dev/null -X POST -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-  --data "{\"name\":\"bench\",\"spore\":\"$DIGEST\",\"count\":1,\"health\":{\"http\":\"/\",\"interval_ms\":500}}" "$API/v1/jobs"
+  --data "{\"name\":\"bench\",\"spore\":\"$DIGEST\",\"count\":1,\"constraints\":{\"role\":\"backend\"},\"health\":{\"http\":\"/\",\"interval_ms\":500}}" "$API/v1/jobs"
 ADDR=""
 for _ in $(seq 300); do
   ADDR=$(curl -sf "$API/mesh/routes" | python3 -c '
@@ -132,3 +141,23 @@ run direct "http://$ADDR/"
 # shellcheck disable=SC2046
 run nginx "http://127.0.0.1:$NGINX_PORT/bench/" $(nginx_pids)
 run edge "$EDGE/bench/" "$AGENT"
+
+if [ -n "$RELAY" ]; then
+  "$BIN" cluster key --data-dir "$W/n1" >"$W/cluster.key"
+  start_node() { # NAME INDEX EXTRA...
+    local name=$1 i=$2; shift 2
+    "$BIN" agent --data-dir "$W/$name" --name "$name" --bind 127.0.0.1:$((BASE + 10 * i)) \
+      --api 127.0.0.1:$((BASE + 10 * i + 1)) --edge 127.0.0.1:$((BASE + 10 * i + 2)) \
+      --join 127.0.0.1:$BASE --cluster-key-file "$W/cluster.key" "$@" >"$W/$name.log" 2>&1 &
+  }
+  start_node n2 1; N2=$!
+  start_node n3 2 --edge-direct; N3=$!
+  for i in 1 2; do
+    for _ in $(seq 300); do
+      curl -sf "http://127.0.0.1:$((BASE + 10 * i + 2))/bench/" >/dev/null && break; sleep 0.1
+    done
+  done
+  run relay "http://127.0.0.1:$((BASE + 12))/bench/" "$N2" "$AGENT"
+  run remote "http://127.0.0.1:$((BASE + 22))/bench/" "$N3"
+  echo "relay: n2's edge through n1's relay (cpu and rss: both agents); remote: n3's edge straight to the backend (--edge-direct)"
+fi

@@ -269,7 +269,12 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
     })
     .await;
     let (stop_edge, edge_stopped) = oneshot::channel::<()>();
-    let (edge, edge_task) = crate::edge::start(mesh.clone(), edge_listener, async {
+    let edge_options = crate::edge::EdgeOptions {
+        streams: streams.clone(),
+        direct: settings.edge_direct,
+        prefer_local: settings.edge_prefer_local,
+    };
+    let (edge, edge_task) = crate::edge::start(mesh.clone(), edge_listener, edge_options, async {
         let _ = edge_stopped.await;
     });
     let token: Arc<str> = Arc::from(token.as_str());

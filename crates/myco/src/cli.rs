@@ -205,6 +205,16 @@ pub struct AgentArgs {
     /// [port 7947]; config key discover.
     #[arg(long, value_name = "lan[:PORT]")]
     pub discover: Option<String>,
+    /// The edge sends to instances on other nodes directly, in plaintext,
+    /// instead of through their node's agent over the mesh's mutual TLS
+    /// (trusted LANs only; config key edge_direct).
+    #[arg(long)]
+    pub edge_direct: bool,
+    /// The edge sends to an instance on this node when it is as good as
+    /// the balancer's choice (no more requests in flight), saving the hop
+    /// between nodes (config key edge_prefer_local).
+    #[arg(long)]
+    pub edge_prefer_local: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,

@@ -346,6 +346,8 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
         events_keepalive_ms: None,
         resp: args.resp,
         discover: args.discover,
+        edge_direct: args.edge_direct.then_some(true),
+        edge_prefer_local: args.edge_prefer_local.then_some(true),
     };
     let options = match &args.config {
         Some(path) => flags.over(AgentOptions::from_file(path)?),

@@ -53,6 +53,13 @@ pub struct AgentOptions {
     pub resp: Option<String>,
     /// LAN discovery: `lan` or `lan:PORT`; off unless given.
     pub discover: Option<String>,
+    /// The edge sends to instances on other nodes directly in plaintext
+    /// instead of through their node's relay over mutual TLS [false]
+    /// (trusted LANs only).
+    pub edge_direct: Option<bool>,
+    /// The edge takes a local instance when it is as good as the
+    /// balancer's choice [false].
+    pub edge_prefer_local: Option<bool>,
 }
 
 /// `[state]` in the config file: tombstone collection. Every node of a
@@ -194,6 +201,10 @@ pub struct AgentSettings {
     pub resp: Option<SocketAddr>,
     /// LAN discovery by sealed multicast beacons, if asked for.
     pub discover: Option<crate::discovery::LanDiscovery>,
+    /// The edge reaches remote instances directly, in plaintext.
+    pub edge_direct: bool,
+    /// The edge prefers local instances when as good.
+    pub edge_prefer_local: bool,
 }
 
 /// Parses `KEY=VALUE` tags from the command line.
@@ -230,6 +241,8 @@ impl AgentOptions {
             events_keepalive_ms: self.events_keepalive_ms.or(base.events_keepalive_ms),
             resp: self.resp.or(base.resp),
             discover: self.discover.or(base.discover),
+            edge_direct: self.edge_direct.or(base.edge_direct),
+            edge_prefer_local: self.edge_prefer_local.or(base.edge_prefer_local),
             data_dir: self.data_dir.or(base.data_dir),
             name: self.name.or(base.name),
             bind: self.bind.or(base.bind),
@@ -318,6 +331,8 @@ impl AgentOptions {
                 ),
                 None => None,
             },
+            edge_direct: self.edge_direct.unwrap_or(false),
+            edge_prefer_local: self.edge_prefer_local.unwrap_or(false),
         })
     }
 }

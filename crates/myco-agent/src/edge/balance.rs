@@ -30,6 +30,19 @@ pub const BASE_COOLDOWN_MS: u64 = 5_000;
 /// The longest cool-down.
 pub const MAX_COOLDOWN_MS: u64 = 60_000;
 
+/// How a request reaches an instance (see `edge::relay`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hop {
+    /// On this node: over loopback.
+    Local,
+    /// On another node: through that node's relay, over the mesh's mutual
+    /// TLS, at this stream address.
+    Relay(axum::http::uri::Authority),
+    /// Straight to its address in plaintext: only when the operator allows
+    /// it (trusted LANs), or with no mesh around (unit tests).
+    Direct,
+}
+
 /// One instance as the proxy sees it: where it is, and its live counters.
 #[derive(Debug)]
 pub struct Upstream {
@@ -39,8 +52,11 @@ pub struct Upstream {
     pub node: NodeId,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// `addr` as a URI authority, made once rather than per request.
+    /// Where the edge's plain client connects, as a URI authority made
+    /// once rather than per request: `addr`, or loopback for a local one.
     pub authority: Option<axum::http::uri::Authority>,
+    /// How requests reach it.
+    pub hop: Hop,
     in_flight: AtomicU32,
     failures: AtomicU32,
     ejections: AtomicU32,
@@ -55,12 +71,24 @@ impl Upstream {
             instance,
             node,
             authority: axum::http::uri::Authority::try_from(addr.to_string()).ok(),
+            hop: Hop::Direct,
             addr,
             in_flight: AtomicU32::new(0),
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
         }
+    }
+
+    /// The same instance reached by `hop`. A local instance is reached on
+    /// loopback: it may listen on `127.0.0.1` only.
+    pub fn reached_by(mut self, hop: Hop) -> Self {
+        if hop == Hop::Local {
+            let port = self.addr.port();
+            self.authority = axum::http::uri::Authority::try_from(format!("127.0.0.1:{port}")).ok();
+        }
+        self.hop = hop;
+        self
     }
 
     /// Requests in flight to it now.
@@ -132,6 +160,30 @@ pub fn pick<'a>(
     let any = |u: &&Arc<Upstream>| allowed(u);
     let n = ready.iter().filter(any).count();
     two_choices(ready.iter().filter(any), n, random)
+}
+
+/// With prefer-local on: `chosen`, or a local instance instead when one is
+/// as good (not ejected, not `exclude`, no more requests in flight). A
+/// local instance saves the hop between nodes; "as good" keeps a busy
+/// local instance from taking load that idle remote ones would serve
+/// faster.
+pub fn prefer_local<'a>(
+    ready: &'a [Arc<Upstream>],
+    chosen: &'a Arc<Upstream>,
+    exclude: Option<&Upstream>,
+    now_ms: u64,
+) -> &'a Arc<Upstream> {
+    if chosen.hop == Hop::Local {
+        return chosen;
+    }
+    let local = (ready.iter())
+        .filter(|u| u.hop == Hop::Local && !u.is_ejected(now_ms))
+        .filter(|u| !exclude.is_some_and(|x| std::ptr::eq(x, &***u)))
+        .min_by_key(|u| u.in_flight());
+    match local {
+        Some(l) if l.in_flight() <= chosen.in_flight() => l,
+        _ => chosen,
+    }
 }
 
 /// The less loaded of two distinct random members of `candidates` (`n` long).

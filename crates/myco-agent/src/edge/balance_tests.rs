@@ -108,3 +108,34 @@ fn when_all_are_ejected_they_are_used_anyway() {
     let mut r = rng();
     assert!(pick(&u, None, 1, &mut r).is_some());
 }
+
+#[test]
+fn prefer_local_takes_a_local_instance_only_when_it_is_as_good() {
+    let u: Vec<Arc<Upstream>> = (0..3u16)
+        .map(|i| {
+            let hop = if i == 0 { Hop::Local } else { Hop::Direct };
+            Arc::new(
+                Upstream::new(
+                    format!("i{i}"),
+                    NodeId::from_u64(1),
+                    SocketAddr::from(([127, 0, 0, 1], 1000 + i)),
+                )
+                .reached_by(hop),
+            )
+        })
+        .collect();
+    // Idle everywhere: the local one wins whatever was drawn.
+    assert_eq!(prefer_local(&u, &u[1], None, 0).instance, "i0");
+    assert_eq!(prefer_local(&u, &u[0], None, 0).instance, "i0");
+    // Busier than the remote choice: the remote one stays.
+    let _busy = u[0].begin();
+    assert_eq!(prefer_local(&u, &u[2], None, 0).instance, "i2");
+    let _also = u[2].begin();
+    assert_eq!(prefer_local(&u, &u[2], None, 0).instance, "i0");
+    // Never the instance a retry excludes, nor an ejected one.
+    assert_eq!(prefer_local(&u, &u[2], Some(&u[0]), 0).instance, "i2");
+    for _ in 0..EJECT_AFTER {
+        u[0].failed(0);
+    }
+    assert_eq!(prefer_local(&u, &u[2], None, 1).instance, "i2");
+}

@@ -13,13 +13,14 @@
 //! - [`upstream`]: the keep-alive pool to instances (quick ACKs);
 //! - [`metrics`]: per-job counters for `/metrics`.
 //!
-//! Requests go straight to the instance's address. Forwarding to a remote
-//! instance through its node over the mesh's mutual TLS is not done yet.
+//! - [`relay`]: requests for instances on other nodes go through that
+//!   node's agent, HTTP/2 over the mesh's mutual TLS.
 
 pub mod balance;
 pub mod body;
 pub mod metrics;
 pub mod proxy;
+pub mod relay;
 pub mod rewrite;
 pub mod routes;
 pub mod server;
@@ -42,6 +43,21 @@ pub struct Edge {
     pub routes: Routes,
     /// The edge server's connection counters.
     pub serve: Arc<ServeCounters>,
+    /// The relay's counters (requests relayed here for other edges).
+    pub relay: Arc<relay::RelayCounters>,
+}
+
+/// How the edge reaches instances on other nodes.
+#[derive(Clone)]
+pub struct EdgeOptions {
+    /// The mesh's streams, whose listener and certificates carry the relay.
+    pub streams: crate::net::streams::Streams,
+    /// Send to remote instances directly in plaintext instead (trusted
+    /// LANs; `--edge-direct`). The relay still serves other nodes.
+    pub direct: bool,
+    /// Take a local instance when it is as good as the balancer's choice
+    /// (`--edge-prefer-local`).
+    pub prefer_local: bool,
 }
 
 /// Starts the edge on `listener`: the route follower and the server, both
@@ -49,17 +65,37 @@ pub struct Edge {
 pub fn start(
     mesh: MeshHandle,
     listener: TcpListener,
+    options: EdgeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> (Edge, tokio::task::JoinHandle<()>) {
-    let routes = Routes::default();
+    let me = mesh.me().id;
+    let routes = Routes::new(routes::HopRule {
+        me: Some(me),
+        direct: options.direct,
+    });
     // The first table is built before the first request can arrive.
     routes.publish(&routes::table_of(&mesh));
     let server = server::edge_server();
     let edge = Edge {
         routes: routes.clone(),
         serve: server.counters(),
+        relay: Arc::default(),
     };
-    let app = server::router(routes.clone(), mesh.me().id);
+    let client = upstream::client();
+    options.streams.set_relay_handler(relay::handler(
+        routes.clone(),
+        me,
+        client.clone(),
+        edge.relay.clone(),
+    ));
+    let relay_client = relay::client(options.streams);
+    let app = server::router(
+        routes.clone(),
+        me,
+        client,
+        Some(relay_client),
+        options.prefer_local,
+    );
     let follower = tokio::spawn(routes::follow(mesh, routes));
     let task = tokio::spawn(async move {
         if let Err(e) = server.serve(listener, app, shutdown).await {
@@ -92,6 +128,27 @@ pub fn register_metrics(r: &mut prometheus_client::registry::Registry, edge: &Ed
     );
     let refused = prometheus_client::metrics::counter::Counter::<u64>::default();
     refused.inc_by(s.refused_over_cap);
+    for (name, help, c) in [
+        (
+            "edge_relay_served",
+            "Requests relayed to an instance here for another node's edge",
+            &edge.relay.served,
+        ),
+        (
+            "edge_relay_refused",
+            "Relayed requests refused: no such instance on this node",
+            &edge.relay.refused,
+        ),
+        (
+            "edge_relay_failed",
+            "Relayed requests whose instance here could not be reached",
+            &edge.relay.failed,
+        ),
+    ] {
+        let counter = prometheus_client::metrics::counter::Counter::<u64>::default();
+        counter.inc_by(c.load(std::sync::atomic::Ordering::Relaxed));
+        r.register(name, help, counter);
+    }
     r.register(
         "edge_connections_refused",
         "Edge client connections closed at once: the cap and its reserve were full",

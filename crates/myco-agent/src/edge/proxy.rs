@@ -17,7 +17,7 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::uri::{PathAndQuery, Scheme, Uri};
 use axum::http::{Response, StatusCode};
 
-use super::balance::{self, Upstream};
+use super::balance::{self, Hop, Upstream};
 use super::body::Held;
 use super::metrics::{JobMetrics, UpstreamError};
 use super::rewrite::{self, PathOrWhole, REQUEST_ID};
@@ -44,6 +44,10 @@ pub struct EdgeState {
     pub via_token: String,
     /// Open WebSocket (upgrade) tunnels.
     pub tunnels: super::tunnel::Tunnels,
+    /// The pooled HTTP/2 client to other nodes' relays (`None`: no mesh).
+    pub relay: Option<super::relay::RelayClient>,
+    /// Take a local instance when it is as good as the balancer's choice.
+    pub prefer_local: bool,
 }
 
 /// A JSON error answer.
@@ -143,6 +147,14 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
     let upgrade = tunnel::wanted(req.headers());
     let mut client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
+    // HTTP/2 clients name the host in the URI (`:authority`), not `Host`:
+    // the same for routing, and for the instance (which speaks HTTP/1.1).
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(a) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
     // A HeaderValue clone shares its bytes: no copy of the host.
     let host = parts.headers.get(header::HOST).cloned();
     let host = host.as_ref().and_then(|v| v.to_str().ok());
@@ -233,10 +245,13 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
     let mut tried: Option<&Arc<Upstream>> = None;
     let mut last = UpstreamError::Connect;
     for attempt in 0..2 {
-        let Some(up) = balance::pick(&entry.ready, tried.map(|u| &**u), now_ms(), &mut random)
-        else {
+        let exclude = tried.map(|u| &**u);
+        let Some(mut up) = balance::pick(&entry.ready, exclude, now_ms(), &mut random) else {
             break;
         };
+        if edge.prefer_local {
+            up = balance::prefer_local(&entry.ready, up, exclude, now_ms());
+        }
         if attempt > 0 && !m.retry_allowed() {
             tracing::debug!(job, "edge: retry budget spent; not retrying");
             break;
@@ -249,12 +264,32 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
         // the pool speaks HTTP/1.1 to instances whatever the client spoke.
         let mut out = axum::http::Request::new(body);
         *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = upstream_uri(up, &path);
         *out.headers_mut() = parts.headers.clone();
+        // An upgrade cannot cross the HTTP/2 relay: it goes direct.
+        let relay = match (&up.hop, &edge.relay) {
+            (Hop::Relay(node), Some(relay)) if slot.is_none() => Some((node, relay)),
+            _ => None,
+        };
+        let sent = match relay {
+            Some((node, relay)) => {
+                *out.uri_mut() = uri_at(Some(node.clone()), &path);
+                if let Some(v) = super::relay::relay_to(job, &up.instance) {
+                    out.headers_mut().insert(super::relay::RELAY_TO, v);
+                }
+                relay.request(out)
+            }
+            None => {
+                *out.uri_mut() = uri_at(up.authority.clone(), &path);
+                edge.client.request(out)
+            }
+        };
         let guard = up.begin();
         m.in_flight(1);
-        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, edge.client.request(out)).await;
+        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, sent).await;
         let failure = match sent {
+            Ok(Ok(resp)) if relay.is_some() && super::relay::reported_failure(&resp).is_some() => {
+                super::relay::reported_failure(&resp).unwrap_or(UpstreamError::Protocol)
+            }
             Ok(Ok(resp)) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let (Some(client), Some(slot)) = (client_upgrade.take(), slot.take())
@@ -334,10 +369,10 @@ fn note_failure(up: &Upstream, m: &JobMetrics, now_ms: u64) {
     }
 }
 
-fn upstream_uri(up: &Upstream, path: &PathAndQuery) -> Uri {
+fn uri_at(authority: Option<axum::http::uri::Authority>, path: &PathAndQuery) -> Uri {
     let mut parts = axum::http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = up.authority.clone();
+    parts.authority = authority;
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_default()
 }

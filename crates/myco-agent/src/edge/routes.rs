@@ -9,6 +9,7 @@
 //! previous snapshot, so a rebuild keeps what the balancer learned.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use myco_proto::id::NodeId;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use super::balance::Upstream;
+use super::balance::{Hop, Upstream};
 use super::metrics::JobMetrics;
 use crate::jobs::workflow;
 use crate::mesh::MeshHandle;
@@ -43,6 +44,42 @@ pub struct JobEntry {
     pub metrics: Arc<JobMetrics>,
 }
 
+/// What the route table is built from: the core's table and where each
+/// member's relay listens (its mesh address).
+#[derive(Debug, Default, PartialEq)]
+pub struct View {
+    /// The core's table.
+    pub table: RouteTable,
+    /// Each member's mesh (and relay) address.
+    pub nodes: BTreeMap<NodeId, SocketAddr>,
+}
+
+/// How this edge reaches instances (see [`Hop`]).
+#[derive(Clone, Debug, Default)]
+pub struct HopRule {
+    /// This node; `None` (no mesh: unit tests) sends everything direct.
+    pub me: Option<NodeId>,
+    /// Send to remote instances directly in plaintext rather than through
+    /// their node's relay (the operator's choice for a trusted LAN).
+    pub direct: bool,
+}
+
+impl HopRule {
+    /// How to reach an instance on `node`.
+    pub fn hop(&self, node: NodeId, nodes: &BTreeMap<NodeId, SocketAddr>) -> Hop {
+        match self.me {
+            None => Hop::Direct,
+            Some(me) if me == node => Hop::Local,
+            Some(_) if self.direct => Hop::Direct,
+            Some(_) => nodes
+                .get(&node)
+                .and_then(|a| axum::http::uri::Authority::try_from(a.to_string()).ok())
+                // The core lists only members' instances: unreachable.
+                .map_or(Hop::Direct, Hop::Relay),
+        }
+    }
+}
+
 /// An immutable route table.
 #[derive(Debug, Default)]
 pub struct Snapshot {
@@ -51,8 +88,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The snapshot of `table`, reusing `prev`'s upstream state and metrics.
-    pub fn build(table: &RouteTable, prev: &Snapshot) -> Snapshot {
+    /// The snapshot of `view`, reusing `prev`'s upstream state and metrics.
+    pub fn build(view: &View, rule: &HopRule, prev: &Snapshot) -> Snapshot {
+        let table = &view.table;
         let mut known: BTreeMap<(&str, std::net::SocketAddr), &Arc<Upstream>> = BTreeMap::new();
         for e in prev.jobs.values() {
             for u in e.ready.iter().chain(&e.draining) {
@@ -60,10 +98,14 @@ impl Snapshot {
             }
         }
         let upstream = |e: &Endpoint| {
+            let hop = rule.hop(e.node, &view.nodes);
             known
                 .get(&(e.instance.as_str(), e.addr))
+                .filter(|u| u.hop == hop)
                 .map(|u| Arc::clone(u))
-                .unwrap_or_else(|| Arc::new(Upstream::new(e.instance.clone(), e.node, e.addr)))
+                .unwrap_or_else(|| {
+                    Arc::new(Upstream::new(e.instance.clone(), e.node, e.addr).reached_by(hop))
+                })
         };
         let jobs = table
             .iter()
@@ -92,18 +134,25 @@ pub struct Routes {
     current: Arc<ArcSwap<Snapshot>>,
     /// The edge's clock origin: ejection times are milliseconds since.
     epoch: std::time::Instant,
+    rule: Arc<HopRule>,
 }
 
 impl Default for Routes {
     fn default() -> Self {
-        Routes {
-            current: Arc::default(),
-            epoch: std::time::Instant::now(),
-        }
+        Routes::new(HopRule::default())
     }
 }
 
 impl Routes {
+    /// An empty table whose instances will be reached per `rule`.
+    pub fn new(rule: HopRule) -> Self {
+        Routes {
+            current: Arc::default(),
+            epoch: std::time::Instant::now(),
+            rule: Arc::new(rule),
+        }
+    }
+
     /// Milliseconds on the edge's clock (for ejections).
     pub fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
@@ -119,21 +168,29 @@ impl Routes {
         self.current.load_full()
     }
 
-    /// Replaces the table with the one for `table`.
-    pub fn publish(&self, table: &RouteTable) {
-        let next = Snapshot::build(table, &self.current.load());
+    /// Replaces the table with the one for `view`.
+    pub fn publish(&self, view: &View) {
+        let next = Snapshot::build(view, &self.rule, &self.current.load());
         self.current.store(Arc::new(next));
     }
 }
 
-/// The core's table for what `mesh` holds now.
-pub fn table_of(mesh: &MeshHandle) -> RouteTable {
+/// The core's table, and members' addresses, for what `mesh` holds now.
+pub fn table_of(mesh: &MeshHandle) -> View {
     let snap = mesh.snapshot();
     let members: BTreeMap<NodeId, MemberState> =
         snap.members.iter().map(|m| (m.peer.id, m.state)).collect();
+    let nodes = snap
+        .members
+        .iter()
+        .map(|m| (m.peer.id, m.peer.addr))
+        .collect();
     let jobs = workflow::all_jobs(mesh);
     let instances = workflow::instances(mesh, None);
-    edge::RouteTable::build(&jobs, &instances, &members)
+    View {
+        table: edge::RouteTable::build(&jobs, &instances, &members),
+        nodes,
+    }
 }
 
 /// Keeps `routes` equal to the table of `mesh` until the mesh stops:
@@ -168,10 +225,10 @@ pub async fn follow(mesh: MeshHandle, routes: Routes) {
     }
 }
 
-fn republish(mesh: &MeshHandle, routes: &Routes, last: RouteTable) -> RouteTable {
+fn republish(mesh: &MeshHandle, routes: &Routes, last: View) -> View {
     let table = table_of(mesh);
     if table != last {
-        tracing::debug!(jobs = table.len(), "edge routes changed");
+        tracing::debug!(jobs = table.table.len(), "edge routes changed");
         routes.publish(&table);
     }
     table
@@ -205,9 +262,12 @@ mod tests {
         }
     }
 
-    fn table(recs: &[InstanceRecord]) -> RouteTable {
+    fn table(recs: &[InstanceRecord]) -> View {
         let members = [(NodeId::from_u64(1), MemberState::Alive)].into();
-        RouteTable::build([], recs, &members)
+        View {
+            table: RouteTable::build([], recs, &members),
+            nodes: BTreeMap::new(),
+        }
     }
 
     #[test]

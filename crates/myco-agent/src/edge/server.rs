@@ -23,6 +23,7 @@ pub fn edge_server() -> Server {
         reserve_connections: 64,
         strict_line_endings: true,
         max_body_bytes: MAX_BODY,
+        h2c: true,
         ..ServeLimits::default()
     })
     // A reserve connection serves one request of any kind, then closes:
@@ -31,15 +32,23 @@ pub fn edge_server() -> Server {
 }
 
 /// The edge's app: every request goes to the proxy.
-pub fn router(routes: Routes, me: NodeId) -> Router {
+pub fn router(
+    routes: Routes,
+    me: NodeId,
+    client: super::upstream::UpstreamClient,
+    relay: Option<super::relay::RelayClient>,
+    prefer_local: bool,
+) -> Router {
     let via_token = format!("myco-{me}");
     let state = EdgeState {
         routes,
-        client: super::upstream::client(),
+        client,
         via: HeaderValue::from_str(&format!("1.1 {via_token}"))
             .unwrap_or(HeaderValue::from_static("1.1 myco")),
         via_token,
         tunnels: super::tunnel::Tunnels::default(),
+        relay,
+        prefer_local,
     };
     Router::new()
         .fallback(proxy::handle)

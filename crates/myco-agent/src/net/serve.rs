@@ -133,6 +133,9 @@ pub struct ServeLimits {
     pub strict_line_endings: bool,
     /// Pause after `accept` fails for lack of descriptors.
     pub accept_backoff: Duration,
+    /// Also speak HTTP/2 with prior knowledge (h2c), told apart from
+    /// HTTP/1.1 by its preface on each connection.
+    pub h2c: bool,
 }
 
 impl Default for ServeLimits {
@@ -151,6 +154,7 @@ impl Default for ServeLimits {
             drain_timeout: Duration::from_secs(10),
             strict_line_endings: false,
             accept_backoff: Duration::from_millis(100),
+            h2c: false,
         }
     }
 }

@@ -75,6 +75,7 @@ pub fn limits() -> ServeLimits {
         drain_timeout: Duration::from_secs(5),
         strict_line_endings: false,
         accept_backoff: Duration::from_millis(20),
+        h2c: false,
     }
 }
 

@@ -26,7 +26,11 @@ pub struct Agent {
     /// The address the API listens on (`127.0.0.1` unless
     /// [`Opts::api_host`] said otherwise); clients always use loopback.
     pub api_host: String,
-    pub join: Vec<u16>,
+    /// `HOST:PORT` of the agents it joins.
+    pub join: Vec<String>,
+    /// The IP its mesh port binds to (and advertises): `127.0.0.1` unless
+    /// [`Opts::mesh_host`] said otherwise.
+    pub mesh_host: String,
     pub key_file: Option<PathBuf>,
     /// Extra arguments for `myco agent`.
     pub args: Vec<String>,
@@ -75,11 +79,11 @@ impl Agent {
             .arg("--data-dir")
             .arg(&self.dir)
             .args(["--name", &self.name])
-            .args(["--bind", &format!("127.0.0.1:{}", self.bind)])
+            .args(["--bind", &format!("{}:{}", self.mesh_host, self.bind)])
             .args(["--api", &format!("{}:{}", self.api_host, self.api)])
             .args(["--edge", &format!("127.0.0.1:{}", self.edge)]);
         for p in &self.join {
-            cmd.args(["--join", &format!("127.0.0.1:{p}")]);
+            cmd.args(["--join", p]);
         }
         if let Some(k) = &self.key_file {
             cmd.arg("--cluster-key-file").arg(k);
@@ -111,6 +115,10 @@ pub struct Opts {
     /// Where the API listens instead of `127.0.0.1` (e.g. `0.0.0.0`: off
     /// loopback, so every read needs the token).
     pub api_host: Option<String>,
+    /// The IP the mesh port binds to instead of `127.0.0.1` (another
+    /// loopback address such as `127.0.0.2`, so instances that listen on
+    /// `127.0.0.1` only are out of other nodes' direct reach).
+    pub mesh_host: Option<String>,
 }
 
 /// A test's temp dir and agents.
@@ -159,7 +167,9 @@ impl Harness {
     /// all, it is retried on fresh ports.
     #[track_caller]
     pub fn start(&mut self, name: &str, opts: Opts) -> usize {
-        let join: Vec<u16> = opts.join.iter().map(|&j| self.agents[j].bind).collect();
+        let join: Vec<String> = (opts.join.iter())
+            .map(|&j| format!("{}:{}", self.agents[j].mesh_host, self.agents[j].bind))
+            .collect();
         let dir = self.root.join(name);
         fs::create_dir_all(&dir).expect("creating the data dir");
         let mut agent = Agent {
@@ -170,6 +180,7 @@ impl Harness {
             api: 0,
             edge: 0,
             api_host: opts.api_host.unwrap_or_else(|| "127.0.0.1".into()),
+            mesh_host: opts.mesh_host.unwrap_or_else(|| "127.0.0.1".into()),
             join,
             key_file: opts.key_file,
             args: opts.args,
@@ -239,8 +250,26 @@ impl Harness {
     /// until every one sees all `n` alive. Returns the formation time.
     #[track_caller]
     pub fn mesh(&mut self, n: usize) -> Duration {
+        self.mesh_with(n, |_| None)
+    }
+
+    /// [`Harness::mesh`] with node `k` (1-based) binding its mesh port to
+    /// `127.0.0.k`: each node has its own address, as on a LAN.
+    #[track_caller]
+    pub fn mesh_spread(&mut self, n: usize) -> Duration {
+        self.mesh_with(n, |k| Some(format!("127.0.0.{k}")))
+    }
+
+    #[track_caller]
+    fn mesh_with(&mut self, n: usize, host: impl Fn(usize) -> Option<String>) -> Duration {
         let t0 = Instant::now();
-        let first = self.start("n1", Opts::default());
+        let first = self.start(
+            "n1",
+            Opts {
+                mesh_host: host(1),
+                ..Opts::default()
+            },
+        );
         let key_file = self.root.join("cluster.key");
         let out = myco(&[
             "cluster",
@@ -260,6 +289,7 @@ impl Harness {
                 Opts {
                     join: vec![first],
                     key_file: Some(key_file.clone()),
+                    mesh_host: host(k),
                     ..Opts::default()
                 },
             );

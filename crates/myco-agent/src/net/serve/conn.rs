@@ -14,7 +14,8 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
@@ -315,7 +316,9 @@ impl Conn {
             counters: counters.clone(),
             write_blocked: false,
         });
-        let builder = self.builder();
+        // Made before `self.app` moves into the service.
+        let auto = limits.h2c.then(|| self.auto_builder());
+        let http1 = self.builder();
         let request = Arc::new(PerRequest {
             server: self.server.clone(),
             app: self.app,
@@ -331,13 +334,25 @@ impl Conn {
         });
         // Upgrades (WebSocket) are handed to the app, which tunnels them
         // (the edge); the connection's slot is released once it has.
-        let conn = builder.serve_connection(io, service).with_upgrades();
-        let mut conn = std::pin::pin!(conn);
+        // The auto builder reads the first bytes to tell h2c from HTTP/1.1,
+        // and does so even when told HTTP/1.1 only: servers without h2c keep
+        // the plain HTTP/1.1 connection.
+        let mut conn = match auto {
+            Some(b) => Serving::Auto(Box::pin(
+                b.serve_connection_with_upgrades(io, service).into_owned(),
+            )),
+            None => Serving::H1(Box::pin(
+                http1.serve_connection(io, service).with_upgrades(),
+            )),
+        };
         let mut stop = self.stop;
         let mut stopping = false;
         loop {
             tokio::select! {
-                r = conn.as_mut() => {
+                r = std::future::poll_fn(|cx| match &mut conn {
+                    Serving::H1(c) => c.as_mut().poll(cx).map_err(|e| e.to_string()),
+                    Serving::Auto(c) => c.as_mut().poll(cx).map_err(|e| e.to_string()),
+                }) => {
                     if let Err(e) = r {
                         tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
                     }
@@ -361,11 +376,34 @@ impl Conn {
                 }
                 _ = stop.wait_for(|s| *s), if !stopping => {
                     // Idle connections close now; busy ones after their response.
-                    conn.as_mut().graceful_shutdown();
+                    match &mut conn {
+                        Serving::H1(c) => c.as_mut().graceful_shutdown(),
+                        Serving::Auto(c) => c.as_mut().graceful_shutdown(),
+                    }
                     stopping = true;
                 }
             }
         }
+    }
+
+    /// HTTP/1.1 or h2c, per connection (see [`ServeLimits::h2c`]).
+    fn auto_builder(&self) -> auto::Builder<TokioExecutor> {
+        let limits = &self.server.limits;
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        // The same header budget; streams at once bounded like a browser's
+        // (HTTP/2's default is unlimited). The watchdog's idle and
+        // send-stall limits apply to the connection as for HTTP/1.1.
+        b.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(limits.max_header_bytes.max(8192) as u32);
+        b.http1()
+            .timer(TokioTimer::new())
+            .keep_alive(!self.on_reserve)
+            .header_read_timeout(limits.header_timeout + limits.idle_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .max_headers(limits.max_headers);
+        b
     }
 
     fn builder(&self) -> http1::Builder {
@@ -381,6 +419,12 @@ impl Conn {
             .max_headers(limits.max_headers);
         b
     }
+}
+
+/// A connection being served: HTTP/1.1 only, or HTTP/1.1 or h2c.
+enum Serving<H1, Auto> {
+    H1(Pin<Box<H1>>),
+    Auto(Pin<Box<Auto>>),
 }
 
 /// What every request on one connection shares.

@@ -62,12 +62,26 @@ async fn serve(
     let _ = tcp.set_nodelay(true);
     let handshake = async {
         let mut stream = TlsAcceptor::from(tls.server.clone()).accept(tcp).await?;
+        if stream.get_ref().1.alpn_protocol() == Some(tls::RELAY_ALPN) {
+            // The edge relay speaks HTTP/2 from here: no acceptance byte.
+            return Ok(Err(stream));
+        }
         stream.write_all(&[PROTOCOL]).await?;
         stream.flush().await?;
-        Ok::<_, io::Error>(stream)
+        Ok::<_, io::Error>(Ok(stream))
     };
     let mut stream = match timeout(config.connect_timeout, handshake).await {
-        Ok(Ok(stream)) => stream,
+        Ok(Ok(Ok(stream))) => stream,
+        Ok(Ok(Err(relay))) => {
+            match shared.relay.get() {
+                Some(serve_relay) => serve_relay(relay, from).await,
+                None => {
+                    bump(&shared.stats.inbound_handshake_failures, 1);
+                    tracing::debug!(%from, "edge relay connection refused: no edge here");
+                }
+            }
+            return;
+        }
         result => {
             let error = result.unwrap_or_else(|_| Err(timed_out())).err();
             bump(&shared.stats.inbound_handshake_failures, 1);

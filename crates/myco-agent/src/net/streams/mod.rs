@@ -50,6 +50,17 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 pub use queue::Inbox;
+pub use tls::RELAY_ALPN;
+
+/// An inbound connection that negotiated [`RELAY_ALPN`], handshake done.
+pub type RelayConn = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+/// What serves relay connections (the edge): it gets the connection and
+/// the peer's address, and holds an inbound slot until its future ends.
+pub type RelayHandler = Arc<
+    dyn Fn(RelayConn, SocketAddr) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Bytes of incoming messages buffered for the mesh loop before
 /// connections stop being read: two messages of the largest size, so one
@@ -285,6 +296,8 @@ struct Shared {
     runtime: tokio::runtime::Handle,
     /// Channels whose messages go straight to a service's queue.
     direct: std::sync::OnceLock<Vec<(Channel, tokio::sync::mpsc::Sender<Vec<u8>>)>>,
+    /// Who serves relay connections; until set they are refused.
+    relay: std::sync::OnceLock<RelayHandler>,
 }
 
 impl Shared {
@@ -343,6 +356,7 @@ impl Streams {
             stats: Counters::default(),
             runtime: tokio::runtime::Handle::current(),
             direct: std::sync::OnceLock::new(),
+            relay: std::sync::OnceLock::new(),
         });
         let accept =
             tokio::spawn(inbound::accept_loop(listener, shared.clone(), incoming)).abort_handle();
@@ -447,6 +461,20 @@ impl Streams {
     /// cache's and messaging's latency. Set once; later calls do nothing.
     pub fn deliver_directly(&self, routes: Vec<(Channel, tokio::sync::mpsc::Sender<Vec<u8>>)>) {
         let _ = self.owner.shared.direct.set(routes);
+    }
+
+    /// The TLS client config for relay connections to other nodes'
+    /// stream ports: this ring's trust and leaves, offering [`RELAY_ALPN`].
+    /// Taken per connection, so a key change applies to the next one.
+    pub fn relay_client_config(&self) -> Arc<rustls::ClientConfig> {
+        self.owner.shared.tls().1.relay_client.clone()
+    }
+
+    /// Hands inbound connections that negotiated [`RELAY_ALPN`] to
+    /// `handler` (once; a second call is ignored). They take the same
+    /// inbound slots as stream connections.
+    pub fn set_relay_handler(&self, handler: RelayHandler) {
+        let _ = self.owner.shared.relay.set(handler);
     }
 
     /// The counters so far.

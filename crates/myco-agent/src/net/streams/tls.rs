@@ -71,6 +71,9 @@ pub(super) fn no_common_version(error: &std::io::Error) -> bool {
         )
     )
 }
+/// ALPN of the edge relay: HTTP/2 between nodes' edges on the same
+/// listener and certificates (see `edge::relay`).
+pub const RELAY_ALPN: &[u8] = b"myco-edge-h2/1";
 
 /// PKCS#8 v1 header of an Ed25519 private key (RFC 8410); the 32-byte seed follows.
 const ED25519_PKCS8_PREFIX: [u8; 16] = [
@@ -179,6 +182,9 @@ pub(super) fn node_of(cert: &[u8]) -> Option<NodeId> {
 /// connections against after a rotation.
 pub(super) struct Tls {
     pub(super) client: Arc<ClientConfig>,
+    /// The client config of the edge relay: the same trust and leaves,
+    /// offering [`RELAY_ALPN`] only.
+    pub(super) relay_client: Arc<ClientConfig>,
     pub(super) server: Arc<ServerConfig>,
     server_verifier: Arc<HintingVerifier>,
     client_verifier: Arc<dyn ClientCertVerifier>,
@@ -244,6 +250,8 @@ impl Tls {
         // peer's certificate is always at hand to re-verify after a rotation,
         // and no ticket outlives the keys it was issued under.
         client.resumption = rustls::client::Resumption::disabled();
+        let mut relay_client = client.clone();
+        relay_client.alpn_protocols = vec![RELAY_ALPN.to_vec()];
         client.alpn_protocols = alpn();
 
         let mut server = ServerConfig::builder_with_provider(provider())
@@ -251,10 +259,15 @@ impl Tls {
             .with_client_cert_verifier(client_verifier.clone())
             .with_cert_resolver(leaves);
         server.send_tls13_tickets = 0;
-        server.alpn_protocols = alpn();
+        // The stream versions, newest first, then the relay. A client that
+        // offers no ALPN gets the stream protocol (as before the relay).
+        let mut names = alpn();
+        names.push(RELAY_ALPN.to_vec());
+        server.alpn_protocols = names;
 
         Ok(Tls {
             client: Arc::new(client),
+            relay_client: Arc::new(relay_client),
             server: Arc::new(server),
             server_verifier,
             client_verifier,

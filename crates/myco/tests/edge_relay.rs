@@ -1,0 +1,144 @@
+//! The edge relay end to end: each node binds its own loopback address
+//! (127.0.0.1, .2, .3, as machines on a LAN have their own), and the job's
+//! instances listen on 127.0.0.1 only. An instance on another node is then
+//! out of direct reach; a request through any node's edge still reaches
+//! every instance, through the instance's node over the mesh's mutual TLS,
+//! with its body, headers and Host intact.
+
+mod edge_util;
+mod support;
+
+use std::collections::BTreeSet;
+
+use edge_util::{ECHO, READY, get, metric, routed, send};
+use serde_json::{Value, json};
+use support::{Harness, push_script_spore, wait_for};
+
+#[test]
+fn an_instance_on_loopback_only_is_reached_from_every_edge() {
+    let mut h = Harness::new("edge-relay");
+    h.mesh_spread(3);
+    let script = ECHO.replace("(\"0.0.0.0\",", "(\"127.0.0.1\",");
+    assert_ne!(script, ECHO, "the workload binds loopback only");
+    let digest = push_script_spore(&h, h.agent(0), "lo", &script);
+    let job = json!({"name": "lo", "spore": digest, "count": 3, "strategy": "spread",
+        "health": {"http": "/health", "interval_ms": 300}});
+    let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
+    for a in &h.agents {
+        wait_for("3 ready routes on every edge", READY, || {
+            match routed(a, "lo")? {
+                3 => Ok(()),
+                n => Err(format!("{} routes {n}", a.name)),
+            }
+        });
+    }
+    // The instances really are out of direct reach from other nodes: the
+    // routes list them at their node's address, where nothing listens.
+    let routes: Value = h.agent(0).anon().get("/mesh/routes").expect("routes");
+    let lo = routes["routes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["job"] == "lo"))
+        .expect("the job's routes");
+    let remote = lo["ready"]
+        .as_array()
+        .expect("ready")
+        .iter()
+        .filter_map(|e| e["addr"].as_str())
+        .filter(|a| !a.starts_with("127.0.0.1:"))
+        .count();
+    assert_eq!(remote, 2, "two instances at other addresses: {lo}");
+
+    for a in &h.agents {
+        let mut nodes = BTreeSet::new();
+        for _ in 0..30 {
+            let r = get(a.edge, "/lo/x?y=1");
+            assert_eq!(r.status, 200, "through {}: {r:?}", a.name);
+            assert_eq!(r.body["path"], "/x?y=1");
+            nodes.insert(r.body["node"].to_string());
+        }
+        assert_eq!(nodes.len(), 3, "edge of {} reached only {nodes:?}", a.name);
+    }
+    // Body, Host and the forwarding headers cross the relay.
+    for _ in 0..10 {
+        let r = send(
+            h.agent(0).edge,
+            "POST",
+            "/whole",
+            &[("Host", "lo.example"), ("X-Request-Id", "rq-7")],
+            "relayed body",
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["body"], "relayed body");
+        assert_eq!(r.body["path"], "/whole");
+        assert_eq!(r.body["headers"]["host"], "lo.example");
+        assert_eq!(r.body["headers"]["x-request-id"], "rq-7");
+        assert!(r.body["headers"]["x-forwarded-for"].is_string(), "{r:?}");
+        assert!(r.body["headers"].get("myco-relay-to").is_none(), "{r:?}");
+    }
+    let relayed: f64 = h
+        .agents
+        .iter()
+        .map(|a| metric(a, "myco_edge_relay_served_total"))
+        .sum();
+    assert!(
+        relayed >= 60.0,
+        "two thirds of 100 requests crossed a relay: {relayed}"
+    );
+}
+
+/// One request with curl speaking HTTP/2 with prior knowledge (h2c):
+/// the HTTP version curl used, and the body.
+fn h2c_get(port: u16, path: &str, host: Option<&str>) -> (String, Value) {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--http2-prior-knowledge", "-w", "\n%{http_version}"]);
+    if let Some(h) = host {
+        cmd.args(["-H", &format!("Host: {h}")]);
+    }
+    let out = cmd.arg(&url).output().expect("curl (apt install curl)");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, version) = text.rsplit_once('\n').expect("the version line");
+    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:?}"));
+    (version.to_string(), body)
+}
+
+#[test]
+fn h2c_clients_are_served_by_path_and_by_authority() {
+    let mut h = Harness::new("edge-h2c");
+    h.mesh(2);
+    let digest = push_script_spore(&h, h.agent(0), "echo", ECHO);
+    let job = json!({"name": "echo", "spore": digest, "count": 2, "strategy": "spread",
+        "health": {"http": "/health", "interval_ms": 300}});
+    let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
+    wait_for("2 ready routes", READY, || {
+        match routed(h.agent(0), "echo")? {
+            2 => Ok(()),
+            n => Err(format!("routes {n}")),
+        }
+    });
+    let mut nodes = BTreeSet::new();
+    for _ in 0..10 {
+        let (version, body) = h2c_get(h.agent(0).edge, "/echo/x?y=1", None);
+        assert_eq!(version, "2", "spoken as HTTP/2");
+        assert_eq!(body["path"], "/x?y=1");
+        nodes.insert(body["node"].to_string());
+    }
+    assert_eq!(
+        nodes.len(),
+        2,
+        "both instances, local and relayed: {nodes:?}"
+    );
+    // The host an HTTP/2 client names (`:authority`) routes like `Host`,
+    // and reaches the instance as its Host.
+    let (version, body) = h2c_get(h.agent(0).edge, "/whole", Some("echo.example"));
+    assert_eq!(version, "2");
+    assert_eq!(body["path"], "/whole");
+    assert_eq!(body["headers"]["host"], "echo.example");
+    // HTTP/1.1 on the same port still works.
+    assert_eq!(get(h.agent(0).edge, "/echo/p").status, 200);
+}
