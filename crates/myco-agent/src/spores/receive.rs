@@ -36,7 +36,7 @@ pub(super) struct Progress {
 /// How a receive ended.
 pub(super) enum Received {
     /// Verified and renamed into place.
-    Kept(Verified),
+    Kept(Box<Verified>),
     /// Refused: the partial file is deleted, nothing of it can be trusted.
     Refused(SporeError),
     /// Stopped before the end: the partial file keeps the prefix received.
@@ -144,7 +144,7 @@ impl Receiver {
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 match moved {
-                    Ok(()) => Received::Kept(v),
+                    Ok(()) => Received::Kept(Box::new(v)),
                     Err(e) => Received::Refused(SporeError::Io(e)),
                 }
             }

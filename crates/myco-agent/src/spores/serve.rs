@@ -86,10 +86,10 @@ async fn answer(store: &SporeStore, r: ChunkRequest) -> BlobMessage {
         None => (whole, None),
     };
     let (offset, len) = (r.offset, u64::from(r.len));
-    if let Some((written, total)) = limit {
-        if offset.saturating_add(len).min(total) > written {
-            return lacking(r.digest);
-        }
+    if let Some((written, total)) = limit
+        && offset.saturating_add(len).min(total) > written
+    {
+        return lacking(r.digest);
     }
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Vec<u8>)> {
         let f = std::fs::File::open(path)?;
