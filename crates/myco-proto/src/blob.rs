@@ -38,10 +38,21 @@ pub enum BlobMessage {
         #[serde(with = "crate::bytes")]
         data: Vec<u8>,
     },
-    /// The asked node does not hold the blob.
+    /// The asked node does not hold the blob (every request for it from
+    /// this asker fails). Sent by nodes before `Lacking`; still understood.
     Missing {
         /// `sha256:<hex>`.
         digest: String,
+    },
+    /// The asked node cannot send this chunk now: it does not hold the
+    /// blob, or is still fetching it and has not reached `offset`. Only
+    /// the one request fails, so a fetch that also asks other nodes keeps
+    /// them. Last in the enum so older encodings keep their tags.
+    Lacking {
+        /// `sha256:<hex>`.
+        digest: String,
+        /// The start of the chunk asked for.
+        offset: u64,
     },
 }
 

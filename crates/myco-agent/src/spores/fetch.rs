@@ -1,33 +1,31 @@
 //! Fetching a spore this node lacks from the nodes that hold it.
 //!
-//! 1 MiB chunks over the authenticated stream transport (the blob
-//! channel), [`WINDOW`] requests in flight, a partial file resumed on the
-//! next attempt, the next holder tried after a failure or [`CHUNK_TIMEOUT`]
-//! of silence, and at most [`FETCH_SLOTS`] fetches at once. The fetched
-//! file is verified like an upload before it is kept.
+//! Over the authenticated stream transport (the blob channel): chunks are
+//! asked of every known source at once (see [`super::download`]), written
+//! and verified as they land in order (see [`super::receive`]), a partial
+//! file resumed on the next attempt, and at most [`FETCH_SLOTS`] fetches at
+//! once. While a fetch runs its prefix is served to others that fetch the
+//! same spore (a swarm), so a deploy to many nodes does not queue on the
+//! first holder. A fetch from several sources that does not verify is
+//! tried again from one holder at a time, so one holder with a bad copy
+//! cannot stop the others from delivering.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::PoisonError;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
 
 use ed25519_dalek::VerifyingKey;
 use myco_proto::blob::{BlobMessage, CHUNK};
-use myco_proto::channel::Channel;
 use myco_spore::SporeError;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 
+use super::download::{Outcome, Source, Sources};
+use super::receive::{Progress, Received, Receiver};
 use super::serve::ChunkRequest;
 use super::store::{SporeStore, hex_of};
 
 /// Fetches running at once; more wait.
 pub const FETCH_SLOTS: usize = 2;
-/// Chunk requests kept in flight per fetch.
-const WINDOW: usize = 4;
-/// How long a chunk may take before the next holder is tried.
-const CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a spore could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -48,15 +46,17 @@ pub enum FetchError {
     Io(#[from] std::io::Error),
 }
 
-/// Who waits for which chunk: (digest, offset) to its fetch.
-pub(super) type Waiting = BTreeMap<(String, u64), oneshot::Sender<BlobMessage>>;
+/// Who waits for which chunk: (digest, offset) to its fetch's answers.
+pub(super) type Waiting = BTreeMap<(String, u64), mpsc::Sender<BlobMessage>>;
 
 impl SporeStore {
-    /// Makes sure this node holds `digest`, fetching it from `holders`.
+    /// Makes sure this node holds `digest`, fetching it from `sources`
+    /// (asked again as the fetch goes, since more nodes may start
+    /// fetching it and serve what they have).
     pub async fn fetch(
         &self,
         digest: &str,
-        holders: &[SocketAddr],
+        sources: Sources<'_>,
         trusted: Vec<VerifyingKey>,
     ) -> Result<PathBuf, FetchError> {
         let hex = hex_of(digest).ok_or_else(|| FetchError::BadDigest(digest.to_string()))?;
@@ -69,103 +69,93 @@ impl SporeStore {
         if self.has(digest).await {
             return Ok(dest);
         }
-        // One partial file per digest: a later attempt resumes it.
-        let part = self.dir.join("tmp").join(format!("{hex}.part"));
-        for holder in holders.iter().filter(|h| **h != self.me) {
-            match self.download(digest, *holder, &part).await {
-                Ok(()) => {
-                    let verified = self.ingest(part.clone(), trusted.clone()).await?;
-                    if verified.digest != digest {
-                        return Err(FetchError::Unavailable(digest.to_string()));
-                    }
-                    tracing::info!(%digest, from = %holder, "spore fetched");
-                    return Ok(dest);
-                }
-                Err(e) => {
-                    tracing::debug!(%digest, from = %holder, error = %e, "fetch from holder failed")
-                }
-            }
+        let started = std::time::Instant::now();
+        let progress = Arc::new(Progress::default());
+        self.partial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(digest.to_string(), progress.clone());
+        let result = self.fetch_from(digest, sources, &trusted, &progress).await;
+        self.partial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(digest);
+        if result.is_ok() {
+            let ms = started.elapsed().as_millis() as u64;
+            tracing::info!(%digest, ms, "spore fetch done");
         }
-        Err(FetchError::Unavailable(digest.to_string()))
+        result.map(|()| dest)
     }
 
-    /// Downloads the rest of `part` from `holder`, keeping [`WINDOW`] chunk
-    /// requests in flight: one connection and one serving task keep the
-    /// answers in order, and a window hides the round trip per chunk.
-    async fn download(&self, digest: &str, holder: SocketAddr, part: &Path) -> std::io::Result<()> {
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .append(true)
-            .open(part)
-            .await?;
-        let mut offset = file.metadata().await?.len();
-        let mut total: Option<u64> = None;
-        let mut next = offset;
-        let mut inflight = std::collections::VecDeque::new();
-        let result = loop {
-            // Ask ahead, but never past the end once it is known.
-            while inflight.len() < WINDOW && total.is_none_or(|t| next < t) {
-                let (tx, rx) = oneshot::channel();
-                self.waiting
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert((digest.to_string(), next), tx);
-                let request = BlobMessage::Request {
-                    digest: digest.to_string(),
-                    offset: next,
-                    len: CHUNK,
-                    reply_to: self.me,
-                };
-                if self
-                    .streams
-                    .send(holder, Channel::Blob, request.encode())
-                    .is_err()
-                {
-                    break;
-                }
-                inflight.push_back((next, rx));
-                next += u64::from(CHUNK);
-            }
-            let Some((at, rx)) = inflight.pop_front() else {
-                break Err(std::io::Error::other("stream queue full"));
-            };
-            match tokio::time::timeout(CHUNK_TIMEOUT, rx).await {
-                Ok(Ok(BlobMessage::Data {
-                    offset: got,
-                    total: t,
-                    data,
-                    ..
-                })) if got == at && at == offset => {
-                    if t > self.limits.max_spore_bytes || offset + data.len() as u64 > t {
-                        break Err(std::io::Error::other(
-                            "holder sent more than a spore may hold",
-                        ));
-                    }
-                    total = Some(t);
-                    file.write_all(&data).await?;
-                    offset += data.len() as u64;
-                    if offset == t {
-                        file.sync_all().await?;
-                        break Ok(());
-                    }
-                    if data.is_empty() {
-                        break Err(std::io::Error::other("holder sent an empty chunk"));
-                    }
-                }
-                Ok(Ok(BlobMessage::Missing { .. })) => {
-                    break Err(std::io::Error::other("holder does not have it"));
-                }
-                Ok(_) => break Err(std::io::Error::other("unexpected answer")),
-                Err(_) => break Err(std::io::Error::other("chunk timed out")),
-            }
+    async fn fetch_from(
+        &self,
+        digest: &str,
+        sources: Sources<'_>,
+        trusted: &[VerifyingKey],
+        progress: &Arc<Progress>,
+    ) -> Result<(), FetchError> {
+        let mut refused = match self.attempt(digest, sources, trusted, progress).await? {
+            None => return Ok(()),
+            Some(e) => e,
         };
-        // Forget the waiters of requests still out.
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        for (at, _) in inflight {
-            waiting.remove(&(digest.to_string(), at));
+        // Refused after asking several at once: ask one holder at a time,
+        // so a bad copy is found out and the good ones still deliver.
+        let holders: Vec<Source> = sources().into_iter().filter(|s| s.complete).collect();
+        for holder in holders.into_iter().filter(|h| h.addr != self.me) {
+            let one = move || vec![holder];
+            match self.attempt(digest, &one, trusted, progress).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(e)) => refused = e,
+                Err(FetchError::Unavailable(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
-        result
+        Err(FetchError::Refused(refused))
+    }
+
+    /// One download: `Ok(None)` when kept, `Ok(Some(why))` when the bytes
+    /// were refused (the partial file is gone), `Unavailable` when no
+    /// source could send the rest (the partial file stays, to resume).
+    async fn attempt(
+        &self,
+        digest: &str,
+        sources: Sources<'_>,
+        trusted: &[VerifyingKey],
+        progress: &Arc<Progress>,
+    ) -> Result<Option<SporeError>, FetchError> {
+        let hex = hex_of(digest).ok_or_else(|| FetchError::BadDigest(digest.to_string()))?;
+        // One partial file per digest: a later attempt resumes it.
+        let part = self.part_path(hex);
+        let mut rx = Receiver::start(part, trusted.to_vec(), self.limits, progress.clone())?;
+        let outcome = self.download(digest, sources, &mut rx).await;
+        let complete = matches!(outcome, Outcome::Complete);
+        match rx.finish(complete, &self.dir).await {
+            Received::Kept(v) if v.digest == digest => {
+                tracing::info!(%digest, size = v.size, "spore fetched and verified");
+                Ok(None)
+            }
+            Received::Kept(v) => {
+                // A valid spore, kept under its own digest, but not this one.
+                tracing::warn!(%digest, got = %v.digest, "sources sent another spore");
+                Err(FetchError::Unavailable(digest.to_string()))
+            }
+            Received::Refused(e) => {
+                self.count_refusal(e.reason());
+                tracing::warn!(%digest, error = %e, "fetched spore refused");
+                Ok(Some(e))
+            }
+            Received::Incomplete => {
+                if let Outcome::Stalled(why) = outcome {
+                    tracing::debug!(%digest, why, "fetch stalled");
+                }
+                Err(FetchError::Unavailable(digest.to_string()))
+            }
+        }
+    }
+
+    /// Where the partial file of a fetch lives.
+    pub(super) fn part_path(&self, hex: &str) -> PathBuf {
+        self.dir.join("tmp").join(format!("{hex}.part"))
     }
 
     /// Handles a blob message that arrived on the stream transport.
@@ -189,14 +179,19 @@ impl SporeStore {
             }
             BlobMessage::Data {
                 ref digest, offset, ..
+            }
+            | BlobMessage::Lacking {
+                ref digest, offset, ..
             } => {
                 let waiter = self
                     .waiting
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .remove(&(digest.clone(), offset));
+                // The fetch's queue holds one answer per request it has
+                // out, so this only fails once it gave up on the request.
                 if let Some(w) = waiter {
-                    let _ = w.send(message);
+                    let _ = w.try_send(message);
                 }
             }
             BlobMessage::Missing { ref digest } => {
@@ -208,7 +203,7 @@ impl SporeStore {
                     .collect();
                 for k in keys {
                     if let Some(w) = waiting.remove(&k) {
-                        let _ = w.send(message.clone());
+                        let _ = w.try_send(message.clone());
                     }
                 }
             }

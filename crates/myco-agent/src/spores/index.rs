@@ -23,6 +23,12 @@ pub fn holder_key(digest: &str, node: &impl std::fmt::Display) -> String {
     format!("{digest}/holder/{node}")
 }
 
+/// The index key saying a node is fetching a spore (and serves the part it
+/// has): removed when the fetch ends.
+pub fn partial_key(digest: &str, node: &impl std::fmt::Display) -> String {
+    format!("{digest}/partial/{node}")
+}
+
 /// The index key naming a version.
 pub fn name_key(name_at_version: &str) -> String {
     format!("name/{name_at_version}")
@@ -57,6 +63,8 @@ pub struct Index {
     pub records: BTreeMap<String, SporeRecord>,
     /// Holders by digest: (node id, mesh address).
     pub holders: BTreeMap<String, Vec<(String, String)>>,
+    /// Nodes fetching a spore by digest: (node id, mesh address).
+    pub partials: BTreeMap<String, Vec<(String, String)>>,
 }
 
 impl Index {
@@ -65,17 +73,19 @@ impl Index {
         let mut index = Index::default();
         for (key, entry) in mesh.scan(Table::SPORES, "sha256:", MAX_LIST) {
             let value = entry.value.unwrap_or_default();
-            match key.split_once("/holder/") {
-                Some((digest, node)) => {
-                    index.holders.entry(digest.to_string()).or_default().push((
-                        node.to_string(),
-                        String::from_utf8_lossy(&value).into_owned(),
-                    ))
-                }
-                None => {
-                    if let Ok(r) = serde_json::from_slice::<SporeRecord>(&value) {
-                        index.records.insert(key, r);
-                    }
+            let pair = |(d, n): (&str, &str)| {
+                (
+                    d.to_string(),
+                    (n.to_string(), String::from_utf8_lossy(&value).into_owned()),
+                )
+            };
+            if let Some((digest, holder)) = key.split_once("/holder/").map(pair) {
+                index.holders.entry(digest).or_default().push(holder);
+            } else if let Some((digest, node)) = key.split_once("/partial/").map(pair) {
+                index.partials.entry(digest).or_default().push(node);
+            } else {
+                if let Ok(r) = serde_json::from_slice::<SporeRecord>(&value) {
+                    index.records.insert(key, r);
                 }
             }
         }

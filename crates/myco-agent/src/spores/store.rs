@@ -18,6 +18,7 @@ use myco_spore::{Limits, SporeError, Verified};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::fetch::{FETCH_SLOTS, Waiting};
+use super::receive::Progress;
 use super::serve::{ChunkRequest, SERVE_QUEUE, serve_chunks};
 use crate::net::streams::Streams;
 
@@ -32,6 +33,8 @@ pub struct SporeStore {
     pub(super) waiting: Mutex<Waiting>,
     pub(super) slots: Semaphore,
     pub(super) serve: mpsc::Sender<ChunkRequest>,
+    /// Fetches in progress by digest, whose prefix is served meanwhile.
+    pub(super) partial: Mutex<BTreeMap<String, Arc<Progress>>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -76,6 +79,7 @@ impl SporeStore {
             waiting: Mutex::new(BTreeMap::new()),
             slots: Semaphore::new(FETCH_SLOTS),
             serve,
+            partial: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(BTreeMap::new()),
         });
         tokio::spawn(serve_chunks(store.clone(), requests));

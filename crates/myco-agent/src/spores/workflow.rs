@@ -19,6 +19,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::{Stream, StreamExt};
 
 use super::FetchError;
+use super::download::Source;
 use super::index::{self, Index, MAX_LIST};
 use super::store::{SporeStore, hex_of};
 use crate::mesh::{MeshHandle, WriteError};
@@ -187,7 +188,9 @@ impl Spores {
 
     /// Every indexed spore with its holders and whether this node has it.
     pub async fn list(&self) -> Vec<SporeInfo> {
-        let Index { records, holders } = Index::read(&self.mesh);
+        let Index {
+            records, holders, ..
+        } = Index::read(&self.mesh);
         let mut out = Vec::with_capacity(records.len());
         for (digest, r) in records {
             out.push(SporeInfo {
@@ -250,43 +253,67 @@ impl Spores {
     }
 
     async fn fetch(&self, digest: &str) -> Result<(), SporeFlowError> {
-        let Index { holders, .. } = Index::read(&self.mesh);
-        let Some(holders) = holders.get(digest) else {
+        if !Index::read(&self.mesh).holders.contains_key(digest) {
             return Err(SporeFlowError::NotFound(format!(
                 "no spore {digest} in the index"
             )));
-        };
-        let snap = self.mesh.snapshot();
-        // Alive holders only, in random order so no one holder takes every
-        // fetch; holders membership reports down or left are not asked.
-        let live: BTreeSet<String> = snap
-            .members
-            .iter()
-            .filter(|m| m.state == MemberState::Alive)
-            .map(|m| m.peer.id.to_string())
-            .collect();
-        let mut addrs: Vec<SocketAddr> = holders
-            .iter()
-            .filter(|(id, _)| live.contains(id))
-            .filter_map(|(_, a)| a.parse().ok())
-            .collect();
-        if !addrs.is_empty() {
-            let spin = crate::config::datadir::random_bytes::<1>()[0] as usize;
-            let n = addrs.len();
-            addrs.rotate_left(spin % n);
         }
         let trusted = index::trusted(&self.mesh);
         if trusted.is_empty() {
             self.store.count_refusal("untrusted");
             return Err(SporeFlowError::NoTrustedPublisher);
         }
-        self.store.fetch(digest, &addrs, trusted).await?;
-        let me = snap.me;
-        let key = index::holder_key(digest, &me.id);
+        let me = self.mesh.me();
+        // Others fetching it meanwhile may ask this node for the part it
+        // has; the key goes when the fetch ends, whatever the outcome.
+        let partial = index::partial_key(digest, &me.id);
+        let addr = me.addr.to_string().into_bytes();
         self.mesh
-            .write(Table::SPORES, &key, Some(me.addr.to_string().into_bytes()))
+            .write(Table::SPORES, &partial, Some(addr.clone()))
             .await?;
+        let spin = crate::config::datadir::random_bytes::<1>()[0] as usize;
+        let sources = move || self.sources(digest, spin);
+        let fetched = self.store.fetch(digest, &sources, trusted).await;
+        let unlisted = self.mesh.write(Table::SPORES, &partial, None).await;
+        fetched?;
+        unlisted?;
+        let key = index::holder_key(digest, &me.id);
+        self.mesh.write(Table::SPORES, &key, Some(addr)).await?;
         Ok(())
+    }
+
+    /// The live nodes holding or fetching `digest`, holders first. Each
+    /// group is rotated by `spin` so that not every fetch starts with the
+    /// same node; nodes membership reports down or left are not asked.
+    fn sources(&self, digest: &str, spin: usize) -> Vec<Source> {
+        let Index {
+            holders, partials, ..
+        } = Index::read(&self.mesh);
+        let live: BTreeSet<String> = self
+            .mesh
+            .snapshot()
+            .members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive)
+            .map(|m| m.peer.id.to_string())
+            .collect();
+        let pick = |nodes: Option<&Vec<(String, String)>>, complete: bool| {
+            let mut found: Vec<Source> = nodes
+                .into_iter()
+                .flatten()
+                .filter(|(id, _)| live.contains(id))
+                .filter_map(|(_, a)| a.parse::<SocketAddr>().ok())
+                .map(|addr| Source { addr, complete })
+                .collect();
+            if !found.is_empty() {
+                let n = found.len();
+                found.rotate_left(spin % n);
+            }
+            found
+        };
+        let mut all = pick(holders.get(digest), true);
+        all.extend(pick(partials.get(digest), false));
+        all
     }
 
     /// The trusted publisher keys with their comments.
