@@ -223,6 +223,7 @@ mod tests {
             resources: Default::default(),
             health: None,
             created_at: 1,
+            microvm: None,
         };
         let mut bytes = Vec::new();
         let info = myco_spore::pack(&src, meta, &key, &mut bytes).unwrap();
