@@ -9,7 +9,9 @@ use myco_agent::datadir::DataDir;
 use myco_agent::settings::{AgentOptions, default_data_dir, parse_tags};
 use myco_client::Client;
 use myco_proto::api::{KvEntry, NodeInfo};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::cli::{
     AgentArgs, Cli, ClusterCmd, Command, Conn, KvCmd, LogFormat, PeerCmd, SporeCmd, TopConn,
@@ -300,13 +302,19 @@ impl Listing for NodeInfo {
 }
 
 fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // `RUST_LOG` as `level` or `target=level,...` (tracing's `Targets`:
+    // the env-filter's span and field filters cost the binary a regex
+    // engine, about half a megabyte, for what operators rarely type).
+    let filter: Targets = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     // Colour only for a person at a terminal: a log file (`myco dev`'s
     // agent.log, journald) full of escape codes is unreadable.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing::Level::TRACE)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match args.log_format {
@@ -316,12 +324,16 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
                 json: true,
             })
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .finish()
+            .with(filter)
             .init(),
         LogFormat::Text => builder
             .event_format(crate::logfmt::WithNode {
                 inner: tracing_subscriber::fmt::format().with_ansi(ansi),
                 json: false,
             })
+            .finish()
+            .with(filter)
             .init(),
     }
     let flags = AgentOptions {

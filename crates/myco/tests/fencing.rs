@@ -13,24 +13,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Agent, Harness, cli, ok, procs_in, push_script_spore, s, wait_for};
+use support::{Agent, Harness, OK_SERVER, cli, ok, procs_in, push_script_spore, s, wait_for};
 
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 const READY: Duration = Duration::from_secs(40);
-
-/// The workload: answers 200 on every path.
-const SERVER: &str = r#"#!/usr/bin/env python3
-import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
-"#;
 
 fn job_file(h: &Harness, name: &str, count: u32, duplicates: &str) -> PathBuf {
     let file = h.root.join(format!("{name}.toml"));
@@ -96,7 +82,7 @@ fn a_partition_keeps_allowed_on_both_sides_and_never_on_the_majority_only() {
         &[("MYCO_FAULTS", "1"), ("MYCO_FENCE_MS", "1000")],
     );
     h.mesh(3);
-    push_script_spore(&h, h.agent(0), "srv", SERVER);
+    push_script_spore(&h, h.agent(0), "srv", OK_SERVER);
     for (name, count, dup) in [("free", 3, "allowed"), ("lock", 1, "never")] {
         let f = job_file(&h, name, count, dup);
         ok(&cli(h.agent(0), &["deploy", s(&f), "--detach"]), "deploy");

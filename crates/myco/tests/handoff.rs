@@ -11,22 +11,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Harness, cli, ok, procs_in, push_script_spore, s, wait_for};
+use support::{Harness, OK_SERVER, cli, ok, procs_in, push_script_spore, s, wait_for};
 
 const READY: Duration = Duration::from_secs(40);
-
-const SERVER: &str = r#"#!/usr/bin/env python3
-import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
-"#;
 
 fn ready(list: &Value) -> usize {
     list.as_array()
@@ -37,7 +24,7 @@ fn ready(list: &Value) -> usize {
 fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
     let mut h = Harness::new("handoff");
     h.mesh(3);
-    push_script_spore(&h, h.agent(0), "srv", SERVER);
+    push_script_spore(&h, h.agent(0), "srv", OK_SERVER);
     let file = h.root.join("web.toml");
     fs::write(
         &file,

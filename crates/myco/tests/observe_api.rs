@@ -91,10 +91,12 @@ fn nodes_show_allocation_and_live_use_and_jobs_their_rollout_and_duplicates() {
     assert_eq!(j["rollout"], Value::Null, "one version runs: {j}");
 
     // A new version rolls out one slot at a time; every node shows it.
+    // (An `allowed` job: a `never` job's rollout stops each old instance
+    // before its new one starts, so it has no proving phase to show.)
     let _: Value = h
         .agent(0)
         .client()
-        .post("/v1/jobs", &spec("2", "never"))
+        .post("/v1/jobs", &spec("2", "allowed"))
         .unwrap();
     for i in 0..2 {
         let (r, _) = wait_for("the rollout v1 -> v2 shown", LONG, || {
@@ -104,7 +106,7 @@ fn nodes_show_allocation_and_live_use_and_jobs_their_rollout_and_duplicates() {
                 .then_some(j.clone())
                 .ok_or(format!("{j}"))
         });
-        assert_eq!(r["duplicates"], "never");
+        assert_eq!(r["duplicates"], "allowed");
         let r = &r["rollout"];
         assert_eq!(r["from_version"], 1);
         assert_eq!(r["total"], 2);
@@ -119,6 +121,19 @@ fn nodes_show_allocation_and_live_use_and_jobs_their_rollout_and_duplicates() {
         .map(|n| n["allocated"]["cpu_milli"].as_u64().unwrap())
         .sum();
     assert_eq!(total, 750, "two old and one new instance");
+
+    // The duplicate mode shows as the job says.
+    let _: Value = h
+        .agent(0)
+        .client()
+        .post("/v1/jobs", &spec("3", "never"))
+        .unwrap();
+    wait_for("duplicates = never shown", LONG, || {
+        let j = job(&h, 1, "web")?;
+        (j["duplicates"] == "never")
+            .then_some(())
+            .ok_or(format!("{j}"))
+    });
 }
 
 #[test]

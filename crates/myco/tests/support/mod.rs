@@ -236,6 +236,21 @@ pub fn raw(a: &Agent, request: &str) -> (u16, String) {
     (code, text)
 }
 
+/// A workload that answers 200 "ok" on every path, on `PORT` on every
+/// interface: for tests about where instances run, not what they serve.
+pub const OK_SERVER: &str = r#"#!/usr/bin/env python3
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
 /// Packs `script` (a `run` file) as spore `name@1` in `h.root/NAME.spore`,
 /// signs it with one publisher key per harness (made, and trusted on `a`,
 /// on first use), pushes it to `a`; returns its digest.
