@@ -78,6 +78,7 @@ pub(crate) fn test_node(i: u64, keys: KeyRing) -> Node {
         edge_addr: None,
         version: "fuzz".into(),
         key_id: String::new(),
+        speaks: myco_proto::compat::THIS_BUILD,
     };
     let peer = Peer {
         id,

@@ -196,6 +196,7 @@ fn manifest() -> NodeManifest {
         edge_addr: Some("[::1]:8080".into()),
         version: "0.1.0".into(),
         key_id: "01020304".into(),
+        speaks: myco_proto::compat::THIS_BUILD,
     }
 }
 

@@ -55,6 +55,7 @@ pub fn signed_spore(payload: &[u8]) -> Vec<u8> {
         resources: Default::default(),
         health: None,
         created_at: 0,
+        microvm: None,
         payload_sha256: hex::encode(Sha256::digest(payload)),
         payload_size: payload.len() as u64,
         publisher: hex::encode(key.verifying_key().as_bytes()),
