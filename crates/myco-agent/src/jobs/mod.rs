@@ -145,46 +145,44 @@ impl JobsConfig {
         if let Some(v) = var("MYCO_CGROUP_PARENT") {
             c.cgroups.parent = v;
         }
-        if let Some(v) = var("MYCO_DRAIN_MS") {
-            let ms: u64 =
-                v.trim()
-                    .parse()
-                    .ok()
-                    .filter(|&ms| ms <= 600_000)
-                    .ok_or(JobsConfigError {
-                        var: "MYCO_DRAIN_MS",
-                        value: v.clone(),
-                        want: "want milliseconds, 0 to 600000 (default 1500)",
-                    })?;
-            c.drain = std::time::Duration::from_millis(ms);
+        let millis = |name: &'static str, range: std::ops::RangeInclusive<u64>, want| {
+            var(name)
+                .map(|v| {
+                    v.trim()
+                        .parse()
+                        .ok()
+                        .filter(|ms| range.contains(ms))
+                        .map(std::time::Duration::from_millis)
+                        .ok_or(JobsConfigError {
+                            var: name,
+                            value: v.clone(),
+                            want,
+                        })
+                })
+                .transpose()
+        };
+        if let Some(d) = millis(
+            "MYCO_DRAIN_MS",
+            0..=600_000,
+            "want milliseconds, 0 to 600000 (default 1500)",
+        )? {
+            c.drain = d;
         }
-        if let Some(v) = var("MYCO_FENCE_MS") {
-            // At least a probe round of a small mesh: a shorter fence
-            // time would let the majority start before a minority noticed.
-            let ms: u64 = v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|ms| (500..=600_000).contains(ms))
-                .ok_or(JobsConfigError {
-                    var: "MYCO_FENCE_MS",
-                    value: v.clone(),
-                    want: "want milliseconds, 500 to 600000 (default 3000)",
-                })?;
-            c.fence = std::time::Duration::from_millis(ms);
+        // At least a probe round of a small mesh: a shorter fence time
+        // would let the majority start before a minority noticed.
+        if let Some(d) = millis(
+            "MYCO_FENCE_MS",
+            500..=600_000,
+            "want milliseconds, 500 to 600000 (default 3000)",
+        )? {
+            c.fence = d;
         }
-        if let Some(v) = var("MYCO_HANDOFF_MS") {
-            let ms: u64 =
-                v.trim()
-                    .parse()
-                    .ok()
-                    .filter(|&ms| ms <= 600_000)
-                    .ok_or(JobsConfigError {
-                        var: "MYCO_HANDOFF_MS",
-                        value: v.clone(),
-                        want: "want milliseconds, 0 to 600000 (default 15000)",
-                    })?;
-            c.handoff = std::time::Duration::from_millis(ms);
+        if let Some(d) = millis(
+            "MYCO_HANDOFF_MS",
+            0..=600_000,
+            "want milliseconds, 0 to 600000 (default 15000)",
+        )? {
+            c.handoff = d;
         }
         Ok(c)
     }
