@@ -8,21 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Harness, Opts, push_script_spore, raw, wait_for};
-
-/// `/health` and everything else answer 200 "ok".
-const SERVER: &str = r#"#!/usr/bin/env python3
-import http.server, os
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
-"#;
+use support::{Harness, OK_SERVER, Opts, push_script_spore, raw, wait_for};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -44,7 +30,7 @@ fn nodes(h: &Harness, i: usize) -> Result<Vec<Value>, String> {
 fn nodes_show_allocation_and_live_use_and_jobs_their_rollout_and_duplicates() {
     let mut h = Harness::new("obs-api-nodes");
     h.mesh(2);
-    let digest = push_script_spore(&h, h.agent(0), "web", SERVER);
+    let digest = push_script_spore(&h, h.agent(0), "web", OK_SERVER);
     let spec = |env: &str, duplicates: &str| {
         json!({"name": "web", "spore": digest, "count": 2, "strategy": "spread",
                "resources": {"cpu_milli": 250, "memory_mb": 32},
@@ -149,7 +135,7 @@ fn log_lines_carry_the_request_id_and_job_work_its_job_and_instance() {
             ..Opts::default()
         },
     );
-    let digest = push_script_spore(&h, h.agent(a), "web", SERVER);
+    let digest = push_script_spore(&h, h.agent(a), "web", OK_SERVER);
     let body = json!({"name": "web", "spore": digest, "count": 1,
                       "health": {"http": "/health", "interval_ms": 300}})
     .to_string();
