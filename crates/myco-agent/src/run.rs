@@ -1,5 +1,6 @@
 //! Starting and stopping an agent.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,27 @@ fn load_keys(settings: &AgentSettings, dir: &DataDir) -> anyhow::Result<KeyRing>
     Ok(KeyRing::new(key))
 }
 
+/// Binds the mesh's UDP socket. With port 0, the OS picks a free UDP port,
+/// but streams need the same number over TCP, which may be taken (by any
+/// connection's ephemeral port, say): try other ports until both are free.
+async fn bind_mesh_socket(bind: SocketAddr) -> std::io::Result<UdpSocket> {
+    if bind.port() != 0 {
+        return UdpSocket::bind(bind).await;
+    }
+    let mut tries = 0;
+    loop {
+        let socket = UdpSocket::bind(bind).await?;
+        let mut tcp = bind;
+        tcp.set_port(socket.local_addr()?.port());
+        // A probe only: streams bind the port themselves a moment later.
+        match std::net::TcpListener::bind(tcp) {
+            Ok(_) => return Ok(socket),
+            Err(e) if tries >= 32 => return Err(e),
+            Err(_) => tries += 1,
+        }
+    }
+}
+
 /// Starts an agent: binds its ports, opens its store, joins the mesh and
 /// starts every service; [`Running::stop`] leaves the mesh gracefully.
 /// A mesh port of 0 takes a free one (UDP and TCP share its number), as
@@ -98,7 +120,7 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
     let id = datadir::node_id_of(&signing);
     crate::log_identity::set(&id.to_string(), &settings.name);
 
-    let socket = UdpSocket::bind(settings.bind).await.with_context(|| {
+    let socket = bind_mesh_socket(settings.bind).await.with_context(|| {
         format!(
             "binding the mesh port {}: is another agent running? choose another with --bind",
             settings.bind
