@@ -280,27 +280,6 @@ fn sim(args: crate::cli::SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `myco nodes` and `myco peers`.
-impl Listing for NodeInfo {
-    const COLUMNS: &'static [&'static str] =
-        &["NAME", "ID", "STATE", "ADDR", "CPU", "MEMORY", "TAGS"];
-    fn row(&self) -> Vec<String> {
-        vec![
-            format!("{}{}", self.name, if self.is_self { " *" } else { "" }),
-            self.id.clone(),
-            self.state.clone(),
-            self.addr.clone(),
-            format!("{}", self.capacity.cpu_milli as f64 / 1000.0),
-            format!("{} MiB", self.capacity.memory_mb),
-            self.tags
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(","),
-        ]
-    }
-}
-
 fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     // `RUST_LOG` as `level` or `target=level,...` (tracing's `Targets`:
     // the env-filter's span and field filters cost the binary a regex

@@ -16,6 +16,7 @@ mod events_cmd;
 mod job_cli;
 mod job_cmd;
 mod logfmt;
+mod node_listing;
 mod peer;
 mod spore_cmd;
 mod spore_microvm;
