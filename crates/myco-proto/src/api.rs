@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Resources as the API shows them.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Resources {
     /// CPU in thousandths of a core.
     pub cpu_milli: u64,
@@ -15,7 +16,8 @@ pub struct Resources {
 }
 
 /// One member of the mesh (`GET /v1/nodes`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeInfo {
     /// Node id (16 hex digits).
     pub id: String,
@@ -48,7 +50,8 @@ pub struct NodeInfo {
 }
 
 /// A node's own CPU and memory use, sampled from procfs every few seconds.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeUsage {
     /// CPU busy on the whole machine, in thousandths of a core.
     pub cpu_milli: u64,
@@ -66,7 +69,8 @@ pub struct NodeUsage {
 }
 
 /// Counts of members by state.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberCounts {
     /// Members in state alive (self included).
     pub alive: usize,
@@ -79,7 +83,8 @@ pub struct MemberCounts {
 }
 
 /// `GET /v1/status`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// This node.
     pub node: NodeInfo,
@@ -94,21 +99,24 @@ pub struct Status {
 }
 
 /// `POST /v1/peers`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PeerAdd {
     /// `host:port` of a peer's mesh port.
     pub addr: String,
 }
 
 /// Error body of every non-2xx answer.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiError {
     /// What went wrong and what to do about it.
     pub error: String,
 }
 
 /// One entry of `GET /v1/kv?prefix=P`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KvEntry {
     /// The key.
     pub key: String,
@@ -124,7 +132,8 @@ pub struct KvEntry {
 /// One page of `GET /v1/kv?prefix=P[&limit=N][&cursor=C]`: entries in key
 /// order, and where the next page starts (`None` on the last page). A page
 /// ends at `limit` entries or at the agent's byte budget, whichever first.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KvPage {
     /// The entries of this page.
     pub entries: Vec<KvEntry>,
@@ -133,7 +142,8 @@ pub struct KvPage {
 }
 
 /// The answer to a KV write or delete.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KvWritten {
     /// The key.
     pub key: String,
@@ -144,7 +154,8 @@ pub struct KvWritten {
 }
 
 /// One server-sent event of `GET /v1/events` (the SSE `data:` line).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ApiEvent {
     /// A replicated key changed.
@@ -190,7 +201,8 @@ pub enum ApiEvent {
 }
 
 /// A spore as `GET /v1/spores` lists it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SporeInfo {
     /// `sha256:<hex>` of the whole file.
     pub digest: String,
@@ -210,7 +222,8 @@ pub struct SporeInfo {
 
 /// The spore index record kept in replicated state (table `spores`,
 /// key = digest).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SporeRecord {
     /// Name.
     pub name: String,
@@ -225,7 +238,8 @@ pub struct SporeRecord {
 }
 
 /// A trusted publisher key (`GET /v1/trust`, `POST /v1/trust`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TrustedKey {
     /// Ed25519 public key, 64 hex digits.
     pub key: String,

@@ -35,7 +35,8 @@ pub const DEFAULT_BUCKET: &str = "default";
 
 /// A bucket's settings, as stored in the bucket table (JSON, so the API
 /// shows it as is).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BucketConfig {
     /// Lifetime of an entry written without its own TTL, in ms; 0 = none.

@@ -3,7 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 /// One instance the edge routes to (or drains).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteEndpoint {
     /// The instance id.
     pub instance: String,
@@ -23,7 +24,8 @@ pub struct RouteEndpoint {
 }
 
 /// One job's routes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRoute {
     /// The job's name.
     pub job: String,
@@ -37,7 +39,8 @@ pub struct JobRoute {
 }
 
 /// `GET /mesh/routes`: this node's route table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Routes {
     /// Where this node's edge listens.
     pub edge: String,

@@ -8,7 +8,8 @@ use crate::instance::Exit;
 use crate::job::JobSpec;
 
 /// One job as `GET /v1/jobs` and `GET /v1/jobs/{name}` show it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobInfo {
     /// The job's name.
     pub name: String,
@@ -36,7 +37,7 @@ pub struct JobInfo {
     /// When the current version was deployed or last scaled (wall ms).
     pub updated_ms: u64,
     /// The spec of the current version, its `spore` pinned to the digest.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub spec: JobSpec,
     /// What may happen while the mesh is split: `allowed` or `never`.
     #[serde(default)]
@@ -49,7 +50,8 @@ pub struct JobInfo {
 }
 
 /// A job's rollout as `GET /v1/jobs` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RolloutInfo {
     /// The newest version the old instances run.
     pub from_version: u64,
@@ -76,7 +78,8 @@ pub struct RolloutInfo {
 }
 
 /// A slot placement cannot put anywhere.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PendingSlot {
     /// The slot number.
     pub slot: u32,
@@ -85,7 +88,8 @@ pub struct PendingSlot {
 }
 
 /// What a `POST /v1/jobs` did.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeployChange {
     /// A new job, version 1 (answered 201).
@@ -104,7 +108,8 @@ pub enum DeployChange {
 }
 
 /// The answer of `POST /v1/jobs`, `scale`, `revert` and `DELETE`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Deployed {
     /// What changed.
     pub change: DeployChange,
@@ -113,7 +118,8 @@ pub struct Deployed {
 }
 
 /// The body of `POST /v1/jobs/{name}/scale`.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScaleRequest {
     /// The new count.
@@ -121,7 +127,8 @@ pub struct ScaleRequest {
 }
 
 /// The body of `POST /v1/jobs/{name}/revert` (may be empty).
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RevertRequest {
     /// The version to bring back; the one before the current when absent.
@@ -130,7 +137,8 @@ pub struct RevertRequest {
 }
 
 /// One version of a job (`GET /v1/jobs/{name}/versions`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobVersionInfo {
     /// The version number.
     pub version: u64,
@@ -143,12 +151,13 @@ pub struct JobVersionInfo {
     /// When it was deployed (wall ms).
     pub deployed_ms: u64,
     /// Its spec as deployed (`count` as deployed, not as later scaled).
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub spec: JobSpec,
 }
 
 /// One instance (`GET /v1/instances`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InstanceInfo {
     /// The instance id.
     pub id: String,
@@ -181,7 +190,8 @@ pub struct InstanceInfo {
 }
 
 /// The dry run of a job (`POST /v1/jobs/plan`).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PlanInfo {
     /// The job's name.
     pub job: String,
@@ -192,7 +202,8 @@ pub struct PlanInfo {
 }
 
 /// Where one slot would go, and why the other nodes were not chosen.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SlotPlanInfo {
     /// The slot number.
     pub slot: u32,
@@ -209,7 +220,8 @@ pub struct SlotPlanInfo {
 }
 
 /// A node not chosen for a slot.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rejected {
     /// The node id.
     pub node: String,
@@ -220,7 +232,8 @@ pub struct Rejected {
 }
 
 /// A job as the seed path `/api/workloads` shows it (Mxc's vocabulary).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Workload {
     /// The workload id: the job's name.
     pub id: String,

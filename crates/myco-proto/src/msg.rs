@@ -45,7 +45,8 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
 }
 
 /// `POST /v1/msg/{topic}`: the answer of a publish.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Published {
     /// The nodes it was sent to (this one included when it has subscribers).
     pub nodes: usize,

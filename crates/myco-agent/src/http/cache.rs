@@ -57,7 +57,7 @@ impl From<CacheError> for HttpError {
 /// `GET /v1/cache`: `{"buckets": [{"name", "ttl_ms", "max_entries",
 /// "replicas"}], "node": {...}}`, `node` being this node's share: entries
 /// and bytes held, evictions, expiries, fallback reads, repairs, moves.
-#[utoipa::path(get, path = "/v1/cache", tag = "cache", responses((status = 200, description = "`{\"buckets\": [{\"name\", \"ttl_ms\", \"max_entries\", \"replicas\"}], \"node\": {\"entries\", \"bytes\", \"evicted_lru\", \"evicted_budget\", \"expired\", \"stale_writes\", \"fallback_reads\", \"read_repairs\", \"moved\", \"dropped\"}}`", body = Object)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/cache", tag = "cache", responses((status = 200, description = "`{\"buckets\": [{\"name\", \"ttl_ms\", \"max_entries\", \"replicas\"}], \"node\": {\"entries\", \"bytes\", \"evicted_lru\", \"evicted_budget\", \"expired\", \"stale_writes\", \"fallback_reads\", \"read_repairs\", \"moved\", \"dropped\"}}`", body = Object))))]
 pub async fn list(State(s): State<ApiState>) -> Json<serde_json::Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let st = s.cache.stats();
@@ -84,7 +84,7 @@ pub async fn list(State(s): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 /// `GET /v1/cache/{bucket}`: its config.
-#[utoipa::path(get, path = "/v1/cache/{bucket}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters")), responses((status = 200, body = BucketConfig), (status = 404, description = "No such bucket", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/cache/{bucket}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters")), responses((status = 200, body = BucketConfig), (status = 404, description = "No such bucket", body = myco_proto::api::ApiError))))]
 pub async fn show(
     State(s): State<ApiState>,
     Path(bucket): Path<String>,
@@ -97,7 +97,7 @@ pub async fn show(
 
 /// `PUT /v1/cache/{bucket}`: create or change it (JSON config; fields
 /// left out take their defaults).
-#[utoipa::path(put, path = "/v1/cache/{bucket}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters")), request_body(content = BucketConfig, description = "The config; fields left out (or an empty body) take their defaults"), responses((status = 200, description = "The bucket's config now", body = BucketConfig), (status = 400, description = "Bad name or config", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError), (status = 503, description = "The config could not be stored", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(put, path = "/v1/cache/{bucket}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters")), request_body(content = BucketConfig, description = "The config; fields left out (or an empty body) take their defaults"), responses((status = 200, description = "The bucket's config now", body = BucketConfig), (status = 400, description = "Bad name or config", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError), (status = 503, description = "The config could not be stored", body = myco_proto::api::ApiError))))]
 pub async fn create(
     State(s): State<ApiState>,
     Path(bucket): Path<String>,
@@ -117,7 +117,7 @@ pub async fn create(
 }
 
 /// `GET /v1/cache/{bucket}/{key}`: the raw value; 404 if absent or expired.
-#[utoipa::path(get, path = "/v1/cache/{bucket}/{key}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters"), ("key" = String, Path, description = "The key (may contain `/`), at most 1024 bytes")), responses((status = 200, description = "The raw value", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "Bad bucket name or key", body = myco_proto::api::ApiError), (status = 404, description = "No such bucket, or no such entry (never set, deleted or expired)", body = myco_proto::api::ApiError), (status = 503, description = "Too few owners answered", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/cache/{bucket}/{key}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters"), ("key" = String, Path, description = "The key (may contain `/`), at most 1024 bytes")), responses((status = 200, description = "The raw value", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "Bad bucket name or key", body = myco_proto::api::ApiError), (status = 404, description = "No such bucket, or no such entry (never set, deleted or expired)", body = myco_proto::api::ApiError), (status = 503, description = "Too few owners answered", body = myco_proto::api::ApiError))))]
 pub async fn get(
     State(s): State<ApiState>,
     Path((bucket, key)): Path<(String, String)>,
@@ -138,8 +138,9 @@ pub async fn get(
 }
 
 /// Query of an entry PUT.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
+#[cfg_attr(any(test, feature = "openapi"), derive(utoipa::IntoParams))]
+#[cfg_attr(any(test, feature = "openapi"), into_params(parameter_in = Query))]
 pub struct PutQuery {
     /// This entry's lifetime in ms, instead of the bucket's TTL.
     ttl_ms: Option<u64>,
@@ -147,7 +148,7 @@ pub struct PutQuery {
 
 /// `PUT /v1/cache/{bucket}/{key}`: the body is the value; answered once
 /// its owners hold it.
-#[utoipa::path(put, path = "/v1/cache/{bucket}/{key}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters"), ("key" = String, Path, description = "The key (may contain `/`), at most 1024 bytes"), PutQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, at most 1 MiB"), responses((status = 204, description = "Its owners hold it"), (status = 400, description = "Bad bucket name, key or query string", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such bucket", body = myco_proto::api::ApiError), (status = 413, description = "Value too large", body = myco_proto::api::ApiError), (status = 503, description = "Too few owners answered", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(put, path = "/v1/cache/{bucket}/{key}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters"), ("key" = String, Path, description = "The key (may contain `/`), at most 1024 bytes"), PutQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, at most 1 MiB"), responses((status = 204, description = "Its owners hold it"), (status = 400, description = "Bad bucket name, key or query string", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such bucket", body = myco_proto::api::ApiError), (status = 413, description = "Value too large", body = myco_proto::api::ApiError), (status = 503, description = "Too few owners answered", body = myco_proto::api::ApiError))))]
 pub async fn put(
     State(s): State<ApiState>,
     Path((bucket, key)): Path<(String, String)>,
@@ -160,7 +161,7 @@ pub async fn put(
 }
 
 /// `DELETE /v1/cache/{bucket}/{key}`: 204 whether or not it existed.
-#[utoipa::path(delete, path = "/v1/cache/{bucket}/{key}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters"), ("key" = String, Path, description = "The key (may contain `/`), at most 1024 bytes")), responses((status = 204, description = "Gone (whether or not it existed)"), (status = 400, description = "Bad bucket name or key", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such bucket", body = myco_proto::api::ApiError), (status = 503, description = "Too few owners answered", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(delete, path = "/v1/cache/{bucket}/{key}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters"), ("key" = String, Path, description = "The key (may contain `/`), at most 1024 bytes")), responses((status = 204, description = "Gone (whether or not it existed)"), (status = 400, description = "Bad bucket name or key", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such bucket", body = myco_proto::api::ApiError), (status = 503, description = "Too few owners answered", body = myco_proto::api::ApiError))))]
 pub async fn delete(
     State(s): State<ApiState>,
     Path((bucket, key)): Path<(String, String)>,

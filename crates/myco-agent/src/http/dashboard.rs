@@ -18,7 +18,7 @@ use super::auth::token_matches;
 use super::front::{SESSION_COOKIE, SESSION_TTL};
 
 /// The page.
-#[utoipa::path(get, path = "/", tag = "dashboard", responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/", tag = "dashboard", responses((status = 200, description = "The dashboard page", content_type = "text/html", body = String))))]
 pub async fn dashboard() -> Html<&'static str> {
     Html(include_str!("dashboard.html"))
 }
@@ -30,7 +30,7 @@ const LOGIN_PAGE: &str = r#"<!doctype html><html><head><meta charset="utf-8"><ti
 <button type="submit">Log in</button></form>__ERROR__</body></html>"#;
 
 /// `GET /login`: the form.
-#[utoipa::path(get, path = "/login", tag = "dashboard", responses((status = 200, description = "The login form", content_type = "text/html", body = String)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/login", tag = "dashboard", responses((status = 200, description = "The login form", content_type = "text/html", body = String))))]
 pub async fn login_form() -> Html<String> {
     Html(LOGIN_PAGE.replace("__ERROR__", ""))
 }
@@ -44,7 +44,7 @@ pub struct LoginForm {
 /// `POST /login`: a right token sets an `HttpOnly; SameSite=Strict`
 /// session cookie and sends the browser to the dashboard; a wrong one
 /// shows the form again with 401.
-#[utoipa::path(post, path = "/login", tag = "dashboard", request_body(content = Object, content_type = "application/x-www-form-urlencoded", description = "`token=...`"), responses((status = 303, description = "Logged in: a session cookie, back to `/`"), (status = 401, description = "Wrong token", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "No token field")))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/login", tag = "dashboard", request_body(content = Object, content_type = "application/x-www-form-urlencoded", description = "`token=...`"), responses((status = 303, description = "Logged in: a session cookie, back to `/`"), (status = 401, description = "Wrong token", content_type = "text/html", body = String), (status = 415, description = "Not a form"), (status = 422, description = "No token field"))))]
 pub async fn login(State(s): State<ApiState>, Form(form): Form<LoginForm>) -> Response {
     let mut headers = axum::http::HeaderMap::new();
     let bearer = format!("Bearer {}", form.token.trim());

@@ -12,7 +12,7 @@ use super::ApiState;
 use crate::net::serve::ConnInfo;
 
 /// The handler.
-#[utoipa::path(get, path = "/v1/events", tag = "events", responses((status = 200, description = "Server-sent events, each `data:` an ApiEvent", content_type = "text/event-stream", body = myco_proto::api::ApiEvent), (status = 503, description = "Too many subscribers", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/events", tag = "events", responses((status = 200, description = "Server-sent events, each `data:` an ApiEvent", content_type = "text/event-stream", body = myco_proto::api::ApiEvent), (status = 503, description = "Too many subscribers", body = myco_proto::api::ApiError))))]
 pub async fn events(State(s): State<ApiState>, conn: Option<Extension<ConnInfo>>) -> Response {
     s.front
         .events

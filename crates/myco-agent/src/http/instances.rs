@@ -21,8 +21,9 @@ use super::jobs;
 use crate::jobs::workflow::{self, Inputs};
 
 /// Query of `GET /v1/instances`.
-#[derive(Deserialize, Default, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize, Default)]
+#[cfg_attr(any(test, feature = "openapi"), derive(utoipa::IntoParams))]
+#[cfg_attr(any(test, feature = "openapi"), into_params(parameter_in = Query))]
 pub struct InstancesQuery {
     /// Only this job's instances.
     job: Option<String>,
@@ -69,7 +70,7 @@ fn listing(inputs: &Inputs, job: Option<&str>, all: bool) -> Vec<InstanceInfo> {
 }
 
 /// `GET /v1/instances[?job=NAME][&all=true]`.
-#[utoipa::path(get, path = "/v1/instances", tag = "instances", params(InstancesQuery), responses((status = 200, body = Vec<InstanceInfo>), (status = 400, description = "Bad query string", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/instances", tag = "instances", params(InstancesQuery), responses((status = 200, body = Vec<InstanceInfo>), (status = 400, description = "Bad query string", body = myco_proto::api::ApiError))))]
 pub async fn list(
     State(s): State<ApiState>,
     q: Result<Query<InstancesQuery>, axum::extract::rejection::QueryRejection>,
@@ -116,13 +117,13 @@ fn workloads_of(s: &ApiState, only: Option<&str>) -> Vec<Workload> {
 }
 
 /// `GET /api/workloads`: every job with its instances.
-#[utoipa::path(get, path = "/api/workloads", tag = "seed", responses((status = 200, body = Vec<Workload>)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/api/workloads", tag = "seed", responses((status = 200, body = Vec<Workload>))))]
 pub async fn workloads(State(s): State<ApiState>) -> Json<Vec<Workload>> {
     Json(workloads_of(&s, None))
 }
 
 /// `GET /api/workloads/{id}`.
-#[utoipa::path(get, path = "/api/workloads/{id}", tag = "seed", params(("id" = String, Path)), responses((status = 200, body = Workload), (status = 404, description = "No such job", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/api/workloads/{id}", tag = "seed", params(("id" = String, Path)), responses((status = 200, body = Workload), (status = 404, description = "No such job", body = myco_proto::api::ApiError))))]
 pub async fn workload_show(
     State(s): State<ApiState>,
     Path(id): Path<String>,
@@ -133,7 +134,7 @@ pub async fn workload_show(
 }
 
 /// `POST /api/workloads`: the same as `POST /v1/jobs`.
-#[utoipa::path(post, path = "/api/workloads", tag = "seed", request_body(content = Object, description = "A job file (JSON form)"), responses((status = 200, body = myco_proto::jobs_api::Deployed), (status = 201, body = myco_proto::jobs_api::Deployed), (status = 400, description = "Invalid job", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/api/workloads", tag = "seed", request_body(content = Object, description = "A job file (JSON form)"), responses((status = 200, body = myco_proto::jobs_api::Deployed), (status = 201, body = myco_proto::jobs_api::Deployed), (status = 400, description = "Invalid job", body = myco_proto::api::ApiError))))]
 pub async fn workload_create(
     State(s): State<ApiState>,
     body: Bytes,
@@ -143,7 +144,7 @@ pub async fn workload_create(
 }
 
 /// `POST /api/workloads/{id}/stop`: the same as `DELETE /v1/jobs/{id}`.
-#[utoipa::path(post, path = "/api/workloads/{id}/stop", tag = "seed", params(("id" = String, Path)), responses((status = 200, body = myco_proto::jobs_api::Deployed), (status = 404, description = "No such job", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/api/workloads/{id}/stop", tag = "seed", params(("id" = String, Path)), responses((status = 200, body = myco_proto::jobs_api::Deployed), (status = 404, description = "No such job", body = myco_proto::api::ApiError))))]
 pub async fn workload_stop(
     State(s): State<ApiState>,
     Path(id): Path<String>,

@@ -168,13 +168,13 @@ pub fn written(s: &ApiState, change: DeployChange, rec: &JobRecord) -> Response 
 }
 
 /// `GET /v1/jobs`.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", responses((status = 200, body = Vec<JobInfo>)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/jobs", tag = "jobs", responses((status = 200, body = Vec<JobInfo>))))]
 pub async fn list(State(s): State<ApiState>) -> Json<Vec<JobInfo>> {
     Json(all_infos(&s))
 }
 
 /// `GET /v1/jobs/{name}`.
-#[utoipa::path(get, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path)), responses((status = 200, body = JobInfo), (status = 404, description = "No such job", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path)), responses((status = 200, body = JobInfo), (status = 404, description = "No such job", body = myco_proto::api::ApiError))))]
 pub async fn show(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -183,14 +183,14 @@ pub async fn show(
 }
 
 /// `POST /v1/jobs`: create or update a job (JSON, the job file's schema).
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body(content = Object, description = "A job file (JSON form)"), responses((status = 200, body = Deployed), (status = 201, body = Deployed), (status = 400, description = "Invalid job", body = myco_proto::api::ApiError), (status = 422, description = "Unknown spore", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body(content = Object, description = "A job file (JSON form)"), responses((status = 200, body = Deployed), (status = 201, body = Deployed), (status = 400, description = "Invalid job", body = myco_proto::api::ApiError), (status = 422, description = "Unknown spore", body = myco_proto::api::ApiError))))]
 pub async fn deploy(State(s): State<ApiState>, body: Bytes) -> Result<Response, HttpError> {
     let (change, rec) = workflow::deploy(&s.mesh, &body).await?;
     Ok(written(&s, change, &rec))
 }
 
 /// `DELETE /v1/jobs/{name}`: stop the job; its records stay for history.
-#[utoipa::path(delete, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path)), responses((status = 200, body = Deployed), (status = 404, description = "No such job", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(delete, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path)), responses((status = 200, body = Deployed), (status = 404, description = "No such job", body = myco_proto::api::ApiError))))]
 pub async fn stop(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -211,7 +211,7 @@ fn json_body<T: serde::de::DeserializeOwned + Default>(
 }
 
 /// `POST /v1/jobs/{name}/scale` `{"count": N}`: the same version, N slots.
-#[utoipa::path(post, path = "/v1/jobs/{name}/scale", tag = "jobs", params(("name" = String, Path)), request_body = ScaleRequest, responses((status = 200, body = Deployed), (status = 400, description = "Bad body", body = myco_proto::api::ApiError), (status = 404, description = "No such job", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs/{name}/scale", tag = "jobs", params(("name" = String, Path)), request_body = ScaleRequest, responses((status = 200, body = Deployed), (status = 400, description = "Bad body", body = myco_proto::api::ApiError), (status = 404, description = "No such job", body = myco_proto::api::ApiError))))]
 pub async fn scale(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -224,7 +224,7 @@ pub async fn scale(
 }
 
 /// `POST /v1/jobs/{name}/revert` `[{"version": N}]`.
-#[utoipa::path(post, path = "/v1/jobs/{name}/revert", tag = "jobs", params(("name" = String, Path)), request_body = RevertRequest, responses((status = 200, body = Deployed), (status = 400, description = "Bad body", body = myco_proto::api::ApiError), (status = 404, description = "No such job or version", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs/{name}/revert", tag = "jobs", params(("name" = String, Path)), request_body = RevertRequest, responses((status = 200, body = Deployed), (status = 400, description = "Bad body", body = myco_proto::api::ApiError), (status = 404, description = "No such job or version", body = myco_proto::api::ApiError))))]
 pub async fn revert(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -237,7 +237,7 @@ pub async fn revert(
 
 /// `POST /v1/jobs/{name}/restart`: a rolling restart (the same spec as a
 /// new version, replaced blue/green).
-#[utoipa::path(post, path = "/v1/jobs/{name}/restart", tag = "jobs", params(("name" = String, Path)), responses((status = 201, description = "The new version, rolling out", body = Deployed), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such job", body = myco_proto::api::ApiError), (status = 409, description = "The job is stopped: deploy it to start it", body = myco_proto::api::ApiError), (status = 503, description = "The new version could not be stored", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs/{name}/restart", tag = "jobs", params(("name" = String, Path)), responses((status = 201, description = "The new version, rolling out", body = Deployed), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such job", body = myco_proto::api::ApiError), (status = 409, description = "The job is stopped: deploy it to start it", body = myco_proto::api::ApiError), (status = 503, description = "The new version could not be stored", body = myco_proto::api::ApiError))))]
 pub async fn restart(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -247,7 +247,7 @@ pub async fn restart(
 }
 
 /// `GET /v1/jobs/{name}/versions`: the history, oldest first.
-#[utoipa::path(get, path = "/v1/jobs/{name}/versions", tag = "jobs", params(("name" = String, Path)), responses((status = 200, body = Vec<JobVersionInfo>), (status = 404, description = "No such job", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/jobs/{name}/versions", tag = "jobs", params(("name" = String, Path)), responses((status = 200, body = Vec<JobVersionInfo>), (status = 404, description = "No such job", body = myco_proto::api::ApiError))))]
 pub async fn versions(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -269,7 +269,7 @@ pub async fn versions(
 }
 
 /// `POST /v1/jobs/plan`: the dry run of a deploy; changes nothing.
-#[utoipa::path(post, path = "/v1/jobs/plan", tag = "jobs", request_body(content = Object, description = "A job file (JSON form)"), responses((status = 200, body = PlanInfo), (status = 400, description = "Invalid job", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs/plan", tag = "jobs", request_body(content = Object, description = "A job file (JSON form)"), responses((status = 200, body = PlanInfo), (status = 400, description = "Invalid job", body = myco_proto::api::ApiError))))]
 pub async fn plan(State(s): State<ApiState>, body: Bytes) -> Result<Json<PlanInfo>, HttpError> {
     let (plan, inputs) = workflow::plan(&s.mesh, &body)?;
     let name_of = |id| {

@@ -29,7 +29,7 @@ fn version_header(ts: &Timestamp) -> (HeaderName, HeaderValue) {
 }
 
 /// `GET /v1/kv/{key}`: the raw value.
-#[utoipa::path(get, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (may contain `/`)")), responses((status = 200, description = "The raw value; its version in `x-myco-version`", content_type = "application/octet-stream", body = Vec<u8>), (status = 404, description = "No such key", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (may contain `/`)")), responses((status = 200, description = "The raw value; its version in `x-myco-version`", content_type = "application/octet-stream", body = Vec<u8>), (status = 404, description = "No such key", body = myco_proto::api::ApiError))))]
 pub async fn get(
     State(s): State<ApiState>,
     Path(key): Path<String>,
@@ -60,7 +60,7 @@ async fn write(s: &ApiState, key: String, value: Option<Vec<u8>>) -> Result<Resp
 }
 
 /// `PUT /v1/kv/{key}`: the body is the value.
-#[utoipa::path(put, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (may contain `/`)")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, at most 64 KiB"), responses((status = 200, body = KvWritten), (status = 413, description = "Value too large", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(put, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (may contain `/`)")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, at most 64 KiB"), responses((status = 200, body = KvWritten), (status = 413, description = "Value too large", body = myco_proto::api::ApiError))))]
 pub async fn put(
     State(s): State<ApiState>,
     Path(key): Path<String>,
@@ -70,7 +70,7 @@ pub async fn put(
 }
 
 /// `DELETE /v1/kv/{key}`.
-#[utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (may contain `/`)")), responses((status = 200, body = KvWritten)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(delete, path = "/v1/kv/{key}", tag = "kv", params(("key" = String, Path, description = "The key (may contain `/`)")), responses((status = 200, body = KvWritten))))]
 pub async fn delete(
     State(s): State<ApiState>,
     Path(key): Path<String>,
@@ -79,8 +79,9 @@ pub async fn delete(
 }
 
 /// Query of `GET /v1/kv`.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
+#[cfg_attr(any(test, feature = "openapi"), derive(utoipa::IntoParams))]
+#[cfg_attr(any(test, feature = "openapi"), into_params(parameter_in = Query))]
 pub struct ListQuery {
     /// Only keys that start with this.
     #[serde(default)]
@@ -108,7 +109,7 @@ static LISTINGS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(LIST
 /// JSON, whichever first; `next` is the cursor of the page after it.
 /// UTF-8 values are `value`, others `value_base64`. The page is encoded
 /// straight from the read view, entry by entry, with nothing copied.
-#[utoipa::path(get, path = "/v1/kv", tag = "kv", params(ListQuery), responses((status = 200, body = myco_proto::api::KvPage), (status = 400, description = "Bad query string or cursor", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/kv", tag = "kv", params(ListQuery), responses((status = 200, body = myco_proto::api::KvPage), (status = 400, description = "Bad query string or cursor", body = myco_proto::api::ApiError))))]
 pub async fn list(
     State(s): State<ApiState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,

@@ -66,8 +66,9 @@ impl Followers {
 }
 
 /// The query string.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(any(test, feature = "openapi"), derive(utoipa::IntoParams))]
+#[cfg_attr(any(test, feature = "openapi"), into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// One instance of the job.
@@ -80,7 +81,7 @@ pub struct LogQuery {
 }
 
 /// The handler.
-#[utoipa::path(get, path = "/v1/logs/{job}", tag = "logs", params(("job" = String, Path), LogQuery), responses((status = 400, description = "Bad query string", body = myco_proto::api::ApiError), (status = 200, description = "Log lines, `follow` streams them", content_type = "text/plain", body = String), (status = 404, description = "No such job or instance", body = myco_proto::api::ApiError), (status = 409, description = "The node of the instance cannot be reached from here", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/logs/{job}", tag = "logs", params(("job" = String, Path), LogQuery), responses((status = 400, description = "Bad query string", body = myco_proto::api::ApiError), (status = 200, description = "Log lines, `follow` streams them", content_type = "text/plain", body = String), (status = 404, description = "No such job or instance", body = myco_proto::api::ApiError), (status = 409, description = "The node of the instance cannot be reached from here", body = myco_proto::api::ApiError))))]
 pub async fn logs(
     State(s): State<ApiState>,
     Path(job): Path<String>,

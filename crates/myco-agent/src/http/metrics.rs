@@ -328,7 +328,7 @@ pub fn encode(src: &Sources<'_>) -> String {
 }
 
 /// The handler.
-#[utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text exposition", content_type = "application/openmetrics-text", body = String)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/metrics", tag = "node", responses((status = 200, description = "Prometheus text exposition", content_type = "application/openmetrics-text", body = String))))]
 pub async fn metrics(State(s): State<ApiState>) -> Response {
     let mut registry = encode_registry(&Sources {
         snap: &s.mesh.snapshot(),

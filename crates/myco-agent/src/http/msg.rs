@@ -63,15 +63,16 @@ pub fn event_json(d: &Delivery) -> serde_json::Value {
 }
 
 /// Query of a publish.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
+#[cfg_attr(any(test, feature = "openapi"), derive(utoipa::IntoParams))]
+#[cfg_attr(any(test, feature = "openapi"), into_params(parameter_in = Query))]
 pub struct PublishQuery {
     /// Only this node's subscribers (node id or name).
     node: Option<String>,
 }
 
 /// `POST /v1/msg/{topic}`: `{"nodes": N}`, the nodes it was sent to.
-#[utoipa::path(post, path = "/v1/msg/{topic}", tag = "msg", params(("topic" = String, Path, description = "The topic: 1 to 128 of a-z A-Z 0-9 . _ - :"), PublishQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The message body, at most 256 KiB"), responses((status = 200, description = "The nodes it was sent to", body = Published), (status = 400, description = "Bad topic or query string", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such node", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/msg/{topic}", tag = "msg", params(("topic" = String, Path, description = "The topic: 1 to 128 of a-z A-Z 0-9 . _ - :"), PublishQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The message body, at most 256 KiB"), responses((status = 200, description = "The nodes it was sent to", body = Published), (status = 400, description = "Bad topic or query string", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such node", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError))))]
 pub async fn publish(
     State(s): State<ApiState>,
     Path(topic): Path<String>,
@@ -101,7 +102,7 @@ fn node_of(s: &ApiState, which: &str) -> Result<myco_proto::NodeId, HttpError> {
 }
 
 /// `GET /v1/msg/{topic}`: server-sent events, one per message.
-#[utoipa::path(get, path = "/v1/msg/{topic}", tag = "msg", params(("topic" = String, Path, description = "The topic: 1 to 128 of a-z A-Z 0-9 . _ - :")), responses((status = 200, description = "Server-sent events, one per message; each `data:` is JSON `{\"topic\", \"body\" (UTF-8) or \"body_base64\", \"from\" (node id), \"reply\" (requests only)}`; an event named `lost` carries `{\"lost\": N}` after an overflow", content_type = "text/event-stream", body = String), (status = 400, description = "Bad topic", body = myco_proto::api::ApiError), (status = 503, description = "Too many subscribers on this node", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/msg/{topic}", tag = "msg", params(("topic" = String, Path, description = "The topic: 1 to 128 of a-z A-Z 0-9 . _ - :")), responses((status = 200, description = "Server-sent events, one per message; each `data:` is JSON `{\"topic\", \"body\" (UTF-8) or \"body_base64\", \"from\" (node id), \"reply\" (requests only)}`; an event named `lost` carries `{\"lost\": N}` after an overflow", content_type = "text/event-stream", body = String), (status = 400, description = "Bad topic", body = myco_proto::api::ApiError), (status = 503, description = "Too many subscribers on this node", body = myco_proto::api::ApiError))))]
 pub async fn subscribe(
     State(s): State<ApiState>,
     Path(topic): Path<String>,
@@ -147,15 +148,16 @@ pub async fn subscribe(
 }
 
 /// Query of a request.
-#[derive(Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
+#[derive(Deserialize)]
+#[cfg_attr(any(test, feature = "openapi"), derive(utoipa::IntoParams))]
+#[cfg_attr(any(test, feature = "openapi"), into_params(parameter_in = Query))]
 pub struct RequestQuery {
     /// How long to wait for the answer, in ms (default 5000).
     timeout_ms: Option<u64>,
 }
 
 /// `POST /v1/msg/{topic}/request?timeout_ms=N`: the answer's body.
-#[utoipa::path(post, path = "/v1/msg/{topic}/request", tag = "msg", params(("topic" = String, Path, description = "The topic: 1 to 128 of a-z A-Z 0-9 . _ - :"), RequestQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The request body, at most 256 KiB"), responses((status = 200, description = "The answer's body", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "Bad topic or query string", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError), (status = 503, description = "No subscriber anywhere, or too many requests waiting on this node", body = myco_proto::api::ApiError), (status = 504, description = "No answer in time", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/msg/{topic}/request", tag = "msg", params(("topic" = String, Path, description = "The topic: 1 to 128 of a-z A-Z 0-9 . _ - :"), RequestQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The request body, at most 256 KiB"), responses((status = 200, description = "The answer's body", content_type = "application/octet-stream", body = Vec<u8>), (status = 400, description = "Bad topic or query string", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError), (status = 503, description = "No subscriber anywhere, or too many requests waiting on this node", body = myco_proto::api::ApiError), (status = 504, description = "No answer in time", body = myco_proto::api::ApiError))))]
 pub async fn request(
     State(s): State<ApiState>,
     Path(topic): Path<String>,
@@ -175,7 +177,7 @@ pub async fn request(
 }
 
 /// `POST /v1/replies/{id}`: the body answers the request.
-#[utoipa::path(post, path = "/v1/replies/{id}", tag = "msg", params(("id" = String, Path, description = "The `reply` of the request's event")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The answer, at most 256 KiB"), responses((status = 204, description = "Handed to the requester"), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No request waits for this id", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/replies/{id}", tag = "msg", params(("id" = String, Path, description = "The `reply` of the request's event")), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The answer, at most 256 KiB"), responses((status = 204, description = "Handed to the requester"), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No request waits for this id", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError))))]
 pub async fn reply(
     State(s): State<ApiState>,
     Path(id): Path<String>,

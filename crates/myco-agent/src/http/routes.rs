@@ -12,7 +12,7 @@ use super::ApiState;
 use crate::edge::balance::Upstream;
 
 /// The handler.
-#[utoipa::path(get, path = "/mesh/routes", tag = "mesh", responses((status = 200, body = Routes)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/mesh/routes", tag = "mesh", responses((status = 200, body = Routes))))]
 pub async fn routes(State(s): State<ApiState>) -> Json<Routes> {
     let snap = s.mesh.snapshot();
     let names: BTreeMap<_, _> = snap

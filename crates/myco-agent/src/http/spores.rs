@@ -14,14 +14,14 @@ use super::ApiState;
 use super::errors::HttpError;
 
 /// `POST /v1/spores`: the body is a `.spore` file.
-#[utoipa::path(post, path = "/v1/spores", tag = "spores", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A .spore file"), responses((status = 200, body = SporeInfo), (status = 201, body = SporeInfo), (status = 400, description = "Not a valid spore", body = myco_proto::api::ApiError), (status = 403, description = "Untrusted publisher", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/spores", tag = "spores", request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A .spore file"), responses((status = 200, body = SporeInfo), (status = 201, body = SporeInfo), (status = 400, description = "Not a valid spore", body = myco_proto::api::ApiError), (status = 403, description = "Untrusted publisher", body = myco_proto::api::ApiError))))]
 pub async fn push(State(s): State<ApiState>, body: Body) -> Result<Response, HttpError> {
     let digest = s.spores.push(body.into_data_stream()).await?;
     Ok((StatusCode::CREATED, Json(json!({"digest": digest}))).into_response())
 }
 
 /// `GET /v1/spores`.
-#[utoipa::path(get, path = "/v1/spores", tag = "spores", responses((status = 200, body = Vec<SporeInfo>)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/spores", tag = "spores", responses((status = 200, body = Vec<SporeInfo>))))]
 pub async fn list(State(s): State<ApiState>) -> Json<Vec<SporeInfo>> {
     Json(s.spores.list().await)
 }
@@ -32,7 +32,7 @@ const DOWNLOAD_READ: usize = 256 * 1024;
 /// `GET /v1/spores/{digest or NAME@VERSION}`: the file, fetched from a
 /// holder first if this node does not have it; without the token, such a
 /// fetch is bounded (one at a time, one per 10 s; 429 otherwise).
-#[utoipa::path(get, path = "/v1/spores/{which}", tag = "spores", params(("which" = String, Path, description = "A digest or NAME@VERSION")), responses((status = 200, description = "The .spore file", content_type = "application/octet-stream", body = Vec<u8>), (status = 404, description = "No such spore", body = myco_proto::api::ApiError), (status = 429, description = "Fetch without the token, too soon", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/spores/{which}", tag = "spores", params(("which" = String, Path, description = "A digest or NAME@VERSION")), responses((status = 200, description = "The .spore file", content_type = "application/octet-stream", body = Vec<u8>), (status = 404, description = "No such spore", body = myco_proto::api::ApiError), (status = 429, description = "Fetch without the token, too soon", body = myco_proto::api::ApiError))))]
 pub async fn download(
     State(s): State<ApiState>,
     Path(which): Path<String>,
@@ -54,20 +54,20 @@ pub async fn download(
 }
 
 /// `POST /v1/spores/gc`: runs garbage collection now (it also runs hourly).
-#[utoipa::path(post, path = "/v1/spores/gc", tag = "spores", responses((status = 200, body = Object)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/spores/gc", tag = "spores", responses((status = 200, body = Object))))]
 pub async fn gc(State(s): State<ApiState>) -> Result<Json<serde_json::Value>, HttpError> {
     let removed = s.spores.collect_garbage().await?;
     Ok(Json(json!({"removed": removed})))
 }
 
 /// `GET /v1/trust`.
-#[utoipa::path(get, path = "/v1/trust", tag = "trust", responses((status = 200, body = Vec<TrustedKey>)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/trust", tag = "trust", responses((status = 200, body = Vec<TrustedKey>))))]
 pub async fn trust_list(State(s): State<ApiState>) -> Json<Vec<TrustedKey>> {
     Json(s.spores.trust_list())
 }
 
 /// `POST /v1/trust {"key": HEX, "comment": TEXT}`.
-#[utoipa::path(post, path = "/v1/trust", tag = "trust", request_body = TrustedKey, responses((status = 200, body = Object), (status = 400, description = "Not a public key", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/trust", tag = "trust", request_body = TrustedKey, responses((status = 200, body = Object), (status = 400, description = "Not a public key", body = myco_proto::api::ApiError))))]
 pub async fn trust_add(
     State(s): State<ApiState>,
     body: axum::body::Bytes,
@@ -80,7 +80,7 @@ pub async fn trust_add(
 }
 
 /// `DELETE /v1/trust/{key}`.
-#[utoipa::path(delete, path = "/v1/trust/{key}", tag = "trust", params(("key" = String, Path)), responses((status = 200, body = Object), (status = 404, description = "Not trusted", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(delete, path = "/v1/trust/{key}", tag = "trust", params(("key" = String, Path)), responses((status = 200, body = Object), (status = 404, description = "Not trusted", body = myco_proto::api::ApiError))))]
 pub async fn trust_remove(
     State(s): State<ApiState>,
     Path(key): Path<String>,

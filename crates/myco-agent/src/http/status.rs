@@ -116,7 +116,7 @@ fn status_of(s: &ApiState, snap: &Snapshot) -> Status {
 }
 
 /// `GET /health`.
-#[utoipa::path(get, path = "/health", tag = "node", responses((status = 200, description = "The node is up: `{status, node, connected, version}`", body = Object)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/health", tag = "node", responses((status = 200, description = "The node is up: `{status, node, connected, version}`", body = Object))))]
 pub async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let snap = s.mesh.snapshot();
     Json(
@@ -125,7 +125,8 @@ pub async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
 }
 
 /// `/v1/status`: the node's status and what it can do for instances.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize)]
+#[cfg_attr(any(test, feature = "openapi"), derive(utoipa::ToSchema))]
 pub struct StatusWithCgroups {
     /// The status every release answers.
     #[serde(flatten)]
@@ -133,12 +134,12 @@ pub struct StatusWithCgroups {
     /// The cgroup support detected at start (`version`: `v2`, `v1` or
     /// `none`; `limits`: the limiting controllers; `reason` when something
     /// is missing).
-    #[schema(value_type = Object)]
+    #[cfg_attr(any(test, feature = "openapi"), schema(value_type = Object))]
     pub cgroups: crate::exec::CgroupSupport,
 }
 
 /// `GET /v1/status`, `GET /api/cluster/status`.
-#[utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, body = StatusWithCgroups)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/status", tag = "node", responses((status = 200, body = StatusWithCgroups))))]
 pub async fn status(State(s): State<ApiState>) -> Json<StatusWithCgroups> {
     Json(StatusWithCgroups {
         status: status_of(&s, &s.mesh.snapshot()),
@@ -147,13 +148,13 @@ pub async fn status(State(s): State<ApiState>) -> Json<StatusWithCgroups> {
 }
 
 /// `GET /v1/nodes`, `GET /api/nodes`.
-#[utoipa::path(get, path = "/v1/nodes", tag = "node", responses((status = 200, body = Vec<NodeInfo>)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/nodes", tag = "node", responses((status = 200, body = Vec<NodeInfo>))))]
 pub async fn nodes(State(s): State<ApiState>) -> Json<Vec<NodeInfo>> {
     Json(all_nodes(&s, &s.mesh.snapshot()).await)
 }
 
 /// `GET /v1/nodes/{id or name}`.
-#[utoipa::path(get, path = "/v1/nodes/{key}", tag = "node", params(("key" = String, Path, description = "A node id or name")), responses((status = 200, body = NodeInfo), (status = 404, description = "No such node", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/nodes/{key}", tag = "node", params(("key" = String, Path, description = "A node id or name")), responses((status = 200, body = NodeInfo), (status = 404, description = "No such node", body = myco_proto::api::ApiError))))]
 pub async fn node(
     State(s): State<ApiState>,
     Path(key): Path<String>,
@@ -171,7 +172,7 @@ pub async fn node(
 }
 
 /// `GET /v1/peers`, `GET /mesh/peers`.
-#[utoipa::path(get, path = "/v1/peers", tag = "node", responses((status = 200, body = Vec<NodeInfo>)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/peers", tag = "node", responses((status = 200, body = Vec<NodeInfo>))))]
 pub async fn peers(State(s): State<ApiState>) -> Json<Vec<NodeInfo>> {
     Json(
         all_nodes(&s, &s.mesh.snapshot())
@@ -183,7 +184,7 @@ pub async fn peers(State(s): State<ApiState>) -> Json<Vec<NodeInfo>> {
 }
 
 /// `POST /v1/peers {"addr": "HOST:PORT"}`: join through a peer.
-#[utoipa::path(post, path = "/v1/peers", tag = "node", request_body = PeerAdd, responses((status = 202, description = "Joining through that peer: `{joining}`", body = Object), (status = 400, description = "Not HOST:PORT, or unresolvable", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/peers", tag = "node", request_body = PeerAdd, responses((status = 202, description = "Joining through that peer: `{joining}`", body = Object), (status = 400, description = "Not HOST:PORT, or unresolvable", body = myco_proto::api::ApiError))))]
 pub async fn peer_add(
     State(s): State<ApiState>,
     body: axum::body::Bytes,
@@ -213,7 +214,7 @@ pub async fn peer_add(
 /// from peers' mesh addresses, both ways; `[]` heals. For tests of
 /// partitions with real agents on one machine, where `tc netem` is not
 /// available; enabled only by `MYCO_FAULTS=1` at start.
-#[utoipa::path(post, path = "/v1/debug/faults", tag = "node", request_body(content = Object, description = "`{\"block\": [\"IP:PORT\"]}`"), responses((status = 200, body = Object), (status = 400, description = "Not a list of addresses", body = myco_proto::api::ApiError), (status = 404, description = "Fault injection is off", body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/debug/faults", tag = "node", request_body(content = Object, description = "`{\"block\": [\"IP:PORT\"]}`"), responses((status = 200, body = Object), (status = 400, description = "Not a list of addresses", body = myco_proto::api::ApiError), (status = 404, description = "Fault injection is off", body = myco_proto::api::ApiError))))]
 pub async fn faults(
     State(s): State<ApiState>,
     body: axum::body::Bytes,
@@ -238,7 +239,7 @@ pub async fn faults(
 }
 
 /// `GET /v1/cluster/key`: the key ring file (token always required).
-#[utoipa::path(get, path = "/v1/cluster/key", tag = "node", responses((status = 200, description = "The key ring file", content_type = "text/plain", body = String), (status = 401, body = myco_proto::api::ApiError)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/cluster/key", tag = "node", responses((status = 200, description = "The key ring file", content_type = "text/plain", body = String), (status = 401, body = myco_proto::api::ApiError))))]
 pub async fn cluster_key(State(s): State<ApiState>) -> Result<Response, HttpError> {
     let path = s.data_dir.join(crate::config::datadir::CLUSTER_KEY);
     let text = tokio::fs::read_to_string(path).await.map_err(|e| {
@@ -251,7 +252,7 @@ pub async fn cluster_key(State(s): State<ApiState>) -> Result<Response, HttpErro
 }
 
 /// `GET /mesh/status`: the seed systems' status shape.
-#[utoipa::path(get, path = "/mesh/status", tag = "seed", responses((status = 200, description = "The seed systems' status shape", body = Object)))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/mesh/status", tag = "seed", responses((status = 200, description = "The seed systems' status shape", body = Object))))]
 pub async fn mesh_status(State(s): State<ApiState>) -> Json<serde_json::Value> {
     let snap = s.mesh.snapshot();
     let st = status_of(&s, &snap);

@@ -3,7 +3,28 @@
 //! from the router's source, so a route added without documentation fails
 //! here instead of being silently absent from the document.
 
-use super::document;
+use super::{document, generated, minify};
+
+/// The binary serves the committed `openapi.json`; it must be what the
+/// code generates. `MYCO_BLESS=1` rewrites it after an API change.
+#[test]
+fn the_served_document_is_the_generated_one() {
+    let fresh = generated();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/src/http/openapi.json");
+    if std::env::var_os("MYCO_BLESS").is_some() {
+        std::fs::write(path, &fresh).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        committed == fresh,
+        "src/http/openapi.json is not what the code generates: run \
+         `MYCO_BLESS=1 cargo test -p myco-agent openapi` and commit the file"
+    );
+    assert!(document().len() < fresh.len() && !document().contains("\n "));
+    let served: serde_json::Value = serde_json::from_str(document()).unwrap();
+    let generated: serde_json::Value = serde_json::from_str(&fresh).unwrap();
+    assert_eq!(served, generated);
+}
 
 /// (path in OpenAPI form, method) of every `.route(...)` in `http/mod.rs`.
 fn routes_in_router() -> Vec<(String, String)> {
@@ -38,6 +59,14 @@ fn routes_in_router() -> Vec<(String, String)> {
         }
     }
     out
+}
+
+#[test]
+fn minify_drops_whitespace_between_tokens_only() {
+    assert_eq!(
+        minify("{\n \"a b\": [1, \"x \\\" y\"],\n \"c\": {}\n}\n"),
+        r#"{"a b":[1,"x \" y"],"c":{}}"#
+    );
 }
 
 #[test]
