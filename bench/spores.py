@@ -83,6 +83,15 @@ def main():
         out = subprocess.run(cli + ["spore", "push", spore, "--json"], check=True, capture_output=True, text=True)
         t_push = time.time() - t0
         digest = json.loads(out.stdout)["digest"]
+
+        def listed(i):
+            req = urllib.request.Request(f"{api(i)}/v1/spores")
+            req.add_header("Authorization", "Bearer " + open(os.path.join(m.data(i), "api-token")).read().strip())
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return digest in r.read().decode()
+        # A node learns of the spore through the replicated index; asked
+        # before that it answers 404, so distribution is timed from there.
+        m.wait(lambda: all(listed(i) for i in range(1, a.nodes)), 60, "spore listed on every node")
         peak = [0]
         holder_peak = [0]
         stop = threading.Event()

@@ -54,6 +54,17 @@ pub enum BlobMessage {
         /// The start of the chunk asked for.
         offset: u64,
     },
+    /// The asked node holds the chunk but is serving as much as it may
+    /// right now: ask again shortly (or elsewhere). Sent at once instead of
+    /// leaving a request unanswered, so a burst of fetchers never waits out
+    /// a timeout. After `Lacking` so older encodings keep their tags; an
+    /// older node that cannot decode it counts it and times the chunk out.
+    Busy {
+        /// `sha256:<hex>`.
+        digest: String,
+        /// The start of the chunk asked for.
+        offset: u64,
+    },
 }
 
 impl BlobMessage {

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::container::{read_full, read_head};
 use crate::error::SporeError;
-use crate::hashio::{PayloadReader, digest_string};
+use crate::hashio::{FileHash, PayloadReader, digest_string};
 use crate::manifest::Manifest;
 use crate::payload::{Visit, walk};
 
@@ -104,10 +104,11 @@ pub(crate) fn check(
             limits.max_spore_bytes
         )));
     }
+    let mut file_hash = FileHash::new(file_hasher, manifest.payload_size);
     let mut payload = PayloadReader {
         inner: &mut reader,
         remaining: manifest.payload_size,
-        file_hasher: &mut file_hasher,
+        file_hasher: &mut file_hash,
         payload_hasher: Sha256::new(),
     };
     let walked = walk(&mut payload, limits, visit);
@@ -133,7 +134,7 @@ pub(crate) fn check(
     }
     Ok(Verified {
         manifest,
-        digest: digest_string(file_hasher),
+        digest: digest_string(file_hash.finish()?),
         size,
     })
 }

@@ -341,6 +341,12 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         log_messages_dropped: s.remote_logs.dropped(),
     });
     super::front::register(&mut registry, &s.front);
+    counter(
+        &mut registry,
+        "spores_busy_answers",
+        "Spore chunk requests answered busy (serving was full); the asker pauses and asks again",
+        s.spores.store().busy_answers(),
+    );
     crate::edge::register_metrics(&mut registry, &s.edge);
     super::metrics_node::register(&mut registry, &s);
     super::metrics_cache::register(&mut registry, &s.cache, &s.msg);

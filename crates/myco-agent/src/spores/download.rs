@@ -22,13 +22,12 @@ use tokio::time::Instant;
 
 use super::inorder::InOrder;
 use super::receive::Receiver;
+use super::source::{Failure, Peer, WINDOW};
 use super::store::SporeStore;
 
 /// Bytes asked per request: half the protocol's chunk, so a window of
 /// [`WINDOW`] (times two fetches) fits the holder's 8 MiB queue to us.
 pub(super) const CHUNK_LEN: u32 = 512 * 1024;
-/// Requests in flight per source.
-pub(super) const WINDOW: usize = 6;
 /// How far past the first missing byte requests may reach.
 const AHEAD: u64 = 48 * CHUNK_LEN as u64;
 /// How long a chunk may take before it is asked of another source.
@@ -38,9 +37,6 @@ const MAX_SOURCES: usize = 8;
 /// Chunks landed between two looks for new sources (nodes that began
 /// fetching the same spore meanwhile).
 const REFRESH_EVERY: u64 = 16;
-/// Chunks that must land before a partial source that lacked one is
-/// asked again.
-const REST: u64 = 8;
 
 /// A node to fetch from: its mesh address, and whether it holds the
 /// whole spore (a holder) or is fetching it too (it serves its prefix).
@@ -54,14 +50,6 @@ pub struct Source {
 
 /// Where to look for sources during a fetch (the index may grow).
 pub type Sources<'a> = &'a (dyn Fn() -> Vec<Source> + Send + Sync);
-
-struct Peer {
-    source: Source,
-    inflight: usize,
-    dead: bool,
-    /// Not asked again until this many chunks have landed.
-    rest_until: u64,
-}
 
 /// How one attempt ended.
 pub(super) enum Outcome {
@@ -101,11 +89,12 @@ impl SporeStore {
             }
             // Ask: lowest offsets first, one request per source in turn
             // so the load spreads, until no source has room.
+            let now = Instant::now();
             let mut asked = true;
             while asked {
                 asked = false;
                 for (i, p) in peers.iter_mut().enumerate() {
-                    if p.dead || p.rest_until > landed || p.inflight >= WINDOW {
+                    if !p.can_ask(landed, now) {
                         continue;
                     }
                     // Until the size is known, one request finds it out.
@@ -136,19 +125,23 @@ impl SporeStore {
                         .is_err()
                     {
                         self.forget(digest, offset);
-                        p.rest_until = landed + REST;
+                        p.asked();
+                        p.failed(Failure::Unsendable, landed, now);
                         continue;
                     }
                     again.remove(&offset);
                     if offset == next_new {
                         next_new += u64::from(CHUNK_LEN);
                     }
-                    p.inflight += 1;
-                    out.insert(offset, (i, Instant::now() + CHUNK_TIMEOUT));
+                    p.asked();
+                    out.insert(offset, (i, now + CHUNK_TIMEOUT));
                     asked = true;
                 }
             }
-            let Some(deadline) = out.values().map(|(_, d)| *d).min() else {
+            // Wake for the first request due, or the first paused source.
+            let due = out.values().map(|(_, d)| *d);
+            let paused = peers.iter().filter_map(|p| p.wakes_at(now));
+            let Some(deadline) = due.chain(paused).min() else {
                 break Outcome::Stalled("no source could be asked");
             };
             let answer = match tokio::time::timeout_at(deadline, inbox.recv()).await {
@@ -165,7 +158,8 @@ impl SporeStore {
                     for o in late {
                         let (i, _) = out.remove(&o).expect("listed above");
                         self.forget(digest, o);
-                        fail(&mut peers[i], landed, &mut again, o, "chunk timed out");
+                        again.insert(o);
+                        peers[i].failed(Failure::TimedOut, landed, now);
                     }
                     continue;
                 }
@@ -177,7 +171,15 @@ impl SporeStore {
                     data,
                     ..
                 } => (offset, Ok((t, data))),
-                BlobMessage::Lacking { offset, .. } => (offset, Err("lacking")),
+                BlobMessage::Lacking { offset, .. } => (offset, Err(Failure::Lacking)),
+                BlobMessage::Busy { offset, .. } => {
+                    // Paused, not dropped: it serves others and will serve us.
+                    if let Some((i, _)) = out.remove(&offset) {
+                        again.insert(offset);
+                        peers[i].busy(Instant::now());
+                    }
+                    continue;
+                }
                 BlobMessage::Request { .. } => continue,
                 BlobMessage::Missing { .. } => {
                     // From an older node without the file, and it does not
@@ -186,7 +188,8 @@ impl SporeStore {
                     for o in from {
                         let (i, _) = out.remove(&o).expect("listed above");
                         self.forget(digest, o);
-                        fail(&mut peers[i], landed, &mut again, o, "missing");
+                        again.insert(o);
+                        peers[i].failed(Failure::Lacking, landed, Instant::now());
                     }
                     continue;
                 }
@@ -197,7 +200,8 @@ impl SporeStore {
             let (t, data) = match result {
                 Ok(v) => v,
                 Err(why) => {
-                    fail(&mut peers[i], landed, &mut again, offset, why);
+                    again.insert(offset);
+                    peers[i].failed(why, landed, Instant::now());
                     continue;
                 }
             };
@@ -206,11 +210,11 @@ impl SporeStore {
                 || total.is_some_and(|known| known != t)
                 || data.len() as u64 != want
             {
-                fail(&mut peers[i], landed, &mut again, offset, "bad chunk");
-                peers[i].dead = true;
+                again.insert(offset);
+                peers[i].failed(Failure::Bad, landed, Instant::now());
                 continue;
             }
-            peers[i].inflight -= 1;
+            peers[i].sent_chunk();
             if total.is_none() {
                 rx.set_total(t);
             }
@@ -247,12 +251,7 @@ impl SporeStore {
             match peers.iter_mut().find(|p| p.source.addr == s.addr) {
                 // A partial source that completed is a holder now.
                 Some(p) => p.source.complete |= s.complete,
-                None => peers.push(Peer {
-                    source: s,
-                    inflight: 0,
-                    dead: false,
-                    rest_until: 0,
-                }),
+                None => peers.push(Peer::new(s)),
             }
         }
     }
@@ -263,17 +262,4 @@ impl SporeStore {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&(digest.to_string(), offset));
     }
-}
-
-/// A request to `p` failed: the chunk goes back to the pool, a holder is
-/// dropped and a partial source rested.
-fn fail(p: &mut Peer, landed: u64, again: &mut BTreeSet<u64>, offset: u64, why: &str) {
-    again.insert(offset);
-    p.inflight = p.inflight.saturating_sub(1);
-    if p.source.complete {
-        p.dead = true;
-    } else {
-        p.rest_until = landed + REST;
-    }
-    tracing::debug!(from = %p.source.addr, offset, why, "chunk not received");
 }

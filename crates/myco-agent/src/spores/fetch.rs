@@ -12,10 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use ed25519_dalek::VerifyingKey;
 use myco_proto::blob::{BlobMessage, CHUNK};
+use myco_proto::channel::Channel;
 use myco_spore::SporeError;
 use tokio::sync::mpsc;
 
@@ -167,20 +169,44 @@ impl SporeStore {
                 len,
                 reply_to,
             } => {
+                // A bad digest cannot be served: say so now (and keep the
+                // queue's entries small and fixed in size).
+                if hex_of(&digest).is_none() {
+                    let lacking = BlobMessage::Lacking { digest, offset };
+                    let _ = self.streams.send(reply_to, Channel::Blob, lacking.encode());
+                    return;
+                }
                 let request = ChunkRequest {
                     digest,
                     offset,
                     len: len.min(CHUNK),
                     reply_to,
                 };
-                if self.serve.try_send(request).is_err() {
-                    tracing::debug!("spore chunk requests queue full; the asker retries");
+                if let Err(full) = self.serve.try_send(request) {
+                    // Never left unanswered: the asker pauses this source
+                    // and asks again, instead of waiting out a timeout.
+                    let r = full.into_inner();
+                    self.busy_answers.fetch_add(1, Ordering::Relaxed);
+                    let busy = BlobMessage::Busy {
+                        digest: r.digest,
+                        offset: r.offset,
+                    };
+                    if self
+                        .streams
+                        .send(r.reply_to, Channel::Blob, busy.encode())
+                        .is_err()
+                    {
+                        tracing::debug!(to = %r.reply_to, "spore serve queue full and no room to say so");
+                    }
                 }
             }
             BlobMessage::Data {
                 ref digest, offset, ..
             }
             | BlobMessage::Lacking {
+                ref digest, offset, ..
+            }
+            | BlobMessage::Busy {
                 ref digest, offset, ..
             } => {
                 let waiter = self

@@ -19,6 +19,7 @@ pub mod index;
 mod inorder;
 mod receive;
 mod serve;
+mod source;
 pub mod store;
 pub mod workflow;
 

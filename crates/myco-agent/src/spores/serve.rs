@@ -15,16 +15,35 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::store::{SporeStore, hex_of};
 
-/// Chunk requests waiting to be served; more are dropped (the asker
-/// retries after its timeout), so a burst of peers costs bounded memory.
-pub(super) const SERVE_QUEUE: usize = 64;
+/// Chunk requests waiting to be served. A request past this is answered
+/// `Busy` at once (never dropped unanswered), and the asker pauses that
+/// source briefly. Requests are small and fixed in size (the digest is
+/// checked before queueing: about 150 bytes each), so the queue's bytes
+/// are bounded by its count: 1024 of them are about 150 KiB.
+/// `MYCO_SPORE_SERVE_QUEUE` overrides it (tests use a tiny one).
+pub(super) const SERVE_QUEUE: usize = 1024;
 /// Chunks read and sent at once: enough to keep the disk, the encoding
 /// and several peers' connections busy together, and a bound on the
 /// memory serving takes (this many chunks).
 pub(super) const SERVE_CONCURRENCY: usize = 4;
+/// Bytes waiting in the stream transport's outbound queues (to every peer)
+/// past which a request is answered `Busy` instead of read: what a holder
+/// serving many fetchers at once holds is this plus the chunks being read,
+/// whatever the number of askers.
+pub(super) const SERVE_BYTES: usize = 24 << 20;
 /// How long a chunk waits for room in a full queue to its asker before it
-/// is dropped (the asker then asks again elsewhere).
+/// is given up (the asker is then told `Busy` and asks again).
 const ROOM_WAIT: Duration = Duration::from_secs(2);
+
+/// The serve queue's length: `MYCO_SPORE_SERVE_QUEUE` if set to a whole
+/// number from 1, else [`SERVE_QUEUE`].
+pub(super) fn serve_queue_len() -> usize {
+    std::env::var("MYCO_SPORE_SERVE_QUEUE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(SERVE_QUEUE)
+}
 
 /// A peer asks for `len` bytes of `digest` from `offset`.
 pub(super) struct ChunkRequest {
@@ -42,6 +61,16 @@ pub(super) async fn serve_chunks(
 ) {
     let busy = Arc::new(Semaphore::new(SERVE_CONCURRENCY));
     while let Some(request) = requests.recv().await {
+        // Enough already waits to be written: say so rather than hold more.
+        if store.streams.queued_bytes() >= SERVE_BYTES {
+            store.busy_answers.fetch_add(1, Ordering::Relaxed);
+            let busy = BlobMessage::Busy {
+                digest: request.digest,
+                offset: request.offset,
+            };
+            send(&store, request.reply_to, busy.encode()).await;
+            continue;
+        }
         let permit = busy
             .clone()
             .acquire_owned()
@@ -49,9 +78,14 @@ pub(super) async fn serve_chunks(
             .expect("the semaphore is never closed");
         let store = store.clone();
         tokio::spawn(async move {
-            let to = request.reply_to;
+            let (to, digest, offset) = (request.reply_to, request.digest.clone(), request.offset);
             let answer = answer(&store, request).await;
-            send(&store, to, answer.encode()).await;
+            if !send(&store, to, answer.encode()).await {
+                // No room to the asker: a short answer, so it asks again
+                // instead of waiting out its timeout.
+                let busy = BlobMessage::Busy { digest, offset };
+                let _ = store.streams.send(to, Channel::Blob, busy.encode());
+            }
             drop(permit);
         });
     }
@@ -116,12 +150,13 @@ async fn answer(store: &SporeStore, r: ChunkRequest) -> BlobMessage {
 
 /// Sends, waiting a little for room when the queue to the asker is full:
 /// the asker keeps a bounded window, so room comes as the connection drains.
-async fn send(store: &SporeStore, to: SocketAddr, message: Vec<u8>) {
+/// `false` if it could not be queued.
+async fn send(store: &SporeStore, to: SocketAddr, message: Vec<u8>) -> bool {
     let deadline = tokio::time::Instant::now() + ROOM_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
         match store.streams.send(to, Channel::Blob, message.clone()) {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(crate::net::streams::SendError::QueueFull { .. })
                 if tokio::time::Instant::now() + pause < deadline =>
             {
@@ -130,7 +165,7 @@ async fn send(store: &SporeStore, to: SocketAddr, message: Vec<u8>) {
             }
             Err(e) => {
                 tracing::debug!(%to, error = %e, "spore chunk not sent");
-                return;
+                return false;
             }
         }
     }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::fetch::{FETCH_SLOTS, Waiting};
 use super::receive::Progress;
-use super::serve::{ChunkRequest, SERVE_QUEUE, serve_chunks};
+use super::serve::{ChunkRequest, serve_chunks, serve_queue_len};
 use crate::net::streams::Streams;
 
 /// The store, shared by the spore workflow and the mesh loop (which hands
@@ -36,6 +37,8 @@ pub struct SporeStore {
     /// Fetches in progress by digest, whose prefix is served meanwhile.
     pub(super) partial: Mutex<BTreeMap<String, Arc<Progress>>>,
     refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Chunk requests answered `Busy` (serve queue or byte budget full).
+    pub(super) busy_answers: AtomicU64,
 }
 
 /// The hex part of a valid digest.
@@ -70,7 +73,7 @@ impl SporeStore {
         })
         .await
         .map_err(std::io::Error::other)??;
-        let (serve, requests) = mpsc::channel(SERVE_QUEUE);
+        let (serve, requests) = mpsc::channel(serve_queue_len());
         let store = Arc::new(SporeStore {
             dir,
             streams,
@@ -81,6 +84,7 @@ impl SporeStore {
             serve,
             partial: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(BTreeMap::new()),
+            busy_answers: AtomicU64::new(0),
         });
         tokio::spawn(serve_chunks(store.clone(), requests));
         Ok(store)
@@ -126,6 +130,11 @@ impl SporeStore {
             .unwrap_or_else(PoisonError::into_inner)
             .entry(reason)
             .or_default() += 1;
+    }
+
+    /// Chunk requests answered `Busy` since start (serving was full).
+    pub fn busy_answers(&self) -> u64 {
+        self.busy_answers.load(Ordering::Relaxed)
     }
 
     /// Refusals by reason since start.

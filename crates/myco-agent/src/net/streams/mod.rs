@@ -477,6 +477,14 @@ impl Streams {
         let _ = self.owner.shared.relay.set(handler);
     }
 
+    /// Bytes waiting in every peer's outbound queue: what this node holds
+    /// for sending. Spore serving checks it before reading another chunk,
+    /// so a holder with many fetchers keeps a fixed ceiling on memory.
+    pub fn queued_bytes(&self) -> usize {
+        let peers = self.owner.shared.peers();
+        peers.map.values().map(|p| p.queue.bytes()).sum()
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> StreamStats {
         self.owner.shared.stats.snapshot()
