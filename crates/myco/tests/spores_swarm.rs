@@ -63,6 +63,24 @@ fn await_holders(a: &Agent, digest: &str, holders: usize) {
     );
 }
 
+/// Agents `nodes` download `digest` at the same moment; each must get
+/// exactly `bytes`.
+fn fetch_at_once_from(h: &Harness, nodes: std::ops::Range<usize>, digest: &str, bytes: &[u8]) {
+    let got: Vec<Vec<u8>> = std::thread::scope(|s| {
+        let fetches: Vec<_> = nodes
+            .clone()
+            .map(|i| {
+                let a = h.agent(i);
+                s.spawn(move || download(a, digest))
+            })
+            .collect();
+        fetches.into_iter().map(|f| f.join().unwrap()).collect()
+    });
+    for (i, b) in nodes.zip(&got) {
+        assert!(b == bytes, "n{} served other bytes", i + 1);
+    }
+}
+
 /// `myco_spores_refused_total` of `a`, summed over reasons.
 fn refusals(a: &Agent) -> u64 {
     let m = a.anon().metrics().expect("/metrics");
@@ -83,18 +101,7 @@ fn several_nodes_fetch_at_once_and_all_verify() {
     for i in 1..5 {
         await_holders(h.agent(i), &digest, 1);
     }
-    let got: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let fetches: Vec<_> = (1..5)
-            .map(|i| {
-                let (a, d) = (h.agent(i), &digest);
-                s.spawn(move || download(a, d))
-            })
-            .collect();
-        fetches.into_iter().map(|f| f.join().unwrap()).collect()
-    });
-    for (i, b) in got.iter().enumerate() {
-        assert!(*b == bytes, "n{} served other bytes", i + 2);
-    }
+    fetch_at_once_from(&h, 1..5, &digest, &bytes);
     for i in 0..5 {
         assert_eq!(refusals(h.agent(i)), 0, "n{} refused something", i + 1);
         let left = fs::read_dir(h.agent(i).dir.join("spores/tmp"))
@@ -163,18 +170,7 @@ fn a_full_serve_queue_answers_busy_and_no_fetch_fails() {
     for i in 1..5 {
         await_holders(h.agent(i), &digest, 1);
     }
-    let got: Vec<Vec<u8>> = std::thread::scope(|s| {
-        let fetches: Vec<_> = (1..5)
-            .map(|i| {
-                let (a, d) = (h.agent(i), &digest);
-                s.spawn(move || download(a, d))
-            })
-            .collect();
-        fetches.into_iter().map(|f| f.join().unwrap()).collect()
-    });
-    for (i, b) in got.iter().enumerate() {
-        assert!(*b == bytes, "n{} served other bytes", i + 2);
-    }
+    fetch_at_once_from(&h, 1..5, &digest, &bytes);
     let busy: u64 = (0..5).map(|i| busy_answers(h.agent(i))).sum();
     assert!(
         busy > 0,
