@@ -106,7 +106,10 @@ impl Default for StreamConfig {
         StreamConfig {
             max_message: 8 << 20,
             max_peers: 64,
-            queue_per_peer: 256,
+            // 100 ms of small messages at 10k/s (a publish stream): 256
+            // overflowed whenever a loaded machine held the peer task back
+            // 25 ms. Memory stays bounded by the byte budget below.
+            queue_per_peer: 1024,
             queue_bytes_per_peer: QUEUE_BYTES_PER_PEER,
             incoming_queue: 1024,
             incoming_bytes: INCOMING_BYTES,
