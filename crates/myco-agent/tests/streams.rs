@@ -449,3 +449,35 @@ async fn direct_channels_go_straight_to_their_queue() {
         "a cache message reached the incoming channel"
     );
 }
+
+/// A handler given to `handle_directly` sees its channel's messages, in
+/// order, before any queue: neither the `deliver_directly` queue nor the
+/// incoming channel gets them; other channels are untouched.
+#[tokio::test]
+async fn a_direct_handler_sees_its_channel_before_any_queue() {
+    let (a, _a_rx) = node(1, &[key(1)]).await;
+    let (b, mut b_rx) = node(2, &[key(1)]).await;
+    let (queue_tx, mut queue_rx) = tokio::sync::mpsc::channel(16);
+    b.deliver_directly(vec![(Channel::Msg, queue_tx)]);
+    let (tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    b.handle_directly(
+        Channel::Msg,
+        std::sync::Arc::new(move |m: Vec<u8>| {
+            let _ = tx.send(m);
+        }),
+    );
+    for i in 0..3u8 {
+        a.send(b.local_addr(), Channel::Msg, vec![i]).unwrap();
+    }
+    a.send(b.local_addr(), Channel::Sync, b"sync".to_vec())
+        .unwrap();
+    for i in 0..3u8 {
+        let got = tokio::time::timeout(WAIT, handled.recv()).await.unwrap();
+        assert_eq!(got, Some(vec![i]));
+    }
+    assert_eq!(recv(&mut b_rx).await.message, b"sync".to_vec());
+    assert!(
+        queue_rx.try_recv().is_err(),
+        "the queue got a handled message"
+    );
+}

@@ -162,6 +162,18 @@ impl Cache {
             counters: CacheCounters::default(),
         });
         tokio::spawn(remote::consume(cache.clone(), inbox));
+        // Requests and answers from other nodes are handled on the stream
+        // reader's task (`on_message` never waits); the inbox still takes
+        // what the mesh loop hands over.
+        let weak = Arc::downgrade(&cache);
+        cache.streams.handle_directly(
+            myco_proto::channel::Channel::Cache,
+            Arc::new(move |bytes| {
+                if let Some(cache) = weak.upgrade() {
+                    cache.on_bytes(&bytes);
+                }
+            }),
+        );
         tokio::spawn(rebalance::run(Arc::downgrade(&cache)));
         cache
     }

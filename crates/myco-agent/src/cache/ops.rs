@@ -235,24 +235,27 @@ impl Cache {
         let ranked = rank(bucket, key, &ids);
         let owners = usize::from(config.replicas.max(1));
         let mut missed = Vec::new();
+        // Owners that answered: a miss is only reported when one of them
+        // says so. The member past them may be an old owner still holding
+        // the key, but its "no" alone says nothing (under load, with every
+        // owner slow to answer, it made a held key look absent).
         let mut answered = 0;
         for (place, node) in ranked.iter().take(owners + 1).enumerate() {
             let found = if *node == self.me {
-                answered += 1;
                 self.store().get(bucket, key, wall_ms())
             } else {
                 let addr = live.iter().find(|(id, _)| id == node).map(|(_, a)| *a);
                 match addr {
                     Some(a) => match self.ask(a, bucket, key).await {
-                        Some(found) => {
-                            answered += 1;
-                            found
-                        }
+                        Some(found) => found,
                         None => continue,
                     },
                     None => continue,
                 }
             };
+            if place < owners {
+                answered += 1;
+            }
             match found {
                 Some(entry) => {
                     if place > 0 {

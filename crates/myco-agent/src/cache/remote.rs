@@ -37,14 +37,19 @@ impl Drop for Registered<'_> {
 /// Handles the cache-channel messages the mesh loop hands over.
 pub(super) async fn consume(cache: Arc<Cache>, mut inbox: mpsc::Receiver<Vec<u8>>) {
     while let Some(bytes) = inbox.recv().await {
-        match CacheMessage::decode(&bytes) {
-            Some(m) => cache.on_message(m),
-            None => cache.drop_one("undecodable"),
-        }
+        cache.on_bytes(&bytes);
     }
 }
 
 impl Cache {
+    /// Decodes and handles one cache-channel message; never blocks.
+    pub(super) fn on_bytes(&self, bytes: &[u8]) {
+        match CacheMessage::decode(bytes) {
+            Some(m) => self.on_message(m),
+            None => self.drop_one("undecodable"),
+        }
+    }
+
     /// Serves a request or routes an answer; never blocks.
     pub(super) fn on_message(&self, message: CacheMessage) {
         match message {

@@ -13,13 +13,7 @@ use super::{ANNOUNCE_EVERY, ANNOUNCE_TTL, Messaging, lock};
 /// Handles the messaging-channel messages the mesh loop hands over.
 pub(super) async fn consume(msg: Arc<Messaging>, mut inbox: mpsc::Receiver<Vec<u8>>) {
     while let Some(bytes) = inbox.recv().await {
-        match MsgMessage::decode(&bytes) {
-            Some(m) => msg.on_message(m),
-            None => {
-                msg.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("undecodable messaging message dropped");
-            }
-        }
+        msg.on_bytes(&bytes);
     }
 }
 
@@ -56,6 +50,17 @@ pub(super) async fn announce(msg: Weak<Messaging>) {
 }
 
 impl Messaging {
+    /// Decodes and handles one messaging-channel message; never blocks.
+    pub(super) fn on_bytes(&self, bytes: &[u8]) {
+        match MsgMessage::decode(bytes) {
+            Some(m) => self.on_message(m),
+            None => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("undecodable messaging message dropped");
+            }
+        }
+    }
+
     fn on_message(&self, message: MsgMessage) {
         match message {
             MsgMessage::Topics { from, topics } => {

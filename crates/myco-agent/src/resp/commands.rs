@@ -3,6 +3,7 @@
 //! every value is a string).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use myco_proto::cache::{DEFAULT_BUCKET, check_bucket};
 use tokio::sync::mpsc;
@@ -13,16 +14,23 @@ use crate::cache::{Cache, CacheError, Ttl};
 use crate::msg::{Delivery, Messaging};
 
 /// The commands this server speaks, for the error on any other.
-const SUPPORTED: &str = "AUTH GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL PUBLISH SUBSCRIBE UNSUBSCRIBE PING ECHO SELECT QUIT";
+const SUPPORTED: &str = "AUTH HELLO GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL PUBLISH SUBSCRIBE UNSUBSCRIBE PING ECHO SELECT QUIT";
 
-/// One connection's state: its subscriptions.
+/// One connection's state: its subscriptions, its protocol version and
+/// whether it has authenticated.
 pub struct Session {
     cache: Arc<Cache>,
-    msg: Arc<Messaging>,
-    push: mpsc::Sender<Delivery>,
-    subscribed: Vec<(String, JoinHandle<()>)>,
+    pub(super) msg: Arc<Messaging>,
+    pub(super) push: mpsc::Sender<Delivery>,
+    pub(super) subscribed: Vec<(String, JoinHandle<()>)>,
     /// The token to `AUTH` with first; `None` once given (or on loopback).
-    token: Option<Arc<str>>,
+    pub(super) token: Option<Arc<str>>,
+    /// RESP3 once the client said `HELLO 3`: typed nulls, maps, push frames.
+    pub(super) resp3: bool,
+    /// This connection's number, as `HELLO` reports it.
+    pub(super) id: u64,
+    /// The name `HELLO ... SETNAME` gave (kept for the reply's sake only).
+    pub(super) name: Option<String>,
 }
 
 impl Drop for Session {
@@ -33,9 +41,10 @@ impl Drop for Session {
     }
 }
 
-/// Writes a published message as Redis pushes it to subscribers.
-pub fn push_message(out: &mut Vec<u8>, d: &Delivery) {
-    reply::array(out, 3);
+/// Writes a published message as Redis pushes it to subscribers: an
+/// array in RESP2, a push frame in RESP3.
+pub fn push_message(out: &mut Vec<u8>, d: &Delivery, resp3: bool) {
+    reply::push(out, 3, resp3);
     reply::bulk(out, b"message");
     reply::bulk(out, d.topic.as_bytes());
     reply::bulk(out, &d.body);
@@ -45,7 +54,7 @@ fn upper(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).to_ascii_uppercase()
 }
 
-fn text(arg: &[u8]) -> Result<&str, &'static str> {
+pub(super) fn text(arg: &[u8]) -> Result<&str, &'static str> {
     std::str::from_utf8(arg).map_err(|_| "ERR keys and topics must be UTF-8 here")
 }
 
@@ -68,41 +77,30 @@ impl Session {
         push: mpsc::Sender<Delivery>,
         token: Option<Arc<str>>,
     ) -> Session {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Session {
             cache,
             msg,
             push,
             subscribed: Vec::new(),
             token,
+            resp3: false,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: None,
         }
     }
 
-    /// `AUTH [user] token`: compared in constant time with the API token.
-    fn auth(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
-        let given = match args.len() {
-            2 => &args[1],
-            3 => &args[2],
-            _ => {
-                reply::error(out, "ERR wrong number of arguments for 'auth' command");
-                return;
-            }
-        };
-        let ok = match &self.token {
-            None => true,
-            Some(t) => {
-                let t = t.as_bytes();
-                t.len() == given.len()
-                    && t.iter().zip(given).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-            }
-        };
-        if ok {
-            self.token = None;
-            reply::simple(out, "OK");
+    /// Whether this connection speaks RESP3 (its pushes are framed so).
+    pub fn resp3(&self) -> bool {
+        self.resp3
+    }
+
+    /// A missing value: `$-1` in RESP2, `_` in RESP3.
+    fn null(&self, out: &mut Vec<u8>) {
+        if self.resp3 {
+            reply::null(out);
         } else {
-            reply::error(
-                out,
-                "WRONGPASS invalid token: use the API token of this node (DATA_DIR/api-token)",
-            );
+            reply::nil(out);
         }
     }
 
@@ -123,9 +121,16 @@ impl Session {
     /// connection after sending it.
     pub async fn run(&mut self, args: Vec<Vec<u8>>, out: &mut Vec<u8>) -> bool {
         let name = upper(&args[0]);
-        if name == "AUTH" {
-            self.auth(&args, out);
-            return false;
+        match name.as_str() {
+            "AUTH" => {
+                self.auth(&args, out);
+                return false;
+            }
+            "HELLO" => {
+                self.hello(&args, out);
+                return false;
+            }
+            _ => {}
         }
         if self.token.is_some() && !matches!(name.as_str(), "PING" | "QUIT") {
             reply::error(
@@ -134,7 +139,11 @@ impl Session {
             );
             return false;
         }
-        if !self.subscribed.is_empty()
+        // RESP2 has no way to tell a reply from a pushed message, so a
+        // subscribed connection is limited as Redis limits it; RESP3
+        // frames pushes apart and allows every command.
+        if !self.resp3
+            && !self.subscribed.is_empty()
             && !matches!(name.as_str(), "SUBSCRIBE" | "UNSUBSCRIBE" | "PING" | "QUIT")
         {
             reply::error(
@@ -168,6 +177,14 @@ impl Session {
         match name {
             "PING" => {
                 arity(1, 2)?;
+                // A subscribed RESP2 connection answers as a message
+                // would look, as Redis does.
+                if !self.resp3 && !self.subscribed.is_empty() {
+                    reply::array(out, 2);
+                    reply::bulk(out, b"pong");
+                    reply::bulk(out, args.get(1).map_or(&b""[..], |m| m));
+                    return Ok(());
+                }
                 match args.get(1) {
                     Some(m) => reply::bulk(out, m),
                     None => reply::simple(out, "PONG"),
@@ -180,14 +197,25 @@ impl Session {
             "QUIT" | "SELECT" | "RESET" => reply::simple(out, "OK"),
             // Clients send these on connect; an answer that changes nothing
             // lets them go on.
-            "CLIENT" => reply::simple(out, "OK"),
+            "CLIENT" => match args.get(1).map(|a| upper(a)).as_deref() {
+                Some("GETNAME") => match &self.name {
+                    Some(n) => reply::bulk(out, n.as_bytes()),
+                    None => self.null(out),
+                },
+                Some("SETNAME") if args.len() == 3 => {
+                    self.name = Some(String::from_utf8_lossy(&args[2]).into_owned());
+                    reply::simple(out, "OK");
+                }
+                _ => reply::simple(out, "OK"),
+            },
+            "CONFIG" if self.resp3 => reply::map(out, 0),
             "CONFIG" => reply::array(out, 0),
             "GET" => {
                 arity(2, 2)?;
                 let (b, k) = self.place(text(&args[1])?);
                 match self.cache.get(b, k).await {
                     Ok(Some(v)) => reply::bulk(out, &v),
-                    Ok(None) => reply::nil(out),
+                    Ok(None) => self.null(out),
                     Err(e) => cache_error(out, &e),
                 }
             }
@@ -264,51 +292,9 @@ impl Session {
             }
             "SUBSCRIBE" => {
                 arity(2, usize::MAX)?;
-                for topic in &args[1..] {
-                    let topic = text(topic)?.to_string();
-                    if !self.subscribed.iter().any(|(t, _)| *t == topic) {
-                        let mut sub = match self.msg.subscribe(&topic) {
-                            Ok(s) => s,
-                            Err(e) => {
-                                reply::error(out, &format!("ERR {e}"));
-                                return Ok(());
-                            }
-                        };
-                        let push = self.push.clone();
-                        let task = tokio::spawn(async move {
-                            while let Some(d) = sub.recv().await {
-                                if push.send(d).await.is_err() {
-                                    return;
-                                }
-                            }
-                        });
-                        self.subscribed.push((topic.clone(), task));
-                    }
-                    reply::array(out, 3);
-                    reply::bulk(out, b"subscribe");
-                    reply::bulk(out, topic.as_bytes());
-                    reply::int(out, self.subscribed.len() as i64);
-                }
+                self.subscribe(args, out)?;
             }
-            "UNSUBSCRIBE" => {
-                let topics: Vec<String> = if args.len() == 1 {
-                    self.subscribed.iter().map(|(t, _)| t.clone()).collect()
-                } else {
-                    args[1..]
-                        .iter()
-                        .map(|a| String::from_utf8_lossy(a).into_owned())
-                        .collect()
-                };
-                for topic in topics {
-                    if let Some(i) = self.subscribed.iter().position(|(t, _)| *t == topic) {
-                        self.subscribed.remove(i).1.abort();
-                    }
-                    reply::array(out, 3);
-                    reply::bulk(out, b"unsubscribe");
-                    reply::bulk(out, topic.as_bytes());
-                    reply::int(out, self.subscribed.len() as i64);
-                }
-            }
+            "UNSUBSCRIBE" => self.unsubscribe(args, out),
             _ => reply::error(
                 out,
                 &format!(
@@ -360,7 +346,7 @@ impl Session {
             // writer on another node (last writer wins).
             match self.cache.get(b, k).await {
                 Ok(v) if v.is_some() == nx => {
-                    reply::nil(out);
+                    self.null(out);
                     return Ok(());
                 }
                 Ok(_) => {}

@@ -3,7 +3,14 @@
 //!
 //! - [`parse`]: the request parser (bounded) and reply encoders.
 //! - [`commands`]: what each command does, on [`crate::cache::Cache`] and
-//!   [`crate::msg::Messaging`], the same operations HTTP uses.
+//!   [`crate::msg::Messaging`], the same operations HTTP uses; `hello`
+//!   (`AUTH`, `HELLO`) and `pubsub` (`SUBSCRIBE`, `UNSUBSCRIBE`) beside it.
+//!
+//! A connection speaks RESP2 until it sends `HELLO 3` (redis-py's default
+//! since version 5, `redis-cli -3`): then nulls are `_`, `HELLO` and
+//! `CONFIG GET` answer maps, and published messages and (un)subscribe
+//! confirmations are push frames (`>`), which lets a subscribed RESP3
+//! connection run any command, as in Redis. `HELLO 4` and up: `NOPROTO`.
 //!
 //! Off loopback, a connection must first send `AUTH <API token>` (the
 //! same token as the HTTP API): the cache is writable through this port.
@@ -15,7 +22,9 @@
 //! after each batch of pipelined commands.
 
 pub mod commands;
+mod hello;
 pub mod parse;
+mod pubsub;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -126,7 +135,7 @@ async fn connection(
                 }
             }
             Some(d) = push_rx.recv() => {
-                commands::push_message(&mut out, &d);
+                commands::push_message(&mut out, &d, session.resp3());
                 stream.write_all(&out).await?;
                 out.clear();
             }

@@ -156,6 +156,22 @@ pub mod reply {
     pub fn array(out: &mut Vec<u8>, n: usize) {
         out.extend_from_slice(format!("*{n}\r\n").as_bytes());
     }
+
+    /// RESP3's null (`_`), for connections that chose protocol 3.
+    pub fn null(out: &mut Vec<u8>) {
+        out.extend_from_slice(b"_\r\n");
+    }
+
+    /// RESP3's map header of `n` key-value pairs.
+    pub fn map(out: &mut Vec<u8>, n: usize) {
+        out.extend_from_slice(format!("%{n}\r\n").as_bytes());
+    }
+
+    /// An out-of-band message of `n` elements: RESP3's push frame (`>`),
+    /// or a plain array in RESP2 (where only the context tells them apart).
+    pub fn push(out: &mut Vec<u8>, n: usize, resp3: bool) {
+        out.extend_from_slice(format!("{}{n}\r\n", if resp3 { '>' } else { '*' }).as_bytes());
+    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,38 @@
 """The Python `redis` client against two Myco agents' Redis protocol.
 
-Usage: redis_py.py PORT_A PORT_B. Prints "ok" and exits 0 when every
-check holds; a failed check raises (exit 1 with the traceback).
+Usage: redis_py.py PORT_A PORT_B PROTOCOL (2 or 3: RESP2, or RESP3
+chosen with HELLO 3, redis-py's default since 5). Prints "ok" and exits 0
+when every check holds; a failed check raises (exit 1 with the traceback).
 """
+import socket
 import sys
 import time
 
 import redis
 
-# protocol=2: the agent speaks RESP2 (redis-py 8 asks for RESP3 with HELLO
-# by default, which a RESP2 server refuses).
-a = redis.Redis(port=int(sys.argv[1]), socket_timeout=10, protocol=2)
-b = redis.Redis(port=int(sys.argv[2]), socket_timeout=10, protocol=2)
+proto = int(sys.argv[3])
+a = redis.Redis(port=int(sys.argv[1]), socket_timeout=10, protocol=proto)
+b = redis.Redis(port=int(sys.argv[2]), socket_timeout=10, protocol=proto)
+
+# The handshake: HELLO answers in the protocol asked for (a dict either
+# way through redis-py), an unknown version is Redis' NOPROTO error and
+# leaves the connection as it was.
+hello = a.execute_command("HELLO", proto)
+if isinstance(hello, list):  # RESP2: a flat list of names and values
+    hello = dict(zip(hello[::2], hello[1::2]))
+assert hello[b"proto"] == proto, hello
+try:
+    a.execute_command("HELLO", 4)
+    raise AssertionError("HELLO 4 was accepted")
+except redis.ResponseError as e:
+    assert str(e).startswith("NOPROTO"), str(e)
+assert a.execute_command("HELLO", proto, "SETNAME", "py-test")
+assert a.client_getname() in (b"py-test", "py-test"), a.client_getname()
+try:
+    a.execute_command("HELLO", proto, "BOGUS")
+    raise AssertionError("HELLO with a bad option was accepted")
+except redis.ResponseError as e:
+    assert "Syntax error in HELLO option 'BOGUS'" in str(e), str(e)
 
 # SET on one node, GET on the other.
 assert a.ping()
@@ -46,6 +67,26 @@ while got is None:
         got = msg
     assert time.monotonic() < deadline, "PUBLISH never reached the subscriber"
 assert got["channel"] == b"py-news" and got["data"] == b"extra", got
+if proto == 3:
+    # A second subscription on the same connection, then a message.
+    p.subscribe("py-more")
+    confirm = p.get_message(timeout=10)
+    assert confirm and confirm["type"] == "subscribe", confirm
+    a.publish("py-news", "second")
+    msg = p.get_message(timeout=10)
+    assert msg and msg["type"] == "message" and msg["data"] == b"second", msg
+    # On the wire: RESP3 frames pushes apart from replies (`>`), so a
+    # subscribed connection may still run commands; a miss is `_`.
+    raw = socket.create_connection(("127.0.0.1", int(sys.argv[2])), timeout=10)
+    raw.sendall(b"HELLO 3\r\nSUBSCRIBE raw\r\nGET py:absent\r\nPING\r\n")
+    want = b">3\r\n$9\r\nsubscribe\r\n$3\r\nraw\r\n:1\r\n_\r\n+PONG\r\n"
+    got = b""
+    while not got.endswith(want):
+        data = raw.recv(4096)
+        assert data, got
+        got += data
+    assert got.startswith(b"%7\r\n"), got
+    raw.close()
 p.close()
 
 # An unsupported command: a clear error, and the connection serves on.

@@ -124,6 +124,19 @@ async fn serve(
             continue;
         };
         let size = message.len() as u64;
+        let handler = shared
+            .handlers
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(c, _)| *c == channel)
+            .map(|(_, h)| h.clone());
+        if let Some(handle) = handler {
+            bump(&shared.stats.received_messages, 1);
+            bump(&shared.stats.received_bytes, size);
+            handle(message);
+            continue;
+        }
         let direct = shared
             .direct
             .get()
