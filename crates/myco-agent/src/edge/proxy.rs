@@ -17,6 +17,8 @@ use axum::http::header::{self, HeaderValue};
 use axum::http::uri::{PathAndQuery, Scheme, Uri};
 use axum::http::{Response, StatusCode};
 
+use myco_proto::job::Balance;
+
 use super::balance::{self, Hop, Upstream};
 use super::body::Held;
 use super::metrics::{JobMetrics, UpstreamError};
@@ -246,10 +248,25 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
     let mut last = UpstreamError::Connect;
     for attempt in 0..2 {
         let exclude = tried.map(|u| &**u);
-        let Some(mut up) = balance::pick(&entry.ready, exclude, now_ms(), &mut random) else {
+        let chosen = match entry.balance {
+            Balance::RoundRobin => {
+                balance::round_robin(&entry.ready, exclude, now_ms(), &entry.turn)
+            }
+            Balance::LeastRequests | Balance::PreferLocal => {
+                balance::pick(&entry.ready, exclude, now_ms(), &mut random)
+            }
+        };
+        let Some(mut up) = chosen else {
             break;
         };
-        if edge.prefer_local {
+        // The node's `--edge-prefer-local` applies to jobs that chose no
+        // other way; a job that asked for round robin gets round robin.
+        let local_first = match entry.balance {
+            Balance::PreferLocal => true,
+            Balance::LeastRequests => edge.prefer_local,
+            Balance::RoundRobin => false,
+        };
+        if local_first {
             up = balance::prefer_local(&entry.ready, up, exclude, now_ms());
         }
         if attempt > 0 && !m.retry_allowed() {
