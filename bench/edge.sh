@@ -16,16 +16,22 @@
 # --edge-direct, which reaches it straight in plaintext: the cost of the
 # secure hop is relay against direct-remote.
 #
+# With --delay MS, each connection waits MS milliseconds after every answer
+# before its next request (wrk's Lua `delay`), so the offered rate is about
+# conns * 1000 / (MS + latency) per second whatever the target: latency
+# at a fixed, lower load rather than at saturation (wrk has no -R).
+#
 # Usage: bench/edge.sh [--bin target/release/myco] [--base 23000]
 #                      [--threads 2] [--conns 64] [--secs 10] [--workers 2]
-#                      [--relay]
+#                      [--relay] [--delay MS]
 # Needs wrk and nginx (apt install wrk nginx). Run from the repository root.
 set -euo pipefail
 
-BIN=target/release/myco BASE=23000 THREADS=2 CONNS=64 SECS=10 WORKERS=2 RELAY=""
+BIN=target/release/myco BASE=23000 THREADS=2 CONNS=64 SECS=10 WORKERS=2 RELAY="" DELAY=""
 while [ $# -gt 0 ]; do
   case $1 in
     --relay) RELAY=1; shift;;
+    --delay) DELAY=$2; shift 2;;
     --bin) BIN=$2; shift 2;; --base) BASE=$2; shift 2;;
     --threads) THREADS=$2; shift 2;; --conns) CONNS=$2; shift 2;;
     --secs) SECS=$2; shift 2;; --workers) WORKERS=$2; shift 2;;
@@ -121,7 +127,12 @@ run() { # NAME URL PIDS...
   local name=$1 url=$2; shift 2
   local before=0 after
   [ $# -gt 0 ] && before=$(ticks "$@")
-  wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency "$url" >"$W/wrk-$name.txt"
+  local paced=()
+  if [ -n "$DELAY" ]; then
+    printf 'function delay()\n  return %s\nend\n' "$DELAY" >"$W/delay.lua"
+    paced=(-s "$W/delay.lua")
+  fi
+  wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" --latency "${paced[@]}" "$url" >"$W/wrk-$name.txt"
   local rps p50 p99 total cpu="" rss=""
   rps=$(awk '/^Requests\/sec/ {print $2}' "$W/wrk-$name.txt")
   p50=$(awk '$1=="50%" {print $2}' "$W/wrk-$name.txt")
@@ -136,7 +147,7 @@ run() { # NAME URL PIDS...
   grep -E "Non-2xx|Socket errors" "$W/wrk-$name.txt" || true
 }
 
-echo "wrk -t$THREADS -c$CONNS -d${SECS}s --latency; nginx workers $WORKERS; backend $ADDR"
+echo "wrk -t$THREADS -c$CONNS -d${SECS}s --latency${DELAY:+ (delay $DELAY ms per connection)}; nginx workers $WORKERS; backend $ADDR"
 run direct "http://$ADDR/"
 # shellcheck disable=SC2046
 run nginx "http://127.0.0.1:$NGINX_PORT/bench/" $(nginx_pids)

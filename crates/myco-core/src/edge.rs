@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 
 use myco_proto::id::NodeId;
 use myco_proto::instance::{InstanceRecord, InstanceState};
-use myco_proto::job::JobRecord;
+use myco_proto::job::{Balance, JobRecord};
 
 use crate::MemberState;
 
@@ -48,6 +48,9 @@ pub struct JobRoutes {
     pub draining: Vec<Endpoint>,
     /// The operator stopped the job.
     pub stopped: bool,
+    /// How the job asks edges to choose among `ready` (its `[edge]`
+    /// section; the default for a job known only by instance records).
+    pub balance: Balance,
 }
 
 /// Every known job's routes.
@@ -72,7 +75,9 @@ impl RouteTable {
     ) -> RouteTable {
         let mut table: BTreeMap<String, JobRoutes> = BTreeMap::new();
         for job in jobs {
-            table.entry(job.name().to_string()).or_default().stopped = job.stopped;
+            let routes = table.entry(job.name().to_string()).or_default();
+            routes.stopped = job.stopped;
+            routes.balance = job.spec.edge.balance;
         }
         for r in instances {
             let routes = table.entry(r.job.clone()).or_default();

@@ -124,3 +124,16 @@ fn the_table_does_not_depend_on_input_order() {
     let names: Vec<&str> = one.iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["a", "b"]);
 }
+
+#[test]
+fn the_jobs_balance_choice_is_in_its_routes() {
+    let m = members(&[(1, MemberState::Alive)]);
+    let mut rr = job("rr");
+    rr.spec.edge.balance = Balance::RoundRobin;
+    let recs = [rec("orphan", 0, 1, InstanceState::Ready, 1001)];
+    let t = RouteTable::build([&job("web"), &rr], &recs, &m);
+    assert_eq!(t.get("rr").unwrap().balance, Balance::RoundRobin);
+    assert_eq!(t.get("web").unwrap().balance, Balance::LeastRequests);
+    // Known by an instance record only: the default.
+    assert_eq!(t.get("orphan").unwrap().balance, Balance::LeastRequests);
+}

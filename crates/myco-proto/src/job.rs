@@ -9,7 +9,8 @@
 //! 30 min with a 15 s first delay doubling (`backoff = 2`) up to 5 min, `kill_timeout_ms =
 //! 5000`, health every 10 s with a 1 s timeout, healthy after 1 success,
 //! unhealthy after 3 failures; `[update] max_parallel = 1, min_healthy_ms =
-//! 10000, healthy_deadline_ms = 300000, auto_revert = true`.
+//! 10000, healthy_deadline_ms = 300000, auto_revert = true`; `[edge]
+//! balance = "least_requests"`.
 //!
 //! ```toml
 //! name = "hello"
@@ -27,6 +28,7 @@
 //! one step; errors name the field (`count: must be 1..=1000`).
 
 mod constraint;
+mod edge;
 mod record;
 mod validate;
 
@@ -35,7 +37,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use constraint::Constraint;
-pub use record::{JOB_RECORD_FORMAT, JobRecord, JobRecordError};
+pub use edge::{Balance, EdgeSpec};
+pub use record::{JOB_RECORD_FORMAT, JOB_RECORD_FORMAT_EDGE, JobRecord, JobRecordError};
 pub use validate::{JobSpecError, SporeRef};
 
 /// One job: what to run, how many, where, and how to supervise it.
@@ -84,6 +87,10 @@ pub struct JobSpec {
     /// Directories that outlive instances of this job on a node.
     #[serde(default)]
     pub volumes: Vec<Volume>,
+    /// How the edge gateway spreads the job's requests (`[edge]`). Last, and
+    /// left out of format 2 records (see [`JobRecord`]).
+    #[serde(default)]
+    pub edge: EdgeSpec,
 }
 
 /// How placement spreads a job's slots.

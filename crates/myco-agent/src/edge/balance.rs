@@ -14,12 +14,16 @@
 //! used anyway (the panic threshold): a mesh-wide fault must not turn into
 //! a total outage of the edge.
 //!
+//! A job may ask for round robin instead (`[edge] balance`, see
+//! [`round_robin`]), or for a local instance when it is as good
+//! ([`prefer_local`]).
+//!
 //! State lives in atomics on [`Upstream`], shared by every request and
 //! kept across route-table rebuilds; nothing here takes a lock.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use myco_proto::id::NodeId;
 
@@ -160,6 +164,28 @@ pub fn pick<'a>(
     let any = |u: &&Arc<Upstream>| allowed(u);
     let n = ready.iter().filter(any).count();
     two_choices(ready.iter().filter(any), n, random)
+}
+
+/// Round robin (a job's `balance = "round_robin"`): the next instance
+/// after the last one `turn` gave, skipping `exclude` and ejected ones
+/// (all ejected: any but `exclude`, as [`pick`] does). `turn` is the job's
+/// counter, shared by every request on this edge.
+pub fn round_robin<'a>(
+    ready: &'a [Arc<Upstream>],
+    exclude: Option<&Upstream>,
+    now_ms: u64,
+    turn: &AtomicUsize,
+) -> Option<&'a Arc<Upstream>> {
+    let n = ready.len();
+    if n == 0 {
+        return None;
+    }
+    let start = turn.fetch_add(1, Ordering::Relaxed);
+    let allowed = |u: &Arc<Upstream>| !exclude.is_some_and(|x| std::ptr::eq(x, &**u));
+    let in_turn = || (0..n).map(|k| &ready[(start + k) % n]);
+    in_turn()
+        .find(|u| allowed(u) && !u.is_ejected(now_ms))
+        .or_else(|| in_turn().find(|u| allowed(u)))
 }
 
 /// With prefer-local on: `chosen`, or a local instance instead when one is

@@ -139,3 +139,35 @@ fn prefer_local_takes_a_local_instance_only_when_it_is_as_good() {
     }
     assert_eq!(prefer_local(&u, &u[2], None, 1).instance, "i2");
 }
+
+#[test]
+fn round_robin_takes_instances_in_turn_and_skips_excluded_and_ejected() {
+    let u = ups(3);
+    let turn = AtomicUsize::new(0);
+    let names: Vec<&str> = (0..6)
+        .map(|_| round_robin(&u, None, 0, &turn).unwrap().instance.as_str())
+        .collect();
+    assert_eq!(names, ["i0", "i1", "i2", "i0", "i1", "i2"]);
+    // A retry never lands on the instance that just failed.
+    for _ in 0..6 {
+        assert_ne!(
+            round_robin(&u, Some(&u[1]), 0, &turn).unwrap().instance,
+            "i1"
+        );
+    }
+    for _ in 0..EJECT_AFTER {
+        u[2].failed(0);
+    }
+    for _ in 0..6 {
+        assert_ne!(round_robin(&u, None, 1, &turn).unwrap().instance, "i2");
+    }
+    // Every allowed one ejected: used anyway (the panic threshold).
+    for _ in 0..EJECT_AFTER {
+        u[0].failed(0);
+    }
+    assert_eq!(
+        round_robin(&u, Some(&u[1]), 1, &turn).unwrap().instance,
+        "i0"
+    );
+    assert!(round_robin(&[], None, 0, &turn).is_none());
+}

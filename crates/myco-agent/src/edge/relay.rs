@@ -19,6 +19,10 @@
 //! the instance it answers 502 with [`RELAY_ERROR`] naming the failure kind,
 //! so the origin can retry on another instance exactly as if it had failed
 //! to connect itself.
+//!
+//! After a key rotation, a relay connection whose peer the new ring no
+//! longer trusts is closed at once, on both ends (`net::streams::KeyWatch`);
+//! one whose peer shares a key with the new ring stays.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -109,6 +113,8 @@ impl Service<Uri> for RelayConnector {
     }
 
     fn call(&mut self, dst: Uri) -> Self::Future {
+        // Taken before the config: a key change during the handshake counts.
+        let keys = self.streams.watch_keys();
         let config = self.streams.relay_client_config();
         Box::pin(async move {
             let addr: SocketAddr = dst
@@ -129,13 +135,48 @@ impl Service<Uri> for RelayConnector {
             if tls.get_ref().1.alpn_protocol() != Some(RELAY_ALPN) {
                 return Err(io::Error::other("the peer does not speak the edge relay"));
             }
-            Ok(RelayIo(TokioIo::new(tls)))
+            let chain = tls.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+            Ok(RelayIo {
+                io: TokioIo::new(tls),
+                revoked: Box::pin(keys.server_untrusted(chain.unwrap_or_default())),
+                untrusted: false,
+            })
         })
     }
 }
 
-/// A relay connection as hyper's client sees it.
-pub struct RelayIo(TokioIo<TlsStream<TcpStream>>);
+/// A relay connection as hyper's client sees it. After a key rotation that
+/// retires the key its peer was trusted under, it fails every read and
+/// write, so hyper closes it and the pool drops it at once, rather than
+/// when it has idled for [`RELAY_IDLE`]; the next request connects under
+/// the new ring.
+pub struct RelayIo {
+    io: TokioIo<TlsStream<TcpStream>>,
+    /// Resolves when the ring no longer trusts the peer.
+    revoked: Pin<Box<dyn Future<Output = ()> + Send>>,
+    untrusted: bool,
+}
+
+impl RelayIo {
+    /// Fails once the peer is no longer trusted. Polled by every read: the
+    /// HTTP/2 connection task always has one waiting, so it wakes on the
+    /// change even when the connection is idle.
+    fn trusted(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if !self.untrusted && self.revoked.as_mut().poll(cx).is_ready() {
+            self.untrusted = true;
+            tracing::debug!(
+                "edge relay connection closed: its peer is not trusted after a key change"
+            );
+        }
+        if self.untrusted {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the cluster key ring no longer trusts this relay's node",
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl Connection for RelayIo {
     fn connected(&self) -> Connected {
@@ -149,7 +190,9 @@ impl Read for RelayIo {
         cx: &mut Context<'_>,
         buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        let this = self.get_mut();
+        this.trusted(cx)?;
+        Pin::new(&mut this.io).poll_read(cx, buf)
     }
 }
 
@@ -159,15 +202,17 @@ impl Write for RelayIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.trusted(cx)?;
+        Pin::new(&mut this.io).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
 

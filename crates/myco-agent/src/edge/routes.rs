@@ -14,9 +14,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use std::sync::atomic::AtomicUsize;
+
 use myco_core::edge::{Endpoint, RouteTable};
 use myco_core::{MemberState, edge};
 use myco_proto::id::NodeId;
+use myco_proto::job::Balance;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -42,6 +45,10 @@ pub struct JobEntry {
     pub stopped: bool,
     /// The job's counters.
     pub metrics: Arc<JobMetrics>,
+    /// How the job asks to be balanced (`[edge] balance`).
+    pub balance: Balance,
+    /// The round-robin position, carried across rebuilds like `metrics`.
+    pub turn: Arc<AtomicUsize>,
 }
 
 /// What the route table is built from: the core's table and where each
@@ -110,16 +117,14 @@ impl Snapshot {
         let jobs = table
             .iter()
             .map(|(name, r)| {
-                let metrics = prev
-                    .jobs
-                    .get(name)
-                    .map(|e| e.metrics.clone())
-                    .unwrap_or_default();
+                let before = prev.jobs.get(name);
                 let entry = JobEntry {
                     ready: r.ready.iter().map(upstream).collect(),
                     draining: r.draining.iter().map(upstream).collect(),
                     stopped: r.stopped,
-                    metrics,
+                    metrics: before.map(|e| e.metrics.clone()).unwrap_or_default(),
+                    balance: r.balance,
+                    turn: before.map(|e| e.turn.clone()).unwrap_or_default(),
                 };
                 (name.to_string(), entry)
             })

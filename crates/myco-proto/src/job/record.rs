@@ -3,19 +3,32 @@
 //! `NAME/VERSION` (zero-padded, so a prefix scan lists them in order) for
 //! `myco job history` and `revert`.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-use super::{JobSpec, SporeRef};
+use super::{
+    Constraint, Driver, Duplicates, EdgeSpec, Health, JobSpec, Resources, RestartPolicy, SporeRef,
+    Strategy, Update, Volume,
+};
 
-/// The record format this build writes and reads. 2 added
-/// `resources.vcpus` (and the `microvm` driver); format 1 records are
-/// refused like any unknown format (no release wrote them).
+/// The record format of a job with default `[edge]` settings, which every
+/// release since r1 reads: this build writes it for such jobs, so a mesh in
+/// the middle of an upgrade keeps reading them. 2 added `resources.vcpus`
+/// (and the `microvm` driver); format 1 records are refused like any
+/// unknown format (no release wrote them).
 pub const JOB_RECORD_FORMAT: u8 = 2;
+/// The record format of a job with `[edge]` settings: format 2 with the
+/// spec's `edge` at its end. Written only for jobs that ask for them (an
+/// r1 node skips such a record as one of a newer release, and routes the
+/// job as it would any other it does not know).
+pub const JOB_RECORD_FORMAT_EDGE: u8 = 3;
 
 /// One version of a job, as replicated.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRecord {
-    /// Format version ([`JOB_RECORD_FORMAT`]); the record's first byte.
+    /// Format version ([`JOB_RECORD_FORMAT`], or [`JOB_RECORD_FORMAT_EDGE`]
+    /// for a spec with `[edge]` settings); the record's first byte.
     pub format: u8,
     /// The job version, 1 for the first deploy, one more per change.
     pub version: u64,
@@ -66,7 +79,7 @@ impl JobRecord {
     /// revert`).
     pub fn revert_to(&self, earlier: &JobRecord, now_ms: u64) -> JobRecord {
         JobRecord {
-            format: JOB_RECORD_FORMAT,
+            format: Self::format_of(&earlier.spec),
             version: self.version + 1,
             spec: earlier.spec.clone(),
             spore_ref: earlier.spore_ref.clone(),
@@ -88,7 +101,7 @@ impl JobRecord {
         }
         let spore_ref = std::mem::replace(&mut spec.spore, digest.to_string());
         Ok(JobRecord {
-            format: JOB_RECORD_FORMAT,
+            format: Self::format_of(&spec),
             version,
             spec,
             spore_ref,
@@ -118,23 +131,139 @@ impl JobRecord {
         format!("{name}/{version:020}")
     }
 
-    /// Encodes the record (format byte first, then postcard).
-    pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("job records always encode")
+    /// The format a record of `spec` is written in: the oldest that holds
+    /// it ([`JOB_RECORD_FORMAT`] unless it has `[edge]` settings).
+    pub fn format_of(spec: &JobSpec) -> u8 {
+        if spec.edge.is_default() {
+            JOB_RECORD_FORMAT
+        } else {
+            JOB_RECORD_FORMAT_EDGE
+        }
     }
 
-    /// Decodes a record, refusing other formats and trailing bytes.
+    /// Encodes the record (format byte first, then postcard) in
+    /// [`JobRecord::format_of`] its spec, whatever `format` says.
+    pub fn encode(&self) -> Vec<u8> {
+        let format = Self::format_of(&self.spec);
+        let encoded = if format == JOB_RECORD_FORMAT {
+            postcard::to_stdvec(&RecordV2::from(self))
+        } else {
+            postcard::to_stdvec(&JobRecord {
+                format,
+                ..self.clone()
+            })
+        };
+        encoded.expect("job records always encode")
+    }
+
+    /// Decodes a record of format 2 or 3, refusing others and trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<JobRecord, JobRecordError> {
-        match bytes.first() {
-            Some(&JOB_RECORD_FORMAT) => {}
+        let decoded = match bytes.first() {
+            Some(&JOB_RECORD_FORMAT) => {
+                postcard::take_from_bytes::<RecordV2>(bytes).map(|(r, rest)| (r.into(), rest))
+            }
+            Some(&JOB_RECORD_FORMAT_EDGE) => postcard::take_from_bytes::<JobRecord>(bytes),
             Some(other) => return Err(JobRecordError::Decode(format!("format {other}"))),
             None => return Err(JobRecordError::Decode("empty".into())),
-        }
-        let (r, rest): (JobRecord, _) =
-            postcard::take_from_bytes(bytes).map_err(|e| JobRecordError::Decode(e.to_string()))?;
+        };
+        let (r, rest) = decoded.map_err(|e| JobRecordError::Decode(e.to_string()))?;
         if !rest.is_empty() {
             return Err(JobRecordError::Decode("trailing bytes".into()));
         }
         Ok(r)
+    }
+}
+
+/// A format 2 record: the spec has no `edge`. Postcard writes fields in
+/// order with no names, so this mirror (same fields, same order) is what
+/// keeps format 2 bytes exactly as r1 wrote them.
+#[derive(Serialize, Deserialize)]
+struct RecordV2 {
+    format: u8,
+    version: u64,
+    spec: SpecV2,
+    spore_ref: String,
+    stopped: bool,
+    created_ms: u64,
+    updated_ms: u64,
+}
+
+/// [`JobSpec`] as format 2 has it: every field up to `volumes`.
+#[derive(Serialize, Deserialize)]
+struct SpecV2 {
+    name: String,
+    spore: String,
+    count: u32,
+    strategy: Strategy,
+    driver: Driver,
+    duplicates: Duplicates,
+    env: BTreeMap<String, String>,
+    resources: Resources,
+    constraints: BTreeMap<String, Constraint>,
+    health: Option<Health>,
+    update: Update,
+    restart: RestartPolicy,
+    kill_timeout_ms: u64,
+    volumes: Vec<Volume>,
+}
+
+impl From<&JobRecord> for RecordV2 {
+    fn from(r: &JobRecord) -> Self {
+        let s = r.spec.clone();
+        RecordV2 {
+            format: JOB_RECORD_FORMAT,
+            version: r.version,
+            spec: SpecV2 {
+                name: s.name,
+                spore: s.spore,
+                count: s.count,
+                strategy: s.strategy,
+                driver: s.driver,
+                duplicates: s.duplicates,
+                env: s.env,
+                resources: s.resources,
+                constraints: s.constraints,
+                health: s.health,
+                update: s.update,
+                restart: s.restart,
+                kill_timeout_ms: s.kill_timeout_ms,
+                volumes: s.volumes,
+            },
+            spore_ref: r.spore_ref.clone(),
+            stopped: r.stopped,
+            created_ms: r.created_ms,
+            updated_ms: r.updated_ms,
+        }
+    }
+}
+
+impl From<RecordV2> for JobRecord {
+    fn from(r: RecordV2) -> Self {
+        let s = r.spec;
+        JobRecord {
+            format: r.format,
+            version: r.version,
+            spec: JobSpec {
+                name: s.name,
+                spore: s.spore,
+                count: s.count,
+                strategy: s.strategy,
+                driver: s.driver,
+                duplicates: s.duplicates,
+                env: s.env,
+                resources: s.resources,
+                constraints: s.constraints,
+                health: s.health,
+                update: s.update,
+                restart: s.restart,
+                kill_timeout_ms: s.kill_timeout_ms,
+                volumes: s.volumes,
+                edge: EdgeSpec::default(),
+            },
+            spore_ref: r.spore_ref,
+            stopped: r.stopped,
+            created_ms: r.created_ms,
+            updated_ms: r.updated_ms,
+        }
     }
 }

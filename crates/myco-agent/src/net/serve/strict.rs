@@ -65,7 +65,15 @@ impl LineScanner {
                     if bytes.as_slice() == b"\r\n" {
                         bytes.clear();
                     } else if bytes.ends_with(b"\r\n\r\n") {
-                        self.0 = after_head(bytes);
+                        match after_head(bytes) {
+                            // No body: the next head reuses the buffer (a
+                            // keep-alive connection of GETs allocates once).
+                            State::Head { .. } => {
+                                bytes.clear();
+                                *prev_cr = false;
+                            }
+                            next => self.0 = next,
+                        }
                     }
                 }
             }

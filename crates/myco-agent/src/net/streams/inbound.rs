@@ -58,6 +58,8 @@ async fn serve(
     _slot: OwnedSemaphorePermit,
 ) {
     let config = &shared.config;
+    // Before the configs are taken: a key change from here on is seen.
+    let keys = super::KeyWatch::new(&shared);
     let (mut generation, tls) = shared.tls();
     let _ = tcp.set_nodelay(true);
     let handshake = async {
@@ -74,7 +76,16 @@ async fn serve(
         Ok(Ok(Ok(stream))) => stream,
         Ok(Ok(Err(relay))) => {
             match shared.relay.get() {
-                Some(serve_relay) => serve_relay(relay, from).await,
+                Some(serve_relay) => {
+                    let chain = relay.get_ref().1.peer_certificates().map(<[_]>::to_vec);
+                    // Dropping the served connection closes it.
+                    tokio::select! {
+                        () = serve_relay(relay, from) => {}
+                        () = keys.client_untrusted(chain.unwrap_or_default()) => {
+                            tracing::debug!(%from, "edge relay connection closed: its peer is not trusted after a key change");
+                        }
+                    }
+                }
                 None => {
                     bump(&shared.stats.inbound_handshake_failures, 1);
                     tracing::debug!(%from, "edge relay connection refused: no edge here");

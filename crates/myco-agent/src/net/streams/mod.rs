@@ -32,6 +32,7 @@ mod framing;
 mod inbound;
 mod outbound;
 mod queue;
+mod rekey;
 mod tls;
 #[cfg(test)]
 mod versions_tests;
@@ -50,6 +51,7 @@ use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
 pub use queue::Inbox;
+pub use rekey::KeyWatch;
 pub use tls::RELAY_ALPN;
 
 /// An inbound connection that negotiated [`RELAY_ALPN`], handshake done.
@@ -308,6 +310,9 @@ struct Shared {
     handlers: RwLock<Vec<(Channel, DirectHandler)>>,
     /// Who serves relay connections; until set they are refused.
     relay: std::sync::OnceLock<RelayHandler>,
+    /// The generation again, for relay connections that wait on a change
+    /// (see [`rekey`]).
+    rekeyed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -368,6 +373,7 @@ impl Streams {
             direct: std::sync::OnceLock::new(),
             handlers: RwLock::default(),
             relay: std::sync::OnceLock::new(),
+            rekeyed: tokio::sync::watch::Sender::new(0),
         });
         let accept =
             tokio::spawn(inbound::accept_loop(listener, shared.clone(), incoming)).abort_handle();
@@ -460,6 +466,7 @@ impl Streams {
         let tls = Arc::new(tls::Tls::new(keys, &shared.leaf_key, shared.node)?);
         let mut current = shared.tls.write().unwrap_or_else(PoisonError::into_inner);
         *current = (current.0 + 1, tls);
+        shared.rekeyed.send_replace(current.0);
         tracing::debug!(primary = %keys[0].id(), keys = keys.len(), "stream keys replaced");
         Ok(())
     }

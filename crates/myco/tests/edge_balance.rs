@@ -1,0 +1,43 @@
+//! A job's `[edge] balance`: with `round_robin` an edge takes the job's
+//! ready instances in turn, so one client's requests alternate between two
+//! instances (with the default, power of two choices over requests in
+//! flight, idle instances are drawn at random).
+
+mod edge_util;
+mod support;
+
+use edge_util::{ECHO, READY, get, routed};
+use serde_json::{Value, json};
+use support::{Harness, push_script_spore, wait_for};
+
+#[test]
+fn round_robin_alternates_between_two_instances() {
+    let mut h = Harness::new("edge-balance");
+    h.mesh(1);
+    let digest = push_script_spore(&h, h.agent(0), "rr", ECHO);
+    let job = json!({"name": "rr", "spore": digest, "count": 2,
+        "health": {"http": "/health", "interval_ms": 300},
+        "edge": {"balance": "round_robin"}});
+    let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
+    let shown: Value = h.agent(0).anon().get("/v1/jobs/rr").expect("job");
+    assert!(
+        shown.to_string().contains("\"balance\":\"round_robin\""),
+        "the job keeps its balance: {shown}"
+    );
+    let a = h.agent(0);
+    wait_for("2 ready routes", READY, || match routed(a, "rr")? {
+        2 => Ok(()),
+        n => Err(format!("routes {n}")),
+    });
+    let seen: Vec<String> = (0..12)
+        .map(|_| {
+            let r = get(a.edge, "/rr/");
+            assert_eq!(r.status, 200, "{r:?}");
+            r.body["instance"].as_str().expect("instance").to_string()
+        })
+        .collect();
+    for w in seen.windows(3) {
+        assert_ne!(w[0], w[1], "two in a row on one instance: {seen:?}");
+        assert_eq!(w[0], w[2], "not in turn: {seen:?}");
+    }
+}
