@@ -255,6 +255,12 @@ async fn run(
         let far = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             event = events.recv() => match event {
+                // A death moves slots: build the view now, not after the
+                // burst window (the failover's path; anything else that
+                // came with it is in the same view).
+                Ok(e) if view::is_departure(&e) => {
+                    dirty_since = Some(Instant::now().checked_sub(COALESCE).unwrap_or_else(Instant::now));
+                }
                 Ok(e) if view::concerns_view(&e) => { dirty_since.get_or_insert_with(Instant::now); }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => { dirty_since.get_or_insert_with(Instant::now); }
