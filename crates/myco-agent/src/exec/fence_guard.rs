@@ -37,8 +37,9 @@
 use std::ffi::OsString;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::{SigSet, Signal, killpg, raise};
@@ -78,7 +79,7 @@ pub fn check_every(ttl: Duration) -> Duration {
 }
 
 /// What a spawn needs to run a command under a guard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct FenceGuard {
     /// The binary that answers [`ARG`].
     pub exe: PathBuf,
@@ -86,6 +87,10 @@ pub struct FenceGuard {
     pub lease: PathBuf,
     /// How old the lease may get.
     pub ttl: Duration,
+    /// Whether guards may be running: set by the first guarded spawn (or a
+    /// lease inherited from the previous agent), so a node that never ran
+    /// a `never` instance touches no file while idle.
+    pub in_use: Arc<AtomicBool>,
 }
 
 impl FenceGuard {
@@ -95,12 +100,18 @@ impl FenceGuard {
             exe,
             lease: data_dir.join(LEASE_FILE),
             ttl,
+            in_use: Arc::new(AtomicBool::new(false)),
         })
     }
 
     /// The command line that runs `program` (resolved) with `args` under
-    /// the guard.
+    /// the guard. Renews the lease first (the guard's first look must
+    /// find it fresh) and keeps it renewed from then on.
     pub fn wrap(&self, program: &Path, args: &[String]) -> Vec<String> {
+        self.in_use.store(true, Ordering::Relaxed);
+        if let Err(e) = self.renew() {
+            tracing::warn!(lease = %self.lease.display(), error = %e, "fence lease not renewed");
+        }
         let mut argv = vec![
             self.exe.display().to_string(),
             ARG.to_string(),
@@ -147,6 +158,13 @@ impl Lease {
         let inherited = guard
             .as_ref()
             .and_then(|g| lease_age(&g.lease).map(|age| g.ttl.saturating_sub(age)));
+        if let Some(g) = guard
+            .as_ref()
+            .filter(|_| inherited.is_some_and(|d| !d.is_zero()))
+        {
+            // The previous agent's guards may be running: keep them alive.
+            g.in_use.store(true, Ordering::Relaxed);
+        }
         let task = guard.clone().map(|g| tokio::spawn(renew_lease(g)));
         Lease {
             guard,
@@ -164,6 +182,9 @@ async fn renew_lease(guard: FenceGuard) {
     let mut failing = false;
     loop {
         every.tick().await;
+        if !guard.in_use.load(Ordering::Relaxed) {
+            continue;
+        }
         match guard.renew() {
             Ok(()) => failing = false,
             Err(e) if !failing => {
@@ -339,13 +360,18 @@ mod tests {
             exe: PathBuf::from("/usr/bin/myco"),
             lease: dir.join(LEASE_FILE),
             ttl: Duration::from_millis(1500),
+            in_use: Arc::new(AtomicBool::new(false)),
         };
+        assert_eq!(lease_age(&g.lease), None, "no lease yet");
+        assert!(!g.in_use.load(Ordering::Relaxed));
         let argv = g.wrap(Path::new("/i/run.sh"), &["a".into()]);
+        assert!(
+            g.in_use.load(Ordering::Relaxed),
+            "renewed from the first spawn on"
+        );
         let parsed = parse(argv[2..].iter().map(OsString::from)).unwrap();
         assert_eq!(parsed.ttl, g.ttl);
         assert_eq!(parsed.argv, os(&["/i/run.sh", "a"]));
-        assert_eq!(lease_age(&g.lease), None, "no lease yet");
-        g.renew().unwrap();
         assert!(lease_age(&g.lease).unwrap() < Duration::from_secs(5));
         assert_eq!(check_every(Duration::from_secs(3)), CHECK_AT_MOST);
         assert_eq!(renew_every(g.ttl), Duration::from_millis(375));
