@@ -3,7 +3,7 @@
 //! events of its processes and its timeouts; its actions carried out on
 //! the simulated processes and, for records, as writes on the node.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use myco_core::jobs::controller::{
@@ -162,26 +162,40 @@ impl Agents {
         }
     }
 
-    /// The blue/green promise on a quiet mesh: once a job had `count`
-    /// ready instances (as the controllers supervise them), it never has
-    /// fewer, whatever versions are rolled out or reverted.
+    /// The blue/green promise on a quiet mesh: once every slot of a job
+    /// had a ready instance (as the controllers supervise them), it never
+    /// has fewer ready slots, whatever versions are rolled out or
+    /// reverted. Slots, not instances: an old and a new instance of one
+    /// slot side by side do not make up for another slot's instance that
+    /// never got healthy (the promise holds while the old instances stay
+    /// healthy). A `duplicates = "never"` job breaks before it makes, so
+    /// it may be `max_parallel` slots short, no more: each slot is proven
+    /// before the next one's old instance stops.
     fn check_min_ready(&mut self, now: Time) {
-        let mut ready: BTreeMap<String, u32> = BTreeMap::new();
+        let mut ready: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
         for (i, c) in self.controllers.iter().enumerate() {
             let Some(c) = c else { continue };
             for (id, state) in c.local() {
                 let p = self.procs.map.get(&(i, id.to_string()));
                 if let Some(p) = p.filter(|_| state == myco_proto::instance::InstanceState::Ready) {
-                    *ready.entry(p.job.name().to_string()).or_default() += 1;
+                    ready
+                        .entry(p.job.name().to_string())
+                        .or_default()
+                        .insert(p.slot);
                 }
             }
         }
         let mut low = None;
         for (name, job) in &self.workload.jobs {
-            let have = ready.get(name.as_str()).copied().unwrap_or(0);
+            let have = ready.get(name.as_str()).map_or(0, |s| s.len() as u32);
+            let short = match job.spec.duplicates {
+                myco_proto::job::Duplicates::Never => job.spec.update.max_parallel.max(1),
+                myco_proto::job::Duplicates::Allowed => 0,
+            };
             if have >= job.spec.count {
                 self.reached.insert(name.clone());
-            } else if self.reached.contains(name) && low.is_none() {
+            } else if have + short < job.spec.count && self.reached.contains(name) && low.is_none()
+            {
                 low = Some(format!("{name}: {have} ready, count {}", job.spec.count));
             }
         }

@@ -30,6 +30,26 @@ use clap::Parser;
 use clap::error::ErrorKind as ClapKind;
 
 fn main() -> ExitCode {
+    // The fence guard of `duplicates = "never"` instances
+    // (myco_agent::exec::fence_guard): a hidden mode of this binary,
+    // parsed before clap so the workload's own arguments pass untouched.
+    let mut args = std::env::args_os();
+    if args
+        .nth(1)
+        .is_some_and(|a| a == myco_agent::exec::fence_guard::ARG)
+    {
+        use myco_agent::exec::fence_guard;
+        return match fence_guard::parse(args) {
+            Ok(g) => ExitCode::from(fence_guard::run(g).clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("error: {} {e}", fence_guard::ARG);
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        myco_agent::exec::fence_guard::provide(exe);
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -78,7 +78,7 @@ fn nodes_show_allocation_and_live_use_and_jobs_their_rollout_and_duplicates() {
 
     // A new version rolls out one slot at a time; every node shows it.
     // (An `allowed` job: a `never` job's rollout stops each old instance
-    // before its new one starts, so it has no proving phase to show.)
+    // before its new one starts, so its ready count dips by a slot.)
     let _: Value = h
         .agent(0)
         .client()

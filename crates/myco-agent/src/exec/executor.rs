@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use myco_proto::job::{Driver, JobRecord};
+use myco_proto::job::{Driver, Duplicates, JobRecord};
 use myco_spore::{Limits, VerifyingKey};
 
 use super::cgroup::{CgroupSupport, InstanceCgroup, ResourceLimits};
@@ -69,6 +69,9 @@ pub struct SpawnJob {
     pub limits: Limits,
     /// How this node runs microVMs, for `driver = "microvm"` jobs.
     pub microvm: Arc<MicroVmSupport>,
+    /// The fence guard `duplicates = "never"` instances run under, when
+    /// the binary provides one (see `exec::fence_guard`).
+    pub guard: Option<super::fence_guard::FenceGuard>,
 }
 
 impl SpawnJob {
@@ -96,6 +99,16 @@ impl SpawnJob {
             return Err(ExecError::MicroVm(
                 "the spore is a microVM spore: run it with driver = \"microvm\"".into(),
             ));
+        }
+        if let Some(guard) = self
+            .guard
+            .as_ref()
+            .filter(|_| spec.duplicates == Duplicates::Never)
+        {
+            // The guard kills the workload if this agent dies and does not
+            // come back within the fence time (exec::fence_guard).
+            let program = super::probe::resolve(&argv[0], &prepared.dir);
+            argv = guard.wrap(&program, &argv[1..]);
         }
         let launch = LaunchSpec {
             instance: self.id.clone(),

@@ -39,6 +39,7 @@
 
 pub mod cgroup;
 pub mod executor;
+pub mod fence_guard;
 pub mod instance_dir;
 pub mod logs;
 pub mod microvm;

@@ -142,6 +142,7 @@ impl Runtime {
             trusted: index::trusted(&self.mesh),
             limits: *self.spores.store().limits(),
             microvm: self.exec.microvm().clone(),
+            guard: self.guard.clone(),
         };
         let (spores, done) = (self.spores.clone(), self.done.clone());
         tokio::spawn(

@@ -36,6 +36,7 @@ use super::view::{self, membership_fingerprint};
 use super::writer::{self, RecordWrite};
 use super::{JobsConfig, JobsShared, LocalInstance};
 use crate::exec::executor::Executor;
+use crate::exec::fence_guard::{self, FenceGuard};
 use crate::exec::process::Exit as ProcExit;
 use crate::exec::{CgroupSupport, Exits, Launched, ProbeKind};
 use crate::mesh::{Clock, MeshHandle};
@@ -69,6 +70,8 @@ pub struct JobsRuntime {
     /// What the API reads.
     pub shared: Arc<JobsShared>,
     task: JoinHandle<()>,
+    /// Renews the fence guards' lease while the runtime runs.
+    lease: Option<JoinHandle<()>>,
     /// Asks the loop to hand off; answered when it is over.
     leave: mpsc::Sender<oneshot::Sender<()>>,
     handoff: Duration,
@@ -96,6 +99,11 @@ impl JobsRuntime {
     /// adopt.
     pub fn stop(&self) {
         self.task.abort();
+        // The guards of `never` instances kill them unless a new agent
+        // renews the lease within the fence time.
+        if let Some(lease) = &self.lease {
+            lease.abort();
+        }
     }
 
     /// Waits for the loop to end (after [`JobsRuntime::stop`]).
@@ -138,6 +146,8 @@ pub(super) struct Runtime {
     pub(super) job_of: BTreeMap<String, String>,
     /// Probe per local instance, from the version it was spawned with.
     pub(super) probes: BTreeMap<String, Option<(ProbeKind, Duration)>>,
+    /// The fence guard `never` instances run under (exec::fence_guard).
+    pub(super) guard: Option<FenceGuard>,
     /// Spawns under way, and whether a kill came meanwhile.
     pub(super) spawning: BTreeMap<String, Option<Duration>>,
     /// Instances spawned at least once since this runtime started.
@@ -165,10 +175,14 @@ pub async fn start(parts: RuntimeParts) -> JobsRuntime {
     let shared = JobsShared::new(cgroups.clone());
     let handoff = parts.config.handoff;
     let (leave, leave_rx) = mpsc::channel(1);
-    let task = tokio::spawn(run(parts, shared.clone(), cgroups, leave_rx));
+    let lease = fence_guard::Lease::take_over(&parts.data_dir, parts.config.fence);
+    let guard = (lease.guard.clone(), lease.inherited);
+    let lease = lease.task;
+    let task = tokio::spawn(run(parts, shared.clone(), cgroups, leave_rx, guard));
     JobsRuntime {
         shared,
         task,
+        lease,
         leave,
         handoff,
     }
@@ -179,6 +193,7 @@ async fn run(
     shared: Arc<JobsShared>,
     cgroups: Arc<CgroupSupport>,
     mut leave_rx: mpsc::Receiver<oneshot::Sender<()>>,
+    (guard, inherited): (Option<FenceGuard>, Option<Duration>),
 ) {
     let RuntimeParts {
         mesh,
@@ -231,7 +246,12 @@ async fn run(
         spawned: BTreeSet::new(),
         refused: BTreeSet::new(),
         dead: BTreeSet::new(),
+        guard,
     };
+    if let Some(left) = inherited.filter(|d| !d.is_zero()) {
+        let now = rt.now();
+        rt.ctl.hold_fence_until(now + left);
+    }
     rt.adopt_survivors().await;
     rt.rebuild_view();
     rt.drain().await;
@@ -255,6 +275,12 @@ async fn run(
         let far = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             event = events.recv() => match event {
+                // A death moves slots: build the view now, not after the
+                // burst window (the failover's path; anything else that
+                // came with it is in the same view).
+                Ok(e) if view::is_departure(&e) => {
+                    dirty_since = Some(Instant::now().checked_sub(COALESCE).unwrap_or_else(Instant::now));
+                }
                 Ok(e) if view::concerns_view(&e) => { dirty_since.get_or_insert_with(Instant::now); }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => { dirty_since.get_or_insert_with(Instant::now); }

@@ -79,3 +79,33 @@ pub fn concerns_view(event: &myco_proto::api::ApiEvent) -> bool {
         ApiEvent::Job { .. } => false,
     }
 }
+
+/// Whether a mesh event is a member going down or leaving: its slots move,
+/// so the runtime builds its view at once rather than after [`COALESCE`].
+///
+/// [`COALESCE`]: super::runtime::COALESCE
+pub fn is_departure(event: &myco_proto::api::ApiEvent) -> bool {
+    matches!(event, myco_proto::api::ApiEvent::Member { state, .. } if state == "down" || state == "left")
+}
+
+#[cfg(test)]
+mod tests {
+    use myco_proto::api::ApiEvent;
+
+    fn member(state: &str) -> ApiEvent {
+        ApiEvent::Member {
+            id: "n".into(),
+            name: String::new(),
+            state: state.into(),
+            previous: Some("alive".into()),
+        }
+    }
+
+    #[test]
+    fn only_a_member_going_down_or_leaving_skips_the_burst_window() {
+        assert!(super::is_departure(&member("down")));
+        assert!(super::is_departure(&member("left")));
+        assert!(!super::is_departure(&member("suspect")));
+        assert!(!super::is_departure(&member("alive")));
+    }
+}

@@ -166,6 +166,9 @@ pub struct Controller {
     fenced: bool,
     /// Local instances stopped by the fence (told once).
     fence_stopped: BTreeSet<String>,
+    /// A minority keeps its `never` instances until then: the previous
+    /// agent's fence lease still covers them ([`Controller::hold_fence_until`]).
+    fence_hold: Option<Time>,
     /// Handing off before a graceful leave ([`Controller::hand_off`]).
     leaving: bool,
     events: events::Events,
@@ -209,6 +212,7 @@ impl Controller {
             fence_at: None,
             fenced: false,
             fence_stopped: BTreeSet::new(),
+            fence_hold: None,
             leaving: false,
             events: events::Events::default(),
             actions: VecDeque::new(),

@@ -79,11 +79,14 @@
 //! avoidances in force) has been unchanged for the settle period `S`
 //! ([`reconcile::DEFAULT_STATE_SETTLE`], 300 ms), and its members' part
 //! (the up nodes with their tags and capacity) for `S_m`
-//! ([`reconcile::DEFAULT_SETTLE`], 1.5 s), or only `S` when the change of
-//! members only took nodes away ([`settle::Settle::observe_departure`]:
-//! a departure is final, so the gossip wait buys no certainty; the proof
-//! below then holds for departures with `S` in place of `S_m` only where
-//! they reach every node within `S`). The two differ because
+//! ([`reconcile::DEFAULT_SETTLE`], 1.5 s), or no wait of its own when the
+//! change of members only took nodes away ([`settle::Settle::observe_departure`]:
+//! a departure is final and gossiped at once, so waiting buys no
+//! certainty; the proof below does not cover departures: a survivor
+//! that has not heard of one yet still sees the slot held by the dead node
+//! and starts nothing, and a duplicate from two departures heard in
+//! different orders is an `allowed` surplus drained like any other, while
+//! `never` slots wait the fence's lease anyway). The two differ because
 //! membership spreads by gossip rounds and records by a direct push: a
 //! deploy on a stable mesh waits 300 ms, a node coming or going 1.5 s.
 //! `Adopt` and stops for a stopped job are not held back: neither depends

@@ -53,7 +53,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use myco_proto::NodeId;
 use myco_proto::instance::{InstanceRecord, InstanceState};
-use myco_proto::job::JobRecord;
+use myco_proto::job::{Duplicates, JobRecord};
 
 use super::placement::{Liveness, NodeView};
 
@@ -220,10 +220,22 @@ fn serving(r: &InstanceRecord) -> bool {
     }
 }
 
+/// Whether `r` is the record of an old instance of a `duplicates =
+/// "never"` job that stops (draining) or stopped for its replacement:
+/// break before make leaves
+/// no old instance beside the new one, so its node keeps this record
+/// (`Controller`'s fence defers forgetting it) until the slot is proven,
+/// and the slot stays in the rollout, proving and reverting like any.
+pub(crate) fn replaced(never: bool, r: &InstanceRecord) -> bool {
+    never && matches!(r.state, InstanceState::Draining | InstanceState::Stopped)
+}
+
 fn rollout_of(wall_ms: u64, job: &JobRecord, recs: &[&InstanceRecord]) -> Option<Rollout> {
     let count = job.spec.count;
     let update = job.spec.update;
-    let old = |r: &&&InstanceRecord| r.version != job.version && r.slot < count && serving(r);
+    let never = job.spec.duplicates == Duplicates::Never;
+    let was = |r: &InstanceRecord| serving(r) || replaced(never, r);
+    let old = |r: &&&InstanceRecord| r.version != job.version && r.slot < count && was(r);
     let from = recs.iter().filter(old).map(|r| r.version).max()?;
     let mut slots = vec![SlotPhase::Fresh; count as usize];
     let mut failure: Option<Failure> = None;
@@ -234,7 +246,7 @@ fn rollout_of(wall_ms: u64, job: &JobRecord, recs: &[&InstanceRecord]) -> Option
         let in_slot = recs.iter().filter(|r| r.slot == slot);
         let olds: Vec<&InstanceRecord> = in_slot
             .clone()
-            .filter(|r| r.version != job.version && serving(r))
+            .filter(|r| r.version != job.version && was(r))
             .copied()
             .collect();
         if olds.is_empty() {
@@ -257,6 +269,11 @@ fn rollout_of(wall_ms: u64, job: &JobRecord, recs: &[&InstanceRecord]) -> Option
             Some(since_ms) => {
                 wake(since_ms.saturating_add(update.min_healthy_ms));
                 SlotPhase::Proving { since_ms }
+            }
+            // A never slot whose old instance stopped for it: the new
+            // one is due, and the slot counts against `max_parallel`.
+            None if news.is_empty() && olds.iter().all(|o| replaced(never, o)) => {
+                SlotPhase::Starting
             }
             None if news.is_empty() => SlotPhase::Waiting,
             None => SlotPhase::Starting,

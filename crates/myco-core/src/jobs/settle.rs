@@ -67,20 +67,23 @@ impl Settle {
 
     /// Like [`Settle::observe_parts`], for a change of members that only
     /// took nodes away (declared down or left; every remaining up node as
-    /// it was): the members' part then needs only the short period. A
-    /// departure is final in SWIM (a node declared down comes back as a
-    /// new life), so waiting the gossip period buys no certainty, only
-    /// delay before a dead node's slots start elsewhere; two survivors
-    /// that learned it at different times place its slots alike unless
-    /// they also differ in another change. A departure never shortens a
-    /// longer wait already running.
+    /// it was): it needs no settle period of its own. A departure is final
+    /// in SWIM (a node declared down comes back as a new life) and the node
+    /// that declares it gossips it at once, so waiting buys no certainty,
+    /// only delay before a dead node's slots start elsewhere (this wait was
+    /// 300 ms of a ~2 s failover). Two survivors that learned it at
+    /// different times place its slots alike unless they also differ in
+    /// another change; one that has not learned it yet still counts the
+    /// slot as held by the dead node and starts nothing. A departure never
+    /// shortens a wait already running (a join or a record change just
+    /// before it).
     pub fn observe_departure(&mut self, now: Time, members: u64, fingerprint: u64) {
-        let (was, before) = (self.members, self.members_since);
+        let (was, before, since) = (self.members, self.members_since, self.since);
         self.observe_parts(now, members, fingerprint);
         if was.is_some() && was != Some(members) {
-            let short = self.members_period.saturating_sub(self.period);
-            let as_if = Time(now.0.saturating_sub(short.as_millis() as u64));
-            self.members_since = as_if.max(before);
+            let as_if = |period: Duration| Time(now.0.saturating_sub(period.as_millis() as u64));
+            self.members_since = as_if(self.members_period).max(before);
+            self.since = as_if(self.period).max(since);
         }
     }
 
@@ -119,19 +122,24 @@ mod tests {
     }
 
     #[test]
-    fn a_departure_needs_only_the_short_period_but_never_shortens_a_longer_wait() {
+    fn a_departure_needs_no_period_but_never_shortens_a_running_wait() {
         let mut s = Settle::split(Duration::from_millis(1_500), Duration::from_millis(300));
         s.observe_parts(Time(0), 1, 10);
         assert!(s.is_settled(Time(1_500)));
         s.observe_departure(Time(5_000), 2, 20);
-        assert_eq!(s.settled_at(), Some(Time(5_300)));
+        assert_eq!(s.settled_at(), Some(Time(5_000)), "settled at once");
         // A join at 6 s, then a departure at 6.1 s: the join's wait holds.
         s.observe_parts(Time(6_000), 3, 30);
         s.observe_departure(Time(6_100), 4, 40);
         assert_eq!(s.settled_at(), Some(Time(7_500)));
-        // The same members again is no change of members.
-        s.observe_departure(Time(9_000), 4, 41);
+        // A record change at 9 s, then a departure at 9.1 s: the record's
+        // short wait holds.
+        s.observe_parts(Time(9_000), 4, 41);
+        s.observe_departure(Time(9_100), 5, 50);
         assert_eq!(s.settled_at(), Some(Time(9_300)));
+        // The same members again is no change of members: the short wait.
+        s.observe_departure(Time(12_000), 5, 51);
+        assert_eq!(s.settled_at(), Some(Time(12_300)));
     }
 
     #[test]

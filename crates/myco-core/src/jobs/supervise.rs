@@ -40,11 +40,13 @@ use crate::time::Time;
 const LAUNCH_PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// The first probe of a launching instance, after its start; each next
-/// one waits half as long again, up to the interval (or a second). A
-/// workload that starts in 100 ms is ready in about 125 ms, not at the
-/// first full interval; one that takes longer is seen ready at most half
-/// its start time late, and is not probed every 50 ms meanwhile.
-const LAUNCH_FIRST_PROBE: Duration = Duration::from_millis(50);
+/// one waits a quarter longer again, up to the interval (or a second). A
+/// workload that starts in 100 ms is ready in about 120 ms, not at the
+/// first full interval; one that takes longer is seen ready at most a
+/// quarter of its start time late (a failover waits for this: the
+/// replacement's first ready probe is on its path), and a slow starter is
+/// probed about ten times in its first second, then once a second.
+const LAUNCH_FIRST_PROBE: Duration = Duration::from_millis(25);
 
 /// What the supervisor needs from a job spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -422,9 +424,9 @@ impl Supervisor {
         let every = match self.phase {
             Phase::Ready => h.interval,
             Phase::Launching { .. } => {
-                let k = self.launch_probes.min(12);
+                let k = self.launch_probes.min(20);
                 let first = LAUNCH_FIRST_PROBE.as_millis() as u64;
-                let ramp = Duration::from_millis(first * 3u64.pow(k) / 2u64.pow(k));
+                let ramp = Duration::from_millis(first * 5u64.pow(k) / 4u64.pow(k));
                 self.launch_probes += 1;
                 ramp.min(h.interval.min(LAUNCH_PROBE_EVERY))
             }

@@ -58,6 +58,7 @@ impl Membership {
             self.timers.push((now + after, timer));
         }
         let mut someone_up = false;
+        let mut someone_down = false;
         let mut rejoined = false;
         for note in out.notes {
             match note {
@@ -82,6 +83,7 @@ impl Membership {
                     if self.members.down(now, peer) == Update::Changed {
                         self.pushpull.changed(now);
                         tracing::debug!(node = %self.me.id, member = %peer.id, "member down");
+                        someone_down = true;
                         self.event(Event::MemberDown(peer));
                     }
                 }
@@ -108,6 +110,18 @@ impl Membership {
         }
         if someone_up {
             self.request_manifests(now, stats);
+        }
+        if someone_down {
+            // A death is news every survivor acts on (its slots move):
+            // pass it on now rather than at the next gossip round or
+            // probe, which cost up to a gossip period per hop. Each node
+            // does this once per death it learns, so a death costs a few
+            // datagrams per node; suspicion is untouched.
+            let mut again = SwimOut::default();
+            if let Err(e) = self.swim.gossip(&mut again) {
+                tracing::debug!(node = %self.me.id, error = %e, "gossip of a death failed");
+            }
+            self.apply(now, stats, again);
         }
         if rejoined {
             let mut again = SwimOut::default();

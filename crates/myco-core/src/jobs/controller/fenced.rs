@@ -14,7 +14,7 @@ use super::Controller;
 use super::events::JobEventKind;
 use crate::jobs::placement::Liveness;
 use crate::jobs::reconcile::{Action, LocalStatus};
-use crate::jobs::rollout::Rollouts;
+use crate::jobs::rollout::{self, Rollouts, SlotPhase};
 use crate::time::Time;
 
 impl Controller {
@@ -32,6 +32,18 @@ impl Controller {
         (self.is_never(job) && !q.majority()).then(|| q.reason())
     }
 
+    /// After an agent restart: keep the `never` instances found running
+    /// through a minority until `until`, rather than fence them at once.
+    /// A restarted node sees only itself until membership forms, yet its
+    /// survivors are covered by the previous agent's lease: their guards
+    /// (the shell's, `myco_agent::exec::fence_guard`) would have killed
+    /// them by the lease's end had no agent come back, and that end is
+    /// what the majority's wait already allows for. So `until` is the
+    /// previous lease's end, and no later. Starts are not affected.
+    pub fn hold_fence_until(&mut self, until: Time) {
+        self.fence_hold = Some(until);
+    }
+
     /// The reconciler's `actions`, with the fencing rules applied.
     pub(super) fn fence_actions(
         &mut self,
@@ -44,6 +56,11 @@ impl Controller {
         let majority = quorum.majority();
         self.tell_quorum(majority, &quorum.reason());
         self.fence_at = None;
+        let held = self.fence_hold.is_some_and(|t| t > now);
+        if let Some(t) = self.fence_hold.filter(|_| held && !majority) {
+            // A pass when the hold ends, to fence if still alone.
+            self.fence_at = Some(t);
+        }
         let mut out = Vec::with_capacity(actions.len());
         for action in actions {
             match action {
@@ -65,7 +82,7 @@ impl Controller {
                             slot,
                             until: t,
                         });
-                    } else if self.slot_live(&job, slot, &id, records) {
+                    } else if self.slot_live(&job, slot, &id) {
                         // Another copy must stop first; its record (or
                         // its exit here) brings the next pass.
                         out.push(Action::Hold {
@@ -82,10 +99,18 @@ impl Controller {
                         });
                     }
                 }
-                Action::Keep { id } | Action::Adopt { id } if !majority && self.runs_never(&id) => {
+                Action::Keep { id } | Action::Adopt { id }
+                    if !majority && !held && self.runs_never(&id) =>
+                {
                     let reason = format!("fenced: {}", quorum.reason());
                     self.tell_fenced(&id, &reason);
                     out.push(Action::Stop { id, reason });
+                }
+                Action::Forget { job, id }
+                    if self.is_never(&job) && self.proving_marker(&job, &id, rollouts, records) =>
+                {
+                    // Kept until its slot's replacement is proven: the
+                    // rollout reads the slot from it (rollout::replaced).
                 }
                 Action::Keep { id } if self.old_turn(&id, rollouts) => {
                     let reason = "replaced: a duplicates = never job stops before its \
@@ -127,10 +152,36 @@ impl Controller {
             && rollouts.may_start(&l.job, l.slot)
     }
 
+    /// Whether this node's record `id` of `job` is an old version's,
+    /// stopped for its replacement, whose slot is not proven yet.
+    fn proving_marker(
+        &self,
+        job: &str,
+        id: &str,
+        rollouts: &Rollouts,
+        records: &[InstanceRecord],
+    ) -> bool {
+        let (Some(r), Some(current)) = (
+            records.iter().find(|r| r.id == id),
+            self.jobs.get(job).map(|j| j.version),
+        ) else {
+            return false;
+        };
+        let phase = rollouts
+            .job(job)
+            .and_then(|ro| ro.slots.get(r.slot as usize).copied());
+        r.version != current
+            && rollout::replaced(true, r)
+            && matches!(
+                phase,
+                Some(SlotPhase::Waiting | SlotPhase::Starting | SlotPhase::Proving { .. })
+            )
+    }
+
     /// Whether a copy of `job`'s `slot` other than `id` may be running: a
     /// local process, or a record that is not over on an up node (nodes
     /// out of sight are covered by the lease wait).
-    fn slot_live(&self, job: &str, slot: u32, id: &str, records: &[InstanceRecord]) -> bool {
+    fn slot_live(&self, job: &str, slot: u32, id: &str) -> bool {
         let local = self.local.iter().any(|(other, l)| {
             other != id
                 && l.job == job
@@ -143,12 +194,15 @@ impl Controller {
                 .iter()
                 .any(|v| v.id == n && v.liveness == Liveness::Up)
         };
-        let peers = self.view.instances.iter().filter(|r| r.node != self.me);
-        let remote = peers.chain(records).any(|r| {
-            r.job == job
+        // This node's own copies are the local ones above: its records
+        // may outlive their process (a never rollout keeps the old one's
+        // until the slot is proven, see rollout::replaced).
+        let remote = self.view.instances.iter().any(|r| {
+            r.node != self.me
+                && r.job == job
                 && r.slot == slot
                 && r.id != id
-                && (r.node == self.me || up(r.node))
+                && up(r.node)
                 && live_record(r)
         });
         local || remote

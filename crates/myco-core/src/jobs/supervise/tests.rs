@@ -73,16 +73,19 @@ fn ready_only_after_the_healthy_threshold_probing_fast_while_launching() {
     s.handle_event(Time(0), ProcessEvent::Started, &mut r);
     assert_eq!(
         s.poll_timeout(),
-        Some(Time(50)),
+        Some(Time(25)),
         "the first probe comes soon after the start"
     );
-    s.handle_timeout(Time(49));
+    s.handle_timeout(Time(24));
     assert_eq!(drain(&mut s), []);
-    s.handle_timeout(Time(50));
+    s.handle_timeout(Time(25));
     assert_eq!(drain(&mut s), [SuperviseAction::Probe]);
-    // The waits grow by half while the probes fail, up to min(interval, 1 s).
-    let mut t = 50;
-    for wait in [75, 112, 168, 253, 379, 569, 854, 1_000, 1_000] {
+    // The waits grow by a quarter while the probes fail, up to
+    // min(interval, 1 s).
+    let mut t = 25;
+    for wait in [
+        31, 39, 48, 61, 76, 95, 119, 149, 186, 232, 291, 363, 454, 568, 710, 888, 1_000, 1_000,
+    ] {
         s.handle_event(Time(t), ProcessEvent::ProbeFailed("refused".into()), &mut r);
         assert_eq!(
             s.poll_timeout(),

@@ -11,7 +11,7 @@ use super::super::*;
 use super::shell::*;
 use crate::jobs::placement::tests::{node, record};
 
-fn never(name: &str, count: u32) -> JobRecord {
+pub(super) fn never(name: &str, count: u32) -> JobRecord {
     let mut j = quick(name, count, false);
     j.spec.duplicates = Duplicates::Never;
     j
@@ -22,7 +22,7 @@ fn n(i: u64) -> NodeId {
 }
 
 /// Me and nodes 2 and 3; only me has room, so every slot is mine.
-fn three(jobs: Vec<JobRecord>) -> Shell {
+pub(super) fn three(jobs: Vec<JobRecord>) -> Shell {
     let me = node(1, "", 4096);
     let cap = me.capacity;
     let mut s = Shell::new(vec![me, node(2, "", 1), node(3, "", 1)], jobs, cap);
@@ -138,7 +138,63 @@ fn a_never_rollout_stops_the_old_instance_before_starting_the_new() {
     acts.extend(s.advance(s.now.0 + 2_000));
     assert_eq!(kills(&acts), std::slice::from_ref(&old), "{acts:?}");
     assert!(spawns(&acts).is_empty(), "not beside the old: {acts:?}");
-    s.event(&old, ProcessEvent::Exited(Exit::Signal(15)));
-    let acts = s.advance(s.now.0 + 2_000);
+    let mut acts = s.event(&old, ProcessEvent::Exited(Exit::Signal(15)));
+    acts.extend(s.advance(s.now.0 + 2_000));
     assert_eq!(spawns(&acts), [InstanceRecord::id_for("lock", 0, 2, me())]);
+}
+
+/// Me, restarted alone (nodes 2 and 3 down to me), with a `lock` instance
+/// that survived the previous agent.
+fn restarted_alone(hold_until: u64) -> (Shell, Vec<JobAction>) {
+    let mine = node(1, "", 4096);
+    let cap = mine.capacity;
+    let nodes = vec![mine, node(2, "", 1), node(3, "", 1)];
+    let mut s = Shell::new(nodes, vec![never("lock", 1)], cap);
+    for v in &mut s.view.nodes[1..] {
+        v.liveness = Liveness::Down;
+    }
+    let mut r = record("lock", 0, me(), InstanceState::Ready);
+    r.id = id("lock", 0);
+    s.view.instances.push(r);
+    s.sync();
+    s.c.hold_fence_until(Time(hold_until));
+    let found = Found {
+        id: id("lock", 0),
+        job: "lock".into(),
+        slot: 0,
+        version: 1,
+    };
+    let acts = s.scan(vec![found]);
+    (s, acts)
+}
+
+#[test]
+fn a_restarted_node_keeps_its_never_survivors_while_the_old_lease_covers_them() {
+    let (mut s, acts) = restarted_alone(2_000);
+    assert!(kills(&acts).is_empty(), "fenced inside the lease: {acts:?}");
+    assert!(
+        s.advance(1_999)
+            .iter()
+            .all(|a| kills(std::slice::from_ref(a)).is_empty())
+    );
+    // Still alone when the lease ends: fenced then.
+    let acts = s.advance(2_000);
+    assert_eq!(kills(&acts), [id("lock", 0)], "{acts:?}");
+
+    // Without a hold (a node that was never restarted), at once.
+    let (_, acts) = restarted_alone(0);
+    assert_eq!(kills(&acts), [id("lock", 0)], "{acts:?}");
+}
+
+#[test]
+fn a_restarted_node_that_finds_its_majority_within_the_lease_keeps_its_never_instance() {
+    let (mut s, acts) = restarted_alone(2_000);
+    assert!(kills(&acts).is_empty(), "{acts:?}");
+    s.now = Time(800);
+    for v in &mut s.view.nodes[1..] {
+        v.liveness = Liveness::Up;
+    }
+    let mut acts = s.sync();
+    acts.extend(s.advance(30_000));
+    assert!(kills(&acts).is_empty(), "{acts:?}");
 }

@@ -8,6 +8,7 @@ use crate::jobs::placement::tests::node;
 
 mod fence;
 mod handoff;
+mod never_rollout;
 mod rollout;
 mod shell;
 use shell::*;

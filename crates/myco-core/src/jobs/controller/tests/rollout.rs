@@ -6,7 +6,7 @@ use myco_proto::job::JobRecord;
 use super::super::*;
 use super::shell::*;
 
-fn v2(j: &JobRecord) -> JobRecord {
+pub(super) fn v2(j: &JobRecord) -> JobRecord {
     let mut n = j.clone();
     n.version = 2;
     n.spec.env.insert("V".into(), "2".into());
@@ -20,7 +20,7 @@ fn id2(slot: u32) -> String {
 }
 
 /// Runs timeouts until `t`, answering every probe of `ok` with success.
-fn advance_probing(s: &mut Shell, t: u64, ok: &[&str]) -> Vec<JobAction> {
+pub(super) fn advance_probing(s: &mut Shell, t: u64, ok: &[&str]) -> Vec<JobAction> {
     let mut out = Vec::new();
     loop {
         let acts = s.advance(t.min(s.c.poll_timeout().map_or(t, |d| d.0)));
