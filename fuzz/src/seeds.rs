@@ -265,6 +265,11 @@ fn blobs() -> Vec<Vec<u8>> {
             data: b"8 bytes!".to_vec(),
         }
         .encode(),
+        BlobMessage::Busy {
+            digest: digest.clone(),
+            offset: 0,
+        }
+        .encode(),
         BlobMessage::Missing { digest }.encode(),
     ]
 }
@@ -451,6 +456,9 @@ path = "var/data"
         avoid_until_ms: Some(5),
         since_ms: 7,
     };
+    // A job with edge settings is written as record format 3.
+    let mut edged = record.clone();
+    edged.spec.edge.balance = myco_proto::job::Balance::RoundRobin;
     let with = |which: u8, bytes: &[u8]| [&[which][..], bytes].concat();
     vec![
         ("spec-toml-full", with(0, FULL.as_bytes())),
@@ -460,6 +468,7 @@ path = "var/data"
         ),
         ("spec-json", with(1, spec.to_json().as_bytes())),
         ("record-job", with(0, &record.encode())),
+        ("record-job-edge", with(0, &edged.encode())),
         ("record-instance", with(1, &instance.encode())),
     ]
 }
