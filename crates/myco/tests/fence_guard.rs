@@ -6,42 +6,18 @@
 mod support;
 
 use std::fs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Harness, OK_SERVER, cli, ok, procs_in, push_script_spore, s, wait_for};
+use support::{
+    Harness, OK_SERVER, cli, ok, procs_in, push_script_spore, ready_nodes, s, srv_job_file,
+    wait_for,
+};
 
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 const READY: Duration = Duration::from_secs(40);
 /// The fence time of this test (the default).
 const FENCE: Duration = Duration::from_secs(3);
-
-fn job_file(h: &Harness, name: &str, count: u32, duplicates: &str) -> PathBuf {
-    let file = h.root.join(format!("{name}.toml"));
-    let text = format!(
-        "name = \"{name}\"\nspore = \"srv@1\"\ncount = {count}\nduplicates = \"{duplicates}\"\n\
-         kill_timeout_ms = 1000\n[health]\nhttp = \"/\"\ninterval_ms = 300\n"
-    );
-    fs::write(&file, text).unwrap();
-    file
-}
-
-/// Nodes (ids) with a ready `lock` instance, as agent `i` sees them.
-fn ready_on(h: &Harness, i: usize) -> Result<Vec<String>, String> {
-    let v: Value = h
-        .agent(i)
-        .anon()
-        .get("/v1/instances?job=lock")
-        .map_err(|e| e.to_string())?;
-    Ok(v.as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter(|x| x["state"] == "ready")
-        .map(|x| x["node"].as_str().unwrap_or_default().to_string())
-        .collect())
-}
 
 fn node_id(h: &Harness, i: usize) -> String {
     let v: Value = h.agent(i).anon().get("/v1/status").expect("status");
@@ -90,21 +66,23 @@ fn a_never_instance_dies_with_its_agent_unless_the_agent_returns_within_the_fenc
     push_script_spore(&h, h.agent(0), "srv", OK_SERVER);
     // An allowed job on every node first, so every node holds the spore
     // (the node it was pushed to may be the one that dies).
-    let warm = job_file(&h, "warm", 3, "allowed");
+    let warm = srv_job_file(&h, "warm", 3, "allowed");
     ok(
         &cli(h.agent(0), &["deploy", s(&warm), "--watch"]),
         "deploy warm",
     );
-    let lock = job_file(&h, "lock", 1, "never");
+    let lock = srv_job_file(&h, "lock", 1, "never");
     ok(
         &cli(h.agent(0), &["deploy", s(&lock), "--detach"]),
         "deploy",
     );
-    wait_for("lock ready", READY, || match ready_on(&h, 0)?.len() {
-        1 => Ok(()),
-        n => Err(format!("{n} ready")),
+    wait_for("lock ready", READY, || {
+        match ready_nodes(h.agent(0), "lock")?.len() {
+            1 => Ok(()),
+            n => Err(format!("{n} ready")),
+        }
     });
-    let holder = ready_on(&h, 0).unwrap()[0].clone();
+    let holder = ready_nodes(h.agent(0), "lock").unwrap()[0].clone();
     let k = (0..3).find(|&i| node_id(&h, i) == holder).unwrap();
     let others: Vec<usize> = (0..3).filter(|&i| i != k).collect();
     let pids = procs(&h, k);
@@ -118,7 +96,7 @@ fn a_never_instance_dies_with_its_agent_unless_the_agent_returns_within_the_fenc
     h.restart(k);
     wait_for("lock ready on the restarted node", READY, || {
         at_most_one(&h);
-        match ready_on(&h, k)?.as_slice() {
+        match ready_nodes(h.agent(k), "lock")?.as_slice() {
             [n] if *n == holder => Ok(()),
             other => Err(format!("ready on {other:?}")),
         }
@@ -154,7 +132,7 @@ fn a_never_instance_dies_with_its_agent_unless_the_agent_returns_within_the_fenc
     );
     let (_, moved) = wait_for("lock ready on another node", READY, || {
         at_most_one(&h);
-        match ready_on(&h, others[0])?.as_slice() {
+        match ready_nodes(h.agent(others[0]), "lock")?.as_slice() {
             [n] if *n != holder => Ok(()),
             other => Err(format!("ready on {other:?}")),
         }

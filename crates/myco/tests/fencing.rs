@@ -9,24 +9,16 @@
 mod support;
 
 use std::fs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Agent, Harness, OK_SERVER, cli, ok, procs_in, push_script_spore, s, wait_for};
+use support::{
+    Agent, Harness, OK_SERVER, cli, ok, procs_in, push_script_spore, ready_nodes, s, srv_job_file,
+    wait_for,
+};
 
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 const READY: Duration = Duration::from_secs(40);
-
-fn job_file(h: &Harness, name: &str, count: u32, duplicates: &str) -> PathBuf {
-    let file = h.root.join(format!("{name}.toml"));
-    let text = format!(
-        "name = \"{name}\"\nspore = \"srv@1\"\ncount = {count}\nduplicates = \"{duplicates}\"\n\
-         kill_timeout_ms = 1000\n[health]\nhttp = \"/\"\ninterval_ms = 300\n"
-    );
-    fs::write(&file, text).unwrap();
-    file
-}
 
 /// Live processes of `job` on agent `a` (its instance directories are
 /// named after the instance id, which starts with the job's name).
@@ -41,24 +33,6 @@ fn procs_of(a: &Agent, job: &str) -> usize {
             })
         })
         .count()
-}
-
-/// Ready instances of `job` as agent `a` sees them, by node id.
-fn ready_on(a: &Agent, job: &str) -> Result<Vec<String>, String> {
-    let v: Value = a
-        .anon()
-        .get(&format!("/v1/instances?job={job}"))
-        .map_err(|e| e.to_string())?;
-    let mut out: Vec<String> = v
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter(|x| x["state"] == "ready")
-        .map(|x| x["node"].as_str().unwrap_or_default().to_string())
-        .collect();
-    out.sort();
-    Ok(out)
 }
 
 fn node_id(a: &Agent) -> String {
@@ -84,11 +58,14 @@ fn a_partition_keeps_allowed_on_both_sides_and_never_on_the_majority_only() {
     h.mesh(3);
     push_script_spore(&h, h.agent(0), "srv", OK_SERVER);
     for (name, count, dup) in [("free", 3, "allowed"), ("lock", 1, "never")] {
-        let f = job_file(&h, name, count, dup);
+        let f = srv_job_file(&h, name, count, dup);
         ok(&cli(h.agent(0), &["deploy", s(&f), "--detach"]), "deploy");
     }
     wait_for("free 3 ready, lock 1 ready", READY, || {
-        let (f, l) = (ready_on(h.agent(0), "free")?, ready_on(h.agent(0), "lock")?);
+        let (f, l) = (
+            ready_nodes(h.agent(0), "free")?,
+            ready_nodes(h.agent(0), "lock")?,
+        );
         if f.len() == 3 && l.len() == 1 {
             Ok(())
         } else {
@@ -97,7 +74,7 @@ fn a_partition_keeps_allowed_on_both_sides_and_never_on_the_majority_only() {
     });
     at_most_one_lock(&h);
     // Cut off the node that runs the never instance.
-    let holder = ready_on(h.agent(0), "lock").unwrap()[0].clone();
+    let holder = ready_nodes(h.agent(0), "lock").unwrap()[0].clone();
     let k = (0..3).find(|&i| node_id(h.agent(i)) == holder).unwrap();
     let others: Vec<usize> = (0..3).filter(|&i| i != k).collect();
     let addr: Vec<String> = (0..3).map(|i| h.agent(i).mesh_addr()).collect();
@@ -126,7 +103,7 @@ fn a_partition_keeps_allowed_on_both_sides_and_never_on_the_majority_only() {
     assert_eq!(reason, "no majority: sees 1 of 3 nodes", "{job}");
     let (_, moved) = wait_for("lock ready on the majority side", READY, || {
         at_most_one_lock(&h);
-        let l = ready_on(h.agent(others[0]), "lock")?;
+        let l = ready_nodes(h.agent(others[0]), "lock")?;
         let on_majority: usize = others.iter().map(|&o| procs_of(h.agent(o), "lock")).sum();
         if l.len() == 1 && l[0] != holder && on_majority == 1 {
             Ok(())
@@ -168,7 +145,10 @@ fn a_partition_keeps_allowed_on_both_sides_and_never_on_the_majority_only() {
         let free: usize = (0..3).map(|i| procs_of(h.agent(i), "free")).sum();
         let lock: usize = (0..3).map(|i| procs_of(h.agent(i), "lock")).sum();
         let all: usize = (0..3).map(|i| procs_in(&h.agent(i).dir).len()).sum();
-        let (rf, rl) = (ready_on(h.agent(k), "free")?, ready_on(h.agent(k), "lock")?);
+        let (rf, rl) = (
+            ready_nodes(h.agent(k), "free")?,
+            ready_nodes(h.agent(k), "lock")?,
+        );
         if free == 3 && lock == 1 && all == 4 && rf.len() == 3 && rl.len() == 1 {
             Ok(())
         } else {

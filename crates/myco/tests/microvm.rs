@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Agent, Harness, cli, myco, ok, s, wait_for};
+use support::{Agent, Harness, cli, myco, ok, ready_instances, s, wait_for};
 
 /// The guest's web root says this.
 const GREETING: &str = "hello from a myco microVM";
@@ -214,15 +214,8 @@ fn deploy(h: &Harness, a: &Agent) {
 
 /// Ready instances of `vm` as (id, node id).
 fn ready(a: &Agent) -> Result<Vec<(String, String)>, String> {
-    let v: Value = a
-        .anon()
-        .get("/v1/instances?job=vm")
-        .map_err(|e| e.to_string())?;
-    Ok(v.as_array()
-        .cloned()
-        .unwrap_or_default()
+    Ok(ready_instances(a, "vm")?
         .iter()
-        .filter(|x| x["state"] == "ready")
         .map(|x| {
             (
                 x["id"].as_str().unwrap_or("").into(),

@@ -309,3 +309,40 @@ pub fn procs_in(dir: &Path) -> Vec<u32> {
     }
     found
 }
+
+/// Ready instances of `job` as agent `a` lists them.
+pub fn ready_instances(a: &Agent, job: &str) -> Result<Vec<Value>, String> {
+    let v: Value = a
+        .anon()
+        .get(&format!("/v1/instances?job={job}"))
+        .map_err(|e| e.to_string())?;
+    Ok(v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|x| x["state"] == "ready")
+        .collect())
+}
+
+/// The nodes (ids, sorted) of the ready instances of `job`, as agent `a`
+/// sees them.
+pub fn ready_nodes(a: &Agent, job: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = ready_instances(a, job)?
+        .iter()
+        .map(|x| x["node"].as_str().unwrap_or_default().to_string())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// A job file under the harness root: `count` instances of the spore
+/// `srv@1` with the given `duplicates` mode, health checked on `/`.
+pub fn srv_job_file(h: &Harness, name: &str, count: u32, duplicates: &str) -> std::path::PathBuf {
+    let file = h.root.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\nspore = \"srv@1\"\ncount = {count}\nduplicates = \"{duplicates}\"\n\
+         kill_timeout_ms = 1000\n[health]\nhttp = \"/\"\ninterval_ms = 300\n"
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
