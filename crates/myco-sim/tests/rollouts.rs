@@ -76,15 +76,14 @@ fn never_rollouts_prove_each_slot_and_revert_broken_versions() {
     assert!(done > 0, "no rollout ran to its end");
 }
 
-/// Found by the test above, not fixed yet: an `allowed` job (j1, all
-/// slots packed on one node) with two broken versions written one after
-/// the other (v2 still launching when v3 came) never converges: slot 0
-/// keeps v1 ready beside v2 and v3 both `launching` for a minute. The
-/// revert goes to "the newest version the old instances run", which is
-/// the broken v2 itself. Not a `never` job: the fence is not involved.
+/// Regression, found by the test above: an `allowed` job (j1, all slots
+/// packed on one node) with two broken versions written one after the
+/// other (v2 still launching when v3 came) never converged: the revert went
+/// to "the newest version the old instances run", the broken v2 itself,
+/// still launching beside v1. It now goes to the newest version an old
+/// instance runs ready.
 #[test]
-#[ignore]
-fn stacked_broken_versions_stall_an_allowed_rollout_seed_23() {
+fn stacked_broken_versions_revert_to_the_last_ready_version_seed_23() {
     quiet_with(23, 0.5, true);
 }
 

@@ -302,7 +302,18 @@ fn rollout_of(wall_ms: u64, job: &JobRecord, recs: &[&InstanceRecord]) -> Option
                     _ if r.reason.is_empty() => "failed".to_string(),
                     _ => r.reason.clone(),
                 };
-                let revert_to = olds.iter().map(|o| o.version).max();
+                // Back to the newest version an old instance of this slot
+                // runs ready (or, for `never`, ran until replaced): one
+                // still launching was deployed over before it proved
+                // itself, and may be as broken as this one.
+                let proven =
+                    |o: &&&InstanceRecord| o.state == InstanceState::Ready || replaced(never, o);
+                let revert_to = olds
+                    .iter()
+                    .filter(proven)
+                    .map(|o| o.version)
+                    .max()
+                    .or_else(|| olds.iter().map(|o| o.version).max());
                 failure = Some(Failure {
                     instance: r.id.clone(),
                     node: r.node,

@@ -116,6 +116,21 @@ fn a_new_instance_that_fails_halts_the_rollout_and_names_the_version_to_revert_t
     }
 }
 
+/// v2 was deployed over v1 and v3 over v2 before v2 proved itself: slot 0
+/// holds v1 ready and v2 still launching when v3's instance fails. The
+/// revert goes to v1, the version that serves, not to the unproven v2.
+#[test]
+fn a_failure_reverts_to_the_newest_ready_version_not_an_unproven_one() {
+    let mut j = web_v2(1);
+    j.version = 3;
+    let mut recs = three_v1();
+    recs.push(inst(0, 2, 1, InstanceState::Launching, 15_000));
+    recs.push(inst(0, 3, 1, InstanceState::Failed, 16_000));
+    let r = read(16_100, &j, &recs);
+    let f = r.job("web").unwrap().failure.as_ref().expect("failed");
+    assert_eq!(f.revert_to, Some(1));
+}
+
 #[test]
 fn a_new_instance_launching_past_its_deadline_fails_and_a_refusal_does_not() {
     let j = web_v2(1);
