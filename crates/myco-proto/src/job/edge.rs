@@ -92,4 +92,21 @@ mod tests {
         assert_eq!(back.encode()[0], JOB_RECORD_FORMAT);
         assert_eq!(back.revert_to(&rr, 3).encode()[0], JOB_RECORD_FORMAT_EDGE);
     }
+
+    /// Found by the `job_record` fuzz target: a format 3 record whose edge
+    /// settings are the defaults (no build writes one; a peer might) read
+    /// as format 3 but wrote back as format 2, so it did not survive a
+    /// round trip. It reads as format 2 now.
+    #[test]
+    fn a_format_3_record_without_edge_settings_reads_as_format_2() {
+        let plain = JobRecord::first(spec(""), DIGEST, 1).unwrap();
+        let mut odd = plain.clone();
+        odd.format = JOB_RECORD_FORMAT_EDGE;
+        let bytes = postcard::to_stdvec(&odd).unwrap();
+        assert_eq!(bytes[0], JOB_RECORD_FORMAT_EDGE);
+        let read = JobRecord::decode(&bytes).unwrap();
+        assert_eq!(read.format, JOB_RECORD_FORMAT);
+        assert_eq!(JobRecord::decode(&read.encode()).unwrap(), read);
+        assert_eq!(read, plain);
+    }
 }

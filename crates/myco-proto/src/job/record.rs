@@ -166,10 +166,14 @@ impl JobRecord {
             Some(other) => return Err(JobRecordError::Decode(format!("format {other}"))),
             None => return Err(JobRecordError::Decode("empty".into())),
         };
-        let (r, rest) = decoded.map_err(|e| JobRecordError::Decode(e.to_string()))?;
+        let (mut r, rest) = decoded.map_err(|e| JobRecordError::Decode(e.to_string()))?;
         if !rest.is_empty() {
             return Err(JobRecordError::Decode("trailing bytes".into()));
         }
+        // `format` says what `encode` writes for this spec, so a record
+        // survives a round trip: a format 3 record without edge settings
+        // (no build writes one, a peer might) reads as format 2.
+        r.format = Self::format_of(&r.spec);
         Ok(r)
     }
 }
