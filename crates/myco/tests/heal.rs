@@ -239,21 +239,31 @@ fn a_broken_rollout_reverts_by_itself_and_is_not_tried_again() {
     let job: Value = h.agent(2).anon().get("/v1/jobs/hello").unwrap();
     assert_eq!(job["version"], 1, "the job is back at version 1: {job}");
     await_versions(h.agent(2), &["1", "1", "1"], READY);
-    // Not tried again: no instance of version 2 comes back. An absence
-    // needs a window; every poll in it is checked, not only the last.
-    let window = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < window {
-        let live_v2: Vec<Value> = instances(h.agent(0))
+    // Not tried again: once the failed instance is drained (its record
+    // says `launching` until its node writes `draining`, a moment after
+    // the revert), no instance of version 2 comes back. An absence needs
+    // a window; every poll in it is checked, not only the last.
+    let live_v2 = || -> Vec<Value> {
+        instances(h.agent(0))
             .unwrap()
             .into_iter()
             .filter(|x| {
                 x["version"] == 2 && matches!(x["state"].as_str(), Some("launching" | "ready"))
             })
-            .collect();
-        assert!(
-            live_v2.is_empty(),
-            "the failed version runs again: {live_v2:?}"
-        );
+            .collect()
+    };
+    wait_for("the failed v2 instance drained", READY, || {
+        let live = live_v2();
+        if live.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{live:?}"))
+        }
+    });
+    let window = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < window {
+        let live = live_v2();
+        assert!(live.is_empty(), "the failed version runs again: {live:?}");
         std::thread::sleep(support::POLL);
     }
     let low = poller.lowest();
