@@ -3,7 +3,7 @@
 //! slot's old one stops, and a new version that fails reverts.
 
 use myco_proto::instance::{Exit, InstanceRecord, InstanceState};
-use myco_proto::job::{Health, JobRecord};
+use myco_proto::job::JobRecord;
 
 use super::super::*;
 use super::fence::{never, three};
@@ -19,15 +19,7 @@ fn id2(slot: u32) -> String {
 /// and v1's record.
 fn rolling(count: u32) -> (Shell, JobRecord) {
     let mut j1 = never("web", count);
-    j1.spec.health = Some(Health {
-        http: Some("/health".into()),
-        tcp: false,
-        exec: None,
-        interval_ms: 500,
-        timeout_ms: 100,
-        healthy_threshold: 1,
-        unhealthy_threshold: 2,
-    });
+    j1.spec.health = Some(quick_health());
     let mut s = three(vec![j1.clone()]);
     let acts = s.advance(SETTLE.as_millis() as u64);
     let olds = spawns(&acts);

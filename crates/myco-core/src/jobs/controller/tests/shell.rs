@@ -36,15 +36,7 @@ pub(super) fn quick(name: &str, count: u32, health: bool) -> JobRecord {
         jitter_percent: 0,
         avoid_ms: 30_000,
     };
-    j.spec.health = health.then(|| Health {
-        http: Some("/health".into()),
-        tcp: false,
-        exec: None,
-        interval_ms: 500,
-        timeout_ms: 100,
-        healthy_threshold: 1,
-        unhealthy_threshold: 2,
-    });
+    j.spec.health = health.then(quick_health);
     j
 }
 
@@ -189,4 +181,18 @@ pub(super) fn running(jobs: Vec<JobRecord>) -> Shell {
         s.event(&id, ProcessEvent::Started);
     }
     s
+}
+
+/// An HTTP check on `/health` every 500 ms: one pass is healthy, two
+/// failures are not.
+pub(super) fn quick_health() -> Health {
+    Health {
+        http: Some("/health".into()),
+        tcp: false,
+        exec: None,
+        interval_ms: 500,
+        timeout_ms: 100,
+        healthy_threshold: 1,
+        unhealthy_threshold: 2,
+    }
 }
