@@ -65,20 +65,21 @@ impl FileHash {
     /// Continues `hasher` (which has seen the head) over a payload of
     /// `payload_size` bytes.
     pub fn new(hasher: Sha256, payload_size: u64) -> FileHash {
-        let mut inline = FileHash {
-            inline: Some(hasher.clone()),
+        let inline = |hasher| FileHash {
+            inline: Some(hasher),
             pending: Vec::new(),
             tx: None,
             helper: None,
         };
         if payload_size < OFF_THREAD_FROM {
-            return inline;
+            return inline(hasher);
         }
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(BATCHES);
+        // The helper gets a copy: if it cannot start, the original hashes inline.
+        let mut h = hasher.clone();
         let spawned = thread::Builder::new()
             .name("spore-hash".into())
             .spawn(move || {
-                let mut h = hasher;
                 for batch in rx {
                     h.update(&batch);
                 }
@@ -91,10 +92,7 @@ impl FileHash {
                 tx: Some(tx),
                 helper: Some(helper),
             },
-            Err(_) => {
-                inline.pending = Vec::new();
-                inline
-            }
+            Err(_) => inline(hasher),
         }
     }
 
