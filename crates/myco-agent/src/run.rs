@@ -227,14 +227,11 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
         spore_store.clone(),
         remote_logs.clone(),
     );
-    // Cache and messaging get their stream messages through these queues.
+    // Cache and messaging handle their stream messages on the connection
+    // readers' tasks once started (`Streams::handle_directly`); what
+    // arrives before that comes through the mesh loop into these queues.
     let (cache_tx, cache_rx) = tokio::sync::mpsc::channel(crate::cache::INBOX);
     let (msg_tx, msg_rx) = tokio::sync::mpsc::channel(crate::msg::INBOX);
-    // Straight from the connection readers: no hop through the mesh loop.
-    streams.deliver_directly(vec![
-        (myco_proto::channel::Channel::Cache, cache_tx.clone()),
-        (myco_proto::channel::Channel::Msg, msg_tx.clone()),
-    ]);
     let apps = crate::mesh::AppRoutes {
         cache: Some(cache_tx),
         msg: Some(msg_tx),

@@ -165,15 +165,9 @@ impl Cache {
         // Requests and answers from other nodes are handled on the stream
         // reader's task (`on_message` never waits); the inbox still takes
         // what the mesh loop hands over.
-        let weak = Arc::downgrade(&cache);
-        cache.streams.handle_directly(
-            myco_proto::channel::Channel::Cache,
-            Arc::new(move |bytes| {
-                if let Some(cache) = weak.upgrade() {
-                    cache.on_bytes(&bytes);
-                }
-            }),
-        );
+        cache
+            .streams
+            .handle_for(myco_proto::channel::Channel::Cache, &cache, Cache::on_bytes);
         tokio::spawn(rebalance::run(Arc::downgrade(&cache)));
         cache
     }

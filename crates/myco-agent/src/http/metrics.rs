@@ -308,12 +308,6 @@ fn stream_metrics(r: &mut Registry, s: &StreamStats) {
     );
     counter(
         r,
-        "stream_direct_dropped",
-        "Stream messages for the cache or messaging dropped because the service's queue was full",
-        s.direct_dropped,
-    );
-    counter(
-        r,
         "stream_peers_evicted",
         "Outgoing peer connections evicted to stay within the limit",
         s.peers_evicted,

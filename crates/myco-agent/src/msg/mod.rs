@@ -156,15 +156,8 @@ impl Messaging {
         // Handled on the stream reader's task (`on_message` never waits):
         // a published message reaches the subscriber's queue with no
         // task hop on the way; the inbox takes what the mesh loop hands over.
-        let weak = Arc::downgrade(&msg);
-        msg.streams.handle_directly(
-            myco_proto::channel::Channel::Msg,
-            Arc::new(move |bytes| {
-                if let Some(msg) = weak.upgrade() {
-                    msg.on_bytes(&bytes);
-                }
-            }),
-        );
+        msg.streams
+            .handle_for(myco_proto::channel::Channel::Msg, &msg, Messaging::on_bytes);
         tokio::spawn(remote::announce(Arc::downgrade(&msg)));
         msg
     }

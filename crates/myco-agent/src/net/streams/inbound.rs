@@ -148,19 +148,6 @@ async fn serve(
             handle(message);
             continue;
         }
-        let direct = shared
-            .direct
-            .get()
-            .and_then(|d| d.iter().find(|(c, _)| *c == channel));
-        if let Some((_, tx)) = direct {
-            if tx.try_send(message).is_err() {
-                bump(&shared.stats.direct_dropped, 1);
-                continue;
-            }
-            bump(&shared.stats.received_messages, 1);
-            bump(&shared.stats.received_bytes, size);
-            continue;
-        }
         let item = Incoming {
             from,
             peer,

@@ -244,9 +244,6 @@ counters! {
     incoming_waits,
     /// Messages received on a channel this build does not know: dropped.
     unknown_channel,
-    /// Messages for a service queue set by [`Streams::deliver_directly`]
-    /// (the cache, messaging) dropped because that queue was full.
-    direct_dropped,
     /// Queued messages dropped: connect, handshake or write failed, the peer
     /// was backing off after a failure, or its task was evicted.
     send_failures,
@@ -303,10 +300,9 @@ struct Shared {
     peers: Mutex<Peers>,
     stats: Counters,
     runtime: tokio::runtime::Handle,
-    /// Channels whose messages go straight to a service's queue.
-    direct: std::sync::OnceLock<Vec<(Channel, tokio::sync::mpsc::Sender<Vec<u8>>)>>,
     /// Channels whose messages a service handles on the reader's task
-    /// (checked before `direct`; see [`Streams::handle_directly`]).
+    /// (see [`Streams::handle_directly`]); the others go to the incoming
+    /// channel.
     handlers: RwLock<Vec<(Channel, DirectHandler)>>,
     /// Who serves relay connections; until set they are refused.
     relay: std::sync::OnceLock<RelayHandler>,
@@ -370,7 +366,6 @@ impl Streams {
             peers: Mutex::default(),
             stats: Counters::default(),
             runtime: tokio::runtime::Handle::current(),
-            direct: std::sync::OnceLock::new(),
             handlers: RwLock::default(),
             relay: std::sync::OnceLock::new(),
             rekeyed: tokio::sync::watch::Sender::new(0),
@@ -471,23 +466,13 @@ impl Streams {
         Ok(())
     }
 
-    /// Hands the messages of these channels straight from the connection
-    /// reader to their queues (`try_send`: a full queue drops and counts
-    /// [`StreamStats::direct_dropped`]; the senders time out and ask
-    /// again), instead of through the incoming channel and the mesh loop:
-    /// a request or reply then crosses no extra thread, which is the
-    /// cache's and messaging's latency. Set once; later calls do nothing.
-    pub fn deliver_directly(&self, routes: Vec<(Channel, tokio::sync::mpsc::Sender<Vec<u8>>)>) {
-        let _ = self.owner.shared.direct.set(routes);
-    }
-
     /// Calls `handler` on the connection reader's task for each message
-    /// on `channel`, before any queue: the request or answer then wakes
-    /// no other task before its service sees it (the cache's remote GET
-    /// and messaging's publish-to-receive latency, two hops per round
-    /// trip fewer than [`Streams::deliver_directly`]). The handler must
-    /// not block: it runs between reads of that connection. A later call
-    /// for the same channel replaces the handler.
+    /// on `channel`, instead of sending it through the incoming channel
+    /// and the mesh loop: the request or answer then wakes no other task
+    /// before its service sees it (the cache's remote GET and messaging's
+    /// publish-to-receive latency). The handler must not block: it runs
+    /// between reads of that connection. A later call for the same channel
+    /// replaces the handler.
     pub fn handle_directly(&self, channel: Channel, handler: DirectHandler) {
         let mut handlers = self
             .owner
@@ -497,6 +482,26 @@ impl Streams {
             .unwrap_or_else(PoisonError::into_inner);
         handlers.retain(|(c, _)| *c != channel);
         handlers.push((channel, handler));
+    }
+
+    /// [`Streams::handle_directly`] for a service: `on` runs while
+    /// `service` lives; the handler holds it weakly, so it does not keep
+    /// the service (nor its `Streams` handle) alive.
+    pub fn handle_for<T: Send + Sync + 'static>(
+        &self,
+        channel: Channel,
+        service: &Arc<T>,
+        on: fn(&T, &[u8]),
+    ) {
+        let weak = Arc::downgrade(service);
+        self.handle_directly(
+            channel,
+            Arc::new(move |bytes| {
+                if let Some(service) = weak.upgrade() {
+                    on(&service, &bytes);
+                }
+            }),
+        );
     }
 
     /// The TLS client config for relay connections to other nodes'
