@@ -6,27 +6,15 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use myco_agent::edge::relay::{self, RelayClient};
-use myco_agent::net::streams::{Inbox, RelayHandler, StreamConfig, StreamStats, Streams};
-use myco_proto::{ClusterKey, NodeId};
+use myco_agent::net::streams::{RelayHandler, Streams};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn key(n: u8) -> ClusterKey {
-    ClusterKey::from_bytes([n; 32])
-}
-
-async fn node(n: u64, keys: &[ClusterKey]) -> (Streams, Inbox) {
-    let any = "127.0.0.1:0".parse().unwrap();
-    Streams::bind(any, keys, NodeId::from_u64(n), StreamConfig::default())
-        .await
-        .unwrap()
-}
+mod streams_util;
+use streams_util::{WAIT, key, node, until};
 
 /// Relay connections opened and ended on the serving side.
 #[derive(Default)]
@@ -72,23 +60,6 @@ async fn get(client: &RelayClient, to: &Streams) -> Result<u16, String> {
     Ok(resp.status().as_u16())
 }
 
-/// Polls until `done` holds, or fails after the deadline.
-async fn until(what: &str, done: impl Fn() -> bool, show: impl Fn() -> String) {
-    let deadline = Instant::now() + WAIT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {}",
-            show()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn stats(s: &Streams) -> StreamStats {
-    s.stats()
-}
-
 #[tokio::test]
 async fn pooled_relay_connections_close_when_a_rotation_retires_their_key() {
     let (a, _a_rx) = node(1, &[key(1)]).await;
@@ -118,18 +89,13 @@ async fn pooled_relay_connections_close_when_a_rotation_retires_their_key() {
         (1, 0),
         "kept while the ring shares a key"
     );
-    assert_eq!(stats(&a).untrusted_after_rekey, 0);
+    assert_eq!(a.stats().untrusted_after_rekey, 0);
 
     // A retires k1: its idle connection to B, made under k1, closes now,
     // with no request to notice it.
     a.set_keys(&[key(2)]).unwrap();
-    until(
-        "a closing its relay connection",
-        || ended() == 1,
-        || format!("{:?}", stats(&a)),
-    )
-    .await;
-    assert_eq!(stats(&a).untrusted_after_rekey, 1);
+    until(&a, "a closing its relay connection", |_| ended() == 1).await;
+    assert_eq!(a.stats().untrusted_after_rekey, 1);
     // The next request connects under the new ring.
     assert_eq!(get(&client, &b).await, Ok(200));
     assert_eq!(opened(), 2);
@@ -137,12 +103,7 @@ async fn pooled_relay_connections_close_when_a_rotation_retires_their_key() {
     // The serving end checks too: B moves to a key A does not hold, and
     // closes the connection A made under k2.
     b.set_keys(&[key(3)]).unwrap();
-    until(
-        "b closing the relay connection",
-        || ended() == 2,
-        || format!("{:?}", stats(&b)),
-    )
-    .await;
-    assert_eq!(stats(&b).untrusted_after_rekey, 1);
+    until(&b, "b closing the relay connection", |_| ended() == 2).await;
+    assert_eq!(b.stats().untrusted_after_rekey, 1);
     assert!(get(&client, &b).await.is_err(), "no shared key: refused");
 }

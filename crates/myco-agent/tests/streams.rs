@@ -4,53 +4,20 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use myco_agent::net::streams::{Inbox, Incoming, SendError, StreamConfig, StreamStats, Streams};
+use myco_agent::net::streams::{Inbox, Incoming, SendError, StreamConfig, Streams};
+use myco_proto::NodeId;
 use myco_proto::channel::Channel;
-use myco_proto::{ClusterKey, NodeId};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const WAIT: Duration = Duration::from_secs(10);
-
-fn key(n: u8) -> ClusterKey {
-    ClusterKey::from_bytes([n; 32])
-}
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-async fn node(n: u64, keys: &[ClusterKey]) -> (Streams, Inbox) {
-    node_with(n, keys, StreamConfig::default()).await
-}
-
-async fn node_with(n: u64, keys: &[ClusterKey], config: StreamConfig) -> (Streams, Inbox) {
-    Streams::bind(any_port(), keys, NodeId::from_u64(n), config)
-        .await
-        .unwrap()
-}
+mod streams_util;
+use streams_util::{WAIT, any_port, key, node, node_with, until};
 
 async fn recv(rx: &mut Inbox) -> Incoming {
     tokio::time::timeout(WAIT, rx.recv())
         .await
         .expect("a message within the deadline")
         .expect("the channel is open")
-}
-
-/// Polls `streams`' counters until `done` holds, or fails after the deadline.
-async fn until(streams: &Streams, what: &str, done: impl Fn(&StreamStats) -> bool) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let stats = streams.stats();
-        if done(&stats) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {stats:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Sends `message` every 50 ms until it arrives at `rx` (deliveries after a
