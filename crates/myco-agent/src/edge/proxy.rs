@@ -38,8 +38,8 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct EdgeState {
     /// The published route table.
     pub routes: Routes,
-    /// The pooled upstream client.
-    pub client: super::upstream::UpstreamClient,
+    /// The keep-alive pool to instances (local, or direct on trusted LANs).
+    pub pool: super::pool::Pool,
     /// This edge's `Via` entry (`1.1 myco-<node id>`).
     pub via: HeaderValue,
     /// The token in `Via` that marks this edge (`myco-<node id>`).
@@ -130,7 +130,7 @@ async fn payload(parts: &axum::http::request::Parts, body: Body) -> Option<Paylo
     }
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+fn classify_relay(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     if e.is_connect() {
         UpstreamError::Connect
     } else {
@@ -295,38 +295,80 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
         let mut out = axum::http::Request::new(body);
         *out.method_mut() = parts.method.clone();
         *out.headers_mut() = parts.headers.clone();
-        // An upgrade cannot cross the HTTP/2 relay: it goes direct.
         let relay = match (&up.hop, &edge.relay) {
-            (Hop::Relay(node), Some(relay)) if slot.is_none() => Some((node, relay)),
+            (Hop::Relay(node), Some(relay)) => Some((node, relay)),
             _ => None,
         };
+        // An upgrade crosses the relay as one stream whose bodies carry the
+        // tunnel's bytes (`relay_tunnel`); `to_relay` feeds ours.
+        let mut to_relay = None;
+        let guard = up.begin();
+        m.in_flight(1);
         let sent = match relay {
             Some((node, relay)) => {
                 *out.uri_mut() = uri_at(Some(node.clone()), &path);
                 if let Some(v) = super::relay::relay_to(job, &up.instance) {
                     out.headers_mut().insert(super::relay::RELAY_TO, v);
                 }
-                relay.request(out)
+                if slot.is_some()
+                    && let Some(protocol) = out.headers_mut().remove(header::UPGRADE)
+                {
+                    out.headers_mut().remove(header::CONNECTION);
+                    out.headers_mut()
+                        .insert(super::relay_tunnel::RELAY_UPGRADE, protocol);
+                    let (tx, body) = super::relay_tunnel::pipe();
+                    *out.body_mut() = body;
+                    to_relay = Some(tx);
+                }
+                match tokio::time::timeout(RESPONSE_TIMEOUT, relay.request(out)).await {
+                    Ok(Ok(resp)) => match super::relay::reported_failure(&resp) {
+                        Some(failure) => Err(failure),
+                        None => Ok(resp.map(Body::new)),
+                    },
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge relay request failed");
+                        Err(classify_relay(&e))
+                    }
+                    Err(_) => Err(UpstreamError::Timeout),
+                }
             }
             None => {
-                *out.uri_mut() = uri_at(up.authority.clone(), &path);
-                edge.client.request(out)
+                // Origin-form: the pool's connection is to the instance.
+                *out.uri_mut() = Uri::from(path.clone());
+                let addr = local_addr(up);
+                match tokio::time::timeout(RESPONSE_TIMEOUT, edge.pool.send(addr, out)).await {
+                    Ok(Ok(resp)) => Ok(resp.map(Body::new)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge upstream request failed");
+                        Err(if e.is_connect() {
+                            UpstreamError::Connect
+                        } else {
+                            UpstreamError::Protocol
+                        })
+                    }
+                    Err(_) => Err(UpstreamError::Timeout),
+                }
             }
         };
-        let guard = up.begin();
-        m.in_flight(1);
-        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, sent).await;
         let failure = match sent {
-            Ok(Ok(resp)) if relay.is_some() && super::relay::reported_failure(&resp).is_some() => {
-                super::relay::reported_failure(&resp).unwrap_or(UpstreamError::Protocol)
-            }
-            Ok(Ok(resp)) => {
+            Ok(resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let (Some(client), Some(slot)) = (client_upgrade.take(), slot.take())
                 {
                     up.succeeded();
                     let held = Held::new(guard, m.clone());
                     let resp = tunnel::splice(resp, client, slot, held);
+                    return finish(m, started, resp, &request_id, &edge.via);
+                }
+                if resp
+                    .headers()
+                    .contains_key(super::relay_tunnel::RELAY_UPGRADE)
+                    && let (Some(client), Some(slot), Some(to)) =
+                        (client_upgrade.take(), slot.take(), to_relay.take())
+                {
+                    up.succeeded();
+                    let held = Held::new(guard, m.clone());
+                    let resp = super::relay_tunnel::splice(resp, client, to, slot, held);
                     return finish(m, started, resp, &request_id, &edge.via);
                 }
                 if resp.status().is_server_error() {
@@ -338,7 +380,7 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
                     status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "edge request");
                 let (mut head, incoming) = resp.into_parts();
                 rewrite::strip_hop_by_hop(&mut head.headers);
-                let body = Held::new(guard, m.clone()).body(Body::new(incoming));
+                let body = Held::new(guard, m.clone()).body(incoming);
                 return finish(
                     m,
                     started,
@@ -347,11 +389,7 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
                     &edge.via,
                 );
             }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge upstream request failed");
-                classify(&e)
-            }
-            Err(_) => UpstreamError::Timeout,
+            Err(failure) => failure,
         };
         m.in_flight(-1);
         drop(guard);
@@ -396,6 +434,15 @@ fn note_failure(up: &Upstream, m: &JobMetrics, now_ms: u64) {
     if up.failed(now_ms) {
         m.ejection();
         tracing::info!(instance = %up.instance, addr = %up.addr, "edge: instance ejected after consecutive failures");
+    }
+}
+
+/// Where the pool connects for `up`: loopback for a local instance (it
+/// may listen there only), its address otherwise.
+fn local_addr(up: &Upstream) -> std::net::SocketAddr {
+    match up.hop {
+        Hop::Local => std::net::SocketAddr::from(([127, 0, 0, 1], up.addr.port())),
+        _ => up.addr,
     }
 }
 
