@@ -7,7 +7,8 @@
 //!   (hop-by-hop headers, `X-Request-Id`, `X-Forwarded-*`, `Via`, loops);
 //! - [`balance`]: power of two choices, passive ejection;
 //! - [`proxy`]: the handler (forward, retry once on connect failure,
-//!   JSON errors); [`body`] keeps in-flight counts until a response ends;
+//!   JSON errors), each attempt sent by [`send`]; [`body`] keeps
+//!   in-flight counts until a response ends;
 //! - [`tunnel`]: WebSocket (upgrade) passthrough;
 //! - [`server`]: the listener on the shared bounded server;
 //! - [`pool`]: the keep-alive pool to instances; [`upstream`]: its
@@ -27,6 +28,7 @@ pub mod relay;
 pub mod relay_tunnel;
 pub mod rewrite;
 pub mod routes;
+pub mod send;
 pub mod server;
 pub mod tunnel;
 pub mod upstream;

@@ -14,17 +14,17 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderValue};
-use axum::http::uri::{PathAndQuery, Scheme, Uri};
+use axum::http::uri::PathAndQuery;
 use axum::http::{Response, StatusCode};
 
 use myco_proto::job::Balance;
 
-use super::balance::{self, Hop, Upstream};
+use super::balance::{self, Upstream};
 use super::body::Held;
 use super::metrics::{JobMetrics, UpstreamError};
 use super::rewrite::{self, PathOrWhole, REQUEST_ID};
 use super::routes::Routes;
-use super::tunnel;
+use super::{send, tunnel};
 use crate::net::serve::ConnInfo;
 use tracing::Instrument;
 
@@ -127,14 +127,6 @@ async fn payload(parts: &axum::http::request::Parts, body: Body) -> Option<Paylo
         )),
         None if !chunked => Some(Payload::Again(Bytes::new())),
         _ => Some(Payload::Once(Some(body))),
-    }
-}
-
-fn classify_relay(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    if e.is_connect() {
-        UpstreamError::Connect
-    } else {
-        UpstreamError::Protocol
     }
 }
 
@@ -295,61 +287,10 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
         let mut out = axum::http::Request::new(body);
         *out.method_mut() = parts.method.clone();
         *out.headers_mut() = parts.headers.clone();
-        let relay = match (&up.hop, &edge.relay) {
-            (Hop::Relay(node), Some(relay)) => Some((node, relay)),
-            _ => None,
-        };
-        // An upgrade crosses the relay as one stream whose bodies carry the
-        // tunnel's bytes (`relay_tunnel`); `to_relay` feeds ours.
-        let mut to_relay = None;
         let guard = up.begin();
         m.in_flight(1);
-        let sent = match relay {
-            Some((node, relay)) => {
-                *out.uri_mut() = uri_at(Some(node.clone()), &path);
-                if let Some(v) = super::relay::relay_to(job, &up.instance) {
-                    out.headers_mut().insert(super::relay::RELAY_TO, v);
-                }
-                if slot.is_some()
-                    && let Some(protocol) = out.headers_mut().remove(header::UPGRADE)
-                {
-                    out.headers_mut().remove(header::CONNECTION);
-                    out.headers_mut()
-                        .insert(super::relay_tunnel::RELAY_UPGRADE, protocol);
-                    let (tx, body) = super::relay_tunnel::pipe();
-                    *out.body_mut() = body;
-                    to_relay = Some(tx);
-                }
-                match tokio::time::timeout(RESPONSE_TIMEOUT, relay.request(out)).await {
-                    Ok(Ok(resp)) => match super::relay::reported_failure(&resp) {
-                        Some(failure) => Err(failure),
-                        None => Ok(resp.map(Body::new)),
-                    },
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge relay request failed");
-                        Err(classify_relay(&e))
-                    }
-                    Err(_) => Err(UpstreamError::Timeout),
-                }
-            }
-            None => {
-                // Origin-form: the pool's connection is to the instance.
-                *out.uri_mut() = Uri::from(path.clone());
-                let addr = local_addr(up);
-                match tokio::time::timeout(RESPONSE_TIMEOUT, edge.pool.send(addr, out)).await {
-                    Ok(Ok(resp)) => Ok(resp.map(Body::new)),
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge upstream request failed");
-                        Err(if e.is_connect() {
-                            UpstreamError::Connect
-                        } else {
-                            UpstreamError::Protocol
-                        })
-                    }
-                    Err(_) => Err(UpstreamError::Timeout),
-                }
-            }
-        };
+        // `to_relay` feeds an upgrade's tunnel through the relay.
+        let (sent, mut to_relay) = send::once(&edge, up, job, &path, out, slot.is_some()).await;
         let failure = match sent {
             Ok(resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -435,23 +376,6 @@ fn note_failure(up: &Upstream, m: &JobMetrics, now_ms: u64) {
         m.ejection();
         tracing::info!(instance = %up.instance, addr = %up.addr, "edge: instance ejected after consecutive failures");
     }
-}
-
-/// Where the pool connects for `up`: loopback for a local instance (it
-/// may listen there only), its address otherwise.
-fn local_addr(up: &Upstream) -> std::net::SocketAddr {
-    match up.hop {
-        Hop::Local => std::net::SocketAddr::from(([127, 0, 0, 1], up.addr.port())),
-        _ => up.addr,
-    }
-}
-
-fn uri_at(authority: Option<axum::http::uri::Authority>, path: &PathAndQuery) -> Uri {
-    let mut parts = axum::http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = authority;
-    parts.path_and_query = Some(path.clone());
-    Uri::from_parts(parts).unwrap_or_default()
 }
 
 /// Counts the answer and sets the headers every answer carries.
