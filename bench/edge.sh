@@ -21,17 +21,25 @@
 # conns * 1000 / (MS + latency) per second whatever the target: latency
 # at a fixed, lower load rather than at saturation (wrk has no -R).
 #
+# With --rate R (after the saturated runs), each target also gets exactly R
+# requests per second from the fixed-rate client `edge_rate` (an example of
+# crate myco; latency from when each request was due, as wrk2 measures):
+# for the added latency at a given load, e.g. half of nginx's peak.
+#
 # Usage: bench/edge.sh [--bin target/release/myco] [--base 23000]
 #                      [--threads 2] [--conns 64] [--secs 10] [--workers 2]
-#                      [--relay] [--delay MS]
+#                      [--relay] [--delay MS] [--rate R]
+#                      [--rate-bin target/release/examples/edge_rate]
 # Needs wrk and nginx (apt install wrk nginx). Run from the repository root.
 set -euo pipefail
 
 BIN=target/release/myco BASE=23000 THREADS=2 CONNS=64 SECS=10 WORKERS=2 RELAY="" DELAY=""
+RATE="" RATE_BIN=target/release/examples/edge_rate
 while [ $# -gt 0 ]; do
   case $1 in
     --relay) RELAY=1; shift;;
     --delay) DELAY=$2; shift 2;;
+    --rate) RATE=$2; shift 2;; --rate-bin) RATE_BIN=$2; shift 2;;
     --bin) BIN=$2; shift 2;; --base) BASE=$2; shift 2;;
     --threads) THREADS=$2; shift 2;; --conns) CONNS=$2; shift 2;;
     --secs) SECS=$2; shift 2;; --workers) WORKERS=$2; shift 2;;
@@ -152,6 +160,14 @@ run direct "http://$ADDR/"
 # shellcheck disable=SC2046
 run nginx "http://127.0.0.1:$NGINX_PORT/bench/" $(nginx_pids)
 run edge "$EDGE/bench/" "$AGENT"
+
+if [ -n "$RATE" ]; then
+  [ -x "$RATE_BIN" ] || { echo "no $RATE_BIN: cargo build --release -p myco --example edge_rate" >&2; exit 2; }
+  for target in "direct http://$ADDR/" "nginx http://127.0.0.1:$NGINX_PORT/bench/" "edge $EDGE/bench/"; do
+    set -- $target
+    printf '%-8s ' "$1"; "$RATE_BIN" "$2" "$RATE" "$CONNS" "$SECS"
+  done
+fi
 
 if [ -n "$RELAY" ]; then
   "$BIN" cluster key --data-dir "$W/n1" >"$W/cluster.key"

@@ -168,6 +168,15 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
         speaks: myco_proto::compat::THIS_BUILD,
     };
     crate::exec::microvm::tag_manifest(&mut manifest.tags);
+    // Tests of a mixed-release mesh: with fault injection on, a node may
+    // claim an older release's records range (`MYCO_SPEAKS_RECORDS=1`: r1).
+    if std::env::var("MYCO_FAULTS").is_ok_and(|v| v == "1")
+        && let Some(max) = std::env::var("MYCO_SPEAKS_RECORDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    {
+        manifest.speaks.records.max = max;
+    }
     manifest.validate().context("node name and tags")?;
 
     let store_path = dir.path().join(STORE_FILE);

@@ -76,13 +76,39 @@ pub struct Speaks {
     pub records: Range,
 }
 
-/// The first release with version ranges: one version of everything.
-/// The next release widens each range it changes to `N-1..=N`.
-pub const THIS_BUILD: Speaks = Speaks {
+/// What r1, the first release with version ranges, speaks: one version
+/// of everything (its manifests carry exactly this; fixture
+/// `r1/frame_manifest.hex`).
+pub const R1: Speaks = Speaks {
     datagram: Range::only(ENVELOPE_VERSION),
     stream: Range::only(STREAM_VERSION),
     records: Range::only(1),
 };
+
+/// Records version 2: job record format 3 (a job with `[edge]` settings,
+/// `job::JOB_RECORD_FORMAT_EDGE`) is read. Records version 1 reads job
+/// record format 2 only, and every other record as r1 wrote it.
+pub const RECORDS_EDGE_JOBS: u8 = 2;
+
+/// This build: r1's ranges, records widened to `1..=2` for job record
+/// format 3 (so a writer can tell which members read it). The next
+/// release widens each range it changes to `N-1..=N`.
+pub const THIS_BUILD: Speaks = Speaks {
+    records: Range {
+        min: 1,
+        max: RECORDS_EDGE_JOBS,
+    },
+    ..R1
+};
+
+/// The records version a reader needs for job records of `format`.
+pub fn records_version_of_job_format(format: u8) -> u8 {
+    if format >= crate::job::JOB_RECORD_FORMAT_EDGE {
+        RECORDS_EDGE_JOBS
+    } else {
+        1
+    }
+}
 
 /// The family of a format, for messages.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

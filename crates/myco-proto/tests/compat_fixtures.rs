@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use myco_proto::blob::BlobMessage;
 use myco_proto::cache::{CacheEntry, CacheMessage};
-use myco_proto::compat::THIS_BUILD;
+use myco_proto::compat::R1;
 use myco_proto::frame::{Peer, Summary};
 use myco_proto::horizon::{GC_RECORD_VERSION, GcRecord, Horizon};
 use myco_proto::instance::{Exit, INSTANCE_RECORD_FORMAT, InstanceRecord, InstanceState};
@@ -68,7 +68,7 @@ fn manifest() -> NodeManifest {
         edge_addr: Some("0.0.0.0:8080".into()),
         version: "0.1.0".into(),
         key_id: "01020304".into(),
-        speaks: THIS_BUILD,
+        speaks: R1,
     }
 }
 

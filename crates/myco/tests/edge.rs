@@ -20,9 +20,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use edge_util::{
-    ECHO, READY, WS_ECHO, get, metric, read_head, routed, rss_kib, send, ws_frame, ws_read,
-};
+use edge_util::{ECHO, READY, WS_ECHO, get, metric, read_head, routed, rss_kib, send, ws_session};
 use serde_json::{Value, json};
 use support::{Harness, push_script_spore, wait_for};
 
@@ -160,30 +158,7 @@ fn websocket_upgrades_pass_through_the_edge() {
         1 => Ok(()),
         n => Err(format!("{n} routes")),
     });
-    let mut c = TcpStream::connect(("127.0.0.1", h.agent(0).edge)).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    // The handshake of RFC 6455 §1.3, whose accept value is known.
-    let req = format!(
-        "GET /ws/chat HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        h.agent(0).edge
-    );
-    c.write_all(req.as_bytes()).unwrap();
-    let head = read_head(&mut c).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: websocket"), "{head}");
-    assert!(
-        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
-        "{head}"
-    );
-    assert!(head.contains("x-request-id:"), "{head}");
-    for i in 0..3 {
-        let text = format!("hello {i} through the edge");
-        c.write_all(&ws_frame(&text)).unwrap();
-        assert_eq!(ws_read(&mut c), (1, text));
-    }
-    c.write_all(&[0x88, 0x80, 0, 0, 0, 0]).unwrap();
-    assert_eq!(ws_read(&mut c).0, 8, "no close frame back");
+    ws_session(h.agent(0).edge, "/ws/chat");
 }
 
 #[test]

@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use edge_util::{ECHO, READY, get, metric, routed, send};
+use edge_util::{ECHO, READY, WS_ECHO, get, metric, routed, send, ws_session};
 use serde_json::{Value, json};
 use support::{Harness, push_script_spore, wait_for};
 
@@ -94,6 +94,47 @@ fn an_instance_on_loopback_only_is_reached_from_every_edge() {
     assert!(
         relayed >= remote_answers as f64,
         "{remote_answers} answers came from other nodes' instances, {relayed} crossed a relay"
+    );
+}
+
+/// A WebSocket echo on loopback only, on one of two nodes: the other
+/// node's edge reaches it through the relay (over the mesh's mutual TLS),
+/// as every node's own edge does over loopback.
+#[test]
+fn websocket_reaches_a_loopback_only_instance_through_the_relay() {
+    let mut h = Harness::new("edge-relay-ws");
+    h.mesh_spread(2);
+    let script = WS_ECHO.replace("((\"0.0.0.0\",", "((\"127.0.0.1\",");
+    assert_ne!(script, WS_ECHO, "the workload binds loopback only");
+    let digest = push_script_spore(&h, h.agent(0), "ws", &script);
+    let job = json!({"name": "ws", "spore": digest, "count": 1,
+        "health": {"http": "/health", "interval_ms": 300}});
+    let _: Value = h.agent(0).client().post("/v1/jobs", &job).expect("deploy");
+    for a in &h.agents {
+        wait_for("a ready route on every edge", READY, || {
+            match routed(a, "ws")? {
+                1 => Ok(()),
+                n => Err(format!("{} routes {n}", a.name)),
+            }
+        });
+    }
+    let before: f64 = h
+        .agents
+        .iter()
+        .map(|a| metric(a, "myco_edge_relay_served_total"))
+        .sum();
+    for a in &h.agents {
+        ws_session(a.edge, "/ws/chat");
+    }
+    let after: f64 = h
+        .agents
+        .iter()
+        .map(|a| metric(a, "myco_edge_relay_served_total"))
+        .sum();
+    assert_eq!(
+        after - before,
+        1.0,
+        "one of the two sessions crossed a relay"
     );
 }
 

@@ -7,22 +7,28 @@
 //!   (hop-by-hop headers, `X-Request-Id`, `X-Forwarded-*`, `Via`, loops);
 //! - [`balance`]: power of two choices, passive ejection;
 //! - [`proxy`]: the handler (forward, retry once on connect failure,
-//!   JSON errors); [`body`] keeps in-flight counts until a response ends;
+//!   JSON errors), each attempt sent by [`send`]; [`body`] keeps
+//!   in-flight counts until a response ends;
 //! - [`tunnel`]: WebSocket (upgrade) passthrough;
 //! - [`server`]: the listener on the shared bounded server;
-//! - [`upstream`]: the keep-alive pool to instances (quick ACKs);
+//! - [`pool`]: the keep-alive pool to instances; [`upstream`]: its
+//!   connections (quick ACKs) and timings;
 //! - [`metrics`]: per-job counters for `/metrics`.
 //!
 //! - [`relay`]: requests for instances on other nodes go through that
-//!   node's agent, HTTP/2 over the mesh's mutual TLS.
+//!   node's agent, HTTP/2 over the mesh's mutual TLS; [`relay_tunnel`]:
+//!   upgrades (WebSocket) through it.
 
 pub mod balance;
 pub mod body;
 pub mod metrics;
+pub mod pool;
 pub mod proxy;
 pub mod relay;
+pub mod relay_tunnel;
 pub mod rewrite;
 pub mod routes;
+pub mod send;
 pub mod server;
 pub mod tunnel;
 pub mod upstream;
@@ -81,18 +87,18 @@ pub fn start(
         serve: server.counters(),
         relay: Arc::default(),
     };
-    let client = upstream::client();
+    let pool = pool::Pool::new();
     options.streams.set_relay_handler(relay::handler(
         routes.clone(),
         me,
-        client.clone(),
+        pool.clone(),
         edge.relay.clone(),
     ));
     let relay_client = relay::client(options.streams);
     let app = server::router(
         routes.clone(),
         me,
-        client,
+        pool,
         Some(relay_client),
         options.prefer_local,
     );

@@ -14,17 +14,17 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::header::{self, HeaderValue};
-use axum::http::uri::{PathAndQuery, Scheme, Uri};
+use axum::http::uri::PathAndQuery;
 use axum::http::{Response, StatusCode};
 
 use myco_proto::job::Balance;
 
-use super::balance::{self, Hop, Upstream};
+use super::balance::{self, Upstream};
 use super::body::Held;
 use super::metrics::{JobMetrics, UpstreamError};
 use super::rewrite::{self, PathOrWhole, REQUEST_ID};
 use super::routes::Routes;
-use super::tunnel;
+use super::{send, tunnel};
 use crate::net::serve::ConnInfo;
 use tracing::Instrument;
 
@@ -38,8 +38,8 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct EdgeState {
     /// The published route table.
     pub routes: Routes,
-    /// The pooled upstream client.
-    pub client: super::upstream::UpstreamClient,
+    /// The keep-alive pool to instances (local, or direct on trusted LANs).
+    pub pool: super::pool::Pool,
     /// This edge's `Via` entry (`1.1 myco-<node id>`).
     pub via: HeaderValue,
     /// The token in `Via` that marks this edge (`myco-<node id>`).
@@ -127,14 +127,6 @@ async fn payload(parts: &axum::http::request::Parts, body: Body) -> Option<Paylo
         )),
         None if !chunked => Some(Payload::Again(Bytes::new())),
         _ => Some(Payload::Once(Some(body))),
-    }
-}
-
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    if e.is_connect() {
-        UpstreamError::Connect
-    } else {
-        UpstreamError::Protocol
     }
 }
 
@@ -295,38 +287,29 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
         let mut out = axum::http::Request::new(body);
         *out.method_mut() = parts.method.clone();
         *out.headers_mut() = parts.headers.clone();
-        // An upgrade cannot cross the HTTP/2 relay: it goes direct.
-        let relay = match (&up.hop, &edge.relay) {
-            (Hop::Relay(node), Some(relay)) if slot.is_none() => Some((node, relay)),
-            _ => None,
-        };
-        let sent = match relay {
-            Some((node, relay)) => {
-                *out.uri_mut() = uri_at(Some(node.clone()), &path);
-                if let Some(v) = super::relay::relay_to(job, &up.instance) {
-                    out.headers_mut().insert(super::relay::RELAY_TO, v);
-                }
-                relay.request(out)
-            }
-            None => {
-                *out.uri_mut() = uri_at(up.authority.clone(), &path);
-                edge.client.request(out)
-            }
-        };
         let guard = up.begin();
         m.in_flight(1);
-        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, sent).await;
+        // `to_relay` feeds an upgrade's tunnel through the relay.
+        let (sent, mut to_relay) = send::once(&edge, up, job, &path, out, slot.is_some()).await;
         let failure = match sent {
-            Ok(Ok(resp)) if relay.is_some() && super::relay::reported_failure(&resp).is_some() => {
-                super::relay::reported_failure(&resp).unwrap_or(UpstreamError::Protocol)
-            }
-            Ok(Ok(resp)) => {
+            Ok(resp) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     && let (Some(client), Some(slot)) = (client_upgrade.take(), slot.take())
                 {
                     up.succeeded();
                     let held = Held::new(guard, m.clone());
                     let resp = tunnel::splice(resp, client, slot, held);
+                    return finish(m, started, resp, &request_id, &edge.via);
+                }
+                if resp
+                    .headers()
+                    .contains_key(super::relay_tunnel::RELAY_UPGRADE)
+                    && let (Some(client), Some(slot), Some(to)) =
+                        (client_upgrade.take(), slot.take(), to_relay.take())
+                {
+                    up.succeeded();
+                    let held = Held::new(guard, m.clone());
+                    let resp = super::relay_tunnel::splice(resp, client, to, slot, held);
                     return finish(m, started, resp, &request_id, &edge.via);
                 }
                 if resp.status().is_server_error() {
@@ -338,7 +321,7 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
                     status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "edge request");
                 let (mut head, incoming) = resp.into_parts();
                 rewrite::strip_hop_by_hop(&mut head.headers);
-                let body = Held::new(guard, m.clone()).body(Body::new(incoming));
+                let body = Held::new(guard, m.clone()).body(incoming);
                 return finish(
                     m,
                     started,
@@ -347,11 +330,7 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
                     &edge.via,
                 );
             }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge upstream request failed");
-                classify(&e)
-            }
-            Err(_) => UpstreamError::Timeout,
+            Err(failure) => failure,
         };
         m.in_flight(-1);
         drop(guard);
@@ -397,14 +376,6 @@ fn note_failure(up: &Upstream, m: &JobMetrics, now_ms: u64) {
         m.ejection();
         tracing::info!(instance = %up.instance, addr = %up.addr, "edge: instance ejected after consecutive failures");
     }
-}
-
-fn uri_at(authority: Option<axum::http::uri::Authority>, path: &PathAndQuery) -> Uri {
-    let mut parts = axum::http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = authority;
-    parts.path_and_query = Some(path.clone());
-    Uri::from_parts(parts).unwrap_or_default()
 }
 
 /// Counts the answer and sets the headers every answer carries.

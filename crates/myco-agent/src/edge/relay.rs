@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::header::{HeaderName, HeaderValue};
-use axum::http::uri::{PathAndQuery, Scheme, Uri};
+use axum::http::uri::{PathAndQuery, Uri};
 use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::rt::{Read, ReadBufCursor, Write};
@@ -51,8 +51,9 @@ use tokio_rustls::client::TlsStream;
 use tower_service::Service;
 
 use super::metrics::UpstreamError;
+use super::pool::Pool;
 use super::routes::Routes;
-use super::upstream::{CONNECT_TIMEOUT, UpstreamClient};
+use super::upstream::CONNECT_TIMEOUT;
 use crate::net::streams::{RELAY_ALPN, RelayConn, RelayHandler, Streams};
 
 /// Names the instance a relayed request is for: `<job> <instance id>`.
@@ -235,7 +236,7 @@ pub fn reported_failure(resp: &Response<Incoming>) -> Option<UpstreamError> {
 struct Relaying {
     routes: Routes,
     me: NodeId,
-    local: UpstreamClient,
+    local: Pool,
     counters: Arc<RelayCounters>,
 }
 
@@ -244,7 +245,7 @@ struct Relaying {
 pub fn handler(
     routes: Routes,
     me: NodeId,
-    local: UpstreamClient,
+    local: Pool,
     counters: Arc<RelayCounters>,
 ) -> RelayHandler {
     let state = Arc::new(Relaying {
@@ -284,6 +285,45 @@ fn relay_error(status: StatusCode, kind: &'static str, msg: &str) -> Response<Bo
     r
 }
 
+/// An upgrade (WebSocket) for the local instance at `addr`, counted like
+/// any relayed request (see `relay_tunnel`).
+async fn relay_upgrade(
+    state: &Relaying,
+    mut parts: axum::http::request::Parts,
+    body: Incoming,
+    addr: SocketAddr,
+    protocol: HeaderValue,
+    job: &str,
+    instance: &str,
+) -> Response<Body> {
+    let root = PathAndQuery::from_static("/");
+    parts.uri = Uri::from(parts.uri.path_and_query().unwrap_or(&root).clone());
+    match super::relay_tunnel::relay(&state.local, addr, parts, body, protocol).await {
+        Ok(resp) => {
+            state.counters.served.fetch_add(1, Ordering::Relaxed);
+            resp
+        }
+        Err(failure) => {
+            state.counters.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                job,
+                instance,
+                error = failure.as_str(),
+                "edge relay: the instance failed an upgrade"
+            );
+            let status = match failure {
+                UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            relay_error(
+                status,
+                failure.as_str(),
+                "the instance could not be reached",
+            )
+        }
+    }
+}
+
 /// Forwards one relayed request to the local instance it names.
 async fn relay_one(state: &Relaying, req: Request<Incoming>) -> Response<Body> {
     let (mut parts, body) = req.into_parts();
@@ -311,16 +351,17 @@ async fn relay_one(state: &Relaying, req: Request<Incoming>) -> Response<Body> {
         // Nothing was sent: the origin may try another instance.
         return relay_error(StatusCode::BAD_GATEWAY, "connect", "no such instance here");
     };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    if let Some(protocol) = parts.headers.remove(&super::relay_tunnel::RELAY_UPGRADE) {
+        return relay_upgrade(state, parts, body, addr, protocol, job, instance).await;
+    }
     let root = PathAndQuery::from_static("/");
-    let mut uri = axum::http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = format!("127.0.0.1:{port}").parse().ok();
-    uri.path_and_query = Some(parts.uri.path_and_query().unwrap_or(&root).clone());
     let mut out = Request::new(Body::new(body));
     *out.method_mut() = parts.method;
-    *out.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+    *out.uri_mut() = Uri::from(parts.uri.path_and_query().unwrap_or(&root).clone());
     *out.headers_mut() = parts.headers;
-    let sent = tokio::time::timeout(super::proxy::RESPONSE_TIMEOUT, state.local.request(out)).await;
+    let sent =
+        tokio::time::timeout(super::proxy::RESPONSE_TIMEOUT, state.local.send(addr, out)).await;
     match sent {
         Ok(Ok(resp)) => {
             state.counters.served.fetch_add(1, Ordering::Relaxed);

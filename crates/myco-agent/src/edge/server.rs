@@ -35,14 +35,14 @@ pub fn edge_server() -> Server {
 pub fn router(
     routes: Routes,
     me: NodeId,
-    client: super::upstream::UpstreamClient,
+    pool: super::pool::Pool,
     relay: Option<super::relay::RelayClient>,
     prefer_local: bool,
 ) -> Router {
     let via_token = format!("myco-{me}");
     let state = EdgeState {
         routes,
-        client,
+        pool,
         via: HeaderValue::from_str(&format!("1.1 {via_token}"))
             .unwrap_or(HeaderValue::from_static("1.1 myco")),
         via_token,

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::{Response, StatusCode};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -67,7 +66,7 @@ pub fn restore(h: &mut HeaderMap, protocol: HeaderValue) {
 /// connections in a task of their own, which holds `slot` and `held` (the
 /// in-flight counts) until the tunnel closes.
 pub fn splice(
-    mut upstream: Response<Incoming>,
+    mut upstream: Response<Body>,
     client: OnUpgrade,
     slot: OwnedSemaphorePermit,
     held: Held,

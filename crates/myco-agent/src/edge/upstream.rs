@@ -1,5 +1,5 @@
-//! The connection pool to instances: hyper-util's keep-alive pool over
-//! TCP connections that acknowledge at once.
+//! Connections to instances: TCP that acknowledges at once, and the
+//! pool's timings (the pool itself is [`super::pool`]).
 //!
 //! Why the quick ACKs: many small servers (Python's `http.server`, most
 //! scripts) write a response head and its body in two writes. With Nagle
@@ -10,19 +10,14 @@
 //! on a fresh one. `TCP_QUICKACK` is not sticky, so it is set again after
 //! every read (one cheap `setsockopt`).
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tower_service::Service;
 
 /// How long a pooled connection may sit idle: shorter than usual upstream
 /// keep-alives (Node's 5 s is the short one), so the pool seldom sends on a
@@ -33,48 +28,14 @@ pub const POOL_MAX_IDLE: usize = 256;
 /// Time to connect to an instance before trying another.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The pooled HTTP/1.1 client to instances.
-pub type UpstreamClient = Client<QuickAckConnector, axum::body::Body>;
-
-/// The client the edge sends with.
-pub fn client() -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    http.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_max_idle_per_host(POOL_MAX_IDLE)
-        .build(QuickAckConnector(http))
-}
-
-/// [`HttpConnector`] whose connections ACK at once (see the module docs).
-#[derive(Clone, Debug)]
-pub struct QuickAckConnector(HttpConnector);
-
-type ConnectError = <HttpConnector as Service<Uri>>::Error;
-
-impl Service<Uri> for QuickAckConnector {
-    type Response = QuickAck;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<QuickAck, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, dst: Uri) -> Self::Future {
-        let connecting = self.0.call(dst);
-        Box::pin(async move { connecting.await.map(QuickAck) })
-    }
-}
-
 /// A connection to an instance that re-arms `TCP_QUICKACK` after reads.
 #[derive(Debug)]
 pub struct QuickAck(TokioIo<TcpStream>);
 
-impl Connection for QuickAck {
-    fn connected(&self) -> Connected {
-        self.0.connected()
+impl QuickAck {
+    /// Wraps a connected stream.
+    pub fn new(io: TokioIo<TcpStream>) -> Self {
+        QuickAck(io)
     }
 }
 

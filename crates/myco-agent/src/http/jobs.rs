@@ -183,7 +183,7 @@ pub async fn show(
 }
 
 /// `POST /v1/jobs`: create or update a job (JSON, the job file's schema).
-#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body(content = Object, description = "A job file (JSON form)"), responses((status = 200, body = Deployed), (status = 201, body = Deployed), (status = 400, description = "Invalid job", body = myco_proto::api::ApiError), (status = 422, description = "Unknown spore", body = myco_proto::api::ApiError))))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body(content = Object, description = "A job file (JSON form)"), responses((status = 200, body = Deployed), (status = 201, body = Deployed), (status = 400, description = "Invalid job", body = myco_proto::api::ApiError), (status = 422, description = "Unknown spore", body = myco_proto::api::ApiError), (status = 409, description = "The job has [edge] settings (job record format 3) and a live node of an older release cannot read them: the message names the nodes to upgrade", body = myco_proto::api::ApiError))))]
 pub async fn deploy(State(s): State<ApiState>, body: Bytes) -> Result<Response, HttpError> {
     let (change, rec) = workflow::deploy(&s.mesh, &body).await?;
     Ok(written(&s, change, &rec))

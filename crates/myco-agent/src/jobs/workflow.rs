@@ -211,6 +211,7 @@ async fn store(
     change: DeployChange,
     rec: &JobRecord,
 ) -> Result<(), JobFlowError> {
+    formats::check(mesh, change, rec)?;
     let bytes = rec.encode();
     if matches!(
         change,
@@ -431,6 +432,7 @@ pub fn plan(mesh: &MeshHandle, body: &[u8]) -> Result<(JobPlan, Inputs), JobFlow
     Ok((plan, inputs))
 }
 
+mod formats;
 mod rollout;
 pub use rollout::{auto_revert, latest_version, restart};
 

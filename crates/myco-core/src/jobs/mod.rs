@@ -127,6 +127,7 @@
 
 pub mod controller;
 pub mod fence;
+pub mod formats;
 pub mod placement;
 pub mod reconcile;
 pub mod rollout;

@@ -192,6 +192,35 @@ class S(socketserver.ThreadingMixIn, socketserver.TCPServer):
 S(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 "#;
 
+/// A WebSocket session through the edge at `port` for `path`: the
+/// handshake of RFC 6455 §1.3 (whose accept value is known), three echoed
+/// text frames, and a close answered by a close. Panics on any difference.
+pub fn ws_session(port: u16, path: &str) {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    c.write_all(req.as_bytes()).unwrap();
+    let head = read_head(&mut c).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(head.contains("x-request-id:"), "{head}");
+    for i in 0..3 {
+        let text = format!("hello {i} through the edge");
+        c.write_all(&ws_frame(&text)).unwrap();
+        assert_eq!(ws_read(&mut c), (1, text));
+    }
+    c.write_all(&[0x88, 0x80, 0, 0, 0, 0]).unwrap();
+    assert_eq!(ws_read(&mut c).0, 8, "no close frame back");
+}
+
 /// A masked client text frame (payload under 126 bytes).
 pub fn ws_frame(text: &str) -> Vec<u8> {
     let mask = [0x12u8, 0x34, 0x56, 0x78];
