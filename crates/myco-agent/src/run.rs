@@ -179,14 +179,15 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
     if let Some(r) = &loaded.recovered {
         tracing::error!(recovery = ?r, "the state store was damaged; its data will be fetched again from peers");
     }
-    let (streams, incoming) = Streams::bind(settings.bind, &keys.keys(), id, stream_config())
-        .await
-        .with_context(|| {
-            format!(
-                "binding the stream port tcp/{}: choose another with --bind",
-                settings.bind
-            )
-        })?;
+    let (streams, incoming) =
+        Streams::bind(settings.bind, &keys.keys(), id, StreamConfig::default())
+            .await
+            .with_context(|| {
+                format!(
+                    "binding the stream port tcp/{}: choose another with --bind",
+                    settings.bind
+                )
+            })?;
 
     let spore_store = SporeStore::open(dir.path(), streams.clone(), settings.advertise)
         .await
@@ -384,17 +385,6 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     notify_systemd("STOPPING=1");
     running.stop().await;
     Ok(())
-}
-
-/// The stream transport's settings: the defaults, except that
-/// `MYCO_STREAM_DIRECT=0` turns off writes on the sender's task (to compare
-/// both ways in one build: BENCHMARKS.md, cache and messaging).
-fn stream_config() -> StreamConfig {
-    let mut config = StreamConfig::default();
-    if std::env::var_os("MYCO_STREAM_DIRECT").is_some_and(|v| v == "0") {
-        config.direct_after = None;
-    }
-    config
 }
 
 /// Runs the mesh loop on its own thread with its own single-threaded

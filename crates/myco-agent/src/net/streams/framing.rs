@@ -16,26 +16,11 @@ use super::StreamConfig;
 /// done. 2: every message carries a channel byte after its length.
 pub(super) const PROTOCOL: u8 = 2;
 /// Messages up to this size are written with their header in one TLS record.
-pub(super) const SMALL: usize = 16 * 1024;
+const SMALL: usize = 16 * 1024;
 
 /// The error of an operation that ran out of time.
 pub(super) fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "timed out")
-}
-
-fn header(channel: Channel, message: &[u8]) -> [u8; 5] {
-    // `send` refused anything over max_message, which is at most u32::MAX.
-    let len = (message.len() as u32).to_be_bytes();
-    [len[0], len[1], len[2], len[3], channel.byte()]
-}
-
-/// A whole frame in one buffer, so it is written as one TLS record rather
-/// than a 5-byte one and the message's.
-pub(super) fn frame(channel: Channel, message: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(5 + message.len());
-    frame.extend_from_slice(&header(channel, message));
-    frame.extend_from_slice(message);
-    frame
 }
 
 /// Writes the length prefix, the channel byte and the message.
@@ -44,10 +29,16 @@ pub(super) async fn write_frame(
     channel: Channel,
     message: &[u8],
 ) -> io::Result<()> {
+    // `send` refused anything over max_message, which is at most u32::MAX.
+    let len = (message.len() as u32).to_be_bytes();
+    let header = [len[0], len[1], len[2], len[3], channel.byte()];
     if message.len() <= SMALL {
-        stream.write_all(&frame(channel, message)).await
+        // One write, so one TLS record rather than a 5-byte one per message.
+        let mut frame = Vec::with_capacity(header.len() + message.len());
+        frame.extend_from_slice(&header);
+        frame.extend_from_slice(message);
+        stream.write_all(&frame).await
     } else {
-        let header = header(channel, message);
         stream.write_all(&header).await?;
         stream.write_all(message).await
     }

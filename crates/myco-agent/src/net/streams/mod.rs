@@ -24,12 +24,10 @@
 //! the reading connection, which in turn pushes back on the sender through
 //! TCP flow control.
 //!
-//! Parts: [`outbound`] (the per-peer sender tasks), [`direct`] (writes on
-//! the sender's task while a peer's connection is idle), [`inbound`] (accepting
+//! Parts: [`outbound`] (the per-peer sender tasks), [`inbound`] (accepting
 //! and reading), [`framing`] (the bytes of one message), [`tls`]
 //! (certificates from cluster keys), [`queue`] (the bounded queues).
 
-mod direct;
 mod framing;
 mod inbound;
 mod outbound;
@@ -103,12 +101,6 @@ pub struct StreamConfig {
     pub idle_timeout: Duration,
     /// Concurrent inbound connections; more are closed at once.
     pub max_inbound: usize,
-    /// A message of up to 16 KiB is written on the sender's own task when
-    /// the peer's connection is idle and was last written at least this
-    /// long ago (a lone request or answer then wakes no sender task; a
-    /// burst still goes through the queue, in one write). `None`: always
-    /// through the queue.
-    pub direct_after: Option<Duration>,
 }
 
 impl Default for StreamConfig {
@@ -126,9 +118,6 @@ impl Default for StreamConfig {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
             max_inbound: 256,
-            // Longer than a pipeline's commands take one after another,
-            // shorter than any round trip between nodes.
-            direct_after: Some(Duration::from_micros(20)),
         }
     }
 }
@@ -265,9 +254,6 @@ counters! {
     /// Live connections (either way) closed because, after `set_keys`, the
     /// ring no longer trusts the peer's certificate.
     untrusted_after_rekey,
-    /// Of `sent_messages`, those written on the sender's own task because
-    /// the peer's connection was idle (no wake-up of its sender task).
-    direct_writes,
 }
 
 fn bump(counter: &AtomicU64, n: u64) {
@@ -347,8 +333,6 @@ struct Peer {
     queue: queue::Outbound,
     last_used: u64,
     task: AbortHandle,
-    /// Its connection, for senders to write on directly while idle.
-    slot: Arc<direct::LinkSlot>,
 }
 
 impl Streams {
@@ -423,26 +407,6 @@ impl Streams {
                 max,
             });
         }
-        // Written on this task if the peer's connection is idle: no
-        // sender task to wake (see `outbound`).
-        let slot = {
-            let mut peers = shared.peers();
-            peers.clock += 1;
-            let now = peers.clock;
-            peers.map.get_mut(&to).map(|p| {
-                p.last_used = now;
-                p.slot.clone()
-            })
-        };
-        if let Some(slot) = slot {
-            let generation = shared.tls.read().unwrap_or_else(PoisonError::into_inner).0;
-            if slot.try_write(shared.config.direct_after, generation, channel, &message) {
-                bump(&shared.stats.sent_messages, 1);
-                bump(&shared.stats.sent_bytes, message.len() as u64);
-                bump(&shared.stats.direct_writes, 1);
-                return Ok(());
-            }
-        }
         let mut peers = shared.peers();
         peers.clock += 1;
         let now = peers.clock;
@@ -456,29 +420,20 @@ impl Streams {
                 shared.config.queue_per_peer,
                 shared.config.queue_bytes_per_peer,
             );
-            let slot = Arc::new(direct::LinkSlot::new());
             let task = shared
                 .runtime
-                .spawn(outbound::peer_task(shared.clone(), to, rx, slot.clone()))
+                .spawn(outbound::peer_task(shared.clone(), to, rx))
                 .abort_handle();
             let peer = Peer {
                 queue,
                 last_used: now,
                 task,
-                slot,
             };
             peers.map.insert(to, peer);
         }
         let peer = peers.map.get_mut(&to).expect("inserted above");
         peer.last_used = now;
-        // Counted before the peer task can see it, which uncounts it once
-        // written (or dropped).
-        peer.slot.pending.fetch_add(1, Ordering::AcqRel);
-        let pushed = peer.queue.try_push(queue::Queued { channel, message });
-        if pushed.is_err() {
-            peer.slot.pending.fetch_sub(1, Ordering::AcqRel);
-        }
-        match pushed {
+        match peer.queue.try_push(queue::Queued { channel, message }) {
             Ok(()) => Ok(()),
             Err(full @ (queue::Refused::Count | queue::Refused::Bytes)) => {
                 let counter = match full {

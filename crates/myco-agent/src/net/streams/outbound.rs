@@ -1,13 +1,10 @@
 //! The sending side: one task per peer takes its queue in order, connects
 //! (TCP, TLS, the server's acceptance byte), and writes; a failed peer is
 //! backed off, and the least recently used peer is evicted past the limit.
-//! The connection lives in a [`LinkSlot`] between messages, where
-//! senders may write on it directly (see [`super::direct`]).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -16,7 +13,6 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::{TlsConnector, client};
 
-use super::direct::LinkSlot;
 use super::framing::{PROTOCOL, timed_out, write_frame};
 use super::queue::{OutboundReceiver, Queued};
 use super::{Peers, Shared, bump, tls};
@@ -57,9 +53,9 @@ enum Failure {
 }
 
 /// A cached outgoing connection and the key generation it was checked at.
-pub(super) struct Link {
-    pub(super) stream: client::TlsStream<TcpStream>,
-    pub(super) generation: u64,
+struct Link {
+    stream: client::TlsStream<TcpStream>,
+    generation: u64,
 }
 
 /// Exponential back-off after failed connections, reset by success or new keys.
@@ -69,84 +65,43 @@ struct Backoff {
     generation: u64,
 }
 
-/// What woke the peer task.
-enum Wake {
-    Message(Option<Queued>),
-    Flush,
-    Idle,
-}
-
 /// The one task per peer: takes messages in order and writes them.
-pub(super) async fn peer_task(
-    shared: Arc<Shared>,
-    to: SocketAddr,
-    mut queue: OutboundReceiver,
-    slot: Arc<LinkSlot>,
-) {
+pub(super) async fn peer_task(shared: Arc<Shared>, to: SocketAddr, mut queue: OutboundReceiver) {
+    let mut link: Option<Link> = None;
     let mut backoff = Backoff {
         until: None,
         delay: BACKOFF_MIN,
         generation: 0,
     };
-    let mut used = slot.direct_uses();
     loop {
-        let connected = slot.connected();
-        let idle = async {
-            if connected {
-                tokio::time::sleep(shared.config.idle_timeout).await;
-            } else {
-                std::future::pending::<()>().await;
-            }
-        };
-        let wake = tokio::select! {
-            message = queue.recv() => Wake::Message(message),
-            () = slot.flush.notified() => Wake::Flush,
-            () = idle => Wake::Idle,
-        };
-        match wake {
-            Wake::Idle => {
-                let now = slot.direct_uses();
-                if now != used {
-                    used = now;
+        let message = if link.is_some() {
+            match timeout(shared.config.idle_timeout, queue.recv()).await {
+                Ok(message) => message,
+                Err(_) => {
+                    tracing::debug!(%to, "closing idle stream connection");
+                    if let Some(mut l) = link.take() {
+                        let _ = timeout(shared.config.connect_timeout, l.stream.shutdown()).await;
+                    }
                     continue;
                 }
-                tracing::debug!(%to, "closing idle stream connection");
-                if let Some(mut l) = slot.take() {
-                    let _ = timeout(shared.config.connect_timeout, l.stream.shutdown()).await;
-                }
             }
-            Wake::Flush => {
-                let mut link = slot.take();
-                if let Some(l) = &mut link {
-                    let flushed = timeout(shared.config.idle_timeout, l.stream.flush()).await;
-                    if !matches!(flushed, Ok(Ok(()))) {
-                        bump(&shared.stats.send_failures, 1);
-                        tracing::debug!(%to, "flushing a direct stream write failed");
-                        link = None;
-                    }
-                }
-                slot.put(link);
+        } else {
+            queue.recv().await
+        };
+        // None: evicted or the endpoint dropped.
+        let Some(Queued { channel, message }) = message else {
+            return;
+        };
+        let more = !queue.is_empty();
+        let header = (channel, message.as_slice());
+        match deliver(&shared, to, &mut link, &mut backoff, header, more).await {
+            Ok(()) => {
+                bump(&shared.stats.sent_messages, 1);
+                bump(&shared.stats.sent_bytes, message.len() as u64);
             }
-            // None: evicted or the endpoint dropped.
-            Wake::Message(None) => return,
-            Wake::Message(Some(Queued { channel, message })) => {
-                let more = !queue.is_empty();
-                let header = (channel, message.as_slice());
-                let mut link = slot.take();
-                let delivered = deliver(&shared, to, &mut link, &mut backoff, header, more).await;
-                slot.wrote();
-                slot.put(link);
-                slot.pending.fetch_sub(1, Ordering::AcqRel);
-                match delivered {
-                    Ok(()) => {
-                        bump(&shared.stats.sent_messages, 1);
-                        bump(&shared.stats.sent_bytes, message.len() as u64);
-                    }
-                    Err(error) => {
-                        bump(&shared.stats.send_failures, 1);
-                        tracing::debug!(%to, %error, size = message.len(), "stream message dropped");
-                    }
-                }
+            Err(error) => {
+                bump(&shared.stats.send_failures, 1);
+                tracing::debug!(%to, %error, size = message.len(), "stream message dropped");
             }
         }
     }
@@ -172,7 +127,7 @@ async fn deliver(
             bump(&shared.stats.untrusted_after_rekey, 1);
             tracing::debug!(%to, "peer not trusted after a key change, reconnecting");
             *link = None;
-        } else if closed_by_peer(&mut l.stream) {
+        } else if closed_by_peer(&mut l.stream).await {
             *link = None;
         } else {
             l.generation = generation;
@@ -213,7 +168,7 @@ async fn deliver(
 /// timeout still waits for the timer wheel's next 1 ms tick when the read
 /// is pending, which capped a peer's stream at about 900 messages a second
 /// (every cache request and answer paid it).
-pub(super) fn closed_by_peer(stream: &mut client::TlsStream<TcpStream>) -> bool {
+async fn closed_by_peer(stream: &mut client::TlsStream<TcpStream>) -> bool {
     use std::future::Future;
     let mut byte = [0u8; 1];
     let read = std::pin::pin!(stream.read(&mut byte));
