@@ -36,10 +36,10 @@ use myco_core::MemberState;
 use myco_core::cache::{CacheStats, CacheStore};
 use myco_core::state::hlc::Hlc;
 use myco_proto::NodeId;
-use myco_proto::cache::{CacheInputError, CacheMessage};
+use myco_proto::cache::{BucketConfig, CacheInputError, CacheMessage};
 use tokio::sync::mpsc;
 
-use crate::mesh::{MeshHandle, WriteError};
+use crate::mesh::{MeshHandle, ReadView, WriteError};
 use crate::net::streams::Streams;
 
 pub use ops::Ttl;
@@ -57,8 +57,12 @@ pub const TOMBSTONE_MS: u64 = 60_000;
 /// One read in this many that found a key also asks the owners ranked
 /// below the one that answered, after answering, and sends the newest
 /// version to any that holds an older one or none (read-repair of stale
-/// copies; every read would double the messages of a read).
+/// copies; every read would double the messages of a read), and at most
+/// one a millisecond.
 pub const READ_REPAIR_EVERY: u64 = 8;
+/// Bucket names whose parsed config (or absence) [`Cache`] remembers for
+/// the current view of the state.
+const KNOWN_CONFIGS: usize = 1024;
 /// Cache messages from the mesh loop queued for this service; more are
 /// dropped and counted (the asker times out and asks the next owner).
 pub const INBOX: usize = 4096;
@@ -110,10 +114,21 @@ pub struct Cache {
     next_request: AtomicU64,
     /// Reads that found a key, to pick the ones that check the others.
     reads: AtomicU64,
+    /// The wall-clock ms of the last read-repair check started.
+    last_repair_check: AtomicU64,
     /// This node's requests waiting for answers, by request id.
-    waiting: Mutex<HashMap<u64, mpsc::Sender<CacheMessage>>>,
+    waiting: Mutex<HashMap<u64, remote::Waiter>>,
+    /// Bucket configs parsed from the view they were read in.
+    configs: Mutex<KnownConfigs>,
     counters: CacheCounters,
 }
+
+/// Parsed bucket configs (`None`: no such bucket) and the view of the
+/// state they were read in.
+type KnownConfigs = (
+    std::sync::Weak<ReadView>,
+    HashMap<String, Option<BucketConfig>>,
+);
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,7 +173,9 @@ impl Cache {
             // Random start: ids of a restarted agent do not meet the old ones.
             next_request: AtomicU64::new(seed >> 1),
             reads: AtomicU64::new(0),
+            last_repair_check: AtomicU64::new(0),
             waiting: Mutex::new(HashMap::new()),
+            configs: Mutex::new((std::sync::Weak::new(), HashMap::new())),
             counters: CacheCounters::default(),
         });
         tokio::spawn(remote::consume(cache.clone(), inbox));

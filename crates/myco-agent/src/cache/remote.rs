@@ -5,16 +5,26 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use myco_proto::cache::{CacheMessage, check_bucket, check_entry};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Cache, wall_ms};
+
+/// Where the answers to one of this node's requests go.
+pub(super) enum Waiter {
+    /// A read's one answer: a oneshot, which allocates a few bytes where
+    /// a channel allocates a block of 32 messages (a read's cost showed
+    /// it: malloc and free of that block on every forwarded GET).
+    One(Option<oneshot::Sender<CacheMessage>>),
+    /// A write's acknowledgements, one per owner.
+    Many(mpsc::Sender<CacheMessage>),
+}
 
 /// A request waiting for answers; forgotten when dropped, however the
 /// waiting ends.
 pub(super) struct Registered<'a>(&'a Cache, u64);
 
 impl<'a> Registered<'a> {
-    pub(super) fn new(cache: &'a Cache, request: u64, tx: mpsc::Sender<CacheMessage>) -> Self {
+    pub(super) fn new(cache: &'a Cache, request: u64, tx: Waiter) -> Self {
         cache
             .waiting
             .lock()
@@ -97,14 +107,16 @@ impl Cache {
                 self.send(reply_to, &CacheMessage::Answer { request, entry });
             }
             CacheMessage::Answer { request, .. } | CacheMessage::Ack { request, .. } => {
-                let waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-                match waiting.get(&request) {
-                    Some(tx) if tx.try_send(message).is_ok() => {}
-                    _ => {
-                        drop(waiting);
-                        self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(request, "cache answer for no waiting request dropped");
-                    }
+                let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+                let delivered = match waiting.get_mut(&request) {
+                    Some(Waiter::Many(tx)) => tx.try_send(message).is_ok(),
+                    Some(Waiter::One(tx)) => tx.take().is_some_and(|tx| tx.send(message).is_ok()),
+                    None => false,
+                };
+                if !delivered {
+                    drop(waiting);
+                    self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(request, "cache answer for no waiting request dropped");
                 }
             }
         }

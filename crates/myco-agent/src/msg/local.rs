@@ -122,6 +122,21 @@ impl Subscription {
         self.rx.recv().await
     }
 
+    /// [`Subscription::recv`] as a poll, for a task that waits on several
+    /// subscriptions and its own socket at once (the Redis protocol's
+    /// connection task) instead of a forwarding task per subscription.
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
+        self.rx.poll_recv(cx)
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        self.rx.try_recv().ok()
+    }
+
     /// Messages lost since the last call because the queue was full.
     pub fn take_lost(&self) -> u64 {
         self.lost.swap(0, Ordering::Relaxed)

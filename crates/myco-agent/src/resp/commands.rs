@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use myco_proto::cache::{DEFAULT_BUCKET, check_bucket};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use super::parse::reply;
 use crate::cache::{Cache, CacheError, Ttl};
-use crate::msg::{Delivery, Messaging};
+use crate::msg::{Delivery, Messaging, Subscription};
 
 /// The commands this server speaks, for the error on any other.
 const SUPPORTED: &str = "AUTH HELLO GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL PUBLISH SUBSCRIBE UNSUBSCRIBE PING ECHO SELECT QUIT";
@@ -21,8 +19,10 @@ const SUPPORTED: &str = "AUTH HELLO GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL P
 pub struct Session {
     cache: Arc<Cache>,
     pub(super) msg: Arc<Messaging>,
-    pub(super) push: mpsc::Sender<Delivery>,
-    pub(super) subscribed: Vec<(String, JoinHandle<()>)>,
+    /// The subscriptions by topic; dropping one unsubscribes.
+    pub(super) subscribed: Vec<(String, Subscription)>,
+    /// Which subscription [`Session::poll_push`] looks at first.
+    pub(super) next_push: usize,
     /// The token to `AUTH` with first; `None` once given (or on loopback).
     pub(super) token: Option<Arc<str>>,
     /// RESP3 once the client said `HELLO 3`: typed nulls, maps, push frames.
@@ -31,14 +31,6 @@ pub struct Session {
     pub(super) id: u64,
     /// The name `HELLO ... SETNAME` gave (kept for the reply's sake only).
     pub(super) name: Option<String>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        for (_, task) in &self.subscribed {
-            task.abort();
-        }
-    }
 }
 
 /// Writes a published message as Redis pushes it to subscribers: an
@@ -70,19 +62,15 @@ fn cache_error(out: &mut Vec<u8>, e: &CacheError) {
 }
 
 impl Session {
-    /// A session whose pushed messages go to `push`.
-    pub fn new(
-        cache: Arc<Cache>,
-        msg: Arc<Messaging>,
-        push: mpsc::Sender<Delivery>,
-        token: Option<Arc<str>>,
-    ) -> Session {
+    /// A session; its connection task takes published messages with
+    /// `poll_push`.
+    pub fn new(cache: Arc<Cache>, msg: Arc<Messaging>, token: Option<Arc<str>>) -> Session {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Session {
             cache,
             msg,
-            push,
             subscribed: Vec::new(),
+            next_push: 0,
             token,
             resp3: false,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -120,8 +108,19 @@ impl Session {
     /// Runs one command, appending its reply to `out`; true to close the
     /// connection after sending it.
     pub async fn run(&mut self, args: Vec<Vec<u8>>, out: &mut Vec<u8>) -> bool {
-        let name = upper(&args[0]);
-        match name.as_str() {
+        // Upper-cased on the stack: every command pays this, and no
+        // supported name is longer (a longer one is unknown either way).
+        let mut upper_name = [0u8; 16];
+        let first = &args[0];
+        let name = if first.len() <= upper_name.len() {
+            let n = &mut upper_name[..first.len()];
+            n.copy_from_slice(first);
+            n.make_ascii_uppercase();
+            std::str::from_utf8(n).unwrap_or("")
+        } else {
+            ""
+        };
+        match name {
             "AUTH" => {
                 self.auth(&args, out);
                 return false;
@@ -132,7 +131,7 @@ impl Session {
             }
             _ => {}
         }
-        if self.token.is_some() && !matches!(name.as_str(), "PING" | "QUIT") {
+        if self.token.is_some() && !matches!(name, "PING" | "QUIT") {
             reply::error(
                 out,
                 "NOAUTH Authentication required: send AUTH <API token> first (off loopback)",
@@ -144,7 +143,7 @@ impl Session {
         // frames pushes apart and allows every command.
         if !self.resp3
             && !self.subscribed.is_empty()
-            && !matches!(name.as_str(), "SUBSCRIBE" | "UNSUBSCRIBE" | "PING" | "QUIT")
+            && !matches!(name, "SUBSCRIBE" | "UNSUBSCRIBE" | "PING" | "QUIT")
         {
             reply::error(
                 out,
@@ -155,7 +154,7 @@ impl Session {
             );
             return false;
         }
-        if let Err(e) = self.dispatch(&name, &args, out).await {
+        if let Err(e) = self.dispatch(name, &args, out).await {
             reply::error(out, e);
         }
         name == "QUIT"

@@ -1,5 +1,11 @@
-//! `SUBSCRIBE` and `UNSUBSCRIBE`: each topic a connection subscribes to
-//! gets a task moving its messages to the connection's push queue.
+//! `SUBSCRIBE` and `UNSUBSCRIBE`, and the connection task's wait on its
+//! subscriptions: the task that reads the socket takes published messages
+//! straight from the subscriptions' queues (no forwarding task per topic,
+//! whose extra wake-up and queue showed in the publish-to-receive tail).
+
+use std::task::{Context, Poll};
+
+use crate::msg::Delivery;
 
 use super::commands::{Session, text};
 use super::parse::reply;
@@ -15,22 +21,14 @@ impl Session {
         for topic in &args[1..] {
             let topic = text(topic)?.to_string();
             if !self.subscribed.iter().any(|(t, _)| *t == topic) {
-                let mut sub = match self.msg.subscribe(&topic) {
+                let sub = match self.msg.subscribe(&topic) {
                     Ok(s) => s,
                     Err(e) => {
                         reply::error(out, &format!("ERR {e}"));
                         return Ok(());
                     }
                 };
-                let push = self.push.clone();
-                let task = tokio::spawn(async move {
-                    while let Some(d) = sub.recv().await {
-                        if push.send(d).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-                self.subscribed.push((topic.clone(), task));
+                self.subscribed.push((topic.clone(), sub));
             }
             reply::push(out, 3, self.resp3);
             reply::bulk(out, b"subscribe");
@@ -52,12 +50,45 @@ impl Session {
         };
         for topic in topics {
             if let Some(i) = self.subscribed.iter().position(|(t, _)| *t == topic) {
-                self.subscribed.remove(i).1.abort();
+                // Dropping the subscription unsubscribes.
+                self.subscribed.remove(i);
             }
             reply::push(out, 3, self.resp3);
             reply::bulk(out, b"unsubscribe");
             reply::bulk(out, topic.as_bytes());
             reply::int(out, self.subscribed.len() as i64);
         }
+    }
+}
+
+impl Session {
+    /// The next published message of any subscription, taking them in
+    /// turn so a busy topic does not starve the others; pending (with
+    /// every subscription's waker registered) when none has one.
+    pub(super) fn poll_push(&mut self, cx: &mut Context<'_>) -> Poll<Delivery> {
+        let n = self.subscribed.len();
+        for i in 0..n {
+            let at = (self.next_push + i) % n;
+            // `None`: the service is gone (the agent is stopping); the
+            // connection ends with it.
+            if let Poll::Ready(Some(d)) = self.subscribed[at].1.poll_recv(cx) {
+                self.next_push = (at + 1) % n;
+                return Poll::Ready(d);
+            }
+        }
+        Poll::Pending
+    }
+
+    /// A published message that is already queued, if any.
+    pub(super) fn try_push(&mut self) -> Option<Delivery> {
+        let n = self.subscribed.len();
+        for i in 0..n {
+            let at = (self.next_push + i) % n;
+            if let Some(d) = self.subscribed[at].1.try_recv() {
+                self.next_push = (at + 1) % n;
+                return Some(d);
+            }
+        }
+        None
     }
 }

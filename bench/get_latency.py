@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""GET round-trip latency with one client: a real redis-server (the
+loopback round trip plus Redis' own work) against each myco node's --resp
+port, one key whose primary is one of the nodes (a local GET there, a
+forward to the primary on the others). The ports are asked in turn, one
+GET each, so load from the rest of the machine falls on all of them alike.
+Prints p50 and p90 in microseconds per port.
+
+    python3 bench/get_latency.py REDIS_PORT MYCO_PORT... [-n N]
+"""
+import socket
+import sys
+import time
+
+
+def conn(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def ask(s, req):
+    s.sendall(req)
+    buf = s.recv(4096)
+    # "$3\r\nabc\r\n", "$-1\r\n" or "+OK\r\n".
+    while not buf.endswith(b"\r\n") or (
+        buf.startswith(b"$") and not buf.startswith(b"$-") and buf.count(b"\r\n") < 2
+    ):
+        buf += s.recv(4096)
+    return buf
+
+
+def main():
+    args = sys.argv[1:]
+    n = 20000
+    if "-n" in args:
+        i = args.index("-n")
+        n = int(args[i + 1])
+        del args[i:i + 2]
+    ports = [int(a) for a in args]
+    socks = [conn(p) for p in ports]
+    key = b"probe:1"
+    set_req = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$3\r\nabc\r\n" % (len(key), key)
+    get_req = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+    for s in socks:  # every port, so each mesh asked has the key
+        assert ask(s, set_req) == b"+OK\r\n"
+    lat = [[] for _ in ports]
+    for _ in range(200):  # warm up connections and caches
+        for s in socks:
+            ask(s, get_req)
+    for _ in range(n):
+        for i, s in enumerate(socks):
+            t = time.perf_counter_ns()
+            reply = ask(s, get_req)
+            lat[i].append(time.perf_counter_ns() - t)
+            assert reply.endswith(b"abc\r\n"), reply
+    for port, ls in zip(ports, lat):
+        ls.sort()
+        p = lambda q: ls[int(q * len(ls))] / 1000
+        print(f"port {port}: GET p50 {p(0.5):.1f} us, p90 {p(0.9):.1f} us, p99 {p(0.99):.1f} us ({len(ls)} GETs)")
+
+
+if __name__ == "__main__":
+    main()
