@@ -253,11 +253,16 @@ pub fn push_vm_spore(
 /// Deploys `count` instances of `vm@version`, stopped with `kill_ms` of
 /// grace, health checked over HTTP.
 pub fn deploy(h: &Harness, a: &Agent, version: u32, count: u32, kill_ms: u64) {
+    deploy_checked(h, a, version, count, kill_ms, "http = \"/health\"");
+}
+
+/// [`deploy`] with the health check `check` (a line of `[health]`).
+pub fn deploy_checked(h: &Harness, a: &Agent, version: u32, count: u32, kill_ms: u64, check: &str) {
     let file = h.root.join(format!("vm-{version}.toml"));
     let text = format!(
         "name = \"vm\"\nspore = \"vm@{version}\"\ncount = {count}\ndriver = \"microvm\"\n\
          kill_timeout_ms = {kill_ms}\n[resources]\nmemory_mb = 96\nvcpus = 1\n\
-         [health]\nhttp = \"/health\"\ninterval_ms = 500\ntimeout_ms = 1000\n"
+         [health]\n{check}\ninterval_ms = 500\ntimeout_ms = 1000\n"
     );
     fs::write(&file, text).unwrap();
     ok(&cli(a, &["deploy", s(&file), "--detach"]), "myco deploy");
