@@ -389,6 +389,14 @@ pub struct DevArgs {
     /// First edge port.
     #[arg(long, default_value_t = 8080)]
     pub edge_port: u16,
+    /// Also run a microVM demo (job hello-vm) with ACCEL: kvm (the
+    /// default), or tcg (emulated: a boot takes about a minute) where KVM
+    /// cannot boot a stock kernel. Needs qemu-system-x86, busybox-static
+    /// and a kernel in /boot; without them it says what is missing and
+    /// runs the process demo alone.
+    #[arg(long, value_name = "ACCEL", num_args = 0..=1, default_missing_value = "kvm",
+          value_parser = ["kvm", "tcg"])]
+    pub microvm: Option<String>,
 }
 
 /// What `myco dev NODE-ACTION` asks a running `myco dev` to do.

@@ -365,6 +365,8 @@ pub fn probe_kind(job: &JobRecord) -> Option<(ProbeKind, Duration)> {
         ProbeKind::Http { path: path.clone() }
     } else if let Some(argv) = &h.exec {
         ProbeKind::Exec { argv: argv.clone() }
+    } else if h.tcp && job.spec.driver == Driver::Microvm {
+        ProbeKind::TcpGuest
     } else if h.tcp {
         ProbeKind::Tcp
     } else {
@@ -398,7 +400,7 @@ pub async fn stop(r: &Running, mut grace: Duration) -> process::StopOutcome {
         start_time: r.start_time,
         cgroup: r.cgroup.as_ref(),
     };
-    if !grace.is_zero() && microvm::powerdown(&r.dir).await {
+    if !grace.is_zero() && super::qmp::powerdown(&r.dir).await {
         if process::wait_empty(&target, grace).await {
             return process::StopOutcome::Terminated;
         }

@@ -15,21 +15,20 @@
 //!   the environment goes on the kernel command line (unknown `KEY=VALUE`
 //!   parameters become `/init`'s environment) and the spore's command after
 //!   `--` (its arguments).
-//! - [`powerdown`]: a clean stop asks the guest through QMP
-//!   (`system_powerdown`, an ACPI power button press); the caller then
-//!   waits `kill_timeout_ms` before the usual SIGTERM/SIGKILL.
+//! - A clean stop asks the guest through QMP ([`super::qmp::powerdown`],
+//!   an ACPI power button press); the caller then waits `kill_timeout_ms`
+//!   before the usual SIGTERM/SIGKILL. A `tcp` health check asks QMP too
+//!   ([`super::qmp::guest_side`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use myco_proto::job::{JobSpec, MICROVM_TAG};
 use myco_spore::MicroVm;
 
 use super::ExecError;
+use super::qmp::QMP_SOCKET;
 
-/// The QMP socket, relative to the instance directory.
-pub const QMP_SOCKET: &str = ".myco/qmp.sock";
 /// Longest kernel command line x86 Linux takes (`COMMAND_LINE_SIZE`).
 const MAX_CMDLINE: usize = 2048;
 /// Environment variables Linux hands `/init` at most (`MAX_INIT_ENVS` is
@@ -277,49 +276,6 @@ fn quote(v: &str) -> Option<String> {
     } else {
         Some(v.to_string())
     }
-}
-
-/// Asks the guest of the instance in `dir` to power down (ACPI) through
-/// QMP; false when QEMU does not answer (already gone, or not a microVM).
-pub async fn powerdown(dir: &Path) -> bool {
-    let path = dir.join(QMP_SOCKET);
-    if !path.exists() {
-        return false;
-    }
-    match tokio::time::timeout(Duration::from_secs(2), qmp_powerdown(&path)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(e)) => {
-            tracing::debug!(socket = %path.display(), error = %e, "QMP powerdown failed");
-            false
-        }
-        Err(_) => false,
-    }
-}
-
-async fn qmp_powerdown(path: &Path) -> std::io::Result<()> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    // A socket path is limited to 108 bytes; data dirs can be longer. The
-    // directory's descriptor under /proc makes a short path to the same file.
-    let dir = std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?;
-    let short = format!(
-        "/proc/self/fd/{}/qmp.sock",
-        std::os::fd::AsRawFd::as_raw_fd(&dir)
-    );
-    let stream = tokio::net::UnixStream::connect(&short).await?;
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    // Greeting, then capabilities negotiation, then the command.
-    lines.next_line().await?;
-    write
-        .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
-        .await?;
-    lines.next_line().await?;
-    write
-        .write_all(b"{\"execute\":\"system_powerdown\"}\n")
-        .await?;
-    lines.next_line().await?;
-    drop(dir);
-    Ok(())
 }
 
 #[cfg(test)]

@@ -25,7 +25,8 @@
 //! - [`record`]: the per-instance record and [`record::scan`], which tells a
 //!   live instance of ours from a dead one or a reused pid.
 //! - [`microvm`]: `driver = "microvm"`: QEMU as the instance's process
-//!   (command line, support detection, a clean stop through QMP).
+//!   (command line, support detection); [`qmp`]: its clean stop and the
+//!   guest side of its `tcp` health checks, through QEMU's QMP socket.
 //! - [`executor`]: what the jobs runtime (`crate::jobs`) calls: ports kept
 //!   per instance across restarts, live processes and cgroups by instance,
 //!   a whole spawn from a job record ([`executor::SpawnJob`]), probes,
@@ -46,6 +47,7 @@ pub mod microvm;
 pub mod ports;
 pub mod probe;
 pub mod process;
+pub mod qmp;
 pub mod record;
 
 mod procfs;

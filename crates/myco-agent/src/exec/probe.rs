@@ -1,5 +1,6 @@
 //! Health probes: http (GET a path on `127.0.0.1:PORT`, healthy on 2xx or
-//! 3xx), tcp (a connection is accepted) and exec (a command exits 0 in the
+//! 3xx), tcp (a connection is accepted; for a microVM, accepted by the
+//! guest, not only by QEMU) and exec (a command exits 0 in the
 //! instance directory). Each runs under a timeout; [`Prober`] bounds how
 //! many run at once. The HTTP client is deliberately minimal: one request,
 //! `Connection: close`, and only the status line is read (at most 1 KiB),
@@ -16,6 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
+/// How long a microVM `tcp` check waits for the guest between two looks
+/// at QEMU's table of connections.
+const GUEST_POLL: Duration = Duration::from_millis(100);
 /// Most bytes of an HTTP answer read to find its status.
 const MAX_STATUS_LINE: usize = 1024;
 
@@ -29,6 +33,9 @@ pub enum ProbeKind {
     },
     /// Connect to the port.
     Tcp,
+    /// Connect to the port of a microVM instance, and see the guest accept
+    /// the connection (not only QEMU's user-mode network): [`tcp_guest`].
+    TcpGuest,
     /// Run this command (argv); a relative program is in the instance dir.
     Exec {
         /// Program and arguments.
@@ -67,7 +74,40 @@ pub async fn probe(kind: &ProbeKind, port: u16, dir: &Path, timeout: Duration) -
             })
             .await
         }
+        ProbeKind::TcpGuest => bounded(timeout, tcp_guest(port, dir)).await,
         ProbeKind::Http { path } => bounded(timeout, http(path, port)).await,
+    }
+}
+
+/// A `tcp` check of a microVM instance. Slirp accepts our connection on
+/// the host at once and only then connects to the guest, so connecting
+/// proves nothing. Healthy once the guest accepted it (slirp's connection
+/// `ESTABLISHED`, see [`super::qmp`]) or sent a byte; unhealthy when it is
+/// closed (the guest is up and reset slirp's connection: nothing listens
+/// there); still waiting on the guest (booting) until the probe times out.
+async fn tcp_guest(port: u16, dir: &Path) -> ProbeResult {
+    let stream = match TcpStream::connect(("127.0.0.1", port)).await {
+        Ok(s) => s,
+        Err(e) => return ProbeResult::Unhealthy(format!("connect: {e}")),
+    };
+    let mut byte = [0u8; 1];
+    loop {
+        match tokio::time::timeout(GUEST_POLL, stream.peek(&mut byte)).await {
+            Ok(Ok(0)) => {
+                return ProbeResult::Unhealthy(format!(
+                    "the guest refused the connection: nothing listens on port {port} in the guest (QEMU had accepted it on the host)"
+                ));
+            }
+            Ok(Ok(_)) => return ProbeResult::Healthy,
+            Ok(Err(e)) => return ProbeResult::Unhealthy(format!("read: {e}")),
+            Err(_) => {}
+        }
+        match super::qmp::guest_side(dir, port).await {
+            Ok(super::qmp::GuestSide::Accepted) => return ProbeResult::Healthy,
+            // Waiting on the guest, or closed and the EOF on its way.
+            Ok(_) => {}
+            Err(e) => return ProbeResult::Unhealthy(format!("asking QEMU (QMP): {e}")),
+        }
     }
 }
 
@@ -210,6 +250,54 @@ mod tests {
         assert!(
             started.elapsed() >= Duration::from_millis(600),
             "two probes ran at once through one slot"
+        );
+    }
+
+    /// A local server that, per connection, does `what`; its port.
+    async fn server(what: &'static str) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                match what {
+                    "close" => drop(c),
+                    "banner" => {
+                        let _ = c.write_all(b"+OK\r\n").await;
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                    _ => tokio::time::sleep(Duration::from_secs(5)).await,
+                }
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_microvm_tcp_check_needs_the_guest_not_only_an_accepted_connection() {
+        // No QEMU here: nothing answers QMP in this directory.
+        let dir = std::env::temp_dir().join(format!("myco-no-qemu-{}", std::process::id()));
+        let dir = dir.as_path();
+        let t = Duration::from_secs(2);
+        // What slirp does when the guest resets its connection: ours closes.
+        let closed = probe(&ProbeKind::TcpGuest, server("close").await, dir, t).await;
+        assert!(
+            matches!(&closed, ProbeResult::Unhealthy(w) if w.contains("guest refused")),
+            "{closed:?}"
+        );
+        // A plain tcp check passes the same connection: the early pass fixed here.
+        assert!(
+            probe(&ProbeKind::Tcp, server("close").await, dir, t)
+                .await
+                .is_healthy()
+        );
+        // A byte can only come from a guest program.
+        let banner = probe(&ProbeKind::TcpGuest, server("banner").await, dir, t).await;
+        assert!(banner.is_healthy(), "{banner:?}");
+        // Silent and no QEMU to ask: not healthy, and it says why.
+        let silent = probe(&ProbeKind::TcpGuest, server("silent").await, dir, t).await;
+        assert!(
+            matches!(&silent, ProbeResult::Unhealthy(w) if w.contains("QMP")),
+            "{silent:?}"
         );
     }
 }

@@ -85,3 +85,18 @@ pub fn banner(
     }
     println!("Logs: {d}/nI/agent.log. Ctrl-C stops every node.");
 }
+
+/// The lines about the microVM demo job `job` (`myco dev --microvm`).
+pub fn microvm(args: &DevArgs, nodes: &DevNodes, job: &str) {
+    let accel = args.microvm.as_deref().unwrap_or("kvm");
+    let boot = if accel == "tcg" {
+        "emulated (tcg): its boot takes about a minute"
+    } else {
+        "with KVM"
+    };
+    println!(
+        "The microVM demo job {job} boots one QEMU guest ({boot}) from the host's kernel and \
+         busybox-static; once ready:\n  myco instances --job {job}\n  curl http://127.0.0.1:{}/{job}/\n  myco logs {job}   # the guest's console",
+        nodes.0[0].edge
+    );
+}

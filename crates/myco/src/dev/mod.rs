@@ -12,6 +12,7 @@
 mod banner;
 mod control;
 mod demo;
+mod microvm_demo;
 mod node;
 
 use std::fs;
@@ -89,9 +90,11 @@ fn run(args: DevArgs) -> anyhow::Result<()> {
             port(args.api_port, i)?,
             port(args.edge_port, i)?,
         );
-        nodes
-            .0
-            .push(DevNode::new(name, data, ports, key_file.clone()));
+        let mut node = DevNode::new(name, data, ports, key_file.clone());
+        if let Some(accel) = &args.microvm {
+            node.env.push(("MYCO_MICROVM".into(), accel.clone()));
+        }
+        nodes.0.push(node);
     }
     let all: Vec<u16> = nodes.0.iter().map(|n| n.mesh).collect();
     for n in &mut nodes.0 {
@@ -111,6 +114,10 @@ fn run(args: DevArgs) -> anyhow::Result<()> {
     let demo = demo::deploy(&dir, &exe, &publisher, &n1)
         .map_err(|e| println!("demo job not deployed: {e:#}"))
         .ok();
+    let vm_demo = args
+        .microvm
+        .as_deref()
+        .and_then(|accel| microvm_demo::deploy_if_possible(accel, &dir, &publisher, &n1));
     banner::banner(
         &args,
         &nodes,
@@ -118,6 +125,9 @@ fn run(args: DevArgs) -> anyhow::Result<()> {
         demo.as_deref(),
         started.elapsed(),
     );
+    if let Some(job) = vm_demo {
+        banner::microvm(&args, &nodes, &job);
+    }
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

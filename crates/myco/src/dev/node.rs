@@ -26,6 +26,8 @@ pub struct DevNode {
     /// back through any of them, whichever are still up.
     pub join: Vec<u16>,
     pub key_file: PathBuf,
+    /// Extra environment of the agent (`MYCO_MICROVM` for `--microvm`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -39,6 +41,7 @@ impl DevNode {
             edge: ports.2,
             join: Vec::new(),
             key_file,
+            env: Vec::new(),
             child: None,
         }
     }
@@ -82,6 +85,7 @@ impl DevNode {
         }
         // A dev mesh stops all at once: no node could take another's
         // instances, so no hand-off (`myco dev` stops the demo itself).
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env("MYCO_HANDOFF_MS", "0")
             .env_remove("MYCO_DATA_DIR")
             .env_remove("MYCO_CLUSTER_KEY")
