@@ -144,7 +144,7 @@ class Upgrade:
         self.key_file = os.path.join(work, "cluster.key")
         self.kv_written = {}  # key -> value, every value written so far
         self.rotation = set()  # nodes the edge loop uses (a load balancer's healthy set)
-        self.edge = {"ok": 0, "errors": 0, "reasons": {}}
+        self.edge = {"ok": 0, "errors": 0, "reasons": {}, "first": []}
         self.edge_lock = threading.Lock()
         self.running = True
         self.seq = 0
@@ -337,6 +337,9 @@ class Upgrade:
                 if reason:
                     self.edge["errors"] += 1
                     self.edge["reasons"][reason] = self.edge["reasons"].get(reason, 0) + 1
+                    if len(self.edge["first"]) < 20:  # when, to match with the agents' logs
+                        self.edge["first"].append(f"{time.strftime('%H:%M:%S')}.{int(time.time() * 1000) % 1000:03d} "
+                                                  f"{reason}")
                 else:
                     self.edge["ok"] += 1
 
@@ -363,9 +366,12 @@ class Upgrade:
             spore = f" spore_pushed_to={push_to.name}({push_to.version})_ready_on={','.join(hosts)}_in={t:.1f}s"
         self.check_versions()
         ok, errors, reasons = self.edge_counts()
+        placed = {}
+        for x in self.ready(self.nodes[0], "web"):
+            placed[x["node_name"]] = placed.get(x["node_name"], 0) + 1
         versions = " ".join(f"{n.name}={n.version}" for n in self.nodes)
         log(f"checked [{versions}]: kv_values={len(self.kv_written)} kv_converged_s={kv_s:.2f} "
-            f"cross_write_max_s={cross_s:.2f} log_reads={logs}{spore} edge_ok={ok} edge_errors={errors} "
+            f"cross_write_max_s={cross_s:.2f} log_reads={logs}{spore} web_instances={placed} edge_ok={ok} edge_errors={errors} "
             f"{reasons or ''} {self.failures() or ''}")
 
     def run(self):
@@ -421,6 +427,8 @@ class Upgrade:
         for name, stopped, up, agreed, total, eok, eerr in timings:
             print(f"{name:<5} {stopped:6.2f}  {up:18.2f}  {agreed:14.2f}  {total:22.2f}  {eok:7d}  {eerr:11d}")
         print(f"edge loop over the whole run: {ok} ok, {errors} errors {reasons or ''}")
+        for e in self.edge["first"]:
+            print(f"  edge error at {e}")
         if errors > self.a.max_edge_errors:
             raise Failed(f"{errors} edge errors (allowed: --max-edge-errors {self.a.max_edge_errors})")
 
