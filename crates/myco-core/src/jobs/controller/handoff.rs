@@ -53,8 +53,8 @@ impl Controller {
     }
 
     /// The reconciler's `actions` while leaving: no start; an `allowed`
-    /// instance stops only once its slot is ready elsewhere, a `never` one
-    /// at once.
+    /// instance drains (then stops) only once its slot is ready elsewhere,
+    /// a `never` one stops at once.
     pub(super) fn leaving_actions(&mut self, actions: Vec<Action>) -> Vec<Action> {
         if !self.leaving {
             return actions;
@@ -70,9 +70,16 @@ impl Controller {
                     // A stopped or removed job has nothing to hand off.
                     let over = job.is_none_or(|j| j.stopped);
                     let never = job.is_some_and(|j| j.spec.duplicates == Duplicates::Never);
-                    if over || never || self.replaced_elsewhere(&id) {
+                    if over || never {
                         let reason = "handed off: node leaving".to_string();
                         out.push(Action::Stop { id, reason });
+                    } else if self.replaced_elsewhere(&id) {
+                        // Drained like a replaced rollout instance, not
+                        // stopped at once: the edges stop sending it new
+                        // requests first (a rolling upgrade lost requests
+                        // in flight to handed-off instances, bench/upgrade.py).
+                        let reason = "handed off: node leaving".to_string();
+                        out.push(Action::Drain { id, reason });
                     } else {
                         out.push(Action::Keep { id });
                     }

@@ -37,8 +37,15 @@ fn a_leaving_node_keeps_its_instance_until_the_slot_is_ready_elsewhere() {
     let mut r = record("web", 0, NodeId::from_u64(2), InstanceState::Ready);
     r.id = InstanceRecord::id_for("web", 0, 1, NodeId::from_u64(2));
     s.view.instances.push(r);
-    let mut acts = s.sync();
-    acts.extend(s.advance(s.now.0 + 2_000));
+    // Drained first, as a replaced rollout instance: the edges see
+    // `draining` and stop sending it requests before it is stopped.
+    let acts = s.sync();
+    assert!(kills(&acts).is_empty(), "drained before the stop: {acts:?}");
+    assert_eq!(
+        s.record(&id).map(|r| r.state),
+        Some(InstanceState::Draining)
+    );
+    let acts = s.advance(s.now.0 + DEFAULT_DRAIN.as_millis() as u64 + 500);
     assert_eq!(kills(&acts), std::slice::from_ref(&id), "{acts:?}");
     s.event(
         &id,
