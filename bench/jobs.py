@@ -33,6 +33,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(ME)
     def log_message(self, *a):
         pass
+print("listening on", os.environ["PORT"], flush=True)
 http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
 '''
 

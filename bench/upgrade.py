@@ -37,23 +37,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_FROM = "d968ef7"
 BUILD_ENV = {"CARGO_PROFILE_RELEASE_LTO": "off", "CARGO_PROFILE_RELEASE_CODEGEN_UNITS": "16"}
 
-# The workload: answers every GET with who it is, and says so on stdout
-# (the log the log-stream check reads from another node).
-SERVER = r'''#!/usr/bin/env python3
-import http.server, json, os, sys
-ME = json.dumps({"job": os.environ.get("MYCO_JOB", ""), "instance": os.environ.get("MYCO_INSTANCE", ""),
-                 "node": os.environ.get("MYCO_NODE", "")}).encode()
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(ME)))
-        self.end_headers()
-        self.wfile.write(ME)
-    def log_message(self, *a):
-        pass
-print("listening on", os.environ["PORT"], flush=True)
-http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), H).serve_forever()
-'''
+# The workload (bench/jobs.py's): answers every GET with who it is, and
+# says so on stdout (the log the log-stream check reads from another node).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from jobs import SERVER  # noqa: E402
 
 
 class Failed(Exception):
