@@ -637,6 +637,9 @@ fn kv_basics_over_the_cli() {
     // No token, or a wrong one: 401, and nothing written or deleted.
     let r = anon.raw("PUT", "/v1/kv/app/noauth", &[], b"x").unwrap();
     assert_eq!(r.status, 401, "PUT without a token answered {}", r.text());
+    // Its body was never read, so the connection closes, and says so: a
+    // client that reused it failed its next request with an EOF.
+    assert_eq!(r.header("connection"), Some("close"));
     let r = anon
         .raw(
             "PUT",

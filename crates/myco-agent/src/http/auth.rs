@@ -28,6 +28,15 @@ pub fn token_matches(headers: &HeaderMap, token: &str) -> bool {
     })
 }
 
+/// Whether a request announces a body (one the refusal leaves unread).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
 /// The middleware: refuses a request that needs the token and lacks it.
 pub async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
@@ -45,11 +54,21 @@ pub async fn authorize(State(s): State<ApiState>, req: Request, next: Next) -> R
         && !super::front::session_cookie(req.headers())
             .is_some_and(|id| s.front.sessions.valid(id, std::time::Instant::now()));
     if refused {
-        return HttpError::new(
+        let mut refusal = HttpError::new(
             StatusCode::UNAUTHORIZED,
             "missing or wrong API token: pass --token, set MYCO_API_TOKEN, or point --data-dir at this node's data dir",
         )
         .into_response();
+        // The body is never read, so hyper closes the connection after the
+        // answer; saying so keeps a client from reusing it for its next
+        // request (which then failed with an EOF: seen in the CLI test).
+        if has_body(req.headers()) {
+            refusal.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        }
+        return refusal;
     }
     next.run(req).await
 }
@@ -68,5 +87,18 @@ mod tests {
         assert!(!token_matches(&h, "abcd"));
         h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
         assert!(!token_matches(&h, "abc"));
+    }
+
+    #[test]
+    fn a_body_is_announced_by_its_length_or_chunking() {
+        let mut h = HeaderMap::new();
+        assert!(!has_body(&h));
+        h.insert(header::CONTENT_LENGTH, "0".parse().unwrap());
+        assert!(!has_body(&h));
+        h.insert(header::CONTENT_LENGTH, "1".parse().unwrap());
+        assert!(has_body(&h));
+        let mut h = HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        assert!(has_body(&h));
     }
 }
