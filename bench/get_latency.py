@@ -8,9 +8,13 @@ Prints p50 and p90 in microseconds per port.
 
     python3 bench/get_latency.py REDIS_PORT MYCO_PORT... [-n N]
 """
+import os
 import socket
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from msg_latency import resp  # noqa: E402
 
 
 def conn(port):
@@ -40,8 +44,8 @@ def main():
     ports = [int(a) for a in args]
     socks = [conn(p) for p in ports]
     key = b"probe:1"
-    set_req = b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$3\r\nabc\r\n" % (len(key), key)
-    get_req = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+    set_req = resp("SET", key, "abc")
+    get_req = resp("GET", key)
     for s in socks:  # every port, so each mesh asked has the key
         assert ask(s, set_req) == b"+OK\r\n"
     lat = [[] for _ in ports]
