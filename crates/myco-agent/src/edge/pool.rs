@@ -139,7 +139,8 @@ impl Pool {
         None
     }
 
-    /// Idle connections to `addr` now (tests).
+    /// Idle connections to `addr` now.
+    #[cfg(test)]
     pub fn idle_to(&self, addr: SocketAddr) -> usize {
         let stacks = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         stacks.get(&addr).map_or(0, |s| s.len())

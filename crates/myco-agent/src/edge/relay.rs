@@ -51,7 +51,7 @@ use tokio_rustls::client::TlsStream;
 use tower_service::Service;
 
 use super::metrics::UpstreamError;
-use super::pool::Pool;
+use super::pool::{Pool, SendError};
 use super::routes::Routes;
 use super::upstream::CONNECT_TIMEOUT;
 use crate::net::streams::{RELAY_ALPN, RelayConn, RelayHandler, Streams};
@@ -289,39 +289,39 @@ fn relay_error(status: StatusCode, kind: &'static str, msg: &str) -> Response<Bo
 /// any relayed request (see `relay_tunnel`).
 async fn relay_upgrade(
     state: &Relaying,
-    mut parts: axum::http::request::Parts,
+    parts: axum::http::request::Parts,
     body: Incoming,
     addr: SocketAddr,
     protocol: HeaderValue,
     job: &str,
     instance: &str,
 ) -> Response<Body> {
-    let root = PathAndQuery::from_static("/");
-    parts.uri = Uri::from(parts.uri.path_and_query().unwrap_or(&root).clone());
     match super::relay_tunnel::relay(&state.local, addr, parts, body, protocol).await {
         Ok(resp) => {
             state.counters.served.fetch_add(1, Ordering::Relaxed);
             resp
         }
-        Err(failure) => {
-            state.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(
-                job,
-                instance,
-                error = failure.as_str(),
-                "edge relay: the instance failed an upgrade"
-            );
-            let status = match failure {
-                UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-                _ => StatusCode::BAD_GATEWAY,
-            };
-            relay_error(
-                status,
-                failure.as_str(),
-                "the instance could not be reached",
-            )
-        }
+        Err(failure) => failed(state, failure, job, instance),
     }
+}
+
+/// The answer when the local instance failed a relayed request, counted.
+fn failed(state: &Relaying, failure: UpstreamError, job: &str, instance: &str) -> Response<Body> {
+    state.counters.failed.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(
+        job,
+        instance,
+        error = failure.as_str(),
+        "edge relay: the instance failed"
+    );
+    let (status, msg) = match failure {
+        UpstreamError::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the instance did not answer in time",
+        ),
+        _ => (StatusCode::BAD_GATEWAY, "the instance could not be reached"),
+    };
+    relay_error(status, failure.as_str(), msg)
 }
 
 /// Forwards one relayed request to the local instance it names.
@@ -352,44 +352,24 @@ async fn relay_one(state: &Relaying, req: Request<Incoming>) -> Response<Body> {
         return relay_error(StatusCode::BAD_GATEWAY, "connect", "no such instance here");
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // Origin-form: the pool's connection is to the instance itself.
+    let root = PathAndQuery::from_static("/");
+    parts.uri = Uri::from(parts.uri.path_and_query().unwrap_or(&root).clone());
     if let Some(protocol) = parts.headers.remove(&super::relay_tunnel::RELAY_UPGRADE) {
         return relay_upgrade(state, parts, body, addr, protocol, job, instance).await;
     }
-    let root = PathAndQuery::from_static("/");
     let mut out = Request::new(Body::new(body));
     *out.method_mut() = parts.method;
-    *out.uri_mut() = Uri::from(parts.uri.path_and_query().unwrap_or(&root).clone());
+    *out.uri_mut() = parts.uri;
     *out.headers_mut() = parts.headers;
-    let sent =
-        tokio::time::timeout(super::proxy::RESPONSE_TIMEOUT, state.local.send(addr, out)).await;
+    let sent = super::send::timed(state.local.send(addr, out), SendError::is_connect).await;
     match sent {
-        Ok(Ok(resp)) => {
+        Ok(resp) => {
             state.counters.served.fetch_add(1, Ordering::Relaxed);
             let (mut head, incoming) = resp.into_parts();
             super::rewrite::strip_hop_by_hop(&mut head.headers);
             Response::from_parts(head, Body::new(incoming))
         }
-        Ok(Err(e)) => {
-            state.counters.failed.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(job, instance, error = %e, "edge relay: the instance failed");
-            let kind = if e.is_connect() {
-                "connect"
-            } else {
-                "protocol"
-            };
-            relay_error(
-                StatusCode::BAD_GATEWAY,
-                kind,
-                "the instance could not be reached",
-            )
-        }
-        Err(_) => {
-            state.counters.failed.fetch_add(1, Ordering::Relaxed);
-            relay_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
-                "the instance did not answer in time",
-            )
-        }
+        Err(failure) => failed(state, failure, job, instance),
     }
 }

@@ -163,13 +163,8 @@ pub async fn relay(
     *out.method_mut() = parts.method;
     *out.uri_mut() = parts.uri;
     *out.headers_mut() = parts.headers;
-    let sent = tokio::time::timeout(super::proxy::RESPONSE_TIMEOUT, pool.send(addr, out)).await;
-    let mut resp = match sent {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) if e.is_connect() => return Err(UpstreamError::Connect),
-        Ok(Err(_)) => return Err(UpstreamError::Protocol),
-        Err(_) => return Err(UpstreamError::Timeout),
-    };
+    let mut resp =
+        super::send::timed(pool.send(addr, out), super::pool::SendError::is_connect).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let (mut head, incoming) = resp.into_parts();
         rewrite::strip_hop_by_hop(&mut head.headers);

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::balance::{Hop, Upstream};
 use super::metrics::UpstreamError;
+use super::pool::SendError;
 use super::proxy::{EdgeState, RESPONSE_TIMEOUT};
 
 /// Sends `out` (method and headers set) for `path` to `up`, waiting at
@@ -34,22 +35,11 @@ pub async fn once(
     let Some((node, relay)) = relay else {
         // Origin-form: the pool's connection is to the instance.
         *out.uri_mut() = Uri::from(path.clone());
-        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, edge.pool.send(local_addr(up), out));
-        let result = match sent.await {
-            Ok(Ok(resp)) => Ok(resp.map(Body::new)),
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge upstream request failed");
-                Err(if e.is_connect() {
-                    UpstreamError::Connect
-                } else {
-                    UpstreamError::Protocol
-                })
-            }
-            Err(_) => Err(UpstreamError::Timeout),
-        };
+        let sent = timed(edge.pool.send(local_addr(up), out), SendError::is_connect).await;
+        let result = sent.map(|resp| resp.map(Body::new));
         return (result, None);
     };
-    *out.uri_mut() = uri_at(Some(node.clone()), path);
+    *out.uri_mut() = uri_at(node.clone(), path);
     if let Some(v) = super::relay::relay_to(job, &up.instance) {
         out.headers_mut().insert(super::relay::RELAY_TO, v);
     }
@@ -62,22 +52,38 @@ pub async fn once(
         *out.body_mut() = body;
         to_relay = Some(tx);
     }
-    let result = match tokio::time::timeout(RESPONSE_TIMEOUT, relay.request(out)).await {
-        Ok(Ok(resp)) => match super::relay::reported_failure(&resp) {
-            Some(failure) => Err(failure),
-            None => Ok(resp.map(Body::new)),
-        },
+    let sent = timed(
+        relay.request(out),
+        hyper_util::client::legacy::Error::is_connect,
+    )
+    .await;
+    let result = sent.and_then(|resp| match super::relay::reported_failure(&resp) {
+        Some(failure) => Err(failure),
+        None => Ok(resp.map(Body::new)),
+    });
+    (result, to_relay)
+}
+
+/// Waits at most [`RESPONSE_TIMEOUT`] for the answer's head; a failure as
+/// the kind the metrics and the retry rule know (a connect failure sent
+/// nothing, so another instance may be tried). Every path to an instance
+/// (this node's pool, the relay, the relaying side) classifies with it.
+pub async fn timed<R, E: std::error::Error>(
+    sent: impl std::future::Future<Output = Result<R, E>>,
+    is_connect: impl FnOnce(&E) -> bool,
+) -> Result<R, UpstreamError> {
+    match tokio::time::timeout(RESPONSE_TIMEOUT, sent).await {
+        Ok(Ok(answer)) => Ok(answer),
         Ok(Err(e)) => {
-            tracing::debug!(error = %e, source = ?std::error::Error::source(&e), "edge relay request failed");
-            Err(if e.is_connect() {
+            tracing::debug!(error = %e, source = ?e.source(), "edge: a request to an instance failed");
+            Err(if is_connect(&e) {
                 UpstreamError::Connect
             } else {
                 UpstreamError::Protocol
             })
         }
         Err(_) => Err(UpstreamError::Timeout),
-    };
-    (result, to_relay)
+    }
 }
 
 /// Where the pool connects for `up`: loopback for a local instance (it
@@ -89,10 +95,12 @@ fn local_addr(up: &Upstream) -> std::net::SocketAddr {
     }
 }
 
-fn uri_at(authority: Option<axum::http::uri::Authority>, path: &PathAndQuery) -> Uri {
+/// `http://AUTHORITY/PATH`: the relay's client routes by the authority
+/// (the node id).
+fn uri_at(authority: axum::http::uri::Authority, path: &PathAndQuery) -> Uri {
     let mut parts = axum::http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = authority;
+    parts.authority = Some(authority);
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).unwrap_or_default()
 }
