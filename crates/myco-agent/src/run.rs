@@ -168,9 +168,11 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
         speaks: myco_proto::compat::THIS_BUILD,
     };
     crate::exec::microvm::tag_manifest(&mut manifest.tags);
-    // Tests of a mixed-release mesh: with fault injection on, a node may
-    // claim an older release's records range (`MYCO_SPEAKS_RECORDS=1`: r1).
-    if std::env::var("MYCO_FAULTS").is_ok_and(|v| v == "1")
+    // Fault injection (tests only): `/v1/debug/faults`, and a node may
+    // claim an older release's records range (`MYCO_SPEAKS_RECORDS=1`: r1)
+    // for tests of a mixed-release mesh.
+    let faults = std::env::var("MYCO_FAULTS").is_ok_and(|v| v == "1");
+    if faults
         && let Some(max) = std::env::var("MYCO_SPEAKS_RECORDS")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -317,7 +319,7 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
         store: store.clone(),
         streams,
         store_recovered,
-        faults: std::env::var("MYCO_FAULTS").is_ok_and(|v| v == "1"),
+        faults,
         front: http::front::FrontDoor::new(
             &server,
             HostPolicy::new(settings.api, &settings.api_allowed_hosts),
