@@ -92,7 +92,7 @@ impl MicroVmSupport {
                 ));
             }
         };
-        let Some(bin) = find_qemu(qemu.unwrap_or("qemu-system-x86_64")) else {
+        let Some(bin) = find_executable(qemu.unwrap_or("qemu-system-x86_64")) else {
             return none("no QEMU: install qemu-system-x86 (or set MYCO_QEMU)".into());
         };
         if accel == Accel::Kvm
@@ -138,7 +138,10 @@ pub fn tag_manifest(tags: &mut BTreeMap<String, String>) {
     }
 }
 
-fn find_qemu(name: &str) -> Option<PathBuf> {
+/// An executable by path, or by name on `PATH` (`/usr/bin:/bin` when
+/// unset): QEMU here, and what `myco dev --microvm` and the microVM tests
+/// look for (busybox).
+pub fn find_executable(name: &str) -> Option<PathBuf> {
     let is_exec = |p: &Path| {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -150,6 +153,19 @@ fn find_qemu(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| is_exec(p))
+}
+
+/// The newest kernel in `/boot` (`vmlinuz-*`, by name), for the Debian
+/// guest recipe of `docs/microvm.md` (`myco dev --microvm`, the tests).
+pub fn newest_host_kernel() -> Option<PathBuf> {
+    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("/vmlinuz-"))
+        .collect();
+    kernels.sort();
+    kernels.pop()
 }
 
 /// What one microVM boots and with what.

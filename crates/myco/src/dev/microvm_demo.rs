@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
-use myco_agent::exec::microvm::MicroVmSupport;
+use myco_agent::exec::microvm::{MicroVmSupport, find_executable, newest_host_kernel};
 use myco_client::Client;
 use myco_proto::job::JobSpec;
 use myco_spore::PackMeta;
@@ -38,7 +38,7 @@ pub fn parts(accel: &str) -> Result<Parts, Vec<String>> {
     if support.tag().is_none() {
         missing.push(support.reason.clone());
     }
-    match which("busybox") {
+    match find_executable("busybox") {
         None => missing.push("busybox: apt-get install busybox-static".into()),
         Some(b) if !is_static(&b) => missing.push(format!(
             "{} is linked dynamically and cannot run alone in a guest: apt-get install busybox-static",
@@ -46,7 +46,7 @@ pub fn parts(accel: &str) -> Result<Parts, Vec<String>> {
         )),
         Some(_) => {}
     }
-    let kernel = newest_kernel();
+    let kernel = newest_host_kernel();
     match &kernel {
         Some(k) if fs::File::open(k).is_err() => {
             missing.push(format!("{} is not readable by this user", k.display()))
@@ -144,24 +144,6 @@ fn job_file(digest: &str) -> String {
     )
 }
 
-fn which(bin: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
-fn newest_kernel() -> Option<PathBuf> {
-    let mut ks: Vec<PathBuf> = fs::read_dir("/boot")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().contains("/vmlinuz-"))
-        .collect();
-    ks.sort();
-    ks.pop()
-}
-
 /// Whether an ELF executable has no program interpreter (a static
 /// binary, which runs in a guest with no libc).
 fn is_static(path: &Path) -> bool {
@@ -210,7 +192,7 @@ mod tests {
         let me = std::env::current_exe().unwrap();
         assert!(!is_static(&me));
         assert!(!is_static(Path::new("/nonexistent")));
-        if let Some(b) = which("busybox") {
+        if let Some(b) = find_executable("busybox") {
             println!("{}: static {}", b.display(), is_static(&b));
         }
     }

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::{Agent, Harness, cli, myco, ok, ready_instances, s};
+use myco_agent::exec::microvm::{find_executable, newest_host_kernel};
 
 /// The guest's web root says this.
 pub const GREETING: &str = "hello from a myco microVM";
@@ -89,7 +90,7 @@ fn prerequisites() -> Result<Env, String> {
         return Err("/dev/kvm is absent (no KVM on this machine)".into());
     }
     for bin in ["qemu-system-x86_64", "busybox", "cpio"] {
-        if !on_path(bin) {
+        if find_executable(bin).is_none() {
             return Err(format!(
                 "{bin} is not installed (apt-get install qemu-system-x86 busybox-static cpio)"
             ));
@@ -97,27 +98,13 @@ fn prerequisites() -> Result<Env, String> {
     }
     let kernel = match std::env::var_os("MYCO_TEST_MICROVM_KERNEL") {
         Some(k) => PathBuf::from(k),
-        None => {
-            let mut ks: Vec<PathBuf> = fs::read_dir("/boot")
-                .map_err(|e| format!("/boot: {e}"))?
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| p.to_string_lossy().contains("vmlinuz-"))
-                .collect();
-            ks.sort();
-            ks.pop()
-                .ok_or("no kernel in /boot (apt-get install linux-image-cloud-amd64)".to_string())?
-        }
+        None => newest_host_kernel()
+            .ok_or("no kernel in /boot (apt-get install linux-image-cloud-amd64)")?,
     };
     if fs::File::open(&kernel).is_err() {
         return Err(format!("{} is not readable", kernel.display()));
     }
     Ok(Env { accel, kernel })
-}
-
-fn on_path(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
 }
 
 /// Builds the guest root and init with `bench/microvm/guest.sh`, adds the
