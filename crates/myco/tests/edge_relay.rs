@@ -50,8 +50,8 @@ fn an_instance_on_loopback_only_is_reached_from_every_edge() {
 
     // Every answer from another node's instance crossed a relay.
     let mut remote_answers = 0;
-    for a in &h.agents {
-        let me = self_id(a);
+    for (i, a) in h.agents.iter().enumerate() {
+        let me = self_id(&h, i);
         let mut nodes = BTreeSet::new();
         for _ in 0..30 {
             let r = get(a.edge, "/lo/x?y=1");
@@ -64,7 +64,7 @@ fn an_instance_on_loopback_only_is_reached_from_every_edge() {
         assert_eq!(nodes.len(), 3, "edge of {} reached only {nodes:?}", a.name);
     }
     // Body, Host and the forwarding headers cross the relay.
-    let me = self_id(h.agent(0));
+    let me = self_id(&h, 0);
     for _ in 0..10 {
         let r = send(
             h.agent(0).edge,
@@ -82,18 +82,14 @@ fn an_instance_on_loopback_only_is_reached_from_every_edge() {
         assert!(r.body["headers"].get("myco-relay-to").is_none(), "{r:?}");
         remote_answers += usize::from(r.body["node"].as_str() != Some(me.as_str()));
     }
-    let relayed: f64 = h
-        .agents
-        .iter()
-        .map(|a| metric(a, "myco_edge_relay_served_total"))
-        .sum();
+    let crossed = relayed(&h);
     assert!(
         remote_answers > 0,
         "no request reached another node's instance"
     );
     assert!(
-        relayed >= remote_answers as f64,
-        "{remote_answers} answers came from other nodes' instances, {relayed} crossed a relay"
+        crossed >= remote_answers as f64,
+        "{remote_answers} answers came from other nodes' instances, {crossed} crossed a relay"
     );
 }
 
@@ -118,19 +114,11 @@ fn websocket_reaches_a_loopback_only_instance_through_the_relay() {
             }
         });
     }
-    let before: f64 = h
-        .agents
-        .iter()
-        .map(|a| metric(a, "myco_edge_relay_served_total"))
-        .sum();
+    let before = relayed(&h);
     for a in &h.agents {
         ws_session(a.edge, "/ws/chat");
     }
-    let after: f64 = h
-        .agents
-        .iter()
-        .map(|a| metric(a, "myco_edge_relay_served_total"))
-        .sum();
+    let after = relayed(&h);
     assert_eq!(
         after - before,
         1.0,
@@ -138,15 +126,19 @@ fn websocket_reaches_a_loopback_only_instance_through_the_relay() {
     );
 }
 
-/// Agent `a`'s node id (what its instances see as `MYCO_NODE`).
-fn self_id(a: &support::Agent) -> String {
-    let nodes: Value = a.anon().get("/v1/nodes").expect("nodes");
-    nodes
-        .as_array()
-        .and_then(|l| l.iter().find(|n| n["is_self"] == true))
-        .and_then(|n| n["id"].as_str())
-        .expect("the node itself in /v1/nodes")
-        .to_string()
+/// Agent `i`'s node id (what its instances see as `MYCO_NODE`).
+fn self_id(h: &Harness, i: usize) -> String {
+    let nodes = h.nodes(i).expect("nodes");
+    let me = nodes.into_iter().find(|n| n.is_self);
+    me.expect("the node itself in /v1/nodes").id
+}
+
+/// Requests relayed for another node, summed over every agent.
+fn relayed(h: &Harness) -> f64 {
+    h.agents
+        .iter()
+        .map(|a| metric(a, "myco_edge_relay_served_total"))
+        .sum()
 }
 
 /// One request with curl speaking HTTP/2 with prior knowledge (h2c):
