@@ -70,16 +70,21 @@ impl Controller {
                     // A stopped or removed job has nothing to hand off.
                     let over = job.is_none_or(|j| j.stopped);
                     let never = job.is_some_and(|j| j.spec.duplicates == Duplicates::Never);
+                    let reason = || "handed off: node leaving".to_string();
                     if over || never {
-                        let reason = "handed off: node leaving".to_string();
-                        out.push(Action::Stop { id, reason });
+                        out.push(Action::Stop {
+                            id,
+                            reason: reason(),
+                        });
                     } else if self.replaced_elsewhere(&id) {
                         // Drained like a replaced rollout instance, not
                         // stopped at once: the edges stop sending it new
                         // requests first (a rolling upgrade lost requests
                         // in flight to handed-off instances, bench/upgrade.py).
-                        let reason = "handed off: node leaving".to_string();
-                        out.push(Action::Drain { id, reason });
+                        out.push(Action::Drain {
+                            id,
+                            reason: reason(),
+                        });
                     } else {
                         out.push(Action::Keep { id });
                     }
