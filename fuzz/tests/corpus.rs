@@ -42,7 +42,7 @@ fn committed_seeds_match_the_generator() {
         let committed = fs::read(&path).unwrap_or_default();
         assert!(
             committed == bytes,
-            "{} is stale: run `cargo run --bin seeds` in fuzz/",
+            "{} is stale: run `cargo run -p myco-fuzz --bin seeds`",
             path.display()
         );
     }

@@ -1,11 +1,15 @@
 //! Writes the seed corpora under `corpus/<target>/` (the directory given
-//! as the first argument, default `corpus`), replacing what was there.
+//! as the first argument, default `fuzz/corpus` wherever it is run from),
+//! replacing what was there.
 
 use std::path::PathBuf;
 use std::{env, fs};
 
 fn main() -> std::io::Result<()> {
-    let root = PathBuf::from(env::args().nth(1).unwrap_or_else(|| "corpus".into()));
+    let root = env::args().nth(1).map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus"),
+        PathBuf::from,
+    );
     for target in myco_fuzz::TARGETS {
         let dir = root.join(target);
         if dir.exists() {
