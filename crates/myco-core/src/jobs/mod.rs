@@ -41,7 +41,8 @@
 //! 2. `let p = placement::place(&cluster)`, then
 //!    `settle.observe_parts(now, p.members_fingerprint, p.fingerprint)`.
 //! 3. `reconcile::reconcile(&ReconcileInput { me, now, wall_ms, placement:
-//!    &p, jobs, local, records, capacity, settle: &settle, rollouts })`,
+//!    &p, jobs, local, records, capacity, settle: &settle, rollouts,
+//!    leaving })`,
 //!    `rollouts` being [`rollout::rollouts`] of the same view, where
 //!    `local` lists what the shell runs here (after an agent restart,
 //!    including the processes it found, as

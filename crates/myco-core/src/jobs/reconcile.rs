@@ -18,7 +18,7 @@
 //! | no, job stopped         | supervised or orphan   | `Stop` at once               |
 //! | no, older version       | supervised or orphan   | if settled, by the rollout: `Keep`, `Drain` or `Stop`; else `Keep` |
 //! | no, otherwise           | supervised or orphan   | `Stop` if settled, else `Keep` |
-//! | (any)                   | none, record left      | `Forget` the record (after its avoidance ends) |
+//! | (any)                   | none, record left      | `Forget` the record (after its avoidance ends; a hand-off's ends when the node is back) |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -93,6 +93,10 @@ pub struct ReconcileInput<'a> {
     pub settle: &'a Settle,
     /// The rollouts read from the same view ([`super::rollout::rollouts`]).
     pub rollouts: &'a Rollouts,
+    /// Whether this node is handing its instances off to leave
+    /// ([`super::Controller::hand_off`]): the avoidances it wrote for that
+    /// hold while it leaves, and end with that life.
+    pub leaving: bool,
 }
 
 /// One thing to do.
@@ -328,7 +332,15 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
         let gave_up_here = local
             .get(id)
             .is_some_and(|l| l.status == LocalStatus::GaveUp);
-        if alive || desired.contains(*id) && !gave_up_here || r.avoids(input.wall_ms) {
+        // An avoidance on a record that is not `failed` was written by a
+        // hand-off (crash loops and refusals write `failed`). It keeps the
+        // job off a node while that node leaves; once the node is back (a
+        // restart, a rolling upgrade), it would only keep its own slots
+        // away from it until the bound ran out, and pile them onto the
+        // nodes not restarted yet.
+        let handed_off = !input.leaving && r.state != InstanceState::Failed;
+        if alive || desired.contains(*id) && !gave_up_here || r.avoids(input.wall_ms) && !handed_off
+        {
             continue;
         }
         out.push(Action::Forget {

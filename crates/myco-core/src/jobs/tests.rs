@@ -42,6 +42,7 @@ fn pass(nodes: &[NodeView], jobs: &[JobRecord], fleet: &Fleet) -> BTreeMap<NodeI
             capacity: v.capacity,
             settle: &settle,
             rollouts: &Default::default(),
+            leaving: false,
         };
         out.insert(v.id, reconcile(&input));
     }

@@ -57,6 +57,7 @@ impl Controller {
             capacity: self.capacity,
             settle: &self.settle,
             rollouts: &rollouts,
+            leaving: self.leaving,
         });
         let actions = self.fence_actions(now, actions, &rollouts, &records);
         let actions = self.leaving_actions(actions);

@@ -79,6 +79,8 @@ struct Case {
     local: Vec<LocalInstance>,
     records: Vec<InstanceRecord>,
     settled: bool,
+    /// The node is handing off to leave.
+    leaving: bool,
     want: Vec<Action>,
 }
 
@@ -94,6 +96,7 @@ impl Default for Case {
             local: vec![],
             records: vec![],
             settled: true,
+            leaving: false,
             want: vec![],
         }
     }
@@ -128,6 +131,7 @@ fn run(case: &Case) -> Vec<Action> {
         capacity,
         settle: &settle,
         rollouts: &Default::default(),
+        leaving: case.leaving,
     })
 }
 
@@ -143,6 +147,9 @@ fn the_reconciler_closes_the_gap_case_by_case() {
     refused.reason = "refused: memory on this node (need 64 MB, free 36)".into();
     let mut avoided = record("web", 0, me(), InstanceState::Failed);
     avoided.avoid_until_ms = Some(20_000);
+    // What a hand-off leaves: the instance stopped, the slot avoided here.
+    let mut handed_off = record("web", 0, me(), InstanceState::Stopped);
+    handed_off.avoid_until_ms = Some(20_000);
     let cases = vec![
         Case {
             name: "fresh and settled: start every slot",
@@ -246,8 +253,33 @@ fn the_reconciler_closes_the_gap_case_by_case() {
             name: "gave up: the record stays while it keeps the job away",
             count: 1,
             local: vec![local(0, 1, GaveUp)],
-            records: vec![avoided],
+            records: vec![avoided.clone()],
             want: vec![],
+            ..Default::default()
+        },
+        Case {
+            name: "gave up, then the agent restarted: still kept away",
+            count: 1,
+            records: vec![avoided.clone()],
+            want: vec![],
+            ..Default::default()
+        },
+        Case {
+            name: "handed off and still leaving: the record keeps the slot away",
+            count: 1,
+            records: vec![handed_off.clone()],
+            leaving: true,
+            want: vec![],
+            ..Default::default()
+        },
+        Case {
+            name: "handed off, then back: the avoidance ends with the life that left",
+            count: 1,
+            records: vec![handed_off],
+            want: vec![Action::Forget {
+                job: "web".into(),
+                id: id(0, 1),
+            }],
             ..Default::default()
         },
         Case {
@@ -303,6 +335,7 @@ fn a_slot_moved_to_another_node_stops_here_only_once_settled() {
         capacity: nodes[0].capacity,
         settle: &settle,
         rollouts: &rollouts,
+        leaving: false,
     };
     assert_eq!(reconcile(&input(Time(500))), [keep(0, 1)]);
     let to = NodeId::from_u64(2);
@@ -353,6 +386,7 @@ fn starts_never_exceed_this_nodes_own_capacity() {
         },
         settle: &settle,
         rollouts: &Default::default(),
+        leaving: false,
     });
     let count = |f: fn(&Action) -> bool| actions.iter().filter(|a| f(a)).count();
     let starts = count(|a| matches!(a, Action::Start { .. }));

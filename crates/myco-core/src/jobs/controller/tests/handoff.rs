@@ -52,4 +52,24 @@ fn a_leaving_node_keeps_its_instance_until_the_slot_is_ready_elsewhere() {
         ProcessEvent::Exited(myco_proto::instance::Exit::Signal(15)),
     );
     assert!(s.c.handed_off());
+
+    // While it leaves, its record keeps the slot away from it.
+    let acts = s.advance(s.now.0 + 5_000);
+    assert!(
+        !acts.iter().any(|a| matches!(a, JobAction::Delete { .. })),
+        "{acts:?}"
+    );
+    assert_eq!(s.record(&id).map(|r| r.avoid_until_ms), Some(Some(until)));
+
+    // Back within the bound (a restart, a rolling upgrade): the next life
+    // forgets that avoidance at once, so placement may use this node again
+    // instead of piling the job onto the others until the bound runs out.
+    let mut next = s.restart(cap);
+    next.advance(next.now.0 + SETTLE.as_millis() as u64);
+    assert_eq!(
+        next.record(&id),
+        None,
+        "the hand-off's avoidance outlived it"
+    );
+    assert!(next.view.wall_ms < until);
 }

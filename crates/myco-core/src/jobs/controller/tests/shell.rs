@@ -40,6 +40,16 @@ pub(super) fn quick(name: &str, count: u32, health: bool) -> JobRecord {
     j
 }
 
+fn config() -> ControllerConfig {
+    ControllerConfig {
+        settle: SETTLE,
+        state_settle: SETTLE,
+        seed: 7,
+        drain: DEFAULT_DRAIN,
+        fence: FenceConfig::default(),
+    }
+}
+
 pub(super) struct Shell {
     pub(super) c: Controller,
     pub(super) now: Time,
@@ -49,13 +59,6 @@ pub(super) struct Shell {
 impl Shell {
     /// Node 1 with `capacity`, in a mesh of `nodes`, running `jobs`.
     pub(super) fn new(nodes: Vec<NodeView>, jobs: Vec<JobRecord>, capacity: Capacity) -> Shell {
-        let config = ControllerConfig {
-            settle: SETTLE,
-            state_settle: SETTLE,
-            seed: 7,
-            drain: DEFAULT_DRAIN,
-            fence: FenceConfig::default(),
-        };
         let view = View {
             wall_ms: WALL0,
             nodes,
@@ -64,11 +67,24 @@ impl Shell {
             suspects: Vec::new(),
         };
         let mut s = Shell {
-            c: Controller::new(me(), capacity, config),
+            c: Controller::new(me(), capacity, config()),
             now: Time::ZERO,
             view,
         };
         s.sync();
+        s
+    }
+
+    /// The node's next life: a new controller on the same replica, its
+    /// scan finding no process.
+    pub(super) fn restart(&self, capacity: Capacity) -> Shell {
+        let mut s = Shell {
+            c: Controller::new(me(), capacity, config()),
+            now: self.now,
+            view: self.view.clone(),
+        };
+        s.sync();
+        s.scan(vec![]);
         s
     }
 
