@@ -190,15 +190,24 @@ pub async fn start(settings: AgentSettings) -> anyhow::Result<Running> {
     if let Some(r) = &loaded.recovered {
         tracing::error!(recovery = ?r, "the state store was damaged; its data will be fetched again from peers");
     }
-    let (streams, incoming) =
-        Streams::bind(settings.bind, &keys.keys(), id, StreamConfig::default())
-            .await
-            .with_context(|| {
-                format!(
-                    "binding the stream port tcp/{}: choose another with --bind",
-                    settings.bind
-                )
-            })?;
+    let mut stream_config = StreamConfig::default();
+    // Test hook: `MYCO_STREAM_QUEUE=N` (with MYCO_FAULTS=1) makes the
+    // per-peer stream queues that small, so a burst overflows them.
+    if faults
+        && let Some(n) = std::env::var("MYCO_STREAM_QUEUE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    {
+        stream_config.queue_per_peer = n;
+    }
+    let (streams, incoming) = Streams::bind(settings.bind, &keys.keys(), id, stream_config)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the stream port tcp/{}: choose another with --bind",
+                settings.bind
+            )
+        })?;
 
     let spore_store = SporeStore::open(dir.path(), streams.clone(), settings.advertise)
         .await

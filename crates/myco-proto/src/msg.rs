@@ -105,6 +105,19 @@ pub enum MsgMessage {
         /// The answer.
         body: Vec<u8>,
     },
+    /// Messages on `topic` the sender published for the receiver and could
+    /// not send (its stream queue to the receiver was full): the receiver
+    /// counts them as lost for its subscribers of `topic`, which are told.
+    /// Appended last, so the other variants keep their bytes; an older
+    /// node drops it (counted) and only the count goes missing.
+    Lost {
+        /// The topic.
+        topic: String,
+        /// The publishing node.
+        origin: NodeId,
+        /// How many of its messages on `topic` were not sent.
+        lost: u64,
+    },
 }
 
 impl MsgMessage {
@@ -123,6 +136,19 @@ impl MsgMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lost_notice_is_appended_so_older_variants_keep_their_bytes() {
+        let lost = MsgMessage::Lost {
+            topic: "flood".into(),
+            origin: NodeId([2; 8]),
+            lost: 7,
+        };
+        let bytes = lost.encode();
+        // Version byte, then the variant index: after the four older ones.
+        assert_eq!(&bytes[..2], &[MSG_PROTO, 4]);
+        assert_eq!(MsgMessage::decode(&bytes), Some(lost));
+    }
 
     #[test]
     fn round_trip_and_bad_bytes_are_refused() {

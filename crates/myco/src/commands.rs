@@ -346,10 +346,21 @@ fn agent(args: AgentArgs, api: Option<String>, data_dir: Option<PathBuf>) -> any
     };
     let settings = options.resolve()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(agent_workers())
         .enable_all()
         .build()?;
     rt.block_on(myco_agent::run(settings))
+}
+
+/// The agent runtime's worker threads: 2, or `MYCO_WORKERS` (1 to 64),
+/// for measuring what a second worker costs in wake-ups on a small
+/// machine against what it gives under many clients (BENCHMARKS.md).
+fn agent_workers() -> usize {
+    std::env::var("MYCO_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=64).contains(n))
+        .unwrap_or(2)
 }
 
 #[cfg(test)]

@@ -120,7 +120,33 @@ pub struct Cache {
     waiting: Mutex<HashMap<u64, remote::Waiter>>,
     /// Bucket configs parsed from the view they were read in.
     configs: Mutex<KnownConfigs>,
+    /// The live members as last listed, and the snapshot they came from:
+    /// every GET and SET asks, and the list changes only with membership.
+    live: Mutex<(std::sync::Weak<crate::mesh::Snapshot>, Arc<Live>)>,
     counters: CacheCounters,
+}
+
+/// The live members with their stream addresses, and their ids alone
+/// (what ranking takes); derefs to the first.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    members: Vec<(NodeId, SocketAddr)>,
+    ids: Vec<NodeId>,
+}
+
+impl std::ops::Deref for Live {
+    type Target = [(NodeId, SocketAddr)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.members
+    }
+}
+
+impl Live {
+    /// The members' ids, in the same order.
+    pub(crate) fn ids(&self) -> &[NodeId] {
+        &self.ids
+    }
 }
 
 /// Parsed bucket configs (`None`: no such bucket) and the view of the
@@ -176,6 +202,7 @@ impl Cache {
             last_repair_check: AtomicU64::new(0),
             waiting: Mutex::new(HashMap::new()),
             configs: Mutex::new((std::sync::Weak::new(), HashMap::new())),
+            live: Mutex::new((std::sync::Weak::new(), Arc::default())),
             counters: CacheCounters::default(),
         });
         tokio::spawn(remote::consume(cache.clone(), inbox));
@@ -212,9 +239,15 @@ impl Cache {
 
     /// The live members (alive or suspect: a suspect may refute, and
     /// moving its keys away and back would cost more than a slow read),
-    /// with their stream addresses.
-    fn live(&self) -> Vec<(NodeId, SocketAddr)> {
+    /// with their stream addresses; listed once per membership snapshot.
+    fn live(&self) -> Arc<Live> {
         let snap = self.mesh.snapshot();
+        let mut known = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+        // The weak reference keeps the old snapshot's allocation, so a new
+        // one can never sit at the same address.
+        if known.0.as_ptr() == Arc::as_ptr(&snap) {
+            return known.1.clone();
+        }
         let mut live: Vec<(NodeId, SocketAddr)> = snap
             .members
             .iter()
@@ -224,6 +257,9 @@ impl Cache {
         if !live.iter().any(|(id, _)| *id == self.me) {
             live.push((self.me, self.addr));
         }
+        let ids = live.iter().map(|(id, _)| *id).collect();
+        let live = Arc::new(Live { members: live, ids });
+        *known = (Arc::downgrade(&snap), live.clone());
         live
     }
 

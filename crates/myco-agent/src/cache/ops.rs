@@ -192,8 +192,7 @@ impl Cache {
         config: BucketConfig,
     ) -> Result<(), CacheError> {
         let live = self.live();
-        let ids: Vec<_> = live.iter().map(|(id, _)| *id).collect();
-        let owners = owners(bucket, key, &ids, config.replicas);
+        let owners = owners(bucket, key, live.ids(), config.replicas);
         let need = owners.len().min(2);
         let mut acked = 0;
         let (tx, mut rx) = mpsc::channel(owners.len().max(1));
@@ -252,8 +251,7 @@ impl Cache {
         let config = self.config(bucket).await?;
         check_entry(key, None)?;
         let live = self.live();
-        let ids: Vec<_> = live.iter().map(|(id, _)| *id).collect();
-        let ranked = rank(bucket, key, &ids);
+        let ranked = rank(bucket, key, live.ids());
         let owners = usize::from(config.replicas.max(1));
         let mut missed = Vec::new();
         // Owners that answered: a miss is only reported when one of them

@@ -56,7 +56,7 @@ pub(super) async fn run(cache: Weak<Cache>) {
         cache.store().sweep(wall_ms(), SWEEP);
         let now = Instant::now();
         let live = cache.live();
-        let ids: Vec<NodeId> = live.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<NodeId> = live.ids().to_vec();
         while to_drop.front().is_some_and(|(at, _, _)| *at <= now) {
             let (_, bucket, key) = to_drop.pop_front().expect("just seen");
             hand_off(&cache, &live, &ids, &bucket, &key);

@@ -118,8 +118,14 @@ pub fn register(r: &mut Registry, cache: &Cache, msg: &Messaging) {
     counter(
         r,
         "msg_lost",
-        "Messages lost because a subscriber's queue was full",
+        "Messages lost for this node's subscribers (their queue was full, or the publishing node's stream queue to this node)",
         get(&m.lost),
+    );
+    counter(
+        r,
+        "msg_unsent",
+        "Messages published from this node that a peer's stream queue refused (reported to that peer as lost)",
+        get(&m.unsent),
     );
     counter(
         r,

@@ -181,6 +181,17 @@ impl Messaging {
         n
     }
 
+    /// Adds `lost` messages a publishing node could not send here to the
+    /// losses of every local subscriber of `topic`, who are told as of
+    /// their own queue's.
+    pub(super) fn lost_on_the_way(&self, topic: &str, lost: u64) {
+        let local = lock(&self.local);
+        for s in local.topics.get(topic).into_iter().flatten() {
+            s.lost.fetch_add(lost, Ordering::Relaxed);
+            self.counters.lost.fetch_add(lost, Ordering::Relaxed);
+        }
+    }
+
     /// Hands a request to one local subscriber of `topic` (taking turns),
     /// with a reply id that leads back to `reply_to`; answers
     /// "no subscriber" at once if none can take it.

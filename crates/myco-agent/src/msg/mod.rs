@@ -7,11 +7,14 @@
 //! - [`remote`]: messages from other nodes, the topic announcements that
 //!   make subscriptions known mesh-wide without any disk write, and
 //!   replies.
+//! - [`unsent`]: publishes a peer's stream queue refused, counted and told
+//!   to that peer, so its subscribers learn of losses on the way too.
 //!
 //! [`Messaging`] is what HTTP, the Redis protocol and embedders use.
 
 mod local;
 mod remote;
+mod unsent;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -77,8 +80,12 @@ pub struct MsgCounters {
     pub published: AtomicU64,
     /// Messages handed to local subscribers.
     pub delivered: AtomicU64,
-    /// Messages lost because a subscriber's queue was full.
+    /// Messages lost for this node's subscribers: their queue was full,
+    /// or the publishing node could not send them (its [`unsent`] notices).
     pub lost: AtomicU64,
+    /// Publishes from this node a peer's stream queue refused (told to
+    /// that peer as a loss).
+    pub unsent: AtomicU64,
     /// Stream messages dropped: undecodable, unexpected, inbox full.
     pub dropped: AtomicU64,
     /// Requests made from this node.
@@ -114,6 +121,10 @@ pub struct Messaging {
     /// Reply ids given to this node's subscribers.
     replies: Mutex<HashMap<String, ReplyTarget>>,
     next: AtomicU64,
+    /// Loss counts owed to peers (see [`unsent`]).
+    unsent: Mutex<unsent::Unsent>,
+    /// How many peers are owed one: zero spares a publish the lock.
+    unsent_peers: std::sync::atomic::AtomicUsize,
     /// Wakes the announcer when the local topics change.
     changed: Notify,
     counters: MsgCounters,
@@ -149,6 +160,8 @@ impl Messaging {
             pending: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
             next: AtomicU64::new(seed >> 1),
+            unsent: Mutex::new(HashMap::new()),
+            unsent_peers: std::sync::atomic::AtomicUsize::new(0),
             changed: Notify::new(),
             counters: MsgCounters::default(),
         });
@@ -224,11 +237,12 @@ impl Messaging {
             topic: topic.to_string(),
             body,
             origin: self.me,
-        };
+        }
+        .encode();
         // To every live peer, not only those known to subscribe: a
         // subscriber that connected a moment ago still gets it.
         for (id, addr) in self.peers() {
-            if only.is_none_or(|n| n == id) && self.send(addr, &message) {
+            if only.is_none_or(|n| n == id) && self.send_publish(addr, topic, message.clone()) {
                 nodes += 1;
             }
         }

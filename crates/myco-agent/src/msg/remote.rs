@@ -42,6 +42,7 @@ pub(super) async fn announce(msg: Weak<Messaging>) {
             }
         }
         last = topics;
+        m.send_all_lost();
         let changed = m.clone();
         drop(m);
         // Whichever first: a change, or the heartbeat.
@@ -92,6 +93,7 @@ impl Messaging {
                 let timeout_ms = timeout_ms.min(super::MAX_TIMEOUT_MS);
                 self.deliver_request(&topic, body, origin, reply_to, request, timeout_ms);
             }
+            MsgMessage::Lost { topic, lost, .. } => self.lost_on_the_way(&topic, lost),
             MsgMessage::Reply {
                 request,
                 status,

@@ -15,8 +15,9 @@ use super::StreamConfig;
 /// The stream protocol version, sent by the server once the handshake is
 /// done. 2: every message carries a channel byte after its length.
 pub(super) const PROTOCOL: u8 = 2;
-/// Messages up to this size are written with their header in one TLS record.
-const SMALL: usize = 16 * 1024;
+/// Messages up to this size are written with their header in one TLS
+/// record, and gathered with others queued behind them into one write.
+pub(super) const SMALL: usize = 16 * 1024;
 
 /// The error of an operation that ran out of time.
 pub(super) fn timed_out() -> io::Error {
@@ -42,6 +43,15 @@ pub(super) async fn write_frame(
         stream.write_all(&header).await?;
         stream.write_all(message).await
     }
+}
+
+/// Appends one small message's frame (length, channel byte, payload) to
+/// a batch written at once: a burst costs one write and a few TLS records
+/// rather than one of each per message.
+pub(super) fn append_frame(batch: &mut Vec<u8>, channel: Channel, message: &[u8]) {
+    batch.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    batch.push(channel.byte());
+    batch.extend_from_slice(message);
 }
 
 /// What [`read_frame`] found.

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::{TlsConnector, client};
 
-use super::framing::{PROTOCOL, timed_out, write_frame};
+use super::framing::{PROTOCOL, SMALL, append_frame, timed_out, write_frame};
 use super::queue::{OutboundReceiver, Queued};
 use super::{Peers, Shared, bump, tls};
 
@@ -65,7 +65,20 @@ struct Backoff {
     generation: u64,
 }
 
-/// The one task per peer: takes messages in order and writes them.
+/// Bytes of small messages gathered into one write (and so a few TLS
+/// records and one syscall): what queued up while the last write went out.
+const BATCH: usize = 64 * 1024;
+
+/// What one write carries.
+enum Payload<'a> {
+    /// Small messages' frames, back to back.
+    Batch(&'a [u8]),
+    /// One message over [`SMALL`], written on its own.
+    Large(myco_proto::channel::Channel, &'a [u8]),
+}
+
+/// The one task per peer: takes messages in order and writes them, every
+/// small message queued at the time in one write.
 pub(super) async fn peer_task(shared: Arc<Shared>, to: SocketAddr, mut queue: OutboundReceiver) {
     let mut link: Option<Link> = None;
     let mut backoff = Backoff {
@@ -73,51 +86,91 @@ pub(super) async fn peer_task(shared: Arc<Shared>, to: SocketAddr, mut queue: Ou
         delay: BACKOFF_MIN,
         generation: 0,
     };
+    let mut batch: Vec<u8> = Vec::new();
+    // A message taken from the queue that did not fit the last batch.
+    let mut carried: Option<Queued> = None;
+    // One timer for closing an idle connection, pushed back only when it
+    // fires early: a timeout around every wait for the next message put
+    // an entry in the timer wheel per message.
+    let idle = shared.config.idle_timeout;
+    let mut last_used = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
-        let message = if link.is_some() {
-            match timeout(shared.config.idle_timeout, queue.recv()).await {
-                Ok(message) => message,
-                Err(_) => {
-                    tracing::debug!(%to, "closing idle stream connection");
-                    if let Some(mut l) = link.take() {
-                        let _ = timeout(shared.config.connect_timeout, l.stream.shutdown()).await;
+        let first = match carried.take().or_else(|| queue.try_recv()) {
+            Some(q) => q,
+            None if link.is_none() => match queue.recv().await {
+                Some(q) => q,
+                None => return, // evicted, or the endpoint dropped
+            },
+            None => tokio::select! {
+                biased;
+                q = queue.recv() => match q {
+                    Some(q) => q,
+                    None => return,
+                },
+                () = &mut idle_timer => {
+                    if last_used.elapsed() >= idle {
+                        tracing::debug!(%to, "closing idle stream connection");
+                        if let Some(mut l) = link.take() {
+                            let _ = timeout(shared.config.connect_timeout, l.stream.shutdown()).await;
+                        }
+                    } else {
+                        idle_timer.as_mut().reset(last_used + idle);
                     }
                     continue;
                 }
-            }
+            },
+        };
+        let mut count = 1u64;
+        let mut bytes = first.message.len();
+        let result = if first.message.len() > SMALL {
+            let payload = Payload::Large(first.channel, &first.message);
+            deliver(&shared, to, &mut link, &mut backoff, payload).await
         } else {
-            queue.recv().await
+            batch.clear();
+            append_frame(&mut batch, first.channel, &first.message);
+            while batch.len() < BATCH {
+                match queue.try_recv() {
+                    Some(q) if q.message.len() <= SMALL => {
+                        append_frame(&mut batch, q.channel, &q.message);
+                        count += 1;
+                        bytes += q.message.len();
+                    }
+                    Some(q) => {
+                        carried = Some(q);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            deliver(&shared, to, &mut link, &mut backoff, Payload::Batch(&batch)).await
         };
-        // None: evicted or the endpoint dropped.
-        let Some(Queued { channel, message }) = message else {
-            return;
-        };
-        let more = !queue.is_empty();
-        let header = (channel, message.as_slice());
-        match deliver(&shared, to, &mut link, &mut backoff, header, more).await {
+        last_used = Instant::now();
+        match result {
             Ok(()) => {
-                bump(&shared.stats.sent_messages, 1);
-                bump(&shared.stats.sent_bytes, message.len() as u64);
+                bump(&shared.stats.sent_messages, count);
+                bump(&shared.stats.sent_bytes, bytes as u64);
             }
             Err(error) => {
-                bump(&shared.stats.send_failures, 1);
-                tracing::debug!(%to, %error, size = message.len(), "stream message dropped");
+                bump(&shared.stats.send_failures, count);
+                tracing::debug!(%to, %error, count, bytes, "stream messages dropped");
             }
         }
     }
 }
 
-/// Writes one message, connecting first if needed. A cached connection found
-/// closed, or failing on write, is replaced once, so a peer that restarted
-/// usually costs no message (not always: a write can succeed into a socket
-/// whose peer is gone without a FIN, as after a power cut).
+/// Writes one batch or large message, connecting first if needed. A
+/// cached connection found closed, or failing on write, is replaced once,
+/// so a peer that restarted usually costs no message (not always: a write
+/// can succeed into a socket whose peer is gone without a FIN, as after a
+/// power cut).
 async fn deliver(
     shared: &Shared,
     to: SocketAddr,
     link: &mut Option<Link>,
     backoff: &mut Backoff,
-    (channel, message): (myco_proto::channel::Channel, &[u8]),
-    more: bool,
+    payload: Payload<'_>,
 ) -> Result<(), Failure> {
     let (generation, tls) = shared.tls();
     if let Some(l) = link {
@@ -140,13 +193,14 @@ async fn deliver(
         }
         let l = link.as_mut().expect("connected above");
         let written = timeout(shared.config.idle_timeout, async {
-            write_frame(&mut l.stream, channel, message).await?;
-            // Flush only when the queue is drained, so bursts share records.
-            if !more {
-                l.stream.flush().await
-            } else {
-                Ok(())
+            match payload {
+                Payload::Batch(frames) => l.stream.write_all(frames).await?,
+                Payload::Large(channel, message) => {
+                    write_frame(&mut l.stream, channel, message).await?
+                }
             }
+            // The batch took everything queued: nothing is worth waiting for.
+            l.stream.flush().await
         });
         match written.await.unwrap_or_else(|_| Err(timed_out())) {
             Ok(()) => return Ok(()),

@@ -114,9 +114,11 @@ impl OutboundReceiver {
         Some(item)
     }
 
-    /// Whether nothing waits.
-    pub(super) fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+    /// The next message if one is queued.
+    pub(super) fn try_recv(&mut self) -> Option<Queued> {
+        let item = self.rx.try_recv().ok()?;
+        self.bytes.fetch_sub(item.message.len(), Ordering::AcqRel);
+        Some(item)
     }
 }
 
