@@ -1,6 +1,6 @@
 //! The keep-alive pool to instances: HTTP/1.1 connections made with
 //! hyper's low-level `client::conn::http1`, kept per instance address in a
-//! small stack of idle senders.
+//! small stack of idle connections.
 //!
 //! Why not hyper-util's legacy `Client`: under load it cost about a third
 //! of the edge's CPU (profile in BENCHMARKS.md, "Edge profile"): a pool
@@ -8,11 +8,12 @@
 //! request to hand the connection back when it is ready again, a boxed
 //! connector future. Here a request pops an idle sender (one short lock),
 //! and its response body pushes it back when it ends: no task, no
-//! allocation per request beyond hyper's own. One task per *connection*
-//! drives it.
+//! allocation per request beyond hyper's own. No task drives a connection
+//! either: the request that uses it polls it, in the client connection's
+//! task ([`Upconn`]); only a connection a 101 took over may need one.
 //!
-//! A sender whose connection the instance closed is seen on the pop
-//! (`is_closed`) or when sending: a request that was not written yet comes
+//! A connection the instance closed is seen on the pop (polled once
+//! before use) or when sending: a request that was not written yet comes
 //! back (`try_send_request`) and goes on the next idle connection or a new
 //! one, so an instance closing an idle connection never fails a request.
 //! Idle connections older than [`POOL_IDLE`] are dropped when popped, and
@@ -22,6 +23,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -31,9 +33,10 @@ use axum::http::{HeaderValue, Request, Response, header};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use std::future::Future;
 use tokio::net::TcpStream;
 
-use super::upstream::{CONNECT_TIMEOUT, POOL_IDLE, POOL_MAX_IDLE, QuickAck};
+use super::upstream::{ACK_ALWAYS, ACK_ONCE, CONNECT_TIMEOUT, POOL_IDLE, POOL_MAX_IDLE, QuickAck};
 
 /// Why a request to an instance failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +56,94 @@ impl SendError {
     }
 }
 
-struct Idle {
+/// The request side and the connection itself. The connection is no
+/// task of its own: whoever waits on it polls it ([`Upconn::drive`]), the
+/// request's future while the head is awaited and the response body while
+/// it is read, so an exchange runs in the client connection's task with no
+/// wake-up of a second task and no channel hop between two threads (the
+/// profile's "task wake-ups"). Idle in the pool, nobody polls it; the pop
+/// polls it first, which notices an instance's close.
+struct Upconn {
     tx: SendRequest<Body>,
+    /// Set while a response body waits for bytes ([`QuickAck::arm`]).
+    quick_ack: Arc<AtomicU8>,
+    /// `None` once it has ended (polling it again is not allowed).
+    conn: Option<Connection>,
+}
+
+/// hyper's connection with upgrades (its type cannot be named), boxed
+/// once per connection: a 101 hands the socket to the upgrade from it, in
+/// whichever task polls it.
+type Connection = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+impl Upconn {
+    /// Lets the connection do what it can (write the request, read the
+    /// answer into the body's channel, notice a close). Returns whether it
+    /// is still open; an ended one is dropped here.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(conn) = self.conn.as_mut() else {
+            return false;
+        };
+        match conn.as_mut().poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(r) => {
+                if let Err(error) = r {
+                    tracing::debug!(%error, "edge: an instance connection ended");
+                }
+                self.conn = None;
+                false
+            }
+        }
+    }
+
+    /// Whether the connection is open, polled once without a waker: how
+    /// the sweep notices connections the instance closed.
+    fn alive_now(&mut self) -> bool {
+        self.drive(&mut Context::from_waker(std::task::Waker::noop())) && !self.tx.is_closed()
+    }
+
+    /// Waits until the connection takes a request; `false` if it closed.
+    async fn ready(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            if !self.drive(cx) {
+                return Poll::Ready(false);
+            }
+            self.tx.poll_ready(cx).map(|r| r.is_ok())
+        })
+        .await
+    }
+
+    /// Sends `req` and waits for the head, driving the connection. `Err`
+    /// with the request when it was not written (the connection had closed).
+    async fn exchange(
+        &mut self,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, Result<Request<Body>, hyper::Error>> {
+        let mut sent = std::pin::pin!(self.tx.try_send_request(req));
+        let conn = &mut self.conn;
+        std::future::poll_fn(|cx| {
+            // The connection first: it writes the request, reads the head
+            // and completes `sent` in the same poll.
+            if let Some(c) = conn.as_mut()
+                && let Poll::Ready(r) = c.as_mut().poll(cx)
+            {
+                if let Err(error) = r {
+                    tracing::debug!(%error, "edge: an instance connection ended");
+                }
+                *conn = None;
+            }
+            sent.as_mut().poll(cx)
+        })
+        .await
+        .map_err(|mut e| match e.take_message() {
+            Some(back) => Ok(back),
+            None => Err(e.into_error()),
+        })
+    }
+}
+
+struct Idle {
+    up: Upconn,
     since: Instant,
 }
 
@@ -79,6 +168,8 @@ impl Pool {
     /// Sends `req` (origin-form URI, any `Host`) to the instance at `addr`
     /// on an idle connection or a new one. The answer's body hands the
     /// connection back when it has been read to its end.
+    ///
+    /// A 101's connection belongs to its upgrade: never pooled again.
     pub async fn send(
         &self,
         addr: SocketAddr,
@@ -89,38 +180,52 @@ impl Pool {
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        while let Some(mut tx) = self.pop(addr) {
-            // Usually ready already; just after a response ended, its
-            // connection task may not have asked for the next one yet.
-            if tx.ready().await.is_err() {
+        while let Some(mut up) = self.pop(addr) {
+            if !up.ready().await {
                 continue;
             }
-            match tx.try_send_request(req).await {
-                Ok(resp) => return Ok(self.lease(addr, tx, resp)),
-                Err(mut e) => match e.take_message() {
-                    // Not written: the connection had closed. Next one.
-                    Some(back) => req = back,
-                    None => return Err(SendError::Http(e.into_error())),
-                },
+            match up.exchange(req).await {
+                Ok(resp) => return Ok(self.lease(addr, up, resp)),
+                // Not written: the connection had closed. Next one.
+                Err(Ok(back)) => req = back,
+                Err(Err(e)) => return Err(SendError::Http(e)),
             }
         }
-        let mut tx = connect(addr).await?;
-        let resp = tx.send_request(req).await.map_err(SendError::Http)?;
-        Ok(self.lease(addr, tx, resp))
+        let mut up = connect(addr).await?;
+        match up.exchange(req).await {
+            Ok(resp) => Ok(self.lease(addr, up, resp)),
+            // Closed before the request was written: nothing was sent.
+            Err(Ok(_)) => Err(SendError::Connect(io::ErrorKind::ConnectionReset.into())),
+            Err(Err(e)) => Err(SendError::Http(e)),
+        }
     }
 
     fn lease(
         &self,
         addr: SocketAddr,
-        tx: SendRequest<Body>,
+        mut up: Upconn,
         resp: Response<Incoming>,
     ) -> Response<Pooled> {
-        // A 101's connection now belongs to the upgrade: never reused.
-        let back = (resp.status() != axum::http::StatusCode::SWITCHING_PROTOCOLS).then(|| Lease {
-            pool: Arc::downgrade(&self.idle),
-            addr,
-            tx,
-        });
+        let back = if resp.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS {
+            // A tunnel has no bodies that say when the other side waits.
+            up.quick_ack.store(ACK_ALWAYS, Ordering::Relaxed);
+            // Usually the connection handed its socket over in the poll
+            // that read the 101; if not, a task finishes that.
+            if let Some(conn) = up.conn.take() {
+                tokio::spawn(async move {
+                    if let Err(error) = conn.await {
+                        tracing::debug!(%error, "edge: an upgraded instance connection failed");
+                    }
+                });
+            }
+            None
+        } else {
+            Some(Lease {
+                pool: Arc::downgrade(&self.idle),
+                addr,
+                up,
+            })
+        };
         resp.map(|inner| Pooled {
             inner,
             done: false,
@@ -128,12 +233,12 @@ impl Pool {
         })
     }
 
-    fn pop(&self, addr: SocketAddr) -> Option<SendRequest<Body>> {
+    fn pop(&self, addr: SocketAddr) -> Option<Upconn> {
         let mut stacks = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let stack = stacks.get_mut(&addr)?;
         while let Some(idle) = stack.pop() {
-            if !idle.tx.is_closed() && idle.since.elapsed() < POOL_IDLE {
-                return Some(idle.tx);
+            if !idle.up.tx.is_closed() && idle.since.elapsed() < POOL_IDLE {
+                return Some(idle.up);
             }
         }
         None
@@ -147,19 +252,19 @@ impl Pool {
     }
 }
 
-fn put(stacks: &Stacks, addr: SocketAddr, tx: SendRequest<Body>) {
+fn put(stacks: &Stacks, addr: SocketAddr, up: Upconn) {
     let mut stacks = stacks.lock().unwrap_or_else(|p| p.into_inner());
     let stack = stacks.entry(addr).or_default();
     if stack.len() < POOL_MAX_IDLE {
         stack.push(Idle {
-            tx,
+            up,
             since: Instant::now(),
         });
     }
 }
 
-/// Drops idle connections past [`POOL_IDLE`] (their tasks then close
-/// them), and the stacks of instances that have none left.
+/// Drops idle connections past [`POOL_IDLE`] or closed by their instance
+/// (dropping one closes it), and the stacks of instances that have none left.
 async fn sweep(pool: Weak<Stacks>) {
     let mut tick = tokio::time::interval(POOL_IDLE);
     loop {
@@ -167,40 +272,39 @@ async fn sweep(pool: Weak<Stacks>) {
         let Some(stacks) = pool.upgrade() else { return };
         let mut stacks = stacks.lock().unwrap_or_else(|p| p.into_inner());
         stacks.retain(|_, s| {
-            s.retain(|i| !i.tx.is_closed() && i.since.elapsed() < POOL_IDLE);
+            s.retain_mut(|i| i.since.elapsed() < POOL_IDLE && i.up.alive_now());
             !s.is_empty()
         });
     }
 }
 
-/// A new connection to `addr`: quick ACKs, no Nagle, upgrades allowed; its
-/// task runs until the connection closes.
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Body>, SendError> {
+/// A new connection to `addr`: quick ACKs, no Nagle, upgrades allowed.
+async fn connect(addr: SocketAddr) -> Result<Upconn, SendError> {
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| SendError::Connect(io::ErrorKind::TimedOut.into()))?
         .map_err(SendError::Connect)?;
     let _ = tcp.set_nodelay(true);
-    let (tx, conn) = http1::handshake(QuickAck::new(TokioIo::new(tcp)))
-        .await
-        .map_err(SendError::Http)?;
-    tokio::spawn(async move {
-        if let Err(error) = conn.with_upgrades().await {
-            tracing::debug!(%addr, %error, "edge: an instance connection ended");
-        }
-    });
-    Ok(tx)
+    let io = QuickAck::new(TokioIo::new(tcp));
+    let quick_ack = io.arm();
+    let (tx, conn) = http1::handshake(io).await.map_err(SendError::Http)?;
+    Ok(Upconn {
+        tx,
+        quick_ack,
+        conn: Some(Box::pin(conn.with_upgrades())),
+    })
 }
 
-/// The sender a response body hands back to its pool.
+/// The connection a response body hands back to its pool.
 struct Lease {
     pool: Weak<Stacks>,
     addr: SocketAddr,
-    tx: SendRequest<Body>,
+    up: Upconn,
 }
 
 /// An instance's response body; read to its end, it hands its connection
-/// back to the pool (dropped before, the connection closes).
+/// back to the pool (dropped before, the connection closes). Polling it
+/// drives its connection (see [`Upconn`]).
 pub struct Pooled {
     inner: Incoming,
     done: bool,
@@ -215,9 +319,25 @@ impl hyper::body::Body for Pooled {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        let this = &mut *self;
+        let mut r = Pin::new(&mut this.inner).poll_frame(cx);
+        if r.is_pending()
+            && let Some(lease) = this.back.as_mut()
+        {
+            // Nothing yet: let the connection read (it fills the body), and
+            // acknowledge at once if the socket has nothing either.
+            lease.up.quick_ack.store(ACK_ONCE, Ordering::Relaxed);
+            if lease.up.drive(cx) {
+                r = Pin::new(&mut this.inner).poll_frame(cx);
+            }
+        }
+        if r.is_ready()
+            && let Some(lease) = this.back.as_ref()
+        {
+            lease.up.quick_ack.store(0, Ordering::Relaxed);
+        }
         if let Poll::Ready(None) = r {
-            self.done = true;
+            this.done = true;
         }
         r
     }
@@ -234,10 +354,15 @@ impl hyper::body::Body for Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         if (self.done || hyper::body::Body::is_end_stream(&self.inner))
-            && let Some(lease) = self.back.take()
+            && let Some(mut lease) = self.back.take()
+            && lease.up.conn.is_some()
             && let Some(pool) = lease.pool.upgrade()
         {
-            put(&pool, lease.addr, lease.tx);
+            // Ends the exchange in hyper's state (ready for the next
+            // request, or closed if the instance said `Connection: close`).
+            if lease.up.alive_now() {
+                put(&pool, lease.addr, lease.up);
+            }
         }
     }
 }

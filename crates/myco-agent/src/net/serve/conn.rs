@@ -174,12 +174,22 @@ impl Activity {
     /// Resolves when the connection has waited too long for a head, or for
     /// the client to take what we send.
     async fn watchdog(&self, limits: &super::ServeLimits) -> Expired {
+        // One timer for the connection, moved on each change rather than
+        // made anew: a new timer is an insert into the runtime's timer
+        // wheel and a dropped one a removal (a lock each, about four per
+        // request on a keep-alive connection), while moving a timer later
+        // is a store.
+        let sleep = tokio::time::sleep(limits.idle_timeout);
+        tokio::pin!(sleep);
         loop {
             match self.deadline(limits) {
                 None => self.changed.notified().await,
                 Some((at, _)) => {
+                    if sleep.deadline() != at {
+                        sleep.as_mut().reset(at);
+                    }
                     tokio::select! {
-                        () = tokio::time::sleep_until(at) => {
+                        () = &mut sleep => {
                             // Something may have arrived meanwhile: decide on the state now.
                             if let Some((at, why)) = self.deadline(limits)
                                 && at <= Instant::now()
