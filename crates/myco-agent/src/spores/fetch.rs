@@ -83,8 +83,9 @@ impl SporeStore {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(digest);
         if result.is_ok() {
-            let ms = started.elapsed().as_millis() as u64;
-            tracing::info!(%digest, ms, "spore fetch done");
+            let took = started.elapsed();
+            self.fetch_seconds.observe(took.as_secs_f64());
+            tracing::info!(%digest, ms = took.as_millis() as u64, "spore fetch done");
         }
         result.map(|()| dest)
     }

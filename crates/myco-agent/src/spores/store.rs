@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use myco_spore::{Limits, SporeError, Verified};
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::fetch::{FETCH_SLOTS, Waiting};
@@ -39,7 +40,14 @@ pub struct SporeStore {
     refused: Mutex<BTreeMap<&'static str, u64>>,
     /// Chunk requests answered `Busy` (serve queue or byte budget full).
     pub(super) busy_answers: AtomicU64,
+    /// Seconds each successful fetch from peers took (slot taken to file
+    /// verified and in place): the node-to-node figure, apart from any
+    /// HTTP download that asked for it.
+    pub(super) fetch_seconds: Histogram,
 }
+
+/// Buckets of [`SporeStore::fetch_histogram`], in seconds.
+const FETCH_BUCKETS: [f64; 10] = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0];
 
 /// The hex part of a valid digest.
 pub fn hex_of(digest: &str) -> Option<&str> {
@@ -85,6 +93,7 @@ impl SporeStore {
             partial: Mutex::new(BTreeMap::new()),
             refused: Mutex::new(BTreeMap::new()),
             busy_answers: AtomicU64::new(0),
+            fetch_seconds: Histogram::new(FETCH_BUCKETS),
         });
         tokio::spawn(serve_chunks(store.clone(), requests));
         Ok(store)
@@ -135,6 +144,12 @@ impl SporeStore {
     /// Chunk requests answered `Busy` since start (serving was full).
     pub fn busy_answers(&self) -> u64 {
         self.busy_answers.load(Ordering::Relaxed)
+    }
+
+    /// Durations of the fetches from peers since start (a handle on the
+    /// same histogram, for `/metrics`).
+    pub fn fetch_histogram(&self) -> Histogram {
+        self.fetch_seconds.clone()
     }
 
     /// Refusals by reason since start.
