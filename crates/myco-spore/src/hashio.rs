@@ -2,7 +2,7 @@
 //! digests are computed while streaming instead of over a buffered copy.
 
 use std::io::{self, Read, Write};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 
 use sha2::{Digest, Sha256};
@@ -41,65 +41,84 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// The whole-file hash while a spore is verified. Verifying is two SHA-256
-/// passes over the same bytes (the file, for its digest; the payload, for
-/// the signed manifest), and hashing was most of a fetch's CPU: for a large
-/// payload the file's pass runs on a helper thread, beside the payload's
-/// pass and the archive walk, so the verifying thread does one. Small
-/// payloads (and a failed thread spawn) hash inline.
-pub(crate) struct FileHash {
-    inline: Option<Sha256>,
+/// The two hashes of the payload while a spore is verified: the file's
+/// (for its digest; it has seen the head) and the payload's (for the signed
+/// manifest). Hashing was most of a fetch's CPU: for a large payload both
+/// run on helper threads fed the same batches (one copy, shared), beside
+/// the archive walk, so the verifying thread hashes nothing and the two
+/// passes run at once. Small payloads (and a failed thread spawn) hash
+/// inline.
+pub(crate) struct PayloadHashes {
+    inline: Option<(Sha256, Sha256)>,
     pending: Vec<u8>,
-    tx: Option<mpsc::SyncSender<Vec<u8>>>,
-    helper: Option<thread::JoinHandle<Sha256>>,
+    helpers: Vec<Helper>,
 }
 
-/// Payloads from this size hash the file on a helper thread.
-const OFF_THREAD_FROM: u64 = 4 << 20;
-/// Bytes handed to the helper at a time; [`BATCHES`] of them may wait, a
-/// bound on the memory the helper adds.
-const BATCH: usize = 256 << 10;
-const BATCHES: usize = 8;
+/// A thread hashing the batches it is sent.
+struct Helper {
+    tx: mpsc::SyncSender<Arc<Vec<u8>>>,
+    thread: thread::JoinHandle<Sha256>,
+}
 
-impl FileHash {
-    /// Continues `hasher` (which has seen the head) over a payload of
-    /// `payload_size` bytes.
-    pub fn new(hasher: Sha256, payload_size: u64) -> FileHash {
-        let inline = |hasher| FileHash {
-            inline: Some(hasher),
-            pending: Vec::new(),
-            tx: None,
-            helper: None,
-        };
-        if payload_size < OFF_THREAD_FROM {
-            return inline(hasher);
-        }
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(BATCHES);
-        // The helper gets a copy: if it cannot start, the original hashes inline.
-        let mut h = hasher.clone();
-        let spawned = thread::Builder::new()
+impl Helper {
+    fn spawn(mut hasher: Sha256) -> Option<Helper> {
+        let (tx, rx) = mpsc::sync_channel::<Arc<Vec<u8>>>(BATCHES);
+        let thread = thread::Builder::new()
             .name("spore-hash".into())
             .spawn(move || {
                 for batch in rx {
-                    h.update(&batch);
+                    hasher.update(&batch[..]);
                 }
-                h
-            });
-        match spawned {
-            Ok(helper) => FileHash {
-                inline: None,
-                pending: Vec::with_capacity(BATCH),
-                tx: Some(tx),
-                helper: Some(helper),
-            },
-            Err(_) => inline(hasher),
+                hasher
+            })
+            .ok()?;
+        Some(Helper { tx, thread })
+    }
+
+    fn join(self) -> io::Result<Sha256> {
+        drop(self.tx);
+        self.thread
+            .join()
+            .map_err(|_| io::Error::other("the spore hashing thread panicked"))
+    }
+}
+
+/// Payloads from this size hash on helper threads.
+const OFF_THREAD_FROM: u64 = 4 << 20;
+/// Bytes handed to the helpers at a time; [`BATCHES`] of them may wait
+/// for each, a bound on the memory the helpers add.
+const BATCH: usize = 256 << 10;
+const BATCHES: usize = 8;
+
+impl PayloadHashes {
+    /// Continues `file` (which has seen the head) and starts the payload's
+    /// hash, over a payload of `payload_size` bytes.
+    pub fn new(file: Sha256, payload_size: u64) -> PayloadHashes {
+        let inline = |file| PayloadHashes {
+            inline: Some((file, Sha256::new())),
+            pending: Vec::new(),
+            helpers: Vec::new(),
+        };
+        if payload_size < OFF_THREAD_FROM {
+            return inline(file);
+        }
+        // The helper gets a copy: if a thread cannot start, the original
+        // hashes inline (a started helper ends when its sender drops).
+        let (Some(f), Some(p)) = (Helper::spawn(file.clone()), Helper::spawn(Sha256::new())) else {
+            return inline(file);
+        };
+        PayloadHashes {
+            inline: None,
+            pending: Vec::with_capacity(BATCH),
+            helpers: vec![f, p],
         }
     }
 
-    /// Hashes `bytes` (later, on the helper).
+    /// Hashes `bytes` into both (later, on the helpers).
     pub fn update(&mut self, bytes: &[u8]) -> io::Result<()> {
-        if let Some(h) = &mut self.inline {
-            h.update(bytes);
+        if let Some((f, p)) = &mut self.inline {
+            f.update(bytes);
+            p.update(bytes);
             return Ok(());
         }
         self.pending.extend_from_slice(bytes);
@@ -110,25 +129,29 @@ impl FileHash {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(BATCH));
-        match &self.tx {
-            Some(tx) if tx.send(batch).is_ok() => Ok(()),
-            _ => Err(io::Error::other("the spore hashing thread stopped")),
+        let batch = Arc::new(std::mem::replace(
+            &mut self.pending,
+            Vec::with_capacity(BATCH),
+        ));
+        for h in &self.helpers {
+            if h.tx.send(batch.clone()).is_err() {
+                return Err(io::Error::other("a spore hashing thread stopped"));
+            }
         }
+        Ok(())
     }
 
-    /// The finished hash of everything given.
-    pub fn finish(mut self) -> io::Result<Sha256> {
-        if let Some(h) = self.inline.take() {
-            return Ok(h);
+    /// The finished hashes of everything given: (file, payload).
+    pub fn finish(mut self) -> io::Result<(Sha256, Sha256)> {
+        if let Some(both) = self.inline.take() {
+            return Ok(both);
         }
         self.flush()?;
-        drop(self.tx.take());
-        self.helper
-            .take()
-            .expect("set with the sender")
-            .join()
-            .map_err(|_| io::Error::other("the spore hashing thread panicked"))
+        let mut helpers = std::mem::take(&mut self.helpers).into_iter();
+        let (Some(f), Some(p)) = (helpers.next(), helpers.next()) else {
+            unreachable!("two helpers, set together");
+        };
+        Ok((f.join()?, p.join()?))
     }
 }
 
@@ -138,8 +161,7 @@ impl FileHash {
 pub(crate) struct PayloadReader<'a, R> {
     pub inner: &'a mut R,
     pub remaining: u64,
-    pub file_hasher: &'a mut FileHash,
-    pub payload_hasher: Sha256,
+    pub hashes: &'a mut PayloadHashes,
 }
 
 impl<R: Read> Read for PayloadReader<'_, R> {
@@ -151,8 +173,7 @@ impl<R: Read> Read for PayloadReader<'_, R> {
             return Ok(0);
         }
         let n = self.inner.read(&mut buf[..max])?;
-        self.file_hasher.update(&buf[..n])?;
-        self.payload_hasher.update(&buf[..n]);
+        self.hashes.update(&buf[..n])?;
         self.remaining -= n as u64;
         Ok(n)
     }
@@ -194,10 +215,11 @@ pub(crate) const SIZE_CHANGED: &str = "file size changed while packing";
 mod tests {
     use super::*;
 
-    /// The helper thread sees every byte, in order, whatever the sizes of
-    /// the pieces (batches cut across them): its hash is the inline one.
+    /// The helper threads see every byte, in order, whatever the sizes of
+    /// the pieces (batches cut across them): their hashes are the inline
+    /// ones, the file's continuing the head and the payload's not.
     #[test]
-    fn the_off_thread_file_hash_equals_the_inline_one() {
+    fn the_off_thread_hashes_equal_the_inline_ones() {
         let head = b"head bytes";
         let mut x = 1u64;
         let payload: Vec<u8> = (0..(OFF_THREAD_FROM as usize + 3 * BATCH + 17))
@@ -208,8 +230,8 @@ mod tests {
             .collect();
         let mut start = Sha256::new();
         start.update(head);
-        let mut off = FileHash::new(start.clone(), payload.len() as u64);
-        assert!(off.inline.is_none(), "a large payload hashes on the helper");
+        let mut off = PayloadHashes::new(start.clone(), payload.len() as u64);
+        assert!(off.inline.is_none(), "a large payload hashes on helpers");
         let mut at = 0;
         for piece in [1usize, 4095, BATCH, 3 * BATCH + 7].iter().cycle() {
             if at == payload.len() {
@@ -222,17 +244,24 @@ mod tests {
         let mut whole = Sha256::new();
         whole.update(head);
         whole.update(&payload);
+        let (file, body) = off.finish().unwrap();
+        assert_eq!(digest_string(file), digest_string(whole));
         assert_eq!(
-            digest_string(off.finish().unwrap()),
-            digest_string(whole.clone())
+            digest_string(body),
+            digest_string(Sha256::new_with_prefix(&payload))
         );
-        // A small payload hashes inline, to the same result.
-        let mut small = FileHash::new(start, 10);
+        // A small payload hashes inline, to the same results.
+        let mut small = PayloadHashes::new(start, 10);
         assert!(small.inline.is_some());
         small.update(&payload[..10]).unwrap();
         let mut want = Sha256::new();
         want.update(head);
         want.update(&payload[..10]);
-        assert_eq!(digest_string(small.finish().unwrap()), digest_string(want));
+        let (file, body) = small.finish().unwrap();
+        assert_eq!(digest_string(file), digest_string(want));
+        assert_eq!(
+            digest_string(body),
+            digest_string(Sha256::new_with_prefix(&payload[..10]))
+        );
     }
 }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::container::{read_full, read_head};
 use crate::error::SporeError;
-use crate::hashio::{FileHash, PayloadReader, digest_string};
+use crate::hashio::{PayloadHashes, PayloadReader, digest_string};
 use crate::manifest::Manifest;
 use crate::payload::{Visit, walk};
 
@@ -104,12 +104,11 @@ pub(crate) fn check(
             limits.max_spore_bytes
         )));
     }
-    let mut file_hash = FileHash::new(file_hasher, manifest.payload_size);
+    let mut hashes = PayloadHashes::new(file_hasher, manifest.payload_size);
     let mut payload = PayloadReader {
         inner: &mut reader,
         remaining: manifest.payload_size,
-        file_hasher: &mut file_hash,
-        payload_hasher: Sha256::new(),
+        hashes: &mut hashes,
     };
     let walked = walk(&mut payload, limits, visit);
     // The archive reader stops at the tar end marker; hash the rest too. A
@@ -119,7 +118,8 @@ pub(crate) fn check(
     if payload.remaining > 0 {
         return Err(SporeError::Truncated);
     }
-    if hex::encode(payload.payload_hasher.finalize()) != manifest.payload_sha256 {
+    let (file_hash, payload_hash) = hashes.finish()?;
+    if hex::encode(payload_hash.finalize()) != manifest.payload_sha256 {
         return Err(SporeError::PayloadDigestMismatch);
     }
     let tree = walked?;
@@ -134,7 +134,7 @@ pub(crate) fn check(
     }
     Ok(Verified {
         manifest,
-        digest: digest_string(file_hash.finish()?),
+        digest: digest_string(file_hash),
         size,
     })
 }

@@ -90,6 +90,22 @@ fn refusals(a: &Agent) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// `myco_spore_fetch_seconds` of `a`: how many fetches from peers, and
+/// their seconds in all.
+fn fetch_seconds(a: &Agent) -> (u64, f64) {
+    let m = a.anon().metrics().expect("/metrics");
+    let value = |name: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    (
+        value("myco_spore_fetch_seconds_count") as u64,
+        value("myco_spore_fetch_seconds_sum"),
+    )
+}
+
 /// Four nodes fetch one spore at the same moment, from its holder and
 /// from each other (each serves the part it has): every one ends with
 /// the exact bytes, verified, and indexed as a holder.
@@ -108,6 +124,14 @@ fn several_nodes_fetch_at_once_and_all_verify() {
             .unwrap()
             .count();
         assert_eq!(left, 0, "n{} left partial files", i + 1);
+        // The node-to-node time is measured apart from the download.
+        let (count, sum) = fetch_seconds(h.agent(i));
+        assert_eq!(count, u64::from(i > 0), "n{} fetches counted", i + 1);
+        assert!(
+            (count == 0) == (sum == 0.0),
+            "n{}: {count} fetches, {sum} s",
+            i + 1
+        );
     }
     await_holders(h.agent(0), &digest, 5);
 }

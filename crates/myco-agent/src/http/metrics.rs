@@ -341,6 +341,17 @@ pub async fn metrics(State(s): State<ApiState>) -> Response {
         "Spore chunk requests answered busy (serving was full); the asker pauses and asks again",
         s.spores.store().busy_answers(),
     );
+    counter(
+        &mut registry,
+        "spores_bad_messages",
+        "Blob (spore chunk) messages from peers that did not decode, dropped",
+        s.spores.store().bad_messages(),
+    );
+    registry.register(
+        "spore_fetch_seconds",
+        "Seconds each spore fetch from peers took, from start to the file verified and in place (not the HTTP download that asked for it)",
+        s.spores.store().fetch_histogram(),
+    );
     crate::edge::register_metrics(&mut registry, &s.edge);
     super::metrics_node::register(&mut registry, &s);
     super::metrics_cache::register(&mut registry, &s.cache, &s.msg);

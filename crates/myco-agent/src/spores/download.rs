@@ -20,6 +20,7 @@ use myco_proto::channel::Channel;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::fetch::Answer;
 use super::inorder::InOrder;
 use super::receive::Receiver;
 use super::source::{Failure, Peer, WINDOW};
@@ -165,14 +166,13 @@ impl SporeStore {
                 }
             };
             let (offset, result) = match answer {
-                BlobMessage::Data {
+                Answer::Data {
                     offset,
                     total: t,
                     data,
-                    ..
                 } => (offset, Ok((t, data))),
-                BlobMessage::Lacking { offset, .. } => (offset, Err(Failure::Lacking)),
-                BlobMessage::Busy { offset, .. } => {
+                Answer::Lacking(offset) => (offset, Err(Failure::Lacking)),
+                Answer::Busy(offset) => {
                     // Paused, not dropped: it serves others and will serve us.
                     if let Some((i, _)) = out.remove(&offset) {
                         again.insert(offset);
@@ -180,8 +180,7 @@ impl SporeStore {
                     }
                     continue;
                 }
-                BlobMessage::Request { .. } => continue,
-                BlobMessage::Missing { .. } => {
+                Answer::Missing => {
                     // From an older node without the file, and it does not
                     // say which request: every request out is asked again.
                     let from: Vec<u64> = out.keys().copied().collect();

@@ -21,6 +21,7 @@ use myco_proto::channel::Channel;
 use myco_spore::SporeError;
 use tokio::sync::mpsc;
 
+use super::chunk::Chunk;
 use super::download::{Outcome, Source, Sources};
 use super::receive::{Progress, Received, Receiver};
 use super::serve::ChunkRequest;
@@ -49,7 +50,27 @@ pub enum FetchError {
 }
 
 /// Who waits for which chunk: (digest, offset) to its fetch's answers.
-pub(super) type Waiting = BTreeMap<(String, u64), mpsc::Sender<BlobMessage>>;
+pub(super) type Waiting = BTreeMap<(String, u64), mpsc::Sender<Answer>>;
+
+/// A source's answer to one chunk request, as its fetch sees it.
+#[derive(Debug)]
+pub(super) enum Answer {
+    /// The chunk at `offset` of a blob of `total` bytes.
+    Data {
+        /// Where it starts.
+        offset: u64,
+        /// The blob's size.
+        total: u64,
+        /// The bytes, in the buffer they arrived in.
+        data: Chunk,
+    },
+    /// The source cannot send the chunk at `offset`.
+    Lacking(u64),
+    /// The source is serving all it may; ask again shortly.
+    Busy(u64),
+    /// An older node without the blob (says no offset).
+    Missing,
+}
 
 impl SporeStore {
     /// Makes sure this node holds `digest`, fetching it from `sources`
@@ -83,8 +104,9 @@ impl SporeStore {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(digest);
         if result.is_ok() {
-            let ms = started.elapsed().as_millis() as u64;
-            tracing::info!(%digest, ms, "spore fetch done");
+            let took = started.elapsed();
+            self.fetch_seconds.observe(took.as_secs_f64());
+            tracing::info!(%digest, ms = took.as_millis() as u64, "spore fetch done");
         }
         result.map(|()| dest)
     }
@@ -160,6 +182,47 @@ impl SporeStore {
         self.dir.join("tmp").join(format!("{hex}.part"))
     }
 
+    /// Handles the bytes of a blob message as they come off a stream
+    /// connection (on its reader's task, see `Streams::handle_directly`):
+    /// a chunk goes to its fetch in the buffer it arrived in.
+    pub fn on_bytes(&self, bytes: Vec<u8>) {
+        if let Some((head, at)) = BlobMessage::data_at(&bytes) {
+            let (offset, total) = (head.offset, head.total);
+            let key = (head.digest.to_string(), offset);
+            let data = Chunk::within(bytes, at);
+            self.answered(
+                key,
+                Answer::Data {
+                    offset,
+                    total,
+                    data,
+                },
+            );
+            return;
+        }
+        match BlobMessage::decode(&bytes) {
+            Some(message) => self.on_message(message),
+            None => {
+                self.bad_messages.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(len = bytes.len(), "undecodable blob message dropped");
+            }
+        }
+    }
+
+    /// Hands an answer to the fetch waiting for it, if any.
+    fn answered(&self, key: (String, u64), answer: Answer) {
+        let waiter = self
+            .waiting
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&key);
+        // The fetch's queue holds one answer per request it has out, so
+        // this only fails once it gave up on the request.
+        if let Some(w) = waiter {
+            let _ = w.try_send(answer);
+        }
+    }
+
     /// Handles a blob message that arrived on the stream transport.
     pub fn on_message(&self, message: BlobMessage) {
         match message {
@@ -201,24 +264,26 @@ impl SporeStore {
                 }
             }
             BlobMessage::Data {
-                ref digest, offset, ..
-            }
-            | BlobMessage::Lacking {
-                ref digest, offset, ..
-            }
-            | BlobMessage::Busy {
-                ref digest, offset, ..
+                digest,
+                offset,
+                total,
+                data,
             } => {
-                let waiter = self
-                    .waiting
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&(digest.clone(), offset));
-                // The fetch's queue holds one answer per request it has
-                // out, so this only fails once it gave up on the request.
-                if let Some(w) = waiter {
-                    let _ = w.try_send(message);
-                }
+                let data = Chunk::from(data);
+                self.answered(
+                    (digest, offset),
+                    Answer::Data {
+                        offset,
+                        total,
+                        data,
+                    },
+                );
+            }
+            BlobMessage::Lacking { digest, offset } => {
+                self.answered((digest, offset), Answer::Lacking(offset));
+            }
+            BlobMessage::Busy { digest, offset } => {
+                self.answered((digest, offset), Answer::Busy(offset));
             }
             BlobMessage::Missing { ref digest } => {
                 let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
@@ -229,7 +294,7 @@ impl SporeStore {
                     .collect();
                 for k in keys {
                     if let Some(w) = waiting.remove(&k) {
-                        let _ = w.try_send(message.clone());
+                        let _ = w.try_send(Answer::Missing);
                     }
                 }
             }

@@ -8,13 +8,14 @@
 
 use std::collections::BTreeMap;
 
-/// Chunks held until every byte before them has arrived.
+/// Chunks (any bytes: a fetch keeps them in their receive buffers, see
+/// [`super::chunk`]) held until every byte before them has arrived.
 #[derive(Debug)]
-pub(super) struct InOrder {
+pub(super) struct InOrder<T = Vec<u8>> {
     /// The first byte not yet released.
     next: u64,
     /// Chunks past `next`, by offset.
-    waiting: BTreeMap<u64, Vec<u8>>,
+    waiting: BTreeMap<u64, T>,
     /// Bytes in `waiting`.
     held: usize,
 }
@@ -31,9 +32,9 @@ pub(super) enum Rejected {
     Empty(u64),
 }
 
-impl InOrder {
+impl<T: AsRef<[u8]>> InOrder<T> {
     /// Expects bytes from `start` (0, or the size of a partial file resumed).
-    pub(super) fn new(start: u64) -> InOrder {
+    pub(super) fn new(start: u64) -> InOrder<T> {
         InOrder {
             next: start,
             waiting: BTreeMap::new(),
@@ -58,19 +59,20 @@ impl InOrder {
 
     /// Takes the chunk at `offset` and returns every chunk that is now
     /// contiguous from [`InOrder::next`], in order (empty if a gap remains).
-    pub(super) fn push(&mut self, offset: u64, data: Vec<u8>) -> Result<Vec<Vec<u8>>, Rejected> {
-        if data.is_empty() {
+    pub(super) fn push(&mut self, offset: u64, data: T) -> Result<Vec<T>, Rejected> {
+        if data.as_ref().is_empty() {
             return Err(Rejected::Empty(offset));
         }
         if offset < self.next || self.waiting.contains_key(&offset) {
             return Err(Rejected::Duplicate(offset));
         }
-        self.held += data.len();
+        self.held += data.as_ref().len();
         self.waiting.insert(offset, data);
         let mut ready = Vec::new();
         while let Some(data) = self.waiting.remove(&self.next) {
-            self.held -= data.len();
-            self.next += data.len() as u64;
+            let len = data.as_ref().len();
+            self.held -= len;
+            self.next += len as u64;
             ready.push(data);
         }
         Ok(ready)

@@ -13,6 +13,7 @@
 //!   handlers only translate.
 
 pub mod anon;
+mod chunk;
 mod download;
 pub mod fetch;
 pub mod index;

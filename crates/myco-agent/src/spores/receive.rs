@@ -19,6 +19,8 @@ use myco_spore::{Limits, SporeError, Verified};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::chunk::Chunk;
+
 /// In-order chunks queued for the verifier: a bound on what waits for a
 /// slow disk or hash, after which the fetch stops reading answers.
 const FEED: usize = 8;
@@ -45,7 +47,7 @@ pub(super) enum Received {
 
 /// A spore being received into `part`.
 pub(super) struct Receiver {
-    feed: Option<mpsc::Sender<Vec<u8>>>,
+    feed: Option<mpsc::Sender<Chunk>>,
     task: JoinHandle<Result<Verified, SporeError>>,
     progress: Arc<Progress>,
     part: PathBuf,
@@ -76,7 +78,7 @@ impl Receiver {
             prefix: Some(BufReader::with_capacity(1 << 20, prefix)),
             rx,
             out,
-            cur: Vec::new(),
+            cur: Chunk::default(),
             pos: 0,
             progress: progress.clone(),
         };
@@ -107,9 +109,9 @@ impl Receiver {
 
     /// Hands over the next in-order bytes. `false` if verification has
     /// already stopped (the spore was refused): see [`Receiver::finish`].
-    pub(super) async fn feed(&mut self, data: Vec<u8>) -> bool {
+    pub(super) async fn feed(&mut self, data: impl Into<Chunk>) -> bool {
         let taken = match &self.feed {
-            Some(f) => f.send(data).await.is_ok(),
+            Some(f) => f.send(data.into()).await.is_ok(),
             None => false,
         };
         self.stopped |= !taken;
@@ -159,9 +161,9 @@ impl Receiver {
 /// Replays the partial file, then reads fed chunks, appending each to it.
 struct Tee {
     prefix: Option<BufReader<File>>,
-    rx: mpsc::Receiver<Vec<u8>>,
+    rx: mpsc::Receiver<Chunk>,
     out: File,
-    cur: Vec<u8>,
+    cur: Chunk,
     pos: usize,
     progress: Arc<Progress>,
 }

@@ -80,7 +80,7 @@ pub(super) async fn serve_chunks(
         tokio::spawn(async move {
             let (to, digest, offset) = (request.reply_to, request.digest.clone(), request.offset);
             let answer = answer(&store, request).await;
-            if !send(&store, to, answer.encode()).await {
+            if !send(&store, to, answer).await {
                 // No room to the asker: a short answer, so it asks again
                 // instead of waiting out its timeout.
                 let busy = BlobMessage::Busy { digest, offset };
@@ -91,12 +91,12 @@ pub(super) async fn serve_chunks(
     }
 }
 
-/// Reads the chunk: from the whole file, or from the partial file of a
-/// fetch that already has it; `Lacking` otherwise.
-async fn answer(store: &SporeStore, r: ChunkRequest) -> BlobMessage {
-    let lacking = |digest: String| BlobMessage::Lacking {
-        digest,
-        offset: r.offset,
+/// Reads the chunk, encoded as its answer: from the whole file, or from
+/// the partial file of a fetch that already has it; `Lacking` otherwise.
+async fn answer(store: &SporeStore, r: ChunkRequest) -> Vec<u8> {
+    let lacking = |digest: String| {
+        let offset = r.offset;
+        BlobMessage::Lacking { digest, offset }.encode()
     };
     let Some(hex) = hex_of(&r.digest).map(str::to_string) else {
         return lacking(r.digest);
@@ -125,25 +125,28 @@ async fn answer(store: &SporeStore, r: ChunkRequest) -> BlobMessage {
     {
         return lacking(r.digest);
     }
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, Vec<u8>)> {
+    let digest = r.digest.clone();
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         let f = std::fs::File::open(path)?;
         let total = match limit {
             Some((_, total)) => total,
             None => f.metadata()?.len(),
         };
         let want = total.saturating_sub(offset).min(len) as usize;
-        let mut data = vec![0; want];
-        f.read_exact_at(&mut data, offset)?;
-        Ok((total, data))
+        // The message's head, then the chunk read in place after it: the
+        // encoded answer without copying the chunk again.
+        // (`vec!` of zeros, not `resize`: it takes fresh zeroed pages, where
+        // `resize` wrote the zeros one by one at this profile's opt-level,
+        // 7 % of a fetch's samples.)
+        let head = BlobMessage::data_head(&digest, offset, total, want);
+        let mut message = vec![0; head.len() + want];
+        message[..head.len()].copy_from_slice(&head);
+        f.read_exact_at(&mut message[head.len()..], offset)?;
+        Ok(message)
     })
     .await;
     match read {
-        Ok(Ok((total, data))) => BlobMessage::Data {
-            digest: r.digest,
-            offset,
-            total,
-            data,
-        },
+        Ok(Ok(message)) => message,
         _ => lacking(r.digest),
     }
 }
@@ -151,19 +154,20 @@ async fn answer(store: &SporeStore, r: ChunkRequest) -> BlobMessage {
 /// Sends, waiting a little for room when the queue to the asker is full:
 /// the asker keeps a bounded window, so room comes as the connection drains.
 /// `false` if it could not be queued.
-async fn send(store: &SporeStore, to: SocketAddr, message: Vec<u8>) -> bool {
+async fn send(store: &SporeStore, to: SocketAddr, mut message: Vec<u8>) -> bool {
     let deadline = tokio::time::Instant::now() + ROOM_WAIT;
     let mut pause = Duration::from_millis(1);
     loop {
-        match store.streams.send(to, Channel::Blob, message.clone()) {
+        match store.streams.send_or_return(to, Channel::Blob, message) {
             Ok(()) => return true,
-            Err(crate::net::streams::SendError::QueueFull { .. })
+            Err((crate::net::streams::SendError::QueueFull { .. }, back))
                 if tokio::time::Instant::now() + pause < deadline =>
             {
+                message = back;
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
             }
-            Err(e) => {
+            Err((e, _)) => {
                 tracing::debug!(%to, error = %e, "spore chunk not sent");
                 return false;
             }

@@ -397,15 +397,26 @@ impl Streams {
         channel: Channel,
         message: Vec<u8>,
     ) -> Result<(), SendError> {
+        self.send_or_return(to, channel, message)
+            .map_err(|(e, _)| e)
+    }
+
+    /// [`Streams::send`], giving the message back when it was refused, so
+    /// a caller that will try again (spore serving, when the queue to its
+    /// asker is full) need not keep a copy of every message it sends.
+    pub fn send_or_return(
+        &self,
+        to: SocketAddr,
+        channel: Channel,
+        message: Vec<u8>,
+    ) -> Result<(), (SendError, Vec<u8>)> {
         let shared = &self.owner.shared;
         let max = shared.config.max_message;
         if message.len() > max {
             bump(&shared.stats.oversize_refused, 1);
             tracing::debug!(%to, size = message.len(), max, "stream message too large");
-            return Err(SendError::TooLarge {
-                size: message.len(),
-                max,
-            });
+            let size = message.len();
+            return Err((SendError::TooLarge { size, max }, message));
         }
         let mut peers = shared.peers();
         peers.clock += 1;
@@ -433,18 +444,18 @@ impl Streams {
         }
         let peer = peers.map.get_mut(&to).expect("inserted above");
         peer.last_used = now;
-        match peer.queue.try_push(queue::Queued { channel, message }) {
+        match peer.queue.try_push_back(queue::Queued { channel, message }) {
             Ok(()) => Ok(()),
-            Err(full @ (queue::Refused::Count | queue::Refused::Bytes)) => {
+            Err((full @ (queue::Refused::Count | queue::Refused::Bytes), item)) => {
                 let counter = match full {
                     queue::Refused::Count => &shared.stats.queue_full,
                     _ => &shared.stats.queue_bytes_full,
                 };
                 bump(counter, 1);
                 tracing::debug!(%to, ?full, "stream queue full, message dropped");
-                Err(SendError::QueueFull { to })
+                Err((SendError::QueueFull { to }, item.message))
             }
-            Err(queue::Refused::Closed) => {
+            Err((queue::Refused::Closed, _)) => {
                 bump(&shared.stats.send_failures, 1);
                 tracing::debug!(%to, "stream sender task ended, message dropped");
                 Ok(())

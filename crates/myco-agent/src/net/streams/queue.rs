@@ -70,11 +70,17 @@ impl Outbound {
     /// Queues a message without waiting. Only one caller pushes at a time
     /// (the transport's peer table is locked), so the check cannot race
     /// another push; the receiver only ever makes room.
+    #[cfg(test)]
     pub(super) fn try_push(&self, item: Queued) -> Result<(), Refused> {
+        self.try_push_back(item).map_err(|(why, _)| why)
+    }
+
+    /// [`Outbound::try_push`], giving the item back when refused.
+    pub(super) fn try_push_back(&self, item: Queued) -> Result<(), (Refused, Queued)> {
         let len = item.message.len();
         let queued = self.bytes.load(Ordering::Acquire);
         if queued > 0 && queued.saturating_add(len) > self.max_bytes {
-            return Err(Refused::Bytes);
+            return Err((Refused::Bytes, item));
         }
         // Counted before it is visible to the receiver, which subtracts.
         self.bytes.fetch_add(len, Ordering::AcqRel);
@@ -83,8 +89,8 @@ impl Outbound {
             Err(e) => {
                 self.bytes.fetch_sub(len, Ordering::AcqRel);
                 Err(match e {
-                    TrySendError::Full(_) => Refused::Count,
-                    TrySendError::Closed(_) => Refused::Closed,
+                    TrySendError::Full(item) => (Refused::Count, item),
+                    TrySendError::Closed(item) => (Refused::Closed, item),
                 })
             }
         }
