@@ -22,23 +22,8 @@ W=$(mktemp -d -t mycobench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
-start() { # i [args]
-  local i=$1; shift
-  "${RUN[@]}" "$BIN" agent --data-dir "$W/n$i" --name "n$i" --bind "127.0.0.1:$((BASE + 10 * i))" \
-    --api "127.0.0.1:$((BASE + 10 * i + 1))" --edge "127.0.0.1:$((BASE + 10 * i + 2))" \
-    --resp "127.0.0.1:$((BASE + 10 * i + 3))" "$@" >"$W/n$i.log" 2>&1 &
-  PIDS+=($!)
-}
-api() { echo "http://127.0.0.1:$((BASE + 10 * $1 + 1))"; }
-wait_up() { for _ in $(seq 100); do curl -sf "$(api "$1")/health" >/dev/null && return; sleep 0.1; done; echo "n$1 not up"; exit 1; }
-start 1; wait_up 1
-"$BIN" cluster key --data-dir "$W/n1" >"$W/key"
-start 2 --join "127.0.0.1:$((BASE + 10))" --cluster-key-file "$W/key"
-start 3 --join "127.0.0.1:$((BASE + 10))" --cluster-key-file "$W/key"
-wait_up 2; wait_up 3
-for _ in $(seq 100); do
-  [ "$(curl -sf "$(api 1)/v1/nodes" | python3 -c 'import json,sys;print(sum(1 for n in json.load(sys.stdin) if n.get("state")=="alive"))' 2>/dev/null)" = 3 ] && break; sleep 0.2
-done
+. "$(dirname "$0")/mesh3.sh"
+mesh3_up
 "${RUN[@]}" redis-server --port $((BASE + 99)) --save '' --appendonly no --daemonize no >"$W/redis.log" 2>&1 &
 PIDS+=($!)
 sleep 0.5

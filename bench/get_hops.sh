@@ -7,18 +7,8 @@ BIN=$1; BASE=$2; N=${3:-5000}
 W=$(mktemp -d -t c5hops.XXXXXX); PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
-start() { local i=$1; shift
-  "$BIN" agent --data-dir "$W/n$i" --name "n$i" --bind "127.0.0.1:$((BASE + 10 * i))" \
-    --api "127.0.0.1:$((BASE + 10 * i + 1))" --edge "127.0.0.1:$((BASE + 10 * i + 2))" \
-    --resp "127.0.0.1:$((BASE + 10 * i + 3))" "$@" >"$W/n$i.log" 2>&1 &
-  PIDS+=($!); }
-api() { echo "http://127.0.0.1:$((BASE + 10 * $1 + 1))"; }
-wait_up() { for _ in $(seq 100); do curl -sf "$(api "$1")/health" >/dev/null && return; sleep 0.1; done; echo "n$1 not up"; exit 1; }
-start 1; wait_up 1
-"$BIN" cluster key --data-dir "$W/n1" >"$W/key"
-start 2 --join "127.0.0.1:$((BASE + 10))" --cluster-key-file "$W/key"
-start 3 --join "127.0.0.1:$((BASE + 10))" --cluster-key-file "$W/key"
-wait_up 2; wait_up 3; sleep 3
+. "$(dirname "$0")/mesh3.sh"
+mesh3_up
 cd "$(dirname "$0")/.."
 for port in $((BASE+13)) $((BASE+23)) $((BASE+33)); do
   perf stat -e context-switches -p "$(IFS=,; echo "${PIDS[*]}")" --per-thread -o "$W/perf.$port" -- python3 bench/get_latency.py $port -n "$N" >"$W/lat.$port" 2>&1 || true
