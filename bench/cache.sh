@@ -4,7 +4,8 @@
 # against a real redis-server in the same run; then agent RSS per cached
 # 100-byte entry. Usage: bench/cache.sh [BIN] [BASE_PORT]
 # STEPS picks the steps (default "ops msg rss"): ops = redis-benchmark,
-# msg = publish-to-receive latency, rss = memory per entry; rtt (not by
+# msg = publish-to-receive latency (with MSG_RATE, below), rss = memory
+# per entry; rtt (not by
 # default) = a 1-client GET p50 probe per node against redis-server's.
 # Needs redis-tools and redis-server (apt install redis-tools redis-server).
 set -euo pipefail
@@ -40,7 +41,20 @@ if has rtt; then
   "${RUN[@]}" python3 "$(dirname "$0")/get_latency.py" $((BASE + 99)) $((BASE + 13)) $((BASE + 23)) $((BASE + 33))
 fi
 # Publish-to-receive latency, published on n1, received on n3, 10k/s.
-if has msg; then "${RUN[@]}" python3 "$(dirname "$0")/msg_latency.py" $((BASE + 13)) $((BASE + 33)) 10000 5; fi
+# Publish on n1, receive on n3, 10k messages/s for 5 s; then the same
+# tool on the real redis-server alone (one hop, no mesh), the machine's
+# own floor. MSG_RATE is the native client (crates/myco/examples/
+# msg_rate.rs, built beside BIN); without it, the Python one, whose own
+# tail is several ms.
+MSG_RATE=${MSG_RATE:-$(dirname "$BIN")/examples/msg_rate}
+if has msg; then
+  if [ -x "$MSG_RATE" ]; then
+    echo "myco n1 -> n3: $("${RUN[@]}" "$MSG_RATE" $((BASE + 13)) $((BASE + 33)) 10000 5)"
+    echo "redis-server alone: $("${RUN[@]}" "$MSG_RATE" $((BASE + 99)) $((BASE + 99)) 10000 5)"
+  else
+    "${RUN[@]}" python3 "$(dirname "$0")/msg_latency.py" $((BASE + 13)) $((BASE + 33)) 10000 5
+  fi
+fi
 has rss || exit 0
 # RSS per entry: 100,000 random keys of 100 bytes through node 1.
 rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
