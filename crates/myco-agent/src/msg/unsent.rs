@@ -70,7 +70,7 @@ impl Messaging {
         };
         for (topic, lost) in owed.into_iter().flatten() {
             let notice = MsgMessage::Lost {
-                topic,
+                topic: topic.clone(),
                 origin: self.me,
                 lost,
             };
@@ -78,7 +78,6 @@ impl Messaging {
                 .streams
                 .send(to, Channel::Msg, notice.encode())
                 .is_err()
-                && let MsgMessage::Lost { topic, lost, .. } = notice
             {
                 self.owe(to, &topic, lost);
             }
