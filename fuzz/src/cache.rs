@@ -25,7 +25,7 @@ pub fn msg_message(data: &[u8]) {
 pub fn resp_request(data: &[u8]) {
     let mut at = 0;
     while at < data.len() {
-        match myco_agent::resp::parse::parse(&data[at..]) {
+        match myco_proto::resp::parse(&data[at..]) {
             Ok(Some((_, used))) => {
                 assert!(used > 0 && at + used <= data.len());
                 at += used;

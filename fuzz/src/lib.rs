@@ -30,6 +30,7 @@ pub use node::{NodeStep, node_inputs, node_members_after};
 pub use proto::{blob_message, envelope_open, frame_decode, gc_record, stream_frame};
 pub use spore::{publisher_key, signed_spore, spore_inspect, spore_limits, spore_payload};
 
+use myco_proto::store_record::{DiskRecord, decode_key, encode_key};
 use myco_proto::{ClusterKey, KeyRing};
 
 /// The names of every target, as `fuzz_targets/` and `corpus/` name them.
@@ -88,8 +89,15 @@ pub fn store_record(data: &[u8]) {
         return;
     };
     if which % 2 == 0 {
-        let _ = myco_agent::store::fuzzing::record(bytes);
-    } else {
-        let _ = myco_agent::store::fuzzing::key(bytes);
+        // One encoding per record: what decodes must encode back the same.
+        if let Ok(r) = DiskRecord::decode(bytes) {
+            assert_eq!(r.encode(), bytes, "a stored record re-encodes differently");
+        }
+    } else if let Ok((table, key)) = decode_key(bytes) {
+        assert_eq!(
+            encode_key(table, &key),
+            bytes,
+            "a stored key re-encodes differently"
+        );
     }
 }

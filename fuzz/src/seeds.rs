@@ -354,7 +354,7 @@ fn payloads() -> Vec<(&'static str, Vec<u8>)> {
 }
 
 fn store_records() -> Vec<(&'static str, Vec<u8>)> {
-    // The store's format (see myco-agent's store/disk.rs): version 1, wall
+    // The store's format (see myco-proto's store_record.rs): version 1, wall
     // ms and logical counter little-endian, node id, kind, value.
     let record = |kind: u8, value: &[u8]| {
         let mut r = vec![0u8, 1];

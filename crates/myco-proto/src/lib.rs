@@ -27,7 +27,9 @@ pub mod jobs_api;
 pub mod key;
 pub mod logs;
 pub mod msg;
+pub mod resp;
 pub mod state;
+pub mod store_record;
 pub mod sync;
 pub mod versioned;
 

@@ -23,7 +23,7 @@
 
 pub mod commands;
 mod hello;
-pub mod parse;
+pub use myco_proto::resp as parse;
 mod pubsub;
 
 use std::net::SocketAddr;

@@ -1,23 +1,14 @@
-//! The store's file: its encoding, and opening it back with damage handled.
-//!
-//! The encoding is kept apart from [`Change`] so the in-memory and wire
-//! types can change without rewriting every node's file. One redb table,
-//! `changes`. Key: `table (1) | key (UTF-8)`, so records sort by table, then
-//! key. Record, format 1:
-//!
-//! ```text
-//! version=1 | wall_ms (8, LE) | logical (4, LE) | node (8) | kind (1) | value
-//! ```
-//!
-//! `kind` is 0 for a tombstone (nothing follows) and 1 for a value (the rest
-//! of the record, possibly empty). A later format bumps `version`; a reader
-//! refuses versions it does not know rather than guessing.
+//! The store's file: one redb table, `changes`, of records encoded by
+//! [`myco_proto::store_record`] (kept there, with no I/O, so the fuzz
+//! targets decode them without building the agent), and opening it back
+//! with damage handled.
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use myco_proto::{Change, NodeId, Table, Timestamp};
+use myco_proto::store_record::{DecodeError, DiskRecord, decode_key};
+use myco_proto::{Change, Timestamp};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tracing::{error, warn};
 
@@ -28,94 +19,6 @@ pub(super) const CHANGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// The state is small and read once at start; redb's 1 GiB default cache
 /// would only hide memory growth.
 const CACHE_BYTES: usize = 32 << 20;
-
-/// The record format this release writes and reads.
-pub(super) const FORMAT: u8 = 1;
-
-const HEADER: usize = 1 + 8 + 4 + 8 + 1;
-const TOMBSTONE: u8 = 0;
-const VALUE: u8 = 1;
-
-/// Why a stored key or record could not be decoded.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub(super) enum DecodeError {
-    /// Written by a release with a newer format.
-    #[error("record format {0} is not known to this release (it reads format {FORMAT})")]
-    UnknownVersion(u8),
-    /// Damaged or not written by the store.
-    #[error("malformed record: {0}")]
-    Malformed(&'static str),
-}
-
-/// One stored version of a key, borrowing its value from the read buffer.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct DiskRecord<'a> {
-    pub ts: Timestamp,
-    pub value: Option<&'a [u8]>,
-}
-
-impl<'a> DiskRecord<'a> {
-    pub fn of(change: &'a Change) -> Self {
-        DiskRecord {
-            ts: change.ts,
-            value: change.value.as_deref(),
-        }
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + self.value.map_or(0, <[u8]>::len));
-        out.push(FORMAT);
-        out.extend_from_slice(&self.ts.wall_ms.to_le_bytes());
-        out.extend_from_slice(&self.ts.logical.to_le_bytes());
-        out.extend_from_slice(&self.ts.node.0);
-        match self.value {
-            None => out.push(TOMBSTONE),
-            Some(value) => {
-                out.push(VALUE);
-                out.extend_from_slice(value);
-            }
-        }
-        out
-    }
-
-    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
-        let (&version, _) = bytes.split_first().ok_or(DecodeError::Malformed("empty"))?;
-        if version != FORMAT {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        if bytes.len() < HEADER {
-            return Err(DecodeError::Malformed("shorter than its header"));
-        }
-        let ts = Timestamp {
-            wall_ms: u64::from_le_bytes(bytes[1..9].try_into().expect("8 bytes")),
-            logical: u32::from_le_bytes(bytes[9..13].try_into().expect("4 bytes")),
-            node: NodeId(bytes[13..21].try_into().expect("8 bytes")),
-        };
-        let value = match (bytes[21], &bytes[HEADER..]) {
-            (TOMBSTONE, []) => None,
-            (TOMBSTONE, _) => return Err(DecodeError::Malformed("tombstone with a value")),
-            (VALUE, value) => Some(value),
-            _ => return Err(DecodeError::Malformed("unknown kind")),
-        };
-        Ok(DiskRecord { ts, value })
-    }
-}
-
-pub(super) fn encode_key(table: Table, key: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + key.len());
-    out.push(table.0);
-    out.extend_from_slice(key.as_bytes());
-    out
-}
-
-pub(super) fn decode_key(bytes: &[u8]) -> Result<(Table, String), DecodeError> {
-    let (&table, key) = bytes
-        .split_first()
-        .ok_or(DecodeError::Malformed("empty key"))?;
-    let key =
-        String::from_utf8(key.to_vec()).map_err(|_| DecodeError::Malformed("key is not UTF-8"))?;
-    Ok((Table(table), key))
-}
 
 /// Opens the store file and reads it whole. Damage is handled here: the
 /// file is moved aside and a fresh one created, or bad records are skipped;
@@ -268,54 +171,4 @@ pub(super) fn stored_ts(
 ) -> Result<Option<Timestamp>, String> {
     let stored = table.get(key).map_err(|e| e.to_string())?;
     Ok(stored.and_then(|r| DiskRecord::decode(r.value()).ok().map(|r| r.ts)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ts() -> Timestamp {
-        Timestamp {
-            wall_ms: 0x0102_0304_0506_0708,
-            logical: 9,
-            node: NodeId([1, 2, 3, 4, 5, 6, 7, 8]),
-        }
-    }
-
-    #[test]
-    fn records_round_trip() {
-        for value in [None, Some(&b""[..]), Some(&b"hello"[..])] {
-            let record = DiskRecord { ts: ts(), value };
-            let bytes = record.encode();
-            assert_eq!(DiskRecord::decode(&bytes), Ok(record));
-        }
-        let key = encode_key(Table::JOBS, "web/1");
-        assert_eq!(decode_key(&key), Ok((Table::JOBS, "web/1".to_owned())));
-    }
-
-    #[test]
-    fn unknown_versions_and_damage_are_refused() {
-        let mut bytes = DiskRecord {
-            ts: ts(),
-            value: None,
-        }
-        .encode();
-        bytes[0] = 2;
-        assert_eq!(
-            DiskRecord::decode(&bytes),
-            Err(DecodeError::UnknownVersion(2))
-        );
-        bytes[0] = FORMAT;
-        assert!(DiskRecord::decode(&bytes[..HEADER - 1]).is_err());
-        bytes.push(7);
-        assert!(
-            DiskRecord::decode(&bytes).is_err(),
-            "tombstone with a value"
-        );
-        bytes[21] = 5;
-        assert!(DiskRecord::decode(&bytes).is_err(), "unknown kind");
-        assert!(DiskRecord::decode(&[]).is_err());
-        assert!(decode_key(&[1, 0xff, 0xfe]).is_err());
-        assert!(decode_key(&[]).is_err());
-    }
 }

@@ -24,8 +24,6 @@
 
 mod backlog;
 mod disk;
-#[cfg(feature = "fuzzing")]
-pub mod fuzzing;
 
 pub use backlog::Backlog;
 
@@ -40,7 +38,8 @@ use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
-use disk::{CHANGES, DiskRecord, encode_key, open_db, stored_ts};
+use disk::{CHANGES, open_db, stored_ts};
+use myco_proto::store_record::{DiskRecord, encode_key};
 
 /// Requests (not changes) the queue holds before `persist` waits and
 /// background work waits in its [`Backlog`].

@@ -6,7 +6,7 @@
 /// Most arguments one command may have.
 pub const MAX_ARGS: usize = 1024;
 /// Largest bulk string (a value of the largest size, plus room).
-pub const MAX_BULK: usize = myco_proto::cache::MAX_VALUE + 1024;
+pub const MAX_BULK: usize = crate::cache::MAX_VALUE + 1024;
 /// Longest inline command or header line.
 pub const MAX_LINE: usize = 64 * 1024;
 
