@@ -26,23 +26,25 @@
 //!
 //! Parts: [`outbound`] (the per-peer sender tasks), [`inbound`] (accepting
 //! and reading), [`framing`] (the bytes of one message), [`tls`]
-//! (certificates from cluster keys), [`queue`] (the bounded queues).
+//! (certificates from cluster keys), [`queue`] (the bounded queues),
+//! [`config`], [`errors`] and [`stats`] (the counters).
 
+mod config;
+mod errors;
 mod framing;
 mod inbound;
 mod outbound;
 mod queue;
 mod rekey;
+mod stats;
 mod tls;
 #[cfg(test)]
 mod versions_tests;
 
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
 
 use myco_proto::channel::Channel;
 use myco_proto::{ClusterKey, NodeId};
@@ -50,8 +52,12 @@ use rcgen::KeyPair;
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
+pub use config::{INCOMING_BYTES, QUEUE_BYTES_PER_PEER, StreamConfig};
+pub use errors::{SendError, StreamError};
 pub use queue::Inbox;
 pub use rekey::KeyWatch;
+pub use stats::StreamStats;
+use stats::{Counters, bump};
 pub use tls::RELAY_ALPN;
 
 /// An inbound connection that negotiated [`RELAY_ALPN`], handshake done.
@@ -63,116 +69,6 @@ pub type RelayHandler = Arc<
         + Send
         + Sync,
 >;
-
-/// Bytes of incoming messages buffered for the mesh loop before
-/// connections stop being read: two messages of the largest size, so one
-/// big anti-entropy reply can be consumed while the next arrives, and a
-/// fixed ceiling on what peers can make this node hold.
-pub const INCOMING_BYTES: usize = 16 << 20;
-/// Bytes queued per peer before [`Streams::send`] refuses more: one
-/// message of the largest size, or a spore fetch window (4 chunks of 1 MiB)
-/// with replication parts beside it. With `max_peers` (64) this bounds
-/// outbound memory, where the count alone allowed 256 messages of 8 MiB.
-pub const QUEUE_BYTES_PER_PEER: usize = 8 << 20;
-
-/// Limits and timeouts of [`Streams`]. Zero queue sizes and peer counts
-/// are raised to one.
-#[derive(Clone, Debug)]
-pub struct StreamConfig {
-    /// The largest message sent or accepted, in bytes (at most `u32::MAX`).
-    pub max_message: usize,
-    /// How many peers may have a sender task (and cached connection) at once.
-    pub max_peers: usize,
-    /// Messages queued per peer before [`Streams::send`] refuses more.
-    pub queue_per_peer: usize,
-    /// Bytes queued per peer before [`Streams::send`] refuses more (one
-    /// message is always admitted into an empty queue).
-    pub queue_bytes_per_peer: usize,
-    /// Incoming messages buffered before connections stop being read.
-    pub incoming_queue: usize,
-    /// Incoming bytes buffered before connections stop being read; raised
-    /// to `max_message` if smaller.
-    pub incoming_bytes: usize,
-    /// Limit for a TCP connect, and separately for a TLS handshake (both ways).
-    pub connect_timeout: Duration,
-    /// An outgoing connection unused this long is closed; an inbound one silent
-    /// twice as long too (so normally the sender closes first). Also the limit
-    /// for writing or reading one message.
-    pub idle_timeout: Duration,
-    /// Concurrent inbound connections; more are closed at once.
-    pub max_inbound: usize,
-}
-
-impl Default for StreamConfig {
-    fn default() -> Self {
-        StreamConfig {
-            max_message: 8 << 20,
-            max_peers: 64,
-            // 100 ms of small messages at 10k/s (a publish stream): 256
-            // overflowed whenever a loaded machine held the peer task back
-            // 25 ms. Memory stays bounded by the byte budget below.
-            queue_per_peer: 1024,
-            queue_bytes_per_peer: QUEUE_BYTES_PER_PEER,
-            incoming_queue: 1024,
-            incoming_bytes: INCOMING_BYTES,
-            connect_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(60),
-            max_inbound: 256,
-        }
-    }
-}
-
-/// Why streams could not start or take new keys.
-#[derive(Debug, thiserror::Error)]
-pub enum StreamError {
-    /// The TCP port could not be bound.
-    #[error(
-        "binding TCP {addr} for streams: {source} (streams use the mesh port number over TCP: is another program using it? choose another port with --bind)"
-    )]
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// What the OS said.
-        #[source]
-        source: io::Error,
-    },
-    /// The key list was empty.
-    #[error("no cluster key given: pass the key ring's keys, primary first")]
-    NoKey,
-    /// rcgen refused to build a certificate.
-    #[error("building the stream certificates failed: {0} (a bug in myco: please report it)")]
-    Certificate(#[from] rcgen::Error),
-    /// rustls refused a configuration.
-    #[error("building the TLS configuration failed: {0} (a bug in myco: please report it)")]
-    Tls(#[from] rustls::Error),
-    /// rustls refused the trust anchors.
-    #[error("building the certificate verifier failed: {0} (a bug in myco: please report it)")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
-}
-
-/// Why [`Streams::send`] refused a message (it is dropped and counted).
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SendError {
-    /// The message is larger than `max_message`.
-    #[error(
-        "a message of {size} bytes is over the {max}-byte limit: split it, or raise max_message on every node"
-    )]
-    TooLarge {
-        /// The message size.
-        size: usize,
-        /// The configured limit.
-        max: usize,
-    },
-    /// The peer's queue is full, by count or by bytes: it is slow,
-    /// unreachable or backing off.
-    #[error(
-        "the queue to {to} is full (the peer is slow or unreachable): the message was dropped; send less often or rely on anti-entropy"
-    )]
-    QueueFull {
-        /// The peer's address.
-        to: SocketAddr,
-    },
-}
 
 /// A message received from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,76 +84,6 @@ pub struct Incoming {
     pub channel: Channel,
     /// The message.
     pub message: Vec<u8>,
-}
-
-/// Declares the counters once, as atomics inside and a plain snapshot outside.
-macro_rules! counters {
-    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
-        /// Stream counters since [`Streams::bind`].
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct StreamStats {
-            $($(#[doc = $doc])* pub $name: u64,)*
-        }
-
-        #[derive(Default)]
-        struct Counters {
-            $($name: AtomicU64,)*
-        }
-
-        impl Counters {
-            fn snapshot(&self) -> StreamStats {
-                StreamStats { $($name: self.$name.load(Ordering::Relaxed),)* }
-            }
-        }
-    };
-}
-
-counters! {
-    /// Messages written to a connection the server had accepted (not an
-    /// acknowledgement: a connection dying afterwards loses them).
-    sent_messages,
-    /// Payload bytes of `sent_messages`.
-    sent_bytes,
-    /// Messages received and handed to the incoming channel.
-    received_messages,
-    /// Payload bytes of `received_messages`.
-    received_bytes,
-    /// Outgoing TCP connects that failed or timed out.
-    connect_failures,
-    /// Outgoing TLS handshakes that failed: the peer is not trusted by our
-    /// ring, refused our certificate, or is not a myco stream port.
-    outbound_handshake_failures,
-    /// Inbound handshakes that failed: no or untrusted client certificate,
-    /// not TLS at all, or too slow.
-    inbound_handshake_failures,
-    /// Messages refused for size: by `send`, or a length prefix received
-    /// (that connection is then closed).
-    oversize_refused,
-    /// Messages refused by `send` because the peer's queue held as many
-    /// messages as it may.
-    queue_full,
-    /// Messages refused by `send` because the peer's queue held as many
-    /// bytes as it may.
-    queue_bytes_full,
-    /// Times a connection waited for room in the incoming byte budget
-    /// (backpressure on that peer, nothing lost).
-    incoming_waits,
-    /// Messages received on a channel this build does not know: dropped.
-    unknown_channel,
-    /// Queued messages dropped: connect, handshake or write failed, the peer
-    /// was backing off after a failure, or its task was evicted.
-    send_failures,
-    /// Peer tasks evicted (least recently used) to stay within `max_peers`.
-    peers_evicted,
-    /// Inbound connections closed at once because `max_inbound` were open.
-    inbound_refused,
-    /// Live connections (either way) closed because, after `set_keys`, the
-    /// ring no longer trusts the peer's certificate.
-    untrusted_after_rekey,
-}
-
-fn bump(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
 }
 
 /// A handle to the stream endpoint; clones share it. When the last clone is
