@@ -1,7 +1,9 @@
 //! A graceful leave (SIGTERM) hands its instances off first: their slots
 //! are ready on the other nodes before its own are stopped, so the ready
 //! count never drops, and the agent exits with nothing of its own left
-//! running.
+//! running. When the node comes back, `spread` moves a slot back to it,
+//! and the node giving it up keeps serving it until the returned node's
+//! instance is ready (make before break): the count never drops either.
 
 mod support;
 
@@ -51,20 +53,7 @@ fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
     });
 
     // Watch the ready count from node 1 while node 3 leaves.
-    let (stop, low) = (
-        Arc::new(AtomicBool::new(false)),
-        Arc::new(AtomicUsize::new(99)),
-    );
-    let client = h.agent(0).anon();
-    let (s2, l2) = (stop.clone(), low.clone());
-    let poller = std::thread::spawn(move || {
-        while !s2.load(Ordering::Relaxed) {
-            if let Ok(list) = client.get::<Value>("/v1/instances?job=web") {
-                l2.fetch_min(ready(&list), Ordering::Relaxed);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    });
+    let watch = Watch::start(h.agent(0).anon());
     h.terminate(2);
     let (status, took) = h
         .wait_exit(2, READY)
@@ -88,11 +77,65 @@ fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
             Err(format!("{n} processes, {} ready", ready(&list)))
         }
     });
-    stop.store(true, Ordering::Relaxed);
-    poller.join().unwrap();
-    let low = low.load(Ordering::Relaxed);
+    let low = watch.lowest();
     assert!(
         low >= 3,
         "ready instances fell to {low} during the hand-off"
     );
+
+    // Node 3 comes back: one slot moves back to it, and the node that
+    // gives it up keeps it until node 3's instance is ready.
+    let watch = Watch::start(h.agent(0).anon());
+    h.restart(2);
+    wait_for("3 ready, one per node again", READY, || {
+        let n: Vec<usize> = (0..3).map(|i| procs_in(&h.agent(i).dir).len()).collect();
+        let list: Value = h
+            .agent(0)
+            .anon()
+            .get("/v1/instances?job=web")
+            .map_err(|e| e.to_string())?;
+        if ready(&list) == 3 && n == [1, 1, 1] {
+            Ok(())
+        } else {
+            Err(format!("{} ready, processes {n:?}", ready(&list)))
+        }
+    });
+    let low = watch.lowest();
+    assert!(
+        low >= 3,
+        "ready instances fell to {low} while a slot moved back to the returned node"
+    );
+}
+
+/// Polls node 1's view of the job's ready count every 50 ms, keeping the
+/// lowest seen.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    low: Arc<AtomicUsize>,
+    poller: std::thread::JoinHandle<()>,
+}
+
+impl Watch {
+    fn start(client: myco_client::Client) -> Watch {
+        let (stop, low) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(99)),
+        );
+        let (s2, l2) = (stop.clone(), low.clone());
+        let poller = std::thread::spawn(move || {
+            while !s2.load(Ordering::Relaxed) {
+                if let Ok(list) = client.get::<Value>("/v1/instances?job=web") {
+                    l2.fetch_min(ready(&list), Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Watch { stop, low, poller }
+    }
+
+    fn lowest(self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        self.poller.join().unwrap();
+        self.low.load(Ordering::Relaxed)
+    }
 }

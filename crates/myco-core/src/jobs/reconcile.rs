@@ -17,6 +17,7 @@
 //! | yes, rollout waits      | none or stopped        | `Hold` (see [`super::rollout`]) |
 //! | no, job stopped         | supervised or orphan   | `Stop` at once               |
 //! | no, older version       | supervised or orphan   | if settled, by the rollout: `Keep`, `Drain` or `Stop`; else `Keep` |
+//! | no, slot moved away     | supervised or orphan   | `Keep` until the slot's new instance is ready, if no start here needs the room and the job allows duplicates (see [`handover`]); then `Stop` |
 //! | no, otherwise           | supervised or orphan   | `Stop` if settled, else `Keep` |
 //! | (any)                   | none, record left      | `Forget` the record (after its avoidance ends; a hand-off's ends when the node is back) |
 
@@ -31,6 +32,7 @@ use super::placement::{Capacity, Placement, Slot};
 use super::rollout::{OldFate, Rollouts};
 use super::settle::Settle;
 use crate::time::Time;
+use used::Used;
 
 /// What the shell knows of one instance on this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,6 +99,10 @@ pub struct ReconcileInput<'a> {
     /// ([`super::Controller::hand_off`]): the avoidances it wrote for that
     /// hold while it leaves, and end with that life.
     pub leaving: bool,
+    /// The mesh's instance records, as replicated (this node's are not read
+    /// from here): a slot that moved away keeps its instance here until
+    /// its new node's is ready ([`handover`]).
+    pub others: &'a [InstanceRecord],
 }
 
 /// One thing to do.
@@ -210,6 +216,12 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
     }
 
     // What runs here but is not wanted.
+    let roomy = handover::room_for_all(
+        to_start.iter().map(|s| s.0),
+        &jobs,
+        input.local,
+        &input.capacity,
+    );
     let mut used = Used::default();
     let mut leaving = Used::default();
     for l in input.local.iter().filter(|l| l.status.has_process()) {
@@ -229,7 +241,14 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
                 && l.slot < j.spec.count
                 && input.rollouts.old_fate(&l.job, l.slot, ready) == OldFate::Keep
         });
-        if !kept {
+        // A slot that moved to another node: kept until that node's
+        // instance is ready (make before break).
+        let handing_over = settled
+            && roomy
+            && job.is_some_and(|j| {
+                handover::replacement_pending(input.placement, j, l, input.others)
+            });
+        if !kept && !handing_over {
             leaving.add(&l.resources);
         }
         if job.is_some_and(|j| j.stopped) {
@@ -250,7 +269,7 @@ pub fn reconcile(input: &ReconcileInput<'_>) -> Vec<Action> {
                 id: l.id.clone(),
                 reason: format!("draining: replaced by version {}", j.version),
             });
-        } else if !settled {
+        } else if !settled || handing_over {
             out.push(Action::Keep { id: l.id.clone() });
         } else {
             let reason = why_not_here(input.placement, job.copied(), l);
@@ -369,58 +388,6 @@ fn why_not_here(placement: &Placement, job: Option<&JobRecord>, l: &LocalInstanc
     }
 }
 
-/// Resources taken on this node by its own processes.
-#[derive(Default)]
-struct Used {
-    cpu: u64,
-    mem: u64,
-    pids: u64,
-}
-
-impl Used {
-    fn add(&mut self, r: &Resources) {
-        self.cpu += u64::from(r.cpu_milli);
-        self.mem += u64::from(r.memory_mb);
-        self.pids += u64::from(r.pids);
-    }
-
-    fn without(&self, other: &Used) -> Used {
-        Used {
-            cpu: self.cpu.saturating_sub(other.cpu),
-            mem: self.mem.saturating_sub(other.mem),
-            pids: self.pids.saturating_sub(other.pids),
-        }
-    }
-
-    /// What this node lacks to start one more of `need`, in words.
-    fn shortfall(&self, need: &Resources, cap: &Capacity) -> Option<String> {
-        let free = |cap: u64, used: u64| cap.saturating_sub(used);
-        let mem = free(cap.memory_mb, self.mem);
-        if u64::from(need.memory_mb) > mem {
-            return Some(format!(
-                "memory on this node (need {} MB, free {mem})",
-                need.memory_mb
-            ));
-        }
-        let cpu = free(cap.cpu_milli, self.cpu);
-        if u64::from(need.cpu_milli) > cpu {
-            return Some(format!(
-                "cpu on this node (need {} milli, free {cpu})",
-                need.cpu_milli
-            ));
-        }
-        if let Some(pids) = cap.pids.map(|p| free(p, self.pids))
-            && u64::from(need.pids) > pids
-        {
-            return Some(format!(
-                "pids on this node (need {}, free {pids})",
-                need.pids
-            ));
-        }
-        None
-    }
-}
-
 /// How long membership (up nodes, their tags and capacity) must be stable
 /// by default before a node acts on its view: above a few SWIM gossip
 /// rounds (200 ms each), short enough that healing stays within seconds.
@@ -432,5 +399,7 @@ pub const DEFAULT_SETTLE: Duration = Duration::from_millis(1_500);
 /// deploy starts well within a second.
 pub const DEFAULT_STATE_SETTLE: Duration = Duration::from_millis(300);
 
+mod handover;
 #[cfg(test)]
 mod tests;
+mod used;

@@ -43,6 +43,7 @@ fn pass(nodes: &[NodeView], jobs: &[JobRecord], fleet: &Fleet) -> BTreeMap<NodeI
             settle: &settle,
             rollouts: &Default::default(),
             leaving: false,
+            others: &records,
         };
         out.insert(v.id, reconcile(&input));
     }

@@ -58,6 +58,7 @@ impl Controller {
             settle: &self.settle,
             rollouts: &rollouts,
             leaving: self.leaving,
+            others: &self.view.instances,
         });
         let actions = self.fence_actions(now, actions, &rollouts, &records);
         let actions = self.leaving_actions(actions);

@@ -81,6 +81,8 @@ struct Case {
     settled: bool,
     /// The node is handing off to leave.
     leaving: bool,
+    /// Other nodes' records.
+    others: Vec<InstanceRecord>,
     want: Vec<Action>,
 }
 
@@ -97,6 +99,7 @@ impl Default for Case {
             records: vec![],
             settled: true,
             leaving: false,
+            others: vec![],
             want: vec![],
         }
     }
@@ -132,6 +135,7 @@ fn run(case: &Case) -> Vec<Action> {
         settle: &settle,
         rollouts: &Default::default(),
         leaving: case.leaving,
+        others: &case.others,
     })
 }
 
@@ -309,8 +313,8 @@ fn the_reconciler_closes_the_gap_case_by_case() {
 }
 
 #[test]
-fn a_slot_moved_to_another_node_stops_here_only_once_settled() {
-    let jobs = [job("web", 1, Strategy::Spread, 64)];
+fn a_slot_moved_to_another_node_stops_here_once_settled_and_replaced() {
+    let mut jobs = [job("web", 1, Strategy::Spread, 64)];
     let mut nodes = [node(ME, "", 4096), node(2, "", 4096)];
     // Make node 2 the only choice: this node is down in the view.
     nodes[0].liveness = crate::jobs::placement::Liveness::Down;
@@ -324,9 +328,82 @@ fn a_slot_moved_to_another_node_stops_here_only_once_settled() {
     settle.observe(Time::ZERO, placement.fingerprint);
     let local = [local(0, 1, LocalStatus::Supervised)];
     let rollouts = Default::default();
-    let input = |now| ReconcileInput {
+    let to = NodeId::from_u64(2);
+    let moved = [stop(0, 1, &format!("slot moved to {to}"))];
+    let pass = |now, jobs: &[JobRecord], others: &[InstanceRecord]| {
+        reconcile(&ReconcileInput {
+            me: me(),
+            now,
+            wall_ms: 0,
+            placement: &placement,
+            jobs,
+            local: &local,
+            records: &[],
+            capacity: nodes[0].capacity,
+            settle: &settle,
+            rollouts: &rollouts,
+            leaving: false,
+            others,
+        })
+    };
+    assert_eq!(pass(Time(500), &jobs, &[]), [keep(0, 1)], "unsettled");
+    // Make before break: it serves until node 2's instance is ready.
+    assert_eq!(
+        pass(Time(1_000), &jobs, &[]),
+        [keep(0, 1)],
+        "no replacement yet"
+    );
+    let mut theirs = record("web", 0, to, InstanceState::Launching);
+    assert_eq!(
+        pass(Time(1_000), &jobs, &[theirs.clone()]),
+        [keep(0, 1)],
+        "launching"
+    );
+    theirs.state = InstanceState::Ready;
+    assert_eq!(
+        pass(Time(1_000), &jobs, &[theirs.clone()]),
+        moved,
+        "replaced"
+    );
+    // Another node's ready instance of the slot does not count.
+    theirs.node = NodeId::from_u64(3);
+    assert_eq!(
+        pass(Time(1_000), &jobs, &[theirs]),
+        [keep(0, 1)],
+        "elsewhere"
+    );
+    // Two of one slot must never run: break before make.
+    jobs[0].spec.duplicates = myco_proto::job::Duplicates::Never;
+    assert_eq!(pass(Time(1_000), &jobs, &[]), moved, "duplicates never");
+}
+
+#[test]
+fn a_moved_slot_stops_at_once_when_a_start_here_needs_its_room() {
+    use myco_proto::job::Constraint;
+    // web may only run on node 2 now; api only here, and api needs all
+    // but 32 MB of this node: web's 64 MB must go first.
+    let mut web = job("web", 1, Strategy::Spread, 64);
+    web.spec
+        .constraints
+        .insert("zone".into(), Constraint::Eq("b".into()));
+    let mut api = job("api", 1, Strategy::Spread, 4064);
+    api.spec
+        .constraints
+        .insert("zone".into(), Constraint::Eq("a".into()));
+    let jobs = [api, web];
+    let nodes = [node(ME, "a", 4096), node(2, "b", 4096)];
+    let placement = place(&Cluster {
+        wall_ms: 0,
+        nodes: &nodes,
+        jobs: &jobs,
+        instances: &[],
+    });
+    let mut settle = Settle::new(Duration::ZERO);
+    settle.observe(Time::ZERO, placement.fingerprint);
+    let local = [local(0, 1, LocalStatus::Supervised)];
+    let actions = reconcile(&ReconcileInput {
         me: me(),
-        now,
+        now: Time::ZERO,
         wall_ms: 0,
         placement: &placement,
         jobs: &jobs,
@@ -334,14 +411,21 @@ fn a_slot_moved_to_another_node_stops_here_only_once_settled() {
         records: &[],
         capacity: nodes[0].capacity,
         settle: &settle,
-        rollouts: &rollouts,
+        rollouts: &Default::default(),
         leaving: false,
-    };
-    assert_eq!(reconcile(&input(Time(500))), [keep(0, 1)]);
+        others: &[],
+    });
     let to = NodeId::from_u64(2);
     assert_eq!(
-        reconcile(&input(Time(1_000))),
-        [stop(0, 1, &format!("slot moved to {to}"))]
+        actions,
+        [
+            stop(0, 1, &format!("slot moved to {to}")),
+            Action::Hold {
+                job: "api".into(),
+                slot: 0,
+                until: Time::ZERO
+            }
+        ]
     );
 }
 
@@ -387,6 +471,7 @@ fn starts_never_exceed_this_nodes_own_capacity() {
         settle: &settle,
         rollouts: &Default::default(),
         leaving: false,
+        others: &[],
     });
     let count = |f: fn(&Action) -> bool| actions.iter().filter(|a| f(a)).count();
     let starts = count(|a| matches!(a, Action::Start { .. }));
