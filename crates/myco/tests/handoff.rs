@@ -38,19 +38,7 @@ fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
         &cli(h.agent(0), &["deploy", s(&file), "--detach"]),
         "deploy",
     );
-    wait_for("3 ready, one per node", READY, || {
-        let n: Vec<usize> = (0..3).map(|i| procs_in(&h.agent(i).dir).len()).collect();
-        let list: Value = h
-            .agent(0)
-            .anon()
-            .get("/v1/instances?job=web")
-            .map_err(|e| e.to_string())?;
-        if ready(&list) == 3 && n == [1, 1, 1] {
-            Ok(())
-        } else {
-            Err(format!("{} ready, processes {n:?}", ready(&list)))
-        }
-    });
+    one_per_node(&h, "3 ready, one per node");
 
     // Watch the ready count from node 1 while node 3 leaves.
     let watch = Watch::start(h.agent(0).anon());
@@ -87,7 +75,17 @@ fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
     // gives it up keeps it until node 3's instance is ready.
     let watch = Watch::start(h.agent(0).anon());
     h.restart(2);
-    wait_for("3 ready, one per node again", READY, || {
+    one_per_node(&h, "3 ready, one per node again");
+    let low = watch.lowest();
+    assert!(
+        low >= 3,
+        "ready instances fell to {low} while a slot moved back to the returned node"
+    );
+}
+
+/// Waits until the job has 3 ready instances, one process on each node.
+fn one_per_node(h: &Harness, what: &str) {
+    wait_for(what, READY, || {
         let n: Vec<usize> = (0..3).map(|i| procs_in(&h.agent(i).dir).len()).collect();
         let list: Value = h
             .agent(0)
@@ -100,11 +98,6 @@ fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
             Err(format!("{} ready, processes {n:?}", ready(&list)))
         }
     });
-    let low = watch.lowest();
-    assert!(
-        low >= 3,
-        "ready instances fell to {low} while a slot moved back to the returned node"
-    );
 }
 
 /// Polls node 1's view of the job's ready count every 50 ms, keeping the
