@@ -85,6 +85,7 @@
 
 mod body;
 mod conn;
+mod fast;
 mod strict;
 
 use std::collections::VecDeque;
@@ -100,6 +101,7 @@ use tokio::task::JoinSet;
 
 pub use body::Guarded;
 pub use conn::ConnInfo;
+pub use fast::{FastConn, FastPath, Handoff};
 
 /// The limits of one [`Server`]. Every field has a default
 /// ([`ServeLimits::default`]); the module docs say why each value.
@@ -324,6 +326,8 @@ pub struct Server {
     pub(crate) admit: AdmitFn,
     pub(crate) body_limit: BodyLimitFn,
     pub(crate) counters: Arc<ServeCounters>,
+    /// Serves plain requests before hyper does ([`Server::fast_path`]).
+    pub(crate) fast: Option<Arc<dyn FastPath>>,
 }
 
 impl Server {
@@ -336,7 +340,16 @@ impl Server {
             admit: Arc::new(|head: &Parts| head.uri.path() == "/health"),
             body_limit: Arc::new(move |_: &Parts| max),
             counters: Arc::default(),
+            fast: None,
         }
+    }
+
+    /// Serves each main connection with `fast` first, hyper taking over
+    /// at the first request it hands back (reserve connections go to
+    /// hyper at once: they serve one request under admission rules).
+    pub fn fast_path(mut self, fast: Option<Arc<dyn FastPath>>) -> Self {
+        self.fast = fast;
+        self
     }
 
     /// Which requests a reserve connection serves (the rest get 503). The
