@@ -130,6 +130,15 @@ pub fn parse<'b>(
     })
 }
 
+/// Whether `buf` holds the end of a head: an empty line (bare LF line
+/// ends included, so that such a head goes to hyper's strict refusal
+/// rather than waiting for a CRLF that never comes).
+pub fn ends(buf: &[u8]) -> bool {
+    buf.iter().enumerate().any(|(i, &b)| {
+        b == b'\n' && (buf[i + 1..].starts_with(b"\r\n") || buf[i + 1..].starts_with(b"\n"))
+    })
+}
+
 /// Whether a line in `head` ends with LF alone.
 fn has_bare_lf(head: &[u8]) -> bool {
     head.iter()

@@ -144,24 +144,7 @@ impl Fast {
         loop {
             // A whole head first, in the limits' time.
             let mut head_started: Option<Instant> = None;
-            let routes = self.edge.routes.load();
-            let step = loop {
-                if !client.cin.is_empty() {
-                    let mut hdrs = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
-                    let n = limits.max_headers.min(head::MAX_HEADERS);
-                    match head::parse(
-                        client.cin.data(),
-                        &mut hdrs[..n],
-                        limits.max_header_bytes,
-                        limits.max_body_bytes,
-                    ) {
-                        Parsed::Partial => {}
-                        Parsed::Hyper => break Step::Hyper,
-                        Parsed::Fast(req) => {
-                            break self.prepare(&routes, &req, peer.ip(), &mut uhead, &mut rid);
-                        }
-                    }
-                }
+            while !head::ends(client.cin.data()) && client.cin.len() < limits.max_header_bytes {
                 let (limit, counter) = match head_started {
                     Some(t) => (
                         limits.header_timeout.saturating_sub(t.elapsed()),
@@ -188,6 +171,21 @@ impl Fast {
                         return Handoff::Close;
                     }
                 }
+            }
+            // The table as it is now, not when the connection went idle.
+            let routes = self.edge.routes.load();
+            let mut hdrs = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+            let n = limits.max_headers.min(head::MAX_HEADERS);
+            let step = match head::parse(
+                client.cin.data(),
+                &mut hdrs[..n],
+                limits.max_header_bytes,
+                limits.max_body_bytes,
+            ) {
+                // An end of head that httparse does not see as one:
+                // hyper reads it its way.
+                Parsed::Partial | Parsed::Hyper => Step::Hyper,
+                Parsed::Fast(req) => self.prepare(&routes, &req, peer.ip(), &mut uhead, &mut rid),
             };
             let f = match step {
                 Step::Hyper => return Handoff::Hyper(client.cin.into_unread()),
@@ -223,24 +221,20 @@ impl Fast {
         out: &mut Vec<u8>,
         rid: &mut String,
     ) -> Step<'g> {
-        let with_body = req.content_length > 0;
+        // An answer from here closes when the client asked, or when the
+        // request's body was not read (it cannot be skipped safely).
+        let close = req.content_length > 0 || req.close;
         let head_len = req.len;
         let Some((job, stripped)) = route(req.host, req.target, |j| routes.jobs.contains_key(j))
         else {
             let msg = "no job named: use http://EDGE/<job>/... or Host: <job>";
-            head::write_error(out, 404, msg, None, None, with_body);
-            return Step::Answered {
-                close: with_body,
-                head_len,
-            };
+            head::write_error(out, 404, msg, None, None, close);
+            return Step::Answered { close, head_len };
         };
         let Some((job, entry)) = routes.jobs.get_key_value(job) else {
             let msg = format!("no job {job:?} in the mesh; `myco jobs` lists them");
-            head::write_error(out, 404, &msg, Some(job), None, with_body);
-            return Step::Answered {
-                close: with_body,
-                head_len,
-            };
+            head::write_error(out, 404, &msg, Some(job), None, close);
+            return Step::Answered { close, head_len };
         };
         // Instances behind a relay are hyper's (HTTP/2 over mutual TLS):
         // decided before anything is counted, so hyper counts it once.
@@ -252,12 +246,9 @@ impl Fast {
         m.request();
         if head::is_loop(req.headers, &self.edge.via_token) {
             let msg = "this request already passed through this edge (Via): a routing loop";
-            head::write_error(out, 508, msg, Some(job), None, with_body);
+            head::write_error(out, 508, msg, Some(job), None, close);
             m.response(508, started.elapsed());
-            return Step::Answered {
-                close: with_body,
-                head_len,
-            };
+            return Step::Answered { close, head_len };
         }
         rid.clear();
         match head::client_request_id(req.headers) {
@@ -271,12 +262,9 @@ impl Fast {
                 format!("job {job:?} has no ready instance right now; retry shortly")
             };
             tracing::debug!(job, "edge: no ready instance");
-            head::write_error(out, 503, &msg, Some(job), Some((rid, &self.via)), with_body);
+            head::write_error(out, 503, &msg, Some(job), Some((rid, &self.via)), close);
             m.response(503, started.elapsed());
-            return Step::Answered {
-                close: with_body,
-                head_len,
-            };
+            return Step::Answered { close, head_len };
         }
         let mut path = String::new();
         let path = match stripped {
@@ -307,6 +295,9 @@ impl Fast {
 
 mod request;
 
+#[cfg(test)]
+#[path = "tests_instance.rs"]
+mod test_instance;
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
