@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpStream;
 
 use super::head::{self, Answer, Framing};
-use super::io::{Buf, Timer, Waited, read_some, try_read, write_all};
+use super::io::{Buf, Timer, Waited, read_some, write_all};
 use super::rawpool::{RawPool, Upconn};
 use crate::edge::metrics::UpstreamError;
 use crate::edge::proxy::RESPONSE_TIMEOUT;
@@ -25,7 +25,7 @@ const READ_CHUNK: usize = 16 * 1024;
 /// The client's side of the connection, as one request uses it.
 pub struct Client<'a> {
     /// Its socket.
-    pub stream: &'a TcpStream,
+    pub stream: &'a mut TcpStream,
     /// Bytes read from it and not yet served (the request's body first).
     pub cin: Buf,
     /// The connection's one timer.
@@ -40,7 +40,7 @@ impl Client<'_> {
     /// Writes to the client; a stall past the limit is counted.
     pub async fn send(&mut self, bufs: &[&[u8]]) -> Result<(), Waited> {
         let r = write_all(
-            self.stream,
+            &*self.stream,
             bufs,
             &mut self.timer,
             self.limits.send_stall_timeout,
@@ -113,7 +113,7 @@ pub async fn attempt(
         return Done::Failed(UpstreamError::Connect);
     };
     let answer = loop {
-        match exchange(client, &conn, req, scratch).await {
+        match exchange(client, &mut conn, req, scratch).await {
             Ok(a) => break a,
             Err(Failure::Stale { write_failed })
                 if conn.reused && req.buffered && (req.idempotent || write_failed) =>
@@ -130,7 +130,7 @@ pub async fn attempt(
     };
     on_head(answer.status);
     let status = answer.status;
-    let (keep_client, reusable) = relay_body(client, &conn.stream, &answer, req, scratch).await;
+    let (keep_client, reusable) = relay_body(client, &mut conn.stream, &answer, req, scratch).await;
     if reusable {
         pool.put(addr, conn.stream);
     }
@@ -154,15 +154,15 @@ enum Failure {
 /// go to the client on the way).
 async fn exchange(
     client: &mut Client<'_>,
-    conn: &Upconn,
+    conn: &mut Upconn,
     req: &Req<'_>,
     scratch: &mut Scratch,
 ) -> Result<Answer, Failure> {
-    let up = &conn.stream;
+    let up = &mut conn.stream;
     let stall = client.limits.body_stall_timeout;
     if req.buffered {
         let body = &client.cin.data()[..req.body_len as usize];
-        write_all(up, &[req.head, body], &mut client.timer, stall)
+        write_all(&*up, &[req.head, body], &mut client.timer, stall)
             .await
             .map_err(|_| Failure::Stale { write_failed: true })?;
     } else {
@@ -204,6 +204,7 @@ async fn exchange(
             READ_CHUNK,
             &mut client.timer,
             RESPONSE_TIMEOUT,
+            false,
         )
         .await
         {
@@ -223,13 +224,13 @@ async fn exchange(
 /// holds, then the rest as it arrives.
 async fn stream_body(
     client: &mut Client<'_>,
-    up: &TcpStream,
+    up: &mut TcpStream,
     req: &Req<'_>,
 ) -> Result<(), Failure> {
     let stall = client.limits.body_stall_timeout;
     let have = (client.cin.len() as u64).min(req.body_len) as usize;
     write_all(
-        up,
+        &*up,
         &[req.head, &client.cin.data()[..have]],
         &mut client.timer,
         stall,
@@ -246,6 +247,7 @@ async fn stream_body(
             max,
             &mut client.timer,
             stall,
+            false,
         )
         .await
         {
@@ -257,7 +259,7 @@ async fn stream_body(
             _ => return Err(Failure::Client),
         }
         let n = client.cin.len();
-        write_all(up, &[client.cin.data()], &mut client.timer, stall)
+        write_all(&*up, &[client.cin.data()], &mut client.timer, stall)
             .await
             .map_err(|_| Failure::Upstream(UpstreamError::Protocol))?;
         client.cin.consume(n);
@@ -271,7 +273,7 @@ async fn stream_body(
 /// was read to the end of this answer and may be pooled.
 async fn relay_body(
     client: &mut Client<'_>,
-    up: &TcpStream,
+    up: &mut TcpStream,
     answer: &Answer,
     req: &Req<'_>,
     scratch: &mut Scratch,
@@ -328,15 +330,8 @@ async fn relay_body(
     }
 }
 
-/// Reads more of an answer's body. A read that finds nothing first
-/// acknowledges what arrived at once (see [`crate::edge::upstream`]: an
-/// instance that writes head and body apart waits for that ACK).
-async fn read_body(up: &TcpStream, ubuf: &mut Buf, timer: &mut Timer) -> Result<usize, Waited> {
-    match try_read(up, ubuf, READ_CHUNK) {
-        Ok(n) => return Ok(n),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        Err(_) => return Err(Waited::Closed),
-    }
-    let _ = socket2::SockRef::from(up).set_tcp_quickack(true);
-    read_some(up, ubuf, READ_CHUNK, timer, RESPONSE_TIMEOUT).await
+/// Reads more of an answer's body, acknowledging at once what arrived
+/// when the socket is empty (see [`read_some`]).
+async fn read_body(up: &mut TcpStream, ubuf: &mut Buf, timer: &mut Timer) -> Result<usize, Waited> {
+    read_some(up, ubuf, READ_CHUNK, timer, RESPONSE_TIMEOUT, true).await
 }

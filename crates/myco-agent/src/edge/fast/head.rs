@@ -5,7 +5,6 @@
 //! no `HeaderMap` in between.
 
 use std::io::Write as _;
-use std::net::IpAddr;
 
 use httparse::Header;
 
@@ -192,7 +191,7 @@ pub fn write_request(
     req: &Request<'_>,
     path: &str,
     request_id: &str,
-    client: IpAddr,
+    client: &str,
     via: &str,
 ) {
     out.clear();
@@ -225,7 +224,8 @@ pub fn write_request(
         out.extend_from_slice(prev);
         out.extend_from_slice(b", ");
     }
-    let _ = write!(out, "{client}\r\n");
+    out.extend_from_slice(client.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if !proto {
         field(out, b"x-forwarded-proto", b"http");
     }
@@ -327,9 +327,15 @@ pub fn response(
         length.map_or(Framing::UntilClose, Framing::Length)
     };
     out.clear();
-    let _ = write!(out, "HTTP/1.1 {status} ");
-    out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    // An HTTP/1.1 status line goes as it came (no formatting per answer).
+    let line = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if version == 1 && buf[..line].ends_with(b"\r\n") {
+        out.extend_from_slice(&buf[..line]);
+    } else {
+        let _ = write!(out, "HTTP/1.1 {status} ");
+        out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     for h in resp.headers.iter() {
         let n = h.name;
         let framing_header = (te && is(n, "transfer-encoding")) || (!te && is(n, "content-length"));

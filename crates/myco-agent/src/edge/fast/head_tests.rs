@@ -74,7 +74,7 @@ fn the_request_head_leaves_rewritten() {
             r,
             "/p?q=1",
             "abc",
-            [127, 0, 0, 2].into(),
+            "127.0.0.2",
             "1.1 myco-me",
         );
         let out = String::from_utf8(out).unwrap();

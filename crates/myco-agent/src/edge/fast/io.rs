@@ -9,8 +9,10 @@
 
 use std::io;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
@@ -119,33 +121,46 @@ impl Buf {
 }
 
 /// Reads what is there (at most `max` bytes) onto the end of `buf`,
-/// waiting at most `limit`. `Ok(0)` is the peer's end of stream.
+/// waiting at most `limit`. `Ok(0)` is the peer's end of stream. With
+/// `quick_ack`, a read that finds nothing first acknowledges what arrived
+/// at once (see [`crate::edge::upstream`]: an instance that writes head
+/// and body apart waits for that ACK).
+///
+/// Through `poll_read`, not `try_read`: tokio forgets a socket's readiness
+/// after a read that did not fill the buffer (the socket is drained), so
+/// the next read waits for the kernel's word instead of asking it first
+/// (one `recvfrom` returning `EAGAIN` per read saved).
 pub async fn read_some(
-    s: &TcpStream,
+    s: &mut TcpStream,
     buf: &mut Buf,
     max: usize,
     timer: &mut Timer,
     limit: Duration,
+    quick_ack: bool,
 ) -> Result<usize, Waited> {
-    loop {
-        match try_read(s, buf, max) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Ok(n) => return Ok(n),
-            Err(_) => return Err(Waited::Closed),
+    let spare = buf.spare(max);
+    let mut ack = quick_ack;
+    let read = std::future::poll_fn(|cx| {
+        let mut rb = ReadBuf::new(&mut *spare);
+        match Pin::new(&mut *s).poll_read(cx, &mut rb) {
+            Poll::Ready(r) => Poll::Ready(r.map(|()| rb.filled().len())),
+            Poll::Pending => {
+                if std::mem::take(&mut ack) {
+                    // Best effort: a failure only costs latency.
+                    let _ = socket2::SockRef::from(&*s).set_tcp_quickack(true);
+                }
+                Poll::Pending
+            }
         }
-        match timer.within(limit, s.readable()).await {
-            None => return Err(Waited::Timeout),
-            Some(Err(_)) => return Err(Waited::Closed),
-            Some(Ok(())) => {}
+    });
+    match timer.within(limit, read).await {
+        None => Err(Waited::Timeout),
+        Some(Err(_)) => Err(Waited::Closed),
+        Some(Ok(n)) => {
+            buf.end += n;
+            Ok(n)
         }
     }
-}
-
-/// One non-blocking read of at most `max` bytes onto the end of `buf`.
-pub fn try_read(s: &TcpStream, buf: &mut Buf, max: usize) -> io::Result<usize> {
-    let n = s.try_read(buf.spare(max))?;
-    buf.end += n;
-    Ok(n)
 }
 
 /// Writes all of `bufs` in order, waiting at most `limit` each time the

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::balance::Hop;
-use super::proxy::{EdgeState, fresh_id};
+use super::proxy::EdgeState;
 use crate::net::serve::{FastConn, FastPath, Handoff, ServeCounters};
 use forward::{Client, Scratch};
 use head::Parsed;
@@ -43,8 +43,8 @@ pub fn enabled() -> bool {
     std::env::var("MYCO_EDGE_FAST").map_or(DEFAULT_ON, |v| v != "0")
 }
 
-/// On unless turned off.
-const DEFAULT_ON: bool = false;
+/// On unless turned off (the A/B in BENCHMARKS.md, "sixth pass").
+const DEFAULT_ON: bool = true;
 
 /// The fast path, shared by the edge's connections.
 pub struct Fast {
@@ -95,6 +95,16 @@ pub fn route<'a>(
     Some((job, Some(&target[1 + job.len()..])))
 }
 
+/// A fresh request id (as [`super::proxy::fresh_id`]) written into `id`.
+fn fresh_id_into(id: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for x in [super::proxy::random(), super::proxy::random()] {
+        for shift in (0..16).rev() {
+            id.push(HEX[(x >> (shift * 4)) as usize & 15] as char);
+        }
+    }
+}
+
 /// How one request's head was dealt with before any instance was tried.
 enum Step<'g> {
     /// Answered here (an error, written out); close the connection after
@@ -139,6 +149,8 @@ impl Fast {
             out: Vec::with_capacity(1024),
         };
         let mut uhead = Vec::with_capacity(1024);
+        // Formatted once: the address is the connection's.
+        let peer_ip = peer.ip().to_string();
         let mut rid = String::with_capacity(32);
         let mut served = 0u64;
         loop {
@@ -158,7 +170,7 @@ impl Fast {
                 }
                 let read = tokio::select! {
                     biased;
-                    r = io::read_some(stream, &mut client.cin, 8 * 1024, &mut client.timer, limit) => r,
+                    r = io::read_some(client.stream, &mut client.cin, 8 * 1024, &mut client.timer, limit, false) => r,
                     _ = stop.changed(), if client.cin.is_empty() => return Handoff::Close,
                 };
                 match read {
@@ -185,7 +197,7 @@ impl Fast {
                 // An end of head that httparse does not see as one:
                 // hyper reads it its way.
                 Parsed::Partial | Parsed::Hyper => Step::Hyper,
-                Parsed::Fast(req) => self.prepare(&routes, &req, peer.ip(), &mut uhead, &mut rid),
+                Parsed::Fast(req) => self.prepare(&routes, &req, &peer_ip, &mut uhead, &mut rid),
             };
             let f = match step {
                 Step::Hyper => return Handoff::Hyper(client.cin.into_unread()),
@@ -217,7 +229,7 @@ impl Fast {
         &self,
         routes: &'g super::routes::Snapshot,
         req: &head::Request<'_>,
-        ip: std::net::IpAddr,
+        ip: &str,
         out: &mut Vec<u8>,
         rid: &mut String,
     ) -> Step<'g> {
@@ -253,7 +265,7 @@ impl Fast {
         rid.clear();
         match head::client_request_id(req.headers) {
             Some(id) => rid.push_str(id),
-            None => rid.push_str(&fresh_id()),
+            None => fresh_id_into(rid),
         }
         if entry.ready.is_empty() {
             let msg = if entry.stopped {

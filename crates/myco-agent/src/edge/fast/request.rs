@@ -41,6 +41,7 @@ impl Fast {
                 want,
                 &mut client.timer,
                 stall,
+                false,
             )
             .await
             {

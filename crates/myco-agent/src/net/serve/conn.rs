@@ -306,7 +306,7 @@ impl Drop for OpenGauge {
 }
 
 impl Conn {
-    pub(super) async fn run(self, stream: TcpStream) {
+    pub(super) async fn run(self, mut stream: TcpStream) {
         let counters = self.server.counters.clone();
         counters.open.fetch_add(1, Ordering::Relaxed);
         let _open = OpenGauge(counters.clone());
@@ -326,7 +326,7 @@ impl Conn {
         {
             let mut stop = self.stop.clone();
             let conn = FastConn {
-                stream: &stream,
+                stream: &mut stream,
                 peer: self.peer,
                 limits: &limits,
                 counters: &counters,

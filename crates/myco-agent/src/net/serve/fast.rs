@@ -32,7 +32,7 @@ pub trait FastPath: Send + Sync + 'static {
 /// What a [`FastPath`] gets of a connection.
 pub struct FastConn<'a> {
     /// The client's socket (`SO_SNDBUF` and `TCP_NODELAY` already set).
-    pub stream: &'a TcpStream,
+    pub stream: &'a mut TcpStream,
     /// The client's address.
     pub peer: SocketAddr,
     /// The server's limits.
