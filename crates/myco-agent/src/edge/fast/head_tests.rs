@@ -69,14 +69,7 @@ fn the_request_head_leaves_rewritten() {
         assert!(!is_loop(r.headers, "myco-me"));
         assert!(is_loop(r.headers, "other"));
         let mut out = Vec::new();
-        write_request(
-            &mut out,
-            r,
-            "/p?q=1",
-            "abc",
-            "127.0.0.2",
-            "1.1 myco-me",
-        );
+        write_request(&mut out, r, "/p?q=1", "abc", "127.0.0.2", "1.1 myco-me");
         let out = String::from_utf8(out).unwrap();
         assert_eq!(
             out,

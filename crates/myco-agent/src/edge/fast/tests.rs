@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use myco_proto::id::NodeId;
 use myco_proto::job::Balance;
@@ -16,10 +17,20 @@ use super::*;
 use crate::edge::balance::Upstream;
 use crate::edge::routes::{HopRule, JobEntry, Routes, Snapshot};
 use crate::edge::server;
+use crate::net::serve::ServeLimits;
 
 /// An edge with the fast path on: job `j` on `instances`, job `empty`
 /// with none.
 async fn edge(instances: &[SocketAddr]) -> (SocketAddr, Arc<EdgeState>) {
+    edge_on(instances, server::edge_server(), std::future::pending()).await
+}
+
+/// The same on `serve`, until `shutdown`.
+async fn edge_on(
+    instances: &[SocketAddr],
+    serve: crate::net::serve::Server,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> (SocketAddr, Arc<EdgeState>) {
     let me = NodeId::from_u64(1);
     let routes = Routes::new(HopRule {
         me: Some(me),
@@ -44,8 +55,8 @@ async fn edge(instances: &[SocketAddr]) -> (SocketAddr, Arc<EdgeState>) {
     let fast: Arc<dyn FastPath> = Arc::new(Fast::new(state.clone()));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let serve = server::edge_server().fast_path(Some(fast));
-    tokio::spawn(serve.serve(l, server::app(state.clone()), std::future::pending()));
+    let serve = serve.fast_path(Some(fast));
+    tokio::spawn(serve.serve(l, server::app(state.clone()), shutdown));
     (addr, state)
 }
 
@@ -353,4 +364,43 @@ async fn upgrades_and_h2c_still_go_through_hyper_on_the_same_listener() {
         .await
         .unwrap();
     assert_eq!(&body[..], b"hello");
+}
+
+/// Waits for the edge to close `c` (an end of stream or a reset).
+async fn closed(c: &mut TcpStream) {
+    let read = tokio::time::timeout(Duration::from_secs(5), c.read(&mut [0u8; 1])).await;
+    assert_eq!(read.expect("not closed in time").unwrap_or(0), 0);
+}
+
+#[tokio::test]
+async fn the_fast_path_keeps_the_server_s_time_limits_and_its_shutdown() {
+    let (inst, _) = instance().await;
+    let limits = ServeLimits {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(300),
+        ..ServeLimits::default()
+    };
+    let serve = crate::net::serve::Server::new(limits);
+    let counters = serve.counters();
+    let (addr, _) = edge_on(&[inst], serve, std::future::pending()).await;
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /j/len HTTP/1.1\r\n").await.unwrap();
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(ask(&mut idle, &mut buf, &get("/j/len")).await.1, b"hello");
+    closed(&mut slow).await;
+    closed(&mut idle).await;
+    let seen = counters.snapshot();
+    assert_eq!((seen.header_timeouts, seen.idle_closed), (1, 1));
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let (addr, _) = edge_on(&[inst], server::edge_server(), shutdown).await;
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(ask(&mut c, &mut buf, &get("/j/len")).await.1, b"hello");
+    stop.send(()).unwrap();
+    // Idle, it closes at once (the idle limit is 30 s).
+    closed(&mut c).await;
 }
