@@ -19,6 +19,12 @@
 //! # }
 //! ```
 //!
+//! A server may serve some requests itself before hyper does
+//! ([`Server::fast_path`], [`FastPath`]): the edge's fast path. It hands
+//! the connection to hyper, with the bytes it read replayed, at the first
+//! request it does not serve, and keeps this module's time limits (and
+//! shutdown) itself until then.
+//!
 //! Every request carries a [`ConnInfo`] extension (peer address, whether it
 //! came on a reserve connection, and a handle to close its connection, which
 //! the SSE adapter uses on readers that stall).
