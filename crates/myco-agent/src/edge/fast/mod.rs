@@ -145,10 +145,12 @@ impl Fast {
             counters,
         };
         let mut scratch = Scratch {
-            ubuf: Buf::with_capacity(16 * 1024),
-            out: Vec::with_capacity(1024),
+            // Grown by the first forwarded request: a connection that
+            // sends none (or only errors) holds the client buffer alone.
+            ubuf: Buf::with_capacity(0),
+            out: Vec::new(),
         };
-        let mut uhead = Vec::with_capacity(1024);
+        let mut uhead = Vec::new();
         // Formatted once: the address is the connection's.
         let peer_ip = peer.ip().to_string();
         let mut rid = String::with_capacity(32);
