@@ -275,7 +275,6 @@ pub struct BadAnswer;
 
 /// Parses the response head at the start of `buf` and writes it as it
 /// leaves for the client into `out`: `None` until it is whole.
-#[allow(clippy::too_many_arguments)] // one head's worth of context
 pub fn response(
     buf: &[u8],
     head_request: bool,
