@@ -14,6 +14,8 @@
 //! - [`pool`]: the keep-alive pool to instances; [`upstream`]: its
 //!   connections (quick ACKs) and timings;
 //! - [`metrics`]: per-job counters for `/metrics`.
+//! - [`fast`]: plain keep-alive requests to local instances served
+//!   without hyper (hyper takes the connection over for anything else).
 //!
 //! - [`relay`]: requests for instances on other nodes go through that
 //!   node's agent, HTTP/2 over the mesh's mutual TLS; [`relay_tunnel`]:
@@ -21,6 +23,7 @@
 
 pub mod balance;
 pub mod body;
+pub mod fast;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -95,13 +98,17 @@ pub fn start(
         edge.relay.clone(),
     ));
     let relay_client = relay::client(options.streams);
-    let app = server::router(
+    let state = server::state(
         routes.clone(),
         me,
         pool,
         Some(relay_client),
         options.prefer_local,
     );
+    let app = server::app(state.clone());
+    let fast = fast::enabled();
+    tracing::debug!(fast, "edge: fast path (MYCO_EDGE_FAST)");
+    let server = server.fast_path(fast.then(|| Arc::new(fast::Fast::new(state)) as _));
     let follower = tokio::spawn(routes::follow(mesh, routes));
     let task = tokio::spawn(async move {
         if let Err(e) = server.serve(listener, app, shutdown).await {

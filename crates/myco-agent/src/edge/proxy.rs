@@ -73,7 +73,7 @@ thread_local! {
 
 /// A fast per-thread random number (xorshift64*): balancing and request
 /// ids need spread, not secrecy.
-fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     RNG.with(|s| {
         let mut x = s.get();
         x ^= x >> 12;

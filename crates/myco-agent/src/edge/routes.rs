@@ -173,6 +173,12 @@ impl Routes {
         self.current.load_full()
     }
 
+    /// Publishes `snapshot` as it is (tests build their own).
+    #[cfg(test)]
+    pub(crate) fn store(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+
     /// Replaces the table with the one for `view`.
     pub fn publish(&self, view: &View) {
         let next = Snapshot::build(view, &self.rule, &self.current.load());

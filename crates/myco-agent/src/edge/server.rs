@@ -39,8 +39,24 @@ pub fn router(
     relay: Option<super::relay::RelayClient>,
     prefer_local: bool,
 ) -> Router {
+    app(state(routes, me, pool, relay, prefer_local))
+}
+
+/// The app over `state` (shared with the fast path).
+pub fn app(state: Arc<EdgeState>) -> Router {
+    Router::new().fallback(proxy::handle).with_state(state)
+}
+
+/// What every edge request shares.
+pub fn state(
+    routes: Routes,
+    me: NodeId,
+    pool: super::pool::Pool,
+    relay: Option<super::relay::RelayClient>,
+    prefer_local: bool,
+) -> Arc<EdgeState> {
     let via_token = format!("myco-{me}");
-    let state = EdgeState {
+    Arc::new(EdgeState {
         routes,
         pool,
         via: HeaderValue::from_str(&format!("1.1 {via_token}"))
@@ -49,8 +65,5 @@ pub fn router(
         tunnels: super::tunnel::Tunnels::default(),
         relay,
         prefer_local,
-    };
-    Router::new()
-        .fallback(proxy::handle)
-        .with_state(Arc::new(state))
+    })
 }

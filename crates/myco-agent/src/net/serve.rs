@@ -19,6 +19,12 @@
 //! # }
 //! ```
 //!
+//! A server may serve some requests itself before hyper does
+//! ([`Server::fast_path`], [`FastPath`]): the edge's fast path. It hands
+//! the connection to hyper, with the bytes it read replayed, at the first
+//! request it does not serve, and keeps this module's time limits (and
+//! shutdown) itself until then.
+//!
 //! Every request carries a [`ConnInfo`] extension (peer address, whether it
 //! came on a reserve connection, and a handle to close its connection, which
 //! the SSE adapter uses on readers that stall).
@@ -85,6 +91,7 @@
 
 mod body;
 mod conn;
+mod fast;
 mod strict;
 
 use std::collections::VecDeque;
@@ -100,6 +107,7 @@ use tokio::task::JoinSet;
 
 pub use body::Guarded;
 pub use conn::ConnInfo;
+pub use fast::{FastConn, FastPath, Handoff};
 
 /// The limits of one [`Server`]. Every field has a default
 /// ([`ServeLimits::default`]); the module docs say why each value.
@@ -324,6 +332,8 @@ pub struct Server {
     pub(crate) admit: AdmitFn,
     pub(crate) body_limit: BodyLimitFn,
     pub(crate) counters: Arc<ServeCounters>,
+    /// Serves plain requests before hyper does ([`Server::fast_path`]).
+    pub(crate) fast: Option<Arc<dyn FastPath>>,
 }
 
 impl Server {
@@ -336,7 +346,16 @@ impl Server {
             admit: Arc::new(|head: &Parts| head.uri.path() == "/health"),
             body_limit: Arc::new(move |_: &Parts| max),
             counters: Arc::default(),
+            fast: None,
         }
+    }
+
+    /// Serves each main connection with `fast` first, hyper taking over
+    /// at the first request it hands back (reserve connections go to
+    /// hyper at once: they serve one request under admission rules).
+    pub fn fast_path(mut self, fast: Option<Arc<dyn FastPath>>) -> Self {
+        self.fast = fast;
+        self
     }
 
     /// Which requests a reserve connection serves (the rest get 503). The

@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::body::{BodyVerdict, GuardedBody, InFlight, Verdict};
+use super::fast::{FastConn, Handoff, Rewind};
 use super::strict::LineScanner;
 use super::{ServeCounters, Server};
 
@@ -208,7 +209,7 @@ impl Activity {
 /// The socket, reporting arriving bytes to the watchdog and, in strict
 /// mode, to the bare-LF scanner.
 struct Tracked {
-    inner: TcpStream,
+    inner: Rewind,
     activity: Arc<Activity>,
     scanner: Option<LineScanner>,
     counters: Arc<ServeCounters>,
@@ -305,7 +306,7 @@ impl Drop for OpenGauge {
 }
 
 impl Conn {
-    pub(super) async fn run(self, stream: TcpStream) {
+    pub(super) async fn run(self, mut stream: TcpStream) {
         let counters = self.server.counters.clone();
         counters.open.fetch_add(1, Ordering::Relaxed);
         let _open = OpenGauge(counters.clone());
@@ -319,8 +320,29 @@ impl Conn {
         // Responses are written whole by hyper; waiting for more to coalesce only adds latency.
         let _ = stream.set_nodelay(true);
         let activity = self.activity.clone();
+        let mut prefix = Vec::new();
+        if let Some(fast) = self.server.fast.clone()
+            && !self.on_reserve
+        {
+            let mut stop = self.stop.clone();
+            let conn = FastConn {
+                stream: &mut stream,
+                peer: self.peer,
+                limits: &limits,
+                counters: &counters,
+                stop: &mut stop,
+            };
+            match fast.serve(conn).await {
+                Handoff::Close => return,
+                Handoff::Hyper(read) => prefix = read,
+            }
+            // The watchdog counts from now: the fast path kept the time
+            // limits until here.
+            activity.request_started();
+            activity.request_ended();
+        }
         let io = TokioIo::new(Tracked {
-            inner: stream,
+            inner: Rewind::new(prefix, stream),
             activity: activity.clone(),
             scanner: limits.strict_line_endings.then(LineScanner::default),
             counters: counters.clone(),

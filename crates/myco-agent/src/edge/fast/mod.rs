@@ -1,0 +1,317 @@
+//! The edge's fast path: plain HTTP/1.1 keep-alive requests to local (or
+//! directly reached) instances, served without hyper, axum or a
+//! `HeaderMap`. Heads are parsed in place with `httparse`
+//! ([`head`]), rewritten straight into the bytes sent, and relayed on raw
+//! pooled connections ([`rawpool`], [`forward`]); chunked answers pass
+//! through with their framing ([`chunked`]).
+//!
+//! Why: under load the hyper path spent about 3x nginx's CPU per request,
+//! flat across hyper's two HTTP/1.1 state machines, axum's routing,
+//! header maps built and cloned, and task wake-ups (BENCHMARKS.md).
+//!
+//! It routes, balances, retries, counts and logs as [`super::proxy`] does,
+//! with the same JSON errors. The first request it does not serve hands
+//! the connection to hyper, with the bytes read so far replayed
+//! ([`crate::net::serve::Handoff::Hyper`]): an `Upgrade` or
+//! `Expect`, a `Transfer-Encoding` body, an h2c preface, HTTP/1.0, a head
+//! hyper answers with a precise error (bad syntax 400, too large or too
+//! many fields 431, a body over the limit 413), a bare LF, or a job with an
+//! instance reached through another node's relay. Reserve connections go
+//! to hyper at once.
+//!
+//! `MYCO_EDGE_FAST=0` turns it off (read once, when the edge starts).
+
+pub mod chunked;
+pub mod forward;
+pub mod head;
+pub mod io;
+pub mod rawpool;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::balance::Hop;
+use super::proxy::EdgeState;
+use crate::net::serve::{FastConn, FastPath, Handoff, ServeCounters};
+use forward::{Client, Scratch};
+use head::Parsed;
+use io::{Buf, Timer, Waited};
+
+/// Whether the fast path is on (`MYCO_EDGE_FAST`, `0` is off).
+pub fn enabled() -> bool {
+    std::env::var("MYCO_EDGE_FAST").map_or(DEFAULT_ON, |v| v != "0")
+}
+
+/// On unless turned off (the A/B in BENCHMARKS.md, "sixth pass").
+const DEFAULT_ON: bool = true;
+
+/// The fast path, shared by the edge's connections.
+pub struct Fast {
+    edge: Arc<EdgeState>,
+    pool: rawpool::RawPool,
+    via: String,
+}
+
+impl Fast {
+    /// The fast path for the edge with `edge`'s routes and identity.
+    pub fn new(edge: Arc<EdgeState>) -> Self {
+        let via = edge.via.to_str().unwrap_or("1.1 myco").to_owned();
+        Fast {
+            edge,
+            pool: rawpool::RawPool::default(),
+            via,
+        }
+    }
+}
+
+impl FastPath for Fast {
+    fn serve<'a>(
+        &'a self,
+        conn: FastConn<'a>,
+    ) -> Pin<Box<dyn Future<Output = Handoff> + Send + 'a>> {
+        Box::pin(self.run(conn))
+    }
+}
+
+/// Where the path routes: the job, and the path the instance sees
+/// (`None`: the whole target). The same rules as
+/// [`super::rewrite::target`], on the raw target with no allocation: the
+/// stripped path is a suffix of it (a `/` put in front when it has none).
+pub fn route<'a>(
+    host: Option<&'a str>,
+    target: &'a str,
+    known: impl Fn(&str) -> bool,
+) -> Option<(&'a str, Option<&'a str>)> {
+    if let Some(job) = host.and_then(|h| super::rewrite::job_from_host(h, &known)) {
+        return Some((job, None));
+    }
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    let rest = path.strip_prefix('/')?;
+    let job = rest.find('/').map_or(rest, |i| &rest[..i]);
+    if job.is_empty() {
+        return None;
+    }
+    Some((job, Some(&target[1 + job.len()..])))
+}
+
+/// A fresh request id (as [`super::proxy::fresh_id`]) written into `id`.
+fn fresh_id_into(id: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for x in [super::proxy::random(), super::proxy::random()] {
+        for shift in (0..16).rev() {
+            id.push(HEX[(x >> (shift * 4)) as usize & 15] as char);
+        }
+    }
+}
+
+/// How one request's head was dealt with before any instance was tried.
+enum Step<'g> {
+    /// Answered here (an error, written out); close the connection after
+    /// if set (its body was not read).
+    Answered { close: bool, head_len: usize },
+    /// Go to hyper with everything buffered.
+    Hyper,
+    /// Forward it.
+    Forward(Forwarding<'g>),
+}
+
+/// A request to forward, its head rewritten into the request buffer.
+struct Forwarding<'g> {
+    job: &'g str,
+    entry: &'g super::routes::JobEntry,
+    started: Instant,
+    head_len: usize,
+    body_len: u64,
+    idempotent: bool,
+    head_method: bool,
+    client_close: bool,
+}
+
+impl Fast {
+    async fn run(&self, c: FastConn<'_>) -> Handoff {
+        let FastConn {
+            stream,
+            peer,
+            limits,
+            counters,
+            stop,
+        } = c;
+        let mut client = Client {
+            stream,
+            cin: Buf::with_capacity(8 * 1024),
+            timer: Timer::default(),
+            limits,
+            counters,
+        };
+        let mut scratch = Scratch {
+            // Grown by the first forwarded request: a connection that
+            // sends none (or only errors) holds the client buffer alone.
+            ubuf: Buf::with_capacity(0),
+            out: Vec::new(),
+        };
+        let mut uhead = Vec::new();
+        // Formatted once: the address is the connection's.
+        let peer_ip = peer.ip().to_string();
+        let mut rid = String::with_capacity(32);
+        let mut served = 0u64;
+        loop {
+            // A whole head first, in the limits' time.
+            let mut head_started: Option<Instant> = None;
+            while !head::ends(client.cin.data()) && client.cin.len() < limits.max_header_bytes {
+                let (limit, counter) = match head_started {
+                    Some(t) => (
+                        limits.header_timeout.saturating_sub(t.elapsed()),
+                        &counters.header_timeouts,
+                    ),
+                    None if served == 0 => (limits.header_timeout, &counters.header_timeouts),
+                    None => (limits.idle_timeout, &counters.idle_closed),
+                };
+                if *stop.borrow() && client.cin.is_empty() {
+                    return Handoff::Close;
+                }
+                let read = tokio::select! {
+                    biased;
+                    r = io::read_some(client.stream, &mut client.cin, 8 * 1024, &mut client.timer, limit, false) => r,
+                    _ = stop.changed(), if client.cin.is_empty() => return Handoff::Close,
+                };
+                match read {
+                    Ok(0) | Err(Waited::Closed) => return Handoff::Close,
+                    Ok(_) => {
+                        head_started.get_or_insert_with(Instant::now);
+                    }
+                    Err(Waited::Timeout) => {
+                        ServeCounters::bump(counter);
+                        return Handoff::Close;
+                    }
+                }
+            }
+            // The table as it is now, not when the connection went idle.
+            let routes = self.edge.routes.load();
+            let mut hdrs = [httparse::EMPTY_HEADER; head::MAX_HEADERS];
+            let n = limits.max_headers.min(head::MAX_HEADERS);
+            let step = match head::parse(
+                client.cin.data(),
+                &mut hdrs[..n],
+                limits.max_header_bytes,
+                limits.max_body_bytes,
+            ) {
+                // An end of head that httparse does not see as one:
+                // hyper reads it its way.
+                Parsed::Partial | Parsed::Hyper => Step::Hyper,
+                Parsed::Fast(req) => self.prepare(&routes, &req, &peer_ip, &mut uhead, &mut rid),
+            };
+            let f = match step {
+                Step::Hyper => return Handoff::Hyper(client.cin.into_unread()),
+                Step::Answered { close, head_len } => {
+                    if client.send(&[&uhead]).await.is_err() || close {
+                        return Handoff::Close;
+                    }
+                    // Served: its head (no body: else `close`) is done.
+                    client.cin.consume(head_len);
+                    served += 1;
+                    continue;
+                }
+                Step::Forward(f) => f,
+            };
+            served += 1;
+            client.cin.consume(f.head_len);
+            if !self
+                .forward(&mut client, &f, &uhead, &rid, &mut scratch)
+                .await
+            {
+                return Handoff::Close;
+            }
+        }
+    }
+
+    /// Routes a parsed head: an answer written into `out` (an error), a
+    /// hand-over to hyper, or the head rewritten into `out` to forward.
+    fn prepare<'g>(
+        &self,
+        routes: &'g super::routes::Snapshot,
+        req: &head::Request<'_>,
+        ip: &str,
+        out: &mut Vec<u8>,
+        rid: &mut String,
+    ) -> Step<'g> {
+        // An answer from here closes when the client asked, or when the
+        // request's body was not read (it cannot be skipped safely).
+        let close = req.content_length > 0 || req.close;
+        let head_len = req.len;
+        let Some((job, stripped)) = route(req.host, req.target, |j| routes.jobs.contains_key(j))
+        else {
+            let msg = "no job named: use http://EDGE/<job>/... or Host: <job>";
+            head::write_error(out, 404, msg, None, None, close);
+            return Step::Answered { close, head_len };
+        };
+        let Some((job, entry)) = routes.jobs.get_key_value(job) else {
+            let msg = format!("no job {job:?} in the mesh; `myco jobs` lists them");
+            head::write_error(out, 404, &msg, Some(job), None, close);
+            return Step::Answered { close, head_len };
+        };
+        // Instances behind a relay are hyper's (HTTP/2 over mutual TLS):
+        // decided before anything is counted, so hyper counts it once.
+        if self.edge.relay.is_some() && entry.ready.iter().any(|u| matches!(u.hop, Hop::Relay(_))) {
+            return Step::Hyper;
+        }
+        let started = Instant::now();
+        let m = &entry.metrics;
+        m.request();
+        if head::is_loop(req.headers, &self.edge.via_token) {
+            let msg = "this request already passed through this edge (Via): a routing loop";
+            head::write_error(out, 508, msg, Some(job), None, close);
+            m.response(508, started.elapsed());
+            return Step::Answered { close, head_len };
+        }
+        rid.clear();
+        match head::client_request_id(req.headers) {
+            Some(id) => rid.push_str(id),
+            None => fresh_id_into(rid),
+        }
+        if entry.ready.is_empty() {
+            let msg = if entry.stopped {
+                format!("job {job:?} is stopped")
+            } else {
+                format!("job {job:?} has no ready instance right now; retry shortly")
+            };
+            tracing::debug!(job, "edge: no ready instance");
+            head::write_error(out, 503, &msg, Some(job), Some((rid, &self.via)), close);
+            m.response(503, started.elapsed());
+            return Step::Answered { close, head_len };
+        }
+        let mut path = String::new();
+        let path = match stripped {
+            None => req.target,
+            Some(s) if s.starts_with('/') => s,
+            Some(s) => {
+                path.push('/');
+                path.push_str(s);
+                &path
+            }
+        };
+        head::write_request(out, req, path, rid, ip, &self.via);
+        Step::Forward(Forwarding {
+            job,
+            entry,
+            started,
+            head_len: req.len,
+            body_len: req.content_length,
+            idempotent: matches!(
+                req.method,
+                "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+            ),
+            head_method: req.method == "HEAD",
+            client_close: req.close,
+        })
+    }
+}
+
+mod request;
+
+#[cfg(test)]
+#[path = "tests_instance.rs"]
+mod test_instance;
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
