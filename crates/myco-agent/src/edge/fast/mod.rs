@@ -31,6 +31,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use super::balance::Hop;
 use super::proxy::EdgeState;
 use crate::net::serve::{FastConn, FastPath, Handoff, ServeCounters};
@@ -216,8 +218,12 @@ impl Fast {
             };
             served += 1;
             client.cin.consume(f.head_len);
+            // As on the hyper path: the request's lines carry its id and
+            // job in an `edge` span (made only when debug is on).
+            let span = tracing::debug_span!("edge", request_id = &*rid, job = f.job);
             if !self
                 .forward(&mut client, &f, &uhead, &rid, &mut scratch)
+                .instrument(span)
                 .await
             {
                 return Handoff::Close;
