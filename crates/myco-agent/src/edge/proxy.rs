@@ -52,6 +52,15 @@ pub struct EdgeState {
     pub prefer_local: bool,
 }
 
+/// The 503's words when a job has no ready instance (both paths).
+pub(crate) fn no_ready(job: &str, stopped: bool) -> String {
+    if stopped {
+        format!("job {job:?} is stopped")
+    } else {
+        format!("job {job:?} has no ready instance right now; retry shortly")
+    }
+}
+
 /// A JSON error answer.
 fn error(status: StatusCode, msg: &str, job: Option<&str>) -> Response<Body> {
     let body = match job {
@@ -197,11 +206,7 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
     }
     let request_id = rewrite::request_id(&mut parts.headers, fresh_id);
     if entry.ready.is_empty() {
-        let msg = if entry.stopped {
-            format!("job {job:?} is stopped")
-        } else {
-            format!("job {job:?} has no ready instance right now; retry shortly")
-        };
+        let msg = no_ready(job, entry.stopped);
         tracing::debug!(job, "edge: no ready instance");
         return finish(
             m,

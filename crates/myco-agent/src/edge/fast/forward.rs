@@ -37,6 +37,30 @@ pub struct Client<'a> {
 }
 
 impl Client<'_> {
+    /// Reads up to `max` more bytes of the request body into `cin`; a
+    /// stall past the body limit is counted. `Ok` means bytes came.
+    pub async fn read_body(&mut self, max: usize) -> Result<(), Waited> {
+        let stall = self.limits.body_stall_timeout;
+        match read_some(
+            self.stream,
+            &mut self.cin,
+            max,
+            &mut self.timer,
+            stall,
+            false,
+        )
+        .await
+        {
+            Ok(n) if n > 0 => Ok(()),
+            Ok(_) => Err(Waited::Closed),
+            Err(Waited::Timeout) => {
+                ServeCounters::bump(&self.counters.body_timeouts);
+                Err(Waited::Timeout)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes to the client; a stall past the limit is counted.
     pub async fn send(&mut self, bufs: &[&[u8]]) -> Result<(), Waited> {
         let r = write_all(
@@ -241,23 +265,7 @@ async fn stream_body(
     let mut left = req.body_len - have as u64;
     while left > 0 {
         let max = (left as usize).min(READ_CHUNK);
-        match read_some(
-            client.stream,
-            &mut client.cin,
-            max,
-            &mut client.timer,
-            stall,
-            false,
-        )
-        .await
-        {
-            Ok(n) if n > 0 => {}
-            Err(Waited::Timeout) => {
-                ServeCounters::bump(&client.counters.body_timeouts);
-                return Err(Failure::Client);
-            }
-            _ => return Err(Failure::Client),
-        }
+        client.read_body(max).await.map_err(|_| Failure::Client)?;
         let n = client.cin.len();
         write_all(&*up, &[client.cin.data()], &mut client.timer, stall)
             .await

@@ -276,11 +276,7 @@ impl Fast {
             None => fresh_id_into(rid),
         }
         if entry.ready.is_empty() {
-            let msg = if entry.stopped {
-                format!("job {job:?} is stopped")
-            } else {
-                format!("job {job:?} has no ready instance right now; retry shortly")
-            };
+            let msg = super::proxy::no_ready(job, entry.stopped);
             tracing::debug!(job, "edge: no ready instance");
             head::write_error(out, 503, &msg, Some(job), Some((rid, &self.via)), close);
             m.response(503, started.elapsed());

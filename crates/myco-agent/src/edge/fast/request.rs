@@ -8,12 +8,11 @@ use std::sync::Arc;
 use myco_proto::job::Balance;
 
 use super::forward::{self, Client, Done, Req, Scratch};
-use super::io::{self, Waited};
+use super::io::Waited;
 use super::{Fast, Forwarding, head};
 use crate::edge::balance::{self, Hop, Upstream};
 use crate::edge::metrics::{JobMetrics, UpstreamError};
 use crate::edge::proxy::{EdgeState, RETRY_BODY_MAX};
-use crate::net::serve::ServeCounters;
 
 impl Fast {
     /// Forwards the request whose rewritten head is `uhead` (its own head
@@ -34,20 +33,9 @@ impl Fast {
         let buffered = f.body_len <= RETRY_BODY_MAX;
         while buffered && (client.cin.len() as u64) < f.body_len {
             let want = f.body_len as usize - client.cin.len();
-            let stall = client.limits.body_stall_timeout;
-            match io::read_some(
-                client.stream,
-                &mut client.cin,
-                want,
-                &mut client.timer,
-                stall,
-                false,
-            )
-            .await
-            {
-                Ok(n) if n > 0 => {}
+            match client.read_body(want).await {
+                Ok(()) => {}
                 Err(Waited::Timeout) => {
-                    ServeCounters::bump(&client.counters.body_timeouts);
                     let msg = "the request body stopped arriving; send it without pauses";
                     head::write_error(&mut scratch.out, 408, msg, None, None, true);
                     let _ = client.send(&[&scratch.out]).await;
