@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::body::{BodyVerdict, GuardedBody, InFlight, Verdict};
-use super::fast::{FastConn, Handoff, Rewind};
+use super::fast::{FastConn, Handoff, Rewind, rewind};
 use super::strict::LineScanner;
 use super::{ServeCounters, Server};
 
@@ -342,7 +342,7 @@ impl Conn {
             activity.request_ended();
         }
         let io = TokioIo::new(Tracked {
-            inner: Rewind::new(prefix, stream),
+            inner: rewind(prefix, stream),
             activity: activity.clone(),
             scanner: limits.strict_line_endings.then(LineScanner::default),
             counters: counters.clone(),
