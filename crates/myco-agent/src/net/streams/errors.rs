@@ -23,6 +23,9 @@ pub enum StreamError {
     /// rcgen refused to build a certificate.
     #[error("building the stream certificates failed: {0} (a bug in myco: please report it)")]
     Certificate(#[from] rcgen::Error),
+    /// The operating system gave no randomness for a fresh key.
+    #[error("the system's random source failed: {0}; check /dev/urandom and the getrandom syscall")]
+    Random(String),
     /// rustls refused a configuration.
     #[error("building the TLS configuration failed: {0} (a bug in myco: please report it)")]
     Tls(#[from] rustls::Error),

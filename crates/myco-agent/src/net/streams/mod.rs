@@ -30,6 +30,7 @@
 //! [`config`], [`errors`] and [`stats`] (the counters).
 
 mod config;
+mod crypto;
 mod errors;
 mod framing;
 mod inbound;
@@ -48,7 +49,6 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use myco_proto::channel::Channel;
 use myco_proto::{ClusterKey, NodeId};
-use rcgen::KeyPair;
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
@@ -119,7 +119,7 @@ struct Shared {
     config: StreamConfig,
     node: NodeId,
     /// Kept to re-sign the leaf when the primary key changes.
-    leaf_key: KeyPair,
+    leaf_key: tls::Ed25519Key,
     /// The configs of the current ring, with a generation bumped by each
     /// `set_keys` so live connections know to re-check their peer.
     tls: RwLock<(u64, Arc<tls::Tls>)>,

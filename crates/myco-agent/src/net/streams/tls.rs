@@ -30,13 +30,12 @@ use std::sync::Arc;
 
 use myco_proto::{ClusterKey, NodeId};
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyIdMethod, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -46,6 +45,8 @@ use rustls::{
 };
 
 use super::StreamError;
+pub(super) use super::crypto::Ed25519Key;
+use super::crypto::provider;
 
 /// The DNS name every leaf carries and every client checks: membership in
 /// the cluster is the identity that matters, not which node answered.
@@ -75,17 +76,6 @@ pub(super) fn no_common_version(error: &std::io::Error) -> bool {
 /// listener and certificates (see `edge::relay`).
 pub const RELAY_ALPN: &[u8] = b"myco-edge-h2/1";
 
-/// PKCS#8 v1 header of an Ed25519 private key (RFC 8410); the 32-byte seed follows.
-const ED25519_PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-
-/// The crypto provider: always ring, explicitly, because building configs
-/// with the process default panics if two providers get compiled in.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 /// The fixed, wide validity window (see the module docs for why).
 fn set_validity(params: &mut CertificateParams) {
     params.not_before = rcgen::date_time_ymd(1970, 1, 1);
@@ -95,7 +85,7 @@ fn set_validity(params: &mut CertificateParams) {
 /// A cluster key's CA: its self-signed certificate and an issuer to sign leaves.
 pub(super) struct Ca {
     pub(super) cert: CertificateDer<'static>,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, Ed25519Key>,
 }
 
 impl Ca {
@@ -103,13 +93,9 @@ impl Ca {
     /// serial and dates are fixed and Ed25519 signatures are deterministic,
     /// so any two nodes build the same certificate, byte for byte.
     pub(super) fn derive(key: &ClusterKey) -> Result<Ca, rcgen::Error> {
-        let mut pkcs8 = [0u8; 48];
-        pkcs8[..16].copy_from_slice(&ED25519_PKCS8_PREFIX);
-        key.derive(b"myco ca v1", &mut pkcs8[16..]);
-        let signing_key = KeyPair::from_pkcs8_der_and_sign_algo(
-            &PrivatePkcs8KeyDer::from(&pkcs8[..]),
-            &rcgen::PKCS_ED25519,
-        )?;
+        let mut seed = [0u8; 32];
+        key.derive(b"myco ca v1", &mut seed);
+        let signing_key = Ed25519Key::from_seed(&seed);
         let mut params = CertificateParams::default();
         let mut dn = rcgen::DistinguishedName::new();
         dn.push(DnType::OrganizationName, "myco");
@@ -118,6 +104,7 @@ impl Ca {
         params.serial_number = Some(SerialNumber::from_slice(&key.id().0));
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.key_identifier_method = KeyIdMethod::PreSpecified(signing_key.id());
         set_validity(&mut params);
         let cert = params.self_signed(&signing_key)?.der().clone();
         Ok(Ca {
@@ -131,7 +118,7 @@ impl Ca {
     /// tells a server who connected (see [`node_of`]).
     pub(super) fn sign_leaf(
         &self,
-        leaf_key: &KeyPair,
+        leaf_key: &Ed25519Key,
         node: NodeId,
     ) -> Result<CertificateDer<'static>, rcgen::Error> {
         let mut params = CertificateParams::default();
@@ -149,14 +136,16 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         set_validity(&mut params);
-        // The serial defaults to a hash of the (fresh) leaf public key.
+        // A hash of the (fresh) leaf public key, as rcgen's default.
+        params.serial_number = Some(leaf_key.default_serial());
+        params.key_identifier_method = KeyIdMethod::PreSpecified(leaf_key.id());
         Ok(params.signed_by(leaf_key, &self.issuer)?.der().clone())
     }
 }
 
 /// A fresh leaf key pair, made once per process and never written to disk.
-pub(super) fn leaf_key() -> Result<KeyPair, rcgen::Error> {
-    KeyPair::generate_for(&rcgen::PKCS_ED25519)
+pub(super) fn leaf_key() -> Result<Ed25519Key, StreamError> {
+    Ed25519Key::generate().map_err(|e| StreamError::Random(e.to_string()))
 }
 
 /// The node id in a leaf's "<node id>.myco" SAN, found by a byte scan
@@ -195,7 +184,7 @@ impl Tls {
     /// signed by each key's CA, and the CAs of all keys trusted.
     pub(super) fn new(
         keys: &[ClusterKey],
-        leaf_key: &KeyPair,
+        leaf_key: &Ed25519Key,
         node: NodeId,
     ) -> Result<Tls, StreamError> {
         if keys.is_empty() {
@@ -216,7 +205,7 @@ impl Tls {
     fn build(
         anchors: Vec<CertificateDer<'static>>,
         leaves: Vec<(CertificateDer<'static>, CertificateDer<'static>)>,
-        leaf_key: &KeyPair,
+        leaf_key: &Ed25519Key,
     ) -> Result<Tls, StreamError> {
         let mut roots = RootCertStore::empty();
         for ca in anchors {
@@ -226,7 +215,7 @@ impl Tls {
         let roots = Arc::new(roots);
         let mut certified = Vec::new();
         for (ca, leaf) in leaves {
-            let private = PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+            let private = PrivateKeyDer::Pkcs8(leaf_key.pkcs8().into());
             let key = CertifiedKey::from_der(vec![leaf], private, &provider())?;
             certified.push((subject_of(ca)?, Arc::new(key)));
         }
@@ -456,7 +445,7 @@ mod tests {
                 .into_iter()
                 .map(|(ca, n)| {
                     let leaf = Ca::derive(&key(n)).unwrap().sign_leaf(&lk, node).unwrap();
-                    let private = PrivateKeyDer::Pkcs8(lk.serialize_der().into());
+                    let private = PrivateKeyDer::Pkcs8(lk.pkcs8().into());
                     let ck = CertifiedKey::from_der(vec![leaf], private, &provider()).unwrap();
                     (ca, Arc::new(ck))
                 })
@@ -476,5 +465,25 @@ mod tests {
         assert_eq!(picked(&[k3.as_ref()]), 2, "primary when none is trusted");
         assert_eq!(picked(&[]), 2);
         assert!(matches!(Tls::new(&[], &lk, node), Err(StreamError::NoKey)));
+    }
+
+    /// The CA and a leaf over a fixed key are byte for byte those of the
+    /// first release (rcgen with ring's crypto): the CA is every node's
+    /// trust anchor, derived on each, and must not change under a mesh
+    /// being upgraded one node at a time.
+    #[test]
+    fn certificates_are_those_of_the_first_release() {
+        let ca = Ca::derive(&key(1)).unwrap();
+        let leaf = ca
+            .sign_leaf(&Ed25519Key::from_seed(&[9; 32]), NodeId::from_u64(5))
+            .unwrap();
+        assert_eq!(
+            hex::encode(ca.cert.as_ref()),
+            include_str!("fixtures/ca.hex").trim()
+        );
+        assert_eq!(
+            hex::encode(leaf.as_ref()),
+            include_str!("fixtures/leaf.hex").trim()
+        );
     }
 }
