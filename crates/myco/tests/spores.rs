@@ -794,7 +794,10 @@ fn executable_bit_survives_pack_and_download() {
     trust_add(n1, &publisher);
     let digest = push_cli(n1, &spore.file);
     assert_eq!(digest, spore.digest);
-    await_listed(n2, &digest, &[], false);
+    // A listing can come before its holder does (two records): wait for
+    // the holder, without which n2 has nowhere to fetch from.
+    let holder = node_id(&h, 0);
+    await_listed(n2, &digest, &[&holder], false);
     let (bytes, _) = download(n2, &digest);
     assert_eq!(digest_of(&bytes), digest);
     let file = h.root.join("downloaded.spore");
