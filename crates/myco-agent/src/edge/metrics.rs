@@ -25,33 +25,8 @@ pub const RETRY_SHARE: u64 = 5;
 /// ...plus this many.
 pub const RETRY_FLOOR: u64 = 10;
 
-/// Why a request to an instance failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// Connecting failed or was refused.
-    Connect,
-    /// No response head in time.
-    Timeout,
-    /// The connection broke or the answer was not HTTP.
-    Protocol,
-}
-
-impl UpstreamError {
-    const ALL: [UpstreamError; 3] = [
-        UpstreamError::Connect,
-        UpstreamError::Timeout,
-        UpstreamError::Protocol,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamError::Connect => "connect",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::Protocol => "protocol",
-        }
-    }
-}
+/// Why a request to an instance failed (both paths).
+pub use myco_edge_wire::UpstreamError;
 
 /// One job's counters.
 #[derive(Debug, Default)]

@@ -9,7 +9,7 @@
 //! 502 the instances failed, 504 no answer in time, 508 a loop.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -31,8 +31,8 @@ use tracing::Instrument;
 /// Largest request body read whole before sending, so that a connect
 /// failure can be retried on another instance.
 pub const RETRY_BODY_MAX: u64 = 64 * 1024;
-/// Longest wait for an instance's response head.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for an instance's response head (both paths).
+pub use myco_edge_wire::RESPONSE_TIMEOUT;
 
 /// What every edge request shares.
 pub struct EdgeState {

@@ -18,20 +18,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// How long a pooled connection may sit idle: shorter than usual upstream
-/// keep-alives (Node's 5 s is the short one), so the pool seldom sends on a
-/// connection the instance is closing.
-pub const POOL_IDLE: Duration = Duration::from_secs(4);
-/// Idle connections kept per instance.
-pub const POOL_MAX_IDLE: usize = 256;
-/// Time to connect to an instance before trying another.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pool and connect limits, shared with the fast path's raw pool.
+pub use myco_edge_wire::{CONNECT_TIMEOUT, POOL_IDLE, POOL_MAX_IDLE};
 
 /// A connection to an instance that sets `TCP_QUICKACK` when a read
 /// finds nothing while a response body is awaited.

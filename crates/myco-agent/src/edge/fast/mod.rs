@@ -21,11 +21,9 @@
 //!
 //! `MYCO_EDGE_FAST=0` turns it off (read once, when the edge starts).
 
-pub mod chunked;
-pub mod forward;
-pub mod head;
-pub mod io;
-pub mod rawpool;
+// The wire code is a crate of its own, built for speed (see its docs).
+pub use myco_edge_wire::{chunked, forward, head, io, rawpool};
+pub mod answer;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -143,8 +141,10 @@ impl Fast {
             stream,
             cin: Buf::with_capacity(8 * 1024),
             timer: Timer::default(),
-            limits,
-            counters,
+            body_stall: limits.body_stall_timeout,
+            send_stall: limits.send_stall_timeout,
+            body_timeouts: &counters.body_timeouts,
+            send_timeouts: &counters.send_timeouts,
         };
         let mut scratch = Scratch {
             // Grown by the first forwarded request: a connection that
@@ -248,12 +248,12 @@ impl Fast {
         let Some((job, stripped)) = route(req.host, req.target, |j| routes.jobs.contains_key(j))
         else {
             let msg = "no job named: use http://EDGE/<job>/... or Host: <job>";
-            head::write_error(out, 404, msg, None, None, close);
+            answer::write_error(out, 404, msg, None, None, close);
             return Step::Answered { close, head_len };
         };
         let Some((job, entry)) = routes.jobs.get_key_value(job) else {
             let msg = format!("no job {job:?} in the mesh; `myco jobs` lists them");
-            head::write_error(out, 404, &msg, Some(job), None, close);
+            answer::write_error(out, 404, &msg, Some(job), None, close);
             return Step::Answered { close, head_len };
         };
         // Instances behind a relay are hyper's (HTTP/2 over mutual TLS):
@@ -266,7 +266,7 @@ impl Fast {
         m.request();
         if head::is_loop(req.headers, &self.edge.via_token) {
             let msg = "this request already passed through this edge (Via): a routing loop";
-            head::write_error(out, 508, msg, Some(job), None, close);
+            answer::write_error(out, 508, msg, Some(job), None, close);
             m.response(508, started.elapsed());
             return Step::Answered { close, head_len };
         }
@@ -278,7 +278,7 @@ impl Fast {
         if entry.ready.is_empty() {
             let msg = super::proxy::no_ready(job, entry.stopped);
             tracing::debug!(job, "edge: no ready instance");
-            head::write_error(out, 503, &msg, Some(job), Some((rid, &self.via)), close);
+            answer::write_error(out, 503, &msg, Some(job), Some((rid, &self.via)), close);
             m.response(503, started.elapsed());
             return Step::Answered { close, head_len };
         }

@@ -9,7 +9,7 @@ use myco_proto::job::Balance;
 
 use super::forward::{self, Client, Done, Req, Scratch};
 use super::io::Waited;
-use super::{Fast, Forwarding, head};
+use super::{Fast, Forwarding, answer};
 use crate::edge::balance::{self, Hop, Upstream};
 use crate::edge::metrics::{JobMetrics, UpstreamError};
 use crate::edge::proxy::{EdgeState, RETRY_BODY_MAX};
@@ -37,7 +37,7 @@ impl Fast {
                 Ok(()) => {}
                 Err(Waited::Timeout) => {
                     let msg = "the request body stopped arriving; send it without pauses";
-                    head::write_error(&mut scratch.out, 408, msg, None, None, true);
+                    answer::write_error(&mut scratch.out, 408, msg, None, None, true);
                     let _ = client.send(&[&scratch.out]).await;
                     return false;
                 }
@@ -119,7 +119,7 @@ impl Fast {
             client.cin.consume(f.body_len as usize);
         }
         let ids = Some((rid, self.via.as_str()));
-        head::write_error(&mut scratch.out, status, &msg, Some(job), ids, close);
+        answer::write_error(&mut scratch.out, status, &msg, Some(job), ids, close);
         m.response(status, f.started.elapsed());
         client.send(&[&scratch.out]).await.is_ok() && !close
     }

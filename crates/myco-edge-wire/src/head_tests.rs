@@ -175,26 +175,3 @@ fn answers_are_framed_and_rewritten() {
     );
     assert!(bad.is_err());
 }
-
-#[test]
-fn errors_are_json_with_their_ids() {
-    let mut out = Vec::new();
-    write_error(
-        &mut out,
-        503,
-        "none",
-        Some("j"),
-        Some(("rid", "1.1 myco-me")),
-        false,
-    );
-    let s = String::from_utf8(out).unwrap();
-    let body = r#"{"error":"none","job":"j"}"#;
-    assert_eq!(
-        s,
-        format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-             x-request-id: rid\r\nvia: 1.1 myco-me\r\n\r\n{body}",
-            body.len()
-        )
-    );
-}

@@ -1,6 +1,6 @@
 //! Request and response heads for the fast path: parsed with `httparse`
 //! in place, checked for what the fast path serves, and rewritten straight
-//! into an output buffer with the same rules as [`crate::edge::rewrite`]
+//! into an output buffer with the same rules as the agent's `edge::rewrite`
 //! (hop-by-hop headers out, `X-Request-Id`, `X-Forwarded-*`, `Via`), with
 //! no `HeaderMap` in between.
 
@@ -160,7 +160,7 @@ fn hop_by_hop(name: &str, all: &[Header<'_>]) -> bool {
             .any(|h| tokens(h.value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
 }
 
-/// Longest request id kept from a client (as [`crate::edge::rewrite`]).
+/// Longest request id kept from a client (as the agent's `edge::rewrite`).
 const MAX_REQUEST_ID: usize = 128;
 
 /// The client's request id if it is short printable ASCII.
@@ -236,7 +236,8 @@ pub fn write_request(
     out.extend_from_slice(b"\r\n");
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Appends the header line `name: value`.
+pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -358,42 +359,6 @@ pub fn response(
         close,
         len,
     }))
-}
-
-/// Writes a whole JSON error answer (as the proxy's `error`), with the
-/// request id and `Via` when given (as its `finish`).
-pub fn write_error(
-    out: &mut Vec<u8>,
-    status: u16,
-    msg: &str,
-    job: Option<&str>,
-    ids: Option<(&str, &str)>,
-    close: bool,
-) {
-    let body = match job {
-        Some(j) => serde_json::json!({ "error": msg, "job": j }),
-        None => serde_json::json!({ "error": msg }),
-    }
-    .to_string();
-    let reason = axum::http::StatusCode::from_u16(status)
-        .ok()
-        .and_then(|s| s.canonical_reason())
-        .unwrap_or("");
-    out.clear();
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    if let Some((id, via)) = ids {
-        field(out, b"x-request-id", id.as_bytes());
-        field(out, b"via", via.as_bytes());
-    }
-    if close {
-        field(out, b"connection", b"close");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
 }
 
 #[cfg(test)]

@@ -6,18 +6,18 @@
 //! instance closed it while idle) is replaced by a new one and the
 //! request sent again when that is safe: an idempotent method, or the
 //! write itself failed (the instance had closed). A streamed body (over
-//! [`crate::edge::proxy::RETRY_BODY_MAX`]) is never sent twice.
+//! the agent's `edge::proxy::RETRY_BODY_MAX`) is never sent twice.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use super::head::{self, Answer, Framing};
-use super::io::{Buf, Timer, Waited, read_some, write_all};
-use super::rawpool::{RawPool, Upconn};
-use crate::edge::metrics::UpstreamError;
-use crate::edge::proxy::RESPONSE_TIMEOUT;
-use crate::net::serve::{ServeCounters, ServeLimits};
+use crate::head::{self, Answer, Framing};
+use crate::io::{Buf, Timer, Waited, read_some, write_all};
+use crate::rawpool::{RawPool, Upconn};
+use crate::{RESPONSE_TIMEOUT, UpstreamError};
 
 /// Bytes read from an instance at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -30,17 +30,21 @@ pub struct Client<'a> {
     pub cin: Buf,
     /// The connection's one timer.
     pub timer: Timer,
-    /// The server's limits.
-    pub limits: &'a ServeLimits,
-    /// The server's counters.
-    pub counters: &'a ServeCounters,
+    /// Longest wait for more of a request body.
+    pub body_stall: Duration,
+    /// Longest wait for the client to take more of an answer.
+    pub send_stall: Duration,
+    /// Counts body reads that stalled past `body_stall`.
+    pub body_timeouts: &'a AtomicU64,
+    /// Counts writes that stalled past `send_stall`.
+    pub send_timeouts: &'a AtomicU64,
 }
 
 impl Client<'_> {
     /// Reads up to `max` more bytes of the request body into `cin`; a
     /// stall past the body limit is counted. `Ok` means bytes came.
     pub async fn read_body(&mut self, max: usize) -> Result<(), Waited> {
-        let stall = self.limits.body_stall_timeout;
+        let stall = self.body_stall;
         match read_some(
             self.stream,
             &mut self.cin,
@@ -54,7 +58,7 @@ impl Client<'_> {
             Ok(n) if n > 0 => Ok(()),
             Ok(_) => Err(Waited::Closed),
             Err(Waited::Timeout) => {
-                ServeCounters::bump(&self.counters.body_timeouts);
+                self.body_timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(Waited::Timeout)
             }
             Err(e) => Err(e),
@@ -63,15 +67,9 @@ impl Client<'_> {
 
     /// Writes to the client; a stall past the limit is counted.
     pub async fn send(&mut self, bufs: &[&[u8]]) -> Result<(), Waited> {
-        let r = write_all(
-            &*self.stream,
-            bufs,
-            &mut self.timer,
-            self.limits.send_stall_timeout,
-        )
-        .await;
+        let r = write_all(&*self.stream, bufs, &mut self.timer, self.send_stall).await;
         if r == Err(Waited::Timeout) {
-            ServeCounters::bump(&self.counters.send_timeouts);
+            self.send_timeouts.fetch_add(1, Ordering::Relaxed);
         }
         r
     }
@@ -183,7 +181,7 @@ async fn exchange(
     scratch: &mut Scratch,
 ) -> Result<Answer, Failure> {
     let up = &mut conn.stream;
-    let stall = client.limits.body_stall_timeout;
+    let stall = client.body_stall;
     if req.buffered {
         let body = &client.cin.data()[..req.body_len as usize];
         write_all(&*up, &[req.head, body], &mut client.timer, stall)
@@ -251,7 +249,7 @@ async fn stream_body(
     up: &mut TcpStream,
     req: &Req<'_>,
 ) -> Result<(), Failure> {
-    let stall = client.limits.body_stall_timeout;
+    let stall = client.body_stall;
     let have = (client.cin.len() as u64).min(req.body_len) as usize;
     write_all(
         &*up,
@@ -289,7 +287,7 @@ async fn relay_body(
     let Scratch { ubuf, out } = scratch;
     ubuf.consume(answer.len);
     let keep = !req.client_close && answer.framing != Framing::UntilClose;
-    let mut chunked = super::chunked::Chunked::default();
+    let mut chunked = crate::chunked::Chunked::default();
     let mut left = match answer.framing {
         Framing::Length(n) => n,
         _ => 0,

@@ -1,6 +1,6 @@
 //! The fast path's keep-alive pool: raw TCP connections to instances,
 //! a stack of idle ones per address (the most recent first: warm, and the
-//! least likely to have been closed by the instance), as [`super::super::pool`]
+//! least likely to have been closed by the instance), as the agent's `edge::pool`
 //! keeps hyper's. Idle connections older than [`POOL_IDLE`] are dropped
 //! when met; a pop skips connections the instance closed (a read check
 //! that costs no syscall while tokio knows the socket has nothing).
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 
-use crate::edge::upstream::{CONNECT_TIMEOUT, POOL_IDLE, POOL_MAX_IDLE};
+use crate::{CONNECT_TIMEOUT, POOL_IDLE, POOL_MAX_IDLE};
 
 /// An idle connection and since when.
 type Idle = (TcpStream, Instant);

@@ -123,7 +123,7 @@ impl Buf {
 /// Reads what is there (at most `max` bytes) onto the end of `buf`,
 /// waiting at most `limit`. `Ok(0)` is the peer's end of stream. With
 /// `quick_ack`, a read that finds nothing first acknowledges what arrived
-/// at once (see [`crate::edge::upstream`]: an instance that writes head
+/// at once (see the agent's `edge::upstream`: an instance that writes head
 /// and body apart waits for that ACK).
 ///
 /// Through `poll_read`, not `try_read`: tokio forgets a socket's readiness
