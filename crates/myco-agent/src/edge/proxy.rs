@@ -61,13 +61,19 @@ pub(crate) fn no_ready(job: &str, stopped: bool) -> String {
     }
 }
 
-/// A JSON error answer.
-fn error(status: StatusCode, msg: &str, job: Option<&str>) -> Response<Body> {
-    let body = match job {
+/// The JSON body of every edge error answer, on both paths: `error`, and
+/// `job` when the request named one.
+pub(crate) fn error_body(msg: &str, job: Option<&str>) -> String {
+    match job {
         Some(j) => serde_json::json!({ "error": msg, "job": j }),
         None => serde_json::json!({ "error": msg }),
-    };
-    let mut r = Response::new(Body::from(body.to_string()));
+    }
+    .to_string()
+}
+
+/// A JSON error answer.
+fn error(status: StatusCode, msg: &str, job: Option<&str>) -> Response<Body> {
+    let mut r = Response::new(Body::from(error_body(msg, job)));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

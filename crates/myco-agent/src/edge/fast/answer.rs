@@ -15,11 +15,7 @@ pub fn write_error(
     ids: Option<(&str, &str)>,
     close: bool,
 ) {
-    let body = match job {
-        Some(j) => serde_json::json!({ "error": msg, "job": j }),
-        None => serde_json::json!({ "error": msg }),
-    }
-    .to_string();
+    let body = crate::edge::proxy::error_body(msg, job);
     let reason = axum::http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
