@@ -5,24 +5,37 @@
 //! no `HeaderMap` in between.
 
 use std::io::Write as _;
+use std::mem::MaybeUninit;
 
 use httparse::Header;
 
 /// Most header fields the fast path parses (more: hyper answers 431).
 pub const MAX_HEADERS: usize = 64;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) and `Upgrade`, never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Room for a head's fields, left uninitialised: `httparse` writes the
+/// ones it parses (64 empty fields written per head cost more than
+/// parsing a small one).
+pub type Slots<'b> = [MaybeUninit<Header<'b>>; MAX_HEADERS];
+
+/// Empty room for a head's fields.
+pub fn slots<'b>() -> Slots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// Whether `name` is a hop-by-hop header (RFC 9110 §7.6.1) or `Upgrade`,
+/// never forwarded. Sorted by length first: most names are none of them.
+fn is_hop_by_hop(name: &str) -> bool {
+    match name.len() {
+        2 => is(name, "te"),
+        7 => is(name, "trailer") || is(name, "upgrade"),
+        10 => is(name, "connection") || is(name, "keep-alive"),
+        16 => is(name, "proxy-connection"),
+        17 => is(name, "transfer-encoding"),
+        18 => is(name, "proxy-authenticate"),
+        19 => is(name, "proxy-authorization"),
+        _ => false,
+    }
+}
 
 /// A request head the fast path serves.
 #[derive(Debug)]
@@ -39,6 +52,8 @@ pub struct Request<'a> {
     pub close: bool,
     /// Its header fields.
     pub headers: &'a [Header<'a>],
+    /// The head's bytes, as they came.
+    pub raw: &'a [u8],
     /// The head's length in bytes.
     pub len: usize,
 }
@@ -63,12 +78,12 @@ fn is(name: &str, want: &str) -> bool {
 /// header size limit, `max_body` its body limit.
 pub fn parse<'b>(
     buf: &'b [u8],
-    headers: &'b mut [Header<'b>],
+    headers: &'b mut [MaybeUninit<Header<'b>>],
     max_bytes: usize,
     max_body: u64,
 ) -> Parsed<'b> {
-    let mut req = httparse::Request::new(headers);
-    let len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(n)) if n <= max_bytes => n,
         Ok(httparse::Status::Partial) if buf.len() < max_bytes => return Parsed::Partial,
         // Too large, too many fields, not HTTP/1.x (an h2c preface), bad
@@ -125,6 +140,7 @@ pub fn parse<'b>(
         content_length: content_length.unwrap_or(0),
         close,
         headers,
+        raw: &buf[..len],
         len,
     })
 }
@@ -133,6 +149,10 @@ pub fn parse<'b>(
 /// ends included, so that such a head goes to hyper's strict refusal
 /// rather than waiting for a CRLF that never comes).
 pub fn ends(buf: &[u8]) -> bool {
+    // A head usually arrives whole, and alone.
+    if buf.ends_with(b"\r\n\r\n") {
+        return true;
+    }
     buf.iter().enumerate().any(|(i, &b)| {
         b == b'\n' && (buf[i + 1..].starts_with(b"\r\n") || buf[i + 1..].starts_with(b"\n"))
     })
@@ -150,14 +170,33 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
-/// Whether a header named `name` must not be forwarded: hop-by-hop, or
-/// named in a `Connection` header of `all`.
-fn hop_by_hop(name: &str, all: &[Header<'_>]) -> bool {
-    HOP_BY_HOP.iter().any(|h| is(name, h))
-        || all
-            .iter()
-            .filter(|h| is(h.name, "connection"))
-            .any(|h| tokens(h.value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+/// Which headers of one head must not be forwarded: the hop-by-hop ones
+/// and those its `Connection` headers name. Built once per head.
+struct HopByHop<'h> {
+    all: &'h [Header<'h>],
+    /// Some `Connection` header names more than `keep-alive` (a field
+    /// that is hop-by-hop already): most heads name nothing else.
+    names_fields: bool,
+}
+
+impl<'h> HopByHop<'h> {
+    fn new(all: &'h [Header<'h>]) -> Self {
+        let names_fields = all.iter().filter(|h| is(h.name, "connection")).any(|h| {
+            tokens(h.value).any(|t| !(t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive")))
+        });
+        HopByHop { all, names_fields }
+    }
+
+    /// Whether the header named `name` must not be forwarded.
+    fn drops(&self, name: &str) -> bool {
+        is_hop_by_hop(name)
+            || (self.names_fields
+                && self
+                    .all
+                    .iter()
+                    .filter(|h| is(h.name, "connection"))
+                    .any(|h| tokens(h.value).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))))
+    }
 }
 
 /// Longest request id kept from a client (as the agent's `edge::rewrite`).
@@ -170,6 +209,20 @@ pub fn client_request_id<'a>(headers: &[Header<'a>]) -> Option<&'a str> {
     (!v.is_empty() && v.len() <= MAX_REQUEST_ID && v.iter().all(u8::is_ascii_graphic))
         .then(|| std::str::from_utf8(v).ok())
         .flatten()
+}
+
+/// Appends the 32 hex digits of `a` then `b` to `id` (a fresh request
+/// id), formed as bytes and checked once: pushed as `char`s one by one
+/// they cost as much as parsing the request's head.
+pub fn push_hex_id(id: &mut String, a: u64, b: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 32];
+    let bytes = a.to_be_bytes().into_iter().chain(b.to_be_bytes());
+    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 15)];
+    }
+    id.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
 }
 
 /// Whether `Via` names this edge (`via_token`): a routing loop.
@@ -195,12 +248,16 @@ pub fn write_request(
     via: &str,
 ) {
     out.clear();
+    // Room for the head and what is added, so that no field grows it.
+    out.reserve(req.len + request_id.len() + client.len() + via.len() + 128);
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff = None;
     let (mut proto, mut fhost) = (false, false);
+    let hop = HopByHop::new(req.headers);
+    let mut lines = Lines::new(req.raw);
     for h in req.headers {
         let n = h.name;
         if is(n, "x-request-id") {
@@ -213,11 +270,12 @@ pub fn write_request(
         }
         proto |= is(n, "x-forwarded-proto");
         fhost |= is(n, "x-forwarded-host");
-        if hop_by_hop(n, req.headers) {
+        if hop.drops(n) {
             continue;
         }
-        field(out, n.as_bytes(), h.value);
+        lines.keep(out, h);
     }
+    lines.flush(out);
     field(out, b"x-request-id", request_id.as_bytes());
     out.extend_from_slice(b"x-forwarded-for: ");
     if let Some(prev) = xff.filter(|v| v.iter().all(|b| b.is_ascii_graphic() || *b == b' ')) {
@@ -242,6 +300,60 @@ pub fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// Header lines kept as they came: copied from the head's own bytes, each
+/// run of consecutive kept lines at once (a field written as name, ": ",
+/// value and CRLF is four copies; most heads keep all their lines but one
+/// or two).
+struct Lines<'a> {
+    head: &'a [u8],
+    /// The run not yet copied: its start and end in `head`.
+    run: Option<(usize, usize)>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(head: &'a [u8]) -> Self {
+        Lines { head, run: None }
+    }
+
+    /// Keeps header `h` of this head, as it came.
+    fn keep(&mut self, out: &mut Vec<u8>, h: &Header<'_>) {
+        let Some((start, end)) = self.line_of(h) else {
+            // Not a CRLF line of this head's bytes: written afresh.
+            self.flush(out);
+            field(out, h.name.as_bytes(), h.value);
+            return;
+        };
+        match self.run {
+            Some((s, e)) if e == start => self.run = Some((s, end)),
+            _ => {
+                self.flush(out);
+                self.run = Some((start, end));
+            }
+        }
+    }
+
+    /// Copies the run kept so far.
+    fn flush(&mut self, out: &mut Vec<u8>) {
+        if let Some((s, e)) = self.run.take() {
+            out.extend_from_slice(&self.head[s..e]);
+        }
+    }
+
+    /// Where header `h`'s line is in the head: from its name to its CRLF.
+    fn line_of(&self, h: &Header<'_>) -> Option<(usize, usize)> {
+        let base = self.head.as_ptr() as usize;
+        let start = (h.name.as_ptr() as usize).checked_sub(base)?;
+        let value = (h.value.as_ptr() as usize).checked_sub(base)?;
+        let value_end = value.checked_add(h.value.len())?;
+        if start >= value || value_end > self.head.len() {
+            return None;
+        }
+        // After the value: its trailing blanks (httparse trims them), CRLF.
+        let lf = value_end + self.head[value_end..].iter().position(|&b| b == b'\n')?;
+        (lf > start && self.head[lf - 1] == b'\r').then_some((start, lf + 1))
+    }
 }
 
 /// How a response's body is delimited.
@@ -284,9 +396,14 @@ pub fn response(
     client_close: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<Answer>, BadAnswer> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let mut headers = slots();
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    );
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => return Ok(None),
         _ => return Err(BadAnswer),
@@ -327,6 +444,7 @@ pub fn response(
         length.map_or(Framing::UntilClose, Framing::Length)
     };
     out.clear();
+    out.reserve(len + request_id.len() + via.len() + 64);
     // An HTTP/1.1 status line goes as it came (no formatting per answer).
     let line = buf.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1);
     if version == 1 && buf[..line].ends_with(b"\r\n") {
@@ -336,17 +454,20 @@ pub fn response(
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    let hop = HopByHop::new(resp.headers);
+    let mut lines = Lines::new(&buf[..len]);
     for h in resp.headers.iter() {
         let n = h.name;
         let framing_header = (te && is(n, "transfer-encoding")) || (!te && is(n, "content-length"));
         if is(n, "x-request-id")
             || (te && is(n, "content-length"))
-            || (!framing_header && hop_by_hop(n, resp.headers))
+            || (!framing_header && hop.drops(n))
         {
             continue;
         }
-        field(out, n.as_bytes(), h.value);
+        lines.keep(out, h);
     }
+    lines.flush(out);
     field(out, b"x-request-id", request_id.as_bytes());
     field(out, b"via", via.as_bytes());
     if client_close || framing == Framing::UntilClose {

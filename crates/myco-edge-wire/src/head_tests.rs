@@ -1,7 +1,7 @@
 use super::*;
 
 fn parse_ok(raw: &[u8], f: impl FnOnce(&Request<'_>)) {
-    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut hdrs = slots();
     match parse(raw, &mut hdrs, 16 * 1024, 1 << 30) {
         Parsed::Fast(r) => f(&r),
         other => panic!("not fast: {other:?}"),
@@ -9,7 +9,7 @@ fn parse_ok(raw: &[u8], f: impl FnOnce(&Request<'_>)) {
 }
 
 fn verdict(raw: &[u8]) -> &'static str {
-    let mut hdrs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut hdrs = slots();
     match parse(raw, &mut hdrs, 16 * 1024, 100) {
         Parsed::Fast(_) => "fast",
         Parsed::Partial => "partial",
@@ -174,4 +174,29 @@ fn answers_are_framed_and_rewritten() {
         &mut out,
     );
     assert!(bad.is_err());
+}
+
+#[test]
+fn a_fresh_request_id_is_both_numbers_in_hex() {
+    let mut id = String::from("x");
+    push_hex_id(&mut id, 0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
+    assert_eq!(id, "x0123456789abcdeffedcba9876543210");
+    id.clear();
+    push_hex_id(&mut id, 0, 1);
+    assert_eq!(id, format!("{:016x}{:016x}", 0, 1));
+}
+
+#[test]
+fn kept_lines_go_as_they_came_and_bare_lf_lines_are_written_afresh() {
+    let (_, out) = answer(
+        b"HTTP/1.1 200 OK\r\nX-A:  spaced  \r\nX-E:\r\nConnection: keep-alive\r\n\
+          X-L: l\nContent-Length: 0\r\nX-Z: z\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(
+        out,
+        "HTTP/1.1 200 OK\r\nX-A:  spaced  \r\nX-E:\r\nX-L: l\r\nContent-Length: 0\r\nX-Z: z\r\n\
+         x-request-id: rid\r\nvia: 1.1 myco-me\r\n\r\n"
+    );
 }

@@ -100,15 +100,10 @@ pub(crate) fn random() -> u64 {
 }
 
 /// A fresh request id: 32 hex digits (the API's requests use it too).
-/// Written digit by digit: `format!` costs a formatter per request.
+/// Not through `format!`: that costs a formatter per request.
 pub(crate) fn fresh_id() -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut id = String::with_capacity(32);
-    for x in [random(), random()] {
-        for shift in (0..16).rev() {
-            id.push(HEX[(x >> (shift * 4)) as usize & 15] as char);
-        }
-    }
+    myco_edge_wire::head::push_hex_id(&mut id, random(), random());
     id
 }
 

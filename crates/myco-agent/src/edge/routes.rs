@@ -160,7 +160,12 @@ impl Routes {
 
     /// Milliseconds on the edge's clock (for ejections).
     pub fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.ms_at(std::time::Instant::now())
+    }
+
+    /// `at` on the edge's clock, in milliseconds (a time already read).
+    pub fn ms_at(&self, at: std::time::Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// The table now (a cheap guard; hold it for one request).

@@ -404,3 +404,45 @@ async fn the_fast_path_keeps_the_server_s_time_limits_and_its_shutdown() {
     // Idle, it closes at once (the idle limit is 30 s).
     closed(&mut c).await;
 }
+
+#[test]
+fn routes_as_the_hyper_path_does() {
+    use crate::edge::rewrite::{self, PathOrWhole};
+    let known = |j: &str| ["j", "web"].contains(&j);
+    let cases = [
+        (None, "/j/a/b?q=1"),
+        (None, "/j"),
+        (None, "/j?x=1"),
+        (None, "/j/"),
+        (None, "/"),
+        (None, "//x"),
+        (None, "/?q"),
+        (None, "/unknown/x"),
+        (Some("web"), "/a"),
+        (Some("web.example:80"), "/x?y"),
+        (Some("web:"), "/q"),
+        (Some("127.0.0.1:8080"), "/j/z"),
+        (Some("[::1]:80"), "/j"),
+        (Some("other.web"), "/j/k"),
+        (Some(""), "/j/k"),
+    ];
+    for (host, target) in cases {
+        let pq: axum::http::uri::PathAndQuery = target.parse().unwrap();
+        let want = rewrite::target(host, &pq, known).map(|t| {
+            let path = match t.path {
+                PathOrWhole::Whole => target.to_string(),
+                PathOrWhole::Stripped(s) => s,
+            };
+            (t.job.to_string(), path)
+        });
+        let got = route(host, target, known).map(|(job, stripped)| {
+            let path = match stripped {
+                None => target.to_string(),
+                Some(s) if s.starts_with('/') => s.to_string(),
+                Some(s) => format!("/{s}"),
+            };
+            (job.to_string(), path)
+        });
+        assert_eq!(got, want, "Host {host:?}, target {target}");
+    }
+}
