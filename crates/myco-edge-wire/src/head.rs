@@ -50,6 +50,8 @@ pub struct Request<'a> {
     pub content_length: u64,
     /// The client said `Connection: close`.
     pub close: bool,
+    /// A `Connection` header names fields to drop (see [`names_fields`]).
+    pub connection_names: bool,
     /// Its header fields.
     pub headers: &'a [Header<'a>],
     /// The head's bytes, as they came.
@@ -105,6 +107,7 @@ pub fn parse<'b>(
     let mut host = None;
     let mut content_length = None;
     let mut close = false;
+    let mut connection_names = false;
     for h in headers {
         let n = h.name;
         if is(n, "host") {
@@ -131,6 +134,7 @@ pub fn parse<'b>(
                 }
                 close |= token.eq_ignore_ascii_case(b"close");
             }
+            connection_names |= names_fields(h.value);
         }
     }
     Parsed::Fast(Request {
@@ -139,6 +143,7 @@ pub fn parse<'b>(
         host,
         content_length: content_length.unwrap_or(0),
         close,
+        connection_names,
         headers,
         raw: &buf[..len],
         len,
@@ -170,6 +175,12 @@ fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
     v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
+/// Whether a `Connection` value names more than `keep-alive` (a field
+/// that is hop-by-hop already): most heads name nothing else.
+fn names_fields(value: &[u8]) -> bool {
+    tokens(value).any(|t| !(t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive")))
+}
+
 /// Which headers of one head must not be forwarded: the hop-by-hop ones
 /// and those its `Connection` headers name. Built once per head.
 struct HopByHop<'h> {
@@ -180,10 +191,9 @@ struct HopByHop<'h> {
 }
 
 impl<'h> HopByHop<'h> {
-    fn new(all: &'h [Header<'h>]) -> Self {
-        let names_fields = all.iter().filter(|h| is(h.name, "connection")).any(|h| {
-            tokens(h.value).any(|t| !(t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive")))
-        });
+    /// For the head with fields `all`; `names_fields` as [`names_fields`]
+    /// found on its `Connection` headers (while the head was read).
+    fn new(all: &'h [Header<'h>], names_fields: bool) -> Self {
         HopByHop { all, names_fields }
     }
 
@@ -217,10 +227,11 @@ pub fn client_request_id<'a>(headers: &[Header<'a>]) -> Option<&'a str> {
 pub fn push_hex_id(id: &mut String, a: u64, b: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut digits = [0u8; 32];
-    let bytes = a.to_be_bytes().into_iter().chain(b.to_be_bytes());
-    for (pair, byte) in digits.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 15)];
+    let (high, low) = digits.split_at_mut(16);
+    for (half, x) in [(high, a), (low, b)] {
+        for (i, d) in half.iter_mut().enumerate() {
+            *d = HEX[(x >> (60 - 4 * i)) as usize & 15];
+        }
     }
     id.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
 }
@@ -256,7 +267,7 @@ pub fn write_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut xff = None;
     let (mut proto, mut fhost) = (false, false);
-    let hop = HopByHop::new(req.headers);
+    let hop = HopByHop::new(req.headers, req.connection_names);
     let mut lines = Lines::new(req.raw);
     for h in req.headers {
         let n = h.name;
@@ -413,6 +424,7 @@ pub fn response(
     };
     let mut close = version == 0;
     let (mut length, mut chunked, mut te) = (None, false, false);
+    let mut connection_names = false;
     for h in resp.headers.iter() {
         if is(h.name, "content-length") {
             let v = std::str::from_utf8(h.value)
@@ -429,6 +441,7 @@ pub fn response(
                 .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
         } else if is(h.name, "connection") {
             close |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
+            connection_names |= names_fields(h.value);
         }
     }
     let framing = if head_request || (100..200).contains(&status) || status == 204 || status == 304
@@ -454,7 +467,7 @@ pub fn response(
         out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let hop = HopByHop::new(resp.headers);
+    let hop = HopByHop::new(resp.headers, connection_names);
     let mut lines = Lines::new(&buf[..len]);
     for h in resp.headers.iter() {
         let n = h.name;
