@@ -26,17 +26,27 @@
 # crate myco; latency from when each request was due, as wrk2 measures):
 # for the added latency at a given load, e.g. half of nginx's peak.
 #
+# With --callgrind, the agent runs under valgrind's callgrind instead and
+# only the edge is driven: it prints the agent's user-space instructions
+# per request (wrk -tTHREADS -cCONNS for SECS, less the agent's own
+# background over an idle window as long). Unlike CPU time, that count
+# does not depend on what else the machine runs, so it can compare two
+# builds on a busy machine; kernel time is not in it. Build with symbols
+# to read where they go (callgrind_annotate on the dump it names):
+#   CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
+#
 # Usage: bench/edge.sh [--bin target/release/myco] [--base 23000]
 #                      [--threads 2] [--conns 64] [--secs 10] [--workers 2]
 #                      [--relay] [--delay MS] [--rate R]
-#                      [--rate-bin target/release/examples/edge_rate]
+#                      [--rate-bin target/release/examples/edge_rate] [--callgrind]
 # Needs wrk and nginx (apt install wrk nginx). Run from the repository root.
 set -euo pipefail
 
 BIN=target/release/myco BASE=23000 THREADS=2 CONNS=64 SECS=10 WORKERS=2 RELAY="" DELAY=""
-RATE="" RATE_BIN=target/release/examples/edge_rate
+RATE="" RATE_BIN=target/release/examples/edge_rate CALLGRIND=""
 while [ $# -gt 0 ]; do
   case $1 in
+    --callgrind) CALLGRIND=1; shift;;
     --relay) RELAY=1; shift;;
     --delay) DELAY=$2; shift 2;;
     --rate) RATE=$2; shift 2;; --rate-bin) RATE_BIN=$2; shift 2;;
@@ -66,10 +76,15 @@ cleanup() {
 trap cleanup EXIT
 
 API=http://127.0.0.1:$((BASE + 1)) EDGE=http://127.0.0.1:$((BASE + 2)) NGINX_PORT=$((BASE + 5))
-"$BIN" agent --data-dir "$W/n1" --name bench --bind 127.0.0.1:$BASE --api 127.0.0.1:$((BASE + 1)) \
+WRAP=()
+if [ -n "$CALLGRIND" ]; then
+  command -v valgrind >/dev/null || { echo "valgrind is missing (apt install valgrind)" >&2; exit 2; }
+  WRAP=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$W/callgrind.out")
+fi
+"${WRAP[@]}" "$BIN" agent --data-dir "$W/n1" --name bench --bind 127.0.0.1:$BASE --api 127.0.0.1:$((BASE + 1)) \
   --edge 127.0.0.1:$((BASE + 2)) --tag role=backend >"$W/agent.log" 2>&1 &
 AGENT=$!
-for _ in $(seq 100); do curl -sf "$API/health" >/dev/null && break; sleep 0.1; done
+for _ in $(seq 600); do curl -sf "$API/health" >/dev/null && break; sleep 0.1; done
 TOKEN=$(cat "$W/n1/api-token")
 
 # The backend spore: nginx on $PORT, configured at start.
@@ -154,6 +169,23 @@ run() { # NAME URL PIDS...
   printf '%-8s %10s req/s  p50 %-9s p99 %-9s cpu_s/1k_req %-8s rss_mb %s\n' "$name" "$rps" "$p50" "$p99" "$cpu" "$rss"
   grep -E "Non-2xx|Socket errors" "$W/wrk-$name.txt" || true
 }
+
+if [ -n "$CALLGRIND" ]; then
+  # Instructions counted only between `-i on` and `-i off`; each dump
+  # holds what was counted since the one before.
+  instr() { callgrind_control -i "$1" "$AGENT" >/dev/null 2>&1; }
+  counted() { callgrind_control -d "$AGENT" >/dev/null 2>&1; sleep 1; awk '/^totals:/ {print $2}' "$W/callgrind.out.$1"; }
+  wrk -t1 -c8 -d2s "$EDGE/bench/" >/dev/null
+  instr on; sleep "$SECS"; instr off; idle=$(counted 1)
+  instr on; wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" "$EDGE/bench/" >"$W/wrk-cg.txt"; instr off
+  busy=$(counted 2)
+  total=$(awk '/requests in/ {print $1}' "$W/wrk-cg.txt")
+  echo "callgrind: wrk -t$THREADS -c$CONNS -d${SECS}s through the edge: $total requests"
+  echo "agent instructions: $busy under load, $idle over as long idle; per request $(( (busy - idle) / total ))"
+  cp "$W/callgrind.out.2" "${CALLGRIND_KEEP:-/tmp/edge-callgrind.out}"
+  echo "dump of the loaded window: ${CALLGRIND_KEEP:-/tmp/edge-callgrind.out}"
+  exit 0
+fi
 
 echo "wrk -t$THREADS -c$CONNS -d${SECS}s --latency${DELAY:+ (delay $DELAY ms per connection)}; nginx workers $WORKERS; backend $ADDR"
 run direct "http://$ADDR/"
