@@ -6,12 +6,12 @@
 //! that costs no syscall while tokio knows the socket has nothing).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use rustc_hash::FxBuildHasher;
 use tokio::net::TcpStream;
 
 use crate::{CONNECT_TIMEOUT, POOL_IDLE, POOL_MAX_IDLE};
@@ -25,45 +25,11 @@ pub struct RawPool {
     idle: Arc<Mutex<IdleMap>>,
 }
 
-/// Idle connections by instance address.
-type IdleMap = HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>;
-
-/// A multiply-rotate hasher for the pool's keys: two lookups per request
-/// with the standard SipHash cost more than the rest of the pool's work.
-/// The keys are instance addresses from the mesh's own state, not chosen
-/// by clients, so a hash that can be flooded is no risk here.
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl Hasher for AddrHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_u16(&mut self, n: u16) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// Idle connections by instance address, hashed with FxHash: two
+/// lookups per request with the standard SipHash cost more than the rest
+/// of the pool's work. The keys are instance addresses from the mesh's own
+/// state, not chosen by clients, so a hash that can be flooded is no risk.
+type IdleMap = HashMap<SocketAddr, Vec<Idle>, FxBuildHasher>;
 
 /// A connection to an instance and whether it came from the pool (then
 /// a failure before any answer byte may be its staleness, not the
