@@ -54,10 +54,8 @@ pub struct Request<'a> {
     pub connection_names: bool,
     /// Its header fields.
     pub headers: &'a [Header<'a>],
-    /// The head's bytes, as they came.
+    /// The head's bytes, as they came (its length is the head's).
     pub raw: &'a [u8],
-    /// The head's length in bytes.
-    pub len: usize,
 }
 
 /// What a look at the buffered bytes found.
@@ -146,7 +144,6 @@ pub fn parse<'b>(
         connection_names,
         headers,
         raw: &buf[..len],
-        len,
     })
 }
 
@@ -185,8 +182,7 @@ fn names_fields(value: &[u8]) -> bool {
 /// and those its `Connection` headers name. Built once per head.
 struct HopByHop<'h> {
     all: &'h [Header<'h>],
-    /// Some `Connection` header names more than `keep-alive` (a field
-    /// that is hop-by-hop already): most heads name nothing else.
+    /// [`names_fields`] of some `Connection` header of the head.
     names_fields: bool,
 }
 
@@ -260,7 +256,7 @@ pub fn write_request(
 ) {
     out.clear();
     // Room for the head and what is added, so that no field grows it.
-    out.reserve(req.len + request_id.len() + client.len() + via.len() + 128);
+    out.reserve(req.raw.len() + request_id.len() + client.len() + via.len() + 128);
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());

@@ -62,7 +62,7 @@ fn the_request_head_leaves_rewritten() {
             ("POST", "/j/p?q=1", Some("edge:80"))
         );
         assert_eq!(
-            (r.content_length, r.close, r.len),
+            (r.content_length, r.close, r.raw.len()),
             (2, false, raw.len() - 2)
         );
         assert_eq!(client_request_id(r.headers), Some("abc"));

@@ -103,8 +103,13 @@ pub(crate) fn random() -> u64 {
 /// Not through `format!`: that costs a formatter per request.
 pub(crate) fn fresh_id() -> String {
     let mut id = String::with_capacity(32);
-    myco_edge_wire::head::push_hex_id(&mut id, random(), random());
+    fresh_id_into(&mut id);
     id
+}
+
+/// A fresh request id appended to `id` (the fast path reuses one buffer).
+pub(crate) fn fresh_id_into(id: &mut String) {
+    myco_edge_wire::head::push_hex_id(id, random(), random());
 }
 
 /// The request body, as it can be sent: once (streamed) or again (read).

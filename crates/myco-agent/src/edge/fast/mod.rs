@@ -103,11 +103,6 @@ pub fn route<'a>(
     Some((job, Some(&target[end..])))
 }
 
-/// A fresh request id (as [`super::proxy::fresh_id`]) written into `id`.
-fn fresh_id_into(id: &mut String) {
-    head::push_hex_id(id, super::proxy::random(), super::proxy::random());
-}
-
 /// How one request's head was dealt with before any instance was tried.
 enum Step<'g> {
     /// Answered here (an error, written out); close the connection after
@@ -253,7 +248,7 @@ impl Fast {
         // An answer from here closes when the client asked, or when the
         // request's body was not read (it cannot be skipped safely).
         let close = req.content_length > 0 || req.close;
-        let head_len = req.len;
+        let head_len = req.raw.len();
         let Some((job, stripped)) = route(req.host, req.target, |j| routes.jobs.contains_key(j))
         else {
             let msg = "no job named: use http://EDGE/<job>/... or Host: <job>";
@@ -282,7 +277,7 @@ impl Fast {
         rid.clear();
         match head::client_request_id(req.headers) {
             Some(id) => rid.push_str(id),
-            None => fresh_id_into(rid),
+            None => super::proxy::fresh_id_into(rid),
         }
         if entry.ready.is_empty() {
             let msg = super::proxy::no_ready(job, entry.stopped);
@@ -306,7 +301,7 @@ impl Fast {
             job,
             entry,
             started,
-            head_len: req.len,
+            head_len: req.raw.len(),
             body_len: req.content_length,
             idempotent: matches!(
                 req.method,

@@ -324,13 +324,12 @@ impl Conn {
         if let Some(fast) = self.server.fast.clone()
             && !self.on_reserve
         {
-            let mut stop = self.stop.clone();
             let conn = FastConn {
                 stream: &mut stream,
                 peer: self.peer,
                 limits: &limits,
                 counters: &counters,
-                stop: &mut stop,
+                stop: &self.stop,
             };
             match fast.serve(conn).await {
                 Handoff::Close => return,

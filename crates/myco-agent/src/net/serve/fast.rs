@@ -40,7 +40,7 @@ pub struct FastConn<'a> {
     /// The server's counters (timeouts are counted as hyper's path does).
     pub counters: &'a ServeCounters,
     /// Turns true when the server shuts down.
-    pub stop: &'a mut watch::Receiver<bool>,
+    pub stop: &'a watch::Receiver<bool>,
 }
 
 /// How a [`FastPath`] is done with a connection.
