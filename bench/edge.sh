@@ -174,7 +174,12 @@ if [ -n "$CALLGRIND" ]; then
   # Instructions counted only between `-i on` and `-i off`; each dump
   # holds what was counted since the one before.
   instr() { callgrind_control -i "$1" "$AGENT" >/dev/null 2>&1; }
-  counted() { callgrind_control -d "$AGENT" >/dev/null 2>&1; sleep 1; awk '/^totals:/ {print $2}' "$W/callgrind.out.$1"; }
+  counted() { # N: the Nth dump's count, once callgrind has written it
+    callgrind_control -d "$AGENT" >/dev/null 2>&1
+    local f="$W/callgrind.out.$1"
+    for _ in $(seq 100); do grep -qs '^totals:' "$f" && break; sleep 0.1; done
+    awk '/^totals:/ {print $2}' "$f"
+  }
   wrk -t1 -c8 -d2s "$EDGE/bench/" >/dev/null
   instr on; sleep "$SECS"; instr off; idle=$(counted 1)
   instr on; wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" "$EDGE/bench/" >"$W/wrk-cg.txt"; instr off

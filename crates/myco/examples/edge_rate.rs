@@ -157,8 +157,9 @@ impl Client {
         s
     }
 
-    /// A broken connection made again; the request on it, if any, failed.
-    fn fail(&mut self, i: usize) {
+    /// Connection `i` made again (broken, or closed by the server); the
+    /// request on it, if any, failed.
+    fn reconnect(&mut self, i: usize) {
         if self.conns[i].due.is_some() {
             self.failed += 1;
         }
@@ -191,7 +192,7 @@ impl Client {
                     Ok(n) if n == self.head.len() => {}
                     // A head this small goes whole on a connection with
                     // nothing in flight, or the connection is broken.
-                    _ => self.fail(i),
+                    _ => self.reconnect(i),
                 }
             }
             let busy = self.idle.len() < self.conns.len();
@@ -245,19 +246,19 @@ impl Client {
                 Ok(n) => c.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return self.fail(i),
+                Err(_) => return self.reconnect(i),
             }
         }
         match complete(&c.buf) {
-            None if ended => self.fail(i),
+            None if ended => self.reconnect(i),
             None => {}
             Some((status, close)) => {
                 let Some(due) = c.due else {
                     // Bytes nobody asked for.
-                    return self.fail(i);
+                    return self.reconnect(i);
                 };
                 if status != 200 {
-                    return self.fail(i);
+                    return self.reconnect(i);
                 }
                 self.lat.push(due.elapsed());
                 c.due = None;
@@ -265,7 +266,7 @@ impl Client {
                 if close || ended {
                     // The server's last answer on it (nginx closes after
                     // 1,000 requests): a new one, not a failure.
-                    self.fail(i);
+                    self.reconnect(i);
                 } else {
                     self.idle.push(i);
                 }
