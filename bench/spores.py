@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Spore distribution benchmark: pack + push an N MB spore to one node, then
-have the other nodes fetch it (concurrently) over the mesh, against a baseline
+have the other nodes fetch it (concurrently) over the mesh, against baselines
 measured in the same run: the same bytes copied over a plain TCP socket on
-loopback (best of three). Also reports the peak RSS of the agents during
-distribution (the holder's apart).
+loopback (best of three), and the same bytes written to a file on the
+agents' disk and fsynced (best of three; a fetch must do that too, a loopback
+copy never does, so on a slow disk it is the fetch's floor). Also reports the
+peak RSS of the agents during distribution (the holder's apart).
 
 Next to each end-to-end time (the HTTP download, which makes the node fetch
 and then streams the file back to this script) it reports the agents' own
@@ -52,6 +54,23 @@ def tcp_copy(path):
     s.close()
     t.join()
     return time.time() - t0
+
+
+def durable_write(path, where):
+    """Seconds to write the file's bytes (read beforehand) to a new file in
+    `where` (the agents' file system) and fsync it: what a fetch must also
+    do, at this disk's speed, and what a loopback copy never does."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out = os.path.join(where, "durable-write-test")
+    t0 = time.time()
+    with open(out, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    took = time.time() - t0
+    os.unlink(out)
+    return took
 
 
 def cpu_s(pids):
@@ -183,18 +202,22 @@ def main():
         stop.set()
         w.join()
         base = min(tcp_copy(spore) for _ in range(3))
+        disk = min(durable_write(spore, work) for _ in range(3))
         mb = size / 1e6
         print(f"spore={mb:.1f} MB pack_s={t_pack:.2f} push_s={t_push:.2f} ({mb / t_push:.0f} MB/s)")
         print(f"baseline plain loopback TCP copy of the same file (best of 3): {base:.3f} s ({mb / base:.0f} MB/s)")
+        print(f"the same bytes written to a file on the agents' disk and fsynced (best of 3): {disk:.3f} s ({mb / disk:.0f} MB/s) = {disk / base:.1f}x the loopback copy")
         cores = os.cpu_count()
         if t_single is not None:
             print(f"one fetch alone (n1 from n0): end to end {t_single:.2f} s, {mb / t_single:.0f} MB/s = {base / t_single:.3f} of the baseline")
             print(f"  node to node (myco_spore_fetch_seconds): {n_single:.3f} s, {mb / n_single:.0f} MB/s = {base / n_single:.3f} of the baseline")
             print(f"  agents' CPU: {cpu_single:.2f} s")
+            print(f"  node to node / durable write alone: {n_single / disk:.2f}x")
         k = a.nodes - first
         print(f"arrival on {k} more nodes (concurrent fetches): {t_all:.2f} s; per node max {max(times.values()):.2f} s")
         print(f"  node to node: max {max(node_times.values()):.2f} s, mean {sum(node_times.values()) / k:.2f} s")
         print(f"  agents' CPU: {cpu_all:.2f} s = {cpu_all / k:.2f} s per fetch; floor on {cores} cores {cpu_all / cores:.2f} s")
+        print(f"  disk floor: {k} durable writes one after another {k * disk:.2f} s (one disk)")
         if t_single is not None:
             print(f"all at once / one alone: {t_all / t_single:.2f}x end to end, {max(node_times.values()) / n_single:.2f}x node to node (slowest)")
         print(f"throughput per fetching node {mb / max(times.values()):.0f} MB/s = {base / max(times.values()):.3f} of the baseline")
