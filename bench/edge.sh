@@ -84,7 +84,13 @@ fi
 "${WRAP[@]}" "$BIN" agent --data-dir "$W/n1" --name bench --bind 127.0.0.1:$BASE --api 127.0.0.1:$((BASE + 1)) \
   --edge 127.0.0.1:$((BASE + 2)) --tag role=backend >"$W/agent.log" 2>&1 &
 AGENT=$!
-for _ in $(seq 600); do curl -sf "$API/health" >/dev/null && break; sleep 0.1; done
+up=""
+for _ in $(seq 600); do
+  curl -sf --max-time 2 "$API/health" >/dev/null && { up=1; break; }
+  kill -0 "$AGENT" 2>/dev/null || break # it exited: say why, below
+  sleep 0.1
+done
+[ -n "$up" ] || { echo "the agent did not come up (a port from --base $BASE in use?); its log:" >&2; tail -5 "$W/agent.log" >&2; exit 1; }
 TOKEN=$(cat "$W/n1/api-token")
 
 # The backend spore: nginx on $PORT, configured at start.
