@@ -37,6 +37,7 @@ use myco_core::cache::{CacheStats, CacheStore};
 use myco_core::state::hlc::Hlc;
 use myco_proto::NodeId;
 use myco_proto::cache::{BucketConfig, CacheInputError, CacheMessage};
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 
 use crate::mesh::{MeshHandle, ReadView, WriteError};
@@ -117,7 +118,8 @@ pub struct Cache {
     /// The wall-clock ms of the last read-repair check started.
     last_repair_check: AtomicU64,
     /// This node's requests waiting for answers, by request id.
-    waiting: Mutex<HashMap<u64, remote::Waiter>>,
+    /// By request id, this node's own counter: FxHash.
+    waiting: Mutex<FxHashMap<u64, remote::Waiter>>,
     /// Bucket configs parsed from the view they were read in.
     configs: Mutex<KnownConfigs>,
     /// The live members as last listed, and the snapshot they came from:
@@ -200,7 +202,7 @@ impl Cache {
             next_request: AtomicU64::new(seed >> 1),
             reads: AtomicU64::new(0),
             last_repair_check: AtomicU64::new(0),
-            waiting: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(FxHashMap::default()),
             configs: Mutex::new((std::sync::Weak::new(), HashMap::new())),
             live: Mutex::new((std::sync::Weak::new(), Arc::default())),
             counters: CacheCounters::default(),
