@@ -10,6 +10,8 @@ use serde::de::DeserializeOwned;
 /// version byte took three or more allocations and two copies of every
 /// message (a forwarded cache GET showed them).
 pub fn encode<T: Serialize>(version: u8, message: &T) -> Vec<u8> {
+    // `serialized_size` sits in postcard's `experimental` module (stable
+    // across 1.x so far); the test below would catch a size or byte drift.
     let size =
         postcard::experimental::serialized_size(message).expect("stream messages always encode");
     let mut out = Vec::with_capacity(1 + size);
