@@ -117,8 +117,8 @@ pub struct Cache {
     reads: AtomicU64,
     /// The wall-clock ms of the last read-repair check started.
     last_repair_check: AtomicU64,
-    /// This node's requests waiting for answers, by request id.
-    /// By request id, this node's own counter: FxHash.
+    /// This node's requests waiting for answers, by request id (this
+    /// node's own counter, never a client's bytes: FxHash).
     waiting: Mutex<FxHashMap<u64, remote::Waiter>>,
     /// Bucket configs parsed from the view they were read in.
     configs: Mutex<KnownConfigs>,
