@@ -50,39 +50,50 @@ pub fn job_from_host(host: &str, known: impl Fn(&str) -> bool) -> Option<&str> {
     (!label.is_empty() && known(label) && name.parse::<IpAddr>().is_err()).then_some(label)
 }
 
-/// The job of a request and the path to send, or `None` when the request
-/// names no job at all (`/` with no job in Host). The job may still be
-/// unknown: the caller answers 404 for it.
+/// Where a request routes, on its raw target and with no allocation (the
+/// fast path's form; [`target`] is the same rule for hyper's): the job,
+/// and the path the instance sees: `None` for the whole target, else the
+/// rest of the target after the job's segment (a `/` goes in front when
+/// it has none). `None` when the request names no job at all (`/` with no
+/// job in Host); the job may still be unknown (the caller answers 404).
+pub fn route<'a>(
+    host: Option<&'a str>,
+    target: &'a str,
+    known: impl Fn(&str) -> bool,
+) -> Option<(&'a str, Option<&'a str>)> {
+    if let Some(job) = host.and_then(|h| job_from_host(h, &known)) {
+        return Some((job, None));
+    }
+    // The first segment of the path, before any query (byte scans: `str`'s
+    // pattern searchers cost more than the rest of routing).
+    let b = target.as_bytes();
+    if b.first() != Some(&b'/') {
+        return None;
+    }
+    let end = b[1..]
+        .iter()
+        .position(|&c| c == b'/' || c == b'?')
+        .map_or(b.len(), |i| i + 1);
+    let job = &target[1..end];
+    if job.is_empty() {
+        return None;
+    }
+    Some((job, Some(&target[end..])))
+}
+
+/// [`route`] for a parsed target, with the path to send made whole.
 pub fn target<'a>(
     host: Option<&'a str>,
     pq: &'a PathAndQuery,
     known: impl Fn(&str) -> bool,
 ) -> Option<Target<'a>> {
-    if let Some(job) = host.and_then(|h| job_from_host(h, &known)) {
-        return Some(Target {
-            job,
-            path: PathOrWhole::Whole,
-        });
-    }
-    let path = pq.path();
-    let rest = path.strip_prefix('/')?;
-    let (job, tail) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let (job, rest) = route(host, pq.as_str(), known)?;
+    let path = match rest {
+        None => PathOrWhole::Whole,
+        Some(rest) if rest.starts_with('/') => PathOrWhole::Stripped(rest.to_string()),
+        Some(rest) => PathOrWhole::Stripped(format!("/{rest}")),
     };
-    if job.is_empty() {
-        return None;
-    }
-    let mut stripped = String::with_capacity(tail.len() + pq.query().map_or(0, |q| q.len() + 1));
-    stripped.push_str(tail);
-    if let Some(q) = pq.query() {
-        stripped.push('?');
-        stripped.push_str(q);
-    }
-    Some(Target {
-        job,
-        path: PathOrWhole::Stripped(stripped),
-    })
+    Some(Target { job, path })
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded.

@@ -105,3 +105,38 @@ fn forwarding_headers_append_and_via_detects_loops() {
     );
     assert!(is_loop(&h, "myco-abc"));
 }
+
+#[test]
+fn odd_hosts_and_targets_route_as_written_down() {
+    let known = |j: &str| ["j", "web"].contains(&j);
+    // (Host, target, the job and the path the instance sees; None: no job).
+    let cases = [
+        (None, "/j/a/b?q=1", Some(("j", "/a/b?q=1"))),
+        (None, "/j", Some(("j", "/"))),
+        (None, "/j?x=1", Some(("j", "/?x=1"))),
+        (None, "/j/", Some(("j", "/"))),
+        (None, "/", None),
+        (None, "//x", None),
+        (None, "/?q", None),
+        (None, "/unknown/x", Some(("unknown", "/x"))),
+        (Some("web"), "/a", Some(("web", "/a"))),
+        (Some("web.example:80"), "/x?y", Some(("web", "/x?y"))),
+        (Some("web:"), "/q", Some(("web", "/q"))),
+        (Some("127.0.0.1:8080"), "/j/z", Some(("j", "/z"))),
+        (Some("[::1]:80"), "/j", Some(("j", "/"))),
+        (Some("other.web"), "/j/k", Some(("j", "/k"))),
+        (Some(""), "/j/k", Some(("j", "/k"))),
+    ];
+    for (host, raw, want) in cases {
+        let p = pq(raw);
+        let got = target(host, &p, known).map(|t| {
+            let path = match t.path {
+                PathOrWhole::Whole => raw.to_string(),
+                PathOrWhole::Stripped(s) => s,
+            };
+            (t.job.to_string(), path)
+        });
+        let want = want.map(|(j, p): (&str, &str)| (j.to_string(), p.to_string()));
+        assert_eq!(got, want, "Host {host:?}, target {raw}");
+    }
+}

@@ -74,35 +74,6 @@ impl FastPath for Fast {
     }
 }
 
-/// Where the path routes: the job, and the path the instance sees
-/// (`None`: the whole target). The same rules as
-/// [`super::rewrite::target`], on the raw target with no allocation: the
-/// stripped path is a suffix of it (a `/` put in front when it has none).
-pub fn route<'a>(
-    host: Option<&'a str>,
-    target: &'a str,
-    known: impl Fn(&str) -> bool,
-) -> Option<(&'a str, Option<&'a str>)> {
-    if let Some(job) = host.and_then(|h| super::rewrite::job_from_host(h, &known)) {
-        return Some((job, None));
-    }
-    // The first segment of the path, before any query (byte scans: `str`'s
-    // pattern searchers cost more than the rest of routing).
-    let b = target.as_bytes();
-    if b.first() != Some(&b'/') {
-        return None;
-    }
-    let end = b[1..]
-        .iter()
-        .position(|&c| c == b'/' || c == b'?')
-        .map_or(b.len(), |i| i + 1);
-    let job = &target[1..end];
-    if job.is_empty() {
-        return None;
-    }
-    Some((job, Some(&target[end..])))
-}
-
 /// How one request's head was dealt with before any instance was tried.
 enum Step<'g> {
     /// Answered here (an error, written out); close the connection after
@@ -249,7 +220,8 @@ impl Fast {
         // request's body was not read (it cannot be skipped safely).
         let close = req.content_length > 0 || req.close;
         let head_len = req.raw.len();
-        let Some((job, stripped)) = route(req.host, req.target, |j| routes.jobs.contains_key(j))
+        let Some((job, stripped)) =
+            super::rewrite::route(req.host, req.target, |j| routes.jobs.contains_key(j))
         else {
             let msg = "no job named: use http://EDGE/<job>/... or Host: <job>";
             answer::write_error(out, 404, msg, None, None, close);
