@@ -5,13 +5,12 @@
 //! when met; a pop skips connections the instance closed (a read check
 //! that costs no syscall while tokio knows the socket has nothing).
 
-use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use rustc_hash::FxBuildHasher;
+use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
 use crate::{CONNECT_TIMEOUT, POOL_IDLE, POOL_MAX_IDLE};
@@ -29,7 +28,7 @@ pub struct RawPool {
 /// lookups per request with the standard SipHash cost more than the rest
 /// of the pool's work. The keys are instance addresses from the mesh's own
 /// state, not chosen by clients, so a hash that can be flooded is no risk.
-type IdleMap = HashMap<SocketAddr, Vec<Idle>, FxBuildHasher>;
+type IdleMap = FxHashMap<SocketAddr, Vec<Idle>>;
 
 /// A connection to an instance and whether it came from the pool (then
 /// a failure before any answer byte may be its staleness, not the
