@@ -177,19 +177,13 @@ run() { # NAME URL PIDS...
 }
 
 if [ -n "$CALLGRIND" ]; then
-  # Instructions counted only between `-i on` and `-i off`; each dump
-  # holds what was counted since the one before.
-  instr() { callgrind_control -i "$1" "$AGENT" >/dev/null 2>&1; }
-  counted() { # N: the Nth dump's count, once callgrind has written it
-    callgrind_control -d "$AGENT" >/dev/null 2>&1
-    local f="$W/callgrind.out.$1"
-    for _ in $(seq 100); do grep -qs '^totals:' "$f" && break; sleep 0.1; done
-    awk '/^totals:/ {print $2}' "$f"
-  }
+  . "$(dirname "$0")/callgrind.sh"
   wrk -t1 -c8 -d2s "$EDGE/bench/" >/dev/null
-  instr on; sleep "$SECS"; instr off; idle=$(counted 1)
-  instr on; wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" "$EDGE/bench/" >"$W/wrk-cg.txt"; instr off
-  busy=$(counted 2)
+  # The agent's own background over a window as long as the loaded one.
+  cg_instr on "$AGENT"; sleep "$SECS"; cg_instr off "$AGENT"
+  idle=$(cg_counted "$AGENT" "$W/callgrind.out.1")
+  cg_instr on "$AGENT"; wrk -t"$THREADS" -c"$CONNS" -d"${SECS}s" "$EDGE/bench/" >"$W/wrk-cg.txt"; cg_instr off "$AGENT"
+  busy=$(cg_counted "$AGENT" "$W/callgrind.out.2")
   total=$(awk '/requests in/ {print $1}' "$W/wrk-cg.txt")
   echo "callgrind: wrk -t$THREADS -c$CONNS -d${SECS}s through the edge: $total requests"
   echo "agent instructions: $busy under load, $idle over as long idle; per request $(( (busy - idle) / total ))"
