@@ -52,6 +52,10 @@
 //!   an honest client sends its head at once, so idlers cannot hold the
 //!   reserve against it. With nothing to evict (every reserve connection
 //!   is mid-request) a new connection is closed at once (`refused_over_cap`).
+//!   Known gap: "not sent a head yet" is judged by what was read, and a
+//!   connection still waiting for an evicted place is not read yet, so
+//!   during a flood of idlers an honest request can be evicted too and
+//!   must ask again (`tests/frontdoor.rs` retries; a health check does).
 //! - **Descriptor exhaustion** (`EMFILE`/`ENFILE` from `accept`): counted
 //!   (`emfile`) and the loop pauses 100 ms instead of spinning on an error
 //!   that repeats until a connection closes.
