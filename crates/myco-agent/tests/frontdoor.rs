@@ -96,6 +96,49 @@ async fn idle_connections_past_the_cap_are_closed_and_health_still_answers() {
     assert_eq!(server.get("/hello", "").await, (200, "hi".into()));
 }
 
+/// A flood of idlers arriving faster than their victims close: a
+/// connection that evicted an idler and waits for its place has not been
+/// read, so it is never the next victim; its head is served.
+#[tokio::test]
+async fn a_head_waiting_for_its_place_is_not_evicted() {
+    let limits = ServeLimits {
+        header_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(30),
+        ..limits()
+    };
+    let server = start(limits, SseLimits::default()).await;
+    let mut held = Vec::new();
+    for _ in 0..32 + 4 {
+        held.push(server.connect().await);
+    }
+    wait_for("the cap and the reserve to fill", || {
+        server.stats().open == 36
+    })
+    .await;
+    // Blocking connects on this test's only thread: the server runs none
+    // of its tasks until the await below, so all nine wait in the
+    // listener's backlog, the honest head already in its socket buffer.
+    let mut honest = std::net::TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(
+        &mut honest,
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    let flood: Vec<_> = (0..8)
+        .map(|_| std::net::TcpStream::connect(server.addr).unwrap())
+        .collect();
+    honest.set_nonblocking(true).unwrap();
+    let mut honest = TcpStream::from_std(honest).unwrap();
+    // The honest connection and the first three idlers evict the four
+    // idlers that were read; the other five find only connections not
+    // read yet and are refused.
+    assert_eq!(read_response(&mut honest).await, Some((200, "ok".into())));
+    let stats = server.stats();
+    assert_eq!(stats.reserve_evicted, 4, "{stats:?}");
+    assert_eq!(stats.refused_over_cap, 5, "{stats:?}");
+    drop((flood, held));
+}
+
 #[tokio::test]
 async fn a_slowloris_is_closed_after_the_header_timeout() {
     let server = start(limits(), SseLimits::default()).await;

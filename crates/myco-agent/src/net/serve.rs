@@ -48,14 +48,15 @@
 //!   (`/health` by default; the API adds "carries the valid token"), so an
 //!   operator and health checks still get in while the cap is full. When
 //!   the reserve is full too, a new connection evicts the oldest reserve
-//!   connection that has not sent a request head yet (`reserve_evicted`):
-//!   an honest client sends its head at once, so idlers cannot hold the
-//!   reserve against it. With nothing to evict (every reserve connection
-//!   is mid-request) a new connection is closed at once (`refused_over_cap`).
-//!   Known gap: "not sent a head yet" is judged by what was read, and a
-//!   connection still waiting for an evicted place is not read yet, so
-//!   during a flood of idlers an honest request can be evicted too and
-//!   must ask again (`tests/frontdoor.rs` retries; a health check does).
+//!   connection that was read, found empty, and has not sent a request
+//!   head since (`reserve_evicted`): an honest client sends its head at
+//!   once, so idlers cannot hold the reserve against it. A connection not
+//!   read yet (still waiting for the place it evicted, when idlers arrive
+//!   faster than their victims close) is never the victim: its head may be
+//!   waiting in the socket buffer. With nothing to evict (every reserve
+//!   connection is mid-request or not read yet) a new connection is
+//!   closed at once (`refused_over_cap`). Test:
+//!   `a_head_waiting_for_its_place_is_not_evicted` (`tests/frontdoor.rs`).
 //! - **Descriptor exhaustion** (`EMFILE`/`ENFILE` from `accept`): counted
 //!   (`emfile`) and the loop pauses 100 ms instead of spinning on an error
 //!   that repeats until a connection closes.
@@ -309,7 +310,7 @@ impl Places {
                 let idle = self
                     .held
                     .iter()
-                    .position(|w| w.upgrade().is_some_and(|a| a.awaiting_first_head()));
+                    .position(|w| w.upgrade().is_some_and(|a| a.evictable()));
                 let Some(victim) = idle.and_then(|i| self.held.remove(i)?.upgrade()) else {
                     ServeCounters::bump(&counters.refused_over_cap);
                     return None;

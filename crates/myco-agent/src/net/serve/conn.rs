@@ -65,6 +65,10 @@ pub(super) struct Activity {
     close: Notify,
     /// Set before `close` when the server evicts this reserve connection.
     evicted: std::sync::atomic::AtomicBool,
+    /// Set when a read found nothing waiting on the socket: until then the
+    /// connection has not been read (it may still wait for its place), so
+    /// whether it sent a head is not known and it is not evicted.
+    found_empty: std::sync::atomic::AtomicBool,
 }
 
 struct Phase {
@@ -97,6 +101,7 @@ impl Activity {
             changed: Notify::new(),
             close: Notify::new(),
             evicted: std::sync::atomic::AtomicBool::new(false),
+            found_empty: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -105,9 +110,12 @@ impl Activity {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the connection has not sent a whole request head yet.
-    pub(super) fn awaiting_first_head(&self) -> bool {
-        self.phase().served == 0
+    /// Whether the connection may be evicted from the reserve: it was read
+    /// and had nothing waiting, and has not sent a whole request head yet.
+    /// One not read yet (still waiting for an evicted place, or placed but
+    /// not yet run) may hold an honest head in its socket buffer.
+    pub(super) fn evictable(&self) -> bool {
+        self.found_empty.load(Ordering::Relaxed) && self.phase().served == 0
     }
 
     /// Closes the connection to make room for a newer one.
@@ -215,6 +223,8 @@ struct Tracked {
     counters: Arc<ServeCounters>,
     /// Whether the last write was refused (tells the watchdog on changes only).
     write_blocked: bool,
+    /// Whether a read has found the socket empty (tells [`Activity`] once).
+    found_empty: bool,
 }
 
 impl Tracked {
@@ -237,6 +247,10 @@ impl AsyncRead for Tracked {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if r.is_pending() && !this.found_empty {
+            this.found_empty = true;
+            this.activity.found_empty.store(true, Ordering::Relaxed);
+        }
         let new = &buf.filled()[before..];
         if matches!(r, Poll::Ready(Ok(()))) && !new.is_empty() {
             this.activity.bytes_arrived();
@@ -346,6 +360,7 @@ impl Conn {
             scanner: limits.strict_line_endings.then(LineScanner::default),
             counters: counters.clone(),
             write_blocked: false,
+            found_empty: false,
         });
         // Made before `self.app` moves into the service.
         let auto = limits.h2c.then(|| self.auto_builder());
