@@ -25,6 +25,9 @@
 # requests per second from the fixed-rate client `edge_rate` (an example of
 # crate myco; latency from when each request was due, as wrk2 measures):
 # for the added latency at a given load, e.g. half of nginx's peak.
+# --rounds K repeats those K times, each round starting one target later,
+# and prints each target's p99s side by side; --rate-only skips the
+# saturated wrk runs (the peak is then known from an earlier run).
 #
 # With --callgrind, the agent runs under valgrind's callgrind instead and
 # only the edge is driven: it prints the agent's user-space instructions
@@ -38,18 +41,20 @@
 # Usage: bench/edge.sh [--bin target/release/myco] [--base 23000]
 #                      [--threads 2] [--conns 64] [--secs 10] [--workers 2]
 #                      [--relay] [--delay MS] [--rate R]
-#                      [--rate-bin target/release/examples/edge_rate] [--callgrind]
+#                      [--rate-bin target/release/examples/edge_rate] [--rounds K]
+#                      [--rate-only] [--callgrind]
 # Needs wrk and nginx (apt install wrk nginx). Run from the repository root.
 set -euo pipefail
 
 BIN=target/release/myco BASE=23000 THREADS=2 CONNS=64 SECS=10 WORKERS=2 RELAY="" DELAY=""
-RATE="" RATE_BIN=target/release/examples/edge_rate CALLGRIND=""
+RATE="" RATE_BIN=target/release/examples/edge_rate CALLGRIND="" RATE_ONLY="" ROUNDS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --callgrind) CALLGRIND=1; shift;;
     --relay) RELAY=1; shift;;
     --delay) DELAY=$2; shift 2;;
     --rate) RATE=$2; shift 2;; --rate-bin) RATE_BIN=$2; shift 2;;
+    --rate-only) RATE_ONLY=1; shift;; --rounds) ROUNDS=$2; shift 2;;
     --bin) BIN=$2; shift 2;; --base) BASE=$2; shift 2;;
     --threads) THREADS=$2; shift 2;; --conns) CONNS=$2; shift 2;;
     --secs) SECS=$2; shift 2;; --workers) WORKERS=$2; shift 2;;
@@ -192,18 +197,32 @@ if [ -n "$CALLGRIND" ]; then
   exit 0
 fi
 
-echo "wrk -t$THREADS -c$CONNS -d${SECS}s --latency${DELAY:+ (delay $DELAY ms per connection)}; nginx workers $WORKERS; backend $ADDR"
-run direct "http://$ADDR/"
-# shellcheck disable=SC2046
-run nginx "http://127.0.0.1:$NGINX_PORT/bench/" $(nginx_pids)
-run edge "$EDGE/bench/" "$AGENT"
+if [ -z "$RATE_ONLY" ]; then
+  echo "wrk -t$THREADS -c$CONNS -d${SECS}s --latency${DELAY:+ (delay $DELAY ms per connection)}; nginx workers $WORKERS; backend $ADDR"
+  run direct "http://$ADDR/"
+  # shellcheck disable=SC2046
+  run nginx "http://127.0.0.1:$NGINX_PORT/bench/" $(nginx_pids)
+  run edge "$EDGE/bench/" "$AGENT"
+fi
 
 if [ -n "$RATE" ]; then
   [ -x "$RATE_BIN" ] || { echo "no $RATE_BIN: cargo build --release -p myco --example edge_rate" >&2; exit 2; }
-  for target in "direct http://$ADDR/" "nginx http://127.0.0.1:$NGINX_PORT/bench/" "edge $EDGE/bench/"; do
-    set -- $target
-    printf '%-8s ' "$1"; "$RATE_BIN" "$2" "$RATE" "$CONNS" "$SECS"
+  targets=("direct http://$ADDR/" "nginx http://127.0.0.1:$NGINX_PORT/bench/" "edge $EDGE/bench/")
+  echo "edge_rate $RATE/s, $CONNS connections, ${SECS}s each, $ROUNDS round(s)"
+  for ((r = 0; r < ROUNDS; r++)); do
+    # Each round starts one target later, so none is always run first.
+    for ((k = 0; k < 3; k++)); do
+      # shellcheck disable=SC2086
+      set -- ${targets[$(((r + k) % 3))]}
+      printf '%-8s ' "$1"; "$RATE_BIN" "$2" "$RATE" "$CONNS" "$SECS" | tee -a "$W/rate-$1.txt"
+    done
   done
+  if [ "$ROUNDS" -gt 1 ]; then
+    for t in direct nginx edge; do
+      printf '%-8s p99 ms by round: %s\n' "$t" \
+        "$(awk '{for (i = 1; i < NF; i++) if ($i == "p99") printf "%s ", $(i + 1)}' "$W/rate-$t.txt")"
+    done
+  fi
 fi
 
 if [ -n "$RELAY" ]; then
