@@ -268,3 +268,75 @@ async fn reads_repair_a_stale_replica() {
     a.stop().await;
     let _ = std::fs::remove_dir_all(base);
 }
+
+/// Increments from both nodes at once add up: each is made on the key's
+/// primary, so every caller sees a different sum and none is lost (with
+/// last-writer-wins on a read-then-write, concurrent ones would be).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn increments_from_every_node_add_up() {
+    let key = ClusterKey::from_bytes(*b"embedded-test-cluster-key-32byte").to_base64();
+    let base = temp_dir("incr");
+    let a = node(&base, "a", &key, None).await;
+    let b = node(&base, "b", &key, Some(a.mesh_addr().to_string())).await;
+    wait_for(
+        "both nodes to see each other",
+        Duration::from_secs(20),
+        || async { (a.live_members() == 2 && b.live_members() == 2).then_some(()) },
+    )
+    .await;
+    // One of the two is the key's primary: the other's increments go
+    // over the mesh, so both paths run against each other.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let cache = if i % 2 == 0 { a.cache() } else { b.cache() };
+        tasks.spawn(async move { cache.incr("default", "hits", 1).await });
+    }
+    let mut sums = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        sums.push(r.unwrap().expect("an increment"));
+    }
+    sums.sort_unstable();
+    assert_eq!(
+        sums,
+        (1..=100).collect::<Vec<i64>>(),
+        "each saw its own sum"
+    );
+    for n in [&a, &b] {
+        assert_eq!(
+            n.cache().get("default", "hits").await.unwrap(),
+            Some(b"100".to_vec())
+        );
+    }
+    assert_eq!(b.cache().incr("default", "hits", -101).await.unwrap(), -1);
+
+    // What is not a counter is refused, and left as it was.
+    use myco_agent::cache::CacheError;
+    use myco_proto::cache::CounterError;
+    a.cache()
+        .set("default", "name", b"alice".to_vec(), None)
+        .await
+        .unwrap();
+    for n in [&a, &b] {
+        let r = n.cache().incr("default", "name", 1).await;
+        assert!(
+            matches!(r, Err(CacheError::Counter(CounterError::NotInteger))),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        b.cache().get("default", "name").await.unwrap(),
+        Some(b"alice".to_vec())
+    );
+    a.cache()
+        .set("default", "big", i64::MAX.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    let r = b.cache().incr("default", "big", 1).await;
+    assert!(
+        matches!(r, Err(CacheError::Counter(CounterError::Overflow))),
+        "{r:?}"
+    );
+    b.stop().await;
+    a.stop().await;
+    let _ = std::fs::remove_dir_all(base);
+}

@@ -51,6 +51,18 @@ impl Client {
         self.call(Method::DELETE, &path, Body::Empty).map(|_| ())
     }
 
+    /// `POST /v1/cache/{bucket}/{key}?by=N`: adds `by` to the integer the
+    /// entry holds (none counts as 0); the sum. Needs the token.
+    pub fn cache_incr(&self, bucket: &str, key: &str, by: i64) -> Result<i64> {
+        let path = format!("/v1/cache/{}/{}?by={by}", segment(bucket), key_path(key));
+        let answer = self.call(Method::POST, &path, Body::Empty)?;
+        let v: serde_json::Value = self.decode(&path, &answer.body)?;
+        v["value"].as_i64().ok_or_else(|| ClientError::Decode {
+            url: self.url(&path),
+            what: "no integer `value`".into(),
+        })
+    }
+
     /// `POST /v1/msg/{topic}[?node=ID]`: publishes; the number of nodes it
     /// was sent to. Needs the token.
     pub fn msg_publish(&self, topic: &str, body: &[u8], node: Option<&str>) -> Result<u64> {

@@ -191,6 +191,50 @@ pub enum CacheMessage {
         /// Whether the version was stored (false: refused, e.g. too big).
         stored: bool,
     },
+    /// Add `by` to the integer the key holds (0 if none) and store the sum
+    /// as a new version, atomically; sent to the key's primary only, and
+    /// answered with [`CacheMessage::Counted`]. Appended after the other
+    /// variants (their bytes unchanged): an older node drops it as
+    /// undecodable, and the asker's wait ends in an error.
+    Incr {
+        /// Chosen by the asker.
+        request: u64,
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// What to add (negative to subtract).
+        by: i64,
+        /// Lifetime of a counter that did not exist, in ms (the bucket's
+        /// TTL as the asker knows it); 0 = none. A live one keeps its own.
+        ttl_ms: u64,
+        /// The asker's stream address.
+        reply_to: SocketAddr,
+    },
+    /// The answer to an increment: the version now held by the primary
+    /// (the asker copies it to the other owners), or why there is none.
+    Counted {
+        /// The request.
+        request: u64,
+        /// The new version, or why the value could not be added to.
+        outcome: Result<CacheEntry, CounterError>,
+    },
+}
+
+/// Why an increment was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CounterError {
+    /// The key holds something other than a decimal 64-bit integer.
+    #[error(
+        "the key holds a value that is not a decimal 64-bit integer: set it to one, or delete it, before adding to it"
+    )]
+    NotInteger,
+    /// The sum is past the range of a 64-bit signed integer.
+    #[error("the sum would be out of the 64-bit signed integer range")]
+    Overflow,
+    /// The bucket name or key was refused.
+    #[error("the bucket name or key is not valid")]
+    Invalid,
 }
 
 impl CacheMessage {
@@ -240,6 +284,47 @@ mod tests {
         assert_eq!(CacheMessage::decode(&other), None);
         assert_eq!(CacheMessage::decode(&[]), None);
         assert_eq!(CacheMessage::decode(&[CACHE_PROTO, 0xff, 0xff]), None);
+    }
+
+    /// Appending `Incr` and `Counted` must leave the older variants' bytes
+    /// as they were, so nodes of the previous release still read them.
+    #[test]
+    fn counters_round_trip_and_older_variants_keep_their_bytes() {
+        let ack = CacheMessage::Ack {
+            request: 7,
+            stored: true,
+        };
+        // Variant 3, request 7, true: as the release before counters wrote it.
+        assert_eq!(ack.encode(), vec![CACHE_PROTO, 3, 7, 1]);
+        let incr = CacheMessage::Incr {
+            request: 1,
+            bucket: "rate".into(),
+            key: "ip:10.0.0.1".into(),
+            by: -3,
+            ttl_ms: 60_000,
+            reply_to: "127.0.0.1:7946".parse().unwrap(),
+        };
+        assert_eq!(incr.encode()[1], 4, "Incr is appended");
+        assert_eq!(CacheMessage::decode(&incr.encode()), Some(incr));
+        for outcome in [
+            Err(CounterError::NotInteger),
+            Err(CounterError::Overflow),
+            Ok(CacheEntry {
+                ts: Timestamp {
+                    wall_ms: 5,
+                    logical: 0,
+                    node: NodeId([2; 8]),
+                },
+                value: Some(b"42".to_vec()),
+                expires_at_ms: None,
+            }),
+        ] {
+            let m = CacheMessage::Counted {
+                request: 2,
+                outcome,
+            };
+            assert_eq!(CacheMessage::decode(&m.encode()), Some(m));
+        }
     }
 
     #[test]

@@ -50,6 +50,17 @@ pub enum CacheCmd {
         /// The key.
         key: String,
     },
+    /// Add to a counter (the integer an entry holds; none counts as 0),
+    /// atomically mesh-wide, and print the sum.
+    Incr {
+        /// The bucket.
+        bucket: String,
+        /// The key.
+        key: String,
+        /// What to add; negative subtracts.
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +147,7 @@ pub fn cache(c: &Client, cmd: CacheCmd) -> anyhow::Result<()> {
             ttl_ms,
         } => c.cache_put(&bucket, &key, &body_of(value)?, ttl_ms)?,
         CacheCmd::Del { bucket, key } => c.cache_del(&bucket, &key)?,
+        CacheCmd::Incr { bucket, key, by } => println!("{}", c.cache_incr(&bucket, &key, by)?),
     }
     Ok(())
 }

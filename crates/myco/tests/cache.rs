@@ -2,8 +2,8 @@
 //! every node (set on n1, get on n2 and n3), TTL per entry expires,
 //! delete is seen everywhere, `max_entries` bounds a bucket by LRU, the
 //! keys of a SIGKILLed primary are read from the survivors, a fourth node
-//! joining takes keys over while a reader never misses, and `redis-cli`
-//! on any node sees the same cache.
+//! joining takes keys over while a reader never misses, increments from
+//! every node add up, and `redis-cli` on any node sees the same cache.
 
 mod cache_util;
 mod support;
@@ -178,6 +178,45 @@ fn a_bucket_serves_every_node_with_ttl_delete_and_lru() {
     assert!(n1.cache_put("sessions", "big", &big, None).is_err());
     assert_eq!(get(n3, "sessions", "big"), None);
     assert!(n1.health().is_ok());
+
+    // Counters: increments from all three nodes at once add up, each
+    // seeing its own sum (made on the key's primary, not read-then-write).
+    let sums: Vec<i64> = std::thread::scope(|s| {
+        let all: Vec<_> = [n1, n2, n3]
+            .into_iter()
+            .map(|c| {
+                s.spawn(move || {
+                    (0..20)
+                        .map(|_| retry("an increment", || c.cache_incr("sessions", "hits", 1)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        all.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    let mut sorted = sums.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (1..=60).collect::<Vec<i64>>());
+    assert_eq!(get(n2, "sessions", "hits"), Some(b"60".to_vec()));
+    let out = cli(h.agent(2), &["cache", "incr", "sessions", "hits", "-10"]);
+    ok(&out, "myco cache incr");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "50");
+    // A value that is not a counter: 409, and it stays as it was.
+    let e = n3.cache_incr("sessions", "large", 1).unwrap_err();
+    assert!(
+        matches!(e, ClientError::Api { status: 409, .. })
+            && e.to_string().contains("not a decimal"),
+        "{e}"
+    );
+    let bad = n1
+        .raw(
+            "POST",
+            "/v1/cache/sessions/hits?by=1.5",
+            &[("authorization", &format!("Bearer {}", h.agent(0).token()))],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(bad.status, 400);
 }
 
 #[test]
@@ -306,6 +345,20 @@ fn redis_cli_on_any_node_sees_the_same_cache() {
             "" => Ok(()),
             v => Err(v.to_string()),
         },
+    );
+    // Counters, from every node, as redis-cli prints integers.
+    assert_eq!(redis(ports[0], &["INCR", "sessions:n"]), "1");
+    assert_eq!(redis(ports[1], &["INCRBY", "sessions:n", "10"]), "11");
+    assert_eq!(redis(ports[2], &["DECR", "sessions:n"]), "10");
+    assert_eq!(redis(ports[0], &["DECRBY", "sessions:n", "20"]), "-10");
+    assert_eq!(redis(ports[1], &["GET", "sessions:n"]), "-10");
+    assert_eq!(
+        redis(ports[2], &["INCR", "sessions:r1"]),
+        "ERR value is not an integer or out of range"
+    );
+    assert_eq!(
+        redis(ports[2], &["INCRBY", "sessions:n", "x"]),
+        "ERR value is not an integer or out of range"
     );
     assert_eq!(redis(ports[2], &["DEL", "fresh", "nothere"]), "1");
     assert_eq!(redis(ports[0], &["GET", "fresh"]), "");

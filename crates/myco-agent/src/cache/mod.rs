@@ -9,6 +9,7 @@
 //!
 //! - [`ops`]: the operations (`get`, `set`, `delete`, `expire`, `ttl`,
 //!   `create_bucket`), shared by HTTP, the Redis protocol and embedders.
+//! - [`counter`]: `incr`, made on the key's primary and copied on.
 //! - [`remote`]: serving other nodes' requests and matching answers to
 //!   this node's.
 //! - [`rebalance`]: moving entries to their new owners after a membership
@@ -21,6 +22,7 @@
 //! primary falls back to a replica and a key still on its old owner during
 //! a move is found; owners that missed it are repaired.
 
+mod counter;
 mod ops;
 mod rebalance;
 mod remote;
@@ -83,6 +85,9 @@ pub enum CacheError {
     /// Storing the bucket config failed.
     #[error("storing the bucket config: {0}")]
     Config(#[from] WriteError),
+    /// An increment was refused (the key holds no integer, or overflow).
+    #[error(transparent)]
+    Counter(#[from] myco_proto::cache::CounterError),
 }
 
 /// Counters of the cache service besides the store's.

@@ -77,7 +77,7 @@ impl Cache {
     }
 
     /// The bucket's config; `default` is created on first use.
-    async fn config(&self, bucket: &str) -> Result<BucketConfig, CacheError> {
+    pub(super) async fn config(&self, bucket: &str) -> Result<BucketConfig, CacheError> {
         check_bucket(bucket)?;
         match self.bucket(bucket) {
             Some(c) => Ok(c),
@@ -191,6 +191,20 @@ impl Cache {
         entry: CacheEntry,
         config: BucketConfig,
     ) -> Result<(), CacheError> {
+        self.write_held(bucket, key, entry, config, None).await
+    }
+
+    /// [`Cache::write`], where `held_by` (an owner that made the version,
+    /// such as a counter's primary) holds it already: it counts as one
+    /// acknowledgement and is not sent it again.
+    pub(super) async fn write_held(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        entry: CacheEntry,
+        config: BucketConfig,
+        held_by: Option<myco_proto::NodeId>,
+    ) -> Result<(), CacheError> {
         let live = self.live();
         let owners = owners(bucket, key, live.ids(), config.replicas);
         let need = owners.len().min(2);
@@ -200,6 +214,10 @@ impl Cache {
         let _registered = Registered::new(self, request, Waiter::Many(tx));
         let mut sent = 0;
         for owner in &owners {
+            if Some(*owner) == held_by {
+                acked += 1;
+                continue;
+            }
             if *owner == self.me {
                 self.store()
                     .put(bucket, config.max_entries, key, entry.clone(), wall_ms());

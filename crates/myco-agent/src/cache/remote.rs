@@ -4,14 +4,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use myco_proto::cache::{CacheMessage, check_bucket, check_entry};
+use myco_proto::cache::{CacheMessage, CounterError, check_bucket, check_entry};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Cache, wall_ms};
 
 /// Where the answers to one of this node's requests go.
 pub(super) enum Waiter {
-    /// A read's one answer: a oneshot, which allocates a few bytes where
+    /// A read's or an increment's one answer: a oneshot, which allocates a few bytes where
     /// a channel allocates a block of 32 messages (a read's cost showed
     /// it: malloc and free of that block on every forwarded GET).
     One(Option<oneshot::Sender<CacheMessage>>),
@@ -106,7 +106,25 @@ impl Cache {
                 let entry = self.store().get(&bucket, &key, wall_ms());
                 self.send(reply_to, &CacheMessage::Answer { request, entry });
             }
-            CacheMessage::Answer { request, .. } | CacheMessage::Ack { request, .. } => {
+            CacheMessage::Incr {
+                request,
+                bucket,
+                key,
+                by,
+                ttl_ms,
+                reply_to,
+            } => {
+                let outcome = if check_bucket(&bucket).is_ok() && check_entry(&key, None).is_ok() {
+                    self.increment_here(&bucket, &key, by, ttl_ms)
+                } else {
+                    self.drop_one("invalid increment");
+                    Err(CounterError::Invalid)
+                };
+                self.send(reply_to, &CacheMessage::Counted { request, outcome });
+            }
+            CacheMessage::Answer { request, .. }
+            | CacheMessage::Ack { request, .. }
+            | CacheMessage::Counted { request, .. } => {
                 let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
                 let delivered = match waiting.get_mut(&request) {
                     Some(Waiter::Many(tx)) => tx.try_send(message).is_ok(),

@@ -264,6 +264,14 @@ impl Cache {
         self.0.expire(bucket, key, ms).await
     }
 
+    /// Adds `by` (negative to subtract) to the decimal integer a key
+    /// holds, none counting as 0, and returns the sum: made on the key's
+    /// primary, so increments from every node add up (a counter of
+    /// requests, a rate limit). Returns once two owners hold it.
+    pub async fn incr(&self, bucket: &str, key: &str, by: i64) -> Result<i64, CacheError> {
+        self.0.incr(bucket, key, by).await
+    }
+
     /// Creates or changes a bucket (replicated state: every node knows it).
     pub async fn create_bucket(&self, name: &str, config: BucketConfig) -> Result<(), CacheError> {
         self.0.create_bucket(name, config).await

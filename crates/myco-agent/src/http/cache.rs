@@ -1,7 +1,7 @@
 //! Cache buckets over HTTP: `PUT/GET /v1/cache/{bucket}` (the config),
 //! `GET/PUT/DELETE /v1/cache/{bucket}/{key}` (entries, raw values;
-//! `?ttl_ms=N` on PUT overrides the bucket's TTL), `GET /v1/cache` (the
-//! buckets). Handlers only translate; [`crate::cache::Cache`] decides.
+//! `?ttl_ms=N` on PUT overrides the bucket's TTL), `POST` on an entry to
+//! add to a counter (`?by=N`), `GET /v1/cache` (the buckets). Handlers only translate; [`crate::cache::Cache`] decides.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -43,6 +43,11 @@ impl From<CacheError> for HttpError {
             }
             CacheError::Input(_) => StatusCode::BAD_REQUEST,
             CacheError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CacheError::Counter(myco_proto::cache::CounterError::Invalid) => {
+                StatusCode::BAD_REQUEST
+            }
+            // The request is fine; what the key holds is not a counter.
+            CacheError::Counter(_) => StatusCode::CONFLICT,
             CacheError::Config(_) => {
                 let CacheError::Config(w) = e else {
                     unreachable!("matched just above")
@@ -168,4 +173,27 @@ pub async fn delete(
 ) -> Result<Response, HttpError> {
     s.cache.delete(&bucket, &key).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Query of an entry POST (an increment).
+#[derive(Deserialize)]
+#[cfg_attr(any(test, feature = "openapi"), derive(utoipa::IntoParams))]
+#[cfg_attr(any(test, feature = "openapi"), into_params(parameter_in = Query))]
+pub struct IncrQuery {
+    /// What to add (negative to subtract); 1 if left out.
+    by: Option<i64>,
+}
+
+/// `POST /v1/cache/{bucket}/{key}`: adds `?by=N` (default 1) to the
+/// decimal integer the entry holds (none counts as 0), atomically on the
+/// key's primary; answers `{"value": N}`, the sum, once two owners hold it.
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/cache/{bucket}/{key}", tag = "cache", params(("bucket" = String, Path, description = "The bucket: 1 to 64 characters"), ("key" = String, Path, description = "The key (may contain `/`), at most 1024 bytes"), IncrQuery), responses((status = 200, description = "The sum: `{\"value\": N}`", body = Object), (status = 400, description = "Bad bucket name, key or query string", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such bucket", body = myco_proto::api::ApiError), (status = 409, description = "The entry holds no decimal 64-bit integer, or the sum would overflow", body = myco_proto::api::ApiError), (status = 503, description = "The key's primary or too few owners answered (the increment may have been applied)", body = myco_proto::api::ApiError))))]
+pub async fn incr(
+    State(s): State<ApiState>,
+    Path((bucket, key)): Path<(String, String)>,
+    q: Result<Query<IncrQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, HttpError> {
+    let q = super::errors::query(q)?;
+    let value = s.cache.incr(&bucket, &key, q.by.unwrap_or(1)).await?;
+    Ok(Json(serde_json::json!({ "value": value })).into_response())
 }

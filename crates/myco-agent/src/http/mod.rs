@@ -142,6 +142,7 @@ pub fn router(state: ApiState) -> Router {
             "/v1/cache/{bucket}/{*key}",
             get(cache::get)
                 .put(cache::put)
+                .post(cache::incr)
                 .delete(cache::delete)
                 .layer(DefaultBodyLimit::max(cache::MAX_BODY)),
         )

@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use myco_proto::cache::{DEFAULT_BUCKET, check_bucket};
+use myco_proto::cache::{CounterError, DEFAULT_BUCKET, check_bucket};
 
 use super::parse::reply;
 use crate::cache::{Cache, CacheError, Ttl};
 use crate::msg::{Delivery, Messaging, Subscription};
 
 /// The commands this server speaks, for the error on any other.
-const SUPPORTED: &str = "AUTH HELLO GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL PUBLISH SUBSCRIBE UNSUBSCRIBE PING ECHO SELECT QUIT";
+const SUPPORTED: &str = "AUTH HELLO GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL INCR INCRBY DECR DECRBY PUBLISH SUBSCRIBE UNSUBSCRIBE PING ECHO SELECT QUIT";
 
 /// One connection's state: its subscriptions, its protocol version and
 /// whether it has authenticated.
@@ -58,7 +58,13 @@ fn int(arg: &[u8]) -> Result<i64, &'static str> {
 }
 
 fn cache_error(out: &mut Vec<u8>, e: &CacheError) {
-    reply::error(out, &format!("ERR {e}"));
+    match e {
+        // Redis' own wording, which clients match on.
+        CacheError::Counter(CounterError::NotInteger | CounterError::Overflow) => {
+            reply::error(out, "ERR value is not an integer or out of range");
+        }
+        _ => reply::error(out, &format!("ERR {e}")),
+    }
 }
 
 impl Session {
@@ -279,6 +285,25 @@ impl Session {
                     Ok(Ttl::Ms(ms)) if name == "PTTL" => reply::int(out, ms as i64),
                     // Rounded as Redis does.
                     Ok(Ttl::Ms(ms)) => reply::int(out, ms.div_ceil(1000) as i64),
+                    Err(e) => cache_error(out, &e),
+                }
+            }
+            "INCR" | "DECR" | "INCRBY" | "DECRBY" => {
+                let by = if name.ends_with("BY") {
+                    arity(3, 3)?;
+                    int(&args[2])?
+                } else {
+                    arity(2, 2)?;
+                    1
+                };
+                let by = if name.starts_with("DECR") {
+                    by.checked_neg().ok_or("ERR decrement would overflow")?
+                } else {
+                    by
+                };
+                let (b, k) = self.place(text(&args[1])?);
+                match self.cache.incr(b, k, by).await {
+                    Ok(n) => reply::int(out, n),
                     Err(e) => cache_error(out, &e),
                 }
             }

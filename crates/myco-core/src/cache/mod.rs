@@ -9,10 +9,13 @@
 //!   HLC timestamp, TTL (an expired entry is never returned; the time is
 //!   passed in), LRU eviction per bucket by `max_entries` and across all
 //!   buckets by a byte budget, every eviction counted.
+//! - [`counter`]: the version an increment (`INCR`) writes, decided on
+//!   the key's primary.
 //!
 //! Nothing here reads a clock or sends anything: the agent passes the
 //! wall time in and carries out the moves.
 
+pub mod counter;
 pub mod owners;
 pub mod store;
 

@@ -42,6 +42,18 @@ assert b.exists("py:greeting", "py:absent") == 1
 assert a.delete("py:greeting") == 1
 assert b.get("py:greeting") is None
 
+# Counters across nodes; a value that is not one is Redis' error.
+assert a.incr("py:n") == 1
+assert b.incrby("py:n", 5) == 6
+assert b.decr("py:n") == 5
+assert a.decrby("py:n", 7) == -2
+assert a.set("py:word", "abc") is True
+try:
+    b.incr("py:word")
+    raise AssertionError("INCR of a word was accepted")
+except redis.ResponseError as e:
+    assert "not an integer" in str(e), str(e)
+
 # SET k v EX 1, then expiry (polled, never a blind sleep).
 assert a.set("py:brief", "v", ex=1) is True
 assert b.get("py:brief") == b"v"

@@ -30,7 +30,7 @@ use super::super::{
         spores::list, spores::push, spores::download, spores::gc,
         spores::trust_list, spores::trust_add, spores::trust_remove,
         logs::logs,
-        cache::list, cache::show, cache::create, cache::get, cache::put, cache::delete,
+        cache::list, cache::show, cache::create, cache::get, cache::put, cache::incr, cache::delete,
         msg::publish, msg::subscribe, msg::request, msg::reply,
         routes::routes,
     ),
