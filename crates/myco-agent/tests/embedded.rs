@@ -65,19 +65,26 @@ async fn node(base: &std::path::Path, tag: &str, key: &str, join: Option<String>
     b.start().await.expect("an embedded node starts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_embedded_nodes_share_cache_and_messaging() {
-    let key = ClusterKey::from_bytes(*b"embedded-test-cluster-key-32byte").to_base64();
-    let base = temp_dir("two");
-    let a = node(&base, "a", &key, None).await;
-    let b = node(&base, "b", &key, Some(a.mesh_addr().to_string())).await;
-    assert_ne!(a.mesh_addr().port(), 0, "port 0 resolves to the bound port");
+/// Two nodes in a fresh directory under `tag`, b joined to a, once both
+/// see each other.
+async fn pair(tag: &str, key: &str) -> (PathBuf, Myco, Myco) {
+    let base = temp_dir(tag);
+    let a = node(&base, "a", key, None).await;
+    let b = node(&base, "b", key, Some(a.mesh_addr().to_string())).await;
     wait_for(
         "both nodes to see each other",
         Duration::from_secs(20),
         || async { (a.live_members() == 2 && b.live_members() == 2).then_some(()) },
     )
     .await;
+    (base, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_embedded_nodes_share_cache_and_messaging() {
+    let key = ClusterKey::from_bytes(*b"embedded-test-cluster-key-32byte").to_base64();
+    let (base, a, b) = pair("two", &key).await;
+    assert_ne!(a.mesh_addr().port(), 0, "port 0 resolves to the bound port");
 
     // The default bucket: set on a, read on b.
     a.cache()
@@ -208,15 +215,7 @@ async fn two_embedded_nodes_share_cache_and_messaging() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_repair_a_stale_replica() {
     let key = ClusterKey::from_bytes(*b"embedded-test-cluster-key-32byt2").to_base64();
-    let base = temp_dir("repair");
-    let a = node(&base, "a", &key, None).await;
-    let b = node(&base, "b", &key, Some(a.mesh_addr().to_string())).await;
-    wait_for(
-        "both nodes to see each other",
-        Duration::from_secs(20),
-        || async { (a.live_members() == 2 && b.live_members() == 2).then_some(()) },
-    )
-    .await;
+    let (base, a, b) = pair("repair", &key).await;
     // Two copies on two nodes: both own every key.
     let config = BucketConfig {
         ttl_ms: 0,
@@ -275,15 +274,7 @@ async fn reads_repair_a_stale_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn increments_from_every_node_add_up() {
     let key = ClusterKey::from_bytes(*b"embedded-test-cluster-key-32byte").to_base64();
-    let base = temp_dir("incr");
-    let a = node(&base, "a", &key, None).await;
-    let b = node(&base, "b", &key, Some(a.mesh_addr().to_string())).await;
-    wait_for(
-        "both nodes to see each other",
-        Duration::from_secs(20),
-        || async { (a.live_members() == 2 && b.live_members() == 2).then_some(()) },
-    )
-    .await;
+    let (base, a, b) = pair("incr", &key).await;
     // One of the two is the key's primary: the other's increments go
     // over the mesh, so both paths run against each other.
     let mut tasks = tokio::task::JoinSet::new();
