@@ -7,7 +7,9 @@
 //! that own them (rendezvous hashing, see `myco_core::cache`). A node that
 //! is asked for a key it does not own forwards the request to the owners
 //! with [`CacheMessage::Put`] or [`CacheMessage::Get`] and waits for
-//! [`CacheMessage::Ack`] or [`CacheMessage::Answer`], matched by `request`.
+//! [`CacheMessage::Ack`] or [`CacheMessage::Answer`], matched by `request`;
+//! an increment goes to the key's primary alone ([`CacheMessage::Incr`],
+//! answered by [`CacheMessage::Counted`]).
 //!
 //! Every message starts with a version byte ([`CACHE_PROTO`]); another
 //! version, trailing bytes or garbage are refused by
