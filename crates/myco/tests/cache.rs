@@ -208,6 +208,18 @@ fn a_bucket_serves_every_node_with_ttl_delete_and_lru() {
             && e.to_string().contains("not a decimal"),
         "{e}"
     );
+    // Counted where they were asked: n3 took 20 increments, the CLI's
+    // and the refused one.
+    let metrics = n3.metrics().unwrap();
+    for line in [
+        r#"myco_cache_increments_total{result="applied"} 21"#,
+        r#"myco_cache_increments_total{result="refused"} 1"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+    }
     let bad = n1
         .raw(
             "POST",

@@ -40,12 +40,21 @@ impl Cache {
             )));
         };
         let entry = if primary == self.me {
-            self.increment_here(bucket, key, by, config.ttl_ms)?
+            self.increment_here(bucket, key, by, config.ttl_ms)
+                .map_err(CacheError::from)
         } else {
             let addr = live.iter().find(|(id, _)| *id == primary).map(|(_, a)| *a);
-            self.ask_primary(addr, bucket, key, by, config.ttl_ms)
-                .await?
+            self.ask_primary(addr, bucket, key, by, config.ttl_ms).await
         };
+        match &entry {
+            Ok(_) => self.counters.increments.fetch_add(1, Ordering::Relaxed),
+            Err(CacheError::Counter(_)) => self
+                .counters
+                .increments_refused
+                .fetch_add(1, Ordering::Relaxed),
+            Err(_) => 0,
+        };
+        let entry = entry?;
         let sum = entry
             .value
             .as_deref()

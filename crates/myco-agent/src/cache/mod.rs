@@ -107,6 +107,11 @@ pub struct CacheCounters {
     pub misses: AtomicU64,
     /// Requests (reads and writes) sent to other nodes.
     pub forwards: AtomicU64,
+    /// Increments through this node that were applied.
+    pub increments: AtomicU64,
+    /// Increments refused because the key held no integer or the sum
+    /// would overflow.
+    pub increments_refused: AtomicU64,
 }
 
 /// The cache service of one node; clones of the `Arc` share it.

@@ -72,6 +72,18 @@ pub fn register(r: &mut Registry, cache: &Cache, msg: &Messaging) {
         "Cache entries removed because they expired",
         s.expired,
     );
+    let increments = Family::<Labels, Counter>::default();
+    increments
+        .get_or_create(&vec![("result", "applied".into())])
+        .inc_by(get(&c.increments));
+    increments
+        .get_or_create(&vec![("result", "refused".into())])
+        .inc_by(get(&c.increments_refused));
+    r.register(
+        "cache_increments",
+        "Counter increments through this node: applied, or refused (the key held no integer, or the sum would overflow)",
+        increments,
+    );
     counter(
         r,
         "cache_forwards",
