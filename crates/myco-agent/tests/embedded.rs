@@ -331,3 +331,50 @@ async fn increments_from_every_node_add_up() {
     a.stop().await;
     let _ = std::fs::remove_dir_all(base);
 }
+
+/// A counter on its way to a new primary (held only by the member past
+/// its owners, as after a join, before the move) counts on from there:
+/// the primary holds nothing, so the asker looks as a read does and the
+/// primary adds to what it found, instead of starting again from 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_increment_during_a_move_counts_on_from_the_old_owner() {
+    let key = ClusterKey::from_bytes(*b"embedded-test-cluster-key-32byt3").to_base64();
+    let (base, a, b) = pair("incr-move", &key).await;
+    // One copy: one node owns each key, the other is the member past it.
+    let config = BucketConfig {
+        ttl_ms: 0,
+        max_entries: 100,
+        replicas: 1,
+    };
+    a.cache().create_bucket("solo", config).await.unwrap();
+    wait_for("b to know the bucket", Duration::from_secs(10), || async {
+        b.cache().service().bucket("solo")
+    })
+    .await;
+    // b holds every key, whichever owns it: about half are a's, held
+    // only by b as an old owner would hold them.
+    let keys: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    for k in &keys {
+        b.cache()
+            .service()
+            .set_local_only("solo", k, b"41".to_vec());
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let asker = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(asker.cache().incr("solo", k, 1).await.unwrap(), 42, "{k}");
+    }
+    let fallbacks = |n: &Myco| {
+        n.cache()
+            .service()
+            .counters()
+            .fallback_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert!(
+        fallbacks(&a) + fallbacks(&b) > 0,
+        "no key was a's: the move was not exercised"
+    );
+    b.stop().await;
+    a.stop().await;
+    let _ = std::fs::remove_dir_all(base);
+}

@@ -210,17 +210,37 @@ pub enum CacheMessage {
         /// Lifetime of a counter that did not exist, in ms (the bucket's
         /// TTL as the asker knows it); 0 = none. A live one keeps its own.
         ttl_ms: u64,
+        /// Whether the asker looked for the key on its owners and the
+        /// member past them first (after a [`IncrOutcome::NotHeld`]);
+        /// `base` is what it found.
+        checked: bool,
+        /// The version the asker found, if `checked`: the primary adds to
+        /// the newer of it and its own.
+        base: Option<CacheEntry>,
         /// The asker's stream address.
         reply_to: SocketAddr,
     },
-    /// The answer to an increment: the version now held by the primary
-    /// (the asker copies it to the other owners), or why there is none.
+    /// The answer to an increment.
     Counted {
         /// The request.
         request: u64,
-        /// The new version, or why the value could not be added to.
-        outcome: Result<CacheEntry, CounterError>,
+        /// The new version, or why there is none.
+        outcome: IncrOutcome,
     },
+}
+
+/// What a key's primary did with an increment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IncrOutcome {
+    /// The version it made and now holds (the asker copies it to the other
+    /// owners).
+    Stored(CacheEntry),
+    /// It holds no version of the key and the asker did not look: the key
+    /// may be on its way to this new primary from its old owner, so the
+    /// asker looks (as a read does) and asks again with what it found.
+    NotHeld,
+    /// The value could not be added to.
+    Refused(CounterError),
 }
 
 /// Why an increment was refused.
@@ -304,14 +324,17 @@ mod tests {
             key: "ip:10.0.0.1".into(),
             by: -3,
             ttl_ms: 60_000,
+            checked: false,
+            base: None,
             reply_to: "127.0.0.1:7946".parse().unwrap(),
         };
         assert_eq!(incr.encode()[1], 4, "Incr is appended");
         assert_eq!(CacheMessage::decode(&incr.encode()), Some(incr));
         for outcome in [
-            Err(CounterError::NotInteger),
-            Err(CounterError::Overflow),
-            Ok(CacheEntry {
+            IncrOutcome::Refused(CounterError::NotInteger),
+            IncrOutcome::Refused(CounterError::Overflow),
+            IncrOutcome::NotHeld,
+            IncrOutcome::Stored(CacheEntry {
                 ts: Timestamp {
                     wall_ms: 5,
                     logical: 0,

@@ -2,6 +2,14 @@
 //! store's lock, so increments from every node apply one after another;
 //! the asker then copies the new version to the other owners as a write.
 //!
+//! A primary that holds no version of the key (it may have just become
+//! the primary, with the key still on its old owner) answers `NotHeld`
+//! unless the asker already looked; the asker then looks as a read does
+//! (owners, then the member past them) and asks again with what it found,
+//! and the primary adds to the newer of that and its own. So a counter
+//! counts on through a join instead of starting again from 0; a key that
+//! truly has no value pays that one look on its first increment.
+//!
 //! Failure semantics, as Redis has them across a failover: an increment
 //! whose primary does not answer (down and not yet seen so, or running a
 //! release without counters, which drops the message) fails with 503 and
@@ -14,7 +22,7 @@ use std::sync::atomic::Ordering;
 
 use myco_core::cache::counter;
 use myco_core::cache::owners;
-use myco_proto::cache::{CacheEntry, CacheMessage, CounterError, check_entry};
+use myco_proto::cache::{CacheEntry, CacheMessage, IncrOutcome, check_entry};
 
 use super::remote::{Registered, Waiter};
 use super::{Cache, CacheError, WRITE_TIMEOUT, wall_ms};
@@ -39,22 +47,41 @@ impl Cache {
                 "no live owner for {bucket}/{key}"
             )));
         };
-        let entry = if primary == self.me {
-            self.increment_here(bucket, key, by, config.ttl_ms)
-                .map_err(CacheError::from)
-        } else {
-            let addr = live.iter().find(|(id, _)| *id == primary).map(|(_, a)| *a);
-            self.ask_primary(addr, bucket, key, by, config.ttl_ms).await
+        let addr = live.iter().find(|(id, _)| *id == primary).map(|(_, a)| *a);
+        // First as is; if the primary holds nothing, the key may still be
+        // on its old owner (a member joined): look as a read does, then
+        // ask again with what was found.
+        let mut looked: Option<Option<CacheEntry>> = None;
+        let outcome = loop {
+            let outcome = if primary == self.me {
+                let base = looked.as_ref().map(Option::as_ref);
+                self.increment_here(bucket, key, by, config.ttl_ms, base)
+            } else {
+                self.ask_primary(addr, bucket, key, by, config.ttl_ms, looked.clone())
+                    .await?
+            };
+            match outcome {
+                IncrOutcome::NotHeld if looked.is_none() => {
+                    looked = Some(self.lookup(bucket, key).await?);
+                }
+                other => break other,
+            }
         };
-        match &entry {
-            Ok(_) => self.counters.increments.fetch_add(1, Ordering::Relaxed),
-            Err(CacheError::Counter(_)) => self
-                .counters
-                .increments_refused
-                .fetch_add(1, Ordering::Relaxed),
-            Err(_) => 0,
+        let entry = match outcome {
+            IncrOutcome::Stored(entry) => entry,
+            IncrOutcome::Refused(e) => {
+                self.counters
+                    .increments_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+            IncrOutcome::NotHeld => {
+                return Err(CacheError::Unavailable(format!(
+                    "the primary of {bucket}/{key} would not count from what it was sent"
+                )));
+            }
         };
-        let entry = entry?;
+        self.counters.increments.fetch_add(1, Ordering::Relaxed);
         let sum = entry
             .value
             .as_deref()
@@ -67,25 +94,37 @@ impl Cache {
     }
 
     /// Adds on this node's store, atomically (the key's primary does).
+    /// `looked` is `None` when the asker has not looked for the key
+    /// elsewhere (then a key held nothing of is [`IncrOutcome::NotHeld`]),
+    /// else what it found: the sum starts from the newer of that and what
+    /// this node holds.
     pub(super) fn increment_here(
         &self,
         bucket: &str,
         key: &str,
         by: i64,
         ttl_ms: u64,
-    ) -> Result<CacheEntry, CounterError> {
+        looked: Option<Option<&CacheEntry>>,
+    ) -> IncrOutcome {
         let ts = self.tick();
         let now = wall_ms();
         let max = self.bucket(bucket).unwrap_or_default().max_entries;
         let mut store = self.store();
-        let current = store.get(bucket, key, now);
-        let (entry, _) = counter::increment(current.as_ref(), by, ts, now, ttl_ms)?;
-        store.put(bucket, max, key, entry.clone(), now);
-        Ok(entry)
+        let held = store.get(bucket, key, now);
+        let Some(found) = looked.or(held.is_some().then_some(None)) else {
+            return IncrOutcome::NotHeld;
+        };
+        let from = counter::newer(held.as_ref(), found);
+        match counter::increment(from, by, ts, now, ttl_ms) {
+            Ok((entry, _)) => {
+                store.put(bucket, max, key, entry.clone(), now);
+                IncrOutcome::Stored(entry)
+            }
+            Err(e) => IncrOutcome::Refused(e),
+        }
     }
 
-    /// Sends the increment to the key's primary and waits for the version
-    /// it made.
+    /// Sends the increment to the key's primary and waits for its answer.
     async fn ask_primary(
         self: &Arc<Self>,
         to: Option<std::net::SocketAddr>,
@@ -93,7 +132,8 @@ impl Cache {
         key: &str,
         by: i64,
         ttl_ms: u64,
-    ) -> Result<CacheEntry, CacheError> {
+        looked: Option<Option<CacheEntry>>,
+    ) -> Result<IncrOutcome, CacheError> {
         let request = self.request_id();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _registered = Registered::new(self, request, Waiter::One(Some(tx)));
@@ -103,12 +143,9 @@ impl Cache {
             key: key.to_string(),
             by,
             ttl_ms,
+            checked: looked.is_some(),
+            base: looked.flatten(),
             reply_to: self.addr,
-        };
-        let unanswered = || {
-            CacheError::Unavailable(format!(
-                "the primary of {bucket}/{key} did not answer the increment (it may have been applied)"
-            ))
         };
         if !to.is_some_and(|a| self.send(a, &message)) {
             return Err(CacheError::Unavailable(format!(
@@ -117,8 +154,10 @@ impl Cache {
         }
         self.counters.forwards.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
-            Ok(Ok(CacheMessage::Counted { outcome, .. })) => Ok(outcome?),
-            _ => Err(unanswered()),
+            Ok(Ok(CacheMessage::Counted { outcome, .. })) => Ok(outcome),
+            _ => Err(CacheError::Unavailable(format!(
+                "the primary of {bucket}/{key} did not answer the increment (it may have been applied)"
+            ))),
         }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use myco_proto::cache::{CacheMessage, CounterError, check_bucket, check_entry};
+use myco_proto::cache::{CacheMessage, CounterError, IncrOutcome, check_bucket, check_entry};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Cache, wall_ms};
@@ -112,13 +112,21 @@ impl Cache {
                 key,
                 by,
                 ttl_ms,
+                checked,
+                base,
                 reply_to,
             } => {
-                let outcome = if check_bucket(&bucket).is_ok() && check_entry(&key, None).is_ok() {
-                    self.increment_here(&bucket, &key, by, ttl_ms)
+                let valid = check_bucket(&bucket).is_ok()
+                    && check_entry(&key, None).is_ok()
+                    && base
+                        .as_ref()
+                        .is_none_or(|b| check_entry(&key, b.value.as_deref()).is_ok());
+                let outcome = if valid {
+                    let looked = checked.then_some(base.as_ref());
+                    self.increment_here(&bucket, &key, by, ttl_ms, looked)
                 } else {
                     self.drop_one("invalid increment");
-                    Err(CounterError::Invalid)
+                    IncrOutcome::Refused(CounterError::Invalid)
                 };
                 self.send(reply_to, &CacheMessage::Counted { request, outcome });
             }

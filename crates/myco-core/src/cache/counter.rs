@@ -43,6 +43,15 @@ pub fn increment(
     Ok((entry, sum))
 }
 
+/// The newer of two versions of a key (by timestamp): what the primary
+/// holds and what the asker found on the key's old owner during a move.
+pub fn newer<'a>(a: Option<&'a CacheEntry>, b: Option<&'a CacheEntry>) -> Option<&'a CacheEntry> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(if y.ts > x.ts { y } else { x }),
+        (x, y) => x.or(y),
+    }
+}
+
 /// A counter's value: an optional `-` and 1 to 19 digits, in range.
 /// Stricter than `str::parse` (no `+`), as Redis is.
 pub fn parse(value: &[u8]) -> Result<i64, CounterError> {
@@ -102,6 +111,20 @@ mod tests {
         assert_eq!(e.expires_at_ms, Some(9_000));
         assert!(e.ts > held.ts, "{:?} must win over {:?}", e.ts, held.ts);
         assert_eq!(e.ts.node, NodeId([1; 8]));
+    }
+
+    #[test]
+    fn the_newer_version_is_added_to() {
+        let held = entry(Some("1"), ts(200, 0, 1), None);
+        let moved = entry(Some("41"), ts(150, 0, 2), None);
+        assert_eq!(newer(Some(&held), Some(&moved)), Some(&held));
+        assert_eq!(newer(Some(&moved), Some(&held)), Some(&held));
+        assert_eq!(newer(None, Some(&moved)), Some(&moved));
+        assert_eq!(newer(Some(&moved), None), Some(&moved));
+        assert_eq!(newer(None, None), None);
+        let (e, n) = increment(newer(None, Some(&moved)), 1, ts(100, 0, 1), 100, 0).unwrap();
+        assert_eq!(n, 42);
+        assert!(e.ts > moved.ts);
     }
 
     #[test]
