@@ -80,6 +80,15 @@ async fn pair(tag: &str, key: &str) -> (PathBuf, Myco, Myco) {
     (base, a, b)
 }
 
+/// Creates bucket `name` through a, once b knows it too.
+async fn create_on(a: &Myco, b: &Myco, name: &str, config: BucketConfig) {
+    a.cache().create_bucket(name, config).await.unwrap();
+    wait_for("b to know the bucket", Duration::from_secs(10), || async {
+        b.cache().service().bucket(name)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_embedded_nodes_share_cache_and_messaging() {
     let key = ClusterKey::from_bytes(*b"embedded-test-cluster-key-32byte").to_base64();
@@ -107,14 +116,9 @@ async fn two_embedded_nodes_share_cache_and_messaging() {
         max_entries: 100,
         replicas: 2,
     };
-    a.cache().create_bucket("sessions", config).await.unwrap();
-    let (bc, bs) = (b.cache(), b.cache());
-    wait_for("b to know the bucket", Duration::from_secs(10), || {
-        let bc = bc.clone();
-        async move { bc.service().bucket("sessions") }
-    })
-    .await;
-    bs.set("sessions", "s1", b"alice".to_vec(), None)
+    create_on(&a, &b, "sessions", config).await;
+    b.cache()
+        .set("sessions", "s1", b"alice".to_vec(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -222,11 +226,7 @@ async fn reads_repair_a_stale_replica() {
         max_entries: 100,
         replicas: 2,
     };
-    a.cache().create_bucket("r", config).await.unwrap();
-    wait_for("b to know the bucket", Duration::from_secs(10), || async {
-        b.cache().service().bucket("r")
-    })
-    .await;
+    create_on(&a, &b, "r", config).await;
     for k in ["k1", "k2"] {
         a.cache().set("r", k, b"old".to_vec(), None).await.unwrap();
         b.cache().service().set_local_only("r", k, b"new".to_vec());
@@ -346,11 +346,7 @@ async fn an_increment_during_a_move_counts_on_from_the_old_owner() {
         max_entries: 100,
         replicas: 1,
     };
-    a.cache().create_bucket("solo", config).await.unwrap();
-    wait_for("b to know the bucket", Duration::from_secs(10), || async {
-        b.cache().service().bucket("solo")
-    })
-    .await;
+    create_on(&a, &b, "solo", config).await;
     // b holds every key, whichever owns it: about half are a's, held
     // only by b as an old owner would hold them.
     let keys: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
