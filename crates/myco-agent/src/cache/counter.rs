@@ -24,7 +24,6 @@ use myco_core::cache::counter;
 use myco_core::cache::owners;
 use myco_proto::cache::{CacheEntry, CacheMessage, IncrOutcome, check_entry};
 
-use super::remote::{Registered, Waiter};
 use super::{Cache, CacheError, WRITE_TIMEOUT, wall_ms};
 
 impl Cache {
@@ -134,28 +133,28 @@ impl Cache {
         ttl_ms: u64,
         looked: Option<Option<CacheEntry>>,
     ) -> Result<IncrOutcome, CacheError> {
-        let request = self.request_id();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _registered = Registered::new(self, request, Waiter::One(Some(tx)));
-        let message = CacheMessage::Incr {
-            request,
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            by,
-            ttl_ms,
-            checked: looked.is_some(),
-            base: looked.flatten(),
-            reply_to: self.addr,
+        let answer = match to {
+            Some(to) => {
+                self.request_one(to, WRITE_TIMEOUT, |request| CacheMessage::Incr {
+                    request,
+                    bucket: bucket.to_string(),
+                    key: key.to_string(),
+                    by,
+                    ttl_ms,
+                    checked: looked.is_some(),
+                    base: looked.flatten(),
+                    reply_to: self.addr,
+                })
+                .await
+            }
+            None => None,
         };
-        if !to.is_some_and(|a| self.send(a, &message)) {
-            return Err(CacheError::Unavailable(format!(
+        match answer {
+            None => Err(CacheError::Unavailable(format!(
                 "the increment of {bucket}/{key} could not be sent to its primary"
-            )));
-        }
-        self.counters.forwards.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
-            Ok(Ok(CacheMessage::Counted { outcome, .. })) => Ok(outcome),
-            _ => Err(CacheError::Unavailable(format!(
+            ))),
+            Some(Some(CacheMessage::Counted { outcome, .. })) => Ok(outcome),
+            Some(_) => Err(CacheError::Unavailable(format!(
                 "the primary of {bucket}/{key} did not answer the increment (it may have been applied)"
             ))),
         }

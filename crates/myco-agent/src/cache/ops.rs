@@ -390,22 +390,41 @@ impl Cache {
         bucket: &str,
         key: &str,
     ) -> Option<Option<CacheEntry>> {
+        let answer = self
+            .request_one(to, OWNER_TIMEOUT, |request| CacheMessage::Get {
+                request,
+                bucket: bucket.to_string(),
+                key: key.to_string(),
+                reply_to: self.addr,
+            })
+            .await?;
+        match answer {
+            Some(CacheMessage::Answer { entry, .. }) => Some(entry),
+            _ => None,
+        }
+    }
+
+    /// Sends one node the message `make` builds around a fresh request id
+    /// and waits up to `wait` for its one answer: `None` if the message
+    /// could not be queued, `Some(None)` if no answer came in time.
+    pub(super) async fn request_one(
+        self: &Arc<Self>,
+        to: std::net::SocketAddr,
+        wait: std::time::Duration,
+        make: impl FnOnce(u64) -> CacheMessage,
+    ) -> Option<Option<CacheMessage>> {
         let request = self.request_id();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _registered = Registered::new(self, request, Waiter::One(Some(tx)));
-        let message = CacheMessage::Get {
-            request,
-            bucket: bucket.to_string(),
-            key: key.to_string(),
-            reply_to: self.addr,
-        };
-        if !self.send(to, &message) {
+        if !self.send(to, &make(request)) {
             return None;
         }
         self.counters.forwards.fetch_add(1, Ordering::Relaxed);
-        match tokio::time::timeout(OWNER_TIMEOUT, rx).await {
-            Ok(Ok(CacheMessage::Answer { entry, .. })) => Some(entry),
-            _ => None,
-        }
+        Some(
+            tokio::time::timeout(wait, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
+        )
     }
 }
