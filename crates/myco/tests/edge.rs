@@ -20,7 +20,9 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use edge_util::{ECHO, READY, WS_ECHO, get, metric, read_head, routed, rss_kib, send, ws_session};
+use edge_util::{
+    ECHO, READY, WS_ECHO, get, metric, read_head, routed, rss_kib, send, send_chunked, ws_session,
+};
 use serde_json::{Value, json};
 use support::{Harness, push_script_spore, wait_for};
 
@@ -63,6 +65,38 @@ fn edge_routes_retries_and_answers_json_errors() {
         );
     }
 
+    // Host names are case-insensitive.
+    let r = send(
+        h.agent(1).edge,
+        "GET",
+        "/p",
+        &[("Host", "ECHO.Example")],
+        "",
+    );
+    assert_eq!(
+        (r.status, r.body["path"].as_str()),
+        (200, Some("/p")),
+        "{r:?}"
+    );
+
+    // A chunked body (no length) arrives whole at instances on every node,
+    // the local one and those behind the relay.
+    let mut nodes = BTreeSet::new();
+    for _ in 0..30 {
+        let r = send_chunked(
+            h.agent(0).edge,
+            "/echo/c",
+            &["hello", ", ", "chunked world"],
+        );
+        assert_eq!(
+            (r.status, r.body["body"].as_str()),
+            (200, Some("hello, chunked world")),
+            "{r:?}"
+        );
+        nodes.insert(r.body["node"].to_string());
+    }
+    assert_eq!(nodes.len(), 3, "chunked bodies reached only {nodes:?}");
+
     // Headers: the request id is kept, forwarding headers arrive, hop-by-hop ones do not.
     let edge = h.agent(0).edge;
     let r = send(
@@ -99,11 +133,32 @@ fn edge_routes_retries_and_answers_json_errors() {
     let r = send(edge, "GET", "/echo/", &[("Via", &via)], "");
     assert_eq!(r.status, 508, "{r:?}");
 
-    // Unknown job, no job: 404 JSON.
+    // Unknown job, no job: 404 JSON, with the request id as any answer.
     let r = get(edge, "/nosuchjob/");
     assert_eq!((r.status, r.body["job"].as_str()), (404, Some("nosuchjob")));
     assert!(r.body["error"].is_string());
-    assert_eq!(get(edge, "/").status, 404);
+    assert!(
+        r.header("x-request-id").is_some_and(|v| !v.is_empty()),
+        "{r:?}"
+    );
+    let r = send(edge, "GET", "/", &[("X-Request-Id", "root-1")], "");
+    assert_eq!(
+        (r.status, r.header("x-request-id")),
+        (404, Some("root-1")),
+        "{r:?}"
+    );
+    let r = send(
+        edge,
+        "GET",
+        "/NoSuchJob/",
+        &[("Host", "NOSUCH"), ("X-Request-Id", "up-1")],
+        "",
+    );
+    assert_eq!(
+        (r.status, r.header("x-request-id")),
+        (404, Some("up-1")),
+        "{r:?}"
+    );
 
     // A node dies with its instance: the edge of n1 keeps answering while
     // it still lists the dead instance (until n3 is seen down), retrying

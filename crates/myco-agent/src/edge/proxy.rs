@@ -127,20 +127,20 @@ impl Payload {
     }
 }
 
-/// Reads the body first when it is small and declared, so it can be sent
-/// twice. Returns `None` if reading failed (the server answers 408/413).
-async fn payload(parts: &axum::http::request::Parts, body: Body) -> Option<Payload> {
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let chunked = parts.headers.contains_key(header::TRANSFER_ENCODING);
-    match declared {
-        Some(n) if n <= RETRY_BODY_MAX && !chunked => Some(Payload::Again(
+/// Reads the body first when it is small and of a known length, so it can
+/// be sent twice. Returns `None` if reading failed (the server answers
+/// 408/413).
+///
+/// The length is the body's own (hyper's framing: `Content-Length`, an
+/// empty body, or unknown for chunked HTTP/1.1 and for HTTP/2 DATA frames
+/// without a length), not the headers': hop-by-hop headers such as
+/// `Transfer-Encoding` are gone by the time this runs, and a body judged
+/// empty from what was left would be dropped.
+async fn payload(body: Body) -> Option<Payload> {
+    match http_body::Body::size_hint(&body).exact() {
+        Some(n) if n <= RETRY_BODY_MAX => Some(Payload::Again(
             axum::body::to_bytes(body, n as usize).await.ok()?,
         )),
-        None if !chunked => Some(Payload::Again(Bytes::new())),
         _ => Some(Payload::Once(Some(body))),
     }
 }
@@ -160,7 +160,12 @@ pub async fn handle(State(edge): State<Arc<EdgeState>>, mut req: Request) -> Res
         request_id = id.to_str().unwrap_or_default(),
         job = tracing::field::Empty
     );
-    forward(edge, req).instrument(span).await
+    let mut r = forward(edge, req).instrument(span).await;
+    // Answers made here (404, 400, 508) carry the id as proxied ones do.
+    if !r.headers().contains_key(REQUEST_ID) {
+        r.headers_mut().insert(REQUEST_ID, id);
+    }
+    r
 }
 
 async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
@@ -179,7 +184,16 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
     }
     // A HeaderValue clone shares its bytes: no copy of the host.
     let host = parts.headers.get(header::HOST).cloned();
-    let host = host.as_ref().and_then(|v| v.to_str().ok());
+    let mut host = host.as_ref().and_then(|v| v.to_str().ok());
+    // Host names are case-insensitive and job names lowercase: a copy
+    // only for the rare host with capitals.
+    let lowered;
+    if let Some(h) = host
+        && h.bytes().any(|c| c.is_ascii_uppercase())
+    {
+        lowered = h.to_ascii_lowercase();
+        host = Some(&lowered);
+    }
     let root = PathAndQuery::from_static("/");
     let pq = parts.uri.path_and_query().unwrap_or(&root).clone();
     let Some(target) = rewrite::target(host, &pq, |j| routes.jobs.contains_key(j)) else {
@@ -252,7 +266,7 @@ async fn forward(edge: Arc<EdgeState>, mut req: Request) -> Response<Body> {
             Err(_) => return error(StatusCode::BAD_REQUEST, "the path is not valid", Some(job)),
         },
     };
-    let Some(mut payload) = payload(&parts, body).await else {
+    let Some(mut payload) = payload(body).await else {
         return error(
             StatusCode::BAD_REQUEST,
             "the request body could not be read",

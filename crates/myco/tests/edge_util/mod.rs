@@ -18,8 +18,9 @@ use crate::support::Agent;
 /// Room for a spore fetch, a spawn, a settle period and a probe or two.
 pub const READY: Duration = Duration::from_secs(40);
 
-/// Echoes its node, instance, path, request headers and body as JSON;
-/// `GET /big/N` streams N bytes, `POST /sink` counts what it is sent.
+/// Echoes its node, instance, path, request headers and body (with a
+/// length or chunked) as JSON; `GET /big/N` streams N bytes, `POST /sink`
+/// counts what it is sent.
 pub const ECHO: &str = r#"#!/usr/bin/env python3
 import http.server, json, os, socketserver
 class H(http.server.BaseHTTPRequestHandler):
@@ -48,7 +49,19 @@ class H(http.server.BaseHTTPRequestHandler):
                 n -= min(n, 65536)
             return
         self.answer()
+    def chunked(self):
+        body = b""
+        while True:
+            n = int(self.rfile.readline().split(b";")[0], 16)
+            if n == 0:
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass
+                return body
+            body += self.rfile.read(n)
+            self.rfile.readline()
     def do_POST(self):
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self.answer(self.chunked())
         n = int(self.headers.get("Content-Length", "0"))
         if self.path == "/sink":
             got = 0
@@ -103,6 +116,26 @@ pub fn send(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
     }
     req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     c.write_all(req.as_bytes()).unwrap();
+    read_answer(c)
+}
+
+/// Sends `POST path` with its body in `chunks`, chunked (no length), on
+/// its own connection, and reads the whole answer.
+pub fn send_chunked(port: u16, path: &str, chunks: &[&str]) -> Answer {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connecting to the edge");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    for chunk in chunks {
+        req.push_str(&format!("{:x}\r\n{chunk}\r\n", chunk.len()));
+    }
+    req.push_str("0\r\n\r\n");
+    c.write_all(req.as_bytes()).unwrap();
+    read_answer(c)
+}
+
+fn read_answer(mut c: TcpStream) -> Answer {
     let mut raw = Vec::new();
     c.read_to_end(&mut raw).expect("reading the answer");
     let text = String::from_utf8_lossy(&raw);

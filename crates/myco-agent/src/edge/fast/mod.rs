@@ -220,16 +220,31 @@ impl Fast {
         // request's body was not read (it cannot be skipped safely).
         let close = req.content_length > 0 || req.close;
         let head_len = req.raw.len();
+        // Host names are case-insensitive, job names lowercase: the rare
+        // host with capitals goes to hyper's path, which lowers it.
+        if req
+            .host
+            .is_some_and(|h| h.bytes().any(|c| c.is_ascii_uppercase()))
+        {
+            return Step::Hyper;
+        }
+        // Every answer carries the request id, errors too.
+        rid.clear();
+        match head::client_request_id(req.headers) {
+            Some(id) => rid.push_str(id),
+            None => super::proxy::fresh_id_into(rid),
+        }
+        let ids = Some((rid.as_str(), self.via.as_str()));
         let Some((job, stripped)) =
             super::rewrite::route(req.host, req.target, |j| routes.jobs.contains_key(j))
         else {
             let msg = "no job named: use http://EDGE/<job>/... or Host: <job>";
-            answer::write_error(out, 404, msg, None, None, close);
+            answer::write_error(out, 404, msg, None, ids, close);
             return Step::Answered { close, head_len };
         };
         let Some((job, entry)) = routes.jobs.get_key_value(job) else {
             let msg = format!("no job {job:?} in the mesh; `myco jobs` lists them");
-            answer::write_error(out, 404, &msg, Some(job), None, close);
+            answer::write_error(out, 404, &msg, Some(job), ids, close);
             return Step::Answered { close, head_len };
         };
         // Instances behind a relay are hyper's (HTTP/2 over mutual TLS):
@@ -242,19 +257,14 @@ impl Fast {
         m.request();
         if head::is_loop(req.headers, &self.edge.via_token) {
             let msg = "this request already passed through this edge (Via): a routing loop";
-            answer::write_error(out, 508, msg, Some(job), None, close);
+            answer::write_error(out, 508, msg, Some(job), ids, close);
             m.response(508, started.elapsed());
             return Step::Answered { close, head_len };
-        }
-        rid.clear();
-        match head::client_request_id(req.headers) {
-            Some(id) => rid.push_str(id),
-            None => super::proxy::fresh_id_into(rid),
         }
         if entry.ready.is_empty() {
             let msg = super::proxy::no_ready(job, entry.stopped);
             tracing::debug!(job, "edge: no ready instance");
-            answer::write_error(out, 503, &msg, Some(job), Some((rid, &self.via)), close);
+            answer::write_error(out, 503, &msg, Some(job), ids, close);
             m.response(503, started.elapsed());
             return Step::Answered { close, head_len };
         }
