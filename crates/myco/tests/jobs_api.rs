@@ -402,6 +402,19 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
     assert!(stopped.job.stopped);
     assert_eq!(stopped.job.desired, 0);
     assert_eq!(n1.client().job_versions("web").unwrap().len(), 4);
+    // ... and removed: gone from the listings and a 404, as an unknown
+    // job; `?all=true` still shows it.
+    expect(&call(n1, "GET", "/v1/jobs/web", &Value::Null, true), 404, "stopped");
+    let listed = |path: &str| {
+        let jobs: Vec<JobInfo> = n1.anon().get(path).unwrap();
+        jobs.iter().any(|j| j.name == "web")
+    };
+    assert!(!listed("/v1/jobs"), "a stopped job is still listed");
+    assert!(listed("/v1/jobs?all=true"));
+    let j: JobInfo = n1.anon().get("/v1/jobs/web?all=true").unwrap();
+    assert!(j.stopped);
+    let workloads: Vec<Workload> = n1.anon().get("/api/workloads").unwrap();
+    assert!(workloads.iter().all(|w| w.name != "web"));
     let r = call(n1, "POST", "/api/workloads/pin/stop", &Value::Null, false);
     assert!(deployed(&r, 200).job.stopped);
     let again = deployed(&post(job("web", "hello@1", 5, "b")), 201);

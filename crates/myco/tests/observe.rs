@@ -277,6 +277,6 @@ fn dashboard_in_chromium_shows_the_mesh_live_and_scales() {
                 .ok_or(format!("count {}", j["count"]))
         },
     );
-    let solo: Value = h.agent(0).anon().get("/v1/jobs/solo").unwrap();
+    let solo: Value = h.agent(0).anon().get("/v1/jobs/solo?all=true").unwrap();
     assert_eq!(solo["stopped"], true, "the page stopped solo: {solo}");
 }

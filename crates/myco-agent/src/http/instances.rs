@@ -109,6 +109,8 @@ fn workloads_of(s: &ApiState, only: Option<&str>) -> Vec<Workload> {
         .jobs
         .iter()
         .filter(|j| only.is_none_or(|o| j.name() == o))
+        // Stopped jobs are removed ones, as in `GET /v1/jobs`.
+        .filter(|j| !j.stopped)
         .map(|j| {
             let info = jobs::info(j, &inputs, &placed);
             workload(info, listing(&inputs, Some(j.name()), false))

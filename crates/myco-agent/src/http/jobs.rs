@@ -5,7 +5,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use myco_core::jobs::placement::{self, Placement, Rejection, Slot};
@@ -137,7 +138,7 @@ pub fn all_infos(s: &ApiState) -> Vec<JobInfo> {
         .collect()
 }
 
-/// One job, as [`info`] shows it.
+/// One job, as [`info`] shows it, stopped ones too.
 pub fn one_info(s: &ApiState, name: &str) -> Result<JobInfo, HttpError> {
     let inputs = Inputs::read(&s.mesh);
     let rec = inputs
@@ -167,19 +168,47 @@ pub fn written(s: &ApiState, change: DeployChange, rec: &JobRecord) -> Response 
     (code, Json(Deployed { change, job })).into_response()
 }
 
-/// `GET /v1/jobs`.
-#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/jobs", tag = "jobs", responses((status = 200, body = Vec<JobInfo>))))]
-pub async fn list(State(s): State<ApiState>) -> Json<Vec<JobInfo>> {
-    Json(all_infos(&s))
+/// The query of `GET /v1/jobs` and `GET /v1/jobs/{name}`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[cfg_attr(any(test, feature = "openapi"), derive(utoipa::IntoParams))]
+#[cfg_attr(any(test, feature = "openapi"), into_params(parameter_in = Query))]
+pub struct JobsQuery {
+    /// Also stopped (removed) jobs, whose records stay for their history.
+    #[serde(default)]
+    all: bool,
 }
 
-/// `GET /v1/jobs/{name}`.
-#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path)), responses((status = 200, body = JobInfo), (status = 404, description = "No such job", body = myco_proto::api::ApiError))))]
+/// `GET /v1/jobs`: the jobs that are not stopped (`?all=true`: those too).
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobsQuery), responses((status = 200, body = Vec<JobInfo>), (status = 400, description = "Bad query string", body = myco_proto::api::ApiError))))]
+pub async fn list(
+    State(s): State<ApiState>,
+    q: Result<Query<JobsQuery>, QueryRejection>,
+) -> Result<Json<Vec<JobInfo>>, HttpError> {
+    let q = super::errors::query(q)?;
+    let mut jobs = all_infos(&s);
+    jobs.retain(|j| q.all || !j.stopped);
+    Ok(Json(jobs))
+}
+
+/// `GET /v1/jobs/{name}`: 404 for a stopped job as for an unknown one
+/// (`DELETE` stops and removes), unless `?all=true`.
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path), JobsQuery), responses((status = 200, body = JobInfo), (status = 404, description = "No such job, or it was stopped", body = myco_proto::api::ApiError))))]
 pub async fn show(
     State(s): State<ApiState>,
     Path(name): Path<String>,
+    q: Result<Query<JobsQuery>, QueryRejection>,
 ) -> Result<Json<JobInfo>, HttpError> {
-    one_info(&s, &name).map(Json)
+    let q = super::errors::query(q)?;
+    let job = one_info(&s, &name)?;
+    if job.stopped && !q.all {
+        return Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "job {name:?} was stopped and removed; `myco job history {name}` lists its versions, `myco deploy` starts it again"
+            ),
+        ));
+    }
+    Ok(Json(job))
 }
 
 /// `POST /v1/jobs`: create or update a job (JSON, the job file's schema).
@@ -189,7 +218,9 @@ pub async fn deploy(State(s): State<ApiState>, body: Bytes) -> Result<Response, 
     Ok(written(&s, change, &rec))
 }
 
-/// `DELETE /v1/jobs/{name}`: stop the job; its records stay for history.
+/// `DELETE /v1/jobs/{name}`: stop and remove the job: its instances stop,
+/// and it leaves the listings; its records stay for its history (`?all=true`
+/// shows it, `myco deploy` starts it again).
 #[cfg_attr(any(test, feature = "openapi"), utoipa::path(delete, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path)), responses((status = 200, body = Deployed), (status = 404, description = "No such job", body = myco_proto::api::ApiError))))]
 pub async fn stop(
     State(s): State<ApiState>,
@@ -313,8 +344,11 @@ pub async fn plan(State(s): State<ApiState>, body: Bytes) -> Result<Json<PlanInf
 }
 
 /// `GET /v1/jobs/plan`: the job named `plan` (the path's POST is the dry run).
-pub async fn show_plan_job(s: State<ApiState>) -> Result<Json<JobInfo>, HttpError> {
-    show(s, Path("plan".into())).await
+pub async fn show_plan_job(
+    s: State<ApiState>,
+    q: Result<Query<JobsQuery>, QueryRejection>,
+) -> Result<Json<JobInfo>, HttpError> {
+    show(s, Path("plan".into()), q).await
 }
 
 /// `DELETE /v1/jobs/plan`: stops the job named `plan`.
