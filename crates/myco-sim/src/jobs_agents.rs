@@ -341,7 +341,7 @@ impl Agents {
                     self.report.kills += 1;
                     self.procs.kill(world.now, i, &id, grace);
                 }
-                JobAction::Release { id } => {
+                JobAction::Release { id, .. } => {
                     let key = (i, id.clone());
                     if self.procs.map.get(&key).is_some_and(|p| p.alive) {
                         let msg = format!("n{i} released {id} while it runs");

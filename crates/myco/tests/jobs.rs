@@ -273,6 +273,39 @@ fn crash_loops_and_impossible_jobs_are_visible() {
             .ok_or_else(|| "no restarts yet".to_string())
     });
     assert_eq!(x["last_exit"], json!({"code": 3}), "the exit is shown: {x}");
+    // Given up after the crash loop, it stays listed as failed, and what
+    // it printed stays readable: the user's next question is why.
+    let (x, _) = wait_for("crashy given up", READY, || {
+        let list = instances(a, "crashy")?;
+        list.into_iter()
+            .find(|x| {
+                x["state"] == "failed"
+                    && x["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("crash loop"))
+            })
+            .ok_or_else(|| "not given up yet".to_string())
+    });
+    let id = x["id"].as_str().unwrap();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(
+        &mut a
+            .client()
+            .logs("crashy", Some(id), false, Some(10))
+            .expect("its logs"),
+        &mut logs,
+    )
+    .unwrap();
+    assert!(logs.contains("starting"), "logs of {id}: {logs:?}");
+    // Only the logs stay: the spore's files went with the process.
+    let dir = a.dir.join("instances").join(id);
+    let mut left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".myco"], "{}", dir.display());
 
     let _: Value = a
         .client()

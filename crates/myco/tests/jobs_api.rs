@@ -404,7 +404,11 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
     assert_eq!(n1.client().job_versions("web").unwrap().len(), 4);
     // ... and removed: gone from the listings and a 404, as an unknown
     // job; `?all=true` still shows it.
-    expect(&call(n1, "GET", "/v1/jobs/web", &Value::Null, true), 404, "stopped");
+    expect(
+        &call(n1, "GET", "/v1/jobs/web", &Value::Null, true),
+        404,
+        "stopped",
+    );
     let listed = |path: &str| {
         let jobs: Vec<JobInfo> = n1.anon().get(path).unwrap();
         jobs.iter().any(|j| j.name == "web")

@@ -350,6 +350,11 @@ impl Executor {
         (self.running.remove(id), self.cgroup_of.remove(id))
     }
 
+    /// Whether instance `id` has a process here.
+    pub fn holds(&self, id: &str) -> bool {
+        self.running.contains_key(id)
+    }
+
     /// A probe of `id` to run off the loop, with its port and directory.
     pub fn probe_of(&self, id: &str) -> Option<(Prober, u16, PathBuf)> {
         let r = self.running.get(id)?;
@@ -409,15 +414,20 @@ pub async fn stop(r: &Running, mut grace: Duration) -> process::StopOutcome {
     process::stop(target, grace).await
 }
 
-/// After a release: removes the cgroup and the instance directory.
-/// Blocking file work: run it on the blocking pool.
-pub fn cleanup(data_dir: &Path, id: &str, cgroup: Option<&InstanceCgroup>) {
+/// After a release: removes the cgroup and the instance directory, or
+/// all of it but its logs when `keep_logs`. Blocking file work: run it on
+/// the blocking pool.
+pub fn cleanup(data_dir: &Path, id: &str, cgroup: Option<&InstanceCgroup>, keep_logs: bool) {
     if let Some(cg) = cgroup
         && let Err(e) = cg.remove()
     {
         tracing::debug!(instance = %id, error = %e, "instance cgroup not removed");
     }
-    if let Err(e) = instance_dir::remove(data_dir, id) {
+    let removed = match keep_logs {
+        true => instance_dir::remove_all_but_logs(data_dir, id),
+        false => instance_dir::remove(data_dir, id),
+    };
+    if let Err(e) = removed {
         tracing::warn!(instance = %id, error = %e, "instance directory not removed");
     }
 }

@@ -134,6 +134,39 @@ pub fn volume(data_dir: &Path, job: &str, name: &str) -> Result<PathBuf, ExecErr
     Ok(dir)
 }
 
+/// Deletes everything of a stopped instance's directory but its logs
+/// (`.myco/*.log`): its files, the unpacked spore, and the record that
+/// would have a restarted agent look for its process.
+pub fn remove_all_but_logs(data_dir: &Path, id: &str) -> Result<(), ExecError> {
+    let dir = instance_dir(data_dir, id)?;
+    let meta = meta_dir(&dir);
+    let keep = |p: &Path| p == meta || super::logs::is_log_file(p);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e.flatten().map(|e| e.path()).collect::<Vec<_>>(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ExecError::io("reading an instance dir", &dir)(e)),
+    };
+    let metas = fs::read_dir(&meta)
+        .map(|m| m.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for p in entries.into_iter().chain(metas) {
+        if keep(&p) {
+            continue;
+        }
+        let gone = match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&p),
+            Ok(_) => fs::remove_file(&p),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = gone
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(ExecError::io("removing an instance's files", &p)(e));
+        }
+    }
+    Ok(())
+}
+
 /// Deletes a stopped instance's directory (its logs go with it).
 pub fn remove(data_dir: &Path, id: &str) -> Result<(), ExecError> {
     let dir = instance_dir(data_dir, id)?;

@@ -76,6 +76,13 @@ impl LogStream {
     }
 }
 
+/// Whether `path` is one of an instance's log files, live or rotated.
+pub fn is_log_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| LogStream::ALL.iter().any(|s| n.starts_with(s.file_name())))
+}
+
 /// The live log file of a stream; rotated ones add `.1`, `.2`, ...
 pub fn log_path(instance_dir: &Path, stream: LogStream) -> PathBuf {
     meta_dir(instance_dir).join(stream.file_name())

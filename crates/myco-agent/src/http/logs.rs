@@ -258,7 +258,14 @@ pub async fn read(
 fn push_piece(out: &mut String, id: &str, piece: Piece) {
     match piece {
         Piece::Text(t) => out.push_str(&t),
-        Piece::Refused(r) => out.push_str(&format!("[{id}] (logs unavailable: {r:?})\n")),
+        Piece::Refused(r) => {
+            let why = match r {
+                LogRefusal::NotFound => "none on its node: not started there yet, or removed",
+                LogRefusal::Busy => "its node has too many log readers; try again later",
+                LogRefusal::Invalid(ref why) => why,
+            };
+            out.push_str(&format!("[{id}] (no logs: {why})\n"));
+        }
         Piece::Lost(why) => out.push_str(&format!("[{id}] (logs cut short: {why})\n")),
     }
 }

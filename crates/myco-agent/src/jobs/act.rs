@@ -70,9 +70,9 @@ impl Runtime {
         let of = |id: &str| self.job_of.get(id).cloned().unwrap_or_default();
         let (job, instance) = match action {
             JobAction::Spawn { id, job, .. } => (job.spec.name.clone(), id.as_str()),
-            JobAction::Probe { id } | JobAction::Kill { id, .. } | JobAction::Release { id } => {
-                (of(id), id.as_str())
-            }
+            JobAction::Probe { id }
+            | JobAction::Kill { id, .. }
+            | JobAction::Release { id, .. } => (of(id), id.as_str()),
             JobAction::Write { record } => (record.job.clone(), record.id.as_str()),
             JobAction::Delete { job, id } => (job.clone(), id.as_str()),
             JobAction::Revert { job, .. } => (job.clone(), ""),
@@ -90,11 +90,18 @@ impl Runtime {
             JobAction::Spawn { id, slot, job } => self.spawn(id, slot, job),
             JobAction::Probe { id } => self.probe(id),
             JobAction::Kill { id, grace } => self.kill(&id, grace),
-            JobAction::Release { id } => self.release(&id),
+            JobAction::Release { id, keep_logs } => self.release(&id, keep_logs),
             JobAction::Write { record } => self.write(record).await,
             JobAction::Delete { job, id } => {
                 let key = InstanceRecord::key_of(&job, &id);
                 self.send_write(key, None).await;
+                // A crash-looped instance's kept logs go with its record.
+                if !self.exec.holds(&id) && !self.job_of.contains_key(&id) {
+                    let data_dir = self.exec.data_dir().to_path_buf();
+                    tokio::task::spawn_blocking(move || {
+                        executor::cleanup(&data_dir, &id, None, false)
+                    });
+                }
             }
             JobAction::Revert { job, from, to, .. } => self.revert(job, from, to),
         }
@@ -273,8 +280,9 @@ impl Runtime {
     }
 
     /// The controller forgot the instance: port back to the pool, cgroup
-    /// and directory removed (off the loop).
-    fn release(&mut self, id: &str) {
+    /// and directory removed (off the loop), but for its logs when
+    /// `keep_logs` (it crash-looped, and stays listed as failed).
+    fn release(&mut self, id: &str, keep_logs: bool) {
         self.probes.remove(id);
         self.job_of.remove(id);
         self.spawned.remove(id);
@@ -289,7 +297,7 @@ impl Runtime {
                     executor::stop(r, Duration::ZERO).await;
                 }
                 let _ = tokio::task::spawn_blocking(move || {
-                    executor::cleanup(&data_dir, &id, cgroup.as_ref())
+                    executor::cleanup(&data_dir, &id, cgroup.as_ref(), keep_logs)
                 })
                 .await;
             }

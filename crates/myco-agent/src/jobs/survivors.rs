@@ -89,7 +89,7 @@ impl Runtime {
                     .ok()
                     .and_then(|r| r.cgroup)
                     .map(|c| crate::exec::InstanceCgroup::from_record(&c));
-                crate::exec::executor::cleanup(&data_dir, &id, cgroup.as_ref());
+                crate::exec::executor::cleanup(&data_dir, &id, cgroup.as_ref(), false);
             }
         });
     }

@@ -88,6 +88,10 @@ pub enum JobAction {
     Release {
         /// The instance.
         id: String,
+        /// It gave up after a crash loop and stays listed as `failed`: its
+        /// logs are what a user reads next, so the shell keeps them (only
+        /// them) until the record's [`JobAction::Delete`].
+        keep_logs: bool,
     },
     /// A rollout of `job` to version `from` failed and the job's
     /// `auto_revert` is on: if the job's current record is still version

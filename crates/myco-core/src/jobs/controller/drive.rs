@@ -105,7 +105,10 @@ impl Controller {
     fn release(&mut self, id: &str) {
         self.local.remove(id);
         let id = id.to_string();
-        self.actions.push_back(JobAction::Release { id });
+        self.actions.push_back(JobAction::Release {
+            id,
+            keep_logs: false,
+        });
     }
 
     /// Carries out what instance `id`'s supervisor asks for: the record
@@ -172,7 +175,10 @@ impl Controller {
             // for the record) so the slot is not restarted here and the
             // record lives until its avoidance ends.
             let id = id.to_string();
-            self.actions.push_back(JobAction::Release { id });
+            self.actions.push_back(JobAction::Release {
+                id,
+                keep_logs: true,
+            });
         }
     }
 }

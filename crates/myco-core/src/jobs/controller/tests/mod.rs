@@ -106,7 +106,12 @@ fn a_crash_loop_gives_up_avoids_the_node_and_forgets_after_the_avoidance() {
         s.event(&w0, ProcessEvent::Started);
     }
     let acts = s.event(&w0, ProcessEvent::Exited(Exit::Code(1)));
-    assert!(has(&acts, &JobAction::Release { id: w0.clone() }));
+    // Its logs stay for the user, until the record goes.
+    let release = JobAction::Release {
+        id: w0.clone(),
+        keep_logs: true,
+    };
+    assert!(has(&acts, &release), "{acts:?}");
     let r = s.record(&w0).unwrap().clone();
     assert_eq!(r.state, InstanceState::Failed);
     assert!(r.reason.contains("crash loop"), "{}", r.reason);
@@ -142,7 +147,13 @@ fn scaling_down_stops_the_extra_slots_once_settled_and_deletes_their_records() {
     assert_eq!(kills(&acts), [w1.clone(), w2.clone()]);
     assert_eq!(writes(&acts, &w1), [InstanceState::Draining]);
     let acts = s.event(&w1, ProcessEvent::Exited(Exit::Signal(15)));
-    assert!(has(&acts, &JobAction::Release { id: w1.clone() }));
+    assert!(has(
+        &acts,
+        &JobAction::Release {
+            id: w1.clone(),
+            keep_logs: false
+        }
+    ));
     assert!(s.record(&w1).is_none(), "deleted after the exit");
     assert!(s.record(&w2).is_some(), "still draining");
     assert_eq!(s.c.local().count(), 2);
@@ -256,6 +267,12 @@ fn a_process_stopped_while_spawning_is_killed_when_it_starts() {
     let acts = s.event(&w0, ProcessEvent::Started);
     assert_eq!(kills(&acts), [w0.as_str()]);
     let acts = s.event(&w0, ProcessEvent::Exited(Exit::Signal(15)));
-    assert!(has(&acts, &JobAction::Release { id: w0.clone() }));
+    assert!(has(
+        &acts,
+        &JobAction::Release {
+            id: w0.clone(),
+            keep_logs: false
+        }
+    ));
     assert!(s.view.instances.is_empty());
 }
