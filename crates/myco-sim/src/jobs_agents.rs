@@ -286,6 +286,7 @@ impl Agents {
                         job: p.job.name().to_string(),
                         slot: p.slot,
                         version: p.job.version,
+                        addr: None,
                     })
                     .collect();
                 self.report.found += found.len() as u64;

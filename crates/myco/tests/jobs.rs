@@ -247,6 +247,22 @@ fn deploy_spread_scale_adopt_and_stop() {
         pids, before_pids,
         "an adopted instance was restarted or duplicated"
     );
+    // ... and they keep what the mesh needs to reach them: the records the
+    // restarted agent writes carry their address and digest (they once
+    // lost both, and the edge stopped routing to them).
+    for a in [h.agent(victim), h.agent(other)] {
+        wait_for("adopted instances with address and digest", READY, || {
+            let list = ready(a, "hello")?;
+            let whole = |x: &Value| {
+                x["addr"].as_str().is_some_and(|s| !s.is_empty()) && x["digest"] == digest.as_str()
+            };
+            match list.len() == 2 && list.iter().all(whole) {
+                true => Ok(()),
+                false => Err(format!("{list:?}")),
+            }
+        });
+    }
+    assert_answers(&ready(h.agent(other), "hello").unwrap(), "hello");
 
     // Stop: every process goes.
     let _: Value = h.agent(2).client().delete("/v1/jobs/hello").expect("stop");

@@ -252,8 +252,11 @@ async fn run(
         let now = rt.now();
         rt.ctl.hold_fence_until(now + left);
     }
-    rt.adopt_survivors().await;
+    // The view first: an adopted instance's record is rebuilt from what
+    // this node wrote before (digest, restarts) and its job's record; the
+    // controller does nothing before the scan anyway.
     rt.rebuild_view();
+    rt.adopt_survivors().await;
     rt.drain().await;
 
     let mut fingerprint = membership_fingerprint(&rt.mesh.snapshot());

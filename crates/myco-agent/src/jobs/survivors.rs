@@ -51,10 +51,8 @@ impl Runtime {
             // Its next start is a restart, and a `failed` record of it is
             // not a refusal.
             self.spawned.insert(rec.instance.clone());
-            if let Some(addr) = self.exec.addr_of(&rec.instance) {
-                self.ctl.set_addr(&rec.instance, addr);
-            }
             found.push(Found {
+                addr: self.exec.addr_of(&rec.instance),
                 id: rec.instance,
                 job: rec.job,
                 slot: rec.slot,

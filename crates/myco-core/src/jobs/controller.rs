@@ -255,13 +255,15 @@ impl Controller {
             if self.local.contains_key(&f.id) {
                 continue;
             }
-            let local = Local::found(
+            let mut local = Local::found(
                 f.job.clone(),
                 f.slot,
                 f.version,
                 self.jobs.get(&f.job),
                 self.mine.get(&f.id),
             );
+            // The process's own address beats a record's.
+            local.addr = f.addr.or(local.addr);
             self.local.insert(f.id, local);
         }
         self.scanned = true;

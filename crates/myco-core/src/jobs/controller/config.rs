@@ -53,4 +53,6 @@ pub struct Found {
     pub slot: u32,
     /// The job version it runs.
     pub version: u64,
+    /// The address it was given (`ip:port`), if it has one.
+    pub addr: Option<std::net::SocketAddr>,
 }

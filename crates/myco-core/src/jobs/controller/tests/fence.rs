@@ -163,6 +163,7 @@ fn restarted_alone(hold_until: u64) -> (Shell, Vec<JobAction>) {
         job: "lock".into(),
         slot: 0,
         version: 1,
+        addr: None,
     };
     let acts = s.scan(vec![found]);
     (s, acts)

@@ -201,6 +201,7 @@ fn after_an_agent_restart_survivors_still_placed_here_are_adopted_the_rest_kille
         job: "web".into(),
         slot,
         version: 1,
+        addr: None,
     };
     let acts = s.scan(vec![found(0), found(1)]);
     assert!(spawns(&acts).is_empty(), "{acts:?}");
