@@ -189,15 +189,21 @@ async fn exec(argv: &[String], port: u16, dir: &Path, timeout: Duration) -> Prob
     }
 }
 
-/// A program path as the spore manifest means it: absolute, or relative to
-/// the instance directory.
+/// A program path as a job means it: absolute; relative to the instance
+/// directory (`./run.sh`, `bin/server`, or a bare name of one of its
+/// files); else a bare name (`sh`, `python3`) found on `PATH`, as a shell
+/// (and Nomad's and Kubernetes' exec checks) would.
 pub(crate) fn resolve(program: &str, dir: &Path) -> PathBuf {
     let p = Path::new(program);
     if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        dir.join(p)
+        return p.to_path_buf();
     }
+    let local = dir.join(p);
+    if !program.contains('/') && !local.exists() {
+        // `Command` searches PATH for a name without a slash.
+        return PathBuf::from(program);
+    }
+    local
 }
 
 /// Runs probes with at most a fixed number at once; more wait their turn.
@@ -251,6 +257,40 @@ mod tests {
             started.elapsed() >= Duration::from_millis(600),
             "two probes ran at once through one slot"
         );
+    }
+
+    #[tokio::test]
+    async fn exec_checks_find_bare_names_on_path_and_files_in_the_instance_dir() {
+        let root = std::env::temp_dir().join(format!("myco-exec-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let dir = &root;
+        let t = Duration::from_secs(5);
+        let check = |argv: &[&str]| ProbeKind::Exec {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+        };
+        let prober = Prober::new(1);
+        // `sh` is on PATH, not in the instance dir; the test is run there.
+        let marker = check(&["sh", "-c", "test -f ok"]);
+        let r = prober.check(&marker, 1, dir.as_path(), t).await;
+        assert!(!r.is_healthy(), "{r:?}");
+        std::fs::write(dir.as_path().join("ok"), "").unwrap();
+        let r = prober.check(&marker, 1, dir.as_path(), t).await;
+        assert!(r.is_healthy(), "{r:?}");
+        // A bare name that is one of the instance's files is that file.
+        std::fs::write(dir.as_path().join("true"), "#!/bin/sh\nexit 7\n").unwrap();
+        std::fs::set_permissions(
+            dir.as_path().join("true"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let r = prober.check(&check(&["true"]), 1, dir.as_path(), t).await;
+        assert!(!r.is_healthy(), "the instance's own `true` exits 7: {r:?}");
+        assert_eq!(resolve("true", dir.as_path()), dir.as_path().join("true"));
+        assert_eq!(resolve("false", dir.as_path()), PathBuf::from("false"));
+        assert_eq!(resolve("./x", dir.as_path()), dir.as_path().join("./x"));
+        assert_eq!(resolve("/bin/sh", dir.as_path()), PathBuf::from("/bin/sh"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     /// A local server that, per connection, does `what`; its port.

@@ -48,6 +48,11 @@ const LAUNCH_PROBE_EVERY: Duration = Duration::from_secs(1);
 /// probed about ten times in its first second, then once a second.
 const LAUNCH_FIRST_PROBE: Duration = Duration::from_millis(25);
 
+/// Failed probes of a launching instance after which its record says why
+/// (about a second and a half in): fewer are a server still starting, and
+/// each change of reason is a replicated write.
+const LAUNCH_FAILURES_SHOWN: u32 = 12;
+
 /// What the supervisor needs from a job spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SupervisePolicy {
@@ -367,6 +372,18 @@ impl Supervisor {
                 if self.phase == Phase::Ready && self.fail_streak >= threshold {
                     self.kill_for(format!("unhealthy: {why}"));
                 } else {
+                    // Not ready yet and still failing: say why, so a check
+                    // that can never pass is not a silent `launching`
+                    // until the deadline. Past the first few, which a
+                    // starting server usually fails.
+                    if matches!(self.phase, Phase::Launching { .. })
+                        && self.fail_streak >= LAUNCH_FAILURES_SHOWN
+                    {
+                        self.set(
+                            InstanceState::Launching,
+                            format!("health check failing: {why}"),
+                        );
+                    }
                     self.schedule_probe(now);
                 }
             }

@@ -94,7 +94,13 @@ fn ready_only_after_the_healthy_threshold_probing_fast_while_launching() {
         );
         t += wait;
         s.handle_timeout(Time(t));
-        assert_eq!(drain(&mut s), [SuperviseAction::Probe]);
+        // (The record says why once they have failed long enough.)
+        let acts = drain(&mut s);
+        let probes: Vec<_> = acts
+            .iter()
+            .filter(|a| !matches!(a, SuperviseAction::Record { .. }))
+            .collect();
+        assert_eq!(probes, [&SuperviseAction::Probe]);
     }
     assert_eq!(
         s.poll_timeout(),
@@ -319,4 +325,42 @@ fn jitter_stays_within_its_percentage_and_follows_the_seed() {
         }
     }
     assert!(seen.len() > 20, "delays are spread, not all equal");
+}
+
+#[test]
+fn a_launching_instance_whose_check_keeps_failing_says_why() {
+    let mut s = Supervisor::new(policy(true));
+    let mut r = rng();
+    drain(&mut s);
+    s.handle_event(Time(0), ProcessEvent::Started, &mut r);
+    drain(&mut s);
+    let mut recorded = Vec::new();
+    for n in 1..=LAUNCH_FAILURES_SHOWN + 3 {
+        let due = s.poll_timeout().unwrap();
+        s.handle_timeout(due);
+        s.handle_event(
+            due,
+            ProcessEvent::ProbeFailed("connect: refused".into()),
+            &mut r,
+        );
+        for a in drain(&mut s) {
+            if let SuperviseAction::Record { state, reason } = a {
+                recorded.push((n, state, reason));
+            }
+        }
+    }
+    // Once, and only past the failures of a server still starting.
+    let why = "health check failing: connect: refused".to_string();
+    assert_eq!(
+        recorded,
+        [(LAUNCH_FAILURES_SHOWN, InstanceState::Launching, why)]
+    );
+    assert_eq!(s.state(), InstanceState::Launching);
+    // Passing then clears it.
+    for _ in 0..2 {
+        let due = s.poll_timeout().unwrap();
+        s.handle_timeout(due);
+        s.handle_event(due, ProcessEvent::ProbeOk, &mut r);
+    }
+    assert!(drain(&mut s).contains(&record(InstanceState::Ready, "")));
 }
