@@ -346,3 +346,55 @@ fn crash_loops_and_impossible_jobs_are_visible() {
     let _: Value = a.client().delete("/v1/jobs/crashy").expect("stop crashy");
     await_procs(&h, 0);
 }
+
+#[test]
+fn what_a_dead_instance_left_running_goes_before_it_starts_again() {
+    let mut h = Harness::new("jobs-leftover");
+    h.mesh(1);
+    // A leader that forks a child which would outlive it.
+    let script = "#!/bin/sh\nsleep 1000 &\nexec sleep 1001\n";
+    let digest = push_script_spore(&h, h.agent(0), "kids", script);
+    let _: Value = h
+        .agent(0)
+        .client()
+        .post(
+            "/v1/jobs",
+            &json!({ "name": "kids", "spore": digest, "count": 1 }),
+        )
+        .expect("deploy");
+    await_ready(h.agent(0), "kids", 1);
+    await_procs(&h, 2);
+    // The agent dies; then, with no agent watching, so does the leader.
+    let dir = h.agent(0).dir.clone();
+    let record = fs::read_dir(dir.join("instances"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(".myco/record.json"))
+        .find(|p| p.exists())
+        .expect("an instance record");
+    let rec: Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    let leader = rec["pid"].as_u64().unwrap() as i32;
+    h.kill(0);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(leader),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let orphans: Vec<u32> = procs_in(&dir)
+        .into_iter()
+        .filter(|&p| p != leader as u32)
+        .collect();
+    assert_eq!(orphans.len(), 1, "the child outlives its leader");
+    // Back: the instance starts again, and the old child is gone.
+    h.restart(0);
+    await_ready(h.agent(0), "kids", 1);
+    await_procs(&h, 2);
+    let now = all_procs(&h);
+    assert!(
+        !now.contains(&orphans[0]),
+        "the dead instance's child {} still runs: {now:?}",
+        orphans[0]
+    );
+    let _: Value = h.agent(0).client().delete("/v1/jobs/kids").expect("stop");
+    await_procs(&h, 0);
+}

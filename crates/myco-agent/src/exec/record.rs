@@ -152,6 +152,11 @@ pub fn liveness(record: &InstanceRecord) -> Liveness {
     liveness_of(record.pid, record.start_time, &record.boot_id)
 }
 
+/// Whether `boot_id` is this boot's.
+pub fn same_boot(boot_id: &str) -> bool {
+    procfs::boot_id().ok().as_deref() == Some(boot_id)
+}
+
 /// [`liveness`] from its parts.
 pub fn liveness_of(pid: u32, start_time: u64, boot_id: &str) -> Liveness {
     if procfs::boot_id().ok().as_deref() != Some(boot_id) {

@@ -9,7 +9,34 @@ use myco_core::jobs::controller::Found;
 
 use super::JobsShared;
 use super::runtime::Runtime;
+use crate::exec::InstanceCgroup;
+use crate::exec::process::{self, StopOutcome, StopTarget};
 use crate::exec::record::{self, Liveness};
+
+/// Kills what is left of an instance whose leader died while no agent
+/// watched: its cgroup's processes, else its session's (found from the
+/// leader's pid, which no other session can hold while any member
+/// lives). Only on the boot that started it: after a reboot nothing of it
+/// runs, and its pid means nothing.
+async fn kill_leftovers(rec: &record::InstanceRecord) {
+    if !record::same_boot(&rec.boot_id) {
+        return;
+    }
+    let cgroup = rec.cgroup.as_ref().map(InstanceCgroup::from_record);
+    let target = StopTarget {
+        pid: rec.pid,
+        start_time: rec.start_time,
+        cgroup: cgroup.as_ref(),
+    };
+    match process::stop(target, Duration::ZERO).await {
+        StopOutcome::AlreadyGone => {}
+        outcome => tracing::warn!(
+            instance = %rec.instance,
+            ?outcome,
+            "killed what a dead instance left running"
+        ),
+    }
+}
 
 /// How long after start the directories of dead instances that were not
 /// started again are removed: four settle periods, at least a second,
@@ -27,6 +54,7 @@ impl Runtime {
             .await
             .unwrap_or_default();
         let mut found = Vec::new();
+        let mut leftovers = Vec::new();
         for f in scanned {
             let rec = match f.record {
                 Ok(r) => r,
@@ -38,6 +66,7 @@ impl Runtime {
             if f.liveness != Liveness::Alive {
                 tracing::debug!(instance = %rec.instance, liveness = ?f.liveness, "instance did not survive");
                 self.dead.insert(rec.instance.clone());
+                leftovers.push(rec);
                 continue;
             }
             let Ok(version) = rec.version.parse::<u64>() else {
@@ -58,6 +87,13 @@ impl Runtime {
                 slot: rec.slot,
                 version,
             });
+        }
+        // Before the controller hears of the scan, which may start a dead
+        // instance again in place (same id, same cgroup): what its leader
+        // left running while no agent watched (children, a daemon it
+        // forked) goes now, or it would outlive every later stop.
+        for rec in leftovers {
+            kill_leftovers(&rec).await;
         }
         let now = self.now();
         self.ctl.set_local_scan(now, found);
