@@ -26,7 +26,6 @@ mod table;
 use std::io::ErrorKind;
 use std::process::ExitCode;
 
-use clap::Parser;
 use clap::error::ErrorKind as ClapKind;
 
 fn main() -> ExitCode {
@@ -50,7 +49,7 @@ fn main() -> ExitCode {
     if let Ok(exe) = std::env::current_exe() {
         myco_agent::exec::fence_guard::provide(exe);
     }
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
