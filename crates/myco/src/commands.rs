@@ -139,7 +139,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::SystemdUnit(args) => {
             unused("systemd-unit")?;
             let bin = crate::systemd::binary(args.bin)?;
-            print!("{}", crate::systemd::unit(&bin, &args.agent_args));
+            print!("{}", crate::systemd::unit(&bin, &args.agent_args)?);
             Ok(())
         }
         Command::Completions { shell, .. } => {

@@ -552,6 +552,21 @@ fn systemd_unit_names_an_installed_binary() {
         unit.contains("\nExecStart=/opt/myco/myco agent --data-dir /var/lib/myco --join pi:7946\n"),
         "{unit}"
     );
+    // A given data dir replaces the default (the agent refuses two).
+    let unit = ok_in(
+        &root,
+        &[
+            "systemd-unit",
+            "--bin",
+            "/opt/myco/myco",
+            "--",
+            "--data-dir=/var/lib/x",
+        ],
+    );
+    assert!(
+        unit.contains("\nExecStart=/opt/myco/myco agent --data-dir /var/lib/x\n"),
+        "{unit}"
+    );
     // The test binary lives in a cargo build dir: it must not be named.
     let out = myco_in(&root, &["systemd-unit"], None);
     assert!(out.status.success());
