@@ -44,11 +44,13 @@ pub struct Conn {
     /// mesh started in this directory, else http://127.0.0.1:7070].
     #[arg(long, global = true, value_name = "URL")]
     pub api: Option<String>,
-    /// API token [default: env MYCO_API_TOKEN, else `api-token` in
-    /// --data-dir, else that of the `myco dev` node at --api].
+    /// API token [default: `api-token` in --data-dir, else env
+    /// MYCO_API_TOKEN, else `api-token` in env MYCO_DATA_DIR, else that of
+    /// the `myco dev` node at --api].
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
-    /// The agent's data dir, to read its API token from [env MYCO_DATA_DIR].
+    /// The agent's data dir, to read its API token from (beats env
+    /// MYCO_API_TOKEN) [env MYCO_DATA_DIR].
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
