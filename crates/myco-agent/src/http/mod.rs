@@ -171,6 +171,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/workloads/{id}", get(instances::workload_show))
         .route("/api/workloads/{id}/stop", post(instances::workload_stop))
+        // After every route: a known path asked with another method is
+        // the JSON error too (axum's own 405 has an empty body); axum
+        // still adds the `Allow` header.
+        .method_not_allowed_fallback(errors::method_not_allowed)
         .fallback(|| async {
             HttpError::not_found("no such path; see the API table in the README")
         })
