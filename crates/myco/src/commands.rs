@@ -60,9 +60,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("version  {}", s.version);
             println!("uptime   {}s", s.uptime_s);
             println!("key id   {}", s.cluster_key_id);
+            let m = c.members;
             println!(
                 "mesh     {} alive, {} suspect, {} down, {} left",
-                c.alive, c.suspect, c.down, c.left
+                m.alive, m.suspect, m.down, m.left
+            );
+            let (j, i) = (c.jobs, c.instances);
+            println!(
+                "jobs     {} ({} running, {} stopped)",
+                j.total, j.running, j.stopped
+            );
+            println!(
+                "instances {} ready, {} launching, {} draining, {} failed, {} stopped",
+                i.ready, i.launching, i.draining, i.failed, i.stopped
             );
             Ok(())
         }

@@ -1,6 +1,6 @@
 //! The HTTP API: the router and what its handlers share.
 //!
-//! One module per resource ([`status`], [`kv`], [`events`], [`spores`],
+//! One module per resource ([`status`] (with [`summary`]), [`kv`], [`events`], [`spores`],
 //! [`jobs`], [`instances`] (with `/api/workloads`), [`logs`],
 //! [`metrics`], [`dashboard`]); [`auth`] checks the token, [`errors`] maps
 //! domain errors to status codes. Handlers depend on domain services (the
@@ -30,6 +30,7 @@ pub mod routes;
 pub mod spores;
 pub mod sse;
 pub mod status;
+pub mod summary;
 
 use std::path::PathBuf;
 use std::sync::Arc;
