@@ -82,14 +82,60 @@ pub struct MemberCounts {
     pub left: usize,
 }
 
+/// Counts of jobs, from the replicated job records.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobCounts {
+    /// Every job, stopped ones included.
+    pub total: usize,
+    /// Jobs not stopped with at least one instance running (`launching`,
+    /// `ready` or `draining`) on a node that is up.
+    pub running: usize,
+    /// Jobs stopped by the operator.
+    pub stopped: usize,
+}
+
+/// Counts of instances by state, on nodes that are up (as `GET
+/// /v1/instances` lists them).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct InstanceCounts {
+    /// Started, not yet healthy.
+    pub launching: usize,
+    /// Healthy: the edge routes to them.
+    pub ready: usize,
+    /// Exited or unhealthy.
+    pub failed: usize,
+    /// Being replaced or moved.
+    pub draining: usize,
+    /// Stopped on purpose.
+    pub stopped: usize,
+}
+
+/// The mesh as one node sees it: members by state (`alive`, `suspect`,
+/// `down`, `left`), jobs and instances.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClusterSummary {
+    /// Members by state (their counts sit in this object itself).
+    #[serde(flatten)]
+    pub members: MemberCounts,
+    /// Jobs (absent from agents before this field: zero).
+    #[serde(default)]
+    pub jobs: JobCounts,
+    /// Instances by state (absent from agents before this field: zero).
+    #[serde(default)]
+    pub instances: InstanceCounts,
+}
+
 /// `GET /v1/status`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Status {
     /// This node.
     pub node: NodeInfo,
-    /// The mesh as this node sees it.
-    pub cluster: MemberCounts,
+    /// The mesh as this node sees it: members, jobs, instances.
+    pub cluster: ClusterSummary,
     /// Id of the cluster key this node seals with.
     pub cluster_key_id: String,
     /// Seconds since the agent started.

@@ -133,6 +133,13 @@ pub enum KeyError {
     /// The key file exists already; keys are never overwritten.
     #[error("key file `{0}` already exists; remove it or choose another path")]
     Exists(PathBuf),
+    /// A public key file was given where the secret key is needed.
+    #[error("{} is a public key; pass the secret key (the file without .pub)", .0.display())]
+    PublicKeyGiven(PathBuf),
+    /// A secret key file was given where a public key is needed; it was
+    /// not sent anywhere.
+    #[error("{} is a secret key (keep it private); pass its public key, {}.pub", .0.display(), .0.display())]
+    SecretKeyGiven(PathBuf),
     /// The key file does not contain 64 hex characters (or not a valid key).
     #[error("key file `{path}` is not a key: {why}; expected 64 hex characters on one line")]
     BadKey {

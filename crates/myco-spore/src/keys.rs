@@ -1,5 +1,9 @@
-//! Publisher key files: `PATH` holds the secret (hex, mode 0600) and
-//! `PATH.pub` the public key (hex), each on one line.
+//! Publisher key files: `PATH` holds the secret (mode 0600) and `PATH.pub`
+//! the public key, each on one line. The public key is 64 hex digits (as
+//! trust records and manifests hold it); the secret is the 32-byte seed as
+//! [`SECRET_TAG`] and 64 hex digits, so neither file can be taken for the
+//! other. Secret files of earlier releases (bare hex) are still read,
+//! unless named `*.pub`.
 //!
 //! The crate draws no randomness: callers pass the 32 secret bytes (the
 //! binary gets them from the OS).
@@ -12,6 +16,9 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::error::KeyError;
+
+/// What a secret key file starts with, before the seed's 64 hex digits.
+pub const SECRET_TAG: &str = "myco-secret-key-v1:";
 
 /// The path of the public key file belonging to secret key file `path`.
 pub fn public_key_path(path: &Path) -> PathBuf {
@@ -32,20 +39,36 @@ pub fn write_keypair(path: &Path, secret: [u8; 32]) -> Result<VerifyingKey, KeyE
             return Err(KeyError::Exists(p.to_path_buf()));
         }
     }
-    write_new(path, 0o600, &hex::encode(secret))?;
+    write_new(path, 0o600, &format!("{SECRET_TAG}{}", hex::encode(secret)))?;
     write_new(&pub_path, 0o644, &hex::encode(public.as_bytes()))?;
     Ok(public)
 }
 
-/// Reads a secret key file written by [`write_keypair`].
+/// Reads a secret key file written by [`write_keypair`], or by an
+/// earlier release (bare hex). A bare-hex file named `*.pub` is refused as
+/// the public key it is: signing with it would sign with a key nobody
+/// trusts.
 pub fn read_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    Ok(SigningKey::from_bytes(&read_hex32(path)?))
+    let text = read_text(path)?;
+    let hex_text = match text.strip_prefix(SECRET_TAG) {
+        Some(h) => h,
+        None if path.extension().is_some_and(|e| e == "pub") => {
+            return Err(KeyError::PublicKeyGiven(path.to_path_buf()));
+        }
+        None => &text,
+    };
+    Ok(SigningKey::from_bytes(&hex32(path, hex_text)?))
 }
 
 /// Reads a public key file (64 hex characters, surrounding whitespace
-/// ignored). Refuses weak keys ([`check_public_key`]).
+/// ignored). Refuses a secret key file (which would otherwise send the
+/// secret on as a public key) and weak keys ([`check_public_key`]).
 pub fn read_public_key(path: &Path) -> Result<VerifyingKey, KeyError> {
-    let bytes = read_hex32(path)?;
+    let text = read_text(path)?;
+    if text.starts_with(SECRET_TAG) {
+        return Err(KeyError::SecretKeyGiven(path.to_path_buf()));
+    }
+    let bytes = hex32(path, &text)?;
     check_public_key(&bytes).map_err(|why| KeyError::BadKey {
         path: path.to_path_buf(),
         why: why.to_string(),
@@ -95,15 +118,21 @@ fn write_new(path: &Path, mode: u32, hex_line: &str) -> Result<(), KeyError> {
         .map_err(io_err)
 }
 
-fn read_hex32(path: &Path) -> Result<[u8; 32], KeyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// The file's text, surrounding whitespace trimmed.
+fn read_text(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path)
+        .map(|t| t.trim().to_string())
+        .map_err(|source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn hex32(path: &Path, text: &str) -> Result<[u8; 32], KeyError> {
     let bad = |why: &str| KeyError::BadKey {
         path: path.to_path_buf(),
         why: why.into(),
     };
-    let bytes = hex::decode(text.trim()).map_err(|_| bad("not hex"))?;
+    let bytes = hex::decode(text).map_err(|_| bad("not hex"))?;
     bytes.try_into().map_err(|_| bad("wrong length"))
 }

@@ -36,8 +36,8 @@ pub use error::{KeyError, PackError, SporeError};
 pub use extract::extract;
 pub use initramfs::{MAX_INITRAMFS_FILE, write_initramfs};
 pub use keys::{
-    check_public_key, parse_public_key, public_key_path, read_public_key, read_signing_key,
-    write_keypair,
+    SECRET_TAG, check_public_key, parse_public_key, public_key_path, read_public_key,
+    read_signing_key, write_keypair,
 };
 pub use manifest::{Health, Manifest, MicroVm, Resources};
 pub use pack::{PackInfo, PackMeta, pack};

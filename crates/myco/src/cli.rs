@@ -44,11 +44,13 @@ pub struct Conn {
     /// mesh started in this directory, else http://127.0.0.1:7070].
     #[arg(long, global = true, value_name = "URL")]
     pub api: Option<String>,
-    /// API token [default: env MYCO_API_TOKEN, else `api-token` in
-    /// --data-dir, else that of the `myco dev` node at --api].
+    /// API token [default: `api-token` in --data-dir, else env
+    /// MYCO_API_TOKEN, else `api-token` in env MYCO_DATA_DIR, else that of
+    /// the `myco dev` node at --api].
     #[arg(long, global = true, value_name = "TOKEN")]
     pub token: Option<String>,
-    /// The agent's data dir, to read its API token from [env MYCO_DATA_DIR].
+    /// The agent's data dir, to read its API token from (beats env
+    /// MYCO_API_TOKEN) [env MYCO_DATA_DIR].
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
@@ -62,6 +64,45 @@ impl Conn {
             data_dir: self.data_dir.or(top.data_dir),
         }
     }
+}
+
+/// The command line, parsed; a usage error as clap reports them.
+pub fn parse() -> Result<Cli, clap::Error> {
+    parse_from(std::env::args_os())
+}
+
+fn parse_from<I: IntoIterator<Item = T>, T: Into<std::ffi::OsString> + Clone>(
+    args: I,
+) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    let matches = cmd.try_get_matches_from_mut(args)?;
+    if let Some(("dev", dev)) = matches.subcommand()
+        && let Some((action, _)) = dev.subcommand()
+    {
+        let given: Vec<String> = [
+            "nodes",
+            "dir",
+            "mesh_port",
+            "api_port",
+            "edge_port",
+            "microvm",
+        ]
+        .into_iter()
+        .filter(|id| dev.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
+        if !given.is_empty() {
+            return Err(cmd.error(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!(
+                    "the subcommand '{action}' cannot be used with {}: they are for starting a dev mesh",
+                    given.join(", ")
+                ),
+            ));
+        }
+    }
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
 }
 
 /// `--json` for listings.
@@ -90,6 +131,44 @@ pub struct ApiGroup<T: Subcommand> {
     pub cmd: T,
 }
 
+/// `--api` and `--token` on a command that talks to no agent: accepted
+/// (before or after the subcommand) and ignored, so that a wrapper
+/// `myco --api "$API" --token "$TOKEN" "$@"` works for every command.
+/// Hidden from those commands' help, which lists only what they use.
+/// The ids are [`Conn`]'s: clap does not propagate a global flag into a
+/// subcommand that has one of that id, so `spore push` keeps its own.
+#[derive(Args, Debug, Clone, Default)]
+pub struct Ignored {
+    /// Ignored: this command talks to no agent.
+    #[arg(
+        id = "api",
+        long = "api",
+        global = true,
+        hide = true,
+        value_name = "URL"
+    )]
+    pub _api: Option<String>,
+    /// Ignored: this command talks to no agent.
+    #[arg(
+        id = "token",
+        long = "token",
+        global = true,
+        hide = true,
+        value_name = "TOKEN"
+    )]
+    pub _token: Option<String>,
+}
+
+/// A group of subcommands that talk to no agent, but for those with a
+/// [`Conn`] of their own (`spore push`); see [`Ignored`].
+#[derive(Args, Debug)]
+pub struct LocalGroup<T: Subcommand> {
+    #[command(flatten)]
+    pub ignored: Ignored,
+    #[command(subcommand)]
+    pub cmd: T,
+}
+
 /// `--data-dir` alone, for commands that read a data dir but no API.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DataDirArg {
@@ -97,6 +176,8 @@ pub struct DataDirArg {
     /// root, else ~/.local/share/myco].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub ignored: Ignored,
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,11 +197,9 @@ pub enum Command {
     /// Cluster-wide settings.
     Cluster(ApiGroup<ClusterCmd>),
     /// Publisher keys for signing spores.
-    #[command(subcommand)]
-    Key(KeyCmd),
+    Key(LocalGroup<KeyCmd>),
     /// Signed workload packages.
-    #[command(subcommand)]
-    Spore(SporeCmd),
+    Spore(LocalGroup<SporeCmd>),
     /// Spores known to the mesh.
     Spores(ApiOutput),
     /// Trusted spore publishers (kept in replicated state).
@@ -145,7 +224,7 @@ pub enum Command {
     Events(crate::events_cmd::EventsArgs),
     /// The demo workload of `myco dev`: answers `/` with its identity.
     #[command(hide = true)]
-    DemoServe,
+    DemoServe(Ignored),
     /// Run a local mesh of N agents on loopback, for trying Myco out.
     Dev(DevArgs),
     /// Run the deterministic simulator: real node logic on a virtual network.
@@ -156,6 +235,8 @@ pub enum Command {
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+        #[command(flatten)]
+        ignored: Ignored,
     },
 }
 
@@ -218,6 +299,10 @@ pub struct AgentArgs {
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Ignored (the agent writes its own api-token), so that a wrapper
+    /// passing `--token` to every command can start agents too.
+    #[arg(long = "token", hide = true, value_name = "TOKEN")]
+    pub _token: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -368,8 +453,11 @@ pub enum ClusterCmd {
     Key,
 }
 
+/// `myco dev [FLAGS]` runs a mesh, `myco dev ACTION NODE` acts on one; the
+/// mesh's flags with an action are refused by [`parse`] (not by clap's
+/// `args_conflicts_with_subcommands`, which would refuse the ignored
+/// `--api` and `--token` too: `myco dev --token T stop n1`).
 #[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct DevArgs {
     /// Act on a running dev mesh instead of starting one.
     #[command(subcommand)]
@@ -397,6 +485,8 @@ pub struct DevArgs {
     #[arg(long, value_name = "ACCEL", num_args = 0..=1, default_missing_value = "kvm",
           value_parser = ["kvm", "tcg"])]
     pub microvm: Option<String>,
+    #[command(flatten)]
+    pub ignored: Ignored,
 }
 
 /// What `myco dev NODE-ACTION` asks a running `myco dev` to do.
@@ -442,6 +532,8 @@ pub struct SimArgs {
     /// Print one node's events, the faults and the phases to stderr.
     #[arg(long)]
     pub trace: Option<usize>,
+    #[command(flatten)]
+    pub ignored: Ignored,
 }
 
 #[derive(Args, Debug)]
@@ -454,6 +546,8 @@ pub struct SystemdArgs {
     /// Extra arguments for `myco agent` in the unit.
     #[arg(last = true)]
     pub agent_args: Vec<String>,
+    #[command(flatten)]
+    pub ignored: Ignored,
 }
 
 #[cfg(test)]
@@ -466,5 +560,70 @@ mod tests {
     #[test]
     fn the_cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn dev_mesh_flags_do_not_go_with_a_node_action() {
+        let e = super::parse_from(["myco", "dev", "--nodes", "5", "stop", "n1"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(
+            e.to_string().contains("'stop' cannot be used with --nodes"),
+            "{e}"
+        );
+        assert!(super::parse_from(["myco", "dev", "--nodes", "5"]).is_ok());
+        assert!(super::parse_from(["myco", "dev", "--token", "t", "stop", "n1"]).is_ok());
+    }
+
+    /// Every command path (`kv get`, `dev stop`, ...), leaves and groups.
+    fn paths(cmd: &clap::Command, prefix: Vec<String>, out: &mut Vec<Vec<String>>) {
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            let mut path = prefix.clone();
+            path.push(sub.get_name().to_string());
+            out.push(path.clone());
+            paths(sub, path, out);
+        }
+    }
+
+    /// A wrapper `myco --api "$API" --token "$TOKEN" "$@"` must work for
+    /// every command: the two flags parse before and after any subcommand
+    /// (a command with no use for them ignores them). Missing arguments are
+    /// other errors; an unknown or clashing `--api`/`--token` is this one.
+    #[test]
+    fn api_and_token_parse_before_and_after_every_command() {
+        let mut all = Vec::new();
+        paths(&super::Cli::command(), Vec::new(), &mut all);
+        assert!(all.len() > 40, "{all:?}");
+        let flags = ["--api", "127.0.0.1:7070", "--token", "t"];
+        for path in all {
+            let before: Vec<&str> = ["myco"]
+                .into_iter()
+                .chain(flags)
+                .chain(path.iter().map(String::as_str))
+                .collect();
+            let after: Vec<&str> = ["myco"]
+                .into_iter()
+                .chain(path.iter().map(String::as_str))
+                .chain(flags)
+                .collect();
+            // Also between a group and its subcommand (`myco kv --api U get`).
+            let between: Vec<Vec<&str>> = (1..path.len())
+                .map(|i| {
+                    let mut a = vec!["myco"];
+                    a.extend(path[..i].iter().map(String::as_str));
+                    a.extend(flags);
+                    a.extend(path[i..].iter().map(String::as_str));
+                    a
+                })
+                .collect();
+            for args in [before, after].into_iter().chain(between) {
+                if let Err(e) = super::parse_from(&args) {
+                    use clap::error::ErrorKind::*;
+                    assert!(
+                        !matches!(e.kind(), UnknownArgument | ArgumentConflict),
+                        "{args:?}: {e}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -13,45 +13,31 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::cli::{
-    AgentArgs, Cli, ClusterCmd, Command, Conn, KvCmd, LogFormat, PeerCmd, SporeCmd, TopConn,
-};
+use crate::cli::{AgentArgs, Cli, ClusterCmd, Command, Conn, KvCmd, LogFormat, PeerCmd, SporeCmd};
 use crate::table::{Listing, print_json, print_listing};
 use crate::{connect, dev};
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
     let top = cli.conn;
-    // Flags before a subcommand that has no use for them are refused, not
-    // ignored: `myco --data-dir /x dev` would otherwise look like it worked.
+    // `--api` and `--token` before a command that talks to no agent are
+    // ignored (a wrapper passes them to every command); `--data-dir` there
+    // is refused, not ignored: `myco --data-dir /x dev` would otherwise
+    // look like it worked.
     let unused = |what: &str| -> anyhow::Result<()> {
-        let given: Vec<&str> = [
-            ("--api", top.api.is_some()),
-            ("--token", top.token.is_some()),
-            ("--data-dir", top.data_dir.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(f, on)| on.then_some(f))
-        .collect();
-        if given.is_empty() {
-            return Ok(());
+        if top.data_dir.is_some() {
+            anyhow::bail!("--data-dir means nothing to `myco {what}`; see `myco {what} --help`");
         }
-        anyhow::bail!(
-            "{} means nothing to `myco {what}`; see `myco {what} --help`",
-            given.join(", ")
-        )
+        Ok(())
     };
     let client = |conn: Conn| connect::client(conn.or(top.clone()));
     match cli.command {
+        // The agent writes its own api-token: a `--token` is ignored.
         Command::Agent(args) => {
-            if top.token.is_some() {
-                anyhow::bail!("--token means nothing to `myco agent`; it writes its own api-token");
-            }
             let api = args.api.clone().or(top.api.clone());
             let data_dir = args.data_dir.clone().or(top.data_dir.clone());
             agent(args, api, data_dir)
         }
         Command::Id(d) => {
-            unused_api(&top, "id")?;
             let dir =
                 connect::data_dir(d.data_dir.or(top.data_dir))?.unwrap_or_else(default_data_dir);
             if !dir.is_dir() {
@@ -74,9 +60,19 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             println!("version  {}", s.version);
             println!("uptime   {}s", s.uptime_s);
             println!("key id   {}", s.cluster_key_id);
+            let m = c.members;
             println!(
                 "mesh     {} alive, {} suspect, {} down, {} left",
-                c.alive, c.suspect, c.down, c.left
+                m.alive, m.suspect, m.down, m.left
+            );
+            let (j, i) = (c.jobs, c.instances);
+            println!(
+                "jobs     {} ({} running, {} stopped)",
+                j.total, j.running, j.stopped
+            );
+            println!(
+                "instances {} ready, {} launching, {} draining, {} failed, {} stopped",
+                i.ready, i.launching, i.draining, i.failed, i.stopped
             );
             Ok(())
         }
@@ -111,15 +107,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Kv(g) => kv(&client(g.conn)?, g.cmd),
         Command::Cache(g) => crate::cache_cmd::cache(&client(g.conn)?, g.cmd),
         Command::Msg(g) => crate::cache_cmd::msg(&client(g.conn)?, g.cmd),
-        Command::Key(cmd) => {
+        Command::Key(g) => {
             unused("key")?;
-            crate::spore_cmd::key(cmd)
+            crate::spore_cmd::key(g.cmd)
         }
-        Command::Spore(cmd) => {
-            if !matches!(cmd, SporeCmd::Push { .. }) {
+        Command::Spore(g) => {
+            if !matches!(g.cmd, SporeCmd::Push { .. }) {
                 unused("spore")?;
             }
-            crate::spore_cmd::spore(client, cmd)
+            crate::spore_cmd::spore(client, g.cmd)
         }
         Command::Spores(a) => crate::spore_cmd::spores(&client(a.conn)?, a.out.json),
         Command::Trust(g) => crate::spore_cmd::trust(&client(g.conn)?, g.cmd),
@@ -138,7 +134,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             crate::job_cmd::logs(&c, a)
         }
         Command::Events(a) => crate::events_cmd::run(&client(a.conn.clone())?, &a),
-        Command::DemoServe => {
+        Command::DemoServe(_) => {
             unused("demo-serve")?;
             crate::demo::serve()
         }
@@ -153,12 +149,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::SystemdUnit(args) => {
             unused("systemd-unit")?;
             let bin = crate::systemd::binary(args.bin)?;
-            print!("{}", crate::systemd::unit(&bin, &args.agent_args));
+            print!("{}", crate::systemd::unit(&bin, &args.agent_args)?);
             Ok(())
         }
-        Command::Completions { shell } => {
+        Command::Completions { shell, .. } => {
             unused("completions")?;
-            clap_complete::generate(shell, &mut Cli::command(), "myco", &mut std::io::stdout());
+            // Into a buffer first: clap_complete panics on a closed pipe
+            // (`myco completions bash | head`); a write here returns it.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "myco", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout().lock(), &script)?;
             Ok(())
         }
     }
@@ -168,14 +168,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 fn by_name(mut nodes: Vec<NodeInfo>) -> Vec<NodeInfo> {
     nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     nodes
-}
-
-/// `--api`/`--token` before a command that reads only a data dir.
-fn unused_api(top: &TopConn, what: &str) -> anyhow::Result<()> {
-    if top.api.is_some() || top.token.is_some() {
-        anyhow::bail!("--api and --token mean nothing to `myco {what}`; it reads the data dir");
-    }
-    Ok(())
 }
 
 fn kv(c: &Client, cmd: KvCmd) -> anyhow::Result<()> {

@@ -22,12 +22,10 @@ mod spore_cmd;
 mod spore_microvm;
 mod systemd;
 mod table;
+mod usage;
 
 use std::io::ErrorKind;
 use std::process::ExitCode;
-
-use clap::Parser;
-use clap::error::ErrorKind as ClapKind;
 
 fn main() -> ExitCode {
     // The fence guard of `duplicates = "never"` instances
@@ -50,9 +48,9 @@ fn main() -> ExitCode {
     if let Ok(exe) = std::env::current_exe() {
         myco_agent::exec::fence_guard::provide(exe);
     }
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
-        Err(e) => return usage_error(e),
+        Err(e) => return usage::error(e),
     };
     match commands::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,78 +86,6 @@ fn join_causes(chain: &[String]) -> String {
     out
 }
 
-/// Help and version go to stdout as clap prints them; a usage error is one
-/// line (with clap's "did you mean" suggestions) and a hint line, exit 2.
-fn usage_error(e: clap::Error) -> ExitCode {
-    if matches!(
-        e.kind(),
-        ClapKind::DisplayHelp
-            | ClapKind::DisplayVersion
-            | ClapKind::DisplayHelpOnMissingArgumentOrSubcommand
-    ) {
-        let _ = e.print();
-        return if e.use_stderr() {
-            ExitCode::from(2)
-        } else {
-            ExitCode::SUCCESS
-        };
-    }
-    // The rendered text without styles: `error: ...` (maybe continued on
-    // indented lines), `  tip: ...` lines, then `Usage: ...`.
-    let text = e.render().to_string();
-    let args: Vec<String> = std::env::args().collect();
-    eprintln!("{}", one_line_usage(&text, &command_path(&args)));
-    ExitCode::from(2)
-}
-
-/// The subcommand path the arguments name (`myco kv get`), for the hint.
-fn command_path(args: &[String]) -> String {
-    use clap::CommandFactory;
-    let mut cmd = cli::Cli::command();
-    let mut path = vec!["myco".to_string()];
-    for a in args.iter().skip(1) {
-        let Some(sub) = cmd.find_subcommand(a).cloned() else {
-            continue;
-        };
-        path.push(sub.get_name().to_string());
-        cmd = sub;
-    }
-    path.join(" ")
-}
-
-/// Turns clap's multi-line error block into `error: WHAT (TIPS)` and
-/// `hint: usage: ...; see `CMD --help``.
-fn one_line_usage(text: &str, cmd: &str) -> String {
-    let mut what: Vec<String> = Vec::new();
-    let mut tips = Vec::new();
-    let mut usage = None;
-    for line in text.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("error:") {
-            what.push(m.trim().to_string());
-        } else if let Some(t) = line.strip_prefix("tip:") {
-            tips.push(t.trim().to_string());
-        } else if let Some(u) = line.strip_prefix("Usage:") {
-            usage = Some(u.trim().to_string());
-        } else if !line.is_empty()
-            && !line.starts_with("For more information")
-            && usage.is_none()
-            && tips.is_empty()
-        {
-            // The continuation of the message: the missing arguments.
-            what.push(line.to_string());
-        }
-    }
-    let mut out = format!("error: {}", what.join(" "));
-    if !tips.is_empty() {
-        out.push_str(&format!(" ({})", tips.join("; ")));
-    }
-    match usage {
-        Some(u) => out.push_str(&format!("\nhint: usage: {u}; see `{cmd} --help`")),
-        None => out.push_str(&format!("\nhint: see `{cmd} --help`")),
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,44 +101,6 @@ mod tests {
         assert_eq!(
             join_causes(&["opening f".into(), os.clone()]),
             format!("opening f: {os}")
-        );
-    }
-
-    #[test]
-    fn usage_errors_are_one_line_and_a_hint() {
-        use clap::CommandFactory;
-        let e = cli::Cli::command()
-            .try_get_matches_from(["myco", "nodes", "--jsn"])
-            .unwrap_err();
-        let text = one_line_usage(&e.render().to_string(), "myco nodes");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(
-            lines[0].starts_with("error: unexpected argument '--jsn'"),
-            "{text}"
-        );
-        assert!(lines[0].contains("--json"), "no suggestion in {text}");
-        assert!(lines[1].starts_with("hint: usage: myco nodes"), "{text}");
-        assert!(lines[1].contains("`myco nodes --help`"), "{text}");
-
-        let e = cli::Cli::command()
-            .try_get_matches_from(["myco", "kv", "get"])
-            .unwrap_err();
-        let text = one_line_usage(&e.render().to_string(), "myco kv get");
-        assert_eq!(text.lines().count(), 2, "{text}");
-        assert!(text.lines().next().unwrap().ends_with("<KEY>"), "{text}");
-    }
-
-    #[test]
-    fn the_hint_names_the_subcommand() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(
-            command_path(&args(&["myco", "kv", "get", "x"])),
-            "myco kv get"
-        );
-        assert_eq!(
-            command_path(&args(&["myco", "--api", "u", "sim", "--nodes", "x"])),
-            "myco sim"
         );
     }
 }

@@ -109,11 +109,27 @@ pub fn spore(client: impl Fn(Conn) -> anyhow::Result<Client>, cmd: SporeCmd) -> 
             Ok(())
         }
         SporeCmd::Verify { file, pubkey } => {
-            let trusted = match pubkey {
-                Some(p) => vec![myco_spore::read_public_key(&p)?],
+            let trusted = match &pubkey {
+                Some(p) => vec![myco_spore::read_public_key(p)?],
                 None => Vec::new(),
             };
-            let v = myco_spore::verify(BufReader::new(open(&file)?), &trusted, &Limits::default())?;
+            let v = match myco_spore::verify(
+                BufReader::new(open(&file)?),
+                &trusted,
+                &Limits::default(),
+            ) {
+                // "Not trusted; `myco trust add` it" is the agent's advice,
+                // not this question's answer.
+                Err(myco_spore::SporeError::Untrusted { publisher }) => bail!(
+                    "{} is not signed by the given key {}: its publisher is {publisher}",
+                    file.display(),
+                    pubkey
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new("?"))
+                        .display()
+                ),
+                other => other?,
+            };
             let by = if trusted.is_empty() {
                 "its own publisher key (no --pubkey given)"
             } else {

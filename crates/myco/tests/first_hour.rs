@@ -473,20 +473,36 @@ fn errors_say_it_once_in_one_line() {
         assert!(e.contains("/nonexistent does not exist"), "{args:?}: {e}");
         assert!(!e.contains("401"), "{args:?}: {e}");
     }
-    // A usage error: one line with clap's suggestion, then a hint.
-    let out = myco_in(&root, &["nodes", "--jsn"], None);
-    let e = stderr(&out);
-    assert_eq!(out.status.code(), Some(2), "{e}");
-    let lines: Vec<&str> = e.lines().collect();
-    assert_eq!(lines.len(), 2, "{e}");
-    assert!(
-        lines[0].starts_with("error: ") && lines[0].contains("'--json'"),
-        "{e}"
-    );
-    assert!(
-        lines[1].starts_with("hint: ") && lines[1].contains("myco nodes --help"),
-        "{e}"
-    );
+    // Usage errors: one line with clap's suggestion and the usage, exit 2.
+    for (args, has) in [
+        (&["nodes", "--jsn"][..], "'--json'"),
+        (&["job", "scale", "web", "abc"][..], "usage: myco job scale"),
+        (&["kv"][..], "needs a subcommand: get, put, del, list"),
+        (
+            &["dev", "--nodes", "2", "stop", "n1"][..],
+            "cannot be used with --nodes",
+        ),
+    ] {
+        let out = myco_in(&root, args, None);
+        let e = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {e}");
+        assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
+        assert!(e.starts_with("error: ") && e.contains(has), "{args:?}: {e}");
+        assert!(e.trim_end().ends_with("see --help)"), "{args:?}: {e}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    // Help and version still go to stdout, exit 0.
+    for args in [
+        &["--help"][..],
+        &["job", "scale", "--help"],
+        &["--version"],
+        &["help", "kv"],
+    ] {
+        let out = myco_in(&root, args, None);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.len() > 5, "{args:?}");
+    }
 }
 
 #[test]
@@ -550,6 +566,21 @@ fn systemd_unit_names_an_installed_binary() {
     );
     assert!(
         unit.contains("\nExecStart=/opt/myco/myco agent --data-dir /var/lib/myco --join pi:7946\n"),
+        "{unit}"
+    );
+    // A given data dir replaces the default (the agent refuses two).
+    let unit = ok_in(
+        &root,
+        &[
+            "systemd-unit",
+            "--bin",
+            "/opt/myco/myco",
+            "--",
+            "--data-dir=/var/lib/x",
+        ],
+    );
+    assert!(
+        unit.contains("\nExecStart=/opt/myco/myco agent --data-dir /var/lib/x\n"),
         "{unit}"
     );
     // The test binary lives in a cargo build dir: it must not be named.

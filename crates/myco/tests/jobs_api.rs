@@ -513,4 +513,28 @@ fn the_cli_deploys_lists_plans_scales_and_explains_bad_files() {
     ok(&cli(a, &["logs", "--help"]), "myco logs --help");
     let out = ok(&cli(a, &["job", "stop", "app"]), "myco job stop");
     assert!(out.contains("stopped"), "{out}");
+
+    // Regression: scale printed success and revert started the stopped job
+    // again; like restart, they are refused: a deploy starts it.
+    let before = a.client().job("app").unwrap();
+    for args in [
+        &["job", "scale", "app", "2"][..],
+        &["job", "revert", "app"],
+        &["job", "revert", "app", "--version", "1"],
+        &["job", "restart", "app"],
+    ] {
+        let out = cli(a, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains("answered 409: job \"app\" is stopped: deploy it to start it"),
+            "{args:?}: {err}"
+        );
+    }
+    let after = a.client().job("app").unwrap();
+    assert!(after.stopped);
+    assert_eq!(
+        (after.version, after.count, after.updated_ms),
+        (before.version, before.count, before.updated_ms)
+    );
 }

@@ -122,6 +122,48 @@ fn nodes_show_allocation_and_live_use_and_jobs_their_rollout_and_duplicates() {
     });
 }
 
+/// `/v1/status`'s cluster summary counts jobs (total, running, stopped)
+/// and instances by state beside the members; `myco status` prints them.
+#[test]
+fn status_summarises_jobs_and_instances() {
+    let mut h = Harness::new("obs-api-status");
+    let a = h.start("a", Opts::default());
+    let a = h.agent(a);
+    let digest = push_script_spore(&h, a, "web", OK_SERVER);
+    for (name, count) in [("web", 2), ("off", 1)] {
+        let spec = json!({"name": name, "spore": digest, "count": count,
+                          "health": {"http": "/health", "interval_ms": 300}});
+        let _: Value = a.client().post("/v1/jobs", &spec).unwrap();
+    }
+    wait_for("3 ready", LONG, || {
+        let s: Value = a.anon().get("/v1/status").map_err(|e| e.to_string())?;
+        (s["cluster"]["instances"]["ready"] == 3)
+            .then_some(())
+            .ok_or(format!("{s}"))
+    });
+    a.client().job_stop("off").unwrap();
+    let (s, _) = wait_for("off stopped", LONG, || {
+        let s: Value = a.anon().get("/v1/status").map_err(|e| e.to_string())?;
+        let c = &s["cluster"];
+        (c["jobs"]["running"] == 1 && c["instances"]["ready"] == 2)
+            .then_some(s.clone())
+            .ok_or(format!("{s}"))
+    });
+    let c = &s["cluster"];
+    assert_eq!(c["alive"], 1, "{s}");
+    assert_eq!(c["jobs"], json!({"total": 2, "running": 1, "stopped": 1}));
+    assert_eq!(c["instances"]["launching"], 0, "{s}");
+    // The seed systems' shape keeps its member counts only.
+    let mesh: Value = a.anon().get("/mesh/status").unwrap();
+    assert_eq!(
+        mesh["members"],
+        json!({"alive": 1, "suspect": 0, "down": 0, "left": 0})
+    );
+    let out = support::ok(&support::cli(a, &["status"]), "myco status");
+    assert!(out.contains("jobs     2 (1 running, 1 stopped)"), "{out}");
+    assert!(out.contains("instances 2 ready, 0 launching"), "{out}");
+}
+
 #[test]
 fn log_lines_carry_the_request_id_and_job_work_its_job_and_instance() {
     let mut h = Harness::with_env(

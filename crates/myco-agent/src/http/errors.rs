@@ -99,6 +99,17 @@ impl From<SporeFlowError> for HttpError {
     }
 }
 
+/// 405 for a path that exists, asked with a method it does not take.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!(
+            "{method} is not allowed on {}: the Allow header lists the methods that are",
+            uri.path()
+        ),
+    )
+}
+
 /// A query string that did not parse, answered as the API's JSON error
 /// (axum's own rejection is plain text, which no client of the API reads).
 pub fn query<T>(

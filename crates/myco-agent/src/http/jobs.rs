@@ -32,7 +32,7 @@ impl From<JobFlowError> for HttpError {
             JobFlowError::Invalid(_) => StatusCode::BAD_REQUEST,
             JobFlowError::UnknownSpore(_) => StatusCode::UNPROCESSABLE_ENTITY,
             JobFlowError::NotFound(_) | JobFlowError::NoSuchVersion { .. } => StatusCode::NOT_FOUND,
-            JobFlowError::Conflict(_) => StatusCode::CONFLICT,
+            JobFlowError::Conflict(_) | JobFlowError::Stopped(_) => StatusCode::CONFLICT,
             JobFlowError::Damaged(_) | JobFlowError::Write(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         HttpError::new(code, e.to_string())
@@ -241,8 +241,9 @@ fn json_body<T: serde::de::DeserializeOwned + Default>(
         .map_err(|e| HttpError::bad_request(format!("body must be JSON {shape}: {e}")))
 }
 
-/// `POST /v1/jobs/{name}/scale` `{"count": N}`: the same version, N slots.
-#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs/{name}/scale", tag = "jobs", params(("name" = String, Path)), request_body = ScaleRequest, responses((status = 200, body = Deployed), (status = 400, description = "Bad body", body = myco_proto::api::ApiError), (status = 404, description = "No such job", body = myco_proto::api::ApiError))))]
+/// `POST /v1/jobs/{name}/scale` `{"count": N}`: the same version, N
+/// slots; 409 for a stopped job, as restart and revert.
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs/{name}/scale", tag = "jobs", params(("name" = String, Path)), request_body = ScaleRequest, responses((status = 200, body = Deployed), (status = 400, description = "Bad body", body = myco_proto::api::ApiError), (status = 404, description = "No such job", body = myco_proto::api::ApiError), (status = 409, description = "The job is stopped: deploy it to start it", body = myco_proto::api::ApiError))))]
 pub async fn scale(
     State(s): State<ApiState>,
     Path(name): Path<String>,
@@ -255,7 +256,7 @@ pub async fn scale(
 }
 
 /// `POST /v1/jobs/{name}/revert` `[{"version": N}]`.
-#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs/{name}/revert", tag = "jobs", params(("name" = String, Path)), request_body = RevertRequest, responses((status = 200, body = Deployed), (status = 400, description = "Bad body", body = myco_proto::api::ApiError), (status = 404, description = "No such job or version", body = myco_proto::api::ApiError))))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/jobs/{name}/revert", tag = "jobs", params(("name" = String, Path)), request_body = RevertRequest, responses((status = 200, body = Deployed), (status = 400, description = "Bad body", body = myco_proto::api::ApiError), (status = 404, description = "No such job or version", body = myco_proto::api::ApiError), (status = 409, description = "The job is stopped (deploy it to start it), or has no other version to go back to", body = myco_proto::api::ApiError))))]
 pub async fn revert(
     State(s): State<ApiState>,
     Path(name): Path<String>,

@@ -1,6 +1,6 @@
 //! The HTTP API: the router and what its handlers share.
 //!
-//! One module per resource ([`status`], [`kv`], [`events`], [`spores`],
+//! One module per resource ([`status`] (with [`summary`]), [`kv`], [`events`], [`spores`],
 //! [`jobs`], [`instances`] (with `/api/workloads`), [`logs`],
 //! [`metrics`], [`dashboard`]); [`auth`] checks the token, [`errors`] maps
 //! domain errors to status codes. Handlers depend on domain services (the
@@ -30,6 +30,7 @@ pub mod routes;
 pub mod spores;
 pub mod sse;
 pub mod status;
+pub mod summary;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -171,6 +172,10 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/workloads/{id}", get(instances::workload_show))
         .route("/api/workloads/{id}/stop", post(instances::workload_stop))
+        // After every route: a known path asked with another method is
+        // the JSON error too (axum's own 405 has an empty body); axum
+        // still adds the `Allow` header.
+        .method_not_allowed_fallback(errors::method_not_allowed)
         .fallback(|| async {
             HttpError::not_found("no such path; see the API table in the README")
         })

@@ -79,12 +79,12 @@ pub async fn trust_add(
     Ok((StatusCode::CREATED, Json(json!({"trusted": key}))).into_response())
 }
 
-/// `DELETE /v1/trust/{key}`.
-#[cfg_attr(any(test, feature = "openapi"), utoipa::path(delete, path = "/v1/trust/{key}", tag = "trust", params(("key" = String, Path)), responses((status = 200, body = Object), (status = 404, description = "Not trusted", body = myco_proto::api::ApiError))))]
+/// `DELETE /v1/trust/{key}`: `{"removed": KEY}`.
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(delete, path = "/v1/trust/{key}", tag = "trust", params(("key" = String, Path, description = "The key, 64 hex digits")), responses((status = 200, body = Object), (status = 400, description = "Not 64 hex digits", body = myco_proto::api::ApiError), (status = 404, description = "Not trusted", body = myco_proto::api::ApiError))))]
 pub async fn trust_remove(
     State(s): State<ApiState>,
     Path(key): Path<String>,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    s.spores.trust_remove(&key).await?;
+    let key = s.spores.trust_remove(&key).await?;
     Ok(Json(json!({"removed": key})))
 }

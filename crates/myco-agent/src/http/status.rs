@@ -10,7 +10,9 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use myco_core::{MemberState, MemberView};
-use myco_proto::api::{MemberCounts, NodeInfo, NodeUsage, PeerAdd, Resources, Status};
+use myco_proto::api::{
+    ClusterSummary, MemberCounts, NodeInfo, NodeUsage, PeerAdd, Resources, Status,
+};
 use myco_proto::{MYCO_VERSION, NodeId};
 use serde_json::json;
 
@@ -101,14 +103,22 @@ fn counts(s: &Snapshot) -> MemberCounts {
 }
 
 fn status_of(s: &ApiState, snap: &Snapshot) -> Status {
+    let inputs = Inputs::read(&s.mesh);
+    let allocated = node_load::allocated_by_node(&inputs.jobs, &inputs.instances);
+    let (jobs, instances) =
+        super::summary::count(&inputs.jobs, &inputs.instances, |n| inputs.is_up(n));
     Status {
         node: node_info(
             &snap.members[0],
             snap,
-            allocations(s).get(&snap.me.id).copied().unwrap_or_default(),
+            allocated.get(&snap.me.id).copied().unwrap_or_default(),
             s.usage.own(),
         ),
-        cluster: counts(snap),
+        cluster: ClusterSummary {
+            members: counts(snap),
+            jobs,
+            instances,
+        },
         cluster_key_id: snap.key_id.to_string(),
         uptime_s: s.started.elapsed().as_secs(),
         version: MYCO_VERSION.to_string(),
@@ -260,8 +270,8 @@ pub async fn mesh_status(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "node_id": st.node.id,
         "name": st.node.name,
         "status": if snap.connected { "healthy" } else { "isolated" },
-        "peers_count": st.cluster.alive.saturating_sub(1),
-        "members": st.cluster,
+        "peers_count": st.cluster.members.alive.saturating_sub(1),
+        "members": st.cluster.members,
         "uptime_s": st.uptime_s,
         "version": st.version,
     }))

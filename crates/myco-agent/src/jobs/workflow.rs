@@ -69,6 +69,11 @@ pub enum JobFlowError {
     /// A revert with nothing to go back to, or to the current version.
     #[error("{0}")]
     Conflict(String),
+    /// The job is stopped: only a deploy starts it again (scale, revert
+    /// and restart would otherwise change a job nothing runs of, or start
+    /// it behind the operator's back). Nothing was written.
+    #[error("job {0:?} is stopped: deploy it to start it")]
+    Stopped(String),
     /// A stored record does not decode (damaged, or from a newer release).
     #[error(transparent)]
     Damaged(#[from] JobRecordError),
@@ -94,6 +99,15 @@ pub fn current(mesh: &MeshHandle, name: &str) -> Result<Option<JobRecord>, JobFl
 
 fn existing(mesh: &MeshHandle, name: &str) -> Result<JobRecord, JobFlowError> {
     current(mesh, name)?.ok_or_else(|| JobFlowError::NotFound(name.to_string()))
+}
+
+/// The current record of job `name`, refusing a stopped job.
+fn running(mesh: &MeshHandle, name: &str) -> Result<JobRecord, JobFlowError> {
+    let cur = existing(mesh, name)?;
+    if cur.stopped {
+        return Err(JobFlowError::Stopped(name.to_string()));
+    }
+    Ok(cur)
 }
 
 /// Every job's current record, by name; undecodable records are skipped
@@ -258,14 +272,15 @@ pub async fn deploy_spec(
     Ok((change, rec))
 }
 
-/// Sets the job's `count` (0 to 1000) without a new version.
+/// Sets the job's `count` (0 to 1000) without a new version; a stopped
+/// job is refused (a deploy starts it).
 pub async fn scale(
     mesh: &MeshHandle,
     name: &str,
     count: u32,
 ) -> Result<(DeployChange, JobRecord), JobFlowError> {
     let _turn = WRITES.lock().await;
-    let cur = existing(mesh, name)?;
+    let cur = running(mesh, name)?;
     let mut spec = cur.spec.clone();
     spec.count = count;
     // Scaling to 0 is allowed here (a job file needs at least 1): the job
@@ -305,14 +320,15 @@ pub async fn stop(
 }
 
 /// Brings back version `to` (default: the one before the current) as a
-/// new version, keeping the current `count`.
+/// new version, keeping the current `count`; a stopped job is refused (a
+/// deploy starts it).
 pub async fn revert(
     mesh: &MeshHandle,
     name: &str,
     to: Option<u64>,
 ) -> Result<(DeployChange, JobRecord), JobFlowError> {
     let _turn = WRITES.lock().await;
-    let cur = existing(mesh, name)?;
+    let cur = running(mesh, name)?;
     let target = match to {
         Some(v) => v,
         None if cur.version > 1 => cur.version - 1,
@@ -341,7 +357,7 @@ pub async fn revert(
     let mut rec = cur.revert_to(&earlier, now_ms());
     rec.spec.count = cur.spec.count;
     rec.version = rec.version.max(latest_version(mesh, name) + 1);
-    if same_but_count(&rec.spec, &cur.spec) && !cur.stopped {
+    if same_but_count(&rec.spec, &cur.spec) {
         return Ok((DeployChange::Unchanged, cur));
     }
     store(mesh, DeployChange::NewVersion, &rec).await?;

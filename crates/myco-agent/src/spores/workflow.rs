@@ -340,12 +340,26 @@ impl Spores {
         Ok(key)
     }
 
-    /// Stops trusting a publisher key.
-    pub async fn trust_remove(&self, key: &str) -> Result<(), SporeFlowError> {
-        self.mesh
-            .write(Table::TRUST, &key.to_ascii_lowercase(), None)
-            .await?;
-        Ok(())
+    /// Stops trusting a publisher key (hex). Returns the key as stored.
+    /// Only the shape is checked (64 hex digits), not that it is a curve
+    /// point: a key trusted by an older release stays removable.
+    pub async fn trust_remove(&self, key: &str) -> Result<String, SporeFlowError> {
+        let key = key.trim().to_ascii_lowercase();
+        if key.len() != 64 || !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(SporeFlowError::BadKey);
+        }
+        if self
+            .mesh
+            .get(Table::TRUST, &key)
+            .and_then(|e| e.value)
+            .is_none()
+        {
+            return Err(SporeFlowError::NotFound(format!(
+                "key {key} is not trusted; `myco trust list` lists the trusted keys"
+            )));
+        }
+        self.mesh.write(Table::TRUST, &key, None).await?;
+        Ok(key)
     }
 
     /// Garbage collection: deletes local spores that no job references and

@@ -3,6 +3,7 @@
 
 mod crafted;
 mod fuzz;
+mod key_files;
 mod roundtrip;
 mod tamper;
 mod weak_keys;

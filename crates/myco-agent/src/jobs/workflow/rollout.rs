@@ -7,7 +7,7 @@ use myco_proto::job::JobRecord;
 
 use myco_proto::jobs_api::DeployChange;
 
-use super::{JobFlowError, WRITES, current, existing, now_ms, store};
+use super::{JobFlowError, WRITES, current, now_ms, store};
 use crate::mesh::MeshHandle;
 
 /// The highest version of job `name` in the history (0 for none). After
@@ -69,12 +69,7 @@ pub async fn restart(
     name: &str,
 ) -> Result<(DeployChange, JobRecord), JobFlowError> {
     let _turn = WRITES.lock().await;
-    let cur = existing(mesh, name)?;
-    if cur.stopped {
-        return Err(JobFlowError::Conflict(format!(
-            "job {name:?} is stopped: deploy it to start it"
-        )));
-    }
+    let cur = super::running(mesh, name)?;
     let rec = JobRecord {
         version: (cur.version + 1).max(latest_version(mesh, name) + 1),
         updated_ms: now_ms(),
