@@ -23,9 +23,10 @@ impl Client {
         self.decode("/v1/jobs", &answer.body)
     }
 
-    /// `GET /v1/jobs`: every job with desired, running and ready counts.
-    pub fn jobs(&self) -> Result<Vec<JobInfo>> {
-        self.get("/v1/jobs")
+    /// `GET /v1/jobs`: every job with desired, running and ready counts;
+    /// with `all`, stopped (removed) ones too.
+    pub fn jobs(&self, all: bool) -> Result<Vec<JobInfo>> {
+        self.get(if all { "/v1/jobs?all=true" } else { "/v1/jobs" })
     }
 
     /// `GET /v1/jobs/{name}`.

@@ -213,7 +213,7 @@ pub enum Command {
     /// Create or update a job from a job file; wait until it runs.
     Deploy(DeployArgs),
     /// Every job with desired, running and ready counts.
-    Jobs(ApiOutput),
+    Jobs(crate::job_cli::JobsArgs),
     /// Show, stop, scale, plan, revert a job; its history.
     Job(ApiGroup<JobCmd>),
     /// Running instances of jobs.

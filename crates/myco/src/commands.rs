@@ -123,7 +123,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             let c = client(a.conn.clone())?;
             crate::job_cmd::deploy(&c, a)
         }
-        Command::Jobs(a) => print_listing(&client(a.conn)?.jobs()?, a.out.json),
+        Command::Jobs(a) => print_listing(&client(a.conn)?.jobs(a.all)?, a.out.json),
         Command::Job(g) => crate::job_cmd::job(&client(g.conn)?, g.cmd),
         Command::Instances(a) => {
             let c = client(a.conn.clone())?;

@@ -97,6 +97,18 @@ pub struct InstancesArgs {
     pub conn: Conn,
 }
 
+/// `myco jobs`.
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    /// Also stopped (removed) jobs, kept for their history.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub out: Output,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
 /// `myco logs JOB`.
 #[derive(Args, Debug)]
 pub struct LogsArgs {

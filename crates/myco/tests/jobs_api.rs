@@ -368,7 +368,7 @@ fn jobs_are_validated_versioned_pinned_scaled_reverted_and_stopped() {
     );
 
     // Listings: jobs, instances (filtered), workloads.
-    let jobs: Vec<JobInfo> = n2.client().jobs().unwrap();
+    let jobs: Vec<JobInfo> = n2.client().jobs(false).unwrap();
     let listed: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
     assert_eq!(listed, ["huge", "pin", "web"]);
     let instances: Vec<InstanceInfo> = n1.client().instances(Some("web")).unwrap();
@@ -513,10 +513,15 @@ fn the_cli_deploys_lists_plans_scales_and_explains_bad_files() {
     ok(&cli(a, &["logs", "--help"]), "myco logs --help");
     let out = ok(&cli(a, &["job", "stop", "app"]), "myco job stop");
     assert!(out.contains("stopped"), "{out}");
+    // Stopped is removed: only `--all` lists it.
+    let listed = |args: &[&str]| ok(&cli(a, args), "myco jobs").contains("\"app\"");
+    assert!(!listed(&["jobs", "--json"]));
+    assert!(listed(&["jobs", "--all", "--json"]));
 
     // Regression: scale printed success and revert started the stopped job
     // again; like restart, they are refused: a deploy starts it.
-    let before = a.client().job("app").unwrap();
+    let stopped_job = || -> JobInfo { a.anon().get("/v1/jobs/app?all=true").unwrap() };
+    let before = stopped_job();
     for args in [
         &["job", "scale", "app", "2"][..],
         &["job", "revert", "app"],
@@ -531,7 +536,7 @@ fn the_cli_deploys_lists_plans_scales_and_explains_bad_files() {
             "{args:?}: {err}"
         );
     }
-    let after = a.client().job("app").unwrap();
+    let after = stopped_job();
     assert!(after.stopped);
     assert_eq!(
         (after.version, after.count, after.updated_ms),
