@@ -50,10 +50,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(a) => {
-            let s = client(a.conn)?.status()?;
+            // Raw first: the agent's answer also says how it limits
+            // instances (`cgroups`), which the typed view does not carry.
+            let raw: serde_json::Value = client(a.conn)?.get("/v1/status")?;
             if a.out.json {
-                return print_json(&s);
+                return print_json(&raw);
             }
+            let s: myco_proto::api::Status = serde_json::from_value(raw.clone())
+                .map_err(|e| anyhow::anyhow!("the agent's /v1/status did not decode: {e}"))?;
             let c = s.cluster;
             println!("node     {} ({})", s.node.name, s.node.id);
             println!("addr     {}", s.node.addr);
@@ -74,6 +78,23 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 "instances {} ready, {} launching, {} draining, {} failed, {} stopped",
                 i.ready, i.launching, i.draining, i.failed, i.stopped
             );
+            if let Some(cg) = raw.get("cgroups") {
+                let text = |k: &str| cg.get(k).and_then(|v| v.as_str()).unwrap_or_default();
+                let limits: Vec<&str> = cg
+                    .get("limits")
+                    .and_then(|v| v.as_array())
+                    .map(|l| l.iter().filter_map(|v| v.as_str()).collect())
+                    .unwrap_or_default();
+                let limits = match limits.is_empty() {
+                    true => "no limits".to_string(),
+                    false => format!("limits {}", limits.join(", ")),
+                };
+                let why = match text("reason") {
+                    "" => String::new(),
+                    r => format!(" ({r})"),
+                };
+                println!("cgroups  {}: {limits}{why}", text("version"));
+            }
             Ok(())
         }
         Command::Nodes(a) => print_listing(&by_name(client(a.conn)?.nodes()?), a.out.json),

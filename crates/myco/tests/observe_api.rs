@@ -162,6 +162,23 @@ fn status_summarises_jobs_and_instances() {
     let out = support::ok(&support::cli(a, &["status"]), "myco status");
     assert!(out.contains("jobs     2 (1 running, 1 stopped)"), "{out}");
     assert!(out.contains("instances 2 ready, 0 launching"), "{out}");
+    // How instances are limited, as the README promises, in text and JSON.
+    let cg = out
+        .lines()
+        .find(|l| l.starts_with("cgroups  "))
+        .unwrap_or_default();
+    assert!(
+        ["v1", "v2", "none"]
+            .iter()
+            .any(|v| cg.starts_with(&format!("cgroups  {v}:"))),
+        "{out}"
+    );
+    let out = support::ok(
+        &support::cli(a, &["status", "--json"]),
+        "myco status --json",
+    );
+    let st: Value = serde_json::from_str(&out).unwrap();
+    assert!(st["cgroups"]["version"].is_string(), "{st}");
 }
 
 #[test]
