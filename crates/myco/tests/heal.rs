@@ -366,6 +366,10 @@ fn a_killed_node_s_instances_are_ready_elsewhere_and_its_return_leaves_exactly_c
         ),
         "no move counted"
     );
+    // The return never takes the job below its count: the returning
+    // node's old records say `ready` until it says otherwise, and a
+    // replacement that handed its slot back to one of them left 2 of 3.
+    let poller = Poller::start(h.agent(0));
     h.restart(victim);
     wait_for(
         "exactly 3 instance processes after the return",
@@ -380,4 +384,8 @@ fn a_killed_node_s_instances_are_ready_elsewhere_and_its_return_leaves_exactly_c
             }
         },
     );
+    // (The records of the returned instances are truly ready once their
+    // processes are the three above.)
+    let low = poller.lowest();
+    assert!(low >= 3, "ready dipped to {low} of 3 while the node returned");
 }

@@ -266,6 +266,24 @@ impl Controller {
             local.addr = f.addr.or(local.addr);
             self.local.insert(f.id, local);
         }
+        // This node's records of instances that did not outlive the agent
+        // still say `ready`, at an address nothing listens on: say
+        // otherwise before anyone counts on them. Else a replacement on a
+        // node that took the slot over while this one was down hands it
+        // back to a ghost (and the job dips below its count) the moment
+        // this node is seen up again.
+        let ghosts: Vec<InstanceRecord> = self
+            .mine
+            .values()
+            .filter(|r| r.state == InstanceState::Ready && !self.local.contains_key(&r.id))
+            .cloned()
+            .collect();
+        for mut r in ghosts {
+            r.state = InstanceState::Launching;
+            r.addr = None;
+            r.reason = "not running since the agent restarted".into();
+            self.write(now, r);
+        }
         self.scanned = true;
         self.pass(now);
     }

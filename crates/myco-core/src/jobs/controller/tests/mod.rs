@@ -227,6 +227,36 @@ fn after_an_agent_restart_survivors_still_placed_here_are_adopted_the_rest_kille
 }
 
 #[test]
+fn a_ready_record_whose_process_died_with_the_agent_stops_saying_ready_at_the_scan() {
+    let old = running(vec![quick("web", 2, true)]);
+    let mut view = old.view.clone();
+    for r in &mut view.instances {
+        r.state = InstanceState::Ready;
+    }
+    let n = node(1, "", 4096);
+    let mut s = Shell::new(view.nodes.clone(), view.jobs.clone(), n.capacity);
+    s.view = view;
+    s.now = Time(50_000);
+    assert!(s.sync().is_empty());
+    let (w0, w1) = (id("web", 0), id("web", 1));
+    // Slot 0's process survived the agent; slot 1's did not.
+    let acts = s.scan(vec![Found {
+        id: w0.clone(),
+        job: "web".into(),
+        slot: 0,
+        version: 1,
+        addr: None,
+    }]);
+    assert!(writes(&acts, &w0).is_empty(), "{acts:?}");
+    assert_eq!(writes(&acts, &w1), [InstanceState::Launching], "{acts:?}");
+    let r = s.record(&w1).unwrap();
+    assert_eq!(
+        (r.addr, r.reason.as_str()),
+        (None, "not running since the agent restarted")
+    );
+}
+
+#[test]
 fn a_node_never_starts_past_its_own_capacity_and_the_slot_moves() {
     // Its manifest says 4096 MB, its own count is 100: placement gives it
     // both slots (node 2 is full), it starts one and refuses the other.
