@@ -387,5 +387,8 @@ fn a_killed_node_s_instances_are_ready_elsewhere_and_its_return_leaves_exactly_c
     // (The records of the returned instances are truly ready once their
     // processes are the three above.)
     let low = poller.lowest();
-    assert!(low >= 3, "ready dipped to {low} of 3 while the node returned");
+    assert!(
+        low >= 3,
+        "ready dipped to {low} of 3 while the node returned"
+    );
 }

@@ -192,17 +192,45 @@ fn logs_of_a_remote_instance_come_over_the_streams() {
     child.kill().unwrap();
     child.wait().unwrap();
 
-    // The job stopped, its records go and the follower's answer ends.
+    // A job-wide follow takes in the instances a rollout starts.
+    let stream = h
+        .agent(0)
+        .client()
+        .logs("talker", None, true, Some(0))
+        .expect("follow the job");
+    let job_rx = lines_of(stream);
+    ok(
+        &cli(h.agent(0), &["job", "restart", "talker"]),
+        "myco job restart",
+    );
+    let end = std::time::Instant::now() + READY;
+    let newcomer = loop {
+        let line = job_rx
+            .recv_timeout(end.saturating_duration_since(std::time::Instant::now()))
+            .expect("a line of an instance the rollout started");
+        let id = line
+            .strip_prefix('[')
+            .and_then(|l| l.split_once("] "))
+            .map(|(id, _)| id);
+        if let Some(id) = id.filter(|id| *id != remote && *id != local) {
+            break id.to_string();
+        }
+    };
+    assert!(newcomer.starts_with("talker-"), "{newcomer}");
+
+    // The job stopped, its records go and the followers' answers end.
     ok(
         &cli(h.agent(0), &["job", "stop", "talker"]),
         "myco job stop",
     );
-    let end = std::time::Instant::now() + READY;
-    loop {
-        match rx.recv_timeout(end.saturating_duration_since(std::time::Instant::now())) {
-            Ok(_) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(e) => panic!("the follower did not end after the job stopped: {e}"),
+    for rx in [rx, job_rx] {
+        let end = std::time::Instant::now() + READY;
+        loop {
+            match rx.recv_timeout(end.saturating_duration_since(std::time::Instant::now())) {
+                Ok(_) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(e) => panic!("a follower did not end after the job stopped: {e}"),
+            }
         }
     }
 

@@ -34,10 +34,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::ApiState;
 use super::errors::HttpError;
 use crate::exec::instance_dir;
-use crate::exec::logs::{self, MAX_TAIL_LINES};
-use crate::logs::reader::{self, InstanceLog};
+use crate::exec::logs::MAX_TAIL_LINES;
+use crate::logs::reader;
 use crate::logs::{Piece, RemoteLogs};
 use crate::mesh::MeshHandle;
+
+#[path = "logs_follow.rs"]
+mod follow;
 
 /// Lines of each stream sent when `tail` is not given.
 pub const DEFAULT_TAIL: usize = 100;
@@ -98,7 +101,7 @@ const FIRST_ANSWER: Duration = Duration::from_secs(5);
 const RECORD_CHECK: Duration = Duration::from_secs(1);
 
 /// Where an instance's logs are read.
-enum Source {
+pub(super) enum Source {
     Here(PathBuf),
     Node(SocketAddr),
     Unreachable(String),
@@ -116,30 +119,15 @@ pub async fn read(
     q: LogQuery,
 ) -> Result<Response, HttpError> {
     let me = mesh.me().id;
-    let prefix = format!("{job}/");
-    let records: Vec<InstanceRecord> = mesh
-        .scan(Table::INSTANCES, &prefix, MAX_INSTANCES)
-        .into_iter()
-        .filter_map(|(_, e)| e.value.and_then(|v| InstanceRecord::decode(&v).ok()))
-        .filter(|r| q.instance.as_ref().is_none_or(|i| *i == r.id))
-        .collect();
+    let mut records = records_of(mesh, job);
+    records.retain(|r| q.instance.as_ref().is_none_or(|i| *i == r.id));
     let snap = mesh.snapshot();
     let mut sources: Vec<(String, Source, bool)> = Vec::new();
     for r in &records {
-        let source = if r.node == me {
-            match instance_dir::instance_dir(data_dir, &r.id) {
-                Ok(d) => Source::Here(d),
-                Err(e) => Source::Unreachable(e.to_string()),
-            }
-        } else if remote.is_none() {
+        if r.node != me && remote.is_none() {
             return Err(elsewhere(mesh, job, q.instance.as_deref(), &records));
-        } else {
-            match snap.members.iter().find(|m| m.peer.id == r.node) {
-                Some(m) => Source::Node(m.peer.addr),
-                None => Source::Unreachable(format!("node {} is not a member", r.node)),
-            }
-        };
-        sources.push((r.id.clone(), source, true));
+        }
+        sources.push((r.id.clone(), source_of(r, me, data_dir, &snap), true));
     }
     // An instance whose record is gone but whose directory is still here
     // (just stopped) can still be read.
@@ -153,7 +141,10 @@ pub async fn read(
         return Err(elsewhere(mesh, job, q.instance.as_deref(), &records));
     }
     let tail = q.tail.unwrap_or(DEFAULT_TAIL).min(MAX_TAIL_LINES);
-    let label = sources.len() > 1;
+    // A job-wide follow labels its lines even with one instance: others
+    // join it as the job rolls or scales.
+    let job_wide = q.follow && q.instance.is_none();
+    let label = sources.len() > 1 || job_wide;
     let permit = match q.follow {
         true => Some(followers.try_acquire().ok_or_else(|| {
             HttpError::new(
@@ -165,18 +156,7 @@ pub async fn read(
     };
     let mut pieces = Vec::new();
     for (id, source, has_record) in sources {
-        let rx = match source {
-            Source::Here(dir) => local(dir, id.clone(), label, tail, q.follow),
-            Source::Node(addr) => {
-                let remote = remote.expect("checked above");
-                remote.ask(addr, job, &id, tail, q.follow, label)
-            }
-            Source::Unreachable(why) => {
-                let (tx, rx) = mpsc::channel(1);
-                let _ = tx.try_send(Piece::Lost(why));
-                rx
-            }
-        };
+        let rx = follow::open(source, &id, job, label, tail, q.follow, remote);
         pieces.push((id, rx, has_record));
     }
     // One instance on another node: its first answer decides the status.
@@ -232,15 +212,29 @@ pub async fn read(
         let _ = tx.try_send(Ok(t));
     }
     let permit = Arc::new(permit);
+    let followed = pieces.iter().map(|(id, ..)| id.clone()).collect();
     for (id, src, has_record) in pieces {
         let key = has_record.then(|| InstanceRecord::key_of(job, &id));
-        tokio::spawn(forward(
+        tokio::spawn(follow::forward(
             mesh.clone(),
             key,
             id,
             src,
             tx.clone(),
             permit.clone(),
+        ));
+    }
+    if job_wide {
+        tokio::spawn(follow::newcomers(
+            follow::Newcomers {
+                mesh: mesh.clone(),
+                data_dir: data_dir.to_path_buf(),
+                remote: remote.cloned(),
+                job: job.to_string(),
+                followed,
+            },
+            tx,
+            permit,
         ));
     }
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -255,7 +249,7 @@ pub async fn read(
 }
 
 /// A piece of an answer as text: lines as they are, a failure as a note.
-fn push_piece(out: &mut String, id: &str, piece: Piece) {
+pub(super) fn push_piece(out: &mut String, id: &str, piece: Piece) {
     match piece {
         Piece::Text(t) => out.push_str(&t),
         Piece::Refused(r) => {
@@ -270,74 +264,31 @@ fn push_piece(out: &mut String, id: &str, piece: Piece) {
     }
 }
 
-/// Passes one instance's pieces to the follow body until the client goes,
-/// the answer ends or the instance's record goes away.
-async fn forward(
-    mesh: MeshHandle,
-    key: Option<String>,
-    id: String,
-    mut src: mpsc::Receiver<Piece>,
-    tx: mpsc::Sender<Result<String, std::io::Error>>,
-    _permit: Arc<Option<OwnedSemaphorePermit>>,
-) {
-    let mut check = tokio::time::interval(RECORD_CHECK);
-    loop {
-        tokio::select! {
-            p = src.recv() => {
-                let Some(p) = p else { return };
-                let done = !matches!(p, Piece::Text(_));
-                let mut text = String::new();
-                push_piece(&mut text, &id, p);
-                if (!text.is_empty() && tx.send(Ok(text)).await.is_err()) || done {
-                    return;
-                }
-            }
-            _ = check.tick() => {
-                if key.as_ref().is_some_and(|k| mesh.get(Table::INSTANCES, k).and_then(|e| e.value).is_none()) {
-                    return;
-                }
-            }
-            _ = tx.closed() => return,
-        }
+/// Where instance record `r`'s logs are read from node `me`.
+fn source_of(
+    r: &InstanceRecord,
+    me: myco_proto::NodeId,
+    data_dir: &std::path::Path,
+    snap: &crate::mesh::Snapshot,
+) -> Source {
+    if r.node == me {
+        return match instance_dir::instance_dir(data_dir, &r.id) {
+            Ok(d) => Source::Here(d),
+            Err(e) => Source::Unreachable(e.to_string()),
+        };
+    }
+    match snap.members.iter().find(|m| m.peer.id == r.node) {
+        Some(m) => Source::Node(m.peer.addr),
+        None => Source::Unreachable(format!("node {} is not a member", r.node)),
     }
 }
 
-/// Reads a local instance's files into pieces, like a remote node would.
-fn local(
-    dir: PathBuf,
-    id: String,
-    label: bool,
-    tail: usize,
-    follow: bool,
-) -> mpsc::Receiver<Piece> {
-    let (tx, rx) = mpsc::channel(FOLLOW_QUEUE);
-    tokio::spawn(async move {
-        let opened =
-            tokio::task::spawn_blocking(move || InstanceLog::open(&dir, &id, label, tail, follow))
-                .await;
-        let Ok((text, mut reader)) = opened else {
-            return;
-        };
-        if tx.send(Piece::Text(text)).await.is_err() || !follow {
-            return;
-        }
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(logs::FOLLOW_POLL) => {}
-                _ = tx.closed() => return,
-            }
-            let Ok((text, back)) =
-                tokio::task::spawn_blocking(move || (reader.poll(), reader)).await
-            else {
-                return;
-            };
-            reader = back;
-            if !text.is_empty() && tx.send(Piece::Text(text)).await.is_err() {
-                return;
-            }
-        }
-    });
-    rx
+/// The job's instance records (at most [`MAX_INSTANCES`]).
+fn records_of(mesh: &MeshHandle, job: &str) -> Vec<InstanceRecord> {
+    mesh.scan(Table::INSTANCES, &format!("{job}/"), MAX_INSTANCES)
+        .into_iter()
+        .filter_map(|(_, e)| e.value.and_then(|v| InstanceRecord::decode(&v).ok()))
+        .collect()
 }
 
 /// No instance of the request runs here: 404, or 409 naming where.
