@@ -84,7 +84,7 @@ impl SpawnJob {
         let spec = &self.job.spec;
         for volume in &spec.volumes {
             let dir = instance_dir::volume(&self.data_dir, &spec.name, &volume.name)?;
-            link_volume(&prepared.dir, &volume.path, &dir)?;
+            link_volume(&prepared.dir, &volume.name, &volume.path, &dir)?;
         }
         let manifest = &prepared.verified.manifest;
         let mut argv = vec![manifest.command.clone()];
@@ -162,8 +162,10 @@ impl SpawnJob {
 }
 
 /// Makes `DIR/<path>` a symlink to the volume, so the instance finds it
-/// where its job says. A path that leaves the instance directory is refused.
-fn link_volume(instance: &Path, path: &str, volume: &Path) -> Result<(), ExecError> {
+/// where its job says. A path that leaves the instance directory, or that
+/// the spore's own files hold, is refused: the instance would run without
+/// its volume, and its data would not outlive it.
+fn link_volume(instance: &Path, name: &str, path: &str, volume: &Path) -> Result<(), ExecError> {
     let rel = Path::new(path);
     let safe = !path.is_empty()
         && rel
@@ -182,7 +184,13 @@ fn link_volume(instance: &Path, path: &str, volume: &Path) -> Result<(), ExecErr
     }
     if std::fs::symlink_metadata(&link).is_ok() {
         // Kept from an earlier run of the instance (restart in place).
-        return Ok(());
+        if std::fs::read_link(&link).is_ok_and(|to| to == volume) {
+            return Ok(());
+        }
+        return Err(ExecError::VolumeTaken {
+            name: name.to_owned(),
+            path: path.to_owned(),
+        });
     }
     std::os::unix::fs::symlink(volume, &link).map_err(ExecError::io("linking a volume", &link))
 }
@@ -440,5 +448,32 @@ pub fn exit_of(kind: ExitKind) -> myco_proto::instance::Exit {
         ExitKind::Code(c) => Exit::Code(c),
         ExitKind::Signal(s) => Exit::Signal(s),
         ExitKind::Unknown => Exit::Code(-1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_volume_links_once_and_never_over_the_spore_s_files() {
+        let root = std::env::temp_dir().join(format!("myco-volume-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (instance, volume) = (root.join("instance"), root.join("volume"));
+        std::fs::create_dir_all(&instance).unwrap();
+        std::fs::create_dir_all(&volume).unwrap();
+        std::fs::write(instance.join("server.py"), "print()").unwrap();
+        let err = link_volume(&instance, "data", "server.py", &volume).unwrap_err();
+        assert!(matches!(err, ExecError::VolumeTaken { .. }), "{err}");
+        assert!(err.to_string().contains("server.py"), "{err}");
+        link_volume(&instance, "data", "state/db", &volume).unwrap();
+        assert_eq!(
+            std::fs::read_link(instance.join("state/db")).unwrap(),
+            volume
+        );
+        // A restart in place finds its own link and keeps it.
+        link_volume(&instance, "data", "state/db", &volume).unwrap();
+        assert!(link_volume(&instance, "data", "../out", &volume).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -92,6 +92,16 @@ pub enum ExecError {
         /// The name given.
         name: String,
     },
+    /// A volume's path names something the spore already has there.
+    #[error(
+        "volume {name:?} cannot be at {path:?}: the spore has a file or directory there; choose a path the spore does not use"
+    )]
+    VolumeTaken {
+        /// The volume.
+        name: String,
+        /// Its path in the instance directory.
+        path: String,
+    },
     /// The launch spec has no command.
     #[error("the instance has no command to run; the spore manifest must name one")]
     EmptyCommand,
