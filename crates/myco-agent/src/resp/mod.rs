@@ -25,6 +25,8 @@ pub mod commands;
 mod hello;
 pub use myco_proto::resp as parse;
 mod pubsub;
+#[cfg(test)]
+mod wire_tests;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +45,14 @@ pub const MAX_CONNECTIONS: usize = 1024;
 /// Bytes of published messages gathered into one write to a subscribed
 /// connection (a burst goes out in one syscall rather than one each).
 const PUSH_BATCH: usize = 64 * 1024;
+/// After a request that cannot be parsed, how long what the client still
+/// sends is read and dropped so that it reads the error ...
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+/// ... and how much of it at most (a value of up to this size gets the
+/// error; past it the client may see the connection reset instead).
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+/// A pause this long in the client's sending ends that drain early.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Binds `addr` and serves it until the returned task is aborted.
 pub async fn serve(
@@ -121,9 +131,9 @@ async fn connection(
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            parse::reply::error(&mut out, &e.to_string());
+                            parse::reply::error(&mut out, &format!("ERR {e}"));
                             stream.write_all(&out).await?;
-                            return Ok(());
+                            return close_after_error(stream).await;
                         }
                     }
                 }
@@ -146,4 +156,26 @@ async fn connection(
             }
         }
     }
+}
+
+/// Ends a connection whose framing is lost, once the error is written.
+/// Closing a socket with unread bytes sends a reset, and a reset makes
+/// the client's system drop what it had not read yet, the error included:
+/// a client still sending a value over the limit saw "connection reset"
+/// instead. So the error is followed by the end of our sending, and what
+/// the client still sends is read and dropped (bounded in time and bytes)
+/// before the socket closes.
+async fn close_after_error(mut stream: TcpStream) -> std::io::Result<()> {
+    stream.shutdown().await?;
+    let until = tokio::time::Instant::now() + DRAIN_FOR;
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut drained = 0;
+    while drained < DRAIN_BYTES {
+        let wait = DRAIN_IDLE.min(until.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+    Ok(())
 }
