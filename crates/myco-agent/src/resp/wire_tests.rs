@@ -81,6 +81,17 @@ impl Conn {
         got
     }
 
+    /// Reads until what was read ends with `end`.
+    async fn read_until(&mut self, end: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        while !got.ends_with(end) {
+            let byte = self.read(1).await;
+            assert!(!byte.is_empty(), "closed after {got:?}");
+            got.extend(byte);
+        }
+        got
+    }
+
     /// Sends `request`; asserts the replies are exactly `want`.
     async fn expect(&mut self, request: &[u8], want: &[u8]) {
         self.0.write_all(request).await.unwrap();
@@ -140,5 +151,106 @@ async fn a_value_over_the_limit_gets_an_error_before_the_close() {
     )
     .await;
     c.expect_closed().await;
+    n.stop().await;
+}
+
+/// With nothing subscribed, UNSUBSCRIBE still answers (a client waits
+/// for it): a null topic, as Redis sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsubscribe_with_no_subscription_is_confirmed() {
+    let n = Node::start("unsub").await;
+    let mut c = n.conn().await;
+    c.expect(
+        b"UNSUBSCRIBE\r\n",
+        b"*3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
+    )
+    .await;
+    c.expect(
+        b"PUNSUBSCRIBE\r\n",
+        b"*3\r\n$12\r\npunsubscribe\r\n$-1\r\n:0\r\n",
+    )
+    .await;
+    c.expect(
+        b"UNSUBSCRIBE a b\r\nPING\r\n",
+        b"*3\r\n$11\r\nunsubscribe\r\n$1\r\na\r\n:0\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\nb\r\n:0\r\n+PONG\r\n",
+    )
+    .await;
+    c.expect(
+        b"SUBSCRIBE s\r\nUNSUBSCRIBE\r\nUNSUBSCRIBE\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\ns\r\n:1\r\n*3\r\n$11\r\nunsubscribe\r\n$1\r\ns\r\n:0\r\n\
+          *3\r\n$11\r\nunsubscribe\r\n$-1\r\n:0\r\n",
+    )
+    .await;
+    // RESP3: a push, with RESP3's null.
+    c.0.write_all(b"HELLO 3\r\n").await.unwrap();
+    c.read_until(b"modules\r\n*0\r\n").await;
+    c.expect(
+        b"UNSUBSCRIBE\r\n",
+        b">3\r\n$11\r\nunsubscribe\r\n_\r\n:0\r\n",
+    )
+    .await;
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_read_as_redis_writes_them() {
+    let n = Node::start("errors").await;
+    let mut c = n.conn().await;
+    c.expect(
+        b"FOOBAR a b\r\n",
+        b"-ERR unknown command 'FOOBAR', with args beginning with: 'a' 'b' \r\n",
+    )
+    .await;
+    c.expect(
+        b"get\r\nEXPIRE k\r\n",
+        b"-ERR wrong number of arguments for 'get' command\r\n\
+          -ERR wrong number of arguments for 'expire' command\r\n",
+    )
+    .await;
+    c.expect(
+        b"SUBSCRIBE s\r\nGET k\r\n",
+        b"*3\r\n$9\r\nsubscribe\r\n$1\r\ns\r\n:1\r\n\
+          -ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n",
+    )
+    .await;
+    n.stop().await;
+}
+
+/// `CLIENT ID` is the connection's number (as `HELLO` reports it);
+/// `COMMAND` answers, with nothing, clients that probe it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_id_and_command_answer() {
+    let n = Node::start("client").await;
+    let mut c = n.conn().await;
+    c.0.write_all(b"CLIENT ID\r\n").await.unwrap();
+    let id = c.read_until(b"\r\n").await;
+    assert!(id.starts_with(b":"), "{id:?}");
+    c.0.write_all(b"HELLO 2\r\n").await.unwrap();
+    let hello = c.read_until(b"modules\r\n*0\r\n").await;
+    let id = format!("$2\r\nid\r\n{}", String::from_utf8_lossy(&id));
+    assert!(
+        hello.windows(id.len()).any(|w| w == id.as_bytes()),
+        "{id:?} not in {:?}",
+        String::from_utf8_lossy(&hello)
+    );
+    let mut other = n.conn().await;
+    other.0.write_all(b"CLIENT ID\r\n").await.unwrap();
+    let other_id = other.read_until(b"\r\n").await;
+    assert!(!id.ends_with(&String::from_utf8_lossy(&other_id).into_owned()));
+    c.expect(
+        b"COMMAND\r\nCOMMAND DOCS\r\nCOMMAND INFO get\r\n",
+        b"*0\r\n*0\r\n*1\r\n$-1\r\n",
+    )
+    .await;
+    c.expect(
+        b"COMMAND COUNT\r\n",
+        format!(":{}\r\n", super::table::COMMANDS.len()).as_bytes(),
+    )
+    .await;
+    c.expect(
+        b"CLIENT SETINFO LIB-NAME x\r\nRESET\r\n",
+        b"+OK\r\n+RESET\r\n",
+    )
+    .await;
     n.stop().await;
 }
