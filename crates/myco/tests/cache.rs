@@ -347,6 +347,21 @@ fn redis_cli_on_any_node_sees_the_same_cache() {
     assert_eq!(redis(ports[0], &["SET", "fresh", "2", "XX"]), "");
     assert_eq!(redis(ports[0], &["SET", "fresh", "3", "NX"]), "OK");
     assert_eq!(redis(ports[1], &["GET", "fresh"]), "3");
+    // GET answers the old value; conflicting or bad options, Redis' errors.
+    assert_eq!(redis(ports[2], &["SET", "fresh", "4", "GET"]), "3");
+    assert_eq!(
+        redis(ports[0], &["SET", "fresh", "5", "EX", "10", "PX", "100"]),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        redis(ports[0], &["SET", "fresh", "5", "EX", "0"]),
+        "ERR invalid expire time in 'set' command"
+    );
+    assert_eq!(redis(ports[1], &["EXPIRE", "fresh", "100", "XX"]), "0");
+    assert_eq!(redis(ports[1], &["EXPIRE", "fresh", "100", "NX"]), "1");
+    assert_eq!(redis(ports[0], &["SET", "fresh", "3", "KEEPTTL"]), "OK");
+    let ttl: i64 = redis(ports[2], &["TTL", "fresh"]).parse().unwrap();
+    assert!((90..=100).contains(&ttl), "TTL {ttl}");
     // EX expiry.
     assert_eq!(redis(ports[1], &["SET", "brief", "v", "EX", "1"]), "OK");
     assert_eq!(redis(ports[2], &["GET", "brief"]), "v");

@@ -1,8 +1,8 @@
 //! A connection's session and what each plain command does. Errors use
 //! Redis' wording where a client might match on it (`ERR syntax error`,
 //! `WRONGTYPE`-free since every value is a string). Beside it: `table`
-//! (names, arity, the unknown-command error), `pubsub`, `hello` (`AUTH`,
-//! `HELLO`).
+//! (names, arity, the unknown-command error), `set` (`SET`, `EXPIRE`),
+//! `pubsub`, `hello` (`AUTH`, `HELLO`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -224,27 +224,8 @@ impl Session {
                 }
                 reply::int(out, n);
             }
-            "EXPIRE" | "PEXPIRE" => {
-                if args.len() > 3 {
-                    return Err("ERR syntax error".into());
-                }
-                let (b, k) = self.place(text(&args[1])?);
-                let n = int(&args[2])?;
-                let ms = if name == "EXPIRE" {
-                    n.saturating_mul(1000)
-                } else {
-                    n
-                };
-                let result = if ms <= 0 {
-                    self.cache.delete(b, k).await
-                } else {
-                    self.cache.expire(b, k, ms as u64).await
-                };
-                match result {
-                    Ok(done) => reply::int(out, i64::from(done)),
-                    Err(e) => cache_error(out, &e),
-                }
-            }
+            "EXPIRE" => self.expire(true, args, out).await?,
+            "PEXPIRE" => self.expire(false, args, out).await?,
             "TTL" | "PTTL" => {
                 let (b, k) = self.place(text(&args[1])?);
                 match self.cache.ttl(b, k).await {
@@ -330,56 +311,5 @@ impl Session {
         self.name = None;
         self.resp3 = false;
         reply::simple(out, "RESET");
-    }
-
-    /// `SET key value [EX s | PX ms] [NX | XX]`.
-    async fn set(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) -> Result<(), String> {
-        let (b, k) = self.place(text(&args[1])?);
-        let (mut ttl, mut nx, mut xx) = (None, false, false);
-        let mut i = 3;
-        while i < args.len() {
-            match upper(&args[i]).as_str() {
-                "NX" => nx = true,
-                "XX" => xx = true,
-                opt @ ("EX" | "PX") => {
-                    let n = int(args.get(i + 1).ok_or("ERR syntax error")?)?;
-                    if n <= 0 {
-                        return Err("ERR invalid expire time in 'set' command".into());
-                    }
-                    let n = n as u64;
-                    ttl = Some(if opt == "EX" {
-                        n.saturating_mul(1000)
-                    } else {
-                        n
-                    });
-                    i += 1;
-                }
-                _ => return Err("ERR syntax error".into()),
-            }
-            i += 1;
-        }
-        if nx && xx {
-            return Err("ERR syntax error".into());
-        }
-        if nx || xx {
-            // Checked, then written: not atomic against a concurrent
-            // writer on another node (last writer wins).
-            match self.cache.get(b, k).await {
-                Ok(v) if v.is_some() == nx => {
-                    self.null(out);
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    cache_error(out, &e);
-                    return Ok(());
-                }
-            }
-        }
-        match self.cache.set(b, k, args[2].clone(), ttl).await {
-            Ok(()) => reply::simple(out, "OK"),
-            Err(e) => cache_error(out, &e),
-        }
-        Ok(())
     }
 }

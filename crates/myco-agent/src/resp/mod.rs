@@ -25,6 +25,7 @@ pub mod commands;
 mod hello;
 pub use myco_proto::resp as parse;
 mod pubsub;
+mod set;
 mod table;
 #[cfg(test)]
 mod wire_tests;

@@ -254,3 +254,50 @@ async fn client_id_and_command_answer() {
     .await;
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_and_expire_take_redis_options() {
+    let n = Node::start("set").await;
+    let mut c = n.conn().await;
+    c.expect(b"SET k v EX 10 PX 100\r\n", b"-ERR syntax error\r\n")
+        .await;
+    for bad in ["EX 0", "EX -1", "EX 99999999999999999"] {
+        c.expect(
+            format!("SET k v {bad}\r\n").as_bytes(),
+            b"-ERR invalid expire time in 'set' command\r\n",
+        )
+        .await;
+    }
+    c.expect(
+        b"EXPIRE k 99999999999999999\r\n",
+        b"-ERR invalid expire time in 'expire' command\r\n",
+    )
+    .await;
+    // GET: the old value (or nil), with NX and XX too (Redis 7).
+    c.expect(
+        b"SET g v GET\r\nSET g w GET\r\nSET g x NX GET\r\nGET g\r\nSET g2 y XX GET\r\nEXISTS g2\r\n",
+        b"$-1\r\n$1\r\nv\r\n$1\r\nw\r\n$1\r\nw\r\n$-1\r\n:0\r\n",
+    )
+    .await;
+    c.expect(
+        b"SET t v EX 100\r\nSET t w KEEPTTL\r\nTTL t\r\nGET t\r\nSET t z\r\nTTL t\r\n",
+        b"+OK\r\n+OK\r\n:100\r\n$1\r\nw\r\n+OK\r\n:-1\r\n",
+    )
+    .await;
+    // EXPIRE's conditions, in the order Redis' own test takes them.
+    c.expect(
+        b"SET e v\r\nEXPIRE e 10 XX\r\nEXPIRE e 10 GT\r\nEXPIRE e 10 LT\r\nEXPIRE e 10 NX\r\n\
+          EXPIRE e 20 NX\r\nEXPIRE e 20 GT\r\nEXPIRE e 5 GT\r\nEXPIRE e 5 LT\r\n\
+          EXPIRE e 50 LT\r\nEXPIRE e 5 XX\r\nEXPIRE nokey 5\r\nEXPIRE e 0 GT\r\nEXISTS e\r\n\
+          PEXPIRE e -1 LT\r\nEXISTS e\r\n",
+        b"+OK\r\n:0\r\n:0\r\n:1\r\n:0\r\n:0\r\n:1\r\n:0\r\n:1\r\n:0\r\n:1\r\n:0\r\n:0\r\n:1\r\n:1\r\n:0\r\n",
+    )
+    .await;
+    c.expect(
+        b"EXPIRE e 10 NX XX\r\nEXPIRE e 10 FOO\r\n",
+        b"-ERR NX and XX, GT or LT options at the same time are not compatible\r\n\
+          -ERR Unsupported option FOO\r\n",
+    )
+    .await;
+    n.stop().await;
+}

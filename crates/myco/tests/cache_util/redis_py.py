@@ -63,6 +63,29 @@ while b.get("py:brief") is not None:
     assert time.monotonic() < deadline, "SET EX 1 never expired"
     time.sleep(0.05)
 
+# SET's GET and KEEPTTL, EXPIRE's conditions, across nodes; Redis' errors.
+assert a.set("py:g", "v", get=True) is None
+assert b.set("py:g", "w", get=True) == b"v"
+assert a.set("py:g", "x", nx=True, get=True) == b"w"
+assert b.get("py:g") == b"w"
+assert a.set("py:t", "v", ex=100) is True
+assert b.set("py:t", "w", keepttl=True) is True
+assert 90 <= a.ttl("py:t") <= 100, a.ttl("py:t")
+assert b.expire("py:t", 200, lt=True) is False
+assert b.expire("py:t", 200, gt=True) is True
+assert 190 <= a.ttl("py:t") <= 200, a.ttl("py:t")
+assert a.expire("py:t", 10, nx=True) is False
+for args, text in [
+    (("EX", 10, "PX", 100), "syntax error"),
+    (("EX", 0), "invalid expire time in 'set' command"),
+    (("EX", 99999999999999999), "invalid expire time in 'set' command"),
+]:
+    try:
+        a.execute_command("SET", "py:bad", "v", *args)
+        raise AssertionError(f"SET {args} was accepted")
+    except redis.ResponseError as e:
+        assert str(e) == text, str(e)
+
 # PUBLISH on one node reaches SUBSCRIBE on the other.
 p = b.pubsub()
 p.subscribe("py-news")
