@@ -2,13 +2,14 @@
 //! Redis' wording where a client might match on it (`ERR syntax error`,
 //! `WRONGTYPE`-free since every value is a string). Beside it: `table`
 //! (names, arity, the unknown-command error), `set` (`SET`, `EXPIRE`),
-//! `pubsub`, `hello` (`AUTH`, `HELLO`).
+//! `multi` (`MULTI`/`EXEC`), `pubsub`, `hello` (`AUTH`, `HELLO`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use myco_proto::cache::{CounterError, DEFAULT_BUCKET, check_bucket};
 
+use super::multi::Queue;
 use super::parse::reply;
 use super::table;
 use crate::cache::{Cache, CacheError, Ttl};
@@ -31,6 +32,8 @@ pub struct Session {
     pub(super) id: u64,
     /// The name `HELLO ... SETNAME` gave (kept for the reply's sake only).
     pub(super) name: Option<String>,
+    /// The commands queued since `MULTI`, if in a transaction.
+    pub(super) multi: Option<Queue>,
 }
 
 /// Writes a published message as Redis pushes it to subscribers: an
@@ -81,6 +84,7 @@ impl Session {
             resp3: false,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: None,
+            multi: None,
         }
     }
 
@@ -113,23 +117,40 @@ impl Session {
 
     /// Runs one command, appending its reply to `out`; true to close the
     /// connection after sending it. In the order Redis checks: the name
-    /// and argument count, authentication, then the subscribed context.
+    /// and argument count, authentication, the subscribed context, then
+    /// a transaction queues what it does not run at once.
     pub async fn run(&mut self, args: Vec<Vec<u8>>, out: &mut Vec<u8>) -> bool {
         let name = match table::check(&args) {
             Ok(c) => c.name,
             Err(e) => {
-                reply::error(out, &e);
+                self.refuse(out, &e);
                 return false;
             }
         };
         if let Err(e) = self.admit(name) {
-            reply::error(out, &e);
+            self.refuse(out, &e);
             return false;
         }
-        if let Err(e) = self.dispatch(name, &args, out).await {
-            reply::error(out, &e);
+        match name {
+            "MULTI" => self.multi(out),
+            "EXEC" => self.exec(out).await,
+            "DISCARD" => self.discard(out),
+            "WATCH" => self.watch(out),
+            _ if self.multi.is_some() && name != "QUIT" && name != "RESET" => {
+                self.queue(name, args, out);
+            }
+            _ => return self.execute(name, &args, out).await,
         }
-        name == "QUIT"
+        false
+    }
+
+    /// Answers a command refused before it ran, which also dooms a
+    /// transaction it was meant for (`EXEC` then aborts, as in Redis).
+    fn refuse(&mut self, out: &mut Vec<u8>, e: &str) {
+        reply::error(out, e);
+        if let Some(q) = &mut self.multi {
+            q.failed = true;
+        }
     }
 
     /// Whether this connection may run `name` now.
@@ -155,6 +176,20 @@ impl Session {
             ));
         }
         Ok(())
+    }
+
+    /// Runs a command that passed [`Session::run`]'s checks (at once, or
+    /// from `EXEC`); true to close the connection after the reply.
+    pub(super) async fn execute(
+        &mut self,
+        name: &'static str,
+        args: &[Vec<u8>],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if let Err(e) = self.dispatch(name, args, out).await {
+            reply::error(out, &e);
+        }
+        name == "QUIT"
     }
 
     async fn dispatch(
@@ -261,8 +296,9 @@ impl Session {
             "COMMAND" => self.command(args, out),
             "CONFIG" if self.resp3 => reply::map(out, 0),
             "CONFIG" => reply::array(out, 0),
-            "SELECT" | "QUIT" => reply::simple(out, "OK"),
+            "UNWATCH" | "SELECT" | "QUIT" => reply::simple(out, "OK"),
             "RESET" => self.reset(out),
+            // MULTI, EXEC, DISCARD and WATCH never get here (`run`).
             _ => return Err(format!("ERR '{name}' cannot run here")),
         }
         Ok(())
@@ -303,9 +339,10 @@ impl Session {
         }
     }
 
-    /// `RESET`: the connection as new (no subscriptions or name, RESP2),
-    /// except that it stays authenticated.
+    /// `RESET`: the connection as new (no transaction, subscriptions or
+    /// name, RESP2), except that it stays authenticated.
     fn reset(&mut self, out: &mut Vec<u8>) {
+        self.multi = None;
         self.subscribed.clear();
         self.next_push = 0;
         self.name = None;

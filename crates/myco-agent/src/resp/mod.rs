@@ -1,10 +1,20 @@
 //! The cache and messaging over the Redis protocol (`--resp ADDR:PORT`),
 //! so any Redis client reaches the mesh's cache through any node.
 //!
-//! - [`parse`]: the request parser (bounded) and reply encoders.
-//! - [`commands`]: what each command does, on [`crate::cache::Cache`] and
-//!   [`crate::msg::Messaging`], the same operations HTTP uses; `hello`
-//!   (`AUTH`, `HELLO`) and `pubsub` (`SUBSCRIBE`, `UNSUBSCRIBE`) beside it.
+//! - [`parse`]: the request parser (bounded; inline commands split as
+//!   Redis splits them, quotes included) and reply encoders.
+//! - `table`: the commands spoken, with Redis' arity and its errors for
+//!   an unknown command or a wrong argument count.
+//! - [`commands`]: the connection's session and what each command does,
+//!   on [`crate::cache::Cache`] and [`crate::msg::Messaging`], the same
+//!   operations HTTP uses; beside it `set` (`SET`, `EXPIRE` and their
+//!   options), `multi` (`MULTI`/`EXEC`/`DISCARD`), `pubsub` (`SUBSCRIBE`,
+//!   `UNSUBSCRIBE`) and `hello` (`AUTH`, `HELLO`).
+//!
+//! `MULTI` queues a connection's commands and `EXEC` runs them in order,
+//! answering the array of their replies, as redis-py's `pipeline()`
+//! expects; but **not isolated**: the cache is spread over the mesh, so
+//! other clients' commands may run between them (`WATCH` is refused).
 //!
 //! A connection speaks RESP2 until it sends `HELLO 3` (redis-py's default
 //! since version 5, `redis-cli -3`): then nulls are `_`, `HELLO` and
@@ -18,11 +28,14 @@
 //! Keys: `bucket:rest` lives in `bucket` when such a bucket exists, every
 //! other key in bucket `default` (created on first use). Bounded: at most
 //! [`MAX_CONNECTIONS`] connections (more are refused with an error), a
-//! request of at most [`parse::MAX_BULK`] per argument, replies flushed
-//! after each batch of pipelined commands.
+//! request of at most [`parse::MAX_BULK`] per argument (past it, an error
+//! naming the limit, then the connection closes), at most 1024 commands
+//! and 8 MiB of arguments queued in a transaction, replies flushed after
+//! each batch of pipelined commands.
 
 pub mod commands;
 mod hello;
+mod multi;
 pub use myco_proto::resp as parse;
 mod pubsub;
 mod set;

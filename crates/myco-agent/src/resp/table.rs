@@ -37,6 +37,11 @@ pub(super) const COMMANDS: &[Command] = &[
     c("SUBSCRIBE", -2),
     c("UNSUBSCRIBE", -1),
     c("PUNSUBSCRIBE", -1),
+    c("MULTI", 1),
+    c("EXEC", 1),
+    c("DISCARD", 1),
+    c("WATCH", -2),
+    c("UNWATCH", 1),
     c("AUTH", -2),
     c("HELLO", -1),
     c("CLIENT", -2),
@@ -125,7 +130,7 @@ mod tests {
             "SET"
         );
         assert_eq!(check(&args(&["ping"])).unwrap().name, "PING");
-        assert!(check(&args(&["ECHO", "a", "b"])).is_err());
+        assert!(check(&args(&["MULTI", "x"])).is_err());
     }
 
     #[test]

@@ -301,3 +301,53 @@ async fn set_and_expire_take_redis_options() {
     .await;
     n.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_queues_and_exec_runs_in_order() {
+    let n = Node::start("multi").await;
+    let mut c = n.conn().await;
+    c.expect(
+        b"MULTI\r\nSET a 1\r\nGET a\r\nINCR a\r\nEXEC\r\n",
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n$1\r\n1\r\n:2\r\n",
+    )
+    .await;
+    // A command that fails as it runs does not stop the others.
+    c.expect(
+        b"MULTI\r\nSET a x\r\nINCR a\r\nGET a\r\nEXEC\r\n",
+        b"+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n\
+          -ERR value is not an integer or out of range\r\n$1\r\nx\r\n",
+    )
+    .await;
+    // One refused as it is queued aborts them all.
+    c.expect(
+        b"MULTI\r\nGET\r\nSET a 2\r\nEXEC\r\nGET a\r\n",
+        b"+OK\r\n-ERR wrong number of arguments for 'get' command\r\n+QUEUED\r\n\
+          -EXECABORT Transaction discarded because of previous errors.\r\n$1\r\nx\r\n",
+    )
+    .await;
+    c.expect(
+        b"MULTI\r\nMULTI\r\nEXEC\r\nEXEC\r\nDISCARD\r\n",
+        b"+OK\r\n-ERR MULTI calls can not be nested\r\n*0\r\n\
+          -ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n",
+    )
+    .await;
+    c.expect(
+        b"MULTI\r\nSET a 5\r\nDISCARD\r\nGET a\r\n",
+        b"+OK\r\n+QUEUED\r\n+OK\r\n$1\r\nx\r\n",
+    )
+    .await;
+    c.expect(
+        b"MULTI\r\nSUBSCRIBE s\r\nEXEC\r\n",
+        b"+OK\r\n-ERR SUBSCRIBE inside MULTI is not supported here; subscribe outside a transaction\r\n\
+          -EXECABORT Transaction discarded because of previous errors.\r\n",
+    )
+    .await;
+    c.0.write_all(b"WATCH a\r\n").await.unwrap();
+    let e = c.read_until(b"\r\n").await;
+    assert!(e.starts_with(b"-ERR WATCH is not supported"), "{e:?}");
+    // QUIT inside MULTI runs at once.
+    c.expect(b"MULTI\r\nPING\r\nQUIT\r\n", b"+OK\r\n+QUEUED\r\n+OK\r\n")
+        .await;
+    c.expect_closed().await;
+    n.stop().await;
+}

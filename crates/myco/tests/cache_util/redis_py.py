@@ -86,6 +86,24 @@ for args, text in [
     except redis.ResponseError as e:
         assert str(e) == text, str(e)
 
+# redis-py's pipeline() wraps its commands in MULTI/EXEC: run in order.
+pipe = a.pipeline()
+pipe.set("py:p", "1").incr("py:p").get("py:p")
+assert pipe.execute() == [True, 2, b"2"]
+# A command refused as it is queued: nothing runs (EXECABORT).
+pipe = a.pipeline()
+pipe.set("py:p", "9").execute_command("GET")
+try:
+    pipe.execute()
+    raise AssertionError("a transaction with a bad command ran")
+except redis.ResponseError as e:
+    assert "wrong number of arguments for 'get' command" in str(e), str(e)
+assert b.get("py:p") == b"2"
+# One that fails as it runs: the others still do.
+pipe = a.pipeline()
+pipe.set("py:p", "x").incr("py:p").get("py:p")
+assert pipe.execute(raise_on_error=False)[::2] == [True, b"x"]
+
 # PUBLISH on one node reaches SUBSCRIBE on the other.
 p = b.pubsub()
 p.subscribe("py-news")
