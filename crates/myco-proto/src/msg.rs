@@ -1,13 +1,14 @@
 //! App messaging between nodes on [`crate::channel::Channel::Msg`]:
 //! at-most-once, no persistence (NATS-core semantics).
 //!
-//! Each node tells the others which topics it has subscribers for
-//! ([`MsgMessage::Topics`], sent on change and repeated as a heartbeat),
-//! so a request knows at once whether anyone anywhere listens. A publish
-//! goes to every live node ([`MsgMessage::Publish`]), which hands it to its
-//! subscribers connected at that moment. A request goes to one node with a
-//! subscriber ([`MsgMessage::Request`]); that node's subscriber answers
-//! through its own node, which sends [`MsgMessage::Reply`] back.
+//! Each node tells the others which topics it has subscribers that answer
+//! requests for ([`MsgMessage::Topics`], sent on change and repeated as a
+//! heartbeat), so a request knows at once whether anyone anywhere can
+//! answer. A publish goes to every live node ([`MsgMessage::Publish`]),
+//! which hands it to its subscribers connected at that moment. A request
+//! goes to one node with a subscriber that answers
+//! ([`MsgMessage::Request`]); that subscriber answers through its own
+//! node, which sends [`MsgMessage::Reply`] back.
 //!
 //! Every message starts with a version byte ([`MSG_PROTO`]); another
 //! version, trailing bytes or garbage are refused by [`MsgMessage::decode`].
@@ -64,7 +65,9 @@ pub enum ReplyStatus {
 /// A messaging message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MsgMessage {
-    /// The topics the sender has subscribers for now (all of them).
+    /// The topics the sender has subscribers that answer requests for now
+    /// (all of them): where requests may go. Subscribers that only take
+    /// published messages (Redis clients) are not announced here.
     Topics {
         /// The sender's stream address.
         from: SocketAddr,

@@ -3,7 +3,9 @@
 //!
 //! - [`local`]: this node's subscribers: bounded queues (a slow
 //!   subscriber loses messages and is told how many; a publisher never
-//!   waits), a bounded number per node.
+//!   waits), a bounded number per node; some only take published
+//!   messages (a Redis `SUBSCRIBE` cannot answer), and are never handed
+//!   a request.
 //! - [`remote`]: messages from other nodes, the topic announcements that
 //!   make subscriptions known mesh-wide without any disk write, and
 //!   replies.
@@ -210,10 +212,26 @@ impl Messaging {
         Ok(())
     }
 
-    /// Subscribes to `topic` on this node.
+    /// Subscribes to `topic` on this node: published messages, and
+    /// requests, which the subscriber answers with [`Messaging::reply`].
     pub fn subscribe(self: &Arc<Self>, topic: &str) -> Result<Subscription, MsgError> {
+        self.add_subscriber(topic, true)
+    }
+
+    /// Subscribes to the messages published on `topic` only: a subscriber
+    /// that cannot answer (a Redis `SUBSCRIBE`) is never handed a request,
+    /// and a node with only such subscribers is not asked.
+    pub fn subscribe_messages(self: &Arc<Self>, topic: &str) -> Result<Subscription, MsgError> {
+        self.add_subscriber(topic, false)
+    }
+
+    fn add_subscriber(
+        self: &Arc<Self>,
+        topic: &str,
+        answers: bool,
+    ) -> Result<Subscription, MsgError> {
         check_topic(topic).map_err(MsgError::Topic)?;
-        let sub = lock(&self.local).add(self, topic)?;
+        let sub = lock(&self.local).add(self, topic, answers)?;
         self.changed.notify_one();
         Ok(sub)
     }
@@ -249,8 +267,9 @@ impl Messaging {
         Ok(nodes)
     }
 
-    /// Sends a request to one subscriber of `topic` (spread over the
-    /// nodes that have one) and waits up to `timeout_ms` for its answer.
+    /// Sends a request to one subscriber of `topic` that can answer it
+    /// (spread over the nodes that have one) and waits up to `timeout_ms`
+    /// for its answer.
     pub async fn request(
         &self,
         topic: &str,
@@ -261,7 +280,7 @@ impl Messaging {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let timeout_ms = timeout_ms.clamp(1, MAX_TIMEOUT_MS);
         let mut nodes: Vec<SocketAddr> = Vec::new();
-        if lock(&self.local).has(topic) {
+        if lock(&self.local).answers(topic) {
             nodes.push(self.addr);
         }
         let live: Vec<SocketAddr> = self.peers().into_iter().map(|(_, a)| a).collect();

@@ -27,10 +27,11 @@ pub(super) async fn announce(msg: Weak<Messaging>) {
         let Some(m) = msg.upgrade() else {
             return;
         };
-        // Every node subscribes to the usage topics, and a publish goes to
-        // every live peer anyway: announcing them would only cost each node
-        // a message to every peer every second.
-        let mut topics = lock(&m.local).topics();
+        // Announcements route requests: topics whose subscribers cannot
+        // answer are left out. Every node subscribes to the usage topics,
+        // and a publish goes to every live peer anyway: announcing them
+        // would only cost each node a message to every peer every second.
+        let mut topics = lock(&m.local).answering_topics();
         topics.retain(|t| !crate::usage::is_internal(t));
         if !topics.is_empty() || topics != last {
             let message = MsgMessage::Topics {

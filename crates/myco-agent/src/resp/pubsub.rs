@@ -22,7 +22,9 @@ impl Session {
         for topic in &args[1..] {
             let topic = text(topic)?.to_string();
             if !self.subscribed.iter().any(|(t, _)| *t == topic) {
-                let sub = match self.msg.subscribe(&topic) {
+                // Published messages only: a Redis client cannot answer
+                // a request, so none is handed to it.
+                let sub = match self.msg.subscribe_messages(&topic) {
                     Ok(s) => s,
                     Err(e) => {
                         reply::error(out, &format!("ERR {e}"));
