@@ -4,7 +4,7 @@
 use myco_proto::NodeId;
 use myco_proto::Timestamp;
 use myco_proto::cache::{CacheEntry, CacheMessage};
-use myco_proto::msg::{MsgMessage, ReplyStatus};
+use myco_proto::msg::{MsgMessage, ReplyStatus, TopicSubscribers};
 
 /// A cache message off a stream's cache channel.
 pub fn cache_message(data: &[u8]) {
@@ -93,6 +93,13 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             request: 9,
             status: ReplyStatus::Answered,
             body: b"pong".to_vec(),
+        },
+        MsgMessage::Subscribers {
+            from: addr,
+            topics: vec![TopicSubscribers {
+                topic: "greetings".into(),
+                subscribers: 2,
+            }],
         },
     ];
     let mut out = Vec::new();

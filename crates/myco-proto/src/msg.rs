@@ -51,6 +51,24 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
 pub struct Published {
     /// The nodes it was sent to (this one included when it has subscribers).
     pub nodes: usize,
+    /// The subscribers it reached, as Redis' `PUBLISH` counts them: those
+    /// of this node that took it, plus those the other nodes it was sent
+    /// to last announced for the topic (at most about a second old, so a
+    /// subscriber that came since may get it uncounted, and one whose
+    /// queue is full is counted though it loses it; a node of an older
+    /// release counts as one when it has a subscriber that answers). 0
+    /// when no subscriber is known anywhere. Absent from older nodes.
+    #[serde(default)]
+    pub receivers: usize,
+}
+
+/// How many subscribers a node has for one topic, in [`MsgMessage::Subscribers`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSubscribers {
+    /// The topic.
+    pub topic: String,
+    /// Its subscribers on the sending node.
+    pub subscribers: u32,
 }
 
 /// What became of a request at the node it was sent to.
@@ -121,6 +139,18 @@ pub enum MsgMessage {
         /// How many of its messages on `topic` were not sent.
         lost: u64,
     },
+    /// How many subscribers the sender has now, per topic (all of its
+    /// topics): what a publish there reaches, so the publishing node can
+    /// answer with its receivers. Sent beside [`MsgMessage::Topics`] (on
+    /// change and as a heartbeat). Appended last, so the other variants
+    /// keep their bytes; an older node drops it (counted) and goes on
+    /// routing requests by `Topics`.
+    Subscribers {
+        /// The sender's stream address.
+        from: SocketAddr,
+        /// The topics and their subscriber counts (at most [`MAX_TOPICS`]).
+        topics: Vec<TopicSubscribers>,
+    },
 }
 
 impl MsgMessage {
@@ -151,6 +181,21 @@ mod tests {
         // Version byte, then the variant index: after the four older ones.
         assert_eq!(&bytes[..2], &[MSG_PROTO, 4]);
         assert_eq!(MsgMessage::decode(&bytes), Some(lost));
+    }
+
+    #[test]
+    fn the_subscriber_counts_are_appended_so_older_variants_keep_their_bytes() {
+        let counts = MsgMessage::Subscribers {
+            from: "127.0.0.1:7946".parse().unwrap(),
+            topics: vec![TopicSubscribers {
+                topic: "news".into(),
+                subscribers: 3,
+            }],
+        };
+        let bytes = counts.encode();
+        // Version byte, then the variant index: after the five older ones.
+        assert_eq!(&bytes[..2], &[MSG_PROTO, 5]);
+        assert_eq!(MsgMessage::decode(&bytes), Some(counts));
     }
 
     #[test]

@@ -398,8 +398,10 @@ fn redis_cli_on_any_node_sees_the_same_cache() {
         redis(ports[0], &["SET", "x"]),
         "ERR wrong number of arguments for 'set' command"
     );
-    // UNSUBSCRIBE with nothing subscribed is still answered.
+    // UNSUBSCRIBE with nothing subscribed is still answered; PUBLISH
+    // counts the subscribers it reached, as Redis does: none yet.
     assert_eq!(redis(ports[0], &["UNSUBSCRIBE"]), "unsubscribe\n\n0");
+    assert_eq!(redis(ports[0], &["PUBLISH", "news", "early"]), "0");
     // PUBLISH on n1 reaches a SUBSCRIBE on n3.
     let mut sub = std::process::Command::new("redis-cli")
         .args(["-p", &ports[2].to_string(), "SUBSCRIBE", "news"])
@@ -426,7 +428,15 @@ fn redis_cli_on_any_node_sees_the_same_cache() {
             other => Err(format!("{other:?}")),
         }
     });
-    assert_eq!(redis(ports[0], &["PUBLISH", "news", "extra"]), "2");
+    // Counted once n3 has announced it (at once, and every second).
+    wait_for(
+        "PUBLISH to count the subscriber on n3",
+        SETTLE,
+        || match redis(ports[0], &["PUBLISH", "news", "extra"]).as_str() {
+            "1" => Ok(()),
+            other => Err(other.to_string()),
+        },
+    );
     let got = wait_for("the message on n3", SETTLE, || {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(l) if l == "extra" => Ok(l),

@@ -4,7 +4,8 @@
 //! both; no subscriber anywhere is 503 at once, a silent one 504 after
 //! the timeout; a slow subscriber loses messages and is told how many;
 //! bad topics and unknown reply ids get clear errors; a Redis subscriber,
-//! which cannot answer, is never handed a request.
+//! which cannot answer, is never handed a request; a publish counts the
+//! subscribers it reaches.
 
 mod cache_util;
 mod support;
@@ -65,7 +66,12 @@ fn publish_reaches_every_node_and_requests_are_answered_once() {
     );
     let mut s2 = n2.msg_subscribe("greetings").unwrap();
     let mut s3 = n3.msg_subscribe("greetings").unwrap();
-    assert_eq!(n1.msg_publish("greetings", b"hello-mesh", None).unwrap(), 2);
+    assert_eq!(
+        n1.msg_publish("greetings", b"hello-mesh", None)
+            .unwrap()
+            .nodes,
+        2
+    );
     for s in [&mut s2, &mut s3] {
         let v = next_message(s);
         assert_eq!(v["topic"], "greetings");
@@ -333,4 +339,50 @@ fn requests_never_go_to_a_redis_subscriber() {
     let message = "*3\r\n$7\r\nmessage\r\n$4\r\nwork\r\n$4\r\nnews\r\n";
     assert_eq!(redis_received(&mut on_n1), message);
     assert_eq!(redis_received(&mut on_n2), message);
+}
+
+/// One Redis command, inline, on a fresh connection: its reply line.
+fn redis_line(port: u16, command: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8];
+    while !got.ends_with(b"\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        got.push(byte[0]);
+    }
+    String::from_utf8_lossy(&got).trim_end().to_string()
+}
+
+/// A publish answers with the subscribers it reached, as Redis' PUBLISH
+/// does (not the nodes it went to): 0 with nobody subscribed, then every
+/// subscriber of every kind on the nodes it was sent to, once their
+/// nodes have announced them.
+#[test]
+fn publish_counts_the_subscribers_it_reaches() {
+    let mut h = Harness::new("messaging-count");
+    let ports = mesh_with_resp(&mut h, 2);
+    let (n1, n2) = (h.agent(0).client().clone(), h.agent(1).client().clone());
+    let p = n1.msg_publish("count", b"x", None).unwrap();
+    assert_eq!((p.nodes, p.receivers), (1, 0));
+    assert_eq!(redis_line(ports[1], "PUBLISH count x"), ":0");
+    // Two subscribers on n2 (HTTP and Redis), one on n1 (Redis).
+    let _http = n2.msg_subscribe("count").unwrap();
+    let _on_n2 = redis_subscriber(ports[1], &["count"]);
+    let _on_n1 = redis_subscriber(ports[0], &["count"]);
+    wait_for("n1 to count every subscriber", WAIT, || {
+        match n1.msg_publish("count", b"x", None).unwrap() {
+            p if p.receivers == 3 => Ok(()),
+            p => Err(format!("{p:?}")),
+        }
+    });
+    let p = n1.msg_publish("count", b"x", Some("n2")).unwrap();
+    assert_eq!((p.nodes, p.receivers), (1, 2));
+    wait_for("n2 to count every subscriber", WAIT, || {
+        match redis_line(ports[1], "PUBLISH count x").as_str() {
+            ":3" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
 }

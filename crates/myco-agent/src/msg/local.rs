@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use myco_proto::NodeId;
-use myco_proto::msg::ReplyStatus;
+use myco_proto::msg::{ReplyStatus, TopicSubscribers};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -84,6 +84,21 @@ impl Local {
                 self.topics.remove(topic);
             }
         }
+    }
+
+    /// The subscribers per topic, for announcements (publishers count
+    /// their receivers by them).
+    pub(super) fn counts(&self) -> Vec<TopicSubscribers> {
+        let mut c: Vec<TopicSubscribers> = self
+            .topics
+            .iter()
+            .map(|(t, subs)| TopicSubscribers {
+                topic: t.clone(),
+                subscribers: u32::try_from(subs.len()).unwrap_or(u32::MAX),
+            })
+            .collect();
+        c.sort_by(|a, b| a.topic.cmp(&b.topic));
+        c
     }
 
     /// Whether a subscriber of `topic` here can answer a request.

@@ -208,8 +208,9 @@ impl Session {
                 }
             }
             "SET" => self.set(args, out).await?,
+            // As Redis: the subscribers that received it.
             "PUBLISH" => match self.msg.publish(text(&args[1])?, args[2].clone(), None) {
-                Ok(n) => reply::int(out, n as i64),
+                Ok(reach) => reply::int(out, i64::try_from(reach.receivers).unwrap_or(i64::MAX)),
                 Err(e) => reply::error(out, &format!("ERR {e}")),
             },
             "INCR" | "DECR" | "INCRBY" | "DECRBY" => {
