@@ -111,6 +111,11 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     out.push((
         "resp_request",
+        "inline-quotes".into(),
+        b"SET k \"a b\\x41\\n\" 'it\\'s'\r\nGET k\n".to_vec(),
+    ));
+    out.push((
+        "resp_request",
         "pipeline".into(),
         b"*3\r\n$3\r\nSET\r\n$4\r\na:bc\r\n$2\r\nhi\r\n*2\r\n$3\r\nGET\r\n$4\r\na:bc\r\nPING\r\n"
             .to_vec(),
