@@ -4,7 +4,7 @@
 use myco_proto::NodeId;
 use myco_proto::Timestamp;
 use myco_proto::cache::{CacheEntry, CacheMessage};
-use myco_proto::msg::{MsgMessage, ReplyStatus};
+use myco_proto::msg::{MsgMessage, ReplyStatus, TopicSubscribers};
 
 /// A cache message off a stream's cache channel.
 pub fn cache_message(data: &[u8]) {
@@ -94,6 +94,13 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
             status: ReplyStatus::Answered,
             body: b"pong".to_vec(),
         },
+        MsgMessage::Subscribers {
+            from: addr,
+            topics: vec![TopicSubscribers {
+                topic: "greetings".into(),
+                subscribers: 2,
+            }],
+        },
     ];
     let mut out = Vec::new();
     for (i, m) in cache.iter().enumerate() {
@@ -102,6 +109,11 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     for (i, m) in msg.iter().enumerate() {
         out.push(("msg_message", format!("{i:02}"), m.encode()));
     }
+    out.push((
+        "resp_request",
+        "inline-quotes".into(),
+        b"SET k \"a b\\x41\\n\" 'it\\'s'\r\nGET k\n".to_vec(),
+    ));
     out.push((
         "resp_request",
         "pipeline".into(),

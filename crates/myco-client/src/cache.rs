@@ -1,6 +1,7 @@
 //! Cache buckets and app messaging (`/v1/cache`, `/v1/msg`, `/v1/replies`).
 
 use myco_proto::cache::BucketConfig;
+use myco_proto::msg::Published;
 use ureq::http::Method;
 
 use crate::client::Body;
@@ -63,16 +64,15 @@ impl Client {
         })
     }
 
-    /// `POST /v1/msg/{topic}[?node=ID]`: publishes; the number of nodes it
-    /// was sent to. Needs the token.
-    pub fn msg_publish(&self, topic: &str, body: &[u8], node: Option<&str>) -> Result<u64> {
+    /// `POST /v1/msg/{topic}[?node=ID]`: publishes; the nodes it was sent
+    /// to and the subscribers it reached. Needs the token.
+    pub fn msg_publish(&self, topic: &str, body: &[u8], node: Option<&str>) -> Result<Published> {
         let mut path = format!("/v1/msg/{}", segment(topic));
         if let Some(n) = node {
             path.push_str(&format!("?node={}", segment(n)));
         }
         let answer = self.call(Method::POST, &path, Body::Bytes(body))?;
-        let v: serde_json::Value = self.decode(&path, &answer.body)?;
-        Ok(v["nodes"].as_u64().unwrap_or(0))
+        self.decode(&path, &answer.body)
     }
 
     /// `GET /v1/msg/{topic}`: the subscription, as server-sent events

@@ -1,13 +1,14 @@
 //! App messaging between nodes on [`crate::channel::Channel::Msg`]:
 //! at-most-once, no persistence (NATS-core semantics).
 //!
-//! Each node tells the others which topics it has subscribers for
-//! ([`MsgMessage::Topics`], sent on change and repeated as a heartbeat),
-//! so a request knows at once whether anyone anywhere listens. A publish
-//! goes to every live node ([`MsgMessage::Publish`]), which hands it to its
-//! subscribers connected at that moment. A request goes to one node with a
-//! subscriber ([`MsgMessage::Request`]); that node's subscriber answers
-//! through its own node, which sends [`MsgMessage::Reply`] back.
+//! Each node tells the others which topics it has subscribers that answer
+//! requests for ([`MsgMessage::Topics`], sent on change and repeated as a
+//! heartbeat), so a request knows at once whether anyone anywhere can
+//! answer. A publish goes to every live node ([`MsgMessage::Publish`]),
+//! which hands it to its subscribers connected at that moment. A request
+//! goes to one node with a subscriber that answers
+//! ([`MsgMessage::Request`]); that subscriber answers through its own
+//! node, which sends [`MsgMessage::Reply`] back.
 //!
 //! Every message starts with a version byte ([`MSG_PROTO`]); another
 //! version, trailing bytes or garbage are refused by [`MsgMessage::decode`].
@@ -50,6 +51,24 @@ pub fn check_topic(topic: &str) -> Result<(), String> {
 pub struct Published {
     /// The nodes it was sent to (this one included when it has subscribers).
     pub nodes: usize,
+    /// The subscribers it reached, as Redis' `PUBLISH` counts them: those
+    /// of this node that took it, plus those the other nodes it was sent
+    /// to last announced for the topic (at most about a second old, so a
+    /// subscriber that came since may get it uncounted, and one whose
+    /// queue is full is counted though it loses it; a node of an older
+    /// release counts as one when it has a subscriber that answers). 0
+    /// when no subscriber is known anywhere. Absent from older nodes.
+    #[serde(default)]
+    pub receivers: usize,
+}
+
+/// How many subscribers a node has for one topic, in [`MsgMessage::Subscribers`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSubscribers {
+    /// The topic.
+    pub topic: String,
+    /// Its subscribers on the sending node.
+    pub subscribers: u32,
 }
 
 /// What became of a request at the node it was sent to.
@@ -64,7 +83,9 @@ pub enum ReplyStatus {
 /// A messaging message.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MsgMessage {
-    /// The topics the sender has subscribers for now (all of them).
+    /// The topics the sender has subscribers that answer requests for now
+    /// (all of them): where requests may go. Subscribers that only take
+    /// published messages (Redis clients) are not announced here.
     Topics {
         /// The sender's stream address.
         from: SocketAddr,
@@ -118,6 +139,18 @@ pub enum MsgMessage {
         /// How many of its messages on `topic` were not sent.
         lost: u64,
     },
+    /// How many subscribers the sender has now, per topic (all of its
+    /// topics): what a publish there reaches, so the publishing node can
+    /// answer with its receivers. Sent beside [`MsgMessage::Topics`] (on
+    /// change and as a heartbeat). Appended last, so the other variants
+    /// keep their bytes; an older node drops it (counted) and goes on
+    /// routing requests by `Topics`.
+    Subscribers {
+        /// The sender's stream address.
+        from: SocketAddr,
+        /// The topics and their subscriber counts (at most [`MAX_TOPICS`]).
+        topics: Vec<TopicSubscribers>,
+    },
 }
 
 impl MsgMessage {
@@ -148,6 +181,21 @@ mod tests {
         // Version byte, then the variant index: after the four older ones.
         assert_eq!(&bytes[..2], &[MSG_PROTO, 4]);
         assert_eq!(MsgMessage::decode(&bytes), Some(lost));
+    }
+
+    #[test]
+    fn the_subscriber_counts_are_appended_so_older_variants_keep_their_bytes() {
+        let counts = MsgMessage::Subscribers {
+            from: "127.0.0.1:7946".parse().unwrap(),
+            topics: vec![TopicSubscribers {
+                topic: "news".into(),
+                subscribers: 3,
+            }],
+        };
+        let bytes = counts.encode();
+        // Version byte, then the variant index: after the five older ones.
+        assert_eq!(&bytes[..2], &[MSG_PROTO, 5]);
+        assert_eq!(MsgMessage::decode(&bytes), Some(counts));
     }
 
     #[test]

@@ -11,15 +11,43 @@ pub const MAX_BULK: usize = crate::cache::MAX_VALUE + 1024;
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Why a request could not be parsed (the connection is closed after
-/// the error is sent: its framing is lost).
+/// the error is sent: its framing is lost). The texts are Redis' own
+/// where Redis has one (`Protocol error: unbalanced quotes in request`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    /// A header line is not what RESP allows there.
+    /// A header line is not what RESP allows there, or an inline
+    /// command's quotes do not close.
     #[error("Protocol error: {0}")]
     Protocol(&'static str),
-    /// A length or count is over the limits.
-    #[error("Protocol error: {0} over the limit")]
-    TooLarge(&'static str),
+    /// A length or count is over the limits: `what`, at most `limit`
+    /// `unit`s, so a client can tell its request from the server's limit.
+    #[error("Protocol error: {what} over the limit of {limit} {unit}")]
+    TooLarge {
+        /// What was too large: `bulk length`, `argument count`, ...
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+        /// What the limit counts: `bytes` or `arguments`.
+        unit: &'static str,
+    },
+}
+
+impl ParseError {
+    fn bytes(what: &'static str, limit: usize) -> ParseError {
+        ParseError::TooLarge {
+            what,
+            limit,
+            unit: "bytes",
+        }
+    }
+
+    fn too_many_args() -> ParseError {
+        ParseError::TooLarge {
+            what: "argument count",
+            limit: MAX_ARGS,
+            unit: "arguments",
+        }
+    }
 }
 
 /// A command's arguments and how many bytes of the buffer it took.
@@ -48,7 +76,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     }
     let Some(end) = line_end(buf, 1) else {
         return if buf.len() > MAX_LINE {
-            Err(ParseError::TooLarge("header line"))
+            Err(ParseError::bytes("header line", MAX_LINE))
         } else {
             Ok(None)
         };
@@ -57,9 +85,9 @@ pub fn parse(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     if count < 0 {
         return Err(ParseError::Protocol("invalid multibulk length"));
     }
-    let count = usize::try_from(count).map_err(|_| ParseError::TooLarge("argument count"))?;
+    let count = usize::try_from(count).map_err(|_| ParseError::too_many_args())?;
     if count > MAX_ARGS {
-        return Err(ParseError::TooLarge("argument count"));
+        return Err(ParseError::too_many_args());
     }
     let mut at = end + 2;
     let mut args = Vec::with_capacity(count);
@@ -72,7 +100,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
         }
         let Some(end) = line_end(buf, at + 1) else {
             return if buf.len() - at > MAX_LINE {
-                Err(ParseError::TooLarge("header line"))
+                Err(ParseError::bytes("header line", MAX_LINE))
             } else {
                 Ok(None)
             };
@@ -80,7 +108,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
         let len = number(&buf[at + 1..end]).ok_or(ParseError::Protocol("invalid bulk length"))?;
         let len = usize::try_from(len).map_err(|_| ParseError::Protocol("invalid bulk length"))?;
         if len > MAX_BULK {
-            return Err(ParseError::TooLarge("bulk length"));
+            return Err(ParseError::bytes("bulk length", MAX_BULK));
         }
         let start = end + 2;
         if buf.len() < start + len + 2 {
@@ -95,25 +123,125 @@ pub fn parse(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     Ok(Some((args, at)))
 }
 
-/// An inline command: words separated by spaces, ended by `\n`.
+/// An inline command (telnet style): one line ended by `\n`, split into
+/// words as Redis splits it (`sdssplitargs`): blanks separate words,
+/// `"..."` takes the escapes `\n \r \t \b \a \\ \" \xHH`, `'...'`
+/// only `\'`, and a closing quote must end its word.
 fn inline(buf: &[u8]) -> Result<Option<Parsed>, ParseError> {
     let Some(nl) = buf.iter().position(|b| *b == b'\n') else {
         return if buf.len() > MAX_LINE {
-            Err(ParseError::TooLarge("inline command"))
+            Err(ParseError::bytes("inline command", MAX_LINE))
         } else {
             Ok(None)
         };
     };
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
-    let args: Vec<Vec<u8>> = line
-        .split(|b| *b == b' ' || *b == b'\t')
-        .filter(|w| !w.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let args = split_args(line)?;
     if args.len() > MAX_ARGS {
-        return Err(ParseError::TooLarge("argument count"));
+        return Err(ParseError::too_many_args());
     }
     Ok(Some((args, nl + 1)))
+}
+
+/// Redis' `isspace` between words.
+fn is_blank(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Splits an inline command's line into its words (see [`inline`]).
+fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
+    const UNBALANCED: ParseError = ParseError::Protocol("unbalanced quotes in request");
+    let at = |i: usize| line.get(i).copied();
+    // A closing quote must be followed by a blank or the end.
+    let ends_word = |i: usize| at(i).is_none_or(is_blank);
+    let mut args = Vec::new();
+    let mut i = 0;
+    loop {
+        while at(i).is_some_and(is_blank) {
+            i += 1;
+        }
+        if i >= line.len() {
+            return Ok(args);
+        }
+        let mut word = Vec::new();
+        loop {
+            match at(i) {
+                None | Some(b' ' | b'\t' | b'\n' | b'\r') => break,
+                Some(b'"') => {
+                    i += 1;
+                    loop {
+                        match (at(i), at(i + 1)) {
+                            (None, _) => return Err(UNBALANCED),
+                            (Some(b'\\'), Some(b'x'))
+                                if at(i + 2).and_then(hex).is_some()
+                                    && at(i + 3).and_then(hex).is_some() =>
+                            {
+                                let digit = |j| at(j).and_then(hex).unwrap_or(0);
+                                word.push(digit(i + 2) * 16 + digit(i + 3));
+                                i += 4;
+                            }
+                            (Some(b'\\'), Some(c)) => {
+                                word.push(match c {
+                                    b'n' => b'\n',
+                                    b'r' => b'\r',
+                                    b't' => b'\t',
+                                    b'b' => 0x08,
+                                    b'a' => 0x07,
+                                    c => c,
+                                });
+                                i += 2;
+                            }
+                            (Some(b'"'), _) => {
+                                i += 1;
+                                if !ends_word(i) {
+                                    return Err(UNBALANCED);
+                                }
+                                break;
+                            }
+                            (Some(c), _) => {
+                                word.push(c);
+                                i += 1;
+                            }
+                        }
+                    }
+                    break;
+                }
+                Some(b'\'') => {
+                    i += 1;
+                    loop {
+                        match (at(i), at(i + 1)) {
+                            (None, _) => return Err(UNBALANCED),
+                            (Some(b'\\'), Some(b'\'')) => {
+                                word.push(b'\'');
+                                i += 2;
+                            }
+                            (Some(b'\''), _) => {
+                                i += 1;
+                                if !ends_word(i) {
+                                    return Err(UNBALANCED);
+                                }
+                                break;
+                            }
+                            (Some(c), _) => {
+                                word.push(c);
+                                i += 1;
+                            }
+                        }
+                    }
+                    break;
+                }
+                Some(c) => {
+                    word.push(c);
+                    i += 1;
+                }
+            }
+        }
+        args.push(word);
+    }
 }
 
 /// Reply encoders, appending to `out`.
@@ -204,6 +332,46 @@ mod tests {
         assert_eq!(args, vec![b"PING".to_vec()]);
         let (args, _) = parse(&b"PING\r\nGET  x\n"[used..]).unwrap().unwrap();
         assert_eq!(args, vec![b"GET".to_vec(), b"x".to_vec()]);
+        // A blank line is no command.
+        assert_eq!(parse(b"  \r\n").unwrap().unwrap(), (vec![], 4));
+    }
+
+    fn words(line: &[u8]) -> Vec<Vec<u8>> {
+        parse(line).unwrap().unwrap().0
+    }
+
+    /// Each case checked against redis-server 7.0 (`sdssplitargs`).
+    #[test]
+    fn inline_commands_take_quotes_as_redis_does() {
+        assert_eq!(
+            words(b"SET inl \"hello world\"\r\n"),
+            [&b"SET"[..], b"inl", b"hello world"]
+        );
+        assert_eq!(words(b"SET k 'it\\'s'\r\n")[2], b"it's");
+        // Double quotes take escapes (a bad \x is the letter x), single
+        // quotes only \'.
+        assert_eq!(
+            words(b"SET k \"a\\x41\\n\\\"q\\xzz\\q\"\n")[2],
+            b"aA\n\"qxzzq"
+        );
+        assert_eq!(words(b"SET k 'a\\nb'\n")[2], b"a\\nb");
+        // A quote may start inside a word; an empty one is an empty word.
+        assert_eq!(words(b"SET k a\"b c\"\n")[2], b"ab c");
+        assert_eq!(words(b"SET k \"\"\n")[2], b"");
+        // A closing quote ends its word (any blank after it); only
+        // space, tab, CR and LF separate unquoted words.
+        assert_eq!(words(b"SET k \"a\"\x0b\n")[2], b"a");
+        assert_eq!(words(b"SET\tk\x0bv\n"), [&b"SET"[..], b"k\x0bv"]);
+        let unbalanced = Err(ParseError::Protocol("unbalanced quotes in request"));
+        for bad in [
+            &b"SET k \"ab\"c\r\n"[..],
+            b"SET k \"abc\r\n",
+            b"SET k 'abc\r\n",
+            b"SET k 'a'b\n",
+            b"SET k \"a\\\"\n",
+        ] {
+            assert_eq!(parse(bad), unbalanced, "{}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]
@@ -213,13 +381,13 @@ mod tests {
         assert!(parse(b"*1\r\n+PING\r\n").is_err());
         assert!(parse(b"*1\r\n$-5\r\n").is_err());
         assert!(parse(b"*1\r\n$2\r\nabcd\r\n").is_err());
+        assert_eq!(parse(b"*99999999\r\n"), Err(ParseError::too_many_args()));
+        // The error names the limit, for the client's sake.
+        let e = parse(format!("*1\r\n${}\r\n", MAX_BULK + 1).as_bytes()).unwrap_err();
+        assert_eq!(e, ParseError::bytes("bulk length", MAX_BULK));
         assert_eq!(
-            parse(b"*99999999\r\n"),
-            Err(ParseError::TooLarge("argument count"))
-        );
-        assert_eq!(
-            parse(format!("*1\r\n${}\r\n", MAX_BULK + 1).as_bytes()),
-            Err(ParseError::TooLarge("bulk length"))
+            e.to_string(),
+            format!("Protocol error: bulk length over the limit of {MAX_BULK} bytes")
         );
         assert!(parse(&vec![b'a'; MAX_LINE + 1]).is_err());
         assert!(parse(&[b'*'; MAX_LINE + 2]).is_err());

@@ -156,8 +156,11 @@ pub fn cache(c: &Client, cmd: CacheCmd) -> anyhow::Result<()> {
 pub fn msg(c: &Client, cmd: MsgCmd) -> anyhow::Result<()> {
     match cmd {
         MsgCmd::Pub { topic, body, node } => {
-            let n = c.msg_publish(&topic, &body_of(body)?, node.as_deref())?;
-            eprintln!("sent to {n} node(s)");
+            let p = c.msg_publish(&topic, &body_of(body)?, node.as_deref())?;
+            eprintln!(
+                "sent to {} node(s), {} subscriber(s) known to receive it",
+                p.nodes, p.receivers
+            );
         }
         MsgCmd::Sub { topic, count } => {
             let mut stream = c.msg_subscribe(&topic)?;

@@ -3,14 +3,20 @@
 //! answered by one of two responders on different nodes, spread over
 //! both; no subscriber anywhere is 503 at once, a silent one 504 after
 //! the timeout; a slow subscriber loses messages and is told how many;
-//! bad topics and unknown reply ids get clear errors.
+//! bad topics and unknown reply ids get clear errors; a Redis subscriber,
+//! which cannot answer, is never handed a request; a publish counts the
+//! subscribers it reaches.
 
+mod cache_util;
 mod support;
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use cache_util::mesh_with_resp;
 use myco_client::{Client, ClientError};
 use serde_json::Value;
 use support::{Harness, cli, ok, wait_for};
@@ -60,7 +66,12 @@ fn publish_reaches_every_node_and_requests_are_answered_once() {
     );
     let mut s2 = n2.msg_subscribe("greetings").unwrap();
     let mut s3 = n3.msg_subscribe("greetings").unwrap();
-    assert_eq!(n1.msg_publish("greetings", b"hello-mesh", None).unwrap(), 2);
+    assert_eq!(
+        n1.msg_publish("greetings", b"hello-mesh", None)
+            .unwrap()
+            .nodes,
+        2
+    );
     for s in [&mut s2, &mut s3] {
         let v = next_message(s);
         assert_eq!(v["topic"], "greetings");
@@ -247,4 +258,131 @@ fn messages_the_publishing_node_could_not_send_are_reported_as_lost() {
     assert!(unsent > 0, "the burst fit n1's stream queue; got {got}");
     assert!(lost >= unsent, "lost {lost} < unsent {unsent}");
     assert_eq!(got + lost, sent, "got {got} + lost {lost}");
+}
+
+/// A Redis client subscribed to `topics` on the agent at `port`, once
+/// the subscriptions are confirmed.
+fn redis_subscriber(port: u16, topics: &[&str]) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("SUBSCRIBE {}\r\n", topics.join(" ")).as_bytes())
+        .unwrap();
+    let mut want = Vec::new();
+    for (i, t) in topics.iter().enumerate() {
+        want.extend(
+            format!(
+                "*3\r\n$9\r\nsubscribe\r\n${}\r\n{t}\r\n:{}\r\n",
+                t.len(),
+                i + 1
+            )
+            .bytes(),
+        );
+    }
+    let mut got = vec![0; want.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    s
+}
+
+/// What a Redis subscriber was sent within 300 ms.
+fn redis_received(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut got = vec![0; 64 * 1024];
+    match s.read(&mut got) {
+        Ok(n) => String::from_utf8_lossy(&got[..n]).into_owned(),
+        Err(_) => String::new(),
+    }
+}
+
+/// A Redis `SUBSCRIBE` cannot answer a request: requests go only to
+/// subscribers that can (an HTTP one on n3 here), never to the Redis
+/// clients on n1 (the asking node) and n2, and a topic with only Redis
+/// subscribers anywhere is 503 at once, not 504 after the timeout.
+#[test]
+fn requests_never_go_to_a_redis_subscriber() {
+    let mut h = Harness::new("messaging-resp");
+    let ports = mesh_with_resp(&mut h, 3);
+    let (n1, n3) = (h.agent(0).client().clone(), h.agent(2).client().clone());
+    let mut on_n1 = redis_subscriber(ports[0], &["work"]);
+    let mut on_n2 = redis_subscriber(ports[1], &["work", "only-redis"]);
+    let (ready_tx, ready) = mpsc::channel();
+    responder(n3, "work", "n3", ready_tx);
+    ready.recv().unwrap();
+    // Once n1 knows n3's responder, it would know n2's earlier
+    // subscriptions too, were they announced for requests.
+    wait_for("n1 to learn of n3's responder", WAIT, || {
+        n1.msg_request("work", b"first", 3000)
+            .map_err(|e| e.to_string())
+    });
+    for i in 0..10 {
+        let answer = n1.msg_request("work", format!("{i}").as_bytes(), 3000);
+        assert_eq!(answer.unwrap(), format!("n3:{i}").into_bytes());
+    }
+    let t = Instant::now();
+    match n1.msg_request("only-redis", b"q", 3000) {
+        Err(ClientError::Api { status: 503, .. }) => {}
+        other => panic!("want 503, got {other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "503 took {:?}",
+        t.elapsed()
+    );
+    // The Redis subscribers got no request, and do get what is published.
+    assert_eq!(redis_received(&mut on_n1), "");
+    assert_eq!(redis_received(&mut on_n2), "");
+    n1.msg_publish("work", b"news", None).unwrap();
+    let message = "*3\r\n$7\r\nmessage\r\n$4\r\nwork\r\n$4\r\nnews\r\n";
+    assert_eq!(redis_received(&mut on_n1), message);
+    assert_eq!(redis_received(&mut on_n2), message);
+}
+
+/// One Redis command, inline, on a fresh connection: its reply line.
+fn redis_line(port: u16, command: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8];
+    while !got.ends_with(b"\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        got.push(byte[0]);
+    }
+    String::from_utf8_lossy(&got).trim_end().to_string()
+}
+
+/// A publish answers with the subscribers it reached, as Redis' PUBLISH
+/// does (not the nodes it went to): 0 with nobody subscribed, then every
+/// subscriber of every kind on the nodes it was sent to, once their
+/// nodes have announced them.
+#[test]
+fn publish_counts_the_subscribers_it_reaches() {
+    let mut h = Harness::new("messaging-count");
+    let ports = mesh_with_resp(&mut h, 2);
+    let (n1, n2) = (h.agent(0).client().clone(), h.agent(1).client().clone());
+    let p = n1.msg_publish("count", b"x", None).unwrap();
+    assert_eq!((p.nodes, p.receivers), (1, 0));
+    assert_eq!(redis_line(ports[1], "PUBLISH count x"), ":0");
+    // Two subscribers on n2 (HTTP and Redis), one on n1 (Redis).
+    let _http = n2.msg_subscribe("count").unwrap();
+    let _on_n2 = redis_subscriber(ports[1], &["count"]);
+    let _on_n1 = redis_subscriber(ports[0], &["count"]);
+    wait_for("n1 to count every subscriber", WAIT, || {
+        match n1.msg_publish("count", b"x", None).unwrap() {
+            p if p.receivers == 3 => Ok(()),
+            p => Err(format!("{p:?}")),
+        }
+    });
+    let p = n1.msg_publish("count", b"x", Some("n2")).unwrap();
+    assert_eq!((p.nodes, p.receivers), (1, 2));
+    wait_for("n2 to count every subscriber", WAIT, || {
+        match redis_line(ports[1], "PUBLISH count x").as_str() {
+            ":3" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
 }

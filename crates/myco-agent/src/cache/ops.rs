@@ -96,14 +96,29 @@ impl Cache {
         bucket: &str,
         key: &str,
     ) -> Result<Option<Vec<u8>>, CacheError> {
-        let value = self.lookup(bucket, key).await?.and_then(|e| e.value);
-        let counter = if value.is_some() {
+        Ok(self.get_with_expiry(bucket, key).await?.map(|(v, _)| v))
+    }
+
+    /// The live value of a key and when it expires (wall-clock ms;
+    /// `None`: never), from its owners: what a write that depends on the
+    /// key reads first (Redis' `SET ... NX`, `GET`, `KEEPTTL`, `EXPIRE ...
+    /// GT`).
+    pub async fn get_with_expiry(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, Option<u64>)>, CacheError> {
+        let found = self
+            .lookup(bucket, key)
+            .await?
+            .and_then(|e| Some((e.value?, e.expires_at_ms)));
+        let counter = if found.is_some() {
             &self.counters.hits
         } else {
             &self.counters.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        Ok(value)
+        Ok(found)
     }
 
     /// Stores a value; `ttl_ms` overrides the bucket's (0: never expires).
@@ -114,13 +129,39 @@ impl Cache {
         value: Vec<u8>,
         ttl_ms: Option<u64>,
     ) -> Result<(), CacheError> {
+        self.put(bucket, key, value, |config| {
+            let ttl = ttl_ms.unwrap_or(config.ttl_ms);
+            (ttl > 0).then(|| wall_ms().saturating_add(ttl))
+        })
+        .await
+    }
+
+    /// Stores a value that expires at wall-clock `expires_at_ms` (`None`:
+    /// never; the bucket's TTL does not apply), for a caller that holds
+    /// an instant rather than a lifetime (Redis' `KEEPTTL`, `EXAT`).
+    pub async fn set_until(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), CacheError> {
+        self.put(bucket, key, value, |_| expires_at_ms).await
+    }
+
+    async fn put(
+        self: &Arc<Self>,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+        expiry: impl FnOnce(&BucketConfig) -> Option<u64>,
+    ) -> Result<(), CacheError> {
         let config = self.config(bucket).await?;
         check_entry(key, Some(&value))?;
-        let ttl = ttl_ms.unwrap_or(config.ttl_ms);
         let entry = CacheEntry {
             ts: self.tick(),
             value: Some(value),
-            expires_at_ms: (ttl > 0).then(|| wall_ms().saturating_add(ttl)),
+            expires_at_ms: expiry(&config),
         };
         self.write(bucket, key, entry, config).await
     }

@@ -57,12 +57,16 @@ impl App {
     /// Sends to the subscribers of `topic` on one node; returns the
     /// number of nodes it went to (0 or 1). At most once.
     pub fn send(&self, node: NodeId, topic: &str, body: Vec<u8>) -> Result<usize, MsgError> {
-        self.msg.publish(&self.topic(topic), body, Some(node))
+        Ok(self
+            .msg
+            .publish(&self.topic(topic), body, Some(node))?
+            .nodes)
     }
 
-    /// Sends to every subscriber of `topic` connected now, mesh-wide.
+    /// Sends to every subscriber of `topic` connected now, mesh-wide;
+    /// returns the number of nodes it went to. At most once.
     pub fn broadcast(&self, topic: &str, body: Vec<u8>) -> Result<usize, MsgError> {
-        self.msg.publish(&self.topic(topic), body, None)
+        Ok(self.msg.publish(&self.topic(topic), body, None)?.nodes)
     }
 
     /// Asks one subscriber of `topic` (spread over the nodes that have

@@ -71,8 +71,9 @@ pub struct PublishQuery {
     node: Option<String>,
 }
 
-/// `POST /v1/msg/{topic}`: `{"nodes": N}`, the nodes it was sent to.
-#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/msg/{topic}", tag = "msg", params(("topic" = String, Path, description = "The topic: 1 to 128 of a-z A-Z 0-9 . _ - :"), PublishQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The message body, at most 256 KiB"), responses((status = 200, description = "The nodes it was sent to", body = Published), (status = 400, description = "Bad topic or query string", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such node", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError))))]
+/// `POST /v1/msg/{topic}`: `{"nodes": N, "receivers": M}`, the nodes it
+/// was sent to and the subscribers it reached.
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(post, path = "/v1/msg/{topic}", tag = "msg", params(("topic" = String, Path, description = "The topic: 1 to 128 of a-z A-Z 0-9 . _ - :"), PublishQuery), request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The message body, at most 256 KiB"), responses((status = 200, description = "The nodes it was sent to and the subscribers it reached", body = Published), (status = 400, description = "Bad topic or query string", body = myco_proto::api::ApiError), (status = 401, description = "Missing or wrong token", body = myco_proto::api::ApiError), (status = 404, description = "No such node", body = myco_proto::api::ApiError), (status = 413, description = "Body too large", body = myco_proto::api::ApiError))))]
 pub async fn publish(
     State(s): State<ApiState>,
     Path(topic): Path<String>,
@@ -84,8 +85,12 @@ pub async fn publish(
         Some(n) => Some(node_of(&s, &n)?),
         None => None,
     };
-    let nodes = s.msg.publish(&topic, body.to_vec(), only)?;
-    Ok(Json(Published { nodes }).into_response())
+    let reach = s.msg.publish(&topic, body.to_vec(), only)?;
+    Ok(Json(Published {
+        nodes: reach.nodes,
+        receivers: reach.receivers,
+    })
+    .into_response())
 }
 
 /// A node named by id or name.

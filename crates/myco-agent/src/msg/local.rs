@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use myco_proto::NodeId;
-use myco_proto::msg::ReplyStatus;
+use myco_proto::msg::{ReplyStatus, TopicSubscribers};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -32,6 +32,8 @@ struct Sub {
     id: u64,
     tx: mpsc::Sender<Delivery>,
     lost: Arc<AtomicU64>,
+    /// Whether it may be handed requests: it can answer them.
+    answers: bool,
 }
 
 /// The subscribers, by topic.
@@ -47,6 +49,7 @@ impl Local {
         &mut self,
         owner: &Arc<Messaging>,
         topic: &str,
+        answers: bool,
     ) -> Result<Subscription, MsgError> {
         if self.count >= MAX_SUBSCRIBERS {
             return Err(MsgError::Busy(
@@ -60,6 +63,7 @@ impl Local {
             id: self.next,
             tx,
             lost: lost.clone(),
+            answers,
         });
         self.count += 1;
         Ok(Subscription {
@@ -82,13 +86,37 @@ impl Local {
         }
     }
 
-    pub(super) fn has(&self, topic: &str) -> bool {
-        self.topics.contains_key(topic)
+    /// The subscribers per topic, for announcements (publishers count
+    /// their receivers by them).
+    pub(super) fn counts(&self) -> Vec<TopicSubscribers> {
+        let mut c: Vec<TopicSubscribers> = self
+            .topics
+            .iter()
+            .map(|(t, subs)| TopicSubscribers {
+                topic: t.clone(),
+                subscribers: u32::try_from(subs.len()).unwrap_or(u32::MAX),
+            })
+            .collect();
+        c.sort_by(|a, b| a.topic.cmp(&b.topic));
+        c
     }
 
-    /// The topics with subscribers, for announcements.
-    pub(super) fn topics(&self) -> Vec<String> {
-        let mut t: Vec<String> = self.topics.keys().cloned().collect();
+    /// Whether a subscriber of `topic` here can answer a request.
+    pub(super) fn answers(&self, topic: &str) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|subs| subs.iter().any(|s| s.answers))
+    }
+
+    /// The topics with subscribers that can answer requests, for
+    /// announcements (which route requests).
+    pub(super) fn answering_topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(_, subs)| subs.iter().any(|s| s.answers))
+            .map(|(t, _)| t.clone())
+            .collect();
         t.sort();
         t
     }
@@ -192,9 +220,10 @@ impl Messaging {
         }
     }
 
-    /// Hands a request to one local subscriber of `topic` (taking turns),
-    /// with a reply id that leads back to `reply_to`; answers
-    /// "no subscriber" at once if none can take it.
+    /// Hands a request to one local subscriber of `topic` that can answer
+    /// it (taking turns; never one that only takes messages, such as a
+    /// Redis `SUBSCRIBE`), with a reply id that leads back to `reply_to`;
+    /// answers "no subscriber" at once if none can take it.
     pub(super) fn deliver_request(
         &self,
         topic: &str,
@@ -219,7 +248,13 @@ impl Messaging {
                 false
             } else {
                 let local = lock(&self.local);
-                let subs = local.topics.get(topic).map_or(&[][..], Vec::as_slice);
+                let subs: Vec<&Sub> = local
+                    .topics
+                    .get(topic)
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s.answers)
+                    .collect();
                 let delivery = Delivery {
                     topic: topic.to_string(),
                     body: Arc::from(body),

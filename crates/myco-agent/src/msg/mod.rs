@@ -3,20 +3,24 @@
 //!
 //! - [`local`]: this node's subscribers: bounded queues (a slow
 //!   subscriber loses messages and is told how many; a publisher never
-//!   waits), a bounded number per node.
+//!   waits), a bounded number per node; some only take published
+//!   messages (a Redis `SUBSCRIBE` cannot answer), and are never handed
+//!   a request.
 //! - [`remote`]: messages from other nodes, the topic announcements that
 //!   make subscriptions known mesh-wide without any disk write, and
-//!   replies.
+//!   replies; [`announced`] keeps what the other nodes announced (which
+//!   can answer a request, how many subscribers a publish reaches).
 //! - [`unsent`]: publishes a peer's stream queue refused, counted and told
 //!   to that peer, so its subscribers learn of losses on the way too.
 //!
 //! [`Messaging`] is what HTTP, the Redis protocol and embedders use.
 
+mod announced;
 mod local;
 mod remote;
 mod unsent;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -96,6 +100,23 @@ pub struct MsgCounters {
     pub request_timeouts: AtomicU64,
 }
 
+/// How far a publish went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// The nodes it was sent to (this one included when it has
+    /// subscribers).
+    pub nodes: usize,
+    /// The subscribers it reached, as Redis' `PUBLISH` counts them: this
+    /// node's that took it (a full queue loses it, uncounted), plus those
+    /// the other nodes it was sent to last announced for the topic. Those
+    /// are at most about a second old: a subscriber that came since may
+    /// get it uncounted, and one whose queue is full is counted though it
+    /// loses it; a node of an older release, which announces no counts,
+    /// counts as one when it has a subscriber that answers requests.
+    /// 0 when no subscriber is known anywhere.
+    pub receivers: usize,
+}
+
 /// What a request gets back: what became of it, and the answer's body.
 type Answer = (ReplyStatus, Vec<u8>);
 
@@ -114,8 +135,8 @@ pub struct Messaging {
     mesh: MeshHandle,
     streams: Streams,
     local: Mutex<local::Local>,
-    /// Topics other nodes announced, by their stream address.
-    remote: Mutex<HashMap<SocketAddr, (BTreeSet<String>, Instant)>>,
+    /// What other nodes announced, by their stream address.
+    announced: Mutex<announced::Announced>,
     /// This node's requests waiting for a reply.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// Reply ids given to this node's subscribers.
@@ -156,7 +177,7 @@ impl Messaging {
             mesh,
             streams,
             local: Mutex::new(local::Local::default()),
-            remote: Mutex::new(HashMap::new()),
+            announced: Mutex::default(),
             pending: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
             next: AtomicU64::new(seed >> 1),
@@ -210,28 +231,45 @@ impl Messaging {
         Ok(())
     }
 
-    /// Subscribes to `topic` on this node.
+    /// Subscribes to `topic` on this node: published messages, and
+    /// requests, which the subscriber answers with [`Messaging::reply`].
     pub fn subscribe(self: &Arc<Self>, topic: &str) -> Result<Subscription, MsgError> {
+        self.add_subscriber(topic, true)
+    }
+
+    /// Subscribes to the messages published on `topic` only: a subscriber
+    /// that cannot answer (a Redis `SUBSCRIBE`) is never handed a request,
+    /// and a node with only such subscribers is not asked.
+    pub fn subscribe_messages(self: &Arc<Self>, topic: &str) -> Result<Subscription, MsgError> {
+        self.add_subscriber(topic, false)
+    }
+
+    fn add_subscriber(
+        self: &Arc<Self>,
+        topic: &str,
+        answers: bool,
+    ) -> Result<Subscription, MsgError> {
         check_topic(topic).map_err(MsgError::Topic)?;
-        let sub = lock(&self.local).add(self, topic)?;
+        let sub = lock(&self.local).add(self, topic, answers)?;
         self.changed.notify_one();
         Ok(sub)
     }
 
     /// Publishes to every subscriber of `topic` connected now, mesh-wide
-    /// or on `only` one node; returns how many nodes it was sent to
-    /// (this one included when it has subscribers).
+    /// or on `only` one node; returns how far it went.
     pub fn publish(
         &self,
         topic: &str,
         body: Vec<u8>,
         only: Option<NodeId>,
-    ) -> Result<usize, MsgError> {
+    ) -> Result<Reach, MsgError> {
         Self::check(topic, &body)?;
         self.counters.published.fetch_add(1, Ordering::Relaxed);
-        let mut nodes = 0;
-        if only.is_none_or(|n| n == self.me) && self.deliver_all(topic, &body, self.me) > 0 {
-            nodes += 1;
+        let mut reach = Reach::default();
+        if only.is_none_or(|n| n == self.me) {
+            let here = self.deliver_all(topic, &body, self.me);
+            reach.nodes += usize::from(here > 0);
+            reach.receivers += here;
         }
         let message = MsgMessage::Publish {
             topic: topic.to_string(),
@@ -241,16 +279,20 @@ impl Messaging {
         .encode();
         // To every live peer, not only those known to subscribe: a
         // subscriber that connected a moment ago still gets it.
+        let mut sent = Vec::new();
         for (id, addr) in self.peers() {
             if only.is_none_or(|n| n == id) && self.send_publish(addr, topic, message.clone()) {
-                nodes += 1;
+                sent.push(addr);
             }
         }
-        Ok(nodes)
+        reach.nodes += sent.len();
+        reach.receivers += lock(&self.announced).receivers(topic, &sent, Instant::now());
+        Ok(reach)
     }
 
-    /// Sends a request to one subscriber of `topic` (spread over the
-    /// nodes that have one) and waits up to `timeout_ms` for its answer.
+    /// Sends a request to one subscriber of `topic` that can answer it
+    /// (spread over the nodes that have one) and waits up to `timeout_ms`
+    /// for its answer.
     pub async fn request(
         &self,
         topic: &str,
@@ -261,22 +303,11 @@ impl Messaging {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let timeout_ms = timeout_ms.clamp(1, MAX_TIMEOUT_MS);
         let mut nodes: Vec<SocketAddr> = Vec::new();
-        if lock(&self.local).has(topic) {
+        if lock(&self.local).answers(topic) {
             nodes.push(self.addr);
         }
         let live: Vec<SocketAddr> = self.peers().into_iter().map(|(_, a)| a).collect();
-        {
-            let remote = lock(&self.remote);
-            let now = Instant::now();
-            for (addr, (topics, seen)) in remote.iter() {
-                if topics.contains(topic)
-                    && now.duration_since(*seen) < ANNOUNCE_TTL
-                    && live.contains(addr)
-                {
-                    nodes.push(*addr);
-                }
-            }
-        }
+        nodes.extend(lock(&self.announced).answering(topic, &live, Instant::now()));
         if nodes.is_empty() {
             self.counters
                 .requests_unanswerable

@@ -1,14 +1,13 @@
 //! Messages from other nodes, and announcing this node's topics.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
-use myco_proto::msg::{MAX_TOPICS, MsgMessage};
+use myco_proto::msg::{MAX_TOPICS, MsgMessage, TopicSubscribers};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{ANNOUNCE_EVERY, ANNOUNCE_TTL, Messaging, lock};
+use super::{ANNOUNCE_EVERY, Messaging, lock};
 
 /// Handles the messaging-channel messages the mesh loop hands over.
 pub(super) async fn consume(msg: Arc<Messaging>, mut inbox: mpsc::Receiver<Vec<u8>>) {
@@ -20,9 +19,11 @@ pub(super) async fn consume(msg: Arc<Messaging>, mut inbox: mpsc::Receiver<Vec<u
 /// Sends this node's topics to every live peer when they change, and
 /// every [`ANNOUNCE_EVERY`] while there are any (peers forget them after
 /// [`ANNOUNCE_TTL`] of silence, so a node that died stops getting
-/// requests).
+/// requests): those with subscribers that answer requests (`Topics`,
+/// which every release reads) and the subscribers of each
+/// (`Subscribers`, for publishers' receiver counts).
 pub(super) async fn announce(msg: Weak<Messaging>) {
-    let mut last: Vec<String> = Vec::new();
+    let mut last: (Vec<String>, Vec<TopicSubscribers>) = Default::default();
     loop {
         let Some(m) = msg.upgrade() else {
             return;
@@ -30,18 +31,35 @@ pub(super) async fn announce(msg: Weak<Messaging>) {
         // Every node subscribes to the usage topics, and a publish goes to
         // every live peer anyway: announcing them would only cost each node
         // a message to every peer every second.
-        let mut topics = lock(&m.local).topics();
+        let (mut topics, mut counts) = {
+            let local = lock(&m.local);
+            (local.answering_topics(), local.counts())
+        };
         topics.retain(|t| !crate::usage::is_internal(t));
-        if !topics.is_empty() || topics != last {
-            let message = MsgMessage::Topics {
+        counts.retain(|c| !crate::usage::is_internal(&c.topic));
+        topics.truncate(MAX_TOPICS);
+        counts.truncate(MAX_TOPICS);
+        let mut messages = Vec::new();
+        if !topics.is_empty() || topics != last.0 {
+            messages.push(MsgMessage::Topics {
                 from: m.addr,
-                topics: topics.iter().take(MAX_TOPICS).cloned().collect(),
-            };
+                topics: topics.clone(),
+            });
+        }
+        if !counts.is_empty() || counts != last.1 {
+            messages.push(MsgMessage::Subscribers {
+                from: m.addr,
+                topics: counts.clone(),
+            });
+        }
+        if !messages.is_empty() {
             for (_, addr) in m.peers() {
-                m.send(addr, &message);
+                for message in &messages {
+                    m.send(addr, message);
+                }
             }
         }
-        last = topics;
+        last = (topics, counts);
         m.send_all_lost();
         let changed = m.clone();
         drop(m);
@@ -65,15 +83,10 @@ impl Messaging {
     fn on_message(&self, message: MsgMessage) {
         match message {
             MsgMessage::Topics { from, topics } => {
-                let mut remote = lock(&self.remote);
-                let now = Instant::now();
-                remote.retain(|_, (_, seen)| now.duration_since(*seen) < ANNOUNCE_TTL);
-                if topics.is_empty() {
-                    remote.remove(&from);
-                } else {
-                    let set: BTreeSet<String> = topics.into_iter().take(MAX_TOPICS).collect();
-                    remote.insert(from, (set, now));
-                }
+                lock(&self.announced).topics(from, topics, Instant::now());
+            }
+            MsgMessage::Subscribers { from, topics } => {
+                lock(&self.announced).subscribers(from, topics, Instant::now());
             }
             MsgMessage::Publish {
                 topic,

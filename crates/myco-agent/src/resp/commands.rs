@@ -1,23 +1,24 @@
-//! What each Redis command does. Errors use Redis' wording where a
-//! client might match on it (`ERR syntax error`, `WRONGTYPE`-free since
-//! every value is a string).
+//! A connection's session and what each plain command does. Errors use
+//! Redis' wording where a client might match on it (`ERR syntax error`,
+//! `WRONGTYPE`-free since every value is a string). Beside it: `table`
+//! (names, arity, the unknown-command error), `set` (`SET`, `EXPIRE`),
+//! `multi` (`MULTI`/`EXEC`), `pubsub`, `hello` (`AUTH`, `HELLO`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use myco_proto::cache::{CounterError, DEFAULT_BUCKET, check_bucket};
 
+use super::multi::Queue;
 use super::parse::reply;
+use super::table;
 use crate::cache::{Cache, CacheError, Ttl};
 use crate::msg::{Delivery, Messaging, Subscription};
-
-/// The commands this server speaks, for the error on any other.
-const SUPPORTED: &str = "AUTH HELLO GET SET DEL EXISTS EXPIRE PEXPIRE TTL PTTL INCR INCRBY DECR DECRBY PUBLISH SUBSCRIBE UNSUBSCRIBE PING ECHO SELECT QUIT";
 
 /// One connection's state: its subscriptions, its protocol version and
 /// whether it has authenticated.
 pub struct Session {
-    cache: Arc<Cache>,
+    pub(super) cache: Arc<Cache>,
     pub(super) msg: Arc<Messaging>,
     /// The subscriptions by topic; dropping one unsubscribes.
     pub(super) subscribed: Vec<(String, Subscription)>,
@@ -31,6 +32,8 @@ pub struct Session {
     pub(super) id: u64,
     /// The name `HELLO ... SETNAME` gave (kept for the reply's sake only).
     pub(super) name: Option<String>,
+    /// The commands queued since `MULTI`, if in a transaction.
+    pub(super) multi: Option<Queue>,
 }
 
 /// Writes a published message as Redis pushes it to subscribers: an
@@ -50,14 +53,14 @@ pub(super) fn text(arg: &[u8]) -> Result<&str, &'static str> {
     std::str::from_utf8(arg).map_err(|_| "ERR keys and topics must be UTF-8 here")
 }
 
-fn int(arg: &[u8]) -> Result<i64, &'static str> {
+pub(super) fn int(arg: &[u8]) -> Result<i64, &'static str> {
     std::str::from_utf8(arg)
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or("ERR value is not an integer or out of range")
 }
 
-fn cache_error(out: &mut Vec<u8>, e: &CacheError) {
+pub(super) fn cache_error(out: &mut Vec<u8>, e: &CacheError) {
     match e {
         // Redis' own wording, which clients match on.
         CacheError::Counter(CounterError::NotInteger | CounterError::Overflow) => {
@@ -81,6 +84,7 @@ impl Session {
             resp3: false,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: None,
+            multi: None,
         }
     }
 
@@ -90,7 +94,7 @@ impl Session {
     }
 
     /// A missing value: `$-1` in RESP2, `_` in RESP3.
-    fn null(&self, out: &mut Vec<u8>) {
+    pub(super) fn null(&self, out: &mut Vec<u8>) {
         if self.resp3 {
             reply::null(out);
         } else {
@@ -100,7 +104,7 @@ impl Session {
 
     /// Where a Redis key lives: `bucket:rest` in `bucket` if it exists,
     /// anything else in `default`.
-    fn place<'a>(&self, key: &'a str) -> (&'a str, &'a str) {
+    pub(super) fn place<'a>(&self, key: &'a str) -> (&'a str, &'a str) {
         if let Some((bucket, rest)) = key.split_once(':')
             && !rest.is_empty()
             && check_bucket(bucket).is_ok()
@@ -112,111 +116,90 @@ impl Session {
     }
 
     /// Runs one command, appending its reply to `out`; true to close the
-    /// connection after sending it.
+    /// connection after sending it. In the order Redis checks: the name
+    /// and argument count, authentication, the subscribed context, then
+    /// a transaction queues what it does not run at once.
     pub async fn run(&mut self, args: Vec<Vec<u8>>, out: &mut Vec<u8>) -> bool {
-        // Upper-cased on the stack: every command pays this, and no
-        // supported name is longer (a longer one is unknown either way).
-        let mut upper_name = [0u8; 16];
-        let first = &args[0];
-        let name = if first.len() <= upper_name.len() {
-            let n = &mut upper_name[..first.len()];
-            n.copy_from_slice(first);
-            n.make_ascii_uppercase();
-            std::str::from_utf8(n).unwrap_or("")
-        } else {
-            ""
+        let name = match table::check(&args) {
+            Ok(c) => c.name,
+            Err(e) => {
+                self.refuse(out, &e);
+                return false;
+            }
         };
-        match name {
-            "AUTH" => {
-                self.auth(&args, out);
-                return false;
-            }
-            "HELLO" => {
-                self.hello(&args, out);
-                return false;
-            }
-            _ => {}
-        }
-        if self.token.is_some() && !matches!(name, "PING" | "QUIT") {
-            reply::error(
-                out,
-                "NOAUTH Authentication required: send AUTH <API token> first (off loopback)",
-            );
+        if let Err(e) = self.admit(name) {
+            self.refuse(out, &e);
             return false;
+        }
+        match name {
+            "MULTI" => self.multi(out),
+            "EXEC" => self.exec(out).await,
+            "DISCARD" => self.discard(out),
+            "WATCH" => self.watch(out),
+            _ if self.multi.is_some() && name != "QUIT" && name != "RESET" => {
+                self.queue(name, args, out);
+            }
+            _ => return self.execute(name, &args, out).await,
+        }
+        false
+    }
+
+    /// Answers a command refused before it ran, which also dooms a
+    /// transaction it was meant for (`EXEC` then aborts, as in Redis).
+    fn refuse(&mut self, out: &mut Vec<u8>, e: &str) {
+        reply::error(out, e);
+        if let Some(q) = &mut self.multi {
+            q.failed = true;
+        }
+    }
+
+    /// Whether this connection may run `name` now.
+    fn admit(&self, name: &str) -> Result<(), String> {
+        if self.token.is_some() && !matches!(name, "AUTH" | "HELLO" | "PING" | "QUIT") {
+            return Err(
+                "NOAUTH Authentication required: send AUTH <API token> first (off loopback)".into(),
+            );
         }
         // RESP2 has no way to tell a reply from a pushed message, so a
         // subscribed connection is limited as Redis limits it; RESP3
         // frames pushes apart and allows every command.
         if !self.resp3
             && !self.subscribed.is_empty()
-            && !matches!(name, "SUBSCRIBE" | "UNSUBSCRIBE" | "PING" | "QUIT")
+            && !matches!(
+                name,
+                "SUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE" | "PING" | "QUIT" | "RESET"
+            )
         {
-            reply::error(
-                out,
-                &format!(
-                    "ERR Can't execute '{}': only (UN)SUBSCRIBE, PING and QUIT are allowed in this context",
-                    name.to_lowercase()
-                ),
-            );
-            return false;
+            return Err(format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                name.to_ascii_lowercase()
+            ));
         }
-        if let Err(e) = self.dispatch(name, &args, out).await {
-            reply::error(out, e);
+        Ok(())
+    }
+
+    /// Runs a command that passed [`Session::run`]'s checks (at once, or
+    /// from `EXEC`); true to close the connection after the reply.
+    pub(super) async fn execute(
+        &mut self,
+        name: &'static str,
+        args: &[Vec<u8>],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        if let Err(e) = self.dispatch(name, args, out).await {
+            reply::error(out, &e);
         }
         name == "QUIT"
     }
 
     async fn dispatch(
         &mut self,
-        name: &str,
+        name: &'static str,
         args: &[Vec<u8>],
         out: &mut Vec<u8>,
-    ) -> Result<(), &'static str> {
-        let arity = |min: usize, max: usize| {
-            if args.len() < min || args.len() > max {
-                Err("ERR wrong number of arguments for this command")
-            } else {
-                Ok(())
-            }
-        };
+    ) -> Result<(), String> {
         match name {
-            "PING" => {
-                arity(1, 2)?;
-                // A subscribed RESP2 connection answers as a message
-                // would look, as Redis does.
-                if !self.resp3 && !self.subscribed.is_empty() {
-                    reply::array(out, 2);
-                    reply::bulk(out, b"pong");
-                    reply::bulk(out, args.get(1).map_or(&b""[..], |m| m));
-                    return Ok(());
-                }
-                match args.get(1) {
-                    Some(m) => reply::bulk(out, m),
-                    None => reply::simple(out, "PONG"),
-                }
-            }
-            "ECHO" => {
-                arity(2, 2)?;
-                reply::bulk(out, &args[1]);
-            }
-            "QUIT" | "SELECT" | "RESET" => reply::simple(out, "OK"),
-            // Clients send these on connect; an answer that changes nothing
-            // lets them go on.
-            "CLIENT" => match args.get(1).map(|a| upper(a)).as_deref() {
-                Some("GETNAME") => match &self.name {
-                    Some(n) => reply::bulk(out, n.as_bytes()),
-                    None => self.null(out),
-                },
-                Some("SETNAME") if args.len() == 3 => {
-                    self.name = Some(String::from_utf8_lossy(&args[2]).into_owned());
-                    reply::simple(out, "OK");
-                }
-                _ => reply::simple(out, "OK"),
-            },
-            "CONFIG" if self.resp3 => reply::map(out, 0),
-            "CONFIG" => reply::array(out, 0),
             "GET" => {
-                arity(2, 2)?;
                 let (b, k) = self.place(text(&args[1])?);
                 match self.cache.get(b, k).await {
                     Ok(Some(v)) => reply::bulk(out, &v),
@@ -225,8 +208,29 @@ impl Session {
                 }
             }
             "SET" => self.set(args, out).await?,
+            // As Redis: the subscribers that received it.
+            "PUBLISH" => match self.msg.publish(text(&args[1])?, args[2].clone(), None) {
+                Ok(reach) => reply::int(out, i64::try_from(reach.receivers).unwrap_or(i64::MAX)),
+                Err(e) => reply::error(out, &format!("ERR {e}")),
+            },
+            "INCR" | "DECR" | "INCRBY" | "DECRBY" => {
+                let by = if name.ends_with("BY") {
+                    int(&args[2])?
+                } else {
+                    1
+                };
+                let by = if name.starts_with("DECR") {
+                    by.checked_neg().ok_or("ERR decrement would overflow")?
+                } else {
+                    by
+                };
+                let (b, k) = self.place(text(&args[1])?);
+                match self.cache.incr(b, k, by).await {
+                    Ok(n) => reply::int(out, n),
+                    Err(e) => cache_error(out, &e),
+                }
+            }
             "DEL" | "UNLINK" => {
-                arity(2, usize::MAX)?;
                 let mut n = 0;
                 for key in &args[1..] {
                     let (b, k) = self.place(text(key)?);
@@ -242,7 +246,6 @@ impl Session {
                 reply::int(out, n);
             }
             "EXISTS" => {
-                arity(2, usize::MAX)?;
                 let mut n = 0;
                 for key in &args[1..] {
                     let (b, k) = self.place(text(key)?);
@@ -257,27 +260,9 @@ impl Session {
                 }
                 reply::int(out, n);
             }
-            "EXPIRE" | "PEXPIRE" => {
-                arity(3, 3)?;
-                let (b, k) = self.place(text(&args[1])?);
-                let n = int(&args[2])?;
-                let ms = if name == "EXPIRE" {
-                    n.saturating_mul(1000)
-                } else {
-                    n
-                };
-                let result = if ms <= 0 {
-                    self.cache.delete(b, k).await
-                } else {
-                    self.cache.expire(b, k, ms as u64).await
-                };
-                match result {
-                    Ok(done) => reply::int(out, i64::from(done)),
-                    Err(e) => cache_error(out, &e),
-                }
-            }
+            "EXPIRE" => self.expire(true, args, out).await?,
+            "PEXPIRE" => self.expire(false, args, out).await?,
             "TTL" | "PTTL" => {
-                arity(2, 2)?;
                 let (b, k) = self.place(text(&args[1])?);
                 match self.cache.ttl(b, k).await {
                     Ok(Ttl::Missing) => reply::int(out, -2),
@@ -288,102 +273,81 @@ impl Session {
                     Err(e) => cache_error(out, &e),
                 }
             }
-            "INCR" | "DECR" | "INCRBY" | "DECRBY" => {
-                let by = if name.ends_with("BY") {
-                    arity(3, 3)?;
-                    int(&args[2])?
-                } else {
-                    arity(2, 2)?;
-                    1
-                };
-                let by = if name.starts_with("DECR") {
-                    by.checked_neg().ok_or("ERR decrement would overflow")?
-                } else {
-                    by
-                };
-                let (b, k) = self.place(text(&args[1])?);
-                match self.cache.incr(b, k, by).await {
-                    Ok(n) => reply::int(out, n),
-                    Err(e) => cache_error(out, &e),
+            "PING" => {
+                // A subscribed RESP2 connection answers as a message
+                // would look, as Redis does.
+                if !self.resp3 && !self.subscribed.is_empty() {
+                    reply::array(out, 2);
+                    reply::bulk(out, b"pong");
+                    reply::bulk(out, args.get(1).map_or(&b""[..], |m| m));
+                    return Ok(());
+                }
+                match args.get(1) {
+                    Some(m) => reply::bulk(out, m),
+                    None => reply::simple(out, "PONG"),
                 }
             }
-            "PUBLISH" => {
-                arity(3, 3)?;
-                match self.msg.publish(text(&args[1])?, args[2].clone(), None) {
-                    Ok(n) => reply::int(out, n as i64),
-                    Err(e) => reply::error(out, &format!("ERR {e}")),
-                }
-            }
-            "SUBSCRIBE" => {
-                arity(2, usize::MAX)?;
-                self.subscribe(args, out)?;
-            }
+            "ECHO" => reply::bulk(out, &args[1]),
+            "SUBSCRIBE" => self.subscribe(args, out)?,
             "UNSUBSCRIBE" => self.unsubscribe(args, out),
-            _ => reply::error(
-                out,
-                &format!(
-                    "ERR unknown or unsupported command '{}': myco's cache speaks {SUPPORTED}",
-                    String::from_utf8_lossy(&args[0])
-                        .chars()
-                        .take(64)
-                        .collect::<String>()
-                ),
-            ),
+            "PUNSUBSCRIBE" => self.punsubscribe(args, out),
+            "AUTH" => self.auth(args, out),
+            "HELLO" => self.hello(args, out),
+            "CLIENT" => self.client(args, out),
+            "COMMAND" => self.command(args, out),
+            "CONFIG" if self.resp3 => reply::map(out, 0),
+            "CONFIG" => reply::array(out, 0),
+            "UNWATCH" | "SELECT" | "QUIT" => reply::simple(out, "OK"),
+            "RESET" => self.reset(out),
+            // MULTI, EXEC, DISCARD and WATCH never get here (`run`).
+            _ => return Err(format!("ERR '{name}' cannot run here")),
         }
         Ok(())
     }
 
-    /// `SET key value [EX s | PX ms] [NX | XX]`.
-    async fn set(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) -> Result<(), &'static str> {
-        if args.len() < 3 {
-            return Err("ERR wrong number of arguments for 'set' command");
-        }
-        let (b, k) = self.place(text(&args[1])?);
-        let (mut ttl, mut nx, mut xx) = (None, false, false);
-        let mut i = 3;
-        while i < args.len() {
-            match upper(&args[i]).as_str() {
-                "NX" => nx = true,
-                "XX" => xx = true,
-                opt @ ("EX" | "PX") => {
-                    let n = int(args.get(i + 1).ok_or("ERR syntax error")?)?;
-                    if n <= 0 {
-                        return Err("ERR invalid expire time in 'set' command");
-                    }
-                    let n = n as u64;
-                    ttl = Some(if opt == "EX" {
-                        n.saturating_mul(1000)
-                    } else {
-                        n
-                    });
-                    i += 1;
-                }
-                _ => return Err("ERR syntax error"),
+    /// `CLIENT`: `ID`, `GETNAME` and `SETNAME` as Redis answers them;
+    /// the rest (`SETINFO`, which clients send on connect, ...) changes
+    /// nothing and answers OK so they go on.
+    fn client(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
+        match upper(&args[1]).as_str() {
+            "ID" => reply::int(out, i64::try_from(self.id).unwrap_or(i64::MAX)),
+            "GETNAME" => match &self.name {
+                Some(n) => reply::bulk(out, n.as_bytes()),
+                None => self.null(out),
+            },
+            "SETNAME" if args.len() == 3 => {
+                self.name = Some(String::from_utf8_lossy(&args[2]).into_owned());
+                reply::simple(out, "OK");
             }
-            i += 1;
+            _ => reply::simple(out, "OK"),
         }
-        if nx && xx {
-            return Err("ERR syntax error");
-        }
-        if nx || xx {
-            // Checked, then written: not atomic against a concurrent
-            // writer on another node (last writer wins).
-            match self.cache.get(b, k).await {
-                Ok(v) if v.is_some() == nx => {
+    }
+
+    /// `COMMAND`: no command descriptions (an empty list, or one null per
+    /// name asked for), and `COUNT`, the commands spoken, for clients
+    /// that probe the server on connect.
+    fn command(&self, args: &[Vec<u8>], out: &mut Vec<u8>) {
+        match args.get(1).map(|a| upper(a)).as_deref() {
+            Some("COUNT") => reply::int(out, table::COMMANDS.len() as i64),
+            Some("DOCS") if self.resp3 => reply::map(out, 0),
+            Some("INFO") => {
+                reply::array(out, args.len() - 2);
+                for _ in 2..args.len() {
                     self.null(out);
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    cache_error(out, &e);
-                    return Ok(());
                 }
             }
+            _ => reply::array(out, 0),
         }
-        match self.cache.set(b, k, args[2].clone(), ttl).await {
-            Ok(()) => reply::simple(out, "OK"),
-            Err(e) => cache_error(out, &e),
-        }
-        Ok(())
+    }
+
+    /// `RESET`: the connection as new (no transaction, subscriptions or
+    /// name, RESP2), except that it stays authenticated.
+    fn reset(&mut self, out: &mut Vec<u8>) {
+        self.multi = None;
+        self.subscribed.clear();
+        self.next_push = 0;
+        self.name = None;
+        self.resp3 = false;
+        reply::simple(out, "RESET");
     }
 }

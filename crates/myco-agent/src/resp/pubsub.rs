@@ -1,7 +1,8 @@
-//! `SUBSCRIBE` and `UNSUBSCRIBE`, and the connection task's wait on its
-//! subscriptions: the task that reads the socket takes published messages
-//! straight from the subscriptions' queues (no forwarding task per topic,
-//! whose extra wake-up and queue showed in the publish-to-receive tail).
+//! `SUBSCRIBE`, `UNSUBSCRIBE` (and `PUNSUBSCRIBE`, with no patterns to
+//! drop), and the connection task's wait on its subscriptions: the task
+//! that reads the socket takes published messages straight from the
+//! subscriptions' queues (no forwarding task per topic, whose extra
+//! wake-up and queue showed in the publish-to-receive tail).
 
 use std::task::{Context, Poll};
 
@@ -21,7 +22,9 @@ impl Session {
         for topic in &args[1..] {
             let topic = text(topic)?.to_string();
             if !self.subscribed.iter().any(|(t, _)| *t == topic) {
-                let sub = match self.msg.subscribe(&topic) {
+                // Published messages only: a Redis client cannot answer
+                // a request, so none is handed to it.
+                let sub = match self.msg.subscribe_messages(&topic) {
                     Ok(s) => s,
                     Err(e) => {
                         reply::error(out, &format!("ERR {e}"));
@@ -38,7 +41,10 @@ impl Session {
         Ok(())
     }
 
-    /// Unsubscribes from the topics named, or from all without a name.
+    /// Unsubscribes from the topics named, or from all without a name,
+    /// confirming each; with no name and no subscription, one
+    /// confirmation with a null topic, as Redis answers (a client waits
+    /// for it).
     pub(super) fn unsubscribe(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
         let topics: Vec<String> = if args.len() == 1 {
             self.subscribed.iter().map(|(t, _)| t.clone()).collect()
@@ -48,16 +54,40 @@ impl Session {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect()
         };
+        if topics.is_empty() {
+            self.unsubscribed(out, b"unsubscribe", None);
+        }
         for topic in topics {
             if let Some(i) = self.subscribed.iter().position(|(t, _)| *t == topic) {
                 // Dropping the subscription unsubscribes.
                 self.subscribed.remove(i);
             }
-            reply::push(out, 3, self.resp3);
-            reply::bulk(out, b"unsubscribe");
-            reply::bulk(out, topic.as_bytes());
-            reply::int(out, self.subscribed.len() as i64);
+            self.unsubscribed(out, b"unsubscribe", Some(topic.as_bytes()));
         }
+    }
+
+    /// `PUNSUBSCRIBE`: there are no pattern subscriptions here, so each
+    /// pattern named (or, with none, a null) is confirmed as Redis
+    /// confirms one it did not hold.
+    pub(super) fn punsubscribe(&mut self, args: &[Vec<u8>], out: &mut Vec<u8>) {
+        if args.len() == 1 {
+            self.unsubscribed(out, b"punsubscribe", None);
+        }
+        for pattern in &args[1..] {
+            self.unsubscribed(out, b"punsubscribe", Some(pattern));
+        }
+    }
+
+    /// One (p)unsubscribe confirmation: the kind, the topic (or a null)
+    /// and the subscriptions left.
+    fn unsubscribed(&self, out: &mut Vec<u8>, kind: &[u8], topic: Option<&[u8]>) {
+        reply::push(out, 3, self.resp3);
+        reply::bulk(out, kind);
+        match topic {
+            Some(t) => reply::bulk(out, t),
+            None => self.null(out),
+        }
+        reply::int(out, self.subscribed.len() as i64);
     }
 }
 
