@@ -271,7 +271,8 @@ async fn logs_are_read_from_local_files_and_followed() {
     assert!(text.contains(&format!("hello from {id}\n")), "{text}");
     assert!(text.contains("stderr: oops\n"), "{text}");
 
-    // Following: the tail first, then lines written after.
+    // Following the job: the tail first, then lines written after, each
+    // labelled with its instance (others may join a job-wide follow).
     let q = LogQuery {
         tail: Some(1),
         follow: true,
@@ -284,7 +285,7 @@ async fn logs_are_read_from_local_files_and_followed() {
     let first = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
     let last_tick = |s: &str| -> Option<u32> {
         s.lines()
-            .filter_map(|l| l.strip_prefix("tick ")?.parse().ok())
+            .filter_map(|l| l.strip_prefix(&format!("[{id}] tick "))?.parse().ok())
             .max()
     };
     let start = last_tick(&first).expect("the tail has a tick");
