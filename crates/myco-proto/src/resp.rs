@@ -152,12 +152,61 @@ fn hex(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
 }
 
+const UNBALANCED: ParseError = ParseError::Protocol("unbalanced quotes in request");
+
+/// Reads the rest of a word quoted with `quote` from `i` (just past the
+/// opening quote) into `word`, as Redis does: in double quotes `\xHH` and
+/// `\n`, `\r`, `\t`, `\b`, `\a` (any other escaped byte is itself); in
+/// single quotes only `\'`. The closing quote must end the word (a blank
+/// or the line's end follows). Returns the index past it.
+fn quoted(line: &[u8], mut i: usize, quote: u8, word: &mut Vec<u8>) -> Result<usize, ParseError> {
+    let at = |i: usize| line.get(i).copied();
+    let double = quote == b'"';
+    loop {
+        match (at(i), at(i + 1)) {
+            (None, _) => return Err(UNBALANCED),
+            (Some(b'\\'), Some(b'x'))
+                if double
+                    && at(i + 2).and_then(hex).is_some()
+                    && at(i + 3).and_then(hex).is_some() =>
+            {
+                let digit = |j| at(j).and_then(hex).unwrap_or(0);
+                word.push(digit(i + 2) * 16 + digit(i + 3));
+                i += 4;
+            }
+            (Some(b'\\'), Some(c)) if double => {
+                word.push(match c {
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 0x08,
+                    b'a' => 0x07,
+                    c => c,
+                });
+                i += 2;
+            }
+            (Some(b'\\'), Some(b'\'')) => {
+                word.push(b'\'');
+                i += 2;
+            }
+            (Some(c), _) if c == quote => {
+                i += 1;
+                return match at(i).is_none_or(is_blank) {
+                    true => Ok(i),
+                    false => Err(UNBALANCED),
+                };
+            }
+            (Some(c), _) => {
+                word.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
 /// Splits an inline command's line into its words (see [`inline`]).
 fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
-    const UNBALANCED: ParseError = ParseError::Protocol("unbalanced quotes in request");
     let at = |i: usize| line.get(i).copied();
-    // A closing quote must be followed by a blank or the end.
-    let ends_word = |i: usize| at(i).is_none_or(is_blank);
     let mut args = Vec::new();
     let mut i = 0;
     loop {
@@ -171,67 +220,8 @@ fn split_args(line: &[u8]) -> Result<Vec<Vec<u8>>, ParseError> {
         loop {
             match at(i) {
                 None | Some(b' ' | b'\t' | b'\n' | b'\r') => break,
-                Some(b'"') => {
-                    i += 1;
-                    loop {
-                        match (at(i), at(i + 1)) {
-                            (None, _) => return Err(UNBALANCED),
-                            (Some(b'\\'), Some(b'x'))
-                                if at(i + 2).and_then(hex).is_some()
-                                    && at(i + 3).and_then(hex).is_some() =>
-                            {
-                                let digit = |j| at(j).and_then(hex).unwrap_or(0);
-                                word.push(digit(i + 2) * 16 + digit(i + 3));
-                                i += 4;
-                            }
-                            (Some(b'\\'), Some(c)) => {
-                                word.push(match c {
-                                    b'n' => b'\n',
-                                    b'r' => b'\r',
-                                    b't' => b'\t',
-                                    b'b' => 0x08,
-                                    b'a' => 0x07,
-                                    c => c,
-                                });
-                                i += 2;
-                            }
-                            (Some(b'"'), _) => {
-                                i += 1;
-                                if !ends_word(i) {
-                                    return Err(UNBALANCED);
-                                }
-                                break;
-                            }
-                            (Some(c), _) => {
-                                word.push(c);
-                                i += 1;
-                            }
-                        }
-                    }
-                    break;
-                }
-                Some(b'\'') => {
-                    i += 1;
-                    loop {
-                        match (at(i), at(i + 1)) {
-                            (None, _) => return Err(UNBALANCED),
-                            (Some(b'\\'), Some(b'\'')) => {
-                                word.push(b'\'');
-                                i += 2;
-                            }
-                            (Some(b'\''), _) => {
-                                i += 1;
-                                if !ends_word(i) {
-                                    return Err(UNBALANCED);
-                                }
-                                break;
-                            }
-                            (Some(c), _) => {
-                                word.push(c);
-                                i += 1;
-                            }
-                        }
-                    }
+                Some(q @ (b'"' | b'\'')) => {
+                    i = quoted(line, i + 1, q, &mut word)?;
                     break;
                 }
                 Some(c) => {
