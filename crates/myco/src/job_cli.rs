@@ -41,7 +41,8 @@ pub enum JobCmd {
         #[command(flatten)]
         out: Output,
     },
-    /// Stop a job: every instance stops; its history stays.
+    /// Stop and remove a job: every instance stops and it leaves `myco jobs`
+    /// (`--all` shows it); its history stays, and a deploy starts it again.
     Stop {
         /// The job's name.
         name: String,
