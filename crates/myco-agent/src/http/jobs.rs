@@ -192,7 +192,7 @@ pub async fn list(
 
 /// `GET /v1/jobs/{name}`: 404 for a stopped job as for an unknown one
 /// (`DELETE` stops and removes), unless `?all=true`.
-#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path), JobsQuery), responses((status = 200, body = JobInfo), (status = 404, description = "No such job, or it was stopped", body = myco_proto::api::ApiError))))]
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/jobs/{name}", tag = "jobs", params(("name" = String, Path), JobsQuery), responses((status = 200, body = JobInfo), (status = 400, description = "Bad query string", body = myco_proto::api::ApiError), (status = 404, description = "No such job, or it was stopped", body = myco_proto::api::ApiError))))]
 pub async fn show(
     State(s): State<ApiState>,
     Path(name): Path<String>,
