@@ -100,16 +100,7 @@ fn publish_reaches_every_node_and_requests_are_answered_once() {
     assert_eq!(next_message(&mut s2)["body"], "from-cli");
 
     // No subscriber anywhere: 503 at once.
-    let t = Instant::now();
-    match n1.msg_request("nobody", b"q", 3000) {
-        Err(ClientError::Api { status: 503, .. }) => {}
-        other => panic!("want 503, got {other:?}"),
-    }
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "503 took {:?}",
-        t.elapsed()
-    );
+    unanswered_at_once(&n1, "nobody");
 
     // Two responders on n2 and n3; requests from n1 reach both.
     let (ready_tx, ready) = mpsc::channel();
@@ -322,16 +313,7 @@ fn requests_never_go_to_a_redis_subscriber() {
         let answer = n1.msg_request("work", format!("{i}").as_bytes(), 3000);
         assert_eq!(answer.unwrap(), format!("n3:{i}").into_bytes());
     }
-    let t = Instant::now();
-    match n1.msg_request("only-redis", b"q", 3000) {
-        Err(ClientError::Api { status: 503, .. }) => {}
-        other => panic!("want 503, got {other:?}"),
-    }
-    assert!(
-        t.elapsed() < Duration::from_secs(2),
-        "503 took {:?}",
-        t.elapsed()
-    );
+    unanswered_at_once(&n1, "only-redis");
     // The Redis subscribers got no request, and do get what is published.
     assert_eq!(redis_received(&mut on_n1), "");
     assert_eq!(redis_received(&mut on_n2), "");
@@ -385,4 +367,20 @@ fn publish_counts_the_subscribers_it_reaches() {
             other => Err(other.to_string()),
         }
     });
+}
+
+/// A request on `topic`, which no subscriber can answer: 503 at once,
+/// not after its 3 s timeout.
+#[track_caller]
+fn unanswered_at_once(n1: &myco_client::Client, topic: &str) {
+    let t = Instant::now();
+    match n1.msg_request(topic, b"q", 3000) {
+        Err(ClientError::Api { status: 503, .. }) => {}
+        other => panic!("want 503, got {other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "503 took {:?}",
+        t.elapsed()
+    );
 }
