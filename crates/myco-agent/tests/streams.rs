@@ -418,3 +418,44 @@ async fn a_direct_handler_sees_its_channel_before_any_queue() {
         "a handled message reached the incoming channel"
     );
 }
+
+#[tokio::test]
+async fn a_peer_that_refused_the_last_connection_is_unreachable_until_it_answers() {
+    let (a, _a_rx) = node(1, &[key(1)]).await;
+    // A port nobody listens on: the connect is refused at once.
+    let closed = std::net::TcpListener::bind(any_port()).unwrap();
+    let to = closed.local_addr().unwrap();
+    drop(closed);
+    assert_eq!(
+        a.send_if_reachable(to, Channel::Cache, b"q".to_vec()),
+        Ok(())
+    );
+    until(&a, "the refused connect", |s| s.connect_failures >= 1).await;
+    // Refused while the back-off runs (a slow poll may land past a short
+    // one, queueing another attempt: poll until a refusal is seen).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match a.send_if_reachable(to, Channel::Cache, b"q".to_vec()) {
+            Err(e) => {
+                assert_eq!(e, SendError::Unreachable { to });
+                break;
+            }
+            Ok(()) => assert!(Instant::now() < deadline, "never refused: {:?}", a.stats()),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(a.stats().unreachable_refused, 1);
+    // Plain sends still queue (replication wants its retries).
+    assert_eq!(a.send(to, Channel::Sync, b"s".to_vec()), Ok(()));
+
+    // A node comes up on that port: once the back-off ends, the next send
+    // connects, and the peer is reachable again.
+    let (b, mut b_rx) = Streams::bind(to, &[key(1)], NodeId::from_u64(2), StreamConfig::default())
+        .await
+        .unwrap();
+    send_until_delivered(&a, b.local_addr(), &mut b_rx).await;
+    assert_eq!(
+        a.send_if_reachable(to, Channel::Cache, b"q".to_vec()),
+        Ok(())
+    );
+}

@@ -311,6 +311,46 @@ fn keys_survive_a_killed_owner_and_move_to_a_joining_node() {
     }
 }
 
+/// Writes just after an owner is SIGKILLed, before membership sees it
+/// down, are acknowledged by the next member in the key's ranking standing
+/// in for it, and read back from the survivors. Not retried on 503: before
+/// stand-ins, the first write with the killed node among its owners waited
+/// its 2 s and answered 503.
+#[test]
+fn writes_right_after_an_owner_is_killed_are_acknowledged_by_stand_ins() {
+    let mut h = Harness::new("cache-stand-in");
+    h.mesh(3);
+    h.agent(0)
+        .client()
+        .cache_create("w", &bucket(2, 0))
+        .unwrap();
+    for i in 0..3 {
+        wait_bucket(&h, i, "w");
+    }
+    // A first write opens n1's connections to both peers.
+    put(h.agent(0).client(), "w", "warm", b"up", None);
+    h.kill(2);
+    let started = Instant::now();
+    let keys: Vec<String> = (0..30).map(|k| format!("after{k}")).collect();
+    for k in &keys {
+        if let Err(e) = h.agent(0).client().cache_put("w", k, k.as_bytes(), None) {
+            panic!("PUT w/{k} {:?} after n3 was killed: {e}", started.elapsed());
+        }
+    }
+    for k in &keys {
+        assert_eq!(
+            get(h.agent(1).client(), "w", k),
+            Some(k.clone().into_bytes()),
+            "{k} from n2"
+        );
+    }
+    let node: Value = h.agent(0).client().get("/v1/cache").unwrap();
+    assert!(
+        node["node"]["stand_in_writes"].as_u64().unwrap() > 0,
+        "{node}"
+    );
+}
+
 #[test]
 fn redis_cli_on_any_node_sees_the_same_cache() {
     if !have_redis_cli() {

@@ -52,7 +52,8 @@ pub use ops::Ttl;
 pub const DEFAULT_BUDGET: usize = 256 << 20;
 /// How long a node waits for an owner's answer before asking the next.
 pub const OWNER_TIMEOUT: Duration = Duration::from_millis(500);
-/// How long a write waits for its acknowledgements.
+/// How long a write waits for its acknowledgements (owners that have not
+/// answered after [`OWNER_TIMEOUT`] get stand-ins, see `Cache::write_held`).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a delete's tombstone lives at least (a late copy of the old
 /// value cannot bring the key back meanwhile).
@@ -97,6 +98,9 @@ pub struct CacheCounters {
     pub dropped: AtomicU64,
     /// Reads answered by an owner after a higher-ranked one missed.
     pub fallback_reads: AtomicU64,
+    /// Writes acknowledged with a stand-in for an owner that could not be
+    /// reached or was slow (see `Cache::write_held`).
+    pub stand_in_writes: AtomicU64,
     /// Copies sent to owners that missed a key another owner held.
     pub read_repairs: AtomicU64,
     /// Entries sent to new owners after membership changes.
@@ -301,10 +305,13 @@ impl Cache {
         tracing::debug!(why, "cache message dropped");
     }
 
-    /// Queues a message for `to`; false when the queue refused it.
+    /// Queues a message for `to`; false when the queue refused it, or when
+    /// `to` refused the last connection (a killed node, before membership
+    /// sees it down): the asker then goes to the next node at once rather
+    /// than waiting out [`OWNER_TIMEOUT`] for an answer that cannot come.
     fn send(&self, to: SocketAddr, message: &CacheMessage) -> bool {
         self.streams
-            .send(to, myco_proto::channel::Channel::Cache, message.encode())
+            .send_if_reachable(to, myco_proto::channel::Channel::Cache, message.encode())
             .is_ok()
     }
 }

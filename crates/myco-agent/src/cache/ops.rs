@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use myco_core::cache::{owners, rank};
+use myco_core::cache::rank;
 use myco_proto::Table;
 use myco_proto::cache::{
     BucketConfig, CacheEntry, CacheMessage, DEFAULT_BUCKET, check_bucket, check_entry,
@@ -238,6 +238,16 @@ impl Cache {
     /// [`Cache::write`], where `held_by` (an owner that made the version,
     /// such as a counter's primary) holds it already: it counts as one
     /// acknowledgement and is not sent it again.
+    ///
+    /// An owner that cannot be sent to (it refused the last connection) or
+    /// has not answered within [`OWNER_TIMEOUT`] gets a stand-in: the next
+    /// member in the key's ranking. Rendezvous ranks do not move when a
+    /// member goes, so that member is the owner the key will have once
+    /// membership sees the silent one down: a write just after an owner is
+    /// killed is answered in at most [`OWNER_TIMEOUT`], not refused. If the
+    /// owner was only slow, it still stores its copy when the message
+    /// arrives, and the stand-in's extra copy is handed over and dropped
+    /// by the stray walk (see `rebalance`).
     pub(super) async fn write_held(
         self: &Arc<Self>,
         bucket: &str,
@@ -247,48 +257,89 @@ impl Cache {
         held_by: Option<myco_proto::NodeId>,
     ) -> Result<(), CacheError> {
         let live = self.live();
-        let owners = owners(bucket, key, live.ids(), config.replicas);
-        let need = owners.len().min(2);
-        let mut acked = 0;
-        let (tx, mut rx) = mpsc::channel(owners.len().max(1));
+        let ranked = rank(bucket, key, live.ids());
+        let owners = usize::from(config.replicas.max(1)).min(ranked.len());
+        let need = owners.min(2);
+        let (tx, mut rx) = mpsc::channel(ranked.len().max(1));
         let request = self.request_id();
         let _registered = Registered::new(self, request, Waiter::Many(tx));
-        let mut sent = 0;
-        for owner in &owners {
-            if Some(*owner) == held_by {
-                acked += 1;
-                continue;
-            }
-            if *owner == self.me {
+        let message = CacheMessage::Put {
+            request,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            entry: entry.clone(),
+            ack: true,
+            reply_to: self.addr,
+        };
+        // Hands the version to one member: held (1, 0), sent (0, 1), or
+        // neither (a queue refused it, or its node refused the last connection).
+        let offer = |node: myco_proto::NodeId| {
+            if Some(node) == held_by {
+                (1, 0)
+            } else if node == self.me {
                 self.store()
                     .put(bucket, config.max_entries, key, entry.clone(), wall_ms());
-                acked += 1;
-                continue;
-            }
-            let addr = live.iter().find(|(id, _)| id == owner).map(|(_, a)| *a);
-            let message = CacheMessage::Put {
-                request,
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                entry: entry.clone(),
-                ack: true,
-                reply_to: self.addr,
-            };
-            if addr.is_some_and(|a| self.send(a, &message)) {
+                (1, 0)
+            } else if live
+                .iter()
+                .find(|(id, _)| *id == node)
+                .is_some_and(|(_, a)| self.send(*a, &message))
+            {
                 self.counters.forwards.fetch_add(1, Ordering::Relaxed);
-                sent += 1;
+                (0, 1)
+            } else {
+                (0, 0)
             }
+        };
+        let (mut acked, mut pending) = (0, 0);
+        for node in &ranked[..owners] {
+            let (a, p) = offer(*node);
+            (acked, pending) = (acked + a, pending + p);
         }
-        let deadline = tokio::time::Instant::now() + WRITE_TIMEOUT;
-        while acked < need && sent > 0 {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
+        let mut next = owners;
+        let start = tokio::time::Instant::now();
+        let (slow, deadline) = (start + OWNER_TIMEOUT, start + WRITE_TIMEOUT);
+        let mut stood_in = false;
+        loop {
+            // Members past the owners stand in for those that could not be
+            // sent to at once, and (after OWNER_TIMEOUT) for those too slow
+            // to answer, each missing acknowledgement getting one.
+            while acked + pending < need && next < ranked.len() {
+                let (a, p) = offer(ranked[next]);
+                (acked, pending) = (acked + a, pending + p);
+                next += 1;
+                stood_in = true;
+            }
+            if acked >= need || pending == 0 {
+                break;
+            }
+            let waiting_for_owners = !stood_in && next < ranked.len();
+            let until = if waiting_for_owners { slow } else { deadline };
+            match tokio::time::timeout_at(until, rx.recv()).await {
                 Ok(Some(CacheMessage::Ack { stored: true, .. })) => {
                     acked += 1;
-                    sent -= 1;
+                    pending -= 1;
                 }
-                Ok(Some(_)) => sent -= 1,
-                Ok(None) | Err(_) => break,
+                Ok(Some(_)) => pending -= 1,
+                Ok(None) => break,
+                Err(_) if waiting_for_owners => {
+                    stood_in = true;
+                    let missing = need - acked;
+                    for _ in 0..missing {
+                        if let Some(node) = ranked.get(next) {
+                            let (a, p) = offer(*node);
+                            (acked, pending) = (acked + a, pending + p);
+                            next += 1;
+                        }
+                    }
+                }
+                Err(_) => break,
             }
+        }
+        if stood_in && acked >= need {
+            self.counters
+                .stand_in_writes
+                .fetch_add(1, Ordering::Relaxed);
         }
         if acked < need {
             return Err(CacheError::Unavailable(format!(

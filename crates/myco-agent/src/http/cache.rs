@@ -61,8 +61,9 @@ impl From<CacheError> for HttpError {
 
 /// `GET /v1/cache`: `{"buckets": [{"name", "ttl_ms", "max_entries",
 /// "replicas"}], "node": {...}}`, `node` being this node's share: entries
-/// and bytes held, evictions, expiries, fallback reads, repairs, moves.
-#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/cache", tag = "cache", responses((status = 200, description = "`{\"buckets\": [{\"name\", \"ttl_ms\", \"max_entries\", \"replicas\"}], \"node\": {\"entries\", \"bytes\", \"evicted_lru\", \"evicted_budget\", \"expired\", \"stale_writes\", \"fallback_reads\", \"read_repairs\", \"moved\", \"dropped\"}}`", body = Object))))]
+/// and bytes held, evictions, expiries, fallback reads, stand-in writes,
+/// repairs, moves.
+#[cfg_attr(any(test, feature = "openapi"), utoipa::path(get, path = "/v1/cache", tag = "cache", responses((status = 200, description = "`{\"buckets\": [{\"name\", \"ttl_ms\", \"max_entries\", \"replicas\"}], \"node\": {\"entries\", \"bytes\", \"evicted_lru\", \"evicted_budget\", \"expired\", \"stale_writes\", \"fallback_reads\", \"stand_in_writes\", \"read_repairs\", \"moved\", \"dropped\"}}`", body = Object))))]
 pub async fn list(State(s): State<ApiState>) -> Json<serde_json::Value> {
     use std::sync::atomic::Ordering::Relaxed;
     let st = s.cache.stats();
@@ -75,6 +76,7 @@ pub async fn list(State(s): State<ApiState>) -> Json<serde_json::Value> {
         "expired": st.expired,
         "stale_writes": st.stale_writes,
         "fallback_reads": c.fallback_reads.load(Relaxed),
+        "stand_in_writes": c.stand_in_writes.load(Relaxed),
         "read_repairs": c.read_repairs.load(Relaxed),
         "moved": c.moved.load(Relaxed),
         "dropped": c.dropped.load(Relaxed),

@@ -286,6 +286,7 @@ fn stream_metrics(r: &mut Registry, s: &StreamStats) {
         ("oversize", s.oversize_refused),
         ("queue_full", s.queue_full),
         ("queue_bytes_full", s.queue_bytes_full),
+        ("unreachable", s.unreachable_refused),
         ("unknown_channel", s.unknown_channel),
         ("send", s.send_failures),
         ("inbound_refused", s.inbound_refused),

@@ -98,6 +98,12 @@ pub fn register(r: &mut Registry, cache: &Cache, msg: &Messaging) {
     );
     counter(
         r,
+        "cache_stand_in_writes",
+        "Cache writes acknowledged with the next ranked node standing in for an owner that could not be reached or was slow",
+        get(&c.stand_in_writes),
+    );
+    counter(
+        r,
         "cache_read_repairs",
         "Cache entries sent to owners that answered without them or with an older version",
         get(&c.read_repairs),

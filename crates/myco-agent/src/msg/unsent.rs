@@ -43,8 +43,8 @@ impl Messaging {
                 false
             }
             // The body was checked against MAX_BODY, far below the
-            // stream's message limit.
-            Err(SendError::TooLarge { .. }) => false,
+            // stream's message limit; `send` never checks reachability.
+            Err(SendError::TooLarge { .. } | SendError::Unreachable { .. }) => false,
         }
     }
 

@@ -56,4 +56,13 @@ pub enum SendError {
         /// The peer's address.
         to: SocketAddr,
     },
+    /// The peer's last connection attempt failed and its back-off has
+    /// not ended ([`super::Streams::send_if_reachable`] only).
+    #[error(
+        "{to} refused or did not answer the last connection attempt: the message was not queued; ask another node, or retry after the back-off"
+    )]
+    Unreachable {
+        /// The peer's address.
+        to: SocketAddr,
+    },
 }

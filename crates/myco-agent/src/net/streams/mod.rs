@@ -135,6 +135,8 @@ struct Shared {
     /// The generation again, for relay connections that wait on a change
     /// (see [`rekey`]).
     rekeyed: tokio::sync::watch::Sender<u64>,
+    /// What [`outbound::Reach`] counts its milliseconds from.
+    epoch: tokio::time::Instant,
 }
 
 impl Shared {
@@ -162,6 +164,8 @@ struct Peer {
     queue: queue::Outbound,
     last_used: u64,
     task: AbortHandle,
+    /// Whether the task's last connection attempt failed (shared with it).
+    reach: Arc<outbound::Reach>,
 }
 
 impl Streams {
@@ -198,6 +202,7 @@ impl Streams {
             handlers: RwLock::default(),
             relay: std::sync::OnceLock::new(),
             rekeyed: tokio::sync::watch::Sender::new(0),
+            epoch: tokio::time::Instant::now(),
         });
         let accept =
             tokio::spawn(inbound::accept_loop(listener, shared.clone(), incoming)).abort_handle();
@@ -239,6 +244,30 @@ impl Streams {
         channel: Channel,
         message: Vec<u8>,
     ) -> Result<(), (SendError, Vec<u8>)> {
+        self.queue(to, channel, message, false)
+    }
+
+    /// [`Streams::send`], refused at once with [`SendError::Unreachable`]
+    /// while the peer's last connection attempt has failed and its back-off
+    /// runs: for a request whose asker would rather try another node now
+    /// than wait for an answer that cannot come (the cache, after an owner
+    /// is killed and before membership sees it down).
+    pub fn send_if_reachable(
+        &self,
+        to: SocketAddr,
+        channel: Channel,
+        message: Vec<u8>,
+    ) -> Result<(), SendError> {
+        self.queue(to, channel, message, true).map_err(|(e, _)| e)
+    }
+
+    fn queue(
+        &self,
+        to: SocketAddr,
+        channel: Channel,
+        message: Vec<u8>,
+        if_reachable: bool,
+    ) -> Result<(), (SendError, Vec<u8>)> {
         let shared = &self.owner.shared;
         let max = shared.config.max_message;
         if message.len() > max {
@@ -260,19 +289,25 @@ impl Streams {
                 shared.config.queue_per_peer,
                 shared.config.queue_bytes_per_peer,
             );
+            let reach = Arc::new(outbound::Reach::default());
             let task = shared
                 .runtime
-                .spawn(outbound::peer_task(shared.clone(), to, rx))
+                .spawn(outbound::peer_task(shared.clone(), to, rx, reach.clone()))
                 .abort_handle();
             let peer = Peer {
                 queue,
                 last_used: now,
                 task,
+                reach,
             };
             peers.map.insert(to, peer);
         }
         let peer = peers.map.get_mut(&to).expect("inserted above");
         peer.last_used = now;
+        if if_reachable && peer.reach.failed(shared.epoch) {
+            bump(&shared.stats.unreachable_refused, 1);
+            return Err((SendError::Unreachable { to }, message));
+        }
         match peer.queue.try_push_back(queue::Queued { channel, message }) {
             Ok(()) => Ok(()),
             Err((full @ (queue::Refused::Count | queue::Refused::Bytes), item)) => {

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
@@ -58,6 +59,27 @@ struct Link {
     generation: u64,
 }
 
+/// Whether a peer's last connection attempt failed: the end of its
+/// back-off, in milliseconds past [`Shared::epoch`], or 0 after a success.
+/// Read by [`super::Streams::send_if_reachable`] without waking the task.
+#[derive(Debug, Default)]
+pub(super) struct Reach(AtomicU64);
+
+impl Reach {
+    /// Whether the last attempt failed and its back-off has not ended.
+    pub(super) fn failed(&self, epoch: Instant) -> bool {
+        let until = self.0.load(Ordering::Relaxed);
+        until != 0 && (epoch.elapsed().as_millis() as u64) < until
+    }
+
+    fn set(&self, epoch: Instant, until: Option<Instant>) {
+        let ms = until.map_or(0, |t| {
+            (t.saturating_duration_since(epoch).as_millis() as u64).max(1)
+        });
+        self.0.store(ms, Ordering::Relaxed);
+    }
+}
+
 /// Exponential back-off after failed connections, reset by success or new keys.
 struct Backoff {
     until: Option<Instant>,
@@ -79,7 +101,12 @@ enum Payload<'a> {
 
 /// The one task per peer: takes messages in order and writes them, every
 /// small message queued at the time in one write.
-pub(super) async fn peer_task(shared: Arc<Shared>, to: SocketAddr, mut queue: OutboundReceiver) {
+pub(super) async fn peer_task(
+    shared: Arc<Shared>,
+    to: SocketAddr,
+    mut queue: OutboundReceiver,
+    reach: Arc<Reach>,
+) {
     let mut link: Option<Link> = None;
     let mut backoff = Backoff {
         until: None,
@@ -126,7 +153,7 @@ pub(super) async fn peer_task(shared: Arc<Shared>, to: SocketAddr, mut queue: Ou
         let mut bytes = first.message.len();
         let result = if first.message.len() > SMALL {
             let payload = Payload::Large(first.channel, &first.message);
-            deliver(&shared, to, &mut link, &mut backoff, payload).await
+            deliver(&shared, to, &mut link, &mut backoff, &reach, payload).await
         } else {
             batch.clear();
             append_frame(&mut batch, first.channel, &first.message);
@@ -144,7 +171,8 @@ pub(super) async fn peer_task(shared: Arc<Shared>, to: SocketAddr, mut queue: Ou
                     None => break,
                 }
             }
-            deliver(&shared, to, &mut link, &mut backoff, Payload::Batch(&batch)).await
+            let payload = Payload::Batch(&batch);
+            deliver(&shared, to, &mut link, &mut backoff, &reach, payload).await
         };
         last_used = Instant::now();
         match result {
@@ -170,6 +198,7 @@ async fn deliver(
     to: SocketAddr,
     link: &mut Option<Link>,
     backoff: &mut Backoff,
+    reach: &Reach,
     payload: Payload<'_>,
 ) -> Result<(), Failure> {
     let (generation, tls) = shared.tls();
@@ -189,7 +218,12 @@ async fn deliver(
     let reused = link.is_some();
     for attempt in 0..2 {
         if link.is_none() {
-            *link = Some(connect(shared, to, &tls, generation, backoff).await?);
+            let connected = connect(shared, to, &tls, generation, backoff).await;
+            reach.set(
+                shared.epoch,
+                connected.is_err().then_some(backoff.until).flatten(),
+            );
+            *link = Some(connected?);
         }
         let l = link.as_mut().expect("connected above");
         let written = timeout(shared.config.idle_timeout, async {

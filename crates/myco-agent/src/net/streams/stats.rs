@@ -51,6 +51,9 @@ counters! {
     /// Messages refused by `send` because the peer's queue held as many
     /// bytes as it may.
     queue_bytes_full,
+    /// Messages refused by `send_if_reachable` because the peer's last
+    /// connection attempt failed and its back-off had not ended.
+    unreachable_refused,
     /// Times a connection waited for room in the incoming byte budget
     /// (backpressure on that peer, nothing lost).
     incoming_waits,
