@@ -9,7 +9,9 @@
 //! with [`CacheMessage::Put`] or [`CacheMessage::Get`] and waits for
 //! [`CacheMessage::Ack`] or [`CacheMessage::Answer`], matched by `request`;
 //! an increment goes to the key's primary alone ([`CacheMessage::Incr`],
-//! answered by [`CacheMessage::Counted`]).
+//! answered by [`CacheMessage::Counted`]). A node that created a bucket
+//! asks the others whether they hold its config ([`CacheMessage::Known`],
+//! answered by an [`CacheMessage::Ack`]) before answering its client.
 //!
 //! Every message starts with a version byte ([`CACHE_PROTO`]); another
 //! version, trailing bytes or garbage are refused by
@@ -227,6 +229,22 @@ pub enum CacheMessage {
         /// The new version, or why there is none.
         outcome: IncrOutcome,
     },
+    /// Answer [`CacheMessage::Ack`], `stored` true if this node's replica
+    /// of the state holds `config` for `bucket`: the node that created or
+    /// changed the bucket asks every live member before answering its
+    /// client, so the bucket can be used on any node at once. Appended
+    /// after the other variants: an older node drops it as undecodable,
+    /// and the asker stops waiting after a bound.
+    Known {
+        /// Chosen by the asker.
+        request: u64,
+        /// The bucket.
+        bucket: String,
+        /// Its config as written.
+        config: BucketConfig,
+        /// The asker's stream address.
+        reply_to: SocketAddr,
+    },
 }
 
 /// What a key's primary did with an increment.
@@ -350,6 +368,18 @@ mod tests {
             };
             assert_eq!(CacheMessage::decode(&m.encode()), Some(m));
         }
+        let known = CacheMessage::Known {
+            request: 3,
+            bucket: "sessions".into(),
+            config: BucketConfig {
+                ttl_ms: 60_000,
+                max_entries: 10,
+                replicas: 2,
+            },
+            reply_to: "127.0.0.1:7946".parse().unwrap(),
+        };
+        assert_eq!(known.encode()[1], 6, "Known is appended after Counted");
+        assert_eq!(CacheMessage::decode(&known.encode()), Some(known));
     }
 
     #[test]

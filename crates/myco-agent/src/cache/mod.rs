@@ -52,6 +52,12 @@ pub use ops::Ttl;
 pub const DEFAULT_BUDGET: usize = 256 << 20;
 /// How long a node waits for an owner's answer before asking the next.
 pub const OWNER_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long a request naming a bucket this node does not know waits for
+/// its config to arrive before the answer is "no such bucket".
+pub const UNKNOWN_BUCKET_WAIT: Duration = Duration::from_secs(1);
+/// How often a node that created a bucket asks the members that do not
+/// hold its config yet again (see `Cache::create_bucket`).
+pub const KNOWN_ROUND: Duration = Duration::from_millis(20);
 /// How long a write waits for its acknowledgements (owners that have not
 /// answered after [`OWNER_TIMEOUT`] get stand-ins, see `Cache::write_held`).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);

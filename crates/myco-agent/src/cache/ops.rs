@@ -13,7 +13,8 @@ use tokio::sync::mpsc;
 
 use super::remote::{Registered, Waiter};
 use super::{
-    Cache, CacheError, OWNER_TIMEOUT, READ_REPAIR_EVERY, TOMBSTONE_MS, WRITE_TIMEOUT, wall_ms,
+    Cache, CacheError, KNOWN_ROUND, OWNER_TIMEOUT, READ_REPAIR_EVERY, TOMBSTONE_MS,
+    UNKNOWN_BUCKET_WAIT, WRITE_TIMEOUT, wall_ms,
 };
 
 /// A key's remaining lifetime, as Redis `TTL` reports it.
@@ -29,8 +30,16 @@ pub enum Ttl {
 
 impl Cache {
     /// Creates or changes a bucket; answered once the config is durable
-    /// here and on its way to every node.
+    /// here and every live member holds it (or, if one does not say so,
+    /// after [`UNKNOWN_BUCKET_WAIT`]: the config still replicates).
     pub async fn create_bucket(&self, name: &str, config: BucketConfig) -> Result<(), CacheError> {
+        self.store_bucket(name, config).await?;
+        self.until_known(name, config).await;
+        Ok(())
+    }
+
+    /// Writes a bucket's config to the replicated state.
+    async fn store_bucket(&self, name: &str, config: BucketConfig) -> Result<(), CacheError> {
         check_bucket(name)?;
         config.validate()?;
         let json = serde_json::to_vec(&config).expect("a bucket config always encodes");
@@ -38,6 +47,66 @@ impl Cache {
             .write(Table::CACHE_BUCKETS, name, Some(json))
             .await?;
         Ok(())
+    }
+
+    /// Asks every other live member whether it holds `config` for `name`,
+    /// again every [`KNOWN_ROUND`] for those that do not yet, until all do
+    /// or [`UNKNOWN_BUCKET_WAIT`] has passed. Without it, a Redis client
+    /// on another node writing `name:key` a moment after the bucket was
+    /// created could land in bucket `default`.
+    async fn until_known(&self, name: &str, config: BucketConfig) {
+        let deadline = tokio::time::Instant::now() + UNKNOWN_BUCKET_WAIT;
+        let mut waiting: Vec<std::net::SocketAddr> = self
+            .live()
+            .iter()
+            .filter(|(id, _)| *id != self.me)
+            .map(|(_, a)| *a)
+            .collect();
+        while !waiting.is_empty() {
+            let round = (tokio::time::Instant::now() + KNOWN_ROUND).min(deadline);
+            let (tx, mut rx) = mpsc::channel(waiting.len());
+            let mut asked = Vec::with_capacity(waiting.len());
+            for to in &waiting {
+                let request = self.request_id();
+                let registered = Registered::new(self, request, Waiter::Many(tx.clone()));
+                let message = CacheMessage::Known {
+                    request,
+                    bucket: name.to_string(),
+                    config,
+                    reply_to: self.addr,
+                };
+                if self.send(*to, &message) {
+                    asked.push((request, *to, registered));
+                }
+            }
+            drop(tx);
+            let mut answered = 0;
+            while answered < asked.len() {
+                match tokio::time::timeout_at(round, rx.recv()).await {
+                    Ok(Some(CacheMessage::Ack { request, stored })) => {
+                        answered += 1;
+                        if stored
+                            && let Some((_, to, _)) = asked.iter().find(|(r, ..)| *r == request)
+                        {
+                            waiting.retain(|a| a != to);
+                        }
+                    }
+                    Ok(Some(_)) => answered += 1,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!(
+                    bucket = name,
+                    missing = waiting.len(),
+                    "bucket config not confirmed by every member in time; it still replicates"
+                );
+                return;
+            }
+            if !waiting.is_empty() {
+                tokio::time::sleep_until(round).await;
+            }
+        }
     }
 
     /// A bucket's config, as this node's replica knows it. Parsed once
@@ -83,10 +152,38 @@ impl Cache {
             Some(c) => Ok(c),
             None if bucket == DEFAULT_BUCKET => {
                 let c = BucketConfig::default();
-                self.create_bucket(bucket, c).await?;
+                // Every node makes it alike on first use: nothing to wait for.
+                self.store_bucket(bucket, c).await?;
                 Ok(c)
             }
-            None => Err(CacheError::NoBucket(bucket.to_string())),
+            None => self
+                .bucket_soon(bucket)
+                .await
+                .ok_or_else(|| CacheError::NoBucket(bucket.to_string())),
+        }
+    }
+
+    /// [`Cache::bucket`], waiting up to [`UNKNOWN_BUCKET_WAIT`] for a
+    /// bucket this node does not know yet: one created on another node
+    /// a moment ago replicates within milliseconds, and a client that
+    /// creates it there and uses it here at once (a script, a test) should
+    /// not be told there is none. A name that is no bucket costs the wait
+    /// (not on a node alone in its mesh).
+    pub async fn bucket_soon(&self, name: &str) -> Option<BucketConfig> {
+        // A lone node has nobody to hear a bucket from.
+        if check_bucket(name).is_err() || self.live().ids().len() < 2 {
+            return self.bucket(name);
+        }
+        let mut views = self.mesh.views();
+        let deadline = tokio::time::Instant::now() + UNKNOWN_BUCKET_WAIT;
+        loop {
+            if let Some(config) = self.bucket(name) {
+                return Some(config);
+            }
+            match tokio::time::timeout_at(deadline, views.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return None,
+            }
         }
     }
 

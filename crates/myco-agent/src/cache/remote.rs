@@ -130,6 +130,15 @@ impl Cache {
                 };
                 self.send(reply_to, &CacheMessage::Counted { request, outcome });
             }
+            CacheMessage::Known {
+                request,
+                bucket,
+                config,
+                reply_to,
+            } => {
+                let stored = self.bucket(&bucket) == Some(config);
+                self.send(reply_to, &CacheMessage::Ack { request, stored });
+            }
             CacheMessage::Answer { request, .. }
             | CacheMessage::Ack { request, .. }
             | CacheMessage::Counted { request, .. } => {

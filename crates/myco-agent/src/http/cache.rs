@@ -97,7 +97,8 @@ pub async fn show(
     Path(bucket): Path<String>,
 ) -> Result<Json<BucketConfig>, HttpError> {
     s.cache
-        .bucket(&bucket)
+        .bucket_soon(&bucket)
+        .await
         .map(Json)
         .ok_or_else(|| CacheError::NoBucket(bucket).into())
 }

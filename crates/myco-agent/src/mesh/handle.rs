@@ -101,6 +101,11 @@ impl MeshHandle {
         self.view.borrow().clone()
     }
 
+    /// The published views from now on: `changed()` wakes on the next.
+    pub fn views(&self) -> watch::Receiver<Arc<ReadView>> {
+        self.view.clone()
+    }
+
     /// The latest membership snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.borrow().clone()
