@@ -5,8 +5,9 @@
 //! Parsing refuses unknown fields everywhere and fills in the defaults a
 //! user would expect (Nomad's where Nomad has one): `count = 1`,
 //! `strategy = "spread"`, `driver = "exec"`, `duplicates = "allowed"`,
-//! `cpu_milli = 100`, `memory_mb = 64`, `pids = 256`, `vcpus = 1`, restart 2 attempts per
-//! 30 min with a 15 s first delay doubling (`backoff = 2`) up to 5 min, `kill_timeout_ms =
+//! `cpu_milli = 100`, `memory_mb = 64`, `pids = 256`, `vcpus = 1`, restart 3 attempts per
+//! 5 min with a 1 s first delay doubling (`backoff = 2`) up to 30 s (`[restart]`
+//! durations also as `delay = "1.5s"`, see `duration`), `kill_timeout_ms =
 //! 5000`, health every 10 s with a 1 s timeout, healthy after 1 success,
 //! unhealthy after 3 failures; `[update] max_parallel = 1, min_healthy_ms =
 //! 10000, healthy_deadline_ms = 300000, auto_revert = true`; `[edge]
@@ -28,6 +29,7 @@
 //! one step; errors name the field (`count: must be 1..=1000`).
 
 mod constraint;
+mod duration;
 mod edge;
 mod record;
 mod validate;
@@ -262,17 +264,30 @@ pub struct RestartPolicy {
     /// Restarts allowed within `interval_ms`.
     #[serde(default = "defaults::attempts")]
     pub attempts: u32,
-    /// The window restarts are counted in.
-    #[serde(default = "defaults::restart_interval_ms")]
+    /// The window restarts are counted in (`interval = "30m"` too).
+    #[serde(
+        default = "defaults::restart_interval_ms",
+        alias = "interval",
+        deserialize_with = "duration::ms"
+    )]
     pub interval_ms: u64,
-    /// Delay before the first restart.
-    #[serde(default = "defaults::delay_ms")]
+    /// Delay before the first restart (`delay = "15s"` too).
+    #[serde(
+        default = "defaults::delay_ms",
+        alias = "delay",
+        deserialize_with = "duration::ms"
+    )]
     pub delay_ms: u64,
-    /// Factor between two delays: 2 doubles, 1 keeps the delay constant.
-    #[serde(default = "defaults::backoff")]
+    /// Factor between two delays: 2 doubles, 1 keeps the delay constant
+    /// (a whole float such as `2.0` is taken too).
+    #[serde(default = "defaults::backoff", deserialize_with = "duration::factor")]
     pub backoff: u32,
-    /// Longest delay, however many restarts.
-    #[serde(default = "defaults::max_delay_ms")]
+    /// Longest delay, however many restarts (`max_delay = "5m"` too).
+    #[serde(
+        default = "defaults::max_delay_ms",
+        alias = "max_delay",
+        deserialize_with = "duration::ms"
+    )]
     pub max_delay_ms: u64,
     /// Random spread of each delay, in percent either way.
     #[serde(default = "defaults::jitter_percent")]

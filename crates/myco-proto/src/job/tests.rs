@@ -406,3 +406,41 @@ fn a_microvm_job_reads_its_driver_and_vcpus_and_reserves_qemu_memory() {
     let unknown = JobSpec::from_toml("name = \"vm\"\nspore = \"vm@1\"\ndriver = \"docker\"\n");
     assert!(unknown.is_err());
 }
+
+#[test]
+fn restart_durations_may_carry_units_and_the_record_keeps_milliseconds() {
+    let text = "name = \"a\"\nspore = \"x@1\"\n[restart]\nattempts = 4\ndelay = \"1.5s\"\ninterval = \"10m\"\nmax_delay = \"1m\"\nbackoff = 2.0\n";
+    let s = JobSpec::from_toml(text).unwrap();
+    assert_eq!(
+        (
+            s.restart.delay_ms,
+            s.restart.interval_ms,
+            s.restart.max_delay_ms,
+            s.restart.backoff
+        ),
+        (1_500, 600_000, 60_000, 2)
+    );
+    // Plain numbers are milliseconds, under either name, in JSON too.
+    let s = JobSpec::from_toml("name = \"a\"\nspore = \"x@1\"\n[restart]\ndelay = 250\n").unwrap();
+    assert_eq!(s.restart.delay_ms, 250);
+    let json = br#"{"name": "a", "spore": "x@1", "restart": {"delay_ms": "2s", "backoff": 1}}"#;
+    let s = JobSpec::from_json(json).unwrap();
+    assert_eq!((s.restart.delay_ms, s.restart.backoff), (2_000, 1));
+    // The record (postcard) reads back what was written.
+    let r = JobRecord::first(s.clone(), DIGEST, 1).unwrap();
+    assert_eq!(
+        JobRecord::decode(&r.encode()).unwrap().spec.restart,
+        s.restart
+    );
+    // What cannot be taken is refused with what to write.
+    for (bad, word) in [
+        ("delay = \"soon\"", "not a duration"),
+        ("delay = \"1d\"", "not a duration"),
+        ("delay = -5", "negative"),
+        ("backoff = 1.5", "not a whole factor"),
+    ] {
+        let text = format!("name = \"a\"\nspore = \"x@1\"\n[restart]\n{bad}\n");
+        let e = JobSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(e.contains(word), "{bad}: {e}");
+    }
+}
