@@ -217,6 +217,34 @@ mod tests {
         }
     }
 
+    /// What the agent's stand-in writes rest on: when a member goes, every
+    /// other member keeps its place in a key's ranking, so the member just
+    /// past the owners is the owner the key gets once the silent one is
+    /// seen gone.
+    #[test]
+    fn the_next_ranked_member_is_the_owner_a_key_gets_when_one_goes() {
+        let m = ids(6);
+        for k in 0..200 {
+            let key = format!("k{k}");
+            let ranked = rank("s", &key, &m);
+            for replicas in 1..=3u8 {
+                let r = usize::from(replicas);
+                for gone in &ranked[..r] {
+                    let rest: Vec<NodeId> = m.iter().filter(|n| *n != gone).copied().collect();
+                    let mut expected: Vec<NodeId> = ranked[..=r]
+                        .iter()
+                        .filter(|n| *n != gone)
+                        .copied()
+                        .collect();
+                    let mut after = owners("s", &key, &rest, replicas);
+                    expected.sort_unstable();
+                    after.sort_unstable();
+                    assert_eq!(after, expected, "{key}, {replicas} replicas");
+                }
+            }
+        }
+    }
+
     #[test]
     fn owners_are_capped_by_members_and_at_least_one() {
         let m = ids(2);
