@@ -58,6 +58,13 @@ impl Runtime {
         for f in scanned {
             let rec = match f.record {
                 Ok(r) => r,
+                // No record at all: the logs a crash-looped instance's
+                // release kept (`remove_all_but_logs`), removed when its
+                // record is deleted; nothing to adopt or warn about.
+                Err(_) if !record::record_path(&f.dir).exists() => {
+                    tracing::debug!(dir = %f.dir.display(), "kept logs of a stopped instance");
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(dir = %f.dir.display(), error = %e, "instance directory without a readable record");
                     continue;
