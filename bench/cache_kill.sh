@@ -6,11 +6,9 @@
 #   bench/cache_kill.sh BIN BASE
 set -uo pipefail
 BIN=$1; BASE=$2
-W=$(mktemp -d -t si.XXXXXX); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
 cd "$(dirname "$0")/.."
 . bench/mesh3.sh
+mesh3_scratch si
 mesh3_up
 T1="Authorization: Bearer $(cat $W/n1/api-token)"
 curl -s -o /dev/null -X PUT -H "$T1" --data '{"replicas":2}' "$(api 1)/v1/cache/w"

@@ -6,10 +6,8 @@
 #   bench/get_cpu.sh BIN BASE [N]
 set -euo pipefail
 BIN=$1; BASE=$2; N=${3:-20000}
-W=$(mktemp -d -t getcpu.XXXXXX); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
 . "$(dirname "$0")/mesh3.sh"
+mesh3_scratch getcpu
 mesh3_up
 cd "$(dirname "$0")/.."
 HZ=$(getconf CLK_TCK)

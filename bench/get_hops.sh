@@ -5,10 +5,8 @@
 # EVENTS=context-switches,raw_syscalls:sys_enter also counts syscalls.
 set -euo pipefail
 BIN=$1; BASE=$2; N=${3:-5000}
-W=$(mktemp -d -t c5hops.XXXXXX); PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
-trap cleanup EXIT
 . "$(dirname "$0")/mesh3.sh"
+mesh3_scratch c5hops
 mesh3_up
 cd "$(dirname "$0")/.."
 for port in $((BASE+13)) $((BASE+23)) $((BASE+33)); do

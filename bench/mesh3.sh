@@ -3,6 +3,13 @@
 # prefix, e.g. `nice -n -10`). Node i listens on BASE+10i (mesh), +1 (API),
 # +2 (edge), +3 (RESP). `mesh3_up` starts the three and returns once
 # node 1 sees all three alive; the caller's EXIT trap kills PIDS.
+# mesh3_scratch [NAME]: a fresh scratch directory W, an empty PIDS, and
+# an EXIT trap that kills PIDS and removes W (for scripts with no trap of
+# their own).
+mesh3_scratch() {
+  W=$(mktemp -d -t "${1:-mesh3}.XXXXXX"); PIDS=()
+  trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"' EXIT
+}
 start() { # i [agent args]
   local i=$1; shift
   ${RUN[@]+"${RUN[@]}"} "$BIN" agent --data-dir "$W/n$i" --name "n$i" --bind "127.0.0.1:$((BASE + 10 * i))" \

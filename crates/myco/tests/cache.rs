@@ -36,6 +36,20 @@ fn wait_bucket(h: &Harness, i: usize, name: &str) {
     });
 }
 
+/// Three agents and bucket `name` (2 replicas, no bound), known to all.
+fn three_with_bucket(test: &str, name: &str) -> Harness {
+    let mut h = Harness::new(test);
+    h.mesh(3);
+    h.agent(0)
+        .client()
+        .cache_create(name, &bucket(2, 0))
+        .unwrap();
+    for i in 0..3 {
+        wait_bucket(&h, i, name);
+    }
+    h
+}
+
 /// The cache's documented answer when a key's owners do not answer in
 /// time (500 ms for a read, 2 s for a write) is 503; agents on a loaded
 /// 2-core machine can be that slow now and then, so the test asks again
@@ -245,15 +259,7 @@ fn a_bucket_serves_every_node_with_ttl_delete_and_lru() {
 
 #[test]
 fn keys_survive_a_killed_owner_and_move_to_a_joining_node() {
-    let mut h = Harness::new("cache-owners");
-    h.mesh(3);
-    h.agent(0)
-        .client()
-        .cache_create("s", &bucket(2, 0))
-        .unwrap();
-    for i in 0..3 {
-        wait_bucket(&h, i, "s");
-    }
+    let mut h = three_with_bucket("cache-owners", "s");
     let keys: Vec<String> = (0..60).map(|k| format!("key{k}")).collect();
     for k in &keys {
         h.agent(0)
@@ -330,15 +336,7 @@ fn keys_survive_a_killed_owner_and_move_to_a_joining_node() {
 /// its 2 s and answered 503.
 #[test]
 fn writes_right_after_an_owner_is_killed_are_acknowledged_by_stand_ins() {
-    let mut h = Harness::new("cache-stand-in");
-    h.mesh(3);
-    h.agent(0)
-        .client()
-        .cache_create("w", &bucket(2, 0))
-        .unwrap();
-    for i in 0..3 {
-        wait_bucket(&h, i, "w");
-    }
+    let mut h = three_with_bucket("cache-stand-in", "w");
     // A first write opens n1's connections to both peers.
     put(h.agent(0).client(), "w", "warm", b"up", None);
     h.kill(2);
