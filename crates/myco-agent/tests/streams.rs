@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use myco_agent::net::streams::{Inbox, Incoming, SendError, StreamConfig, Streams};
+use myco_agent::net::streams::{Inbox, Incoming, Receipt, SendError, StreamConfig, Streams};
 use myco_proto::NodeId;
 use myco_proto::channel::Channel;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -426,16 +426,26 @@ async fn a_peer_that_refused_the_last_connection_is_unreachable_until_it_answers
     let closed = std::net::TcpListener::bind(any_port()).unwrap();
     let to = closed.local_addr().unwrap();
     drop(closed);
+    // The first is queued; its connection is refused, and its receipt
+    // says it was never sent.
+    let (told, mut never_sent) = tokio::sync::mpsc::unbounded_channel();
+    let receipt: Receipt = Box::new(move || {
+        let _ = told.send(());
+    });
     assert_eq!(
-        a.send_if_reachable(to, Channel::Cache, b"q".to_vec()),
+        a.send_if_reachable(to, Channel::Cache, b"q".to_vec(), Some(receipt)),
         Ok(())
     );
-    until(&a, "the refused connect", |s| s.connect_failures >= 1).await;
+    tokio::time::timeout(WAIT, never_sent.recv())
+        .await
+        .expect("the receipt within the deadline")
+        .expect("called, not dropped");
+    assert!(a.stats().connect_failures >= 1);
     // Refused while the back-off runs (a slow poll may land past a short
     // one, queueing another attempt: poll until a refusal is seen).
     let deadline = Instant::now() + WAIT;
     loop {
-        match a.send_if_reachable(to, Channel::Cache, b"q".to_vec()) {
+        match a.send_if_reachable(to, Channel::Cache, b"q".to_vec(), None) {
             Err(e) => {
                 assert_eq!(e, SendError::Unreachable { to });
                 break;
@@ -455,7 +465,7 @@ async fn a_peer_that_refused_the_last_connection_is_unreachable_until_it_answers
         .unwrap();
     send_until_delivered(&a, b.local_addr(), &mut b_rx).await;
     assert_eq!(
-        a.send_if_reachable(to, Channel::Cache, b"q".to_vec()),
+        a.send_if_reachable(to, Channel::Cache, b"q".to_vec(), None),
         Ok(())
     );
 }

@@ -154,6 +154,10 @@ impl Cache {
                 "the increment of {bucket}/{key} could not be sent to its primary"
             ))),
             Some(Some(CacheMessage::Counted { outcome, .. })) => Ok(outcome),
+            // The message was never sent (its receipt): not applied.
+            Some(Some(CacheMessage::Ack { .. })) => Err(CacheError::Unavailable(format!(
+                "the primary of {bucket}/{key} refused the connection (the increment was not applied); try again once it is seen down"
+            ))),
             Some(_) => Err(CacheError::Unavailable(format!(
                 "the primary of {bucket}/{key} did not answer the increment (it may have been applied)"
             ))),

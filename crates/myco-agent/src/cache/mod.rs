@@ -39,6 +39,7 @@ use myco_core::cache::{CacheStats, CacheStore};
 use myco_core::state::hlc::Hlc;
 use myco_proto::NodeId;
 use myco_proto::cache::{BucketConfig, CacheInputError, CacheMessage};
+use myco_proto::channel::Channel;
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 
@@ -317,7 +318,48 @@ impl Cache {
     /// than waiting out [`OWNER_TIMEOUT`] for an answer that cannot come.
     fn send(&self, to: SocketAddr, message: &CacheMessage) -> bool {
         self.streams
-            .send_if_reachable(to, myco_proto::channel::Channel::Cache, message.encode())
+            .send_if_reachable(to, Channel::Cache, message.encode(), None)
             .is_ok()
+    }
+
+    /// [`Cache::send`] for a request this node waits on: if the message is
+    /// dropped without being sent (`to` refused the connection), the wait
+    /// ends at once with an `Ack` that stored nothing, as if `to` had
+    /// refused, so the asker goes to the next node now.
+    fn send_request(
+        self: &Arc<Self>,
+        to: SocketAddr,
+        message: &CacheMessage,
+        request: u64,
+    ) -> bool {
+        let cache = Arc::downgrade(self);
+        let receipt: crate::net::streams::Receipt = Box::new(move || {
+            if let Some(cache) = cache.upgrade() {
+                cache.unsent(request);
+            }
+        });
+        self.streams
+            .send_if_reachable(to, Channel::Cache, message.encode(), Some(receipt))
+            .is_ok()
+    }
+
+    /// Ends the wait of `request`, whose message was never sent.
+    fn unsent(&self, request: u64) {
+        let message = CacheMessage::Ack {
+            request,
+            stored: false,
+        };
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match waiting.get_mut(&request) {
+            Some(remote::Waiter::Many(tx)) => {
+                let _ = tx.try_send(message);
+            }
+            Some(remote::Waiter::One(tx)) => {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(message);
+                }
+            }
+            None => {}
+        }
     }
 }

@@ -380,7 +380,7 @@ impl Cache {
             } else if live
                 .iter()
                 .find(|(id, _)| *id == node)
-                .is_some_and(|(_, a)| self.send(*a, &message))
+                .is_some_and(|(_, a)| self.send_request(*a, &message, request))
             {
                 self.counters.forwards.fetch_add(1, Ordering::Relaxed);
                 (0, 1)
@@ -605,7 +605,7 @@ impl Cache {
         let request = self.request_id();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _registered = Registered::new(self, request, Waiter::One(Some(tx)));
-        if !self.send(to, &make(request)) {
+        if !self.send_request(to, &make(request), request) {
             return None;
         }
         self.counters.forwards.fetch_add(1, Ordering::Relaxed);

@@ -54,7 +54,7 @@ use tokio::task::AbortHandle;
 
 pub use config::{INCOMING_BYTES, QUEUE_BYTES_PER_PEER, StreamConfig};
 pub use errors::{SendError, StreamError};
-pub use queue::Inbox;
+pub use queue::{Inbox, Receipt};
 pub use rekey::KeyWatch;
 pub use stats::StreamStats;
 use stats::{Counters, bump};
@@ -244,21 +244,26 @@ impl Streams {
         channel: Channel,
         message: Vec<u8>,
     ) -> Result<(), (SendError, Vec<u8>)> {
-        self.queue(to, channel, message, false)
+        self.queue(to, channel, message, false, None)
     }
 
-    /// [`Streams::send`], refused at once with [`SendError::Unreachable`]
-    /// while the peer's last connection attempt has failed and its back-off
-    /// runs: for a request whose asker would rather try another node now
-    /// than wait for an answer that cannot come (the cache, after an owner
-    /// is killed and before membership sees it down).
+    /// [`Streams::send`] for a request whose asker would rather try
+    /// another node now than wait for an answer that cannot come (the
+    /// cache, after an owner is killed and before membership sees it
+    /// down): refused at once with [`SendError::Unreachable`] while the
+    /// peer's last connection attempt has failed and its back-off runs,
+    /// and, once queued, `receipt` is called if the message is dropped
+    /// without a byte of it written (the connection was refused). A
+    /// message lost in a failed write is not reported: it may have arrived.
     pub fn send_if_reachable(
         &self,
         to: SocketAddr,
         channel: Channel,
         message: Vec<u8>,
+        receipt: Option<Receipt>,
     ) -> Result<(), SendError> {
-        self.queue(to, channel, message, true).map_err(|(e, _)| e)
+        self.queue(to, channel, message, true, receipt)
+            .map_err(|(e, _)| e)
     }
 
     fn queue(
@@ -267,6 +272,7 @@ impl Streams {
         channel: Channel,
         message: Vec<u8>,
         if_reachable: bool,
+        receipt: Option<Receipt>,
     ) -> Result<(), (SendError, Vec<u8>)> {
         let shared = &self.owner.shared;
         let max = shared.config.max_message;
@@ -308,7 +314,12 @@ impl Streams {
             bump(&shared.stats.unreachable_refused, 1);
             return Err((SendError::Unreachable { to }, message));
         }
-        match peer.queue.try_push_back(queue::Queued { channel, message }) {
+        let queued = queue::Queued {
+            channel,
+            message,
+            receipt,
+        };
+        match peer.queue.try_push_back(queued) {
             Ok(()) => Ok(()),
             Err((full @ (queue::Refused::Count | queue::Refused::Bytes), item)) => {
                 let counter = match full {

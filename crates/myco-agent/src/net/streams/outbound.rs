@@ -15,7 +15,7 @@ use tokio::time::{Instant, timeout};
 use tokio_rustls::{TlsConnector, client};
 
 use super::framing::{PROTOCOL, SMALL, append_frame, timed_out, write_frame};
-use super::queue::{OutboundReceiver, Queued};
+use super::queue::{OutboundReceiver, Queued, Receipt};
 use super::{Peers, Shared, bump, tls};
 
 /// Back-off after a failed connection to a peer, doubling up to the maximum.
@@ -51,6 +51,14 @@ enum Failure {
     BackingOff,
     #[error("write failed: {0}")]
     Write(io::Error),
+}
+
+impl Failure {
+    /// Whether no byte of the messages reached the peer (a failed write
+    /// may have delivered some).
+    fn never_sent(&self) -> bool {
+        !matches!(self, Failure::Write(_))
+    }
 }
 
 /// A cached outgoing connection and the key generation it was checked at.
@@ -114,6 +122,8 @@ pub(super) async fn peer_task(
         generation: 0,
     };
     let mut batch: Vec<u8> = Vec::new();
+    // The receipts of the messages in the write under way.
+    let mut receipts: Vec<Receipt> = Vec::new();
     // A message taken from the queue that did not fit the last batch.
     let mut carried: Option<Queued> = None;
     // One timer for closing an idle connection, pushed back only when it
@@ -124,7 +134,7 @@ pub(super) async fn peer_task(
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     loop {
-        let first = match carried.take().or_else(|| queue.try_recv()) {
+        let mut first = match carried.take().or_else(|| queue.try_recv()) {
             Some(q) => q,
             None if link.is_none() => match queue.recv().await {
                 Some(q) => q,
@@ -151,6 +161,7 @@ pub(super) async fn peer_task(
         };
         let mut count = 1u64;
         let mut bytes = first.message.len();
+        receipts.extend(first.receipt.take());
         let result = if first.message.len() > SMALL {
             let payload = Payload::Large(first.channel, &first.message);
             deliver(&shared, to, &mut link, &mut backoff, &reach, payload).await
@@ -159,8 +170,9 @@ pub(super) async fn peer_task(
             append_frame(&mut batch, first.channel, &first.message);
             while batch.len() < BATCH {
                 match queue.try_recv() {
-                    Some(q) if q.message.len() <= SMALL => {
+                    Some(mut q) if q.message.len() <= SMALL => {
                         append_frame(&mut batch, q.channel, &q.message);
+                        receipts.extend(q.receipt.take());
                         count += 1;
                         bytes += q.message.len();
                     }
@@ -183,8 +195,14 @@ pub(super) async fn peer_task(
             Err(error) => {
                 bump(&shared.stats.send_failures, count);
                 tracing::debug!(%to, %error, count, bytes, "stream messages dropped");
+                if error.never_sent() {
+                    for receipt in receipts.drain(..) {
+                        receipt();
+                    }
+                }
             }
         }
+        receipts.clear();
     }
 }
 
@@ -223,7 +241,15 @@ async fn deliver(
                 shared.epoch,
                 connected.is_err().then_some(backoff.until).flatten(),
             );
-            *link = Some(connected?);
+            *link = Some(match connected {
+                Ok(l) => l,
+                // A write on the cached connection failed first: some of
+                // it may have arrived, so this is not a clean refusal.
+                Err(failure) if attempt > 0 => {
+                    return Err(Failure::Write(io::Error::other(failure.to_string())));
+                }
+                Err(failure) => return Err(failure),
+            });
         }
         let l = link.as_mut().expect("connected above");
         let written = timeout(shared.config.idle_timeout, async {

@@ -20,13 +20,30 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::Incoming;
 
+/// Called when a message is dropped without a byte of it written: its
+/// peer refused the connection, or was backing off after a failure (see
+/// [`super::Streams::send_if_reachable`]). Runs on the peer's task: it
+/// must not block.
+pub type Receipt = Box<dyn FnOnce() + Send>;
+
 /// A message waiting to be written to a peer.
-#[derive(Debug)]
 pub(super) struct Queued {
     /// Its channel.
     pub(super) channel: Channel,
     /// Its bytes.
     pub(super) message: Vec<u8>,
+    /// Who to tell if it is never sent.
+    pub(super) receipt: Option<Receipt>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued")
+            .field("channel", &self.channel)
+            .field("bytes", &self.message.len())
+            .field("receipt", &self.receipt.is_some())
+            .finish()
+    }
 }
 
 /// Why [`Outbound::try_push`] refused a message.
@@ -214,6 +231,7 @@ mod tests {
         Queued {
             channel: Channel::Sync,
             message: vec![0; n],
+            receipt: None,
         }
     }
 
