@@ -339,7 +339,31 @@ fn writes_right_after_an_owner_is_killed_are_acknowledged_by_stand_ins() {
     let mut h = three_with_bucket("cache-stand-in", "w");
     // A first write opens n1's connections to both peers.
     put(h.agent(0).client(), "w", "warm", b"up", None);
+    // A counter whose primary is n3, counted up to 5 while n3 lives.
+    let nodes: Value = h.agent(0).client().get("/v1/nodes").unwrap();
+    let id_of = |name: &str| -> myco_proto::NodeId {
+        let node = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {nodes}"));
+        node["id"].as_str().unwrap().parse().unwrap()
+    };
+    let ids = [id_of("n1"), id_of("n2"), id_of("n3")];
+    let counter = (0..)
+        .map(|k| format!("hits{k}"))
+        .find(|k| myco_core::cache::owners("w", k, &ids, 2)[0] == ids[2])
+        .unwrap();
+    for _ in 0..5 {
+        retry("an increment", || {
+            h.agent(0).client().cache_incr("w", &counter, 1)
+        });
+    }
     h.kill(2);
+    // Right after the kill, its increment cannot be sent to n3, so it was
+    // not applied there: the next ranked member counts on from 5.
+    assert_eq!(h.agent(0).client().cache_incr("w", &counter, 1).unwrap(), 6);
     let started = Instant::now();
     let keys: Vec<String> = (0..30).map(|k| format!("after{k}")).collect();
     for k in &keys {

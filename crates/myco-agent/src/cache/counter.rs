@@ -14,14 +14,17 @@
 //! whose primary does not answer (down and not yet seen so, or running a
 //! release without counters, which drops the message) fails with 503 and
 //! may or may not have been applied; it is not retried on a replica,
-//! which could apply it twice. Once the primary is seen down the next
-//! owner, which holds the last copied version, takes over.
+//! which could apply it twice. One that could not be sent to the primary
+//! at all (it refused the connection: killed, not yet seen down) was not
+//! applied there, so the next ranked member counts it: the owner that
+//! takes over once the primary is seen down, holding the last copied
+//! version.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use myco_core::cache::counter;
-use myco_core::cache::owners;
+use myco_core::cache::rank;
 use myco_proto::cache::{CacheEntry, CacheMessage, IncrOutcome, check_entry};
 
 use super::{Cache, CacheError, WRITE_TIMEOUT, wall_ms};
@@ -40,30 +43,42 @@ impl Cache {
         let config = self.config(bucket).await?;
         check_entry(key, None)?;
         let live = self.live();
-        let owners = owners(bucket, key, live.ids(), config.replicas);
-        let Some(&primary) = owners.first() else {
-            return Err(CacheError::Unavailable(format!(
-                "no live owner for {bucket}/{key}"
-            )));
-        };
-        let addr = live.iter().find(|(id, _)| *id == primary).map(|(_, a)| *a);
-        // First as is; if the primary holds nothing, the key may still be
-        // on its old owner (a member joined): look as a read does, then
-        // ask again with what was found.
-        let mut looked: Option<Option<CacheEntry>> = None;
-        let outcome = loop {
-            let outcome = if primary == self.me {
-                let base = looked.as_ref().map(Option::as_ref);
-                self.increment_here(bucket, key, by, config.ttl_ms, base)
-            } else {
-                self.ask_primary(addr, bucket, key, by, config.ttl_ms, looked.clone())
-                    .await?
+        let ranked = rank(bucket, key, live.ids());
+        // The primary counts; if the increment could not be sent to it
+        // (it refused the connection: killed, and not yet seen down), it
+        // was not applied there, and the next ranked member counts
+        // instead: the primary the key gets once the dead one is seen
+        // down, holding the last copied version.
+        let mut place = 0;
+        let (primary, outcome) = loop {
+            let Some(&primary) = ranked.get(place) else {
+                return Err(CacheError::Unavailable(format!(
+                    "no member could be reached to count {bucket}/{key}"
+                )));
+            };
+            let addr = live.iter().find(|(id, _)| *id == primary).map(|(_, a)| *a);
+            // First as is; if the primary holds nothing, the key may still
+            // be on its old owner (a member joined): look as a read does,
+            // then ask again with what was found.
+            let mut looked: Option<Option<CacheEntry>> = None;
+            let outcome = loop {
+                let outcome = if primary == self.me {
+                    let base = looked.as_ref().map(Option::as_ref);
+                    Some(self.increment_here(bucket, key, by, config.ttl_ms, base))
+                } else {
+                    self.ask_primary(addr, bucket, key, by, config.ttl_ms, looked.clone())
+                        .await?
+                };
+                match outcome {
+                    Some(IncrOutcome::NotHeld) if looked.is_none() => {
+                        looked = Some(self.lookup(bucket, key).await?);
+                    }
+                    other => break other,
+                }
             };
             match outcome {
-                IncrOutcome::NotHeld if looked.is_none() => {
-                    looked = Some(self.lookup(bucket, key).await?);
-                }
-                other => break other,
+                Some(outcome) => break (primary, outcome),
+                None => place += 1,
             }
         };
         let entry = match outcome {
@@ -123,7 +138,8 @@ impl Cache {
         }
     }
 
-    /// Sends the increment to the key's primary and waits for its answer.
+    /// Sends the increment to the key's primary and waits for its answer:
+    /// `None` if it was never sent (so not applied there).
     async fn ask_primary(
         self: &Arc<Self>,
         to: Option<std::net::SocketAddr>,
@@ -132,7 +148,7 @@ impl Cache {
         by: i64,
         ttl_ms: u64,
         looked: Option<Option<CacheEntry>>,
-    ) -> Result<IncrOutcome, CacheError> {
+    ) -> Result<Option<IncrOutcome>, CacheError> {
         let answer = match to {
             Some(to) => {
                 self.request_one(to, WRITE_TIMEOUT, |request| CacheMessage::Incr {
@@ -150,14 +166,9 @@ impl Cache {
             None => None,
         };
         match answer {
-            None => Err(CacheError::Unavailable(format!(
-                "the increment of {bucket}/{key} could not be sent to its primary"
-            ))),
-            Some(Some(CacheMessage::Counted { outcome, .. })) => Ok(outcome),
-            // The message was never sent (its receipt): not applied.
-            Some(Some(CacheMessage::Ack { .. })) => Err(CacheError::Unavailable(format!(
-                "the primary of {bucket}/{key} refused the connection (the increment was not applied); try again once it is seen down"
-            ))),
+            // Refused before it was queued, or its receipt: never sent.
+            None | Some(Some(CacheMessage::Ack { .. })) => Ok(None),
+            Some(Some(CacheMessage::Counted { outcome, .. })) => Ok(Some(outcome)),
             Some(_) => Err(CacheError::Unavailable(format!(
                 "the primary of {bucket}/{key} did not answer the increment (it may have been applied)"
             ))),
