@@ -343,23 +343,13 @@ impl Cache {
             .is_ok()
     }
 
-    /// Ends the wait of `request`, whose message was never sent.
+    /// Ends the wait of `request`, whose message was never sent (a wait
+    /// that already ended is no loss).
     fn unsent(&self, request: u64) {
-        let message = CacheMessage::Ack {
+        let refused = CacheMessage::Ack {
             request,
             stored: false,
         };
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        match waiting.get_mut(&request) {
-            Some(remote::Waiter::Many(tx)) => {
-                let _ = tx.try_send(message);
-            }
-            Some(remote::Waiter::One(tx)) => {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(message);
-                }
-            }
-            None => {}
-        }
+        let _ = self.answer(request, refused);
     }
 }

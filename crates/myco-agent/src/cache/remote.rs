@@ -142,18 +142,22 @@ impl Cache {
             CacheMessage::Answer { request, .. }
             | CacheMessage::Ack { request, .. }
             | CacheMessage::Counted { request, .. } => {
-                let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-                let delivered = match waiting.get_mut(&request) {
-                    Some(Waiter::Many(tx)) => tx.try_send(message).is_ok(),
-                    Some(Waiter::One(tx)) => tx.take().is_some_and(|tx| tx.send(message).is_ok()),
-                    None => false,
-                };
-                if !delivered {
-                    drop(waiting);
+                if !self.answer(request, message) {
                     self.counters.dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(request, "cache answer for no waiting request dropped");
                 }
             }
+        }
+    }
+
+    /// Hands `message` to whoever waits on `request`; false if nobody does
+    /// (any more).
+    pub(super) fn answer(&self, request: u64, message: CacheMessage) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match waiting.get_mut(&request) {
+            Some(Waiter::Many(tx)) => tx.try_send(message).is_ok(),
+            Some(Waiter::One(tx)) => tx.take().is_some_and(|tx| tx.send(message).is_ok()),
+            None => false,
         }
     }
 }
