@@ -49,36 +49,17 @@ impl Cache {
         // was not applied there, and the next ranked member counts
         // instead: the primary the key gets once the dead one is seen
         // down, holding the last copied version.
-        let mut place = 0;
+        let mut candidates = ranked.iter();
         let (primary, outcome) = loop {
-            let Some(&primary) = ranked.get(place) else {
+            let Some(&primary) = candidates.next() else {
                 return Err(CacheError::Unavailable(format!(
                     "no member could be reached to count {bucket}/{key}"
                 )));
             };
             let addr = live.iter().find(|(id, _)| *id == primary).map(|(_, a)| *a);
-            // First as is; if the primary holds nothing, the key may still
-            // be on its old owner (a member joined): look as a read does,
-            // then ask again with what was found.
-            let mut looked: Option<Option<CacheEntry>> = None;
-            let outcome = loop {
-                let outcome = if primary == self.me {
-                    let base = looked.as_ref().map(Option::as_ref);
-                    Some(self.increment_here(bucket, key, by, config.ttl_ms, base))
-                } else {
-                    self.ask_primary(addr, bucket, key, by, config.ttl_ms, looked.clone())
-                        .await?
-                };
-                match outcome {
-                    Some(IncrOutcome::NotHeld) if looked.is_none() => {
-                        looked = Some(self.lookup(bucket, key).await?);
-                    }
-                    other => break other,
-                }
-            };
-            match outcome {
-                Some(outcome) => break (primary, outcome),
-                None => place += 1,
+            let counted = self.count_at(primary, addr, bucket, key, by, config.ttl_ms);
+            if let Some(outcome) = counted.await? {
+                break (primary, outcome);
             }
         };
         let entry = match outcome {
@@ -105,6 +86,38 @@ impl Cache {
         self.write_held(bucket, key, entry, config, Some(primary))
             .await?;
         Ok(sum)
+    }
+
+    /// The increment as `primary` (this node or the one at `addr`) makes
+    /// it: `None` if it could not be sent there (so not applied). First as
+    /// is; if the primary holds nothing, the key may still be on its old
+    /// owner (a member joined): look as a read does, then ask again with
+    /// what was found.
+    async fn count_at(
+        self: &Arc<Self>,
+        primary: myco_proto::NodeId,
+        addr: Option<std::net::SocketAddr>,
+        bucket: &str,
+        key: &str,
+        by: i64,
+        ttl_ms: u64,
+    ) -> Result<Option<IncrOutcome>, CacheError> {
+        let mut looked: Option<Option<CacheEntry>> = None;
+        loop {
+            let outcome = if primary == self.me {
+                let base = looked.as_ref().map(Option::as_ref);
+                Some(self.increment_here(bucket, key, by, ttl_ms, base))
+            } else {
+                self.ask_primary(addr, bucket, key, by, ttl_ms, looked.clone())
+                    .await?
+            };
+            match outcome {
+                Some(IncrOutcome::NotHeld) if looked.is_none() => {
+                    looked = Some(self.lookup(bucket, key).await?);
+                }
+                other => return Ok(other),
+            }
+        }
     }
 
     /// Adds on this node's store, atomically (the key's primary does).
