@@ -9,9 +9,9 @@ use myco_core::jobs::controller::Found;
 
 use super::JobsShared;
 use super::runtime::Runtime;
-use crate::exec::InstanceCgroup;
 use crate::exec::process::{self, StopOutcome, StopTarget};
 use crate::exec::record::{self, Liveness};
+use crate::exec::{ExecError, InstanceCgroup};
 
 /// Kills what is left of an instance whose leader died while no agent
 /// watched: its cgroup's processes, else its session's (found from the
@@ -61,7 +61,9 @@ impl Runtime {
                 // No record at all: the logs a crash-looped instance's
                 // release kept (`remove_all_but_logs`), removed when its
                 // record is deleted; nothing to adopt or warn about.
-                Err(_) if !record::record_path(&f.dir).exists() => {
+                Err(ExecError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
                     tracing::debug!(dir = %f.dir.display(), "kept logs of a stopped instance");
                     continue;
                 }
