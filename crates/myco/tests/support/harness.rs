@@ -92,8 +92,10 @@ impl Agent {
         for k in MYCO_ENV {
             cmd.env_remove(k);
         }
-        // A test's own `RUST_LOG` (from `with_env`) wins over the default.
-        cmd.env("RUST_LOG", "info")
+        // A test's own `RUST_LOG` (from `with_env`) wins over the default,
+        // which `MYCO_TEST_LOG` sets for a whole run (chasing a flake).
+        let level = std::env::var("MYCO_TEST_LOG").unwrap_or_else(|_| "info".into());
+        cmd.env("RUST_LOG", level)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -88,6 +88,16 @@ enum Expired {
     Send,
 }
 
+impl Expired {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Expired::Header => "no request head in time",
+            Expired::Idle => "idle",
+            Expired::Send => "the client took nothing",
+        }
+    }
+}
+
 impl Activity {
     pub(super) fn new() -> Self {
         Activity {
@@ -399,25 +409,30 @@ impl Conn {
                     Serving::H1(c) => c.as_mut().poll(cx).map_err(|e| e.to_string()),
                     Serving::Auto(c) => c.as_mut().poll(cx).map_err(|e| e.to_string()),
                 }) => {
-                    if let Err(e) = r {
-                        tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error");
+                    match r {
+                        Err(e) => tracing::debug!(peer = %self.peer, error = %e, "connection ended with an error"),
+                        Ok(()) => tracing::trace!(peer = %self.peer, "connection ended"),
                     }
                     break;
                 }
                 why = activity.watchdog(&limits) => {
                     // Dropping the connection closes the socket (and ends a
                     // response that its reader stopped taking).
-                    match why {
-                        Expired::Header => ServeCounters::bump(&counters.header_timeouts),
-                        Expired::Idle => ServeCounters::bump(&counters.idle_closed),
-                        Expired::Send => ServeCounters::bump(&counters.send_timeouts),
-                    }
+                    let what = match why {
+                        Expired::Header => &counters.header_timeouts,
+                        Expired::Idle => &counters.idle_closed,
+                        Expired::Send => &counters.send_timeouts,
+                    };
+                    ServeCounters::bump(what);
+                    tracing::debug!(peer = %self.peer, why = why.as_str(), "connection closed by its time limit");
                     break;
                 }
                 () = activity.close.notified() => {
-                    if !activity.evicted.load(Ordering::Relaxed) {
+                    let evicted = activity.evicted.load(Ordering::Relaxed);
+                    if !evicted {
                         ServeCounters::bump(&counters.closed_by_handler);
                     }
+                    tracing::debug!(peer = %self.peer, evicted, "connection closed by the server");
                     break;
                 }
                 _ = stop.wait_for(|s| *s), if !stopping => {
