@@ -181,11 +181,13 @@ impl Client {
         };
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|e| bad(ureq::Error::Http(http::Error::from(e))))?;
+        // Sized whenever the method carries a body (see `send`).
+        let unsized_empty = body.is_empty() && !sends_body(&method);
         let mut builder = http::Request::builder().method(method).uri(&url);
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let sent = if body.is_empty() {
+        let sent = if unsized_empty {
             builder.body(()).map(|r| self.agent.run(r))
         } else {
             builder.body(body).map(|r| self.agent.run(r))
@@ -305,6 +307,7 @@ impl Client {
             url: url.clone(),
             cause,
         };
+        let sized_empty = sends_body(&method);
         let mut builder = http::Request::builder().method(method).uri(&url);
         if let Some(t) = &self.token {
             builder = builder.header("Authorization", format!("Bearer {t}"));
@@ -325,6 +328,17 @@ impl Client {
                     .build();
                 self.agent.run(req)
             }
+            // A POST or PUT without a body says `content-length: 0`: left
+            // unsized, ureq sends it chunked, and a handler that answers
+            // before the empty last chunk arrives leaves hyper unable to
+            // drain it, so the server closes the connection just after the
+            // answer, racing our next request on it (seen as "Peer
+            // disconnected" under load).
+            Body::Empty if sized_empty => self.agent.run(
+                builder
+                    .body(&[][..])
+                    .map_err(|e| bad(ureq::Error::Http(e)))?,
+            ),
             Body::Empty => self
                 .agent
                 .run(builder.body(()).map_err(|e| bad(ureq::Error::Http(e)))?),
@@ -352,6 +366,11 @@ impl Client {
         }
         Ok(resp)
     }
+}
+
+/// Whether ureq sends a body for `method` (and so needs its size).
+fn sends_body(method: &Method) -> bool {
+    [Method::POST, Method::PUT, Method::PATCH].contains(method)
 }
 
 /// An agent that reports statuses as answers (the client maps them) and
@@ -388,4 +407,44 @@ fn read_limited(url: &str, body: &mut ureq::Body) -> Result<Vec<u8>> {
             url: url.to_string(),
             cause,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+
+    /// The request head a call sends, read by a listener that answers 200.
+    fn head_of(call: impl FnOnce(&Client) + Send) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = Client::new(&listener.local_addr().unwrap().to_string());
+        std::thread::scope(|s| {
+            s.spawn(|| call(&client));
+            let (conn, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut head = String::new();
+            while reader.read_line(&mut head).unwrap() > 2 {}
+            (&conn)
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"value\":1}")
+                .unwrap();
+            head.to_ascii_lowercase()
+        })
+    }
+
+    #[test]
+    fn a_post_without_a_body_says_its_length_is_zero() {
+        // Chunked, its empty last chunk may come after the answer, and the
+        // server then closes the connection the client is about to reuse.
+        let head = head_of(|c| {
+            c.cache_incr("b", "k", 1).unwrap();
+        });
+        assert!(head.contains("content-length: 0\r\n"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        let head = head_of(|c| {
+            c.raw("POST", "/v1/cache/b/k", &[], b"").unwrap();
+        });
+        assert!(head.contains("content-length: 0\r\n"), "{head}");
+    }
 }
