@@ -39,6 +39,7 @@ fn view(nodes: u64, jobs: usize, count: u32) -> View {
         nodes,
         jobs,
         instances: Vec::new(),
+        versions: Vec::new(),
         suspects: Vec::new(),
     }
 }

@@ -76,6 +76,7 @@ fn measure(label: &str, nodes: &[NodeView], jobs: &[JobRecord]) {
         nodes,
         jobs,
         instances: &[],
+        versions: &[],
     };
     let t = Instant::now();
     let first = place(&cluster);
@@ -96,6 +97,7 @@ fn measure(label: &str, nodes: &[NodeView], jobs: &[JobRecord]) {
         nodes: &after,
         jobs,
         instances: &running,
+        versions: &[],
     };
     let t = Instant::now();
     let second = place(&cluster);

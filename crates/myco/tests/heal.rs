@@ -5,7 +5,9 @@
 //! again; `myco job restart` replaces every instance the same way; the
 //! node a rollout was started on is SIGKILLed mid-way and the
 //! rollout completes; a SIGKILLed node's instances are ready elsewhere,
-//! and when it returns the total is exactly `count`.
+//! and when it returns the total is exactly `count`; a rollout that
+//! grows an instance's memory on a node with room for both versions, not
+//! for two of the new one, completes there.
 //!
 //! Versions differ by their environment (`V`, and `BROKEN` for a version
 //! whose `/health` answers 500), so one spore serves every version.
@@ -391,4 +393,48 @@ fn a_killed_node_s_instances_are_ready_elsewhere_and_its_return_leaves_exactly_c
         low >= 3,
         "ready dipped to {low} of 3 while the node returned"
     );
+}
+
+#[test]
+fn a_rollout_that_grows_memory_fits_beside_the_smaller_old_instance() {
+    // One node. Version 1 takes a quarter of its memory, version 2 seven
+    // tenths: both fit at once, two of version 2 would not. Placement
+    // once charged the old instance the new version's size, so the new
+    // one had no room and the rollout never started.
+    let mut h = Harness::new("heal-grow");
+    h.mesh(1);
+    push_script_spore(&h, h.agent(0), "hello", SERVER);
+    let node: Value = h.agent(0).anon().get("/v1/status").unwrap();
+    let cap = node["node"]["capacity"]["memory_mb"].as_u64().unwrap();
+    let file = |v: u32, memory_mb: u64| {
+        let file = h.root.join(format!("grow-{v}.toml"));
+        let text = format!(
+            "name = \"hello\"\nspore = \"hello@1\"\ncount = 1\n[env]\nV = \"{v}\"\n\
+             [resources]\nmemory_mb = {memory_mb}\n\
+             [health]\nhttp = \"/health\"\ninterval_ms = 300\n\
+             [update]\nmin_healthy_ms = 300\nhealthy_deadline_ms = 10000\n"
+        );
+        fs::write(&file, text).unwrap();
+        file
+    };
+    let v1 = file(1, cap / 4);
+    ok(
+        &cli(h.agent(0), &["deploy", s(&v1), "--detach"]),
+        "deploy v1",
+    );
+    await_versions(h.agent(0), &["1"], READY);
+    let v2 = file(2, cap * 7 / 10);
+    ok(
+        &cli(h.agent(0), &["deploy", s(&v2), "--detach"]),
+        "deploy v2",
+    );
+    await_versions(h.agent(0), &["2"], READY);
+    wait_for("version 1 drained and gone", READY, || {
+        let list = instances(h.agent(0))?;
+        if list.len() == 1 && list[0]["version"] == 2 {
+            Ok(())
+        } else {
+            Err(format!("{list:?}"))
+        }
+    });
 }

@@ -24,6 +24,7 @@ pub fn quorum(inputs: &Inputs) -> Option<Quorum> {
         nodes: inputs.nodes.clone(),
         jobs: Vec::new(),
         instances: inputs.instances.clone(),
+        versions: Vec::new(),
         suspects,
     };
     let mut fence = Fence::default();

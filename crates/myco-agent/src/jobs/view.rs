@@ -45,6 +45,12 @@ pub fn build(mesh: &MeshHandle, wall_ms: u64) -> (View, usize) {
         jobs.iter().map(Vec::as_slice),
         instances.iter().map(Vec::as_slice),
     );
+    let keys = view.version_keys();
+    let versions: Vec<Vec<u8>> = keys
+        .iter()
+        .filter_map(|k| read.get(Table::JOB_VERSIONS, k)?.value.clone())
+        .collect();
+    let skipped = skipped + view.add_versions(versions.iter().map(Vec::as_slice));
     view.suspects = suspects(&snap.members);
     (view, skipped)
 }
@@ -66,14 +72,15 @@ pub fn membership_fingerprint(snap: &Snapshot) -> u64 {
     h.finish()
 }
 
-/// Whether a state event concerns the view (the jobs and instances
-/// tables; membership events always do).
+/// Whether a state event concerns the view (the jobs, instances and job
+/// versions tables; membership events always do). A version record may
+/// arrive after the instances that run it, and then changes their room.
 pub fn concerns_view(event: &myco_proto::api::ApiEvent) -> bool {
     use myco_proto::api::ApiEvent;
     match event {
-        ApiEvent::State { table, .. } => {
-            *table == Table::JOBS.name() || *table == Table::INSTANCES.name()
-        }
+        ApiEvent::State { table, .. } => [Table::JOBS, Table::INSTANCES, Table::JOB_VERSIONS]
+            .iter()
+            .any(|t| *table == t.name()),
         ApiEvent::Member { .. } | ApiEvent::Lagged { .. } => true,
         // The runtime's own decisions: nothing new to read.
         ApiEvent::Job { .. } => false,

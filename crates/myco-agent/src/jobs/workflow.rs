@@ -28,6 +28,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use myco_core::MemberState;
+use myco_core::jobs::controller::version_keys;
 use myco_core::jobs::placement::{self, Capacity, Cluster, JobPlan, Liveness, NodeView};
 use myco_proto::instance::InstanceRecord;
 use myco_proto::job::{JobRecord, JobRecordError, JobSpec, JobSpecError, SporeRef};
@@ -376,6 +377,9 @@ pub struct Inputs {
     pub jobs: Vec<JobRecord>,
     /// Every instance record.
     pub instances: Vec<InstanceRecord>,
+    /// The records of the other versions instances run (see
+    /// [`Cluster::versions`]).
+    pub versions: Vec<JobRecord>,
     /// This node, once membership knows itself.
     pub me: Option<NodeId>,
 }
@@ -408,12 +412,20 @@ impl Inputs {
             let name = manifest.map(|x| x.name.clone()).unwrap_or_default();
             names.insert(m.peer.id, (name, m.state));
         }
+        let jobs = all_jobs(mesh);
+        let instances = instances(mesh, None);
+        let versions = version_keys(&jobs, &instances)
+            .iter()
+            .filter_map(|k| mesh.get(Table::JOB_VERSIONS, k)?.value)
+            .filter_map(|b| JobRecord::decode(&b).ok())
+            .collect();
         Inputs {
             wall_ms: now_ms(),
             nodes,
             names,
-            jobs: all_jobs(mesh),
-            instances: instances(mesh, None),
+            jobs,
+            instances,
+            versions,
             me: snap.members.iter().find(|m| m.is_self).map(|m| m.peer.id),
         }
     }
@@ -425,6 +437,7 @@ impl Inputs {
             nodes: &self.nodes,
             jobs: &self.jobs,
             instances: &self.instances,
+            versions: &self.versions,
         }
     }
 

@@ -52,7 +52,7 @@ mod view;
 pub use config::{ControllerConfig, DEFAULT_DRAIN, Found};
 pub use events::{EVENT_QUEUE, JobEvent, JobEventKind};
 use local::Local;
-pub use view::{View, node_view, suspects};
+pub use view::{View, node_view, suspects, version_keys};
 
 /// What the shell should do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,6 +189,7 @@ impl Controller {
             nodes: &[],
             jobs: &[],
             instances: &[],
+            versions: &[],
         });
         Controller {
             me,
@@ -351,6 +352,7 @@ impl Controller {
             nodes: &self.view.nodes,
             jobs: &self.view.jobs,
             instances: &self.view.instances,
+            versions: &self.view.versions,
         });
         // Up nodes with a manifest: what the members' fingerprint covers.
         let mut up: Vec<NodeView> = self

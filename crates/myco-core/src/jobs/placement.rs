@@ -91,6 +91,11 @@ pub struct Cluster<'a> {
     pub jobs: &'a [JobRecord],
     /// Every instance record, in any order.
     pub instances: &'a [InstanceRecord],
+    /// Records of other versions of the jobs (`Table::JOB_VERSIONS`), in
+    /// any order: an instance of an older version that a rollout keeps
+    /// holds its own version's resources. Needed only for the versions
+    /// that instances run; one missing is charged at the current size.
+    pub versions: &'a [JobRecord],
 }
 
 /// Where one slot goes.

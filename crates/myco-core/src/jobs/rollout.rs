@@ -27,7 +27,8 @@
 //!   `max_parallel - (Starting + Proving)` in slot order, none once the
 //!   rollout failed. The new instance has its own id (the id carries the
 //!   version) and placement may put it beside the old one or anywhere with
-//!   room (placement counts the old instances' resources).
+//!   room (placement counts the old instances' resources, each at its
+//!   own version's size).
 //! - **Old instances** are kept until their slot is `Done`, then drained
 //!   (state `draining` for the drain period, so the edge sends them no new
 //!   request), then stopped. So a slot is never without a ready instance

@@ -25,6 +25,7 @@ fn pass(nodes: &[NodeView], jobs: &[JobRecord], fleet: &Fleet) -> BTreeMap<NodeI
         nodes,
         jobs,
         instances: &records,
+        versions: &[],
     });
     let mut settle = Settle::new(Duration::ZERO);
     settle.observe(Time::ZERO, p.fingerprint);

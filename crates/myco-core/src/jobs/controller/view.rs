@@ -2,6 +2,8 @@
 //! data, built by the agent from its read view and membership snapshot or
 //! by the simulator from a core [`crate::Node`].
 
+use std::collections::BTreeMap;
+
 use myco_proto::NodeId;
 use myco_proto::instance::InstanceRecord;
 use myco_proto::job::JobRecord;
@@ -22,6 +24,11 @@ pub struct View {
     pub jobs: Vec<JobRecord>,
     /// `Table::INSTANCES`, decoded: every node's instance records.
     pub instances: Vec<InstanceRecord>,
+    /// The records in `Table::JOB_VERSIONS` of the versions that
+    /// instances run other than their job's current one
+    /// ([`View::version_keys`]), decoded: placement charges such an
+    /// instance its own version's resources.
+    pub versions: Vec<JobRecord>,
     /// Members that are up but suspected: placement keeps their slots,
     /// fencing does not count them as seen ([`crate::jobs::fence`]).
     pub suspects: Vec<NodeId>,
@@ -51,9 +58,29 @@ impl View {
             nodes,
             jobs,
             instances,
+            versions: Vec::new(),
             suspects: Vec::new(),
         };
         (view, skipped)
+    }
+
+    /// The `Table::JOB_VERSIONS` keys of the versions that instances run
+    /// other than their job's current one, each once: what to read for
+    /// [`View::add_versions`].
+    pub fn version_keys(&self) -> Vec<String> {
+        version_keys(&self.jobs, &self.instances)
+    }
+
+    /// Decodes the version records read for [`View::version_keys`] into
+    /// [`View::versions`]; returns how many could not be decoded.
+    pub fn add_versions<'a>(&mut self, records: impl IntoIterator<Item = &'a [u8]>) -> usize {
+        let mut skipped = 0;
+        self.versions.extend(
+            records
+                .into_iter()
+                .filter_map(|b| JobRecord::decode(b).map_err(|_| skipped += 1).ok()),
+        );
+        skipped
     }
 
     /// The view of a core [`crate::Node`]: its members (with manifests)
@@ -65,9 +92,30 @@ impl View {
         let jobs = node.scan(Table::JOBS, "").map(|(_, e)| value(e));
         let instances = node.scan(Table::INSTANCES, "").map(|(_, e)| value(e));
         let mut view = View::decode(wall_ms, nodes, jobs, instances).0;
+        let keys = view.version_keys();
+        let versions = keys
+            .iter()
+            .filter_map(|k| node.get(Table::JOB_VERSIONS, k))
+            .filter_map(|e| e.value.as_deref());
+        view.add_versions(versions);
         view.suspects = suspects(&members);
         view
     }
+}
+
+/// The `Table::JOB_VERSIONS` keys of the versions that `instances` run
+/// other than their job's current one (in `jobs`), each once: the records
+/// placement's `Cluster::versions` needs.
+pub fn version_keys(jobs: &[JobRecord], instances: &[InstanceRecord]) -> Vec<String> {
+    let current: BTreeMap<&str, u64> = jobs.iter().map(|j| (j.name(), j.version)).collect();
+    let mut keys: Vec<String> = instances
+        .iter()
+        .filter(|r| current.get(r.job.as_str()).is_some_and(|&v| v != r.version))
+        .map(|r| JobRecord::key_of_version(&r.job, r.version))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
 }
 
 /// The members that are suspected, for [`View::suspects`].

@@ -64,6 +64,17 @@ pub(super) struct Need {
     pub(super) pids: u64,
 }
 
+impl Need {
+    fn of(job: &JobRecord) -> Need {
+        let r = job.spec.reserved();
+        Need {
+            cpu: u64::from(r.cpu_milli),
+            mem: u64::from(r.memory_mb),
+            pids: u64::from(r.pids),
+        }
+    }
+}
+
 pub(super) struct Placer<'a> {
     cluster: &'a Cluster<'a>,
     /// Members sorted by id.
@@ -77,10 +88,14 @@ pub(super) struct Placer<'a> {
     /// Per job: (slot, other version?, node index) of live instances,
     /// sorted, so a slot's current-version instances come first.
     sticky: Vec<Vec<(u32, bool, u32)>>,
-    /// Per job: node indices of instances of another version still
-    /// running (a rollout keeps them until their replacement is proven),
-    /// sorted: their room is taken before anything is placed.
-    held: Vec<Vec<u32>>,
+    /// Per job: node indices and versions of instances of another
+    /// version still running (a rollout keeps them until their
+    /// replacement is proven), sorted: their room is taken before anything
+    /// is placed.
+    held: Vec<Vec<(u32, u64)>>,
+    /// What one instance of (job name, version) takes, for the versions
+    /// other than the current one that the view holds.
+    sizes: BTreeMap<(&'a str, u64), Need>,
     /// Per job: node indices avoided, sorted.
     avoid: Vec<Vec<u32>>,
     fingerprint: u64,
@@ -152,6 +167,11 @@ impl<'a> Placer<'a> {
             zones: zone_ids.len(),
             sticky: vec![Vec::new(); jobs.len()],
             held: vec![Vec::new(); jobs.len()],
+            sizes: cluster
+                .versions
+                .iter()
+                .map(|v| ((v.name(), v.version), Need::of(v)))
+                .collect(),
             avoid: vec![Vec::new(); jobs.len()],
             jobs,
             fingerprint: 0,
@@ -187,10 +207,10 @@ impl<'a> Placer<'a> {
                 self.sticky[j].push((r.slot, other, n as u32));
             }
             if other && (live && r.avoid_until_ms.is_none() || r.state == InstanceState::Draining) {
-                self.held[j].push(n as u32);
+                self.held[j].push((n as u32, r.version));
             }
         }
-        let (nodes, views) = (&self.nodes, &self.views);
+        let (nodes, views, sizes, jobs) = (&self.nodes, &self.views, &self.sizes, &self.jobs);
         let parts = self
             .sticky
             .iter_mut()
@@ -211,8 +231,10 @@ impl<'a> Placer<'a> {
                 fp.u64(views[n as usize].id.as_u64());
             }
             fp.u64(u64::MAX);
-            for &n in held.iter().filter(|&&n| nodes[n as usize].up) {
-                fp.u64(views[n as usize].id.as_u64());
+            for &(n, version) in held.iter().filter(|&&(n, _)| nodes[n as usize].up) {
+                fp.u64(views[n as usize].id.as_u64()).u64(version);
+                // Its version's record arriving changes the room it holds.
+                fp.u64(u64::from(sizes.contains_key(&(jobs[j].name(), version))));
             }
             fp.u64(u64::MAX);
             for &n in avoid.iter().filter(|&&n| nodes[n as usize].up) {
@@ -222,12 +244,17 @@ impl<'a> Placer<'a> {
     }
 
     fn need(&self, j: usize) -> Need {
-        let r = self.jobs[j].spec.reserved();
-        Need {
-            cpu: u64::from(r.cpu_milli),
-            mem: u64::from(r.memory_mb),
-            pids: u64::from(r.pids),
-        }
+        Need::of(self.jobs[j])
+    }
+
+    /// What an instance of job `j` at `version` holds: that version's
+    /// size, or the current one's when the view lacks its record.
+    fn held_need(&self, j: usize, version: u64) -> Need {
+        let name = self.jobs[j].name();
+        self.sizes
+            .get(&(name, version))
+            .copied()
+            .unwrap_or_else(|| self.need(j))
     }
 
     /// Why node `n` cannot hold job `j` at all, or `None` if it can.
@@ -300,13 +327,14 @@ impl<'a> Placer<'a> {
         let mut plan = explain.map(|j| JobPlan::new(self.jobs[j]));
         let up = std::mem::replace(&mut self.up, Eligible::new(0));
 
-        // Instances of older versions still running hold their room (the
-        // job's current size stands for theirs: the view has no other).
+        // Instances of older versions still running hold their own
+        // version's room.
         for j in 0..self.jobs.len() {
-            let need = self.need(j);
             for i in 0..self.held[j].len() {
-                let n = self.held[j][i] as usize;
+                let (n, version) = self.held[j][i];
+                let n = n as usize;
                 if self.nodes[n].up {
+                    let need = self.held_need(j, version);
                     self.nodes[n].hold(&need);
                 }
             }

@@ -59,6 +59,7 @@ fn run(nodes: &[NodeView], jobs: &[JobRecord], instances: &[InstanceRecord]) -> 
         nodes,
         jobs,
         instances,
+        versions: &[],
     })
 }
 
@@ -329,6 +330,7 @@ fn a_crash_looped_node_is_avoided_for_that_job_until_the_avoidance_ends() {
         nodes: &nodes,
         jobs: &jobs,
         instances: &recs,
+        versions: &[],
     });
     assert_ne!(node_of(&during, "web", 0), bad);
     assert_eq!(
@@ -342,6 +344,7 @@ fn a_crash_looped_node_is_avoided_for_that_job_until_the_avoidance_ends() {
             nodes: &nodes,
             jobs: &jobs,
             instances: &recs,
+            versions: &[],
         },
         &jobs[0],
     );
@@ -357,6 +360,7 @@ fn a_crash_looped_node_is_avoided_for_that_job_until_the_avoidance_ends() {
         nodes: &nodes,
         jobs: &jobs,
         instances: &recs,
+        versions: &[],
     });
     assert_eq!(node_of(&after, "web", 0), bad, "rendezvous brings it back");
 }
@@ -469,6 +473,7 @@ fn plan_says_why_each_other_node_was_not_chosen() {
         nodes: &nodes,
         jobs: &[],
         instances: &[],
+        versions: &[],
     };
     let plan = plan(&cluster, &j);
     assert_eq!(plan.slots.len(), 2);
@@ -521,4 +526,38 @@ fn a_microvm_job_goes_only_to_nodes_that_report_kvm_and_reserves_qemu_memory() {
     let p = run(&nodes, &[job("web", 3, Strategy::Spread, 64)], &[]);
     let on: Vec<_> = (0..3).map(|s| node_of(&p, "web", s)).collect();
     assert!(on.contains(&NodeId::from_u64(1)), "{on:?}");
+}
+
+#[test]
+fn an_old_instance_kept_by_a_rollout_holds_its_own_versions_room() {
+    // One node of 2 GiB runs version 1 (512 MB); version 2 asks 1,536 MB.
+    // Charged at its own size the old instance leaves room for the new
+    // one beside it; charged at the new size (all placement knew before
+    // it read the old version's record) it left 512 MB, and the rollout
+    // could not start.
+    let nodes = [node(1, "", 2048)];
+    let v1 = job("web", 1, Strategy::Spread, 512);
+    let mut spec = v1.spec.clone();
+    spec.resources.memory_mb = 1536;
+    let v2 = v1.next(spec, DIGEST, 0).unwrap();
+    let old = [record("web", 0, nodes[0].id, InstanceState::Ready)];
+    let with = |versions: &[JobRecord]| {
+        place(&Cluster {
+            wall_ms: 1_000,
+            nodes: &nodes,
+            jobs: std::slice::from_ref(&v2),
+            instances: &old,
+            versions,
+        })
+    };
+    let known = with(std::slice::from_ref(&v1));
+    assert_eq!(node_of(&known, "web", 0), nodes[0].id);
+    // Without the old version's record it is charged the current size,
+    // as before: the node is full.
+    let unknown = with(&[]);
+    assert!(
+        matches!(unknown.job("web").unwrap().slots[0], Slot::Pending(_)),
+        "{unknown:?}"
+    );
+    assert_ne!(known.fingerprint, unknown.fingerprint);
 }

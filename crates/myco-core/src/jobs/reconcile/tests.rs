@@ -117,6 +117,7 @@ fn run(case: &Case) -> Vec<Action> {
         nodes: &nodes,
         jobs: &jobs,
         instances: &case.records,
+        versions: &[],
     });
     let mut settle = Settle::new(Duration::from_millis(1_000));
     settle.observe(Time::ZERO, placement.fingerprint);
@@ -323,6 +324,7 @@ fn a_slot_moved_to_another_node_stops_here_once_settled_and_replaced() {
         nodes: &nodes,
         jobs: &jobs,
         instances: &[],
+        versions: &[],
     });
     let mut settle = Settle::new(Duration::from_millis(1_000));
     settle.observe(Time::ZERO, placement.fingerprint);
@@ -397,6 +399,7 @@ fn a_moved_slot_stops_at_once_when_a_start_here_needs_its_room() {
         nodes: &nodes,
         jobs: &jobs,
         instances: &[],
+        versions: &[],
     });
     let mut settle = Settle::new(Duration::ZERO);
     settle.observe(Time::ZERO, placement.fingerprint);
@@ -442,6 +445,7 @@ fn starts_never_exceed_this_nodes_own_capacity() {
         nodes: &nodes,
         jobs: &jobs,
         instances: &[],
+        versions: &[],
     });
     let mut settle = Settle::new(Duration::ZERO);
     settle.observe(Time::ZERO, placement.fingerprint);

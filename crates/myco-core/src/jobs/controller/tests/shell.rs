@@ -64,6 +64,7 @@ impl Shell {
             nodes,
             jobs,
             instances: Vec::new(),
+            versions: Vec::new(),
             suspects: Vec::new(),
         };
         let mut s = Shell {
