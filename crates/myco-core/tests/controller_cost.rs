@@ -26,6 +26,7 @@ fn view(nodes: u64, jobs: usize, count: u32) -> View {
                 memory_mb: 16_384,
                 pids: None,
             },
+            draining: false,
         })
         .collect();
     let jobs = (0..jobs)

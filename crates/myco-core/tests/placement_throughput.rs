@@ -25,6 +25,7 @@ fn nodes(n: u64) -> Vec<NodeView> {
                 memory_mb: 16_384,
                 pids: Some(32_768),
             },
+            draining: false,
         })
         .collect()
 }

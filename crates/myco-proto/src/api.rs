@@ -27,6 +27,10 @@ pub struct NodeInfo {
     pub addr: String,
     /// `alive`, `suspect`, `down` or `left`.
     pub state: String,
+    /// Handing its instances off before it leaves (a graceful stop under
+    /// way): up, but placement chooses it for nothing.
+    #[serde(default)]
+    pub draining: bool,
     /// Placement tags.
     pub tags: BTreeMap<String, String>,
     /// Detected capacity.

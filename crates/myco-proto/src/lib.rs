@@ -27,6 +27,7 @@ pub mod jobs_api;
 pub mod key;
 pub mod logs;
 pub mod msg;
+pub mod node_mark;
 pub mod resp;
 pub mod state;
 pub mod store_record;

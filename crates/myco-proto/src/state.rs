@@ -59,6 +59,9 @@ impl Table {
     /// [`crate::cache::BucketConfig`]). The entries themselves are not
     /// replicated state.
     pub const CACHE_BUCKETS: Table = Table(8);
+    /// Node marks, under the node id (see [`crate::node_mark`]): which
+    /// nodes are draining.
+    pub const NODES: Table = Table(9);
 }
 
 /// One last-writer-wins write: a value, or a tombstone (`value: None`).
@@ -94,6 +97,7 @@ impl Table {
             Table::JOB_VERSIONS => "job_versions".into(),
             Table::INSTANCES => "instances".into(),
             Table::CACHE_BUCKETS => "cache_buckets".into(),
+            Table::NODES => "nodes".into(),
             Table(n) => n.to_string(),
         }
     }

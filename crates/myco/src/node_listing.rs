@@ -14,7 +14,11 @@ impl Listing for NodeInfo {
         vec![
             format!("{}{}", self.name, if self.is_self { " *" } else { "" }),
             self.id.clone(),
-            self.state.clone(),
+            if self.draining {
+                format!("{} (draining)", self.state)
+            } else {
+                self.state.clone()
+            },
             self.addr.clone(),
             cpu_cell(self),
             memory_cell(self),
@@ -73,6 +77,7 @@ mod tests {
             name: "n1".into(),
             addr: "127.0.0.1:7946".into(),
             state: "alive".into(),
+            draining: false,
             tags: Default::default(),
             capacity: Resources {
                 cpu_milli: 4000,
@@ -103,6 +108,12 @@ mod tests {
         assert_eq!(row[0], "n1 *");
         assert_eq!(row[4], "12% used, 0.5/4 alloc");
         assert_eq!(row[5], "812 MiB used, 256/3906 MiB alloc");
+        assert_eq!(row[2], "alive");
+        let draining = NodeInfo {
+            draining: true,
+            ..node(None)
+        };
+        assert_eq!(draining.row()[2], "alive (draining)");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! running. When the node comes back, `spread` moves a slot back to it,
 //! and the node giving it up keeps serving it until the returned node's
 //! instance is ready (make before break): the count never drops either.
+//! A whole mesh stopped at once does not wait out the hand-off bound.
 
 mod support;
 
@@ -40,14 +41,32 @@ fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
     );
     one_per_node(&h, "3 ready, one per node");
 
-    // Watch the ready count from node 1 while node 3 leaves.
+    // Watch the ready count from node 1 while node 3 leaves, and whether
+    // node 1 lists node 3 as draining meanwhile.
     let watch = Watch::start(h.agent(0).anon());
+    let n1 = h.agent(0).anon();
+    let seen_draining = std::thread::spawn(move || {
+        let until = std::time::Instant::now() + READY;
+        while std::time::Instant::now() < until {
+            if let Ok(nodes) = n1.nodes()
+                && nodes.iter().any(|n| n.name == "n3" && n.draining)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    });
     h.terminate(2);
     let (status, took) = h
         .wait_exit(2, READY)
         .expect("the agent exits within the bound");
     assert!(status.success(), "{status:?}");
     println!("graceful leave with hand-off took {took:?}");
+    assert!(
+        seen_draining.join().unwrap(),
+        "node 1 never listed the leaving node as draining"
+    );
     assert!(
         procs_in(&h.agent(2).dir).is_empty(),
         "the leaving node left its instance running"
@@ -81,6 +100,43 @@ fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
         low >= 3,
         "ready instances fell to {low} while a slot moved back to the returned node"
     );
+}
+
+#[test]
+fn stopping_every_node_at_once_does_not_wait_out_the_hand_off_bound() {
+    // Each leaving node marks itself draining: the others stop waiting for
+    // it to take their slots. Before the mark each waited for peers that
+    // were leaving too, for the whole bound (60 s here).
+    let mut h = Harness::with_env("handoff-all", &[("MYCO_HANDOFF_MS", "60000")]);
+    h.mesh(3);
+    push_script_spore(&h, h.agent(0), "srv", OK_SERVER);
+    let file = h.root.join("web.toml");
+    fs::write(
+        &file,
+        "name = \"web\"\nspore = \"srv@1\"\ncount = 3\nkill_timeout_ms = 1000\n\
+         [health]\nhttp = \"/\"\ninterval_ms = 300\n",
+    )
+    .unwrap();
+    ok(
+        &cli(h.agent(0), &["deploy", s(&file), "--detach"]),
+        "deploy",
+    );
+    one_per_node(&h, "3 ready, one per node");
+    for i in 0..3 {
+        h.terminate(i);
+    }
+    for i in 0..3 {
+        let (status, took) = h
+            .wait_exit(i, Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("n{} still handing off after 30 s", i + 1));
+        assert!(status.success(), "{status:?}");
+        println!("n{} stopped {took:?} after the others", i + 1);
+        assert!(
+            procs_in(&h.agent(i).dir).is_empty(),
+            "n{} left its instance running",
+            i + 1
+        );
+    }
 }
 
 /// Waits until the job has 3 ready instances, one process on each node.

@@ -22,21 +22,25 @@ use super::node_load;
 use crate::jobs::workflow::Inputs;
 use crate::mesh::Snapshot;
 
-/// Converts a member view into its API form.
-/// `allocated` is the node's entry of [`node_load::allocated_by_node`],
-/// `usage` its latest report ([`crate::usage`]).
+/// Converts a member view into its API form, with what `inputs` (the
+/// replicated tables) say of it: what its instances reserve
+/// ([`node_load::allocated_by_node`], `allocated`) and whether it is
+/// draining; `usage` is its latest report ([`crate::usage`]).
 pub fn node_info(
     m: &MemberView,
     snap: &Snapshot,
-    allocated: Resources,
+    inputs: &Inputs,
+    allocated: &BTreeMap<NodeId, Resources>,
     usage: Option<NodeUsage>,
 ) -> NodeInfo {
     let manifest = m.manifest.as_ref();
+    let allocated = allocated.get(&m.peer.id).copied().unwrap_or_default();
     NodeInfo {
         id: m.peer.id.to_string(),
         name: manifest.map(|m| m.name.clone()).unwrap_or_default(),
         addr: m.peer.addr.to_string(),
         state: m.state.as_str().to_string(),
+        draining: inputs.nodes.iter().any(|n| n.id == m.peer.id && n.draining),
         tags: manifest.map(|m| m.tags.clone()).unwrap_or_default(),
         capacity: manifest
             .map(|m| Resources {
@@ -63,7 +67,8 @@ pub fn node_info(
 /// Waits (briefly, see [`crate::usage::Usage::of_all`]) for the live
 /// members' use.
 async fn all_nodes(st: &ApiState, s: &Snapshot) -> Vec<NodeInfo> {
-    let alloc = allocations(st);
+    let inputs = Inputs::read(&st.mesh);
+    let alloc = node_load::allocated_by_node(&inputs.jobs, &inputs.instances);
     let up: Vec<NodeId> = s
         .members
         .iter()
@@ -74,19 +79,10 @@ async fn all_nodes(st: &ApiState, s: &Snapshot) -> Vec<NodeInfo> {
     let mut nodes: Vec<NodeInfo> = s
         .members
         .iter()
-        .map(|m| {
-            let a = alloc.get(&m.peer.id).copied().unwrap_or_default();
-            node_info(m, s, a, usage.remove(&m.peer.id))
-        })
+        .map(|m| node_info(m, s, &inputs, &alloc, usage.remove(&m.peer.id)))
         .collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     nodes
-}
-
-/// What the instances in the replicated tables reserve, by node.
-fn allocations(st: &ApiState) -> BTreeMap<NodeId, Resources> {
-    let inputs = Inputs::read(&st.mesh);
-    node_load::allocated_by_node(&inputs.jobs, &inputs.instances)
 }
 
 fn counts(s: &Snapshot) -> MemberCounts {
@@ -108,12 +104,7 @@ fn status_of(s: &ApiState, snap: &Snapshot) -> Status {
     let (jobs, instances) =
         super::summary::count(&inputs.jobs, &inputs.instances, |n| inputs.is_up(n));
     Status {
-        node: node_info(
-            &snap.members[0],
-            snap,
-            allocated.get(&snap.me.id).copied().unwrap_or_default(),
-            s.usage.own(),
-        ),
+        node: node_info(&snap.members[0], snap, &inputs, &allocated, s.usage.own()),
         cluster: ClusterSummary {
             members: counts(snap),
             jobs,

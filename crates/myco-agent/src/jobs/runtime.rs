@@ -27,7 +27,9 @@ use std::time::Duration;
 use myco_core::Time;
 use myco_core::jobs::controller::{Controller, ControllerConfig};
 use myco_proto::NodeId;
+use myco_proto::Table;
 use myco_proto::job::JobRecord;
+use myco_proto::node_mark::NodeMark;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -312,6 +314,7 @@ async fn run(
             _ = rotate.tick() => rt.rotate_logs(config.logs),
             Some(done) = leave_rx.recv(), if leaving.is_none() => {
                 tracing::info!(bound = ?handoff, "handing off: waiting for replacements elsewhere");
+                rt.mark_draining().await;
                 let now = rt.now();
                 rt.ctl.hand_off(now, handoff);
                 leaving = Some((Instant::now() + handoff, false, done));
@@ -344,6 +347,25 @@ impl Runtime {
         self.clock.now()
     }
 
+    /// Marks this life of the node draining in `Table::NODES`: placement
+    /// on every node stops choosing it, and peers handing off at the same
+    /// time stop waiting for it to take their slots.
+    async fn mark_draining(&self) {
+        let snap = self.mesh.snapshot();
+        let Some(me) = snap.members.iter().find(|m| m.is_self) else {
+            return;
+        };
+        let mark = NodeMark::draining(me.peer.boot, self.now().0);
+        let key = NodeMark::key(me.peer.id);
+        if let Err(e) = self
+            .mesh
+            .write(Table::NODES, &key, Some(mark.encode()))
+            .await
+        {
+            tracing::warn!(error = %e, "could not mark this node draining: peers may wait for it");
+        }
+    }
+
     /// Rebuilds the view from what the mesh published and runs a pass.
     pub(super) fn rebuild_view(&mut self) {
         let now = self.now();
@@ -351,7 +373,7 @@ impl Runtime {
         if skipped > 0 {
             tracing::warn!(
                 skipped,
-                "undecodable job or instance records ignored (a newer release wrote them?)"
+                "undecodable job, instance or node records ignored (a newer release wrote them?)"
             );
         }
         self.jobs = view

@@ -6,7 +6,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use myco_core::jobs::controller::{View, node_view, suspects};
+use myco_core::jobs::controller::{View, mark_draining, node_view, suspects};
 use myco_core::jobs::placement::Capacity;
 use myco_proto::Table;
 
@@ -29,8 +29,11 @@ pub fn capacity_of(c: &myco_proto::Capacity) -> Capacity {
 /// The view now, and how many records could not be decoded.
 pub fn build(mesh: &MeshHandle, wall_ms: u64) -> (View, usize) {
     let snap = mesh.snapshot();
-    let nodes = snap.members.iter().map(node_view).collect();
+    let mut nodes: Vec<_> = snap.members.iter().map(node_view).collect();
     let read = mesh.view();
+    let bad_marks = mark_draining(&mut nodes, &snap.members, |k| {
+        read.get(Table::NODES, k)?.value.clone()
+    });
     let values = |table| {
         read.scan(table, "", MAX_RECORDS)
             .into_iter()
@@ -50,7 +53,7 @@ pub fn build(mesh: &MeshHandle, wall_ms: u64) -> (View, usize) {
         .iter()
         .filter_map(|k| read.get(Table::JOB_VERSIONS, k)?.value.clone())
         .collect();
-    let skipped = skipped + view.add_versions(versions.iter().map(Vec::as_slice));
+    let skipped = skipped + bad_marks + view.add_versions(versions.iter().map(Vec::as_slice));
     view.suspects = suspects(&snap.members);
     (view, skipped)
 }
@@ -72,15 +75,21 @@ pub fn membership_fingerprint(snap: &Snapshot) -> u64 {
     h.finish()
 }
 
-/// Whether a state event concerns the view (the jobs, instances and job
-/// versions tables; membership events always do). A version record may
-/// arrive after the instances that run it, and then changes their room.
+/// Whether a state event concerns the view (the jobs, instances, job
+/// versions and node marks tables; membership events always do). A
+/// version record may arrive after the instances that run it, and then
+/// changes their room.
 pub fn concerns_view(event: &myco_proto::api::ApiEvent) -> bool {
     use myco_proto::api::ApiEvent;
     match event {
-        ApiEvent::State { table, .. } => [Table::JOBS, Table::INSTANCES, Table::JOB_VERSIONS]
-            .iter()
-            .any(|t| *table == t.name()),
+        ApiEvent::State { table, .. } => [
+            Table::JOBS,
+            Table::INSTANCES,
+            Table::JOB_VERSIONS,
+            Table::NODES,
+        ]
+        .iter()
+        .any(|t| *table == t.name()),
         ApiEvent::Member { .. } | ApiEvent::Lagged { .. } => true,
         // The runtime's own decisions: nothing new to read.
         ApiEvent::Job { .. } => false,

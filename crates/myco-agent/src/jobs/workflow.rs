@@ -28,8 +28,8 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use myco_core::MemberState;
-use myco_core::jobs::controller::version_keys;
-use myco_core::jobs::placement::{self, Capacity, Cluster, JobPlan, Liveness, NodeView};
+use myco_core::jobs::controller::{mark_draining, node_view, version_keys};
+use myco_core::jobs::placement::{self, Cluster, JobPlan, NodeView};
 use myco_proto::instance::InstanceRecord;
 use myco_proto::job::{JobRecord, JobRecordError, JobSpec, JobSpecError, SporeRef};
 use myco_proto::jobs_api::DeployChange;
@@ -391,27 +391,14 @@ impl Inputs {
         let mut nodes = Vec::with_capacity(snap.members.len());
         let mut names = BTreeMap::new();
         for m in &snap.members {
-            let liveness = match m.state {
-                MemberState::Alive | MemberState::Suspect => Liveness::Up,
-                MemberState::Down => Liveness::Down,
-                MemberState::Left => Liveness::Left,
-            };
+            nodes.push(node_view(m));
             let manifest = m.manifest.as_ref();
-            nodes.push(NodeView {
-                id: m.peer.id,
-                liveness,
-                tags: manifest.map(|x| x.tags.clone()),
-                capacity: manifest
-                    .map(|x| Capacity {
-                        cpu_milli: u64::from(x.capacity.cpu_milli),
-                        memory_mb: x.capacity.memory_mb,
-                        pids: None,
-                    })
-                    .unwrap_or_default(),
-            });
             let name = manifest.map(|x| x.name.clone()).unwrap_or_default();
             names.insert(m.peer.id, (name, m.state));
         }
+        mark_draining(&mut nodes, &snap.members, |k| {
+            mesh.get(Table::NODES, k)?.value
+        });
         let jobs = all_jobs(mesh);
         let instances = instances(mesh, None);
         let versions = version_keys(&jobs, &instances)

@@ -78,6 +78,9 @@ pub struct NodeView {
     pub tags: Option<BTreeMap<String, String>>,
     /// What it offers.
     pub capacity: Capacity,
+    /// It is handing its instances off before it leaves (its mark in
+    /// `Table::NODES`): up, but chosen for nothing.
+    pub draining: bool,
 }
 
 /// Everything placement reads: one node's view of the replicated state.

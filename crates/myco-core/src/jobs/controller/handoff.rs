@@ -110,12 +110,14 @@ impl Controller {
                 .iter()
                 .any(|v| v.id == n && v.liveness == Liveness::Up)
         };
-        // Alone: no one can take it over, so waiting gains nothing.
+        // Alone, or every other up node is draining too (a whole mesh
+        // stopped at once): no one can take it over, so waiting gains
+        // nothing.
         let alone = !self
             .view
             .nodes
             .iter()
-            .any(|v| v.id != self.me && v.liveness == Liveness::Up);
+            .any(|v| v.id != self.me && v.liveness == Liveness::Up && !v.draining);
         alone
             || self.view.instances.iter().any(|r| {
                 r.job == l.job

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use myco_proto::NodeId;
 use myco_proto::instance::InstanceRecord;
 use myco_proto::job::JobRecord;
+use myco_proto::node_mark::NodeMark;
 use myco_proto::state::Table;
 
 use crate::jobs::placement::{Capacity, Liveness, NodeView};
@@ -92,6 +93,9 @@ impl View {
         let jobs = node.scan(Table::JOBS, "").map(|(_, e)| value(e));
         let instances = node.scan(Table::INSTANCES, "").map(|(_, e)| value(e));
         let mut view = View::decode(wall_ms, nodes, jobs, instances).0;
+        mark_draining(&mut view.nodes, &members, |k| {
+            node.get(Table::NODES, k)?.value.clone()
+        });
         let keys = view.version_keys();
         let versions = keys
             .iter()
@@ -153,5 +157,33 @@ pub fn node_view(m: &MemberView) -> NodeView {
         liveness,
         tags: m.manifest.as_ref().map(|mf| mf.tags.clone()),
         capacity,
+        draining: false,
     }
+}
+
+/// Sets [`NodeView::draining`] of each member's view from its mark in
+/// `Table::NODES` (`mark` reads a key there): a mark counts only for the
+/// life (`boot`) it names. Undecodable marks are skipped; returns how many.
+pub fn mark_draining(
+    nodes: &mut [NodeView],
+    members: &[MemberView],
+    mark: impl Fn(&str) -> Option<Vec<u8>>,
+) -> usize {
+    let mut skipped = 0;
+    for m in members {
+        let Some(bytes) = mark(&NodeMark::key(m.peer.id)) else {
+            continue;
+        };
+        let drains = match NodeMark::decode(&bytes) {
+            Ok(mark) => mark.drains(m.peer.boot),
+            Err(_) => {
+                skipped += 1;
+                false
+            }
+        };
+        if let Some(v) = nodes.iter_mut().find(|v| v.id == m.peer.id) {
+            v.draining = drains;
+        }
+    }
+    skipped
 }

@@ -18,6 +18,8 @@ pub enum Rejection {
     Left,
     /// Up, but its manifest (tags, capacity) has not arrived yet.
     NoManifest,
+    /// Up, but handing its instances off before it leaves.
+    Draining,
     /// A tag constraint is not matched, e.g. `zone=b`.
     Constraint(String),
     /// The job's driver needs what the node's manifest does not offer
@@ -72,6 +74,7 @@ impl fmt::Display for Rejection {
             Rejection::Down => f.write_str("down"),
             Rejection::Left => f.write_str("left"),
             Rejection::NoManifest => f.write_str("manifest not yet known"),
+            Rejection::Draining => f.write_str("draining: leaving the mesh"),
             Rejection::Constraint(c) => write!(f, "constraint {c} not matched"),
             Rejection::NoDriver(d) => write!(f, "cannot run {d} instances (no KVM or no QEMU)"),
             Rejection::Avoided { until_ms } => {

@@ -146,6 +146,12 @@ impl<'a> Placer<'a> {
             })
             .collect();
         let members_fingerprint = fp.finish();
+        // Draining marks come with the records, not with membership: they
+        // restart the shorter settle period.
+        for v in views.iter().filter(|v| v.draining) {
+            fp.u64(v.id.as_u64());
+        }
+        fp.u64(u64::MAX);
         let mut jobs: Vec<&JobRecord> = cluster.jobs.iter().filter(|j| !j.stopped).collect();
         jobs.sort_by(|a, b| a.name().cmp(b.name()).then(b.version.cmp(&a.version)));
         jobs.dedup_by(|a, b| a.name() == b.name());
@@ -155,7 +161,7 @@ impl<'a> Placer<'a> {
         }
         let mut up = Eligible::new(zone_ids.len());
         for (n, node) in nodes.iter().enumerate() {
-            if node.up {
+            if node.up && !views[n].draining {
                 up.push(n as u32, node);
             }
         }
@@ -264,6 +270,7 @@ impl<'a> Placer<'a> {
             (Liveness::Down, _) => return Some(Rejection::Down),
             (Liveness::Left, _) => return Some(Rejection::Left),
             (Liveness::Up, None) => return Some(Rejection::NoManifest),
+            (Liveness::Up, Some(_)) if view.draining => return Some(Rejection::Draining),
             (Liveness::Up, Some(tags)) => {
                 if self.jobs[j].spec.driver == Driver::Microvm && !tags.contains_key(MICROVM_TAG) {
                     return Some(Rejection::NoDriver("microvm"));

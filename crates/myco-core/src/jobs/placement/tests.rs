@@ -23,6 +23,7 @@ pub(crate) fn node(i: u64, zone: &str, memory_mb: u64) -> NodeView {
             memory_mb,
             pids: None,
         },
+        draining: false,
     }
 }
 
@@ -560,4 +561,50 @@ fn an_old_instance_kept_by_a_rollout_holds_its_own_versions_room() {
         "{unknown:?}"
     );
     assert_ne!(known.fingerprint, unknown.fingerprint);
+}
+
+#[test]
+fn a_draining_node_is_chosen_for_nothing_and_its_slots_move() {
+    let mut nodes: Vec<_> = (1..=3).map(|i| node(i, "", 4096)).collect();
+    let jobs = [job("web", 3, Strategy::Spread, 64)];
+    let before = run(&nodes, &jobs, &[]);
+    let leaving = nodes[0].id;
+    assert_eq!(per_node(&before, "web").get(&leaving), Some(&1));
+    let recs = running(&before);
+    nodes[0].draining = true;
+    let after = run(&nodes, &jobs, &recs);
+    let spots = per_node(&after, "web");
+    assert!(!spots.contains_key(&leaving), "{spots:?}");
+    assert_eq!(spots.values().sum::<usize>(), 3, "{spots:?}");
+    // The mark comes with the records: the shorter settle period.
+    assert_eq!(after.members_fingerprint, before.members_fingerprint);
+    assert_ne!(
+        after.fingerprint,
+        run(&nodes_undrained(&nodes), &jobs, &recs).fingerprint
+    );
+    let plan = plan(
+        &Cluster {
+            wall_ms: 1_000,
+            nodes: &nodes,
+            jobs: &jobs,
+            instances: &recs,
+            versions: &[],
+        },
+        &jobs[0],
+    );
+    assert!(
+        plan.slots
+            .iter()
+            .filter(|s| !s.kept)
+            .all(|s| s.rejected.contains(&(leaving, Rejection::Draining))),
+        "{plan:?}"
+    );
+}
+
+fn nodes_undrained(nodes: &[NodeView]) -> Vec<NodeView> {
+    let mut out = nodes.to_vec();
+    for n in &mut out {
+        n.draining = false;
+    }
+    out
 }

@@ -73,3 +73,38 @@ fn a_leaving_node_keeps_its_instance_until_the_slot_is_ready_elsewhere() {
     );
     assert!(next.view.wall_ms < until);
 }
+
+#[test]
+fn a_leaving_node_whose_peers_all_drain_stops_waiting_for_them() {
+    // A whole mesh stopped at once: node 2 could hold the slot, but it is
+    // draining too and will start nothing, so waiting out the bound for
+    // it gains nothing.
+    let me = node(1, "", 4096);
+    let cap = me.capacity;
+    let mut s = Shell::new(vec![me, node(2, "", 1)], vec![quick("web", 1, false)], cap);
+    s.scan(vec![]);
+    let acts = s.advance(SETTLE.as_millis() as u64);
+    let id = spawns(&acts)[0].clone();
+    s.event(&id, ProcessEvent::Started);
+    s.c.hand_off(s.now, std::time::Duration::from_secs(30));
+    s.drain();
+    let acts = s.sync();
+    assert!(
+        kills(&acts).is_empty(),
+        "node 2 may still take it: {acts:?}"
+    );
+    assert_ne!(
+        s.record(&id).map(|r| r.state),
+        Some(InstanceState::Draining)
+    );
+
+    s.view.nodes[1].draining = true;
+    s.sync();
+    assert_eq!(
+        s.record(&id).map(|r| r.state),
+        Some(InstanceState::Draining),
+        "drained at once, not after the 30 s bound"
+    );
+    let acts = s.advance(s.now.0 + DEFAULT_DRAIN.as_millis() as u64 + 500);
+    assert_eq!(kills(&acts), std::slice::from_ref(&id), "{acts:?}");
+}
