@@ -47,6 +47,10 @@ impl std::fmt::Debug for Running {
     }
 }
 
+/// Longest a graceful stop waits for the cache's entries to be
+/// acknowledged by their new owners (at most the hand-off bound).
+const CACHE_HANDOVER: Duration = Duration::from_secs(5);
+
 impl Running {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
@@ -87,6 +91,7 @@ impl Running {
         let Running {
             mesh,
             store,
+            cache,
             resp_task,
             gc,
             jobs,
@@ -107,6 +112,13 @@ impl Running {
         // stopped), bounded by MYCO_HANDOFF_MS; with 0 they run on and the
         // next agent adopts them.
         jobs.hand_off().await;
+        // Then the cache's entries, to the owners they have without this
+        // node (a bucket of one copy kept nothing of this node's keys);
+        // none with no hand-off.
+        let bound = jobs.handoff_bound().min(CACHE_HANDOVER);
+        if !bound.is_zero() {
+            cache.hand_over(bound).await;
+        }
         jobs.stop();
         tracing::info!("leaving the mesh");
         mesh.leave(Duration::from_secs(2)).await;

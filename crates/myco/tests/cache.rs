@@ -2,8 +2,10 @@
 //! every node (set on n1, get on n2 and n3), TTL per entry expires,
 //! delete is seen everywhere, `max_entries` bounds a bucket by LRU, the
 //! keys of a SIGKILLed primary are read from the survivors, a fourth node
-//! joining takes keys over while a reader never misses, increments from
-//! every node add up, and `redis-cli` on any node sees the same cache.
+//! joining takes keys over while a reader never misses, a node stopped
+//! gracefully hands its keys over first (even those of one copy),
+//! increments from every node add up, and `redis-cli` on any node sees the
+//! same cache.
 
 mod cache_util;
 mod support;
@@ -571,4 +573,45 @@ fn redis_off_loopback_asks_for_the_api_token() {
         redis(port, &["-a", &token, "--no-auth-warning", "GET", "k"]),
         "v"
     );
+}
+
+#[test]
+fn a_graceful_stop_hands_its_keys_over_even_those_kept_in_one_copy() {
+    // A bucket of one copy: each key lives on one node only. n3 stops
+    // gracefully (SIGTERM) and hands its keys to the owners they have
+    // without it first; before, a third of the keys went with it.
+    let mut h = Harness::new("cache-leave");
+    h.mesh(3);
+    let n1 = h.agent(0).client().clone();
+    n1.cache_create("solo", &bucket(1, 0)).unwrap();
+    for i in 0..3 {
+        wait_bucket(&h, i, "solo");
+    }
+    for k in 0..60 {
+        put(
+            &n1,
+            "solo",
+            &format!("k{k}"),
+            format!("v{k}").as_bytes(),
+            None,
+        );
+    }
+    let held: Value = h.agent(2).client().get("/v1/cache").unwrap();
+    let on_n3 = held["node"]["entries"].as_u64().unwrap();
+    assert!(on_n3 > 0, "n3 owns none of 60 keys: {held}");
+    h.terminate(2);
+    let (status, _) = h
+        .wait_exit(2, Duration::from_secs(30))
+        .expect("n3 stops within the hand-off bound");
+    assert!(status.success(), "{status:?}");
+    for c in [&n1, h.agent(1).client()] {
+        for k in 0..60 {
+            assert_eq!(
+                get(c, "solo", &format!("k{k}")),
+                Some(format!("v{k}").into_bytes()),
+                "k{k} from {} after n3 (which held {on_n3}) left",
+                c.base()
+            );
+        }
+    }
 }

@@ -14,6 +14,7 @@
 //!   this node's.
 //! - [`rebalance`]: moving entries to their new owners after a membership
 //!   change, sweeping expired ones.
+//! - [`leave`]: handing every entry over before a graceful stop.
 //!
 //! Semantics (also in ARCHITECTURE.md): a write is acknowledged once two
 //! owners hold it (the primary and a replica when both are up; one when
@@ -23,6 +24,7 @@
 //! a move is found; owners that missed it are repaired.
 
 mod counter;
+mod leave;
 mod ops;
 mod rebalance;
 mod remote;
@@ -46,6 +48,7 @@ use tokio::sync::mpsc;
 use crate::mesh::{MeshHandle, ReadView, WriteError};
 use crate::net::streams::Streams;
 
+pub use leave::HandedOver;
 pub use ops::Ttl;
 
 /// Bytes of entries one node holds for all buckets by default; past it

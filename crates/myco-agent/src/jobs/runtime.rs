@@ -97,6 +97,11 @@ impl JobsRuntime {
         let _ = tokio::time::timeout(self.handoff + Duration::from_secs(30), rx).await;
     }
 
+    /// The hand-off bound (`MYCO_HANDOFF_MS`; zero: no hand-off).
+    pub fn handoff_bound(&self) -> Duration {
+        self.handoff
+    }
+
     /// Stops the runtime's loop. Instances run on, for the next agent to
     /// adopt.
     pub fn stop(&self) {

@@ -1,0 +1,159 @@
+//! A graceful stop hands the cache's entries over before the node leaves:
+//! every entry this node holds goes to the owners it has once this node is
+//! gone (`myco_core::cache::moves` with this node taken out), and the stop
+//! waits for their acknowledgements, within a bound. Without it a bucket
+//! that keeps one copy lost every key this node owned on each graceful
+//! restart, and one that keeps two was a single copy until the other
+//! owners' rebalancers caught up.
+//!
+//! Peers marked draining (they are stopping too, `myco_proto::node_mark`)
+//! are not sent anything: a whole mesh stopped at once has no one to hand
+//! to. Writes that reach this node after its walk passed their key are
+//! not handed over; the walk runs right before the node leaves, so the
+//! window is the walk itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use myco_core::cache::moves;
+use myco_proto::node_mark::NodeMark;
+use myco_proto::{NodeId, Table};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::remote::{Registered, Waiter};
+use super::{Cache, CacheMessage, wall_ms};
+
+/// Entries read from the store per step of the walk.
+const PAGE: usize = 256;
+/// Sent and not yet acknowledged, at most: the walk waits for acks past it
+/// (bounds what the stream queues hold for it).
+const IN_FLIGHT: u64 = 2048;
+
+/// What a hand-off did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandedOver {
+    /// Copies sent to new owners.
+    pub sent: u64,
+    /// Of those, acknowledged as stored.
+    pub acked: u64,
+}
+
+impl Cache {
+    /// Sends every entry this node holds to its owners without this node,
+    /// and waits up to `bound` for them to acknowledge. Returns at once
+    /// when no live peer that is not draining remains.
+    pub async fn hand_over(self: &Arc<Self>, bound: Duration) -> HandedOver {
+        let deadline = Instant::now() + bound;
+        let mut before: Vec<NodeId> = self.live().ids().to_vec();
+        before.sort_unstable();
+        let draining = self.draining_peers();
+        let after: Vec<NodeId> = before
+            .iter()
+            .copied()
+            .filter(|n| *n != self.me && !draining.contains(n))
+            .collect();
+        let mut done = HandedOver::default();
+        if after.is_empty() {
+            return done;
+        }
+        let live = self.live();
+        let request = self.request_id();
+        // Room for every answer that can be outstanding: the bound, and one
+        // entry's copies past it.
+        let (tx, mut rx) = mpsc::channel(IN_FLIGHT as usize + 256);
+        let _registered = Registered::new(self, request, Waiter::Many(tx));
+        let mut answered = 0;
+        let mut cursor: Option<(String, String)> = None;
+        loop {
+            let page = self
+                .store()
+                .entries_after(cursor.as_ref().map(|(b, k)| (b.as_str(), k.as_str())), PAGE);
+            let Some(last) = page.last() else {
+                break;
+            };
+            cursor = Some((last.0.clone(), last.1.clone()));
+            for (bucket, key, entry) in page {
+                if entry.is_expired(wall_ms()) {
+                    continue;
+                }
+                let replicas = self.bucket(&bucket).unwrap_or_default().replicas;
+                let Some(mv) = moves(self.me, &bucket, &key, &before, &after, replicas) else {
+                    continue;
+                };
+                let message = CacheMessage::Put {
+                    request,
+                    bucket,
+                    key,
+                    entry,
+                    ack: true,
+                    reply_to: self.addr,
+                };
+                for node in &mv.send_to {
+                    let addr = live.iter().find(|(id, _)| id == node).map(|(_, a)| *a);
+                    if addr.is_some_and(|a| self.send(a, &message)) {
+                        done.sent += 1;
+                    }
+                }
+                while done.sent - answered >= IN_FLIGHT {
+                    if !answer(&mut rx, &mut answered, &mut done, deadline).await {
+                        return self.handed_over(done);
+                    }
+                }
+            }
+        }
+        while answered < done.sent {
+            if !answer(&mut rx, &mut answered, &mut done, deadline).await {
+                break;
+            }
+        }
+        self.handed_over(done)
+    }
+
+    fn handed_over(&self, done: HandedOver) -> HandedOver {
+        self.counters
+            .moved
+            .fetch_add(done.sent, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            sent = done.sent,
+            acknowledged = done.acked,
+            "cache entries handed over to their owners without this node"
+        );
+        done
+    }
+
+    /// Live peers whose mark says they are draining in their current life.
+    fn draining_peers(&self) -> Vec<NodeId> {
+        let read = self.mesh.view();
+        self.live_lives()
+            .into_iter()
+            .filter(|(id, boot)| {
+                read.get(Table::NODES, &NodeMark::key(*id))
+                    .and_then(|e| e.value.as_deref())
+                    .and_then(|b| NodeMark::decode(b).ok())
+                    .is_some_and(|m| m.drains(*boot))
+            })
+            .map(|(id, _)| id)
+            .collect()
+    }
+}
+
+/// Waits for one answer until `deadline`; false when the time is up or
+/// no answer can come. A refusal (the owner holds a newer version) is an
+/// answer, not a stored copy.
+async fn answer(
+    rx: &mut mpsc::Receiver<CacheMessage>,
+    answered: &mut u64,
+    done: &mut HandedOver,
+    deadline: Instant,
+) -> bool {
+    match tokio::time::timeout_at(deadline, rx.recv()).await {
+        Ok(Some(CacheMessage::Ack { stored, .. })) => {
+            *answered += 1;
+            done.acked += u64::from(stored);
+            true
+        }
+        Ok(Some(_)) => true,
+        Ok(None) | Err(_) => false,
+    }
+}
