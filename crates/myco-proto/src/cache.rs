@@ -245,6 +245,20 @@ pub enum CacheMessage {
         /// The asker's stream address.
         reply_to: SocketAddr,
     },
+    /// Answer [`CacheMessage::Ack`], `stored` true if this node's replica
+    /// of the state holds any config for `bucket`: a node asked for a
+    /// bucket it does not know asks the others, and says "no such bucket"
+    /// at once when none knows it rather than waiting for a config that
+    /// may be replicating. Appended last: an older node drops it, and the
+    /// asker waits out its bound as before.
+    Exists {
+        /// Chosen by the asker.
+        request: u64,
+        /// The bucket.
+        bucket: String,
+        /// The asker's stream address.
+        reply_to: SocketAddr,
+    },
 }
 
 /// What a key's primary did with an increment.

@@ -182,12 +182,20 @@ fn a_bucket_serves_every_node_with_ttl_delete_and_lru() {
         assert_eq!(n3.cache_get(&name, "k").unwrap(), Some(b"v".to_vec()));
     }
 
-    // Bad input: clear errors, not crashes.
+    // Bad input: clear errors, not crashes. A name no member knows is
+    // refused once the others said so, not after waiting out the 1 s a
+    // bucket just created elsewhere may take to arrive.
+    let asked = Instant::now();
     let e = n1
         .cache_put("nope", "k", b"v", None)
         .unwrap_err()
         .to_string();
     assert!(e.contains("no cache bucket"), "{e}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "an unknown bucket waited {:?}",
+        asked.elapsed()
+    );
     let bad = n1
         .raw(
             "PUT",

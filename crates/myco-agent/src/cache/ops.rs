@@ -167,22 +167,52 @@ impl Cache {
     /// bucket this node does not know yet: one created on another node
     /// a moment ago replicates within milliseconds, and a client that
     /// creates it there and uses it here at once (a script, a test) should
-    /// not be told there is none. A name that is no bucket costs the wait
-    /// (not on a node alone in its mesh).
+    /// not be told there is none. The other live members are asked
+    /// whether they know it ([`CacheMessage::Exists`]): when none does,
+    /// the answer is "none" at once (a creation is answered only once
+    /// every live member knows the bucket, so none knowing it means no
+    /// creation was answered); a lone node has nobody to ask.
     pub async fn bucket_soon(&self, name: &str) -> Option<BucketConfig> {
-        // A lone node has nobody to hear a bucket from.
         if check_bucket(name).is_err() || self.live().ids().len() < 2 {
             return self.bucket(name);
         }
         let mut views = self.mesh.views();
         let deadline = tokio::time::Instant::now() + UNKNOWN_BUCKET_WAIT;
+        let peers: Vec<std::net::SocketAddr> = self
+            .live()
+            .iter()
+            .filter(|(id, _)| *id != self.me)
+            .map(|(_, a)| *a)
+            .collect();
+        let request = self.request_id();
+        let (tx, mut rx) = mpsc::channel(peers.len());
+        let _registered = Registered::new(self, request, Waiter::Many(tx));
+        let message = CacheMessage::Exists {
+            request,
+            bucket: name.to_string(),
+            reply_to: self.addr,
+        };
+        let asked = peers.iter().filter(|a| self.send(**a, &message)).count();
+        // Until a member says it knows the bucket (then its config is on
+        // the way) or every one asked says it does not.
+        let (mut unknown, mut known_elsewhere) = (0, asked == 0);
         loop {
             if let Some(config) = self.bucket(name) {
                 return Some(config);
             }
-            match tokio::time::timeout_at(deadline, views.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => return None,
+            if !known_elsewhere && unknown == asked {
+                return None;
+            }
+            tokio::select! {
+                answer = rx.recv(), if !known_elsewhere => match answer {
+                    Some(CacheMessage::Ack { stored: true, .. }) => known_elsewhere = true,
+                    Some(_) => unknown += 1,
+                    None => known_elsewhere = true,
+                },
+                changed = views.changed() => if changed.is_err() {
+                    return None;
+                },
+                () = tokio::time::sleep_until(deadline) => return self.bucket(name),
             }
         }
     }

@@ -139,6 +139,14 @@ impl Cache {
                 let stored = self.bucket(&bucket) == Some(config);
                 self.send(reply_to, &CacheMessage::Ack { request, stored });
             }
+            CacheMessage::Exists {
+                request,
+                bucket,
+                reply_to,
+            } => {
+                let stored = self.bucket(&bucket).is_some();
+                self.send(reply_to, &CacheMessage::Ack { request, stored });
+            }
             CacheMessage::Answer { request, .. }
             | CacheMessage::Ack { request, .. }
             | CacheMessage::Counted { request, .. } => {
