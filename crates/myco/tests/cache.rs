@@ -623,3 +623,66 @@ fn a_graceful_stop_hands_its_keys_over_even_those_kept_in_one_copy() {
         }
     }
 }
+
+#[test]
+fn an_owner_that_stops_answering_is_not_waited_on_once_suspected() {
+    // A machine that stops answering (power cut, hung kernel; SIGSTOP
+    // here) does not refuse connections: before, every read and write of
+    // its keys waited the 500 ms owner timeout until membership declared
+    // it down. Suspected, it is asked last and not waited on. Suspicion
+    // is held 15 s here so the window cannot close mid-test.
+    let mut h = Harness::new("cache-suspect");
+    let config = h.root.join("myco.toml");
+    std::fs::write(&config, "[membership]\nsuspect_ms = 15000\n").unwrap();
+    h.mesh_args(3, &["--config", config.to_str().unwrap()]);
+    let n1 = h.agent(0).client().clone();
+    n1.cache_create("s", &bucket(2, 0)).unwrap();
+    for i in 0..3 {
+        wait_bucket(&h, i, "s");
+    }
+    for k in 0..30 {
+        put(&n1, "s", &format!("k{k}"), b"before", None);
+    }
+    let n3 = h.agent(2).pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &n3])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig} {n3}");
+    };
+    signal("-STOP");
+    wait_for("n1 to suspect n3", SETTLE, || {
+        match h.state_of(0, "n3")? {
+            s if s == "suspect" => Ok(()),
+            s => Err(s),
+        }
+    });
+    let mut slowest = Duration::ZERO;
+    for k in 0..30 {
+        let t = Instant::now();
+        assert_eq!(
+            n1.cache_get("s", &format!("k{k}")).unwrap(),
+            Some(b"before".to_vec())
+        );
+        n1.cache_put("s", &format!("k{k}"), b"during", None)
+            .unwrap();
+        slowest = slowest.max(t.elapsed());
+    }
+    // Each took a whole 500 ms owner timeout or more before (the keys n3
+    // owns: about two in three of them).
+    assert!(
+        slowest < Duration::from_millis(400),
+        "a read and write with n3 suspected took {slowest:?}"
+    );
+    assert_eq!(h.state_of(0, "n3").unwrap(), "suspect", "the window held");
+    signal("-CONT");
+    // Back, n3 got its copies of what was written meanwhile.
+    for k in 0..30 {
+        assert_eq!(
+            get(h.agent(2).client(), "s", &format!("k{k}")),
+            Some(b"during".to_vec()),
+            "k{k} from n3 once it answers again"
+        );
+    }
+}

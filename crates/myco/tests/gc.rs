@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Agent, DEADLINE, Harness, Opts, POLL, myco, wait_for};
+use support::{Agent, Harness, POLL, wait_for};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -26,37 +26,7 @@ fn metric(a: &Agent, name: &str) -> Result<f64, String> {
 fn start_three(h: &mut Harness) {
     let config = h.root.join("myco.toml");
     std::fs::write(&config, "[state]\ntombstone_grace_secs = 2\n").unwrap();
-    let args = vec!["--config".to_string(), config.display().to_string()];
-    let first = h.start(
-        "n1",
-        Opts {
-            args: args.clone(),
-            ..Opts::default()
-        },
-    );
-    let out = myco(&[
-        "cluster",
-        "key",
-        "--data-dir",
-        h.agent(first).dir.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(h.key_file(), &out.stdout).unwrap();
-    for name in ["n2", "n3"] {
-        let opts = Opts {
-            join: vec![first],
-            key_file: Some(h.key_file()),
-            args: args.clone(),
-            ..Opts::default()
-        };
-        h.start(name, opts);
-    }
-    let names: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
-    h.wait_all_alive(&[0, 1, 2], &names, DEADLINE);
+    h.mesh_args(3, &["--config", config.to_str().unwrap()]);
 }
 
 /// Waits until every running agent in `nodes` holds no tombstone.

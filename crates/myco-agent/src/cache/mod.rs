@@ -158,6 +158,9 @@ pub struct Cache {
 pub(crate) struct Live {
     members: Vec<(NodeId, SocketAddr)>,
     ids: Vec<NodeId>,
+    /// Those membership suspects (no answer to its probes lately): still
+    /// owners, but asked after the others and not waited on.
+    suspects: Vec<NodeId>,
 }
 
 impl std::ops::Deref for Live {
@@ -172,6 +175,11 @@ impl Live {
     /// The members' ids, in the same order.
     pub(crate) fn ids(&self) -> &[NodeId] {
         &self.ids
+    }
+
+    /// Whether membership suspects `node` (see [`Live::suspects`]).
+    pub(crate) fn suspected(&self, node: NodeId) -> bool {
+        self.suspects.contains(&node)
     }
 }
 
@@ -266,6 +274,10 @@ impl Cache {
     /// The live members (alive or suspect: a suspect may refute, and
     /// moving its keys away and back would cost more than a slow read),
     /// with their stream addresses; listed once per membership snapshot.
+    /// A suspect is asked last and not waited on (a machine that lost
+    /// power answers nothing, and its connections time out rather than
+    /// being refused): reads ask the other owners first, writes get a
+    /// stand-in at once.
     fn live(&self) -> Arc<Live> {
         let snap = self.mesh.snapshot();
         let mut known = self.live.lock().unwrap_or_else(PoisonError::into_inner);
@@ -284,7 +296,17 @@ impl Cache {
             live.push((self.me, self.addr));
         }
         let ids = live.iter().map(|(id, _)| *id).collect();
-        let live = Arc::new(Live { members: live, ids });
+        let suspects = snap
+            .members
+            .iter()
+            .filter(|m| !m.is_self && m.state == MemberState::Suspect)
+            .map(|m| m.peer.id)
+            .collect();
+        let live = Arc::new(Live {
+            members: live,
+            ids,
+            suspects,
+        });
         *known = (Arc::downgrade(&snap), live.clone());
         live
     }

@@ -399,7 +399,10 @@ impl Cache {
             reply_to: self.addr,
         };
         // Hands the version to one member: held (1, 0), sent (0, 1), or
-        // neither (a queue refused it, or its node refused the last connection).
+        // neither (a queue refused it, or its node refused the last
+        // connection). A suspect gets its copy unacknowledged, not waited
+        // on: if it was only slow it holds the version, and if it is gone
+        // the stand-in asked at once does.
         let offer = |node: myco_proto::NodeId| {
             if Some(node) == held_by {
                 (1, 0)
@@ -407,6 +410,19 @@ impl Cache {
                 self.store()
                     .put(bucket, config.max_entries, key, entry.clone(), wall_ms());
                 (1, 0)
+            } else if live.suspected(node) {
+                if let Some((_, a)) = live.iter().find(|(id, _)| *id == node) {
+                    let copy = CacheMessage::Put {
+                        request: 0,
+                        bucket: bucket.to_string(),
+                        key: key.to_string(),
+                        entry: entry.clone(),
+                        ack: false,
+                        reply_to: self.addr,
+                    };
+                    self.send(*a, &copy);
+                }
+                (0, 0)
             } else if live
                 .iter()
                 .find(|(id, _)| *id == node)
@@ -496,7 +512,14 @@ impl Cache {
         // the key, but its "no" alone says nothing (under load, with every
         // owner slow to answer, it made a held key look absent).
         let mut answered = 0;
-        for (place, node) in ranked.iter().take(owners + 1).enumerate() {
+        // In rank order, suspects last: a suspect may be a machine that
+        // lost power, whose answer would take the whole owner timeout.
+        let candidates = ranked.iter().take(owners + 1).enumerate();
+        let order = candidates
+            .clone()
+            .filter(|(_, n)| !live.suspected(**n))
+            .chain(candidates.filter(|(_, n)| live.suspected(**n)));
+        for (place, node) in order {
             let found = if *node == self.me {
                 self.store().get(bucket, key, wall_ms())
             } else {

@@ -252,26 +252,34 @@ impl Harness {
     /// until every one sees all `n` alive. Returns the formation time.
     #[track_caller]
     pub fn mesh(&mut self, n: usize) -> Duration {
-        self.mesh_with(n, |_| None)
+        self.mesh_with(n, |_| Opts::default())
     }
 
     /// [`Harness::mesh`] with node `k` (1-based) binding its mesh port to
     /// `127.0.0.k`: each node has its own address, as on a LAN.
     #[track_caller]
     pub fn mesh_spread(&mut self, n: usize) -> Duration {
-        self.mesh_with(n, |k| Some(format!("127.0.0.{k}")))
+        self.mesh_with(n, |k| Opts {
+            mesh_host: Some(format!("127.0.0.{k}")),
+            ..Opts::default()
+        })
     }
 
+    /// [`Harness::mesh`] with `args` given to every agent (and kept for
+    /// restarts), e.g. `--config FILE`.
     #[track_caller]
-    fn mesh_with(&mut self, n: usize, host: impl Fn(usize) -> Option<String>) -> Duration {
+    pub fn mesh_args(&mut self, n: usize, args: &[&str]) -> Duration {
+        self.mesh_with(n, |_| Opts {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Opts::default()
+        })
+    }
+
+    /// Node `k` (1-based) started with `opts(k)`, the others joining `n1`.
+    #[track_caller]
+    fn mesh_with(&mut self, n: usize, opts: impl Fn(usize) -> Opts) -> Duration {
         let t0 = Instant::now();
-        let first = self.start(
-            "n1",
-            Opts {
-                mesh_host: host(1),
-                ..Opts::default()
-            },
-        );
+        let first = self.start("n1", opts(1));
         let key_file = self.root.join("cluster.key");
         let out = myco(&[
             "cluster",
@@ -291,8 +299,7 @@ impl Harness {
                 Opts {
                     join: vec![first],
                     key_file: Some(key_file.clone()),
-                    mesh_host: host(k),
-                    ..Opts::default()
+                    ..opts(k)
                 },
             );
         }
