@@ -65,7 +65,7 @@ impl Cache {
         let _registered = Registered::new(self, request, Waiter::Many(tx));
         let mut answered = 0;
         let mut cursor: Option<(String, String)> = None;
-        loop {
+        while Instant::now() < deadline {
             let page = self
                 .store()
                 .entries_after(cursor.as_ref().map(|(b, k)| (b.as_str(), k.as_str())), PAGE);
