@@ -26,20 +26,7 @@ fn ready(list: &Value) -> usize {
 #[test]
 fn a_graceful_leave_hands_its_instances_off_before_stopping_them() {
     let mut h = Harness::new("handoff");
-    h.mesh(3);
-    push_script_spore(&h, h.agent(0), "srv", OK_SERVER);
-    let file = h.root.join("web.toml");
-    fs::write(
-        &file,
-        "name = \"web\"\nspore = \"srv@1\"\ncount = 3\nkill_timeout_ms = 1000\n\
-         [health]\nhttp = \"/\"\ninterval_ms = 300\n",
-    )
-    .unwrap();
-    ok(
-        &cli(h.agent(0), &["deploy", s(&file), "--detach"]),
-        "deploy",
-    );
-    one_per_node(&h, "3 ready, one per node");
+    web_on_three(&mut h);
 
     // Watch the ready count from node 1 while node 3 leaves, and whether
     // node 1 lists node 3 as draining meanwhile.
@@ -108,20 +95,7 @@ fn stopping_every_node_at_once_does_not_wait_out_the_hand_off_bound() {
     // it to take their slots. Before the mark each waited for peers that
     // were leaving too, for the whole bound (60 s here).
     let mut h = Harness::with_env("handoff-all", &[("MYCO_HANDOFF_MS", "60000")]);
-    h.mesh(3);
-    push_script_spore(&h, h.agent(0), "srv", OK_SERVER);
-    let file = h.root.join("web.toml");
-    fs::write(
-        &file,
-        "name = \"web\"\nspore = \"srv@1\"\ncount = 3\nkill_timeout_ms = 1000\n\
-         [health]\nhttp = \"/\"\ninterval_ms = 300\n",
-    )
-    .unwrap();
-    ok(
-        &cli(h.agent(0), &["deploy", s(&file), "--detach"]),
-        "deploy",
-    );
-    one_per_node(&h, "3 ready, one per node");
+    web_on_three(&mut h);
     for i in 0..3 {
         h.terminate(i);
     }
@@ -137,6 +111,24 @@ fn stopping_every_node_at_once_does_not_wait_out_the_hand_off_bound() {
             i + 1
         );
     }
+}
+
+/// A mesh of three running job `web` (3 instances), one ready per node.
+fn web_on_three(h: &mut Harness) {
+    h.mesh(3);
+    push_script_spore(h, h.agent(0), "srv", OK_SERVER);
+    let file = h.root.join("web.toml");
+    fs::write(
+        &file,
+        "name = \"web\"\nspore = \"srv@1\"\ncount = 3\nkill_timeout_ms = 1000\n\
+         [health]\nhttp = \"/\"\ninterval_ms = 300\n",
+    )
+    .unwrap();
+    ok(
+        &cli(h.agent(0), &["deploy", s(&file), "--detach"]),
+        "deploy",
+    );
+    one_per_node(h, "3 ready, one per node");
 }
 
 /// Waits until the job has 3 ready instances, one process on each node.

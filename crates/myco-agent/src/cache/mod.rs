@@ -347,6 +347,31 @@ impl Cache {
             .is_ok()
     }
 
+    /// Sends `node` (found in `live`) a copy of a version it is not asked to
+    /// acknowledge (a move, a repair, a suspect owner's copy); false when
+    /// `node` is not live or the message could not be queued.
+    fn send_copy(
+        &self,
+        live: &[(NodeId, SocketAddr)],
+        node: NodeId,
+        bucket: &str,
+        key: &str,
+        entry: &myco_proto::cache::CacheEntry,
+    ) -> bool {
+        let Some((_, addr)) = live.iter().find(|(id, _)| *id == node) else {
+            return false;
+        };
+        let message = CacheMessage::Put {
+            request: 0,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            entry: entry.clone(),
+            ack: false,
+            reply_to: self.addr,
+        };
+        self.send(*addr, &message)
+    }
+
     /// [`Cache::send`] for a request this node waits on: if the message is
     /// dropped without being sent (`to` refused the connection), the wait
     /// ends at once with an `Ack` that stored nothing, as if `to` had

@@ -411,17 +411,7 @@ impl Cache {
                     .put(bucket, config.max_entries, key, entry.clone(), wall_ms());
                 (1, 0)
             } else if live.suspected(node) {
-                if let Some((_, a)) = live.iter().find(|(id, _)| *id == node) {
-                    let copy = CacheMessage::Put {
-                        request: 0,
-                        bucket: bucket.to_string(),
-                        key: key.to_string(),
-                        entry: entry.clone(),
-                        ack: false,
-                        reply_to: self.addr,
-                    };
-                    self.send(*a, &copy);
-                }
+                self.send_copy(&live, node, bucket, key, &entry);
                 (0, 0)
             } else if live
                 .iter()
@@ -611,17 +601,7 @@ impl Cache {
                     .put(bucket, max_entries, key, entry.clone(), wall_ms());
                 continue;
             }
-            if let Some((_, addr)) = live.iter().find(|(id, _)| id == node) {
-                let message = CacheMessage::Put {
-                    request: 0,
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    entry: entry.clone(),
-                    ack: false,
-                    reply_to: self.addr,
-                };
-                self.send(*addr, &message);
-            }
+            self.send_copy(live, *node, bucket, key, entry);
         }
     }
 

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use myco_core::cache::{before_for_moves, handoff, moves};
 use myco_proto::NodeId;
-use myco_proto::cache::CacheMessage;
 use tokio::time::Instant;
 
 use super::{Cache, wall_ms};
@@ -96,18 +95,8 @@ fn hand_off(
     let entry = cache.store().get(bucket, key, wall_ms());
     if let Some(entry) = entry {
         for node in owners {
-            if let Some((_, addr)) = live.iter().find(|(id, _)| *id == node) {
-                let message = CacheMessage::Put {
-                    request: 0,
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    entry: entry.clone(),
-                    ack: false,
-                    reply_to: cache.addr,
-                };
-                if cache.send(*addr, &message) {
-                    cache.counters.moved.fetch_add(1, Ordering::Relaxed);
-                }
+            if cache.send_copy(live, node, bucket, key, &entry) {
+                cache.counters.moved.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -136,18 +125,8 @@ async fn move_entries(
                 continue;
             };
             for node in &mv.send_to {
-                if let Some((_, addr)) = live.iter().find(|(id, _)| id == node) {
-                    let message = CacheMessage::Put {
-                        request: 0,
-                        bucket: bucket.clone(),
-                        key: key.clone(),
-                        entry: entry.clone(),
-                        ack: false,
-                        reply_to: cache.addr,
-                    };
-                    if cache.send(*addr, &message) {
-                        cache.counters.moved.fetch_add(1, Ordering::Relaxed);
-                    }
+                if cache.send_copy(&live, *node, &bucket, &key, &entry) {
+                    cache.counters.moved.fetch_add(1, Ordering::Relaxed);
                 }
             }
             if !mv.keep {

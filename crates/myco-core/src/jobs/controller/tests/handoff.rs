@@ -8,16 +8,23 @@ use super::super::*;
 use super::shell::*;
 use crate::jobs::placement::tests::{node, record};
 
-#[test]
-fn a_leaving_node_keeps_its_instance_until_the_slot_is_ready_elsewhere() {
+/// Node 1 of two running `web`'s one instance, started; node 2 has no
+/// room by its manifest, so the slot is node 1's.
+fn running_web() -> (Shell, String) {
     let me = node(1, "", 4096);
     let cap = me.capacity;
-    // Node 2 has no room by its manifest: the slot is ours.
     let mut s = Shell::new(vec![me, node(2, "", 1)], vec![quick("web", 1, false)], cap);
     s.scan(vec![]);
     let acts = s.advance(SETTLE.as_millis() as u64);
     let id = spawns(&acts)[0].clone();
     s.event(&id, ProcessEvent::Started);
+    (s, id)
+}
+
+#[test]
+fn a_leaving_node_keeps_its_instance_until_the_slot_is_ready_elsewhere() {
+    let (mut s, id) = running_web();
+    let cap = s.view.nodes[0].capacity;
     assert!(!s.c.handed_off());
 
     let until = WALL0 + s.now.0 + 30_000;
@@ -76,16 +83,10 @@ fn a_leaving_node_keeps_its_instance_until_the_slot_is_ready_elsewhere() {
 
 #[test]
 fn a_leaving_node_whose_peers_all_drain_stops_waiting_for_them() {
-    // A whole mesh stopped at once: node 2 could hold the slot, but it is
-    // draining too and will start nothing, so waiting out the bound for
-    // it gains nothing.
-    let me = node(1, "", 4096);
-    let cap = me.capacity;
-    let mut s = Shell::new(vec![me, node(2, "", 1)], vec![quick("web", 1, false)], cap);
-    s.scan(vec![]);
-    let acts = s.advance(SETTLE.as_millis() as u64);
-    let id = spawns(&acts)[0].clone();
-    s.event(&id, ProcessEvent::Started);
+    // A whole mesh stopped at once: node 2 is up, so node 1 waits for it
+    // to take the slot; once node 2 is draining too it will start nothing,
+    // and waiting out the bound for it gains nothing.
+    let (mut s, id) = running_web();
     s.c.hand_off(s.now, std::time::Duration::from_secs(30));
     s.drain();
     let acts = s.sync();
