@@ -40,3 +40,6 @@ PY
 )
 echo "n3 held $held of $N keys (one copy each); SIGTERM to exit $(python3 -c "print(f'{($t1-$t0)*1000:.0f}')") ms; n1 reads $found of $N afterwards"
 grep -h 'handed over' "$W/n3.log" | tail -1
+if [ -n "${METRICS:-}" ]; then
+  for i in 1 2; do curl -s "$(api $i)/metrics" | grep -E '^myco_(cache_messages_dropped|stream_failures|cache_stale)' | sed "s/^/n$i /"; done
+fi

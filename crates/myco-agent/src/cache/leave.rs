@@ -26,9 +26,11 @@ use super::{Cache, CacheMessage, wall_ms};
 
 /// Entries read from the store per step of the walk.
 const PAGE: usize = 256;
-/// Sent and not yet acknowledged, at most: the walk waits for acks past it
-/// (bounds what the stream queues hold for it).
-const IN_FLIGHT: u64 = 2048;
+/// Sent and not yet acknowledged, at most: the walk waits for acks past it.
+/// Well under a peer's stream queue (1,024 messages): at 2,048 the owners'
+/// queues of acks back to this node overflowed (100,000 keys: 757 acks
+/// refused, and the walk waited out its bound for them).
+const IN_FLIGHT: u64 = 256;
 
 /// What a hand-off did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -90,10 +92,19 @@ impl Cache {
                     reply_to: self.addr,
                 };
                 for node in &mv.send_to {
-                    let addr = live.iter().find(|(id, _)| id == node).map(|(_, a)| *a);
-                    if addr.is_some_and(|a| self.send(a, &message)) {
-                        done.sent += 1;
+                    let Some(addr) = live.iter().find(|(id, _)| id == node).map(|(_, a)| *a) else {
+                        continue;
+                    };
+                    // A full queue empties as answers come back: wait for
+                    // one and try again (none outstanding: it will not).
+                    let mut queued = self.send(addr, &message);
+                    while !queued
+                        && answered < done.sent
+                        && answer(&mut rx, &mut answered, &mut done, deadline).await
+                    {
+                        queued = self.send(addr, &message);
                     }
+                    done.sent += u64::from(queued);
                 }
                 while done.sent - answered >= IN_FLIGHT {
                     if !answer(&mut rx, &mut answered, &mut done, deadline).await {
