@@ -669,6 +669,7 @@ fn an_owner_that_stops_answering_is_not_waited_on_once_suspected() {
             .unwrap();
         slowest = slowest.max(t.elapsed());
     }
+    println!("30 reads and writes with n3 suspected: slowest pair {slowest:?}");
     // Each took a whole 500 ms owner timeout or more before (the keys n3
     // owns: about two in three of them).
     assert!(
