@@ -208,7 +208,9 @@ impl Myco {
         )
     }
 
-    /// Ends the handlers, leaves the mesh gracefully and stops the node.
+    /// Ends the handlers, hands this node's instances and cache entries
+    /// to the other nodes (see the agent's graceful stop), leaves the mesh
+    /// and stops the node.
     pub async fn stop(self) {
         for l in self
             .listeners
