@@ -41,7 +41,8 @@ fi
 if has rtt; then
   # One client, GET only: the loopback round trip (redis-server) against a
   # local and a remote GET, p50 in microseconds from the latency probe.
-  "${RUN[@]}" python3 "$(dirname "$0")/get_latency.py" $((BASE + 99)) $((BASE + 13)) $((BASE + 23)) $((BASE + 33))
+  # RTT_ALONE=1: each port's GETs in a block of their own (see --alone).
+  "${RUN[@]}" python3 "$(dirname "$0")/get_latency.py" $((BASE + 99)) $((BASE + 13)) $((BASE + 23)) $((BASE + 33)) ${RTT_ALONE:+--alone}
 fi
 # Publish-to-receive latency, published on n1, received on n3, 10k/s.
 # Publish on n1, receive on n3, 10k messages/s for 5 s; then the same

@@ -6,7 +6,7 @@ forward to the primary on the others). The ports are asked in turn, one
 GET each, so load from the rest of the machine falls on all of them alike.
 Prints p50 and p90 in microseconds per port.
 
-    python3 bench/get_latency.py REDIS_PORT MYCO_PORT... [-n N]
+    python3 bench/get_latency.py REDIS_PORT MYCO_PORT... [-n N] [--alone]
 """
 import os
 import socket
@@ -37,6 +37,13 @@ def ask(s, req):
 def main():
     args = sys.argv[1:]
     n = 20000
+    # --alone: all of one port's GETs, then the next port's, instead of one
+    # GET a port in turn. In turn, a GET right after a forwarded one finds
+    # the other vCPU awake; alone, every port pays its own wake-ups, as a
+    # client talking to one server does (BENCHMARKS.md, thirteenth pass).
+    alone = "--alone" in args
+    if alone:
+        args.remove("--alone")
     if "-n" in args:
         i = args.index("-n")
         n = int(args[i + 1])
@@ -52,12 +59,20 @@ def main():
     for _ in range(200):  # warm up connections and caches
         for s in socks:
             ask(s, get_req)
-    for _ in range(n):
+    def one(i, s):
+        t = time.perf_counter_ns()
+        reply = ask(s, get_req)
+        lat[i].append(time.perf_counter_ns() - t)
+        assert reply.endswith(b"abc\r\n"), reply
+
+    if alone:
         for i, s in enumerate(socks):
-            t = time.perf_counter_ns()
-            reply = ask(s, get_req)
-            lat[i].append(time.perf_counter_ns() - t)
-            assert reply.endswith(b"abc\r\n"), reply
+            for _ in range(n):
+                one(i, s)
+    else:
+        for _ in range(n):
+            for i, s in enumerate(socks):
+                one(i, s)
     for port, ls in zip(ports, lat):
         ls.sort()
         p = lambda q: ls[int(q * len(ls))] / 1000
