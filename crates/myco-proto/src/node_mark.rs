@@ -17,24 +17,16 @@ pub const NODE_MARK_FORMAT: u8 = 1;
 /// One node's mark.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeMark {
-    /// Format version ([`NODE_MARK_FORMAT`]).
-    pub format: u8,
     /// The start epoch of the life that is draining.
     pub draining_boot: u64,
     /// When it started draining (wall ms).
     pub since_ms: u64,
 }
 
-/// A mark could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unreadable node mark: {0} (damaged, or written by a newer release)")]
-pub struct NodeMarkError(String);
-
 impl NodeMark {
     /// The mark of a node draining in life `boot` since `since_ms`.
     pub fn draining(boot: u64, since_ms: u64) -> NodeMark {
         NodeMark {
-            format: NODE_MARK_FORMAT,
             draining_boot: boot,
             since_ms,
         }
@@ -45,23 +37,14 @@ impl NodeMark {
         node.to_string()
     }
 
-    /// Encodes the mark (format byte first, then postcard).
+    /// Encodes the mark: [`NODE_MARK_FORMAT`], then postcard.
     pub fn encode(&self) -> Vec<u8> {
-        postcard::to_stdvec(self).expect("node marks always encode")
+        crate::versioned::encode(NODE_MARK_FORMAT, self)
     }
 
-    /// Decodes a mark, refusing other formats and trailing bytes.
-    pub fn decode(bytes: &[u8]) -> Result<NodeMark, NodeMarkError> {
-        match bytes.first() {
-            Some(&NODE_MARK_FORMAT) => {}
-            Some(other) => return Err(NodeMarkError(format!("format {other}"))),
-            None => return Err(NodeMarkError("empty".into())),
-        }
-        match postcard::take_from_bytes::<NodeMark>(bytes) {
-            Ok((mark, [])) => Ok(mark),
-            Ok(_) => Err(NodeMarkError("trailing bytes".into())),
-            Err(e) => Err(NodeMarkError(e.to_string())),
-        }
+    /// Decodes a mark; `None` for another format, trailing bytes or garbage.
+    pub fn decode(bytes: &[u8]) -> Option<NodeMark> {
+        crate::versioned::decode(NODE_MARK_FORMAT, bytes)
     }
 
     /// Whether this mark says the life `boot` is draining.
@@ -79,12 +62,12 @@ mod tests {
         let m = NodeMark::draining(7, 1_000);
         let bytes = m.encode();
         assert_eq!(bytes[0], NODE_MARK_FORMAT);
-        assert_eq!(NodeMark::decode(&bytes).unwrap(), m);
+        assert_eq!(NodeMark::decode(&bytes), Some(m.clone()));
         assert!(m.drains(7) && !m.drains(8), "another life is not covered");
         let mut long = bytes.clone();
         long.push(0);
-        assert!(NodeMark::decode(&long).is_err());
-        assert!(NodeMark::decode(&[2, 0, 0]).is_err());
-        assert!(NodeMark::decode(&[]).is_err());
+        assert_eq!(NodeMark::decode(&long), None);
+        assert_eq!(NodeMark::decode(&[2, 0, 0]), None);
+        assert_eq!(NodeMark::decode(&[]), None);
     }
 }

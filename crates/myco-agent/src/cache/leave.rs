@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use myco_core::cache::moves;
-use myco_proto::node_mark::NodeMark;
+use myco_core::jobs::controller::draining_members;
 use myco_proto::{NodeId, Table};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -133,19 +133,11 @@ impl Cache {
         done
     }
 
-    /// Live peers whose mark says they are draining in their current life.
+    /// Members whose mark says they are draining in their current life.
     fn draining_peers(&self) -> Vec<NodeId> {
         let read = self.mesh.view();
-        self.live_lives()
-            .into_iter()
-            .filter(|(id, boot)| {
-                read.get(Table::NODES, &NodeMark::key(*id))
-                    .and_then(|e| e.value.as_deref())
-                    .and_then(|b| NodeMark::decode(b).ok())
-                    .is_some_and(|m| m.drains(*boot))
-            })
-            .map(|(id, _)| id)
-            .collect()
+        let snap = self.mesh.snapshot();
+        draining_members(&snap.members, |k| read.get(Table::NODES, k)?.value.clone()).0
     }
 }
 

@@ -319,7 +319,7 @@ async fn run(
             _ = rotate.tick() => rt.rotate_logs(config.logs),
             Some(done) = leave_rx.recv(), if leaving.is_none() => {
                 tracing::info!(bound = ?handoff, "handing off: waiting for replacements elsewhere");
-                rt.mark_draining().await;
+                rt.write_draining_mark().await;
                 let now = rt.now();
                 rt.ctl.hand_off(now, handoff);
                 leaving = Some((Instant::now() + handoff, false, done));
@@ -355,7 +355,7 @@ impl Runtime {
     /// Marks this life of the node draining in `Table::NODES`: placement
     /// on every node stops choosing it, and peers handing off at the same
     /// time stop waiting for it to take their slots.
-    async fn mark_draining(&self) {
+    async fn write_draining_mark(&self) {
         let snap = self.mesh.snapshot();
         let Some(me) = snap.members.iter().find(|m| m.is_self) else {
             return;

@@ -52,7 +52,7 @@ mod view;
 pub use config::{ControllerConfig, DEFAULT_DRAIN, Found};
 pub use events::{EVENT_QUEUE, JobEvent, JobEventKind};
 use local::Local;
-pub use view::{View, mark_draining, node_view, suspects, version_keys};
+pub use view::{View, draining_members, mark_draining, node_view, suspects, version_keys};
 
 /// What the shell should do.
 #[derive(Clone, Debug, PartialEq, Eq)]

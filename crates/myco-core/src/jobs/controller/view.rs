@@ -161,29 +161,38 @@ pub fn node_view(m: &MemberView) -> NodeView {
     }
 }
 
-/// Sets [`NodeView::draining`] of each member's view from its mark in
-/// `Table::NODES` (`mark` reads a key there): a mark counts only for the
-/// life (`boot`) it names. Undecodable marks are skipped; returns how many.
+/// The members whose mark in `Table::NODES` (`mark` reads a key there)
+/// says they are draining in their current life (`boot`: a mark of an
+/// earlier life does not count), and how many marks did not decode.
+pub fn draining_members(
+    members: &[MemberView],
+    mark: impl Fn(&str) -> Option<Vec<u8>>,
+) -> (Vec<NodeId>, usize) {
+    let mut skipped = 0;
+    let mut draining = Vec::new();
+    for m in members {
+        let Some(bytes) = mark(&NodeMark::key(m.peer.id)) else {
+            continue;
+        };
+        match NodeMark::decode(&bytes) {
+            Some(mark) if mark.drains(m.peer.boot) => draining.push(m.peer.id),
+            Some(_) => {}
+            None => skipped += 1,
+        }
+    }
+    (draining, skipped)
+}
+
+/// Sets [`NodeView::draining`] from the members' marks
+/// ([`draining_members`]); returns how many marks did not decode.
 pub fn mark_draining(
     nodes: &mut [NodeView],
     members: &[MemberView],
     mark: impl Fn(&str) -> Option<Vec<u8>>,
 ) -> usize {
-    let mut skipped = 0;
-    for m in members {
-        let Some(bytes) = mark(&NodeMark::key(m.peer.id)) else {
-            continue;
-        };
-        let drains = match NodeMark::decode(&bytes) {
-            Ok(mark) => mark.drains(m.peer.boot),
-            Err(_) => {
-                skipped += 1;
-                false
-            }
-        };
-        if let Some(v) = nodes.iter_mut().find(|v| v.id == m.peer.id) {
-            v.draining = drains;
-        }
+    let (draining, skipped) = draining_members(members, mark);
+    for v in nodes.iter_mut() {
+        v.draining = draining.contains(&v.id);
     }
     skipped
 }
