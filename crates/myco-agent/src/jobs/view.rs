@@ -6,11 +6,13 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use myco_core::jobs::controller::{View, mark_draining, node_view, suspects};
+use myco_core::jobs::controller::{View, mark_draining, node_view, suspects, version_keys};
 use myco_core::jobs::placement::Capacity;
 use myco_proto::Table;
+use myco_proto::instance::InstanceRecord;
+use myco_proto::job::JobRecord;
 
-use crate::mesh::{MeshHandle, Snapshot};
+use crate::mesh::{MeshHandle, ReadView, Snapshot};
 
 /// Most records of one table read into a view (far above `MAX_COUNT` jobs
 /// of 1000 slots each on a small mesh; a bound, not a target).
@@ -48,14 +50,24 @@ pub fn build(mesh: &MeshHandle, wall_ms: u64) -> (View, usize) {
         jobs.iter().map(Vec::as_slice),
         instances.iter().map(Vec::as_slice),
     );
-    let keys = view.version_keys();
-    let versions: Vec<Vec<u8>> = keys
-        .iter()
-        .filter_map(|k| read.get(Table::JOB_VERSIONS, k)?.value.clone())
-        .collect();
+    let versions = held_versions(&read, &view.jobs, &view.instances);
     let skipped = skipped + bad_marks + view.add_versions(versions.iter().map(Vec::as_slice));
     view.suspects = suspects(&snap.members);
     (view, skipped)
+}
+
+/// The stored `job_versions` records of the versions `instances` run
+/// besides their job's current one (what placement charges them,
+/// `Cluster::versions`).
+pub fn held_versions(
+    read: &ReadView,
+    jobs: &[JobRecord],
+    instances: &[InstanceRecord],
+) -> Vec<Vec<u8>> {
+    version_keys(jobs, instances)
+        .iter()
+        .filter_map(|k| read.get(Table::JOB_VERSIONS, k)?.value.clone())
+        .collect()
 }
 
 /// A digest of what placement reads of membership (ids, states, tags,

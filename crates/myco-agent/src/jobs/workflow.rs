@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use myco_core::MemberState;
-use myco_core::jobs::controller::{mark_draining, node_view, version_keys};
+use myco_core::jobs::controller::{mark_draining, node_view};
 use myco_core::jobs::placement::{self, Cluster, JobPlan, NodeView};
 use myco_proto::instance::InstanceRecord;
 use myco_proto::job::{JobRecord, JobRecordError, JobSpec, JobSpecError, SporeRef};
@@ -401,10 +401,9 @@ impl Inputs {
         });
         let jobs = all_jobs(mesh);
         let instances = instances(mesh, None);
-        let versions = version_keys(&jobs, &instances)
+        let versions = super::view::held_versions(&mesh.view(), &jobs, &instances)
             .iter()
-            .filter_map(|k| mesh.get(Table::JOB_VERSIONS, k)?.value)
-            .filter_map(|b| JobRecord::decode(&b).ok())
+            .filter_map(|b| JobRecord::decode(b).ok())
             .collect();
         Inputs {
             wall_ms: now_ms(),
