@@ -6,7 +6,8 @@
 # STEPS picks the steps (default "ops msg rss"): ops = redis-benchmark,
 # msg = publish-to-receive latency (with MSG_RATE, below), rss = memory
 # per entry; rtt (not by
-# default) = a 1-client GET p50 probe per node against redis-server's.
+# default) = a 1-client GET p50 probe per node against redis-server's
+# (FLOOR=1: and against redis-server behind plain forwarders, below).
 # Needs redis-tools and redis-server (apt install redis-tools redis-server).
 set -euo pipefail
 BIN=${1:-target/release/myco}
@@ -42,7 +43,54 @@ if has rtt; then
   # One client, GET only: the loopback round trip (redis-server) against a
   # local and a remote GET, p50 in microseconds from the latency probe.
   # RTT_ALONE=1: each port's GETs in a block of their own (see --alone).
-  "${RUN[@]}" python3 "$(dirname "$0")/get_latency.py" $((BASE + 99)) $((BASE + 13)) $((BASE + 23)) $((BASE + 33)) ${RTT_ALONE:+--alone}
+  # FLOOR=1 adds redis-server behind nginx's stream proxy and behind
+  # haproxy (mode tcp): the cost of one forward with nothing but a
+  # proxy's read and write around it, the floor a myco forward is held to.
+  FLOOR_PORTS=()
+  if [ -n "${FLOOR:-}" ]; then
+    mkdir -p "$W/nginx"
+    cat >"$W/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+daemon off;
+pid $W/nginx.pid;
+error_log $W/nginx/error.log;
+events { worker_connections 64; }
+stream {
+  server { listen 127.0.0.1:$((BASE + 98)); proxy_pass 127.0.0.1:$((BASE + 99)); tcp_nodelay on; }
+}
+CONF
+    "${RUN[@]}" nginx -p "$W/nginx" -c "$W/nginx.conf" >"$W/nginx.log" 2>&1 &
+    PIDS+=($!)
+    cat >"$W/haproxy.cfg" <<CONF
+global
+  nbthread 1
+defaults
+  mode tcp
+  timeout connect 1s
+  timeout client 60s
+  timeout server 60s
+listen redis
+  bind 127.0.0.1:$((BASE + 97))
+  server r 127.0.0.1:$((BASE + 99))
+CONF
+    "${RUN[@]}" haproxy -f "$W/haproxy.cfg" >"$W/haproxy.log" 2>&1 &
+    PIDS+=($!)
+    FLOOR_PORTS=($((BASE + 98)) $((BASE + 97)))
+    # And the same forward on tokio (crates/myco/examples/forward_floor.rs,
+    # built beside BIN), two workers and one thread, when it is built.
+    FWD=${FWD:-$(dirname "$BIN")/examples/forward_floor}
+    if [ -x "$FWD" ]; then
+      "${RUN[@]}" "$FWD" 127.0.0.1:$((BASE + 96)) 127.0.0.1:$((BASE + 99)) &
+      PIDS+=($!)
+      "${RUN[@]}" "$FWD" 127.0.0.1:$((BASE + 95)) 127.0.0.1:$((BASE + 99)) --one-thread &
+      PIDS+=($!)
+      FLOOR_PORTS+=($((BASE + 96)) $((BASE + 95)))
+    fi
+    sleep 0.5
+    echo "ports: redis-server $((BASE + 99)); behind nginx $((BASE + 98)), haproxy $((BASE + 97)), forward_floor $((BASE + 96)) (one thread: $((BASE + 95))); myco n1-n3 $((BASE + 13)) $((BASE + 23)) $((BASE + 33))"
+  fi
+  "${RUN[@]}" python3 "$(dirname "$0")/get_latency.py" $((BASE + 99)) "${FLOOR_PORTS[@]}" $((BASE + 13)) $((BASE + 23)) $((BASE + 33)) ${RTT_ALONE:+--alone}
 fi
 # Publish-to-receive latency, published on n1, received on n3, 10k/s.
 # Publish on n1, receive on n3, 10k messages/s for 5 s; then the same

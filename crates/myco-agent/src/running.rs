@@ -50,6 +50,8 @@ impl std::fmt::Debug for Running {
 /// Longest a graceful stop waits for the cache's entries to be
 /// acknowledged by their new owners (at most the hand-off bound).
 const CACHE_HANDOVER: Duration = Duration::from_secs(5);
+/// Longest a graceful stop then waits for the copies still queued.
+const CACHE_FLUSH: Duration = Duration::from_millis(500);
 
 impl Running {
     /// This node's id.
@@ -122,6 +124,9 @@ impl Running {
         jobs.stop();
         tracing::info!("leaving the mesh");
         mesh.leave(Duration::from_secs(2)).await;
+        // Copies of writes that reached the cache while it handed over,
+        // still queued for their owners: out before the process ends.
+        cache.sent_out(CACHE_FLUSH).await;
         let _ = stop_api.send(());
         let _ = stop_edge.send(());
         let _ = tokio::time::timeout(Duration::from_secs(2), api_task).await;

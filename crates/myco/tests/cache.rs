@@ -10,6 +10,8 @@
 mod cache_util;
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_util::{have_redis_cli, mesh_with_resp, redis};
@@ -625,6 +627,95 @@ fn a_graceful_stop_hands_its_keys_over_even_those_kept_in_one_copy() {
 }
 
 #[test]
+fn writes_that_reach_a_stopping_node_are_passed_on_to_their_next_owners() {
+    // Writes keep reaching a node that stops gracefully until its peers
+    // see it leave: during its hand-over walk (after the walk passed their
+    // key) and after it. Each one it acknowledged must outlive it. The
+    // walk is made long with entries of a bucket that sorts after the
+    // written one, so the walk passes the written bucket first.
+    let mut h = Harness::new("cache-leave-writes");
+    h.mesh(3);
+    let n1 = h.agent(0).client().clone();
+    for name in ["solo", "zz"] {
+        n1.cache_create(name, &bucket(1, 0)).unwrap();
+        for i in 0..3 {
+            wait_bucket(&h, i, name);
+        }
+    }
+    for k in 0..2400 {
+        put(&n1, "zz", &format!("k{k}"), b"filler", None);
+    }
+    let entries = |i: usize| -> Result<u64, String> {
+        let v: Value = h
+            .agent(i)
+            .client()
+            .get("/v1/cache")
+            .map_err(|e| e.to_string())?;
+        v["node"]["entries"].as_u64().ok_or_else(|| v.to_string())
+    };
+    let filler_on_n3 = entries(2).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tried = Arc::new(AtomicU32::new(0));
+    // Four writers, two on n1 and two on n2, so several writes are in
+    // flight whenever n3's walk passes their key.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let c = h.agent(w % 2).client().clone();
+            let (stop, tried) = (stop.clone(), tried.clone());
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let i = tried.fetch_add(1, Ordering::Relaxed);
+                    // Refused writes (an owner gone mid-write) are not counted.
+                    if c.cache_put("solo", &format!("a{i}"), b"v", None).is_ok() {
+                        acked.push(i);
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    wait_for("n3 to hold ten of the writes", SETTLE, || {
+        match entries(2) {
+            Ok(n) if n >= filler_on_n3 + 10 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    h.terminate(2);
+    let (status, _) = h
+        .wait_exit(2, Duration::from_secs(30))
+        .expect("n3 stops within the hand-off bound");
+    assert!(status.success(), "{status:?}");
+    // Twenty more once n3 is gone: the last that n1 sent it are answered.
+    let at_exit = tried.load(Ordering::Relaxed);
+    wait_for("twenty writes after n3 left", SETTLE, || {
+        let n = tried.load(Ordering::Relaxed);
+        if n >= at_exit + 20 {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    let acked: Vec<u32> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    assert!(acked.len() > 20, "only {} writes acknowledged", acked.len());
+    let lost: Vec<u32> = acked
+        .iter()
+        .copied()
+        .filter(|i| get(&n1, "solo", &format!("a{i}")).is_none())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost with n3: {lost:?}",
+        lost.len(),
+        acked.len()
+    );
+}
+
+#[test]
 fn an_owner_that_stops_answering_is_not_waited_on_once_suspected() {
     // A machine that stops answering (power cut, hung kernel; SIGSTOP
     // here) does not refuse connections: before, every read and write of
@@ -675,6 +766,19 @@ fn an_owner_that_stops_answering_is_not_waited_on_once_suspected() {
     assert!(
         slowest < Duration::from_millis(400),
         "a read and write with n3 suspected took {slowest:?}"
+    );
+    // A bucket no member knows: the suspect is not asked, so the 404
+    // does not wait out the second a bucket created elsewhere may take.
+    let asked = Instant::now();
+    let e = n1
+        .cache_put("nope", "k", b"v", None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no cache bucket"), "{e}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(400),
+        "an unknown bucket with n3 suspected waited {:?}",
+        asked.elapsed()
     );
     assert_eq!(h.state_of(0, "n3").unwrap(), "suspect", "the window held");
     signal("-CONT");

@@ -145,6 +145,8 @@ impl Cache {
         match counter::increment(from, by, ts, now, ttl_ms) {
             Ok((entry, _)) => {
                 store.put(bucket, max, key, entry.clone(), now);
+                drop(store);
+                self.pass_on_if_leaving(bucket, key, &entry);
                 IncrOutcome::Stored(entry)
             }
             Err(e) => IncrOutcome::Refused(e),

@@ -8,21 +8,23 @@
 //!
 //! Peers marked draining (they are stopping too, `myco_proto::node_mark`)
 //! are not sent anything: a whole mesh stopped at once has no one to hand
-//! to. Writes that reach this node after its walk passed their key are
-//! not handed over; the walk runs right before the node leaves, so the
-//! window is the walk itself.
+//! to. Writes keep reaching this node until its peers see it leave: from
+//! the walk's start, each one it stores is passed on as well ([`Leaving`]),
+//! unacknowledged, so one the walk already passed, or one that arrives
+//! after the walk, does not go with the node.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use myco_core::cache::moves;
 use myco_core::jobs::controller::draining_members;
+use myco_proto::cache::CacheEntry;
 use myco_proto::{NodeId, Table};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::remote::{Registered, Waiter};
-use super::{Cache, CacheMessage, wall_ms};
+use super::{Cache, CacheMessage, Live, wall_ms};
 
 /// Entries read from the store per step of the walk.
 const PAGE: usize = 256;
@@ -31,6 +33,14 @@ const PAGE: usize = 256;
 /// queues of acks back to this node overflowed (100,000 keys: 757 acks
 /// refused, and the walk waited out its bound for them).
 const IN_FLIGHT: u64 = 256;
+
+/// The owners entries have before and after this node leaves, fixed when
+/// the hand-over starts.
+pub(super) struct Leaving {
+    before: Vec<NodeId>,
+    after: Vec<NodeId>,
+    live: Arc<Live>,
+}
 
 /// What a hand-off did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,6 +70,13 @@ impl Cache {
             return done;
         }
         let live = self.live();
+        // Before the walk: a write stored from here on is either walked
+        // over or passed on as it is stored (or both; copies merge).
+        let _ = self.leaving.set(Leaving {
+            before: before.clone(),
+            after: after.clone(),
+            live: live.clone(),
+        });
         let request = self.request_id();
         // Room for every answer that can be outstanding: the bound, and one
         // entry's copies past it.
@@ -119,6 +136,53 @@ impl Cache {
             }
         }
         self.handed_over(done)
+    }
+
+    /// Once a hand-over has started, sends a version this node just stored
+    /// to the owners the key has without this node (unacknowledged: the
+    /// write's own acknowledgement does not wait for it).
+    pub(super) fn pass_on_if_leaving(&self, bucket: &str, key: &str, entry: &CacheEntry) {
+        let Some(leaving) = self.leaving.get() else {
+            return;
+        };
+        let replicas = self.bucket(bucket).unwrap_or_default().replicas;
+        let Some(mv) = moves(
+            self.me,
+            bucket,
+            key,
+            &leaving.before,
+            &leaving.after,
+            replicas,
+        ) else {
+            return;
+        };
+        for node in mv.send_to {
+            if self.send_copy(&leaving.live, node, bucket, key, entry) {
+                self.counters
+                    .moved
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Whether a hand-over has started (a stored write must be kept for
+    /// [`Cache::pass_on_if_leaving`]).
+    pub(super) fn leaving(&self) -> bool {
+        self.leaving.get().is_some()
+    }
+
+    /// Waits, up to `bound`, until the streams hold nothing queued for
+    /// any peer: the last copies [`Cache::pass_on_if_leaving`] sent are
+    /// written before the process ends. Nothing to wait for when no
+    /// hand-over started.
+    pub async fn sent_out(&self, bound: Duration) {
+        if !self.leaving() {
+            return;
+        }
+        let deadline = Instant::now() + bound;
+        while self.streams.queued_bytes() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     fn handed_over(&self, done: HandedOver) -> HandedOver {

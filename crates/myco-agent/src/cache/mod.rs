@@ -149,6 +149,9 @@ pub struct Cache {
     /// The live members as last listed, and the snapshot they came from:
     /// every GET and SET asks, and the list changes only with membership.
     live: Mutex<(std::sync::Weak<crate::mesh::Snapshot>, Arc<Live>)>,
+    /// Set when a graceful stop starts handing the entries over: writes
+    /// stored here from then on are passed on too ([`leave::Leaving`]).
+    leaving: std::sync::OnceLock<leave::Leaving>,
     counters: CacheCounters,
 }
 
@@ -237,6 +240,7 @@ impl Cache {
             waiting: Mutex::new(FxHashMap::default()),
             configs: Mutex::new((std::sync::Weak::new(), HashMap::new())),
             live: Mutex::new((std::sync::Weak::new(), Arc::default())),
+            leaving: std::sync::OnceLock::new(),
             counters: CacheCounters::default(),
         });
         tokio::spawn(remote::consume(cache.clone(), inbox));

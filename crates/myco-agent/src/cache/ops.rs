@@ -178,10 +178,13 @@ impl Cache {
         }
         let mut views = self.mesh.views();
         let deadline = tokio::time::Instant::now() + UNKNOWN_BUCKET_WAIT;
-        let peers: Vec<std::net::SocketAddr> = self
-            .live()
+        // Not the members membership suspects: one that stopped answering
+        // would hold a typo's 404 for the whole wait. Were every peer a
+        // suspect, none is asked and the wait runs out as before.
+        let live = self.live();
+        let peers: Vec<std::net::SocketAddr> = live
             .iter()
-            .filter(|(id, _)| *id != self.me)
+            .filter(|(id, _)| *id != self.me && !live.suspected(*id))
             .map(|(_, a)| *a)
             .collect();
         let request = self.request_id();
