@@ -83,6 +83,11 @@ fn refused_as_unknown(c: &Client, bound: Duration) {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no cache bucket"), "{e}");
+    println!(
+        "unknown bucket refused on {} in {:?}",
+        c.base(),
+        asked.elapsed()
+    );
     assert!(
         asked.elapsed() < bound,
         "an unknown bucket waited {:?} on {}",
