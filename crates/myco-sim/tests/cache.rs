@@ -20,6 +20,28 @@ fn keys_end_on_exactly_their_owners_and_acked_writes_survive() {
     );
 }
 
+#[test]
+fn graceful_stops_hand_their_keys_over_and_acked_writes_survive() {
+    // Half the leaves are graceful stops (`cache::leave`): an acknowledged
+    // write whose owners stayed up or stopped gracefully survives, when no
+    // node crashed meanwhile. Without the pass-on of writes stored during
+    // the hand-over, writes that arrive after the walk are lost.
+    let (mut protected, mut handed) = (0, 0);
+    for seed in 0..200 {
+        let cfg = CacheSimConfig {
+            graceful: true,
+            ..CacheSimConfig::from_seed(seed)
+        };
+        let r = run_cache(&cfg).unwrap_or_else(|e| panic!("{e}"));
+        protected += r.protected;
+        handed += r.handed_over;
+    }
+    assert!(
+        protected > 1000 && handed > 100,
+        "protected {protected}, graceful stops {handed}"
+    );
+}
+
 /// Seeds that pinned bugs of the rebalancer, fixed since: 76 (a key left
 /// on one owner), 78 and 96 (an acknowledged write lost: a version that
 /// arrived during the grace was dropped with the old owner's copy), 176
@@ -42,4 +64,52 @@ fn pinned_seeds_fail_the_old_rebalancer_and_pass_the_current_one() {
     for seed in [76, 78, 96, 176] {
         run_cache(&CacheSimConfig::from_seed(seed)).unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// Seeds past the sweep's 200 that a 1,000-seed sweep found failing, all
+/// one bug: a drop decided when an entry's grace began, on a view that may
+/// be out of date by its end, threw away a copy the node had been handed
+/// since as its new owner (and sent it to a node that had left). 241 and
+/// 465 left a key on too few owners, 477 on one, 691 lost an acknowledged
+/// write. A copy arriving during the grace now cancels the drop
+/// (`rebalance::Drops`).
+#[test]
+fn pinned_seeds_of_a_drop_decided_on_an_old_view() {
+    for seed in [241, 465, 477, 691] {
+        run_cache(&CacheSimConfig::from_seed(seed)).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+/// The sweeps over 1,000 seeds, by hand (`cargo test --release -p
+/// myco-sim --test cache -- --ignored`): every seed passes without
+/// graceful stops; with them, three fail, all one known gap: a node that
+/// begins its stop on an out-of-date view hands its keys, and passes on
+/// the writes it takes, to the owners that view names. 788 and 882: a
+/// member that joined moments before is not among them, and lacks the
+/// newest version (on one owner, until a read repairs it). 464: a member
+/// that had gone is, and a key of one copy went to it and was lost.
+#[test]
+#[ignore]
+fn a_thousand_seeds_with_and_without_graceful_stops() {
+    const KNOWN: [u64; 3] = [464, 788, 882];
+    let mut failed = Vec::new();
+    for seed in 0..1000 {
+        run_cache(&CacheSimConfig::from_seed(seed)).unwrap_or_else(|e| panic!("{e}"));
+        let graceful = CacheSimConfig {
+            graceful: true,
+            ..CacheSimConfig::from_seed(seed)
+        };
+        if let Err(e) = run_cache(&graceful) {
+            println!("{e}");
+            failed.push(seed);
+        }
+    }
+    println!(
+        "graceful: {} of 1000 seeds failed: {failed:?}",
+        failed.len()
+    );
+    assert!(
+        failed.iter().all(|s| KNOWN.contains(s)),
+        "a seed outside the known gap failed: {failed:?}"
+    );
 }

@@ -146,6 +146,7 @@ impl Cache {
             Ok((entry, _)) => {
                 store.put(bucket, max, key, entry.clone(), now);
                 drop(store);
+                self.drops.cancel(bucket, key);
                 self.pass_on_if_leaving(bucket, key, &entry);
                 IncrOutcome::Stored(entry)
             }

@@ -1,7 +1,9 @@
 //! A graceful stop hands the cache's entries over before the node leaves:
 //! every entry this node holds goes to the owners it has once this node is
-//! gone (`myco_core::cache::moves` with this node taken out), and the stop
-//! waits for their acknowledgements, within a bound. Without it a bucket
+//! gone (`myco_core::cache::owners` without this node: all of them, not
+//! only the new ones, since this node may hold a version they lack, from
+//! a writer whose view was older), and the stop waits for their
+//! acknowledgements, within a bound. Without it a bucket
 //! that keeps one copy lost every key this node owned on each graceful
 //! restart, and one that keeps two was a single copy until the other
 //! owners' rebalancers caught up.
@@ -16,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use myco_core::cache::moves;
+use myco_core::cache::owners;
 use myco_core::jobs::controller::draining_members;
 use myco_proto::cache::CacheEntry;
 use myco_proto::{NodeId, Table};
@@ -34,10 +36,8 @@ const PAGE: usize = 256;
 /// refused, and the walk waited out its bound for them).
 const IN_FLIGHT: u64 = 256;
 
-/// The owners entries have before and after this node leaves, fixed when
-/// the hand-over starts.
+/// The members once this node is gone, fixed when the hand-over starts.
 pub(super) struct Leaving {
-    before: Vec<NodeId>,
     after: Vec<NodeId>,
     live: Arc<Live>,
 }
@@ -57,10 +57,10 @@ impl Cache {
     /// when no live peer that is not draining remains.
     pub async fn hand_over(self: &Arc<Self>, bound: Duration) -> HandedOver {
         let deadline = Instant::now() + bound;
-        let mut before: Vec<NodeId> = self.live().ids().to_vec();
-        before.sort_unstable();
+        let mut members: Vec<NodeId> = self.live().ids().to_vec();
+        members.sort_unstable();
         let draining = self.draining_peers();
-        let after: Vec<NodeId> = before
+        let after: Vec<NodeId> = members
             .iter()
             .copied()
             .filter(|n| *n != self.me && !draining.contains(n))
@@ -73,7 +73,6 @@ impl Cache {
         // Before the walk: a write stored from here on is either walked
         // over or passed on as it is stored (or both; copies merge).
         let _ = self.leaving.set(Leaving {
-            before: before.clone(),
             after: after.clone(),
             live: live.clone(),
         });
@@ -97,9 +96,7 @@ impl Cache {
                     continue;
                 }
                 let replicas = self.bucket(&bucket).unwrap_or_default().replicas;
-                let Some(mv) = moves(self.me, &bucket, &key, &before, &after, replicas) else {
-                    continue;
-                };
+                let send_to = owners(&bucket, &key, &after, replicas);
                 let message = CacheMessage::Put {
                     request,
                     bucket,
@@ -108,7 +105,7 @@ impl Cache {
                     ack: true,
                     reply_to: self.addr,
                 };
-                for node in &mv.send_to {
+                for node in &send_to {
                     let Some(addr) = live.iter().find(|(id, _)| id == node).map(|(_, a)| *a) else {
                         continue;
                     };
@@ -146,17 +143,7 @@ impl Cache {
             return;
         };
         let replicas = self.bucket(bucket).unwrap_or_default().replicas;
-        let Some(mv) = moves(
-            self.me,
-            bucket,
-            key,
-            &leaving.before,
-            &leaving.after,
-            replicas,
-        ) else {
-            return;
-        };
-        for node in mv.send_to {
+        for node in owners(bucket, key, &leaving.after, replicas) {
             if self.send_copy(&leaving.live, node, bucket, key, entry) {
                 self.counters
                     .moved

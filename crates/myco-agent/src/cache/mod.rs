@@ -152,6 +152,8 @@ pub struct Cache {
     /// Set when a graceful stop starts handing the entries over: writes
     /// stored here from then on are passed on too ([`leave::Leaving`]).
     leaving: std::sync::OnceLock<leave::Leaving>,
+    /// Entries waiting out their grace before the rebalancer drops them.
+    drops: rebalance::Drops,
     counters: CacheCounters,
 }
 
@@ -241,6 +243,7 @@ impl Cache {
             configs: Mutex::new((std::sync::Weak::new(), HashMap::new())),
             live: Mutex::new((std::sync::Weak::new(), Arc::default())),
             leaving: std::sync::OnceLock::new(),
+            drops: rebalance::Drops::default(),
             counters: CacheCounters::default(),
         });
         tokio::spawn(remote::consume(cache.clone(), inbox));

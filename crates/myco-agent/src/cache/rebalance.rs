@@ -11,14 +11,20 @@
 //! entry is looked at again (`myco_core::cache::handoff`): kept if this
 //! node owns it again, else handed to its owners (a version that arrived
 //! during the grace, from a writer with an older view, is not lost) and
-//! dropped. Every [`STRAY_EVERY`] the walk also runs with no change, so
+//! dropped. A copy of the entry that arrives during the grace (a move or
+//! a hand-over from a node that holds this one an owner, or a write)
+//! cancels the drop ([`Drops`]): decided on a view that may be older than
+//! the sender's, it waits for the next walk to decide again (the
+//! simulator found a node dropping, on a view still holding a node that
+//! had left, a copy it had just been handed as the new owner, and sending
+//! it to the departed node). Every [`STRAY_EVERY`] the walk also runs with no change, so
 //! a copy left on a non-owner (a write or a move sent with a view that
 //! was already out of date) is handed over and dropped too. The
 //! simulator (`myco_sim::run_cache`) checks this logic over many seeds.
 
-use std::collections::VecDeque;
-use std::sync::Weak;
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use myco_core::cache::{before_for_moves, handoff, moves};
@@ -42,6 +48,47 @@ const SWEEP: usize = 10_000;
 /// Entries waiting to be dropped, at most (more are dropped at once).
 const DROP_QUEUE: usize = 100_000;
 
+/// The drops waiting out their grace, by key, with the latest one due:
+/// what a copy arriving meanwhile cancels. Bounded with the queue
+/// ([`DROP_QUEUE`]).
+#[derive(Debug, Default)]
+pub(super) struct Drops {
+    due: Mutex<HashMap<(String, String), Instant>>,
+    /// `due.len()`, read without the lock on every stored write.
+    len: AtomicUsize,
+}
+
+impl Drops {
+    fn schedule(&self, bucket: &str, key: &str, at: Instant) {
+        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+        due.insert((bucket.to_string(), key.to_string()), at);
+        self.len.store(due.len(), Ordering::Relaxed);
+    }
+
+    /// Whether the drop of `key` due `at` still stands; forgets it if so.
+    fn take(&self, bucket: &str, key: &str, at: Instant) -> bool {
+        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+        let id = (bucket.to_string(), key.to_string());
+        let stands = due.get(&id) == Some(&at);
+        if stands {
+            due.remove(&id);
+            self.len.store(due.len(), Ordering::Relaxed);
+        }
+        stands
+    }
+
+    /// A copy of `key` arrived: its sender holds this node an owner, so a
+    /// drop decided before waits for the next walk.
+    pub(super) fn cancel(&self, bucket: &str, key: &str) {
+        if self.len.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
+        due.remove(&(bucket.to_string(), key.to_string()));
+        self.len.store(due.len(), Ordering::Relaxed);
+    }
+}
+
 pub(super) async fn run(cache: Weak<Cache>) {
     let mut before: Option<Vec<(NodeId, u64)>> = None;
     let mut to_drop: VecDeque<(Instant, String, String)> = VecDeque::new();
@@ -57,8 +104,11 @@ pub(super) async fn run(cache: Weak<Cache>) {
         let live = cache.live();
         let ids: Vec<NodeId> = live.ids().to_vec();
         while to_drop.front().is_some_and(|(at, _, _)| *at <= now) {
-            let (_, bucket, key) = to_drop.pop_front().expect("just seen");
-            hand_off(&cache, &live, &ids, &bucket, &key);
+            let (at, bucket, key) = to_drop.pop_front().expect("just seen");
+            // Not if a copy arrived since, or a later walk decided again.
+            if cache.drops.take(&bucket, &key, at) {
+                hand_off(&cache, &live, &ids, &bucket, &key);
+            }
         }
         let mut after = ids;
         after.sort_unstable();
@@ -133,10 +183,44 @@ async fn move_entries(
                 if to_drop.len() >= DROP_QUEUE {
                     hand_off(cache, &live, after, &bucket, &key);
                 } else {
-                    to_drop.push_back((Instant::now() + GRACE, bucket, key));
+                    let at = Instant::now() + GRACE;
+                    cache.drops.schedule(&bucket, &key, at);
+                    to_drop.push_back((at, bucket, key));
                 }
             }
         }
         tokio::time::sleep(PAGE_PAUSE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_arriving_during_the_grace_cancels_the_drop() {
+        let drops = Drops::default();
+        let at = Instant::now() + GRACE;
+        drops.schedule("b", "k", at);
+        drops.schedule("b", "other", at);
+        drops.cancel("b", "k");
+        assert!(!drops.take("b", "k", at), "the copy cancelled the drop");
+        assert!(drops.take("b", "other", at), "another key's drop stands");
+        assert!(!drops.take("b", "other", at), "taken once");
+        assert_eq!(drops.len.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_later_walk_decides_again_over_an_earlier_drop() {
+        let drops = Drops::default();
+        let first = Instant::now() + GRACE;
+        let second = first + Duration::from_secs(1);
+        drops.schedule("b", "k", first);
+        drops.schedule("b", "k", second);
+        assert!(
+            !drops.take("b", "k", first),
+            "the earlier queue entry is void"
+        );
+        assert!(drops.take("b", "k", second));
     }
 }

@@ -85,6 +85,7 @@ impl Cache {
                     let max = self.bucket(&bucket).unwrap_or_default().max_entries;
                     let kept = self.leaving().then(|| entry.clone());
                     self.store().put(&bucket, max, &key, entry, now);
+                    self.drops.cancel(&bucket, &key);
                     if let Some(entry) = kept {
                         self.pass_on_if_leaving(&bucket, &key, &entry);
                     }

@@ -43,8 +43,9 @@ impl Sim {
             else {
                 continue;
             };
-            // Its owners under every membership since: did all stay up?
-            let mut ever: BTreeSet<usize> = BTreeSet::new();
+            // Its owners under every membership since, and the nodes that
+            // acknowledged it: did all stay up?
+            let mut ever: BTreeSet<usize> = w.ackers.iter().copied().collect();
             for (i, (_, m)) in self.history.iter().enumerate() {
                 let until = self.history.get(i + 1).map_or(u64::MAX, |h| h.0);
                 if until <= w.at {
@@ -62,6 +63,16 @@ impl Sim {
                 .iter()
                 .any(|(t, n)| *t >= w.at && ever.contains(n))
             {
+                continue;
+            }
+            // An owner that stopped gracefully handed the key over, to
+            // the owners it saw: protected when none of them can have
+            // crashed unseen, that is when no node crashed since.
+            let handed = self
+                .handed_over
+                .iter()
+                .any(|(t, n)| *t >= w.at && ever.contains(n));
+            if handed && self.departed.iter().any(|(t, _)| *t >= w.at) {
                 continue;
             }
             self.report.protected += 1;

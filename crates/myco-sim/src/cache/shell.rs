@@ -36,12 +36,14 @@ impl Sim {
             ts,
             need: owners.len().min(2),
             acks: 0,
+            ackers: Vec::new(),
             at: self.now,
         });
         for o in owners {
             if o == self.ids[w] {
                 self.nodes[w].store.put(BUCKET, 0, &key, entry.clone(), 0);
-                self.ack(id);
+                self.pass_on_if_leaving(w, &key, &entry);
+                self.ack(id, w);
             } else {
                 let put = Put {
                     key: key.clone(),
@@ -53,9 +55,10 @@ impl Sim {
         }
     }
 
-    pub(super) fn ack(&mut self, id: usize) {
+    pub(super) fn ack(&mut self, id: usize, by: usize) {
         let w = &mut self.writes[id];
         w.acks += 1;
+        w.ackers.push(by);
         if w.acks == w.need {
             self.report.acked += 1;
         }
@@ -71,11 +74,16 @@ impl Sim {
             .front()
             .is_some_and(|(at, _)| *at <= self.now)
         {
-            let (_, key) = self.nodes[n].to_drop.pop_front().expect("just seen");
+            let (at, key) = self.nodes[n].to_drop.pop_front().expect("just seen");
             if !self.cfg.handoff {
                 self.nodes[n].store.remove(BUCKET, &key);
                 continue;
             }
+            // A copy arrived since, or a later walk decided again: not now.
+            if self.nodes[n].dropping.get(&key) != Some(&at) {
+                continue;
+            }
+            self.nodes[n].dropping.remove(&key);
             let Some(to) = handoff(me, BUCKET, &key, &view, replicas) else {
                 continue;
             };
@@ -137,7 +145,9 @@ impl Sim {
                     );
                 }
                 if !mv.keep {
-                    self.nodes[n].to_drop.push_back((self.now + GRACE, key));
+                    let at = self.now + GRACE;
+                    self.nodes[n].dropping.insert(key.clone(), at);
+                    self.nodes[n].to_drop.push_back((at, key));
                 }
             }
         }
