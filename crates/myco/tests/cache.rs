@@ -729,6 +729,58 @@ fn writes_that_reach_a_stopping_node_are_passed_on_to_their_next_owners() {
 }
 
 #[test]
+fn a_stopping_node_hands_nothing_to_a_member_that_stopped_answering() {
+    // n3 stops answering (SIGSTOP, suspicion held 15 s), then n2 stops
+    // gracefully: its keys go to n1, not to n3, whose copies would never
+    // be acknowledged (n2 waited out its 5 s bound for them before).
+    let mut h = Harness::new("cache-leave-suspect");
+    let config = h.root.join("myco.toml");
+    std::fs::write(&config, "[membership]\nsuspect_ms = 15000\n").unwrap();
+    h.mesh_args(3, &["--config", config.to_str().unwrap()]);
+    let n1 = h.agent(0).client().clone();
+    n1.cache_create("solo", &bucket(1, 0)).unwrap();
+    for i in 0..3 {
+        wait_bucket(&h, i, "solo");
+    }
+    for k in 0..60 {
+        put(&n1, "solo", &format!("k{k}"), b"v", None);
+    }
+    let n3 = h.agent(2).pid().unwrap().to_string();
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &n3])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig} {n3}");
+    };
+    signal("-STOP");
+    wait_for("n2 to suspect n3", SETTLE, || {
+        match h.state_of(1, "n3")? {
+            s if s == "suspect" => Ok(()),
+            s => Err(s),
+        }
+    });
+    h.terminate(1);
+    let (status, took) = h
+        .wait_exit(1, Duration::from_secs(30))
+        .expect("n2 stops within its hand-off bound");
+    assert!(status.success(), "{status:?}");
+    println!("n2 stopped {took:?} after SIGTERM with n3 suspected");
+    assert!(
+        took < Duration::from_secs(4),
+        "n2 waited {took:?} to stop: for acknowledgements from the suspected n3?"
+    );
+    signal("-CONT");
+    for k in 0..60 {
+        assert_eq!(
+            get(&n1, "solo", &format!("k{k}")),
+            Some(b"v".to_vec()),
+            "k{k} after n2 left"
+        );
+    }
+}
+
+#[test]
 fn an_owner_that_stops_answering_is_not_waited_on_once_suspected() {
     // A machine that stops answering (power cut, hung kernel; SIGSTOP
     // here) does not refuse connections: before, every read and write of

@@ -54,22 +54,31 @@ pub struct HandedOver {
 impl Cache {
     /// Sends every entry this node holds to its owners without this node,
     /// and waits up to `bound` for them to acknowledge. Returns at once
-    /// when no live peer that is not draining remains.
+    /// when no live peer that is not draining remains. Members that
+    /// membership suspects count as gone while another peer remains.
     pub async fn hand_over(self: &Arc<Self>, bound: Duration) -> HandedOver {
         let deadline = Instant::now() + bound;
-        let mut members: Vec<NodeId> = self.live().ids().to_vec();
+        let live = self.live();
+        let mut members: Vec<NodeId> = live.ids().to_vec();
         members.sort_unstable();
         let draining = self.draining_peers();
-        let after: Vec<NodeId> = members
+        let mut after: Vec<NodeId> = members
             .iter()
             .copied()
             .filter(|n| *n != self.me && !draining.contains(n))
             .collect();
+        // Not to members membership suspects, while another remains: one
+        // that stopped answering (a machine that died moments ago) would
+        // hold its copies unacknowledged for the whole bound, and take
+        // them with it. A suspect that was only slow gets its keys back
+        // from the stray pass (`rebalance`).
+        if after.iter().any(|n| !live.suspected(*n)) {
+            after.retain(|n| !live.suspected(*n));
+        }
         let mut done = HandedOver::default();
         if after.is_empty() {
             return done;
         }
-        let live = self.live();
         // Before the walk: a write stored from here on is either walked
         // over or passed on as it is stored (or both; copies merge).
         let _ = self.leaving.set(Leaving {
