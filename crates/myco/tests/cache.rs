@@ -669,11 +669,12 @@ fn writes_that_reach_a_stopping_node_are_passed_on_to_their_next_owners() {
     let filler_on_n3 = entries(2).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let tried = Arc::new(AtomicU32::new(0));
-    // Four writers, two on n1 and two on n2, so several writes are in
-    // flight whenever n3's walk passes their key.
-    let writers: Vec<_> = (0..4)
+    // Six writers, two on each node, so several writes are in flight
+    // whenever n3's walk passes their key; n3's own (its API serves until
+    // it leaves) store its keys without a message.
+    let writers: Vec<_> = (0..6)
         .map(|w| {
-            let c = h.agent(w % 2).client().clone();
+            let c = h.agent(w % 3).client().clone();
             let (stop, tried) = (stop.clone(), tried.clone());
             std::thread::spawn(move || {
                 let mut acked = Vec::new();

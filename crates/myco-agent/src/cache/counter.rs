@@ -146,8 +146,7 @@ impl Cache {
             Ok((entry, _)) => {
                 store.put(bucket, max, key, entry.clone(), now);
                 drop(store);
-                self.drops.cancel(bucket, key);
-                self.pass_on_if_leaving(bucket, key, &entry);
+                self.stored(bucket, key, Some(&entry));
                 IncrOutcome::Stored(entry)
             }
             Err(e) => IncrOutcome::Refused(e),

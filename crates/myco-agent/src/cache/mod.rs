@@ -40,7 +40,7 @@ use myco_core::MemberState;
 use myco_core::cache::{CacheStats, CacheStore};
 use myco_core::state::hlc::Hlc;
 use myco_proto::NodeId;
-use myco_proto::cache::{BucketConfig, CacheInputError, CacheMessage};
+use myco_proto::cache::{BucketConfig, CacheEntry, CacheInputError, CacheMessage};
 use myco_proto::channel::Channel;
 use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
@@ -354,6 +354,26 @@ impl Cache {
             .is_ok()
     }
 
+    /// Stores a version on this node: every path that puts one here (a
+    /// write from any asker, a copy, a repair) comes through this or,
+    /// holding the store's lock, through [`Cache::stored`].
+    fn store_here(&self, bucket: &str, max_entries: u64, key: &str, entry: CacheEntry, now: u64) {
+        let kept = self.leaving().then(|| entry.clone());
+        self.store().put(bucket, max_entries, key, entry, now);
+        self.stored(bucket, key, kept.as_ref());
+    }
+
+    /// What follows a version stored here: a drop the rebalancer decided
+    /// for the key waits for its next walk (`rebalance::Drops`), and once
+    /// a graceful stop has begun the version (`entry`, kept for it) is
+    /// passed on to its next owners (`leave`).
+    fn stored(&self, bucket: &str, key: &str, entry: Option<&CacheEntry>) {
+        self.drops.cancel(bucket, key);
+        if let Some(entry) = entry {
+            self.pass_on_if_leaving(bucket, key, entry);
+        }
+    }
+
     /// Sends `node` (found in `live`) a copy of a version it is not asked to
     /// acknowledge (a move, a repair, a suspect owner's copy); false when
     /// `node` is not live or the message could not be queued.
@@ -363,7 +383,7 @@ impl Cache {
         node: NodeId,
         bucket: &str,
         key: &str,
-        entry: &myco_proto::cache::CacheEntry,
+        entry: &CacheEntry,
     ) -> bool {
         let Some((_, addr)) = live.iter().find(|(id, _)| *id == node) else {
             return false;

@@ -410,8 +410,7 @@ impl Cache {
             if Some(node) == held_by {
                 (1, 0)
             } else if node == self.me {
-                self.store()
-                    .put(bucket, config.max_entries, key, entry.clone(), wall_ms());
+                self.store_here(bucket, config.max_entries, key, entry.clone(), wall_ms());
                 (1, 0)
             } else if live.suspected(node) {
                 self.send_copy(&live, node, bucket, key, &entry);
@@ -600,8 +599,7 @@ impl Cache {
         for node in missed {
             self.counters.read_repairs.fetch_add(1, Ordering::Relaxed);
             if *node == self.me {
-                self.store()
-                    .put(bucket, max_entries, key, entry.clone(), wall_ms());
+                self.store_here(bucket, max_entries, key, entry.clone(), wall_ms());
                 continue;
             }
             self.send_copy(live, *node, bucket, key, entry);

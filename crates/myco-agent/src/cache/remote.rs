@@ -83,12 +83,7 @@ impl Cache {
                         .unwrap_or_else(PoisonError::into_inner)
                         .observe(entry.ts, now);
                     let max = self.bucket(&bucket).unwrap_or_default().max_entries;
-                    let kept = self.leaving().then(|| entry.clone());
-                    self.store().put(&bucket, max, &key, entry, now);
-                    self.drops.cancel(&bucket, &key);
-                    if let Some(entry) = kept {
-                        self.pass_on_if_leaving(&bucket, &key, &entry);
-                    }
+                    self.store_here(&bucket, max, &key, entry, now);
                 } else {
                     self.drop_one("invalid put");
                 }

@@ -50,8 +50,7 @@ impl Cache {
             }
             self.counters.read_repairs.fetch_add(1, Ordering::Relaxed);
             if *node == self.me {
-                self.store()
-                    .put(bucket, max_entries, key, newest.clone(), wall_ms());
+                self.store_here(bucket, max_entries, key, newest.clone(), wall_ms());
             } else if let Some((_, addr)) = live.iter().find(|(id, _)| id == node) {
                 let message = CacheMessage::Put {
                     request: 0,
@@ -82,6 +81,6 @@ impl Cache {
             value: Some(value),
             expires_at_ms: None,
         };
-        self.store().put(bucket, max, key, entry, wall_ms());
+        self.store_here(bucket, max, key, entry, wall_ms());
     }
 }

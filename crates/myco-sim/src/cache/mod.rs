@@ -434,13 +434,7 @@ impl Sim {
                 }
                 let node = &mut self.nodes[to];
                 node.hlc = node.hlc.max(put.entry.ts.wall_ms);
-                node.store.put(BUCKET, 0, &put.key, put.entry.clone(), 0);
-                // Its sender holds this node an owner: a drop decided
-                // before, perhaps on an older view, waits for the next.
-                if self.cfg.handoff {
-                    node.dropping.remove(&put.key);
-                }
-                self.pass_on_if_leaving(to, &put.key, &put.entry);
+                self.store_here(to, &put.key, &put.entry);
                 if let Some(id) = put.write {
                     self.ack(id, to);
                 }

@@ -41,8 +41,7 @@ impl Sim {
         });
         for o in owners {
             if o == self.ids[w] {
-                self.nodes[w].store.put(BUCKET, 0, &key, entry.clone(), 0);
-                self.pass_on_if_leaving(w, &key, &entry);
+                self.store_here(w, &key, &entry);
                 self.ack(id, w);
             } else {
                 let put = Put {
@@ -53,6 +52,18 @@ impl Sim {
                 self.send(w, o, put);
             }
         }
+    }
+
+    /// Stores a version on `n`, as `Cache::store_here` does: a drop
+    /// decided before (perhaps on an older view) waits for the next walk,
+    /// and a node handing over passes the version on.
+    pub(super) fn store_here(&mut self, n: usize, key: &str, entry: &CacheEntry) {
+        let node = &mut self.nodes[n];
+        node.store.put(BUCKET, 0, key, entry.clone(), 0);
+        if self.cfg.handoff {
+            node.dropping.remove(key);
+        }
+        self.pass_on_if_leaving(n, key, entry);
     }
 
     pub(super) fn ack(&mut self, id: usize, by: usize) {
