@@ -587,7 +587,7 @@ impl Cache {
     }
 
     /// Sends `entry` to owners that answered without it (read-repair).
-    fn repair(
+    pub(super) fn repair(
         &self,
         bucket: &str,
         key: &str,

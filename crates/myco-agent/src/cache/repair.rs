@@ -3,10 +3,9 @@
 //! version than the newest seen (or none) is sent the newest.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use myco_proto::NodeId;
-use myco_proto::cache::{CacheEntry, CacheMessage};
+use myco_proto::cache::CacheEntry;
 
 use super::{Cache, wall_ms};
 
@@ -44,25 +43,12 @@ impl Cache {
         else {
             return;
         };
-        for (node, held) in &seen {
-            if held.as_ref().is_some_and(|h| h.ts >= newest.ts) {
-                continue;
-            }
-            self.counters.read_repairs.fetch_add(1, Ordering::Relaxed);
-            if *node == self.me {
-                self.store_here(bucket, max_entries, key, newest.clone(), wall_ms());
-            } else if let Some((_, addr)) = live.iter().find(|(id, _)| id == node) {
-                let message = CacheMessage::Put {
-                    request: 0,
-                    bucket: bucket.to_string(),
-                    key: key.to_string(),
-                    entry: newest.clone(),
-                    ack: false,
-                    reply_to: self.addr,
-                };
-                self.send(*addr, &message);
-            }
-        }
+        let stale: Vec<NodeId> = seen
+            .iter()
+            .filter(|(_, held)| held.as_ref().is_none_or(|h| h.ts < newest.ts))
+            .map(|(node, _)| *node)
+            .collect();
+        self.repair(bucket, key, &newest, &stale, &live, max_entries);
     }
 
     /// This node's own copy of a key, if it holds one (asks no one): for
