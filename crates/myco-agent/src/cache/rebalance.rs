@@ -23,12 +23,14 @@
 //! simulator (`myco_sim::run_cache`) checks this logic over many seeds.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use myco_core::cache::{before_for_moves, handoff, moves};
 use myco_proto::NodeId;
+use rustc_hash::FxBuildHasher;
 use tokio::time::Instant;
 
 use super::{Cache, wall_ms};
@@ -48,27 +50,36 @@ const SWEEP: usize = 10_000;
 /// Entries waiting to be dropped, at most (more are dropped at once).
 const DROP_QUEUE: usize = 100_000;
 
-/// The drops waiting out their grace, by key, with the latest one due:
-/// what a copy arriving meanwhile cancels. Bounded with the queue
+/// The drops waiting out their grace, with the latest one due per key:
+/// what a version stored meanwhile cancels. Bounded with the queue
 /// ([`DROP_QUEUE`]).
+///
+/// Keys are held as a 64-bit hash of bucket and key, so the check every
+/// stored write makes while drops wait allocates nothing. Two keys with
+/// one hash only keep a copy longer (a drop skipped, left to the next
+/// walk or the stray pass), never drop one early.
 #[derive(Debug, Default)]
 pub(super) struct Drops {
-    due: Mutex<HashMap<(String, String), Instant>>,
+    due: Mutex<HashMap<u64, Instant>>,
     /// `due.len()`, read without the lock on every stored write.
     len: AtomicUsize,
 }
 
 impl Drops {
+    fn id(bucket: &str, key: &str) -> u64 {
+        FxBuildHasher.hash_one((bucket, key))
+    }
+
     fn schedule(&self, bucket: &str, key: &str, at: Instant) {
         let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
-        due.insert((bucket.to_string(), key.to_string()), at);
+        due.insert(Self::id(bucket, key), at);
         self.len.store(due.len(), Ordering::Relaxed);
     }
 
     /// Whether the drop of `key` due `at` still stands; forgets it if so.
     fn take(&self, bucket: &str, key: &str, at: Instant) -> bool {
         let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
-        let id = (bucket.to_string(), key.to_string());
+        let id = Self::id(bucket, key);
         let stands = due.get(&id) == Some(&at);
         if stands {
             due.remove(&id);
@@ -77,14 +88,14 @@ impl Drops {
         stands
     }
 
-    /// A copy of `key` arrived: its sender holds this node an owner, so a
-    /// drop decided before waits for the next walk.
+    /// A version of `key` was stored here: whoever sent or wrote it holds
+    /// this node an owner, so a drop decided before waits for the next walk.
     pub(super) fn cancel(&self, bucket: &str, key: &str) {
         if self.len.load(Ordering::Relaxed) == 0 {
             return;
         }
         let mut due = self.due.lock().unwrap_or_else(PoisonError::into_inner);
-        due.remove(&(bucket.to_string(), key.to_string()));
+        due.remove(&Self::id(bucket, key));
         self.len.store(due.len(), Ordering::Relaxed);
     }
 }
