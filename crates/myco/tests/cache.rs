@@ -729,38 +729,53 @@ fn writes_that_reach_a_stopping_node_are_passed_on_to_their_next_owners() {
     );
 }
 
+/// Three agents whose membership holds a suspect for 15 s (so a window
+/// opened by SIGSTOP cannot close mid-test), with bucket `name` holding
+/// `k0`.. `k{keys - 1}` = `value`, written through n1.
+fn slow_to_declare_down(
+    test: &str,
+    name: &str,
+    config: BucketConfig,
+    keys: usize,
+    value: &[u8],
+) -> Harness {
+    let mut h = Harness::new(test);
+    let file = h.root.join("myco.toml");
+    std::fs::write(&file, "[membership]\nsuspect_ms = 15000\n").unwrap();
+    h.mesh_args(3, &["--config", file.to_str().unwrap()]);
+    let n1 = h.agent(0).client();
+    n1.cache_create(name, &config).unwrap();
+    for i in 0..3 {
+        wait_bucket(&h, i, name);
+    }
+    for k in 0..keys {
+        put(n1, name, &format!("k{k}"), value, None);
+    }
+    h
+}
+
+/// Stops n3 (SIGSTOP: it answers nothing, as a hung or powerless machine)
+/// and waits until agent `observer` suspects it.
+fn stop_n3_until_suspected_by(h: &Harness, observer: usize) {
+    h.signal(2, "STOP");
+    wait_for(
+        &format!("n{} to suspect n3", observer + 1),
+        SETTLE,
+        || match h.state_of(observer, "n3")? {
+            s if s == "suspect" => Ok(()),
+            s => Err(s),
+        },
+    );
+}
+
 #[test]
 fn a_stopping_node_hands_nothing_to_a_member_that_stopped_answering() {
     // n3 stops answering (SIGSTOP, suspicion held 15 s), then n2 stops
     // gracefully: its keys go to n1, not to n3, whose copies would never
     // be acknowledged (n2 waited out its 5 s bound for them before).
-    let mut h = Harness::new("cache-leave-suspect");
-    let config = h.root.join("myco.toml");
-    std::fs::write(&config, "[membership]\nsuspect_ms = 15000\n").unwrap();
-    h.mesh_args(3, &["--config", config.to_str().unwrap()]);
+    let mut h = slow_to_declare_down("cache-leave-suspect", "solo", bucket(1, 0), 60, b"v");
     let n1 = h.agent(0).client().clone();
-    n1.cache_create("solo", &bucket(1, 0)).unwrap();
-    for i in 0..3 {
-        wait_bucket(&h, i, "solo");
-    }
-    for k in 0..60 {
-        put(&n1, "solo", &format!("k{k}"), b"v", None);
-    }
-    let n3 = h.agent(2).pid().unwrap().to_string();
-    let signal = |sig: &str| {
-        let st = std::process::Command::new("kill")
-            .args([sig, &n3])
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill {sig} {n3}");
-    };
-    signal("-STOP");
-    wait_for("n2 to suspect n3", SETTLE, || {
-        match h.state_of(1, "n3")? {
-            s if s == "suspect" => Ok(()),
-            s => Err(s),
-        }
-    });
+    stop_n3_until_suspected_by(&h, 1);
     h.terminate(1);
     let (status, took) = h
         .wait_exit(1, Duration::from_secs(30))
@@ -771,7 +786,7 @@ fn a_stopping_node_hands_nothing_to_a_member_that_stopped_answering() {
         took < Duration::from_secs(4),
         "n2 waited {took:?} to stop: for acknowledgements from the suspected n3?"
     );
-    signal("-CONT");
+    h.signal(2, "CONT");
     for k in 0..60 {
         assert_eq!(
             get(&n1, "solo", &format!("k{k}")),
@@ -788,33 +803,9 @@ fn an_owner_that_stops_answering_is_not_waited_on_once_suspected() {
     // its keys waited the 500 ms owner timeout until membership declared
     // it down. Suspected, it is asked last and not waited on. Suspicion
     // is held 15 s here so the window cannot close mid-test.
-    let mut h = Harness::new("cache-suspect");
-    let config = h.root.join("myco.toml");
-    std::fs::write(&config, "[membership]\nsuspect_ms = 15000\n").unwrap();
-    h.mesh_args(3, &["--config", config.to_str().unwrap()]);
+    let h = slow_to_declare_down("cache-suspect", "s", bucket(2, 0), 30, b"before");
     let n1 = h.agent(0).client().clone();
-    n1.cache_create("s", &bucket(2, 0)).unwrap();
-    for i in 0..3 {
-        wait_bucket(&h, i, "s");
-    }
-    for k in 0..30 {
-        put(&n1, "s", &format!("k{k}"), b"before", None);
-    }
-    let n3 = h.agent(2).pid().unwrap().to_string();
-    let signal = |sig: &str| {
-        let st = std::process::Command::new("kill")
-            .args([sig, &n3])
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill {sig} {n3}");
-    };
-    signal("-STOP");
-    wait_for("n1 to suspect n3", SETTLE, || {
-        match h.state_of(0, "n3")? {
-            s if s == "suspect" => Ok(()),
-            s => Err(s),
-        }
-    });
+    stop_n3_until_suspected_by(&h, 0);
     let mut slowest = Duration::ZERO;
     for k in 0..30 {
         let t = Instant::now();
@@ -837,7 +828,7 @@ fn an_owner_that_stops_answering_is_not_waited_on_once_suspected() {
     // does not wait out the second a bucket created elsewhere may take.
     refused_as_unknown(&n1, Duration::from_millis(400));
     assert_eq!(h.state_of(0, "n3").unwrap(), "suspect", "the window held");
-    signal("-CONT");
+    h.signal(2, "CONT");
     // Back, n3 got its copies of what was written meanwhile.
     for k in 0..30 {
         assert_eq!(

@@ -403,12 +403,18 @@ impl Harness {
     /// Sends SIGTERM to agent `i` (through `kill(1)`); the process keeps running
     /// until [`Harness::wait_exit`] sees it go.
     pub fn terminate(&self, i: usize) {
+        self.signal(i, "TERM");
+    }
+
+    /// Sends agent `i` the signal `name` (`TERM`, `STOP`, `CONT`, ...)
+    /// through `kill(1)`.
+    pub fn signal(&self, i: usize, name: &str) {
         let pid = self.agents[i].pid().expect("agent is running").to_string();
         let st = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .expect("running kill");
-        assert!(st.success(), "kill -TERM {pid} failed");
+        assert!(st.success(), "kill -{name} {pid} failed");
     }
 
     /// Waits up to `timeout` for agent `i` to exit; its status and how long it took.
