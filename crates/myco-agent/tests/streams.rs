@@ -396,7 +396,7 @@ async fn a_direct_handler_sees_its_channel_before_any_queue() {
     let (tx, mut handled) = tokio::sync::mpsc::unbounded_channel();
     b.handle_directly(
         Channel::Msg,
-        std::sync::Arc::new(move |m: Vec<u8>| {
+        std::sync::Arc::new(move |m: Vec<u8>, _: &mut myco_agent::net::streams::Back| {
             let _ = tx.send(m);
         }),
     );
@@ -468,4 +468,37 @@ async fn a_peer_that_refused_the_last_connection_is_unreachable_until_it_answers
         a.send_if_reachable(to, Channel::Cache, b"q".to_vec(), None),
         Ok(())
     );
+}
+
+/// A request's answer comes back on the connection the request went out
+/// on (stream version 4): the answering node opens no connection of its
+/// own, and the asker's handler gets the answer with no way back.
+#[tokio::test]
+async fn an_answer_comes_back_on_the_asking_connection() {
+    use myco_agent::net::streams::Back;
+    use std::sync::Arc;
+    let (a, _a_rx) = node(1, &[key(1)]).await;
+    let (b, _b_rx) = node(2, &[key(1)]).await;
+    b.handle_directly(
+        Channel::Cache,
+        Arc::new(move |m: Vec<u8>, back: &mut Back| {
+            assert!(back.send(Channel::Cache, &[b"re:".as_slice(), &m].concat()));
+        }),
+    );
+    let (tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    a.handle_directly(
+        Channel::Cache,
+        Arc::new(move |m: Vec<u8>, back: &mut Back| {
+            let _ = tx.send((m, back.send(Channel::Cache, b"again?")));
+        }),
+    );
+    for i in 0..3u8 {
+        a.send(b.local_addr(), Channel::Cache, vec![i]).unwrap();
+        let got = tokio::time::timeout(WAIT, answers.recv()).await.unwrap();
+        assert_eq!(got, Some((vec![b'r', b'e', b':', i], false)));
+    }
+    let (sa, sb) = (a.stats(), b.stats());
+    assert_eq!((sb.answers_back, sb.sent_messages), (3, 3));
+    assert_eq!((sa.sent_messages, sa.received_messages), (3, 3));
+    assert_eq!(b.queued_bytes(), 0);
 }

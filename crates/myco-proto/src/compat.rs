@@ -90,10 +90,21 @@ pub const R1: Speaks = Speaks {
 /// record format 2 only, and every other record as r1 wrote it.
 pub const RECORDS_EDGE_JOBS: u8 = 2;
 
+/// Stream version 4: a connection carries answers back. The server may
+/// write a handler's answer to a request on the connection the request
+/// came in on, and the client reads them there. Messages and frames are
+/// as in version 3; a version 3 connection is one-way, client to server.
+pub const STREAM_ANSWERS_BACK: u8 = 4;
+
 /// This build: r1's ranges, records widened to `1..=2` for job record
-/// format 3 (so a writer can tell which members read it). The next
-/// release widens each range it changes to `N-1..=N`.
+/// format 3 (so a writer can tell which members read it) and streams to
+/// `3..=4` for answers on the asking connection. The next release widens
+/// each range it changes to `N-1..=N`.
 pub const THIS_BUILD: Speaks = Speaks {
+    stream: Range {
+        min: STREAM_VERSION,
+        max: STREAM_ANSWERS_BACK,
+    },
     records: Range {
         min: 1,
         max: RECORDS_EDGE_JOBS,

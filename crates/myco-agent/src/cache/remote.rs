@@ -4,10 +4,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
+use std::net::SocketAddr;
+
 use myco_proto::cache::{CacheMessage, CounterError, IncrOutcome, check_bucket, check_entry};
+use myco_proto::channel::Channel;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Cache, wall_ms};
+use crate::net::streams::Back;
 
 /// Where the answers to one of this node's requests go.
 pub(super) enum Waiter {
@@ -47,21 +51,22 @@ impl Drop for Registered<'_> {
 /// Handles the cache-channel messages the mesh loop hands over.
 pub(super) async fn consume(cache: Arc<Cache>, mut inbox: mpsc::Receiver<Vec<u8>>) {
     while let Some(bytes) = inbox.recv().await {
-        cache.on_bytes(&bytes);
+        cache.on_bytes(&bytes, &mut Back::none());
     }
 }
 
 impl Cache {
     /// Decodes and handles one cache-channel message; never blocks.
-    pub(super) fn on_bytes(&self, bytes: &[u8]) {
+    /// Answers go on `back` when it leads to the asker.
+    pub(super) fn on_bytes(&self, bytes: &[u8], back: &mut Back) {
         match CacheMessage::decode(bytes) {
-            Some(m) => self.on_message(m),
+            Some(m) => self.on_message(m, back),
             None => self.drop_one("undecodable"),
         }
     }
 
     /// Serves a request or routes an answer; never blocks.
-    pub(super) fn on_message(&self, message: CacheMessage) {
+    pub(super) fn on_message(&self, message: CacheMessage, back: &mut Back) {
         match message {
             CacheMessage::Put {
                 request,
@@ -88,13 +93,11 @@ impl Cache {
                     self.drop_one("invalid put");
                 }
                 if ack {
-                    self.send(
-                        reply_to,
-                        &CacheMessage::Ack {
-                            request,
-                            stored: valid,
-                        },
-                    );
+                    let ack = CacheMessage::Ack {
+                        request,
+                        stored: valid,
+                    };
+                    self.reply(back, reply_to, &ack);
                 }
             }
             CacheMessage::Get {
@@ -104,7 +107,7 @@ impl Cache {
                 reply_to,
             } => {
                 let entry = self.store().get(&bucket, &key, wall_ms());
-                self.send(reply_to, &CacheMessage::Answer { request, entry });
+                self.reply(back, reply_to, &CacheMessage::Answer { request, entry });
             }
             CacheMessage::Incr {
                 request,
@@ -128,7 +131,7 @@ impl Cache {
                     self.drop_one("invalid increment");
                     IncrOutcome::Refused(CounterError::Invalid)
                 };
-                self.send(reply_to, &CacheMessage::Counted { request, outcome });
+                self.reply(back, reply_to, &CacheMessage::Counted { request, outcome });
             }
             CacheMessage::Known {
                 request,
@@ -137,7 +140,7 @@ impl Cache {
                 reply_to,
             } => {
                 let stored = self.bucket(&bucket) == Some(config);
-                self.send(reply_to, &CacheMessage::Ack { request, stored });
+                self.reply(back, reply_to, &CacheMessage::Ack { request, stored });
             }
             CacheMessage::Exists {
                 request,
@@ -145,7 +148,7 @@ impl Cache {
                 reply_to,
             } => {
                 let stored = self.bucket(&bucket).is_some();
-                self.send(reply_to, &CacheMessage::Ack { request, stored });
+                self.reply(back, reply_to, &CacheMessage::Ack { request, stored });
             }
             CacheMessage::Answer { request, .. }
             | CacheMessage::Ack { request, .. }
@@ -155,6 +158,18 @@ impl Cache {
                     tracing::debug!(request, "cache answer for no waiting request dropped");
                 }
             }
+        }
+    }
+
+    /// Answers a request: back on the connection it came in on when the
+    /// asker reads answers there (stream version 4), else on this node's
+    /// own connection to `to`, the asker's stream address.
+    fn reply(&self, back: &mut Back, to: SocketAddr, message: &CacheMessage) {
+        let bytes = message.encode();
+        if !back.send(Channel::Cache, &bytes) {
+            let _ = self
+                .streams
+                .send_if_reachable(to, Channel::Cache, bytes, None);
         }
     }
 

@@ -309,6 +309,12 @@ fn stream_metrics(r: &mut Registry, s: &StreamStats) {
     );
     counter(
         r,
+        "stream_answers_back",
+        "Answers written back on the connection their request came in on",
+        s.answers_back,
+    );
+    counter(
+        r,
         "stream_peers_evicted",
         "Outgoing peer connections evicted to stay within the limit",
         s.peers_evicted,

@@ -191,7 +191,9 @@ impl Messaging {
         // a published message reaches the subscriber's queue with no
         // task hop on the way; the inbox takes what the mesh loop hands over.
         msg.streams
-            .handle_for(myco_proto::channel::Channel::Msg, &msg, Messaging::on_bytes);
+            .handle_for(myco_proto::channel::Channel::Msg, &msg, |msg, bytes, _| {
+                msg.on_bytes(bytes)
+            });
         tokio::spawn(remote::announce(Arc::downgrade(&msg)));
         msg
     }

@@ -108,7 +108,7 @@ impl SporeStore {
         let weak = Arc::downgrade(&store);
         store.streams.handle_directly(
             myco_proto::channel::Channel::Blob,
-            Arc::new(move |bytes| {
+            Arc::new(move |bytes, _| {
                 if let Some(store) = weak.upgrade() {
                     store.on_bytes(bytes);
                 }

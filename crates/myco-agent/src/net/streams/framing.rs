@@ -5,6 +5,7 @@
 //! unknown one costs that message only, never the connection.
 
 use std::io;
+use std::time::Duration;
 
 use myco_proto::channel::Channel;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -58,22 +59,31 @@ pub(super) fn append_frame(batch: &mut Vec<u8>, channel: Channel, message: &[u8]
 pub(super) enum Frame {
     /// A message and its channel byte (not checked here).
     Message(u8, Vec<u8>),
-    /// A clean close, or silence for twice the idle timeout, between messages.
+    /// A clean close, or silence past the caller's limit, between messages.
     End,
     /// A length prefix over `max_message`, refused before allocating.
     Oversize(usize),
 }
 
 /// Reads one message. The length is checked before anything is allocated.
+/// Silence before a message for `idle` (when given) ends the connection
+/// quietly; a message begun must finish within the idle timeout.
 pub(super) async fn read_frame(
-    stream: &mut (impl AsyncRead + Unpin),
+    stream: &mut (dyn AsyncRead + Unpin + Send),
     config: &StreamConfig,
+    idle: Option<Duration>,
 ) -> io::Result<Frame> {
     let mut header = [0u8; 5];
-    match timeout(2 * config.idle_timeout, stream.read_exact(&mut header)).await {
-        Err(_) => return Ok(Frame::End), // the sender forgot us: close quietly
-        Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Frame::End),
-        Ok(result) => result?,
+    let read = match idle {
+        Some(idle) => match timeout(idle, stream.read_exact(&mut header)).await {
+            Err(_) => return Ok(Frame::End), // the sender forgot us: close quietly
+            Ok(read) => read,
+        },
+        None => stream.read_exact(&mut header).await,
+    };
+    match read {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Frame::End),
+        result => result?,
     };
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     if len > config.max_message {

@@ -15,12 +15,13 @@ use tokio::task::JoinSet;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
 
+use super::back::Back;
 use super::framing::{Frame, PROTOCOL, read_frame, timed_out};
-use super::queue::InboxSender;
+use super::queue::InboxClosed;
 use super::{Incoming, Shared, bump, tls};
 
 /// Accepts connections while the incoming receiver lives.
-pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, incoming: InboxSender) {
+pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let slots = Arc::new(Semaphore::new(shared.config.max_inbound));
     let mut connections = JoinSet::new();
     loop {
@@ -28,7 +29,7 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, inco
             accepted = listener.accept() => match accepted {
                 Ok((tcp, from)) => match slots.clone().try_acquire_owned() {
                     Ok(slot) => {
-                        connections.spawn(serve(shared.clone(), tcp, from, incoming.clone(), slot));
+                        connections.spawn(serve(shared.clone(), tcp, from, slot));
                     }
                     Err(_) => {
                         bump(&shared.stats.inbound_refused, 1);
@@ -43,20 +44,14 @@ pub(super) async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, inco
             },
             // Reap finished connections so the set does not grow.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            () = incoming.closed() => return,
+            () = shared.incoming.closed() => return,
         }
     }
 }
 
 /// Serves one inbound connection: handshake, then read messages until the
 /// peer closes, idles, misbehaves or loses our trust.
-async fn serve(
-    shared: Arc<Shared>,
-    tcp: TcpStream,
-    from: SocketAddr,
-    incoming: InboxSender,
-    _slot: OwnedSemaphorePermit,
-) {
+async fn serve(shared: Arc<Shared>, tcp: TcpStream, from: SocketAddr, _slot: OwnedSemaphorePermit) {
     let config = &shared.config;
     // Before the configs are taken: a key change from here on is seen.
     let keys = super::KeyWatch::new(&shared);
@@ -107,11 +102,18 @@ async fn serve(
     };
     let certs = stream.get_ref().1.peer_certificates();
     let peer = certs.and_then(|c| c.first()).and_then(|c| tls::node_of(c));
-    tracing::debug!(%from, peer = ?peer, "inbound stream connection open");
+    // From stream version 4 the client reads answers on this connection.
+    let agreed = stream.get_ref().1.alpn_protocol();
+    let answers_back = agreed
+        .and_then(myco_proto::compat::stream_version_of)
+        .is_some_and(|v| v >= myco_proto::compat::STREAM_ANSWERS_BACK);
+    tracing::debug!(%from, peer = ?peer, answers_back, "inbound stream connection open");
+    let mut back = Back::open(answers_back);
     let result = loop {
-        let (channel, message) = match read_frame(&mut stream, config).await {
+        let idle = Some(2 * config.idle_timeout);
+        let (channel, message) = match read_frame(&mut stream, config, idle).await {
             Ok(Frame::Message(channel, message)) => (channel, message),
-            Ok(Frame::End) => break Ok(()),
+            Ok(Frame::End) => break back.flush_to(&mut stream, &shared).await,
             Ok(Frame::Oversize(len)) => {
                 bump(&shared.stats.oversize_refused, 1);
                 let max = config.max_message;
@@ -122,46 +124,36 @@ async fn serve(
         };
         let (now, tls) = shared.tls();
         if now != generation {
-            if !tls.trusts_client(stream.get_ref().1.peer_certificates()) {
+            let chain = stream.get_ref().1.peer_certificates();
+            if !tls.trusts_client(chain) {
                 bump(&shared.stats.untrusted_after_rekey, 1);
                 break Err(io::Error::other("peer not trusted after a key change"));
             }
             generation = now;
         }
-        let Some(channel) = Channel::from_byte(channel) else {
-            // From a newer build, or garbage: this message only is lost.
-            bump(&shared.stats.unknown_channel, 1);
-            tracing::debug!(%from, channel, "stream message on an unknown channel dropped");
-            continue;
-        };
-        let size = message.len() as u64;
-        let handler = shared
-            .handlers
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .find(|(c, _)| *c == channel)
-            .map(|(_, h)| h.clone());
-        if let Some(handle) = handler {
-            bump(&shared.stats.received_messages, 1);
-            bump(&shared.stats.received_bytes, size);
-            handle(message);
-            continue;
+        // A message for the inbox may wait there: answers go first.
+        if back.queued() > 0
+            && !shared.handles(channel)
+            && let Err(error) = back.flush_to(&mut stream, &shared).await
+        {
+            break Err(error);
         }
-        let item = Incoming {
-            from,
-            peer,
-            channel,
-            message,
-        };
-        // Waiting here is the backpressure: this connection is not read
-        // while the consumer is behind (by count or by bytes).
-        let waiting = || bump(&shared.stats.incoming_waits, 1);
-        if incoming.send(item, waiting).await.is_err() {
+        if dispatch(&shared, from, peer, channel, message, &mut back)
+            .await
+            .is_err()
+        {
             break Ok(());
         }
-        bump(&shared.stats.received_messages, 1);
-        bump(&shared.stats.received_bytes, size);
+        // Nothing more read in (TLS holds no more plaintext: the next read
+        // may wait), so the answers to everything one read brought go now,
+        // in one write.
+        let drained = stream.get_ref().1.wants_read();
+        if back.queued() > 0
+            && (drained || back.queued() >= ANSWERS_BATCH)
+            && let Err(error) = back.flush_to(&mut stream, &shared).await
+        {
+            break Err(error);
+        }
     };
     match result {
         Ok(()) => {
@@ -172,6 +164,57 @@ async fn serve(
             tracing::debug!(%from, %error, "inbound stream connection dropped");
         }
     }
+}
+
+/// Bytes of answers gathered before they are written even though more
+/// requests are already read in.
+const ANSWERS_BATCH: usize = 64 * 1024;
+
+/// Hands one received message to its channel's direct handler, with the
+/// way back to its sender, or else to the inbox, waiting for room there
+/// (which stops the reading connection: backpressure). An unknown channel
+/// costs that message only. Fails once the inbox's consumer is gone.
+pub(super) async fn dispatch(
+    shared: &Shared,
+    from: SocketAddr,
+    peer: Option<myco_proto::NodeId>,
+    channel: u8,
+    message: Vec<u8>,
+    back: &mut Back,
+) -> Result<(), InboxClosed> {
+    let Some(channel) = Channel::from_byte(channel) else {
+        // From a newer build, or garbage: this message only is lost.
+        bump(&shared.stats.unknown_channel, 1);
+        tracing::debug!(%from, channel, "stream message on an unknown channel dropped");
+        return Ok(());
+    };
+    let size = message.len() as u64;
+    let handler = shared
+        .handlers
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|(c, _)| *c == channel)
+        .map(|(_, h)| h.clone());
+    if let Some(handle) = handler {
+        bump(&shared.stats.received_messages, 1);
+        bump(&shared.stats.received_bytes, size);
+        handle(message, back);
+        return Ok(());
+    }
+    let item = Incoming {
+        from,
+        peer,
+        channel,
+        message,
+    };
+    // Waiting here is the backpressure: this connection is not read
+    // while the consumer is behind (by count or by bytes).
+    let waiting = || bump(&shared.stats.incoming_waits, 1);
+    shared.incoming.send(item, waiting).await?;
+    bump(&shared.stats.received_messages, 1);
+    bump(&shared.stats.received_bytes, size);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -304,5 +347,53 @@ mod tests {
         );
         assert_eq!(a.stats().unknown_channel, 1);
         assert_eq!(a.stats().received_messages, 1);
+    }
+
+    /// A handler's answer goes back on the connection its request came in
+    /// on when the client speaks stream version 4, gathered into one
+    /// write; with a version 3 client the handler is told there is no way
+    /// back (and sends the answer its own way).
+    #[tokio::test]
+    async fn answers_go_back_on_the_asking_connection_from_version_4() {
+        let (a, _rx) = server().await;
+        let (said, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        a.handle_directly(
+            Channel::Cache,
+            Arc::new(move |m: Vec<u8>, back: &mut Back| {
+                let answer = [b"re:".as_slice(), &m].concat();
+                let _ = said.send(back.send(Channel::Cache, &answer));
+            }),
+        );
+        let mut stream = connect_as(member_tls().client, a.local_addr())
+            .await
+            .unwrap();
+        let agreed = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        assert_eq!(agreed.as_deref(), Some(&b"myco-streams/4"[..]));
+        let mut both = Vec::new();
+        super::super::framing::append_frame(&mut both, Channel::Cache, b"q1");
+        super::super::framing::append_frame(&mut both, Channel::Cache, b"q2");
+        stream.write_all(&both).await.unwrap();
+        stream.flush().await.unwrap();
+        let config = StreamConfig::default();
+        for q in [b"q1", b"q2"] {
+            let frame = timeout(WAIT, read_frame(&mut stream, &config, None)).await;
+            let Ok(Ok(Frame::Message(channel, m))) = frame else {
+                panic!("no answer to {q:?}");
+            };
+            assert_eq!(
+                (channel, m),
+                (Channel::Cache.byte(), [b"re:", &q[..]].concat())
+            );
+            assert_eq!(heard.recv().await, Some(true));
+        }
+        until(&a, "the answers counted", |s| s.answers_back == 2).await;
+
+        let mut three = (*member_tls().client).clone();
+        three.alpn_protocols = myco_proto::compat::stream_alpns(myco_proto::compat::Range::only(3));
+        let mut old = connect_as(Arc::new(three), a.local_addr()).await.unwrap();
+        write_frame(&mut old, Channel::Cache, b"q3").await.unwrap();
+        old.flush().await.unwrap();
+        assert_eq!(timeout(WAIT, heard.recv()).await.unwrap(), Some(false));
+        assert_eq!(a.stats().answers_back, 2);
     }
 }

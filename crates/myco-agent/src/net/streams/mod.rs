@@ -12,8 +12,10 @@
 //! accepted (in TLS 1.3 a client finishes its handshake before the server
 //! has judged its certificate, so without this it would write into a
 //! connection about to be refused). Then each message is a 4-byte
-//! big-endian length, one byte naming its [`Channel`], and that many bytes,
-//! client to server only (see [`framing`]).
+//! big-endian length, one byte naming its [`Channel`], and that many bytes
+//! (see [`framing`]): client to server, and from stream version 4 also
+//! the server's answers to what the client asked, the same way back (see
+//! [`back`]).
 //!
 //! Delivery is best effort and in order per connection: a message that
 //! cannot be delivered is dropped, logged at debug and counted, and the
@@ -25,10 +27,11 @@
 //! TCP flow control.
 //!
 //! Parts: [`outbound`] (the per-peer sender tasks), [`inbound`] (accepting
-//! and reading), [`framing`] (the bytes of one message), [`tls`]
+//! and reading), [`back`] (answers on the asking connection), [`framing`] (the bytes of one message), [`tls`]
 //! (certificates from cluster keys), [`queue`] (the bounded queues),
 //! [`config`], [`errors`] and [`stats`] (the counters).
 
+mod back;
 mod config;
 mod crypto;
 mod errors;
@@ -52,6 +55,7 @@ use rustc_hash::FxHashMap;
 use tokio::net::TcpListener;
 use tokio::task::AbortHandle;
 
+pub use back::Back;
 pub use config::{INCOMING_BYTES, QUEUE_BYTES_PER_PEER, StreamConfig};
 pub use errors::{SendError, StreamError};
 pub use queue::{Inbox, Receipt};
@@ -111,8 +115,9 @@ impl Drop for Owner {
 }
 
 /// A service's handler for one channel's messages, called on the
-/// connection reader's task (see [`Streams::handle_directly`]).
-pub type DirectHandler = Arc<dyn Fn(Vec<u8>) + Send + Sync>;
+/// connection reader's task with the way back to the sender (see
+/// [`Streams::handle_directly`]).
+pub type DirectHandler = Arc<dyn Fn(Vec<u8>, &mut Back) + Send + Sync>;
 
 /// State shared by the handle and the tasks.
 struct Shared {
@@ -130,6 +135,8 @@ struct Shared {
     /// (see [`Streams::handle_directly`]); the others go to the incoming
     /// channel.
     handlers: RwLock<Vec<(Channel, DirectHandler)>>,
+    /// Where the messages no handler takes go, from every connection.
+    incoming: queue::InboxSender,
     /// Who serves relay connections; until set they are refused.
     relay: std::sync::OnceLock<RelayHandler>,
     /// The generation again, for relay connections that wait on a change
@@ -147,6 +154,12 @@ impl Shared {
 
     fn peers(&self) -> std::sync::MutexGuard<'_, Peers> {
         self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a direct handler takes messages on channel byte `channel`.
+    fn handles(&self, channel: u8) -> bool {
+        let handlers = self.handlers.read().unwrap_or_else(PoisonError::into_inner);
+        handlers.iter().any(|(c, _)| c.byte() == channel)
     }
 }
 
@@ -200,12 +213,12 @@ impl Streams {
             stats: Counters::default(),
             runtime: tokio::runtime::Handle::current(),
             handlers: RwLock::default(),
+            incoming,
             relay: std::sync::OnceLock::new(),
             rekeyed: tokio::sync::watch::Sender::new(0),
             epoch: tokio::time::Instant::now(),
         });
-        let accept =
-            tokio::spawn(inbound::accept_loop(listener, shared.clone(), incoming)).abort_handle();
+        let accept = tokio::spawn(inbound::accept_loop(listener, shared.clone())).abort_handle();
         tracing::debug!(%local, %node, "streams listening");
         let owner = Arc::new(Owner {
             shared,
@@ -357,8 +370,10 @@ impl Streams {
     /// and the mesh loop: the request or answer then wakes no other task
     /// before its service sees it (the cache's remote GET and messaging's
     /// publish-to-receive latency). The handler must not block: it runs
-    /// between reads of that connection. A later call for the same channel
-    /// replaces the handler.
+    /// between reads of that connection. What it answers at once through
+    /// [`Back::send`] goes back on the connection the message came in on
+    /// (stream version 4). A later call for the same channel replaces the
+    /// handler.
     pub fn handle_directly(&self, channel: Channel, handler: DirectHandler) {
         let mut handlers = self
             .owner
@@ -377,14 +392,14 @@ impl Streams {
         &self,
         channel: Channel,
         service: &Arc<T>,
-        on: fn(&T, &[u8]),
+        on: fn(&T, &[u8], &mut Back),
     ) {
         let weak = Arc::downgrade(service);
         self.handle_directly(
             channel,
-            Arc::new(move |bytes| {
+            Arc::new(move |bytes, back| {
                 if let Some(service) = weak.upgrade() {
-                    on(&service, &bytes);
+                    on(&service, &bytes, back);
                 }
             }),
         );

@@ -1,6 +1,7 @@
 //! The sending side: one task per peer takes its queue in order, connects
 //! (TCP, TLS, the server's acceptance byte), and writes; a failed peer is
 //! backed off, and the least recently used peer is evicted past the limit.
+//! A task per connection reads what the server sends back (see [`back`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,15 +9,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, WriteHalf};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use tokio_rustls::{TlsConnector, client};
 
 use super::framing::{PROTOCOL, SMALL, append_frame, timed_out, write_frame};
 use super::queue::{OutboundReceiver, Queued, Receipt};
-use super::{Peers, Shared, bump, tls};
+use super::{Peers, Shared, back, bump, tls};
 
 /// Back-off after a failed connection to a peer, doubling up to the maximum.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -63,8 +65,20 @@ impl Failure {
 
 /// A cached outgoing connection and the key generation it was checked at.
 struct Link {
-    stream: client::TlsStream<TcpStream>,
+    /// Its sending half.
+    writer: WriteHalf<client::TlsStream<TcpStream>>,
     generation: u64,
+    /// The server's certificate chain, to check again after a key change.
+    certs: Vec<CertificateDer<'static>>,
+    /// The task reading what comes back ([`back::read_answers`]); its end
+    /// means the server closed the connection, or it failed.
+    reader: JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 /// Whether a peer's last connection attempt failed: the end of its
@@ -150,7 +164,7 @@ pub(super) async fn peer_task(
                     if last_used.elapsed() >= idle {
                         tracing::debug!(%to, "closing idle stream connection");
                         if let Some(mut l) = link.take() {
-                            let _ = timeout(shared.config.connect_timeout, l.stream.shutdown()).await;
+                            let _ = timeout(shared.config.connect_timeout, l.writer.shutdown()).await;
                         }
                     } else {
                         idle_timer.as_mut().reset(last_used + idle);
@@ -212,7 +226,7 @@ pub(super) async fn peer_task(
 /// can succeed into a socket whose peer is gone without a FIN, as after a
 /// power cut).
 async fn deliver(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     to: SocketAddr,
     link: &mut Option<Link>,
     backoff: &mut Backoff,
@@ -221,13 +235,13 @@ async fn deliver(
 ) -> Result<(), Failure> {
     let (generation, tls) = shared.tls();
     if let Some(l) = link {
-        let trusted = l.generation == generation
-            || tls.trusts_server(l.stream.get_ref().1.peer_certificates());
+        let trusted = l.generation == generation || tls.trusts_server(Some(&l.certs));
         if !trusted {
             bump(&shared.stats.untrusted_after_rekey, 1);
             tracing::debug!(%to, "peer not trusted after a key change, reconnecting");
             *link = None;
-        } else if closed_by_peer(&mut l.stream).await {
+        } else if l.reader.is_finished() {
+            // The server closed it (or it failed) since the last write.
             *link = None;
         } else {
             l.generation = generation;
@@ -254,13 +268,13 @@ async fn deliver(
         let l = link.as_mut().expect("connected above");
         let written = timeout(shared.config.idle_timeout, async {
             match payload {
-                Payload::Batch(frames) => l.stream.write_all(frames).await?,
+                Payload::Batch(frames) => l.writer.write_all(frames).await?,
                 Payload::Large(channel, message) => {
-                    write_frame(&mut l.stream, channel, message).await?
+                    write_frame(&mut l.writer, channel, message).await?
                 }
             }
             // The batch took everything queued: nothing is worth waiting for.
-            l.stream.flush().await
+            l.writer.flush().await
         });
         match written.await.unwrap_or_else(|_| Err(timed_out())) {
             Ok(()) => return Ok(()),
@@ -276,23 +290,9 @@ async fn deliver(
     unreachable!("the second attempt always returns")
 }
 
-/// Whether the peer closed (or sent anything, which it never should) since
-/// the last use: polls one read once, without waiting. Polled by hand with
-/// a no-op waker rather than under `timeout(Duration::ZERO, ..)`: a zero
-/// timeout still waits for the timer wheel's next 1 ms tick when the read
-/// is pending, which capped a peer's stream at about 900 messages a second
-/// (every cache request and answer paid it).
-async fn closed_by_peer(stream: &mut client::TlsStream<TcpStream>) -> bool {
-    use std::future::Future;
-    let mut byte = [0u8; 1];
-    let read = std::pin::pin!(stream.read(&mut byte));
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    read.poll(&mut cx).is_ready()
-}
-
 /// Opens a connection: TCP, TLS, then waits for the server's acceptance byte.
 async fn connect(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     to: SocketAddr,
     tls: &tls::Tls,
     generation: u64,
@@ -337,7 +337,16 @@ async fn connect(
             backoff.until = None;
             backoff.delay = BACKOFF_MIN;
             tracing::debug!(%to, "stream connection open");
-            Ok(Link { stream, generation })
+            let certs = stream.get_ref().1.peer_certificates();
+            let certs = certs.map(<[_]>::to_vec).unwrap_or_default();
+            let (read, writer) = tokio::io::split(stream);
+            let answers = back::read_answers(shared.clone(), to, certs.clone(), read);
+            Ok(Link {
+                writer,
+                generation,
+                certs,
+                reader: shared.runtime.spawn(answers),
+            })
         }
         Err(failure) => {
             let counter = match failure {

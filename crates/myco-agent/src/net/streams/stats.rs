@@ -30,6 +30,9 @@ counters! {
     sent_messages,
     /// Payload bytes of `sent_messages`.
     sent_bytes,
+    /// Of `sent_messages`, answers written back on the connection their
+    /// request came in on (stream version 4, see `back`).
+    answers_back,
     /// Messages received and handed to the incoming channel.
     received_messages,
     /// Payload bytes of `received_messages`.
