@@ -98,9 +98,9 @@ impl RouteTable {
             }
         }
         for routes in table.values_mut() {
-            routes.ready.sort();
+            routes.ready.sort_unstable();
             routes.ready.dedup();
-            routes.draining.sort();
+            routes.draining.sort_unstable();
             routes.draining.dedup();
         }
         RouteTable { jobs: table }

@@ -187,7 +187,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
 
 /// Members in name order (then id): the same listing from every node.
 fn by_name(mut nodes: Vec<NodeInfo>) -> Vec<NodeInfo> {
-    nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     nodes
 }
 

@@ -164,7 +164,7 @@ pub fn newest_host_kernel() -> Option<PathBuf> {
         .map(|e| e.path())
         .filter(|p| p.to_string_lossy().contains("/vmlinuz-"))
         .collect();
-    kernels.sort();
+    kernels.sort_unstable();
     kernels.pop()
 }
 

@@ -184,7 +184,7 @@ pub fn scan(data_dir: &Path) -> Vec<Found> {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.path())
         .collect();
-    dirs.sort();
+    dirs.sort_unstable();
     dirs.truncate(MAX_SCAN);
     dirs.into_iter()
         .map(|dir| {

@@ -65,7 +65,7 @@ fn listing(inputs: &Inputs, job: Option<&str>, all: bool) -> Vec<InstanceInfo> {
         .filter(|r| all || inputs.is_up(r.node))
         .map(|r| info(r, inputs))
         .collect();
-    out.sort_by(|a, b| (&a.job, a.slot, &a.id).cmp(&(&b.job, b.slot, &b.id)));
+    out.sort_unstable_by(|a, b| (&a.job, a.slot, &a.id).cmp(&(&b.job, b.slot, &b.id)));
     out
 }
 

@@ -81,7 +81,7 @@ async fn all_nodes(st: &ApiState, s: &Snapshot) -> Vec<NodeInfo> {
         .iter()
         .map(|m| node_info(m, s, &inputs, &alloc, usage.remove(&m.peer.id)))
         .collect();
-    nodes.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    nodes.sort_unstable_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     nodes
 }
 

@@ -97,7 +97,7 @@ impl Local {
                 subscribers: u32::try_from(subs.len()).unwrap_or(u32::MAX),
             })
             .collect();
-        c.sort_by(|a, b| a.topic.cmp(&b.topic));
+        c.sort_unstable_by(|a, b| a.topic.cmp(&b.topic));
         c
     }
 
@@ -117,7 +117,7 @@ impl Local {
             .filter(|(_, subs)| subs.iter().any(|s| s.answers))
             .map(|(t, _)| t.clone())
             .collect();
-        t.sort();
+        t.sort_unstable();
         t
     }
 }

@@ -130,7 +130,7 @@ impl Fence {
             .filter(|&id| liveness(id) != Some(Liveness::Left))
             .chain(std::iter::once(me))
             .collect();
-        registered.sort();
+        registered.sort_unstable();
         registered.dedup();
         let sees = registered
             .iter()
