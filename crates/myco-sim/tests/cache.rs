@@ -80,18 +80,37 @@ fn pinned_seeds_of_a_drop_decided_on_an_old_view() {
     }
 }
 
+/// A seed the 1,000-seed sweep found failing with graceful stops: the
+/// stopping node's view still held a member whose process had ended, and
+/// a key of one copy went to it and was lost. The hand-over now skips
+/// such a member (the agent: its connection is refused) for the next in
+/// the key's ranking.
+#[test]
+fn pinned_seed_of_a_stop_handing_keys_to_an_ended_member() {
+    let graceful = CacheSimConfig {
+        graceful: true,
+        ..CacheSimConfig::from_seed(464)
+    };
+    let before = CacheSimConfig {
+        skip_ended: false,
+        ..graceful
+    };
+    assert!(run_cache(&before).is_err(), "the old hand-over passed");
+    run_cache(&graceful).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The sweeps over 1,000 seeds, by hand (`cargo test --release -p
 /// myco-sim --test cache -- --ignored`): every seed passes without
-/// graceful stops; with them, three fail, all one known gap: a node that
+/// graceful stops; with them, one fails, the known gap: a node that
 /// begins its stop on an out-of-date view hands its keys, and passes on
-/// the writes it takes, to the owners that view names. 788 and 882: a
-/// member that joined moments before is not among them, and lacks the
-/// newest version (on one owner, until a read repairs it). 464: a member
-/// that had gone is, and a key of one copy went to it and was lost.
+/// the writes it takes, to the owners that view names. 882: a member that
+/// joined moments before is not among them, and lacks the newest version
+/// (on one owner, until a read repairs it). (464, a member that had
+/// ended still in the view, is fixed and pinned above; 788 passes since.)
 #[test]
 #[ignore]
 fn a_thousand_seeds_with_and_without_graceful_stops() {
-    const KNOWN: [u64; 3] = [464, 788, 882];
+    const KNOWN: [u64; 1] = [882];
     let mut failed = Vec::new();
     for seed in 0..1000 {
         run_cache(&CacheSimConfig::from_seed(seed)).unwrap_or_else(|e| panic!("{e}"));

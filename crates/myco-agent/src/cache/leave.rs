@@ -18,15 +18,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use myco_core::cache::owners;
+use myco_core::cache::rank;
 use myco_core::jobs::controller::draining_members;
 use myco_proto::cache::CacheEntry;
 use myco_proto::{NodeId, Table};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use myco_proto::channel::Channel;
+
 use super::remote::{Registered, Waiter};
 use super::{Cache, CacheMessage, Live, wall_ms};
+use crate::net::streams::{Receipt, SendError};
 
 /// Entries read from the store per step of the walk.
 const PAGE: usize = 256;
@@ -75,7 +78,7 @@ impl Cache {
         if after.iter().any(|n| !live.suspected(*n)) {
             after.retain(|n| !live.suspected(*n));
         }
-        let mut done = HandedOver::default();
+        let done = HandedOver::default();
         if after.is_empty() {
             return done;
         }
@@ -88,11 +91,23 @@ impl Cache {
         let request = self.request_id();
         // Room for every answer that can be outstanding: the bound, and one
         // entry's copies past it.
-        let (tx, mut rx) = mpsc::channel(IN_FLIGHT as usize + 256);
-        let _registered = Registered::new(self, request, Waiter::Many(tx));
-        let mut answered = 0;
+        let (tx, acks) = mpsc::channel(IN_FLIGHT as usize + 256);
+        let _registered = Registered::new(self, request, Waiter::Many(tx.clone()));
+        let mut walk = Walk {
+            cache: self,
+            live,
+            after,
+            request,
+            deadline,
+            acks,
+            unsent: Arc::default(),
+            answers: tx,
+            retry: Vec::new(),
+            answered: 0,
+            done,
+        };
         let mut cursor: Option<(String, String)> = None;
-        while Instant::now() < deadline {
+        'pages: while Instant::now() < deadline {
             let page = self
                 .store()
                 .entries_after(cursor.as_ref().map(|(b, k)| (b.as_str(), k.as_str())), PAGE);
@@ -104,43 +119,19 @@ impl Cache {
                 if entry.is_expired(wall_ms()) {
                     continue;
                 }
-                let replicas = self.bucket(&bucket).unwrap_or_default().replicas;
-                let send_to = owners(&bucket, &key, &after, replicas);
-                let message = CacheMessage::Put {
-                    request,
-                    bucket,
-                    key,
-                    entry,
-                    ack: true,
-                    reply_to: self.addr,
-                };
-                for node in &send_to {
-                    let Some(addr) = live.iter().find(|(id, _)| id == node).map(|(_, a)| *a) else {
-                        continue;
-                    };
-                    // A full queue empties as answers come back: wait for
-                    // one and try again (none outstanding: it will not).
-                    let mut queued = self.send(addr, &message);
-                    while !queued
-                        && answered < done.sent
-                        && answer(&mut rx, &mut answered, &mut done, deadline).await
-                    {
-                        queued = self.send(addr, &message);
-                    }
-                    done.sent += u64::from(queued);
-                }
-                while done.sent - answered >= IN_FLIGHT {
-                    if !answer(&mut rx, &mut answered, &mut done, deadline).await {
-                        return self.handed_over(done);
+                walk.place(bucket, key, entry).await;
+                while walk.in_flight() >= IN_FLIGHT {
+                    if !walk.wait_one().await {
+                        break 'pages;
                     }
                 }
+                walk.place_again().await;
             }
         }
-        while answered < done.sent {
-            if !answer(&mut rx, &mut answered, &mut done, deadline).await {
-                break;
-            }
+        while walk.in_flight() > 0 && walk.wait_one().await {
+            walk.place_again().await;
         }
+        let done = walk.done;
         self.handed_over(done)
     }
 
@@ -151,9 +142,16 @@ impl Cache {
         let Some(leaving) = self.leaving.get() else {
             return;
         };
-        let replicas = self.bucket(bucket).unwrap_or_default().replicas;
-        for node in owners(bucket, key, &leaving.after, replicas) {
+        let replicas = self.bucket(bucket).unwrap_or_default().replicas.max(1);
+        // A member that refuses (its connection was refused moments ago:
+        // killed, or gone) is skipped for the next in the key's ranking.
+        let mut placed = 0;
+        for node in rank(bucket, key, &leaving.after) {
+            if placed == replicas {
+                break;
+            }
             if self.send_copy(&leaving.live, node, bucket, key, entry) {
+                placed += 1;
                 self.counters
                     .moved
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -201,22 +199,134 @@ impl Cache {
     }
 }
 
-/// Waits for one answer until `deadline`; false when the time is up or
-/// no answer can come. A refusal (the owner holds a newer version) is an
-/// answer, not a stored copy.
-async fn answer(
-    rx: &mut mpsc::Receiver<CacheMessage>,
-    answered: &mut u64,
-    done: &mut HandedOver,
+/// One hand-over walk's copies in flight. A copy the streams drop
+/// unsent (its owner refused the connection: a member killed, or gone,
+/// moments before the stop, which this node's view still holds) comes back
+/// through its receipt, and the key goes to the next member in its
+/// ranking, the owner it will have once membership sees that one gone, as
+/// a write's stand-in does (`Cache::send_request`). Before, such a copy
+/// waited out the whole bound for an acknowledgement that could not come,
+/// and in a bucket of one copy the key went with the stop.
+struct Walk<'a> {
+    cache: &'a Arc<Cache>,
+    live: Arc<Live>,
+    /// The members to hand to, less those found refusing.
+    after: Vec<NodeId>,
+    request: u64,
     deadline: Instant,
-) -> bool {
-    match tokio::time::timeout_at(deadline, rx.recv()).await {
-        Ok(Some(CacheMessage::Ack { stored, .. })) => {
-            *answered += 1;
-            done.acked += u64::from(stored);
-            true
-        }
-        Ok(Some(_)) => true,
-        Ok(None) | Err(_) => false,
+    acks: mpsc::Receiver<CacheMessage>,
+    /// Copies dropped unsent: the member, the bucket and the key. Each
+    /// also answers on `acks` as a copy not stored, so one wait sees both.
+    unsent: Arc<std::sync::Mutex<Vec<(NodeId, String, String)>>>,
+    answers: mpsc::Sender<CacheMessage>,
+    /// Keys to place again, their copy to a refusing member lost.
+    retry: Vec<(String, String)>,
+    answered: u64,
+    done: HandedOver,
+}
+
+impl Walk<'_> {
+    fn in_flight(&self) -> u64 {
+        self.done.sent - self.answered
     }
+
+    /// Sends a copy to each of the key's first `replicas` members in
+    /// `after` that take it: one refused at once (its back-off after a
+    /// refused connection runs) is skipped for the next, here and for
+    /// every later key.
+    async fn place(&mut self, bucket: String, key: String, entry: CacheEntry) {
+        let replicas = self.cache.bucket(&bucket).unwrap_or_default().replicas;
+        let ranked = rank(&bucket, &key, &self.after);
+        let message = CacheMessage::Put {
+            request: self.request,
+            bucket: bucket.clone(),
+            key: key.clone(),
+            entry,
+            ack: true,
+            reply_to: self.cache.addr,
+        };
+        let mut placed = 0;
+        for node in ranked {
+            if placed >= replicas.max(1) {
+                break;
+            }
+            let Some(addr) = self
+                .live
+                .iter()
+                .find(|(id, _)| *id == node)
+                .map(|(_, a)| *a)
+            else {
+                continue;
+            };
+            loop {
+                let (unsent, tx) = (self.unsent.clone(), self.answers.clone());
+                let (b, k, request) = (bucket.clone(), key.clone(), self.request);
+                let receipt: Receipt = Box::new(move || {
+                    lock(&unsent).push((node, b, k));
+                    let _ = tx.try_send(CacheMessage::Ack {
+                        request,
+                        stored: false,
+                    });
+                });
+                let sent = self.cache.streams.send_if_reachable(
+                    addr,
+                    Channel::Cache,
+                    message.encode(),
+                    Some(receipt),
+                );
+                match sent {
+                    Ok(()) => {
+                        self.done.sent += 1;
+                        placed += 1;
+                    }
+                    Err(SendError::Unreachable { .. }) => self.after.retain(|n| *n != node),
+                    // A full queue empties as answers come back: wait for
+                    // one and try again (none outstanding: it will not).
+                    Err(_) => {
+                        if self.in_flight() > 0 && self.wait_one().await {
+                            continue;
+                        }
+                    }
+                }
+                break;
+            }
+        }
+    }
+
+    /// Places again the keys whose copy came back unsent, as they are now.
+    async fn place_again(&mut self) {
+        while let Some((bucket, key)) = self.retry.pop() {
+            let entry = self.cache.store().get(&bucket, &key, wall_ms());
+            if let Some(entry) = entry {
+                self.place(bucket, key, entry).await;
+            }
+        }
+    }
+
+    /// Waits for one answer until the deadline; false when the time is up
+    /// or no answer can come. A refusal (the owner holds a newer version)
+    /// is an answer, not a stored copy; so is a copy back unsent, whose
+    /// member is dropped from `after` and whose key is placed again.
+    async fn wait_one(&mut self) -> bool {
+        match tokio::time::timeout_at(self.deadline, self.acks.recv()).await {
+            Ok(Some(CacheMessage::Ack { stored, .. })) => {
+                self.answered += 1;
+                self.done.acked += u64::from(stored);
+                for (node, bucket, key) in lock(&self.unsent).drain(..) {
+                    self.after.retain(|n| *n != node);
+                    self.retry.push((bucket, key));
+                }
+                if self.after.is_empty() {
+                    self.retry.clear();
+                }
+                true
+            }
+            Ok(Some(_)) => true,
+            Ok(None) | Err(_) => false,
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

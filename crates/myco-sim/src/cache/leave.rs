@@ -1,6 +1,7 @@
 //! The model of a graceful stop (`myco_agent::cache::leave`): the node
 //! walks its entries and sends each to the owners it has without the
-//! node, passes on every write it stores from then on, leaves the
+//! node (skipping members whose process has ended: their connections are
+//! refused), passes on every write it stores from then on, leaves the
 //! membership once the walk is acknowledged, and ends a moment later
 //! with what it sent still delivered (`Cache::sent_out`).
 
@@ -46,9 +47,18 @@ impl Sim {
         let Some((_, after)) = &self.nodes[n].leaving else {
             return;
         };
+        // Members whose process has ended are skipped, as the agent skips
+        // those whose connection is refused (`leave::Walk`): the key goes
+        // to the next member in its ranking. One still up but about to end
+        // is not known to it, nor to the agent.
+        let reachable: Vec<_> = after
+            .iter()
+            .copied()
+            .filter(|id| !self.cfg.skip_ended || self.nodes[self.index(*id)].up)
+            .collect();
         // Every owner without it, not only the new ones: this node may
         // hold a version they lack (a writer with an old view wrote here).
-        for o in owners(BUCKET, key, after, self.cfg.replicas) {
+        for o in owners(BUCKET, key, &reachable, self.cfg.replicas) {
             self.report.moved += 1;
             let put = Put {
                 key: key.to_string(),

@@ -76,6 +76,11 @@ pub struct CacheSimConfig {
     /// Make half the leaves graceful stops that hand their entries over
     /// (`cache::leave`); `false` keeps every seed's run as it was.
     pub graceful: bool,
+    /// A graceful stop hands nothing to members whose process has ended
+    /// (the agent's connections to them are refused), and gives their
+    /// keys to the next member in the ranking; `false` models the
+    /// hand-over before, which sent them copies lost with them.
+    pub skip_ended: bool,
 }
 
 impl CacheSimConfig {
@@ -93,6 +98,7 @@ impl CacheSimConfig {
             max_view_lag: rng.random_range(50..=3000),
             handoff: true,
             graceful: false,
+            skip_ended: true,
         }
     }
 }
