@@ -122,7 +122,7 @@ pub struct Propagation {
 impl Propagation {
     pub(crate) fn from_samples(samples: &[Duration], abandoned: u64) -> Propagation {
         let mut sorted = samples.to_vec();
-        sorted.sort();
+        sorted.sort_unstable();
         // Nearest rank: the smallest sample with at least q of them at or below it.
         let rank = |q: f64| {
             let n = sorted.len();

@@ -25,7 +25,7 @@ pub fn write_initramfs(dir: Option<&Path>, init: &Path, out: &mut impl Write) ->
         collect(dir, Path::new(""), &mut entries)?;
     }
     entries.retain(|(rel, _)| rel != "init");
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     for (rel, abs) in &entries {
         w.entry(rel, abs)?;
     }
@@ -45,7 +45,7 @@ fn bad(msg: String) -> io::Error {
 
 fn collect(root: &Path, rel: &Path, out: &mut Vec<(String, std::path::PathBuf)>) -> io::Result<()> {
     let mut names: Vec<_> = fs::read_dir(root.join(rel))?.collect::<Result<_, _>>()?;
-    names.sort_by_key(|e| e.file_name());
+    names.sort_unstable_by_key(|e| e.file_name());
     for e in names {
         let r = rel.join(e.file_name());
         let text = r

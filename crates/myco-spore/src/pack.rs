@@ -180,7 +180,7 @@ fn collect_dir(dir: &Path, rel: &Path, out: &mut Vec<Source>) -> Result<(), Pack
     let mut names: Vec<_> = fs::read_dir(dir)?
         .map(|e| e.map(|e| e.file_name()))
         .collect::<Result<_, _>>()?;
-    names.sort();
+    names.sort_unstable();
     for name in names {
         let (abs, rel) = (dir.join(&name), rel.join(&name));
         let meta = fs::symlink_metadata(&abs)?;
