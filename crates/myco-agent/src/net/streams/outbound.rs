@@ -73,6 +73,10 @@ struct Link {
     /// The task reading what comes back ([`back::read_answers`]); its end
     /// means the server closed the connection, or it failed.
     reader: JoinHandle<()>,
+    /// The same socket, registered again and never read: its readiness
+    /// shows the server's close as soon as the runtime has seen it, before
+    /// the reader task has run (see [`closed`]).
+    watch: TcpStream,
 }
 
 impl Drop for Link {
@@ -240,7 +244,7 @@ async fn deliver(
             bump(&shared.stats.untrusted_after_rekey, 1);
             tracing::debug!(%to, "peer not trusted after a key change, reconnecting");
             *link = None;
-        } else if l.reader.is_finished() {
+        } else if l.reader.is_finished() || closed(&l.watch) {
             // The server closed it (or it failed) since the last write.
             *link = None;
         } else {
@@ -290,6 +294,29 @@ async fn deliver(
     unreachable!("the second attempt always returns")
 }
 
+/// Whether the runtime has seen the server close the socket `watch`
+/// shares, without waiting. The reader task would end on that close, but
+/// the task that wants to write is often woken straight after the close
+/// was read off the socket, ahead of the reader: writing then into a
+/// connection whose peer was killed moments ago lost the message without
+/// a receipt (an increment right after its primary's SIGKILL waited 2 s
+/// for an answer instead of going to the next member).
+fn closed(watch: &TcpStream) -> bool {
+    use std::future::Future;
+    let ready = std::pin::pin!(watch.ready(tokio::io::Interest::READABLE));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    matches!(ready.poll(&mut cx), std::task::Poll::Ready(Ok(r)) if r.is_read_closed())
+}
+
+/// A second registration of `tcp`'s socket (a duplicated descriptor of
+/// the same socket), for [`closed`].
+fn watch_of(tcp: &TcpStream) -> io::Result<TcpStream> {
+    use std::os::fd::AsFd;
+    let fd = tcp.as_fd().try_clone_to_owned()?;
+    // Non-blocking already: the flag belongs to the socket, not the descriptor.
+    TcpStream::from_std(std::net::TcpStream::from(fd))
+}
+
 /// Opens a connection: TCP, TLS, then waits for the server's acceptance byte.
 async fn connect(
     shared: &Arc<Shared>,
@@ -313,6 +340,7 @@ async fn connect(
             .map_err(Failure::Connect)?;
         // Small messages should not wait for Nagle.
         let _ = tcp.set_nodelay(true);
+        let watch = watch_of(&tcp).map_err(Failure::Connect)?;
         let name = ServerName::try_from(tls::SERVER_NAME).expect("a valid DNS name");
         let handshake = async {
             let mut stream = TlsConnector::from(tls.client.clone())
@@ -330,10 +358,11 @@ async fn connect(
             .await
             .unwrap_or_else(|_| Err(timed_out()))
             .map_err(Failure::Handshake)
+            .map(|stream| (stream, watch))
     }
     .await;
     match result {
-        Ok(stream) => {
+        Ok((stream, watch)) => {
             backoff.until = None;
             backoff.delay = BACKOFF_MIN;
             tracing::debug!(%to, "stream connection open");
@@ -346,6 +375,7 @@ async fn connect(
                 generation,
                 certs,
                 reader: shared.runtime.spawn(answers),
+                watch,
             })
         }
         Err(failure) => {
