@@ -106,7 +106,8 @@ impl Back {
 /// (answers, from version 4; from a version 3 server, only its close) and
 /// hands each message to its channel's handler, until the server closes,
 /// the connection fails, or the server loses our trust after a key
-/// change. Its end is how the sending side learns the connection closed.
+/// change. Its end tells the sending side the connection closed (so does
+/// the socket's readiness, sooner: `outbound::closed`).
 pub(super) async fn read_answers(
     shared: Arc<Shared>,
     to: SocketAddr,
