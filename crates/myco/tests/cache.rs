@@ -366,17 +366,7 @@ fn writes_right_after_an_owner_is_killed_are_acknowledged_by_stand_ins() {
     // A first write opens n1's connections to both peers.
     put(h.agent(0).client(), "w", "warm", b"up", None);
     // A counter whose primary is n3, counted up to 5 while n3 lives.
-    let nodes: Value = h.agent(0).client().get("/v1/nodes").unwrap();
-    let id_of = |name: &str| -> myco_proto::NodeId {
-        let node = nodes
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["name"] == name)
-            .unwrap_or_else(|| panic!("{name} in {nodes}"));
-        node["id"].as_str().unwrap().parse().unwrap()
-    };
-    let ids = [id_of("n1"), id_of("n2"), id_of("n3")];
+    let ids = node_ids(&h);
     let counter = (0..)
         .map(|k| format!("hits{k}"))
         .find(|k| myco_core::cache::owners("w", k, &ids, 2)[0] == ids[2])
@@ -755,6 +745,16 @@ fn slow_to_declare_down(
     h
 }
 
+/// The ids of n1, n2 and n3, as agent n1 lists them.
+fn node_ids(h: &Harness) -> [NodeId; 3] {
+    let nodes = h.nodes(0).unwrap();
+    ["n1", "n2", "n3"].map(|name| {
+        let node = nodes.iter().find(|m| m.name == name);
+        let node = node.unwrap_or_else(|| panic!("{name} in {nodes:?}"));
+        node.id.parse().expect("a node id")
+    })
+}
+
 /// Stops n3 (SIGSTOP: it answers nothing, as a hung or powerless machine)
 /// and waits until agent `observer` suspects it.
 fn stop_n3_until_suspected_by(h: &Harness, observer: usize) {
@@ -808,12 +808,7 @@ fn a_stopping_node_hands_a_killed_members_keys_to_the_next_member() {
     // that could not come, and the keys went with it.
     let mut h = slow_to_declare_down("cache-leave-killed", "solo", bucket(1, 0), 90, b"v");
     let n1 = h.agent(0).client().clone();
-    let id_of = |name: &str| -> NodeId {
-        let nodes = h.nodes(0).unwrap();
-        let node = nodes.iter().find(|m| m.name == name).expect("listed");
-        node.id.parse().expect("a node id")
-    };
-    let ids = [id_of("n1"), id_of("n2"), id_of("n3")];
+    let ids = node_ids(&h);
     let key = |k: usize| format!("k{k}");
     let owner = |k: usize, of: &[NodeId]| myco_core::cache::owners("solo", &key(k), of, 1)[0];
     // n2's keys that its view after it (n1 and n3) gives to n3.

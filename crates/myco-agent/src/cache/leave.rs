@@ -15,7 +15,7 @@
 //! unacknowledged, so one the walk already passed, or one that arrives
 //! after the walk, does not go with the node.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use myco_core::cache::rank;
@@ -217,7 +217,7 @@ struct Walk<'a> {
     acks: mpsc::Receiver<CacheMessage>,
     /// Copies dropped unsent: the member, the bucket and the key. Each
     /// also answers on `acks` as a copy not stored, so one wait sees both.
-    unsent: Arc<std::sync::Mutex<Vec<(NodeId, String, String)>>>,
+    unsent: Arc<Mutex<Vec<(NodeId, String, String)>>>,
     answers: mpsc::Sender<CacheMessage>,
     /// Keys to place again, their copy to a refusing member lost.
     retry: Vec<(String, String)>,
@@ -250,19 +250,15 @@ impl Walk<'_> {
             if placed >= replicas.max(1) {
                 break;
             }
-            let Some(addr) = self
-                .live
-                .iter()
-                .find(|(id, _)| *id == node)
-                .map(|(_, a)| *a)
-            else {
+            let Some(addr) = self.live.addr(node) else {
                 continue;
             };
             loop {
                 let (unsent, tx) = (self.unsent.clone(), self.answers.clone());
                 let (b, k, request) = (bucket.clone(), key.clone(), self.request);
                 let receipt: Receipt = Box::new(move || {
-                    lock(&unsent).push((node, b, k));
+                    let mut unsent = unsent.lock().unwrap_or_else(PoisonError::into_inner);
+                    unsent.push((node, b, k));
                     let _ = tx.try_send(CacheMessage::Ack {
                         request,
                         stored: false,
@@ -312,7 +308,10 @@ impl Walk<'_> {
             Ok(Some(CacheMessage::Ack { stored, .. })) => {
                 self.answered += 1;
                 self.done.acked += u64::from(stored);
-                for (node, bucket, key) in lock(&self.unsent).drain(..) {
+                let unsent = std::mem::take(
+                    &mut *self.unsent.lock().unwrap_or_else(PoisonError::into_inner),
+                );
+                for (node, bucket, key) in unsent {
                     self.after.retain(|n| *n != node);
                     self.retry.push((bucket, key));
                 }
@@ -325,8 +324,4 @@ impl Walk<'_> {
             Ok(None) | Err(_) => false,
         }
     }
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -182,6 +182,14 @@ impl Live {
         &self.ids
     }
 
+    /// The stream address of `node`, if it is live.
+    pub(crate) fn addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.members
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, a)| *a)
+    }
+
     /// Whether membership suspects `node` (see [`Live::suspects`]).
     pub(crate) fn suspected(&self, node: NodeId) -> bool {
         self.suspects.contains(&node)

@@ -20,7 +20,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use myco_proto::NodeId;
 use myco_proto::channel::Channel;
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf};
@@ -138,8 +137,7 @@ pub(super) async fn read_answers(
             }
             generation = now;
         }
-        let from: Option<NodeId> = peer;
-        if inbound::dispatch(&shared, to, from, channel, message, &mut back)
+        if inbound::dispatch(&shared, to, peer, channel, message, &mut back)
             .await
             .is_err()
         {
