@@ -54,6 +54,7 @@ fn pinned_seeds_fail_the_old_rebalancer_and_pass_the_current_one() {
     for seed in [76, 78, 96] {
         let old = CacheSimConfig {
             handoff: false,
+            late_versions: false,
             ..CacheSimConfig::from_seed(seed)
         };
         assert!(
@@ -93,24 +94,40 @@ fn pinned_seed_of_a_stop_handing_keys_to_an_ended_member() {
     };
     let before = CacheSimConfig {
         skip_ended: false,
+        late_versions: false,
         ..graceful
     };
     assert!(run_cache(&before).is_err(), "the old hand-over passed");
     run_cache(&graceful).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// A seed the sweep found failing with graceful stops: a node began its
+/// stop on a view that did not yet hold a member that had just joined,
+/// took a write and passed it on to the owners that view named; the one
+/// that held it had already walked for the join, so the newcomer never
+/// got the newest version (acknowledged by two, then held by one owner).
+/// A version stored within a grace of a walk for a change now also goes
+/// to the owners the change added.
+#[test]
+fn pinned_seed_of_a_version_stored_after_the_walk_for_a_join() {
+    let graceful = CacheSimConfig {
+        graceful: true,
+        ..CacheSimConfig::from_seed(882)
+    };
+    let before = CacheSimConfig {
+        late_versions: false,
+        ..graceful.clone()
+    };
+    assert!(run_cache(&before).is_err(), "the old pass-on passed");
+    run_cache(&graceful).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The sweeps over 1,000 seeds, by hand (`cargo test --release -p
-/// myco-sim --test cache -- --ignored`): every seed passes without
-/// graceful stops; with them, one fails, the known gap: a node that
-/// begins its stop on an out-of-date view hands its keys, and passes on
-/// the writes it takes, to the owners that view names. 882: a member that
-/// joined moments before is not among them, and lacks the newest version
-/// (on one owner, until a read repairs it). (464, a member that had
-/// ended still in the view, is fixed and pinned above; 788 passes since.)
+/// myco-sim --test cache -- --ignored`): every seed passes, with and
+/// without graceful stops (464 and 882 are pinned above).
 #[test]
 #[ignore]
 fn a_thousand_seeds_with_and_without_graceful_stops() {
-    const KNOWN: [u64; 1] = [882];
     let mut failed = Vec::new();
     for seed in 0..1000 {
         run_cache(&CacheSimConfig::from_seed(seed)).unwrap_or_else(|e| panic!("{e}"));
@@ -127,8 +144,5 @@ fn a_thousand_seeds_with_and_without_graceful_stops() {
         "graceful: {} of 1000 seeds failed: {failed:?}",
         failed.len()
     );
-    assert!(
-        failed.iter().all(|s| KNOWN.contains(s)),
-        "a seed outside the known gap failed: {failed:?}"
-    );
+    assert!(failed.is_empty(), "graceful seeds failed: {failed:?}");
 }

@@ -154,6 +154,8 @@ pub struct Cache {
     leaving: std::sync::OnceLock<leave::Leaving>,
     /// Entries waiting out their grace before the rebalancer drops them.
     drops: rebalance::Drops,
+    /// The last change the rebalancer walked, for versions stored after.
+    changed: rebalance::Changed,
     counters: CacheCounters,
 }
 
@@ -252,6 +254,7 @@ impl Cache {
             live: Mutex::new((std::sync::Weak::new(), Arc::default())),
             leaving: std::sync::OnceLock::new(),
             drops: rebalance::Drops::default(),
+            changed: rebalance::Changed::default(),
             counters: CacheCounters::default(),
         });
         tokio::spawn(remote::consume(cache.clone(), inbox));
@@ -366,19 +369,40 @@ impl Cache {
     /// write from any asker, a copy, a repair) comes through this or,
     /// holding the store's lock, through [`Cache::stored`].
     fn store_here(&self, bucket: &str, max_entries: u64, key: &str, entry: CacheEntry, now: u64) {
-        let kept = self.leaving().then(|| entry.clone());
-        self.store().put(bucket, max_entries, key, entry, now);
+        let kept = (self.leaving() || self.changed.recent(now)).then(|| entry.clone());
+        let merge = self.store().put(bucket, max_entries, key, entry, now);
+        // A version older than the one held changes nothing to pass on
+        // (and two nodes whose views differ cannot pass it back and forth).
+        let kept = kept.filter(|_| merge == myco_core::cache::Merge::Stored);
         self.stored(bucket, key, kept.as_ref());
     }
 
     /// What follows a version stored here: a drop the rebalancer decided
-    /// for the key waits for its next walk (`rebalance::Drops`), and once
-    /// a graceful stop has begun the version (`entry`, kept for it) is
-    /// passed on to its next owners (`leave`).
+    /// for the key waits for its next walk (`rebalance::Drops`); once a
+    /// graceful stop has begun the version (`entry`, new here and kept
+    /// for it) is passed on to its next owners (`leave`), and within a
+    /// grace of a change to the owners it added (`rebalance::Changed`).
     fn stored(&self, bucket: &str, key: &str, entry: Option<&CacheEntry>) {
         self.drops.cancel(bucket, key);
-        if let Some(entry) = entry {
-            self.pass_on_if_leaving(bucket, key, entry);
+        let Some(entry) = entry else {
+            return;
+        };
+        self.pass_on_if_leaving(bucket, key, entry);
+        if !self.changed.recent(wall_ms()) {
+            return;
+        }
+        let replicas = self.bucket(bucket).unwrap_or_default().replicas;
+        let added = self
+            .changed
+            .added(self.me, bucket, key, replicas, wall_ms());
+        if added.is_empty() {
+            return;
+        }
+        let live = self.live();
+        for node in added {
+            if self.send_copy(&live, node, bucket, key, entry) {
+                self.counters.moved.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 

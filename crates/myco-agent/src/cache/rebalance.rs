@@ -17,14 +17,19 @@
 //! the sender's, it waits for the next walk to decide again (the
 //! simulator found a node dropping, on a view still holding a node that
 //! had left, a copy it had just been handed as the new owner, and sending
-//! it to the departed node). Every [`STRAY_EVERY`] the walk also runs with no change, so
+//! it to the departed node). For a grace after a walk for a change, a
+//! version stored here that was new here also goes to the owners the
+//! change added ([`Changed`]): a writer, or a node stopping, whose view
+//! did not hold the change yet sent it to the old owners only, after
+//! their walk had passed (the simulator's seed 882: a member that had
+//! just joined never got the newest version, left on one owner). Every [`STRAY_EVERY`] the walk also runs with no change, so
 //! a copy left on a non-owner (a write or a move sent with a view that
 //! was already out of date) is handed over and dropped too. The
 //! simulator (`myco_sim::run_cache`) checks this logic over many seeds.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -100,6 +105,46 @@ impl Drops {
     }
 }
 
+/// The members before and after the last walk for a change, and until
+/// when (wall-clock ms, 0: never) a version stored here is passed on to
+/// the owners that change added.
+#[derive(Debug, Default)]
+pub(super) struct Changed {
+    until: AtomicU64,
+    members: Mutex<(Vec<NodeId>, Vec<NodeId>)>,
+}
+
+impl Changed {
+    fn set(&self, before: &[NodeId], after: &[NodeId], until: u64) {
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        *members = (before.to_vec(), after.to_vec());
+        self.until.store(until, Ordering::Relaxed);
+    }
+
+    /// Whether a change was walked less than a grace before `now`.
+    pub(super) fn recent(&self, now: u64) -> bool {
+        now < self.until.load(Ordering::Relaxed)
+    }
+
+    /// The owners of `key` the last change added, other than `me`, if it
+    /// was walked less than a grace before `now`.
+    pub(super) fn added(
+        &self,
+        me: NodeId,
+        bucket: &str,
+        key: &str,
+        replicas: u8,
+        now: u64,
+    ) -> Vec<NodeId> {
+        if !self.recent(now) {
+            return Vec::new();
+        }
+        let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        moves(me, bucket, key, &members.0, &members.1, replicas)
+            .map_or_else(Vec::new, |m| m.send_to)
+    }
+}
+
 pub(super) async fn run(cache: Weak<Cache>) {
     let mut before: Option<Vec<(NodeId, u64)>> = None;
     let mut to_drop: VecDeque<(Instant, String, String)> = VecDeque::new();
@@ -133,6 +178,10 @@ pub(super) async fn run(cache: Weak<Cache>) {
             _ => None,
         };
         if let Some(b) = walk {
+            if b != after {
+                let until = wall_ms() + GRACE.as_millis() as u64;
+                cache.changed.set(&b, &after, until);
+            }
             move_entries(&cache, &b, &after, &mut to_drop).await;
             last_walk = Instant::now();
         }
@@ -233,5 +282,32 @@ mod tests {
             "the earlier queue entry is void"
         );
         assert!(drops.take("b", "k", second));
+    }
+
+    #[test]
+    fn a_version_stored_within_a_grace_of_a_join_goes_to_the_joined_owner() {
+        let ids: Vec<NodeId> = (1..=3).map(NodeId::from_u64).collect();
+        let (me, joined) = (ids[0], ids[2]);
+        let changed = Changed::default();
+        assert!(
+            changed.added(me, "b", "k", 2, 0).is_empty(),
+            "no change yet"
+        );
+        changed.set(&ids[..2], &ids, 1_000);
+        // Keys of 2 copies the join gave the joined node, and one it did not.
+        let gained = (0..100)
+            .map(|i| format!("k{i}"))
+            .find(|k| myco_core::cache::owners("b", k, &ids, 2).contains(&joined))
+            .expect("some key");
+        let kept = (0..100)
+            .map(|i| format!("k{i}"))
+            .find(|k| !myco_core::cache::owners("b", k, &ids, 2).contains(&joined))
+            .expect("some key");
+        assert_eq!(changed.added(me, "b", &gained, 2, 999), vec![joined]);
+        assert!(changed.added(me, "b", &kept, 2, 999).is_empty());
+        assert!(
+            changed.added(me, "b", &gained, 2, 1_000).is_empty(),
+            "the grace is over"
+        );
     }
 }

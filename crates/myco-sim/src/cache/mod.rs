@@ -26,8 +26,12 @@
 //!   gone, and an owner that left so counts as staying up, when no node
 //!   crashed since the write (a hand-over to a node that crashed unseen
 //!   is lost). A stop begun on an out-of-date view hands over to the
-//!   owners that view names: three of 1,000 seeds fail on it (the
-//!   ignored sweep in `tests/cache.rs`).
+//!   owners that view names; the owners that hold it pass a version new
+//!   to them on to the members a change added, for a grace after their
+//!   walk for it (`late_versions`). The ignored sweep in
+//!   `tests/cache.rs` runs 1,000 seeds both ways; past them, about one
+//!   seed in 2,000 with graceful stops still loses a write kept in one
+//!   copy (2471, 4215 and 4993 of 0 – 4999; not yet understood).
 //!
 //! Not modelled: reads (their read-repair only adds copies to owners),
 //! TTL and LRU (they only remove), paging of moves (bandwidth only).
@@ -81,6 +85,11 @@ pub struct CacheSimConfig {
     /// keys to the next member in the ranking; `false` models the
     /// hand-over before, which sent them copies lost with them.
     pub skip_ended: bool,
+    /// For a grace after a walk for a change, a version a node stores
+    /// also goes to the owners the change added (`Cache::stored`): a
+    /// writer or a stopping node with an older view did not send it
+    /// there, and the walk has passed; `false` models the agent before.
+    pub late_versions: bool,
 }
 
 impl CacheSimConfig {
@@ -99,6 +108,7 @@ impl CacheSimConfig {
             handoff: true,
             graceful: false,
             skip_ended: true,
+            late_versions: true,
         }
     }
 }
@@ -142,6 +152,9 @@ struct SimNode {
     /// Set while a graceful stop hands over: the members before and
     /// after it, as the node saw them when it began.
     leaving: Option<(Vec<NodeId>, Vec<NodeId>)>,
+    /// The last walk for a change: until when versions stored go to the
+    /// owners it added too, and the members before and after it.
+    changed: Option<(u64, Vec<NodeId>, Vec<NodeId>)>,
 }
 
 struct Write {
@@ -244,6 +257,7 @@ impl Sim {
                 dropping: BTreeMap::new(),
                 hlc: 0,
                 leaving: None,
+                changed: None,
             })
             .collect();
         let mut sim = Sim {
@@ -350,6 +364,7 @@ impl Sim {
             node.before = None;
             node.to_drop.clear();
             node.dropping.clear();
+            node.changed = None;
             // It learns the members as it joins.
             node.view = next.iter().map(|i| self.ids[*i]).collect();
             let lives = self.lives_of(&next);

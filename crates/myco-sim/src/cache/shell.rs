@@ -2,7 +2,7 @@
 //! and the rebalancer's period (`cache::rebalance`), on the core's pure
 //! functions.
 
-use myco_core::cache::{before_for_moves, handoff, moves, owners};
+use myco_core::cache::{Merge, before_for_moves, handoff, moves, owners};
 use myco_proto::NodeId;
 use myco_proto::cache::CacheEntry;
 use myco_proto::state::Timestamp;
@@ -56,14 +56,33 @@ impl Sim {
 
     /// Stores a version on `n`, as `Cache::store_here` does: a drop
     /// decided before (perhaps on an older view) waits for the next walk,
-    /// and a node handing over passes the version on.
+    /// a node handing over passes the version on, and so does one that
+    /// walked for a change less than a grace ago, to the owners the
+    /// change added, when the version is new here (so two nodes whose
+    /// views differ cannot pass one version back and forth).
     pub(super) fn store_here(&mut self, n: usize, key: &str, entry: &CacheEntry) {
         let node = &mut self.nodes[n];
-        node.store.put(BUCKET, 0, key, entry.clone(), 0);
+        let merge = node.store.put(BUCKET, 0, key, entry.clone(), 0);
         if self.cfg.handoff {
             node.dropping.remove(key);
         }
         self.pass_on_if_leaving(n, key, entry);
+        let Some((until, before, after)) = &self.nodes[n].changed else {
+            return;
+        };
+        if !self.cfg.late_versions || self.now >= *until || merge == Merge::Stale {
+            return;
+        }
+        let mv = moves(self.ids[n], BUCKET, key, before, after, self.cfg.replicas);
+        for o in mv.map(|m| m.send_to).unwrap_or_default() {
+            self.report.moved += 1;
+            let put = Put {
+                key: key.to_string(),
+                entry: entry.clone(),
+                write: None,
+            };
+            self.send(n, o, put);
+        }
     }
 
     pub(super) fn ack(&mut self, id: usize, by: usize) {
@@ -137,6 +156,11 @@ impl Sim {
             Some(_) if stray_pass => Some(after.clone()),
             _ => None,
         };
+        if let Some(b) = &walk
+            && *b != after
+        {
+            self.nodes[n].changed = Some((self.now + GRACE, b.clone(), after.clone()));
+        }
         if let Some(b) = walk {
             let entries = self.nodes[n].store.entries_after(None, usize::MAX);
             for (_, key, entry) in entries {
