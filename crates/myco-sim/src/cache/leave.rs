@@ -1,7 +1,7 @@
 //! The model of a graceful stop (`myco_agent::cache::leave`): the node
 //! walks its entries and sends each to the owners it has without the
-//! node (skipping members whose process has ended: their connections are
-//! refused), passes on every write it stores from then on, leaves the
+//! node and without members stopping too (marked draining; skipping
+//! members whose process has ended: their connections are refused), passes on every write it stores from then on, leaves the
 //! membership once the walk is acknowledged, and ends a moment later
 //! with what it sent still delivered (`Cache::sent_out`).
 
@@ -24,7 +24,14 @@ impl Sim {
         let me = self.ids[n];
         let mut before = self.nodes[n].view.clone();
         before.sort_unstable();
-        let after: Vec<_> = before.iter().copied().filter(|id| *id != me).collect();
+        // Not to members stopping too: the agent skips peers marked
+        // draining (`leave`), which every node knows as the stop begins.
+        // Handed to one that ended a moment later, a key of one copy went.
+        let after: Vec<_> = before
+            .iter()
+            .copied()
+            .filter(|id| *id != me && self.nodes[self.index(*id)].leaving.is_none())
+            .collect();
         if after.is_empty() {
             // Alone: nothing to hand to; it just goes.
             self.departed.push((self.now, n));
