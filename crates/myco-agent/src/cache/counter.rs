@@ -146,7 +146,7 @@ impl Cache {
             Ok((entry, _)) => {
                 store.put(bucket, max, key, entry.clone(), now);
                 drop(store);
-                self.stored(bucket, key, Some(&entry));
+                self.stored(bucket, key, Some(&entry), true);
                 IncrOutcome::Stored(entry)
             }
             Err(e) => IncrOutcome::Refused(e),

@@ -367,34 +367,45 @@ impl Cache {
 
     /// Stores a version on this node: every path that puts one here (a
     /// write from any asker, a copy, a repair) comes through this or,
-    /// holding the store's lock, through [`Cache::stored`].
-    fn store_here(&self, bucket: &str, max_entries: u64, key: &str, entry: CacheEntry, now: u64) {
-        let kept = (self.leaving() || self.changed.recent(now)).then(|| entry.clone());
+    /// holding the store's lock, through [`Cache::stored`]. `own`: this
+    /// node's own write or repair, which it sends to the owners of its
+    /// current view itself, so it needs no pass-on after a change.
+    fn store_here(
+        &self,
+        bucket: &str,
+        max_entries: u64,
+        key: &str,
+        entry: CacheEntry,
+        now: u64,
+        own: bool,
+    ) {
+        let after_change = !own && self.changed.recent(now);
+        let kept = (self.leaving() || after_change).then(|| entry.clone());
         let merge = self.store().put(bucket, max_entries, key, entry, now);
         // A version older than the one held changes nothing to pass on
         // (and two nodes whose views differ cannot pass it back and forth).
         let kept = kept.filter(|_| merge == myco_core::cache::Merge::Stored);
-        self.stored(bucket, key, kept.as_ref());
+        self.stored(bucket, key, kept.as_ref(), after_change);
     }
 
     /// What follows a version stored here: a drop the rebalancer decided
     /// for the key waits for its next walk (`rebalance::Drops`); once a
     /// graceful stop has begun the version (`entry`, new here and kept
-    /// for it) is passed on to its next owners (`leave`), and within a
-    /// grace of a change to the owners it added (`rebalance::Changed`).
-    fn stored(&self, bucket: &str, key: &str, entry: Option<&CacheEntry>) {
+    /// for it) is passed on to its next owners (`leave`), and with
+    /// `after_change`, within a grace of a change, to the owners it added
+    /// (`rebalance::Changed`).
+    fn stored(&self, bucket: &str, key: &str, entry: Option<&CacheEntry>, after_change: bool) {
         self.drops.cancel(bucket, key);
         let Some(entry) = entry else {
             return;
         };
         self.pass_on_if_leaving(bucket, key, entry);
-        if !self.changed.recent(wall_ms()) {
+        let now = wall_ms();
+        if !after_change || !self.changed.recent(now) {
             return;
         }
         let replicas = self.bucket(bucket).unwrap_or_default().replicas;
-        let added = self
-            .changed
-            .added(self.me, bucket, key, replicas, wall_ms());
+        let added = self.changed.added(self.me, bucket, key, replicas, now);
         if added.is_empty() {
             return;
         }

@@ -410,7 +410,14 @@ impl Cache {
             if Some(node) == held_by {
                 (1, 0)
             } else if node == self.me {
-                self.store_here(bucket, config.max_entries, key, entry.clone(), wall_ms());
+                self.store_here(
+                    bucket,
+                    config.max_entries,
+                    key,
+                    entry.clone(),
+                    wall_ms(),
+                    true,
+                );
                 (1, 0)
             } else if live.suspected(node) {
                 self.send_copy(&live, node, bucket, key, &entry);
@@ -599,7 +606,7 @@ impl Cache {
         for node in missed {
             self.counters.read_repairs.fetch_add(1, Ordering::Relaxed);
             if *node == self.me {
-                self.store_here(bucket, max_entries, key, entry.clone(), wall_ms());
+                self.store_here(bucket, max_entries, key, entry.clone(), wall_ms(), true);
                 continue;
             }
             self.send_copy(live, *node, bucket, key, entry);

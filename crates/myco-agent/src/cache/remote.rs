@@ -88,7 +88,7 @@ impl Cache {
                         .unwrap_or_else(PoisonError::into_inner)
                         .observe(entry.ts, now);
                     let max = self.bucket(&bucket).unwrap_or_default().max_entries;
-                    self.store_here(&bucket, max, &key, entry, now);
+                    self.store_here(&bucket, max, &key, entry, now, false);
                 } else {
                     self.drop_one("invalid put");
                 }

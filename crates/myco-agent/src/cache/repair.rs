@@ -67,6 +67,6 @@ impl Cache {
             value: Some(value),
             expires_at_ms: None,
         };
-        self.store_here(bucket, max, key, entry, wall_ms());
+        self.store_here(bucket, max, key, entry, wall_ms(), true);
     }
 }

@@ -85,7 +85,8 @@ pub struct CacheSimConfig {
     /// hand-over before, which sent them copies lost with them.
     pub skip_ended: bool,
     /// For a grace after a walk for a change, a version a node stores
-    /// also goes to the owners the change added (`Cache::stored`): a
+    /// from another node (not its own write) also goes to the owners the
+    /// change added (`Cache::stored`): a
     /// writer or a stopping node with an older view did not send it
     /// there, and the walk has passed; `false` models the agent before.
     pub late_versions: bool,
@@ -454,7 +455,7 @@ impl Sim {
                 }
                 let node = &mut self.nodes[to];
                 node.hlc = node.hlc.max(put.entry.ts.wall_ms);
-                self.store_here(to, &put.key, &put.entry);
+                self.store_here(to, &put.key, &put.entry, false);
                 if let Some(id) = put.write {
                     self.ack(id, to);
                 }

@@ -41,7 +41,7 @@ impl Sim {
         });
         for o in owners {
             if o == self.ids[w] {
-                self.store_here(w, &key, &entry);
+                self.store_here(w, &key, &entry, true);
                 self.ack(id, w);
             } else {
                 let put = Put {
@@ -59,8 +59,9 @@ impl Sim {
     /// a node handing over passes the version on, and so does one that
     /// walked for a change less than a grace ago, to the owners the
     /// change added, when the version is new here (so two nodes whose
-    /// views differ cannot pass one version back and forth).
-    pub(super) fn store_here(&mut self, n: usize, key: &str, entry: &CacheEntry) {
+    /// views differ cannot pass one version back and forth) and not the
+    /// node's `own` write (sent to the owners of its current view).
+    pub(super) fn store_here(&mut self, n: usize, key: &str, entry: &CacheEntry, own: bool) {
         let node = &mut self.nodes[n];
         let merge = node.store.put(BUCKET, 0, key, entry.clone(), 0);
         if self.cfg.handoff {
@@ -70,7 +71,7 @@ impl Sim {
         let Some((until, before, after)) = &self.nodes[n].changed else {
             return;
         };
-        if !self.cfg.late_versions || self.now >= *until || merge == Merge::Stale {
+        if !self.cfg.late_versions || own || self.now >= *until || merge == Merge::Stale {
             return;
         }
         let mv = moves(self.ids[n], BUCKET, key, before, after, self.cfg.replicas);
