@@ -254,8 +254,15 @@ pub fn lease_age(lease: &Path) -> Option<Duration> {
 /// exit code to leave with (or does not return: killed with its group, or
 /// by the workload's signal).
 pub fn run(args: GuardArgs) -> i32 {
+    // The workload runs in the instance's directory, the guard out of it,
+    // and the guard leaves before the workload starts: a process in an
+    // instance's directory is the instance's (the fencing test counts
+    // them; it counted two, for a moment, when the guard moved after).
+    let dir = std::env::current_dir().unwrap_or_default();
+    let _ = std::env::set_current_dir("/");
     let mut child = match std::process::Command::new(&args.argv[0])
         .args(&args.argv[1..])
+        .current_dir(&dir)
         .spawn()
     {
         Ok(c) => c,
@@ -264,7 +271,6 @@ pub fn run(args: GuardArgs) -> i32 {
             return 127;
         }
     };
-    let _ = std::env::set_current_dir("/");
     let stops = stop_signals();
     // Blocked, not ignored: the signal stays pending and the guard leaves
     // by it after the workload did (see `mirror`).
