@@ -9,7 +9,7 @@ use myco_core::cache::owners;
 use myco_proto::cache::CacheEntry;
 use rand::RngExt;
 
-use super::{BUCKET, Event, Put, Sim};
+use super::{BUCKET, Event, Sim};
 
 /// How long the walk's acknowledgements take, ms (a few entries to a few
 /// thousand on loopback).
@@ -66,13 +66,7 @@ impl Sim {
         // Every owner without it, not only the new ones: this node may
         // hold a version they lack (a writer with an old view wrote here).
         for o in owners(BUCKET, key, &reachable, self.cfg.replicas) {
-            self.report.moved += 1;
-            let put = Put {
-                key: key.to_string(),
-                entry: entry.clone(),
-                write: None,
-            };
-            self.send(n, o, put);
+            self.send_copy(n, o, key, entry);
         }
     }
 

@@ -76,14 +76,20 @@ impl Sim {
         }
         let mv = moves(self.ids[n], BUCKET, key, before, after, self.cfg.replicas);
         for o in mv.map(|m| m.send_to).unwrap_or_default() {
-            self.report.moved += 1;
-            let put = Put {
-                key: key.to_string(),
-                entry: entry.clone(),
-                write: None,
-            };
-            self.send(n, o, put);
+            self.send_copy(n, o, key, entry);
         }
+    }
+
+    /// Sends `to` a copy of a version `from` holds (a move, a hand-over
+    /// or a pass-on: no write waits for it).
+    pub(super) fn send_copy(&mut self, from: usize, to: NodeId, key: &str, entry: &CacheEntry) {
+        self.report.moved += 1;
+        let put = Put {
+            key: key.to_string(),
+            entry: entry.clone(),
+            write: None,
+        };
+        self.send(from, to, put);
     }
 
     pub(super) fn ack(&mut self, id: usize, by: usize) {
@@ -120,16 +126,7 @@ impl Sim {
             };
             if let Some(entry) = self.nodes[n].store.get(BUCKET, &key, 0) {
                 for o in to {
-                    self.report.moved += 1;
-                    self.send(
-                        n,
-                        o,
-                        Put {
-                            key: key.clone(),
-                            entry: entry.clone(),
-                            write: None,
-                        },
-                    );
+                    self.send_copy(n, o, &key, &entry);
                 }
             }
             self.nodes[n].store.remove(BUCKET, &key);
@@ -169,16 +166,7 @@ impl Sim {
                     continue;
                 };
                 for o in mv.send_to {
-                    self.report.moved += 1;
-                    self.send(
-                        n,
-                        o,
-                        Put {
-                            key: key.clone(),
-                            entry: entry.clone(),
-                            write: None,
-                        },
-                    );
+                    self.send_copy(n, o, &key, &entry);
                 }
                 if !mv.keep {
                     let at = self.now + GRACE;
