@@ -56,7 +56,7 @@ impl Cache {
                     "no member could be reached to count {bucket}/{key}"
                 )));
             };
-            let addr = live.iter().find(|(id, _)| *id == primary).map(|(_, a)| *a);
+            let addr = live.addr(primary);
             let counted = self.count_at(primary, addr, bucket, key, by, config.ttl_ms);
             if let Some(outcome) = counted.await? {
                 break (primary, outcome);

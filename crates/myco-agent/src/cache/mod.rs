@@ -422,13 +422,13 @@ impl Cache {
     /// `node` is not live or the message could not be queued.
     fn send_copy(
         &self,
-        live: &[(NodeId, SocketAddr)],
+        live: &Live,
         node: NodeId,
         bucket: &str,
         key: &str,
         entry: &CacheEntry,
     ) -> bool {
-        let Some((_, addr)) = live.iter().find(|(id, _)| *id == node) else {
+        let Some(addr) = live.addr(node) else {
             return false;
         };
         let message = CacheMessage::Put {
@@ -439,7 +439,7 @@ impl Cache {
             ack: false,
             reply_to: self.addr,
         };
-        self.send(*addr, &message)
+        self.send(addr, &message)
     }
 
     /// [`Cache::send`] for a request this node waits on: if the message is

@@ -423,9 +423,8 @@ impl Cache {
                 self.send_copy(&live, node, bucket, key, &entry);
                 (0, 0)
             } else if live
-                .iter()
-                .find(|(id, _)| *id == node)
-                .is_some_and(|(_, a)| self.send_request(*a, &message, request))
+                .addr(node)
+                .is_some_and(|a| self.send_request(a, &message, request))
             {
                 self.counters.forwards.fetch_add(1, Ordering::Relaxed);
                 (0, 1)
@@ -522,8 +521,7 @@ impl Cache {
             let found = if *node == self.me {
                 self.store().get(bucket, key, wall_ms())
             } else {
-                let addr = live.iter().find(|(id, _)| id == node).map(|(_, a)| *a);
-                match addr {
+                match live.addr(*node) {
                     Some(a) => match self.ask(a, bucket, key).await {
                         Some(found) => found,
                         None => continue,
@@ -600,7 +598,7 @@ impl Cache {
         key: &str,
         entry: &CacheEntry,
         missed: &[myco_proto::NodeId],
-        live: &[(myco_proto::NodeId, std::net::SocketAddr)],
+        live: &super::Live,
         max_entries: u64,
     ) {
         for node in missed {

@@ -191,13 +191,7 @@ pub(super) async fn run(cache: Weak<Cache>) {
 
 /// When an entry's grace ends: kept if this node owns it again, else sent
 /// to its owners and dropped.
-fn hand_off(
-    cache: &Cache,
-    live: &[(NodeId, std::net::SocketAddr)],
-    ids: &[NodeId],
-    bucket: &str,
-    key: &str,
-) {
+fn hand_off(cache: &Cache, live: &super::Live, ids: &[NodeId], bucket: &str, key: &str) {
     let replicas = cache.bucket(bucket).unwrap_or_default().replicas;
     let Some(owners) = handoff(cache.me, bucket, key, ids, replicas) else {
         return;

@@ -26,8 +26,8 @@ impl Cache {
             let answer = if node == self.me {
                 Some(self.store().get(bucket, key, wall_ms()))
             } else {
-                match live.iter().find(|(id, _)| *id == node) {
-                    Some((_, addr)) => self.ask(*addr, bucket, key).await,
+                match live.addr(node) {
+                    Some(addr) => self.ask(addr, bucket, key).await,
                     None => None,
                 }
             };
