@@ -146,7 +146,7 @@ impl Cache {
             Ok((entry, _)) => {
                 store.put(bucket, max, key, entry.clone(), now);
                 drop(store);
-                self.stored(bucket, key, Some(&entry), true);
+                self.stored(bucket, key, Some(&entry), self.changed.recent(now));
                 IncrOutcome::Stored(entry)
             }
             Err(e) => IncrOutcome::Refused(e),

@@ -392,28 +392,16 @@ impl Cache {
     /// for the key waits for its next walk (`rebalance::Drops`); once a
     /// graceful stop has begun the version (`entry`, new here and kept
     /// for it) is passed on to its next owners (`leave`), and with
-    /// `after_change`, within a grace of a change, to the owners it added
-    /// (`rebalance::Changed`).
+    /// `after_change` (the caller found a change walked less than a grace
+    /// ago) to the owners that change added (`rebalance::Changed`).
     fn stored(&self, bucket: &str, key: &str, entry: Option<&CacheEntry>, after_change: bool) {
         self.drops.cancel(bucket, key);
         let Some(entry) = entry else {
             return;
         };
         self.pass_on_if_leaving(bucket, key, entry);
-        let now = wall_ms();
-        if !after_change || !self.changed.recent(now) {
-            return;
-        }
-        let replicas = self.bucket(bucket).unwrap_or_default().replicas;
-        let added = self.changed.added(self.me, bucket, key, replicas, now);
-        if added.is_empty() {
-            return;
-        }
-        let live = self.live();
-        for node in added {
-            if self.send_copy(&live, node, bucket, key, entry) {
-                self.counters.moved.fetch_add(1, Ordering::Relaxed);
-            }
+        if after_change {
+            self.pass_on_after_change(bucket, key, entry);
         }
     }
 

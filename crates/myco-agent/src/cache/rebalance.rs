@@ -17,15 +17,19 @@
 //! the sender's, it waits for the next walk to decide again (the
 //! simulator found a node dropping, on a view still holding a node that
 //! had left, a copy it had just been handed as the new owner, and sending
-//! it to the departed node). For a grace after a walk for a change, a
-//! version stored here that was new here also goes to the owners the
-//! change added ([`Changed`]): a writer, or a node stopping, whose view
-//! did not hold the change yet sent it to the old owners only, after
-//! their walk had passed (the simulator's seed 882: a member that had
-//! just joined never got the newest version, left on one owner). Every [`STRAY_EVERY`] the walk also runs with no change, so
-//! a copy left on a non-owner (a write or a move sent with a view that
-//! was already out of date) is handed over and dropped too. The
-//! simulator (`myco_sim::run_cache`) checks this logic over many seeds.
+//! it to the departed node).
+//!
+//! For a grace after a walk for a change, a version another node sends
+//! that is new here also goes to the owners the change added
+//! ([`Changed`]): a writer, or a node stopping, whose view did not hold
+//! the change yet sent it to the old owners only, after their walk had
+//! passed (the simulator's seed 882: a member that had just joined never
+//! got the newest version, left on one owner).
+//!
+//! Every [`STRAY_EVERY`] the walk also runs with no change, so a copy
+//! left on a non-owner (a write or a move sent with a view that was
+//! already out of date) is handed over and dropped too. The simulator
+//! (`myco_sim::run_cache`) checks this logic over many seeds.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -35,6 +39,7 @@ use std::time::Duration;
 
 use myco_core::cache::{before_for_moves, handoff, moves};
 use myco_proto::NodeId;
+use myco_proto::cache::CacheEntry;
 use rustc_hash::FxBuildHasher;
 use tokio::time::Instant;
 
@@ -126,22 +131,29 @@ impl Changed {
         now < self.until.load(Ordering::Relaxed)
     }
 
-    /// The owners of `key` the last change added, other than `me`, if it
-    /// was walked less than a grace before `now`.
-    pub(super) fn added(
-        &self,
-        me: NodeId,
-        bucket: &str,
-        key: &str,
-        replicas: u8,
-        now: u64,
-    ) -> Vec<NodeId> {
-        if !self.recent(now) {
-            return Vec::new();
-        }
+    /// The owners of `key` the last change added, other than `me`.
+    fn added(&self, me: NodeId, bucket: &str, key: &str, replicas: u8) -> Vec<NodeId> {
         let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         moves(me, bucket, key, &members.0, &members.1, replicas)
             .map_or_else(Vec::new, |m| m.send_to)
+    }
+}
+
+impl Cache {
+    /// Sends a version just stored here to the owners the last change
+    /// added, unacknowledged (`Cache::stored`, within its grace).
+    pub(super) fn pass_on_after_change(&self, bucket: &str, key: &str, entry: &CacheEntry) {
+        let replicas = self.bucket(bucket).unwrap_or_default().replicas;
+        let added = self.changed.added(self.me, bucket, key, replicas);
+        if added.is_empty() {
+            return;
+        }
+        let live = self.live();
+        for node in added {
+            if self.send_copy(&live, node, bucket, key, entry) {
+                self.counters.moved.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -283,25 +295,15 @@ mod tests {
         let ids: Vec<NodeId> = (1..=3).map(NodeId::from_u64).collect();
         let (me, joined) = (ids[0], ids[2]);
         let changed = Changed::default();
-        assert!(
-            changed.added(me, "b", "k", 2, 0).is_empty(),
-            "no change yet"
-        );
+        assert!(!changed.recent(0), "no change yet");
         changed.set(&ids[..2], &ids, 1_000);
-        // Keys of 2 copies the join gave the joined node, and one it did not.
-        let gained = (0..100)
+        assert!(changed.recent(999));
+        assert!(!changed.recent(1_000), "the grace is over");
+        // Keys of 2 copies the join gave the joined node, and keys it did not.
+        let (gained, kept): (Vec<String>, Vec<String>) = (0..100)
             .map(|i| format!("k{i}"))
-            .find(|k| myco_core::cache::owners("b", k, &ids, 2).contains(&joined))
-            .expect("some key");
-        let kept = (0..100)
-            .map(|i| format!("k{i}"))
-            .find(|k| !myco_core::cache::owners("b", k, &ids, 2).contains(&joined))
-            .expect("some key");
-        assert_eq!(changed.added(me, "b", &gained, 2, 999), vec![joined]);
-        assert!(changed.added(me, "b", &kept, 2, 999).is_empty());
-        assert!(
-            changed.added(me, "b", &gained, 2, 1_000).is_empty(),
-            "the grace is over"
-        );
+            .partition(|k| myco_core::cache::owners("b", k, &ids, 2).contains(&joined));
+        assert_eq!(changed.added(me, "b", &gained[0], 2), vec![joined]);
+        assert!(changed.added(me, "b", &kept[0], 2).is_empty());
     }
 }

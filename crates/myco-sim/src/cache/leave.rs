@@ -1,9 +1,10 @@
 //! The model of a graceful stop (`myco_agent::cache::leave`): the node
 //! walks its entries and sends each to the owners it has without the
-//! node and without members stopping too (marked draining; skipping
-//! members whose process has ended: their connections are refused), passes on every write it stores from then on, leaves the
-//! membership once the walk is acknowledged, and ends a moment later
-//! with what it sent still delivered (`Cache::sent_out`).
+//! node and without members stopping too (marked draining), skipping
+//! members whose process has ended (their connections are refused);
+//! passes on every write it stores from then on; leaves the membership
+//! once the walk is acknowledged; and ends a moment later with what it
+//! sent still delivered (`Cache::sent_out`).
 
 use myco_core::cache::owners;
 use myco_proto::cache::CacheEntry;

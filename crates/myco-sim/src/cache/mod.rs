@@ -86,9 +86,9 @@ pub struct CacheSimConfig {
     pub skip_ended: bool,
     /// For a grace after a walk for a change, a version a node stores
     /// from another node (not its own write) also goes to the owners the
-    /// change added (`Cache::stored`): a
-    /// writer or a stopping node with an older view did not send it
-    /// there, and the walk has passed; `false` models the agent before.
+    /// change added (`Cache::stored`): a writer or a stopping node with
+    /// an older view did not send it there, and the walk has passed;
+    /// `false` models the agent before.
     pub late_versions: bool,
 }
 
