@@ -88,17 +88,11 @@ fn pinned_seeds_of_a_drop_decided_on_an_old_view() {
 /// the key's ranking.
 #[test]
 fn pinned_seed_of_a_stop_handing_keys_to_an_ended_member() {
-    let graceful = CacheSimConfig {
-        graceful: true,
-        ..CacheSimConfig::from_seed(464)
-    };
-    let before = CacheSimConfig {
+    fails_as_before_and_passes_now(464, |c| CacheSimConfig {
         skip_ended: false,
         late_versions: false,
-        ..graceful
-    };
-    assert!(run_cache(&before).is_err(), "the old hand-over passed");
-    run_cache(&graceful).unwrap_or_else(|e| panic!("{e}"));
+        ..c
+    });
 }
 
 /// A seed the sweep found failing with graceful stops: a node began its
@@ -110,16 +104,28 @@ fn pinned_seed_of_a_stop_handing_keys_to_an_ended_member() {
 /// to the owners the change added.
 #[test]
 fn pinned_seed_of_a_version_stored_after_the_walk_for_a_join() {
-    let graceful = CacheSimConfig {
-        graceful: true,
-        ..CacheSimConfig::from_seed(882)
-    };
-    let before = CacheSimConfig {
+    fails_as_before_and_passes_now(882, |c| CacheSimConfig {
         late_versions: false,
-        ..graceful.clone()
+        ..c
+    });
+}
+
+/// Runs `seed` with graceful stops: it must fail with the settings
+/// `before` gives (the logic before the fix it pins), so the checks can
+/// fail, and pass as the logic is now.
+fn fails_as_before_and_passes_now(
+    seed: u64,
+    before: impl FnOnce(CacheSimConfig) -> CacheSimConfig,
+) {
+    let now = CacheSimConfig {
+        graceful: true,
+        ..CacheSimConfig::from_seed(seed)
     };
-    assert!(run_cache(&before).is_err(), "the old pass-on passed");
-    run_cache(&graceful).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        run_cache(&before(now.clone())).is_err(),
+        "seed {seed}: the logic before the fix passed"
+    );
+    run_cache(&now).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The sweeps over 1,000 seeds, by hand (`cargo test --release -p

@@ -613,11 +613,7 @@ fn a_graceful_stop_hands_its_keys_over_even_those_kept_in_one_copy() {
     let held: Value = h.agent(2).client().get("/v1/cache").unwrap();
     let on_n3 = held["node"]["entries"].as_u64().unwrap();
     assert!(on_n3 > 0, "n3 owns none of 60 keys: {held}");
-    h.terminate(2);
-    let (status, _) = h
-        .wait_exit(2, Duration::from_secs(30))
-        .expect("n3 stops within the hand-off bound");
-    assert!(status.success(), "{status:?}");
+    stop_gracefully(&mut h, 2);
     for c in [&n1, h.agent(1).client()] {
         for k in 0..60 {
             assert_eq!(
@@ -686,11 +682,7 @@ fn writes_that_reach_a_stopping_node_are_passed_on_to_their_next_owners() {
             other => Err(format!("{other:?}")),
         }
     });
-    h.terminate(2);
-    let (status, _) = h
-        .wait_exit(2, Duration::from_secs(30))
-        .expect("n3 stops within the hand-off bound");
-    assert!(status.success(), "{status:?}");
+    stop_gracefully(&mut h, 2);
     // Twenty more once n3 is gone: the last that n1 sent it are answered.
     let at_exit = tried.load(Ordering::Relaxed);
     wait_for("twenty writes after n3 left", SETTLE, || {
@@ -755,6 +747,17 @@ fn node_ids(h: &Harness) -> [NodeId; 3] {
     })
 }
 
+/// Sends agent `i` SIGTERM and waits up to 30 s (well past its hand-off
+/// bound) for a clean exit; returns how long the stop took.
+fn stop_gracefully(h: &mut Harness, i: usize) -> Duration {
+    h.terminate(i);
+    let (status, took) = h
+        .wait_exit(i, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("agent {i} did not stop within 30 s of SIGTERM"));
+    assert!(status.success(), "agent {i}: {status:?}");
+    took
+}
+
 /// Stops n3 (SIGSTOP: it answers nothing, as a hung or powerless machine)
 /// and waits until agent `observer` suspects it.
 fn stop_n3_until_suspected_by(h: &Harness, observer: usize) {
@@ -777,11 +780,7 @@ fn a_stopping_node_hands_nothing_to_a_member_that_stopped_answering() {
     let mut h = slow_to_declare_down("cache-leave-suspect", "solo", bucket(1, 0), 60, b"v");
     let n1 = h.agent(0).client().clone();
     stop_n3_until_suspected_by(&h, 1);
-    h.terminate(1);
-    let (status, took) = h
-        .wait_exit(1, Duration::from_secs(30))
-        .expect("n2 stops within its hand-off bound");
-    assert!(status.success(), "{status:?}");
+    let took = stop_gracefully(&mut h, 1);
     println!("n2 stopped {took:?} after SIGTERM with n3 suspected");
     assert!(
         took < Duration::from_secs(4),
@@ -817,11 +816,7 @@ fn a_stopping_node_hands_a_killed_members_keys_to_the_next_member() {
         .collect();
     assert!(!to_n3.is_empty(), "no key of n2's would go to n3");
     h.kill(2);
-    h.terminate(1);
-    let (status, took) = h
-        .wait_exit(1, Duration::from_secs(30))
-        .expect("n2 stops within its hand-off bound");
-    assert!(status.success(), "{status:?}");
+    let took = stop_gracefully(&mut h, 1);
     println!("n2 stopped {took:?} after SIGTERM, n3 killed just before");
     // Every key n3 did not hold reads back from n1, those n2 would have
     // given n3 included (n3's own went with it: one copy).
