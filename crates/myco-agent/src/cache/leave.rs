@@ -21,11 +21,10 @@ use std::time::Duration;
 use myco_core::cache::rank;
 use myco_core::jobs::controller::draining_members;
 use myco_proto::cache::CacheEntry;
+use myco_proto::channel::Channel;
 use myco_proto::{NodeId, Table};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-use myco_proto::channel::Channel;
 
 use super::remote::{Registered, Waiter};
 use super::{Cache, CacheMessage, Live, wall_ms};
