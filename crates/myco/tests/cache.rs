@@ -835,6 +835,45 @@ fn a_stopping_node_hands_a_killed_members_keys_to_the_next_member() {
 }
 
 #[test]
+fn a_stopping_node_hands_a_hung_members_keys_on_once_it_is_suspected() {
+    // n3 stops answering (SIGSTOP: a hung machine, which refuses no
+    // connection) and n2 stops gracefully at once, before membership
+    // suspects n3: n2's walk sends n3 copies that are never acknowledged.
+    // Once n2 suspects n3, it hands those keys to n1 instead, the owner
+    // they will have once n3 is seen gone. Before, it waited out its 5 s
+    // bound for n3's acknowledgements, and the keys it would have given
+    // n3 were on neither n1 nor n2.
+    let mut h = slow_to_declare_down("cache-leave-hung", "solo", bucket(1, 0), 90, b"v");
+    let n1 = h.agent(0).client().clone();
+    let ids = node_ids(&h);
+    let key = |k: usize| format!("k{k}");
+    let owner = |k: usize, of: &[NodeId]| myco_core::cache::owners("solo", &key(k), of, 1)[0];
+    // n2's keys that its view after it (n1 and n3) gives to n3.
+    let to_n3: Vec<usize> = (0..90)
+        .filter(|&k| owner(k, &ids) == ids[1] && owner(k, &[ids[0], ids[2]]) == ids[2])
+        .collect();
+    assert!(!to_n3.is_empty(), "no key of n2's would go to n3");
+    h.signal(2, "STOP");
+    let took = stop_gracefully(&mut h, 1);
+    println!("n2 stopped {took:?} after SIGTERM, n3 stopped just before");
+    // n1 holds them while n3 still answers nothing (suspected, asked last).
+    let missing: Vec<usize> = to_n3
+        .iter()
+        .copied()
+        .filter(|&k| n1.cache_get("solo", &key(k)).ok().flatten() != Some(b"v".to_vec()))
+        .collect();
+    h.signal(2, "CONT");
+    assert!(
+        missing.is_empty(),
+        "n1 lacks {missing:?} of the keys n2 would have given the hung n3 ({to_n3:?})"
+    );
+    assert!(
+        took < Duration::from_secs(4),
+        "n2 waited {took:?} to stop: for acknowledgements from the hung n3?"
+    );
+}
+
+#[test]
 fn an_owner_that_stops_answering_is_not_waited_on_once_suspected() {
     // A machine that stops answering (power cut, hung kernel; SIGSTOP
     // here) does not refuse connections: before, every read and write of

@@ -57,7 +57,8 @@ impl Cache {
     /// Sends every entry this node holds to its owners without this node,
     /// and waits up to `bound` for them to acknowledge. Returns at once
     /// when no live peer that is not draining remains. Members that
-    /// membership suspects count as gone while another peer remains.
+    /// membership suspects count as gone while another peer remains, at
+    /// the start and as the walk goes ([`Walk`]).
     pub async fn hand_over(self: &Arc<Self>, bound: Duration) -> HandedOver {
         let deadline = Instant::now() + bound;
         let live = self.live();
@@ -87,22 +88,33 @@ impl Cache {
             after: after.clone(),
             live: live.clone(),
         });
-        let request = self.request_id();
         // Room for every answer that can be outstanding: the bound, and one
         // entry's copies past it.
         let (tx, acks) = mpsc::channel(IN_FLIGHT as usize + 256);
-        let _registered = Registered::new(self, request, Waiter::Many(tx.clone()));
+        // A request id per member, so an answer says whose it is.
+        let out: Vec<Out> = after
+            .iter()
+            .map(|&node| Out {
+                node,
+                request: self.request_id(),
+                keys: Vec::new(),
+                answered: 0,
+            })
+            .collect();
+        let _registered: Vec<Registered> = out
+            .iter()
+            .map(|o| Registered::new(self, o.request, Waiter::Many(tx.clone())))
+            .collect();
         let mut walk = Walk {
             cache: self,
             live,
             after,
-            request,
+            out,
             deadline,
             acks,
             unsent: Arc::default(),
             answers: tx,
             retry: Vec::new(),
-            answered: 0,
             done,
         };
         let mut cursor: Option<(String, String)> = None;
@@ -198,35 +210,87 @@ impl Cache {
     }
 }
 
-/// One hand-over walk's copies in flight. A copy the streams drop
-/// unsent (its owner refused the connection: a member killed, or gone,
-/// moments before the stop, which this node's view still holds) comes back
-/// through its receipt, and the key goes to the next member in its
-/// ranking, the owner it will have once membership sees that one gone, as
-/// a write's stand-in does (`Cache::send_request`). Before, such a copy
-/// waited out the whole bound for an acknowledgement that could not come,
-/// and in a bucket of one copy the key went with the stop.
+/// One hand-over walk's copies in flight. A member that will not take
+/// its copies is dropped from the walk, and the keys of its unanswered
+/// copies go to the next member in their ranking, the owner they will have
+/// once membership sees that one gone, as a write's stand-in does
+/// (`Cache::send_request`):
+/// - one that refuses the connection (killed, or gone, moments before the
+///   stop, which this node's view still holds): its copies come back
+///   unsent, through their receipts;
+/// - one that stopped answering (a machine hung or without power, which
+///   refuses nothing): once membership suspects it, looked at every
+///   [`LOOK`] while answers are awaited.
+///
+/// Before, such copies waited out the whole bound for acknowledgements
+/// that could not come (and a hung member's held up the rest of the walk
+/// past [`IN_FLIGHT`]); in a bucket of one copy their keys went with the
+/// stop.
 struct Walk<'a> {
     cache: &'a Arc<Cache>,
     live: Arc<Live>,
-    /// The members to hand to, less those found refusing.
+    /// The members to hand to, less those dropped.
     after: Vec<NodeId>,
-    request: u64,
+    /// Each member's request id and unanswered copies.
+    out: Vec<Out>,
     deadline: Instant,
     acks: mpsc::Receiver<CacheMessage>,
-    /// Copies dropped unsent: the member, the bucket and the key. Each
-    /// also answers on `acks` as a copy not stored, so one wait sees both.
-    unsent: Arc<Mutex<Vec<(NodeId, String, String)>>>,
+    /// Members whose copies were dropped unsent. Each such copy also
+    /// answers on `acks` as not stored, so one wait sees both.
+    unsent: Arc<Mutex<Vec<NodeId>>>,
     answers: mpsc::Sender<CacheMessage>,
-    /// Keys to place again, their copy to a refusing member lost.
+    /// Keys to place again, their copy to a dropped member lost.
     retry: Vec<(String, String)>,
-    answered: u64,
     done: HandedOver,
+}
+
+/// How often a walk waiting for answers looks for members membership has
+/// come to suspect, or lost.
+const LOOK: Duration = Duration::from_millis(200);
+
+/// The copies sent to one member, oldest first, and how many it answered:
+/// a member answers the copies of one connection in the order they came.
+struct Out {
+    node: NodeId,
+    request: u64,
+    keys: Vec<(String, String)>,
+    answered: usize,
 }
 
 impl Walk<'_> {
     fn in_flight(&self) -> u64 {
-        self.done.sent - self.answered
+        self.out
+            .iter()
+            .map(|o| (o.keys.len() - o.answered) as u64)
+            .sum()
+    }
+
+    /// Hands to `node` no more; its unanswered copies' keys are placed again.
+    fn drop_member(&mut self, node: NodeId) {
+        self.after.retain(|n| *n != node);
+        if let Some(o) = self.out.iter_mut().find(|o| o.node == node) {
+            self.retry.append(&mut o.keys.split_off(o.answered));
+            o.keys.clear();
+            o.answered = 0;
+        }
+        if self.after.is_empty() {
+            self.retry.clear();
+        }
+    }
+
+    /// Drops the members membership now suspects or has lost, while
+    /// another member remains (the rule the walk started with).
+    fn drop_suspects(&mut self) {
+        let live = self.cache.live();
+        let gone = |n: &NodeId| live.suspected(*n) || !live.ids().contains(n);
+        if self.after.iter().any(|n| !gone(n)) {
+            for i in 0..self.out.len() {
+                let node = self.out[i].node;
+                if gone(&node) {
+                    self.drop_member(node);
+                }
+            }
+        }
     }
 
     /// Sends a copy to each of the key's first `replicas` members in
@@ -236,8 +300,8 @@ impl Walk<'_> {
     async fn place(&mut self, bucket: String, key: String, entry: CacheEntry) {
         let replicas = self.cache.bucket(&bucket).unwrap_or_default().replicas;
         let ranked = rank(&bucket, &key, &self.after);
-        let message = CacheMessage::Put {
-            request: self.request,
+        let mut message = CacheMessage::Put {
+            request: 0,
             bucket: bucket.clone(),
             key: key.clone(),
             entry,
@@ -252,12 +316,20 @@ impl Walk<'_> {
             let Some(addr) = self.live.addr(node) else {
                 continue;
             };
+            let Some(at) = self.out.iter().position(|o| o.node == node) else {
+                continue;
+            };
+            let request = self.out[at].request;
+            if let CacheMessage::Put { request: r, .. } = &mut message {
+                *r = request;
+            }
             loop {
                 let (unsent, tx) = (self.unsent.clone(), self.answers.clone());
-                let (b, k, request) = (bucket.clone(), key.clone(), self.request);
                 let receipt: Receipt = Box::new(move || {
-                    let mut unsent = unsent.lock().unwrap_or_else(PoisonError::into_inner);
-                    unsent.push((node, b, k));
+                    unsent
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .push(node);
                     let _ = tx.try_send(CacheMessage::Ack {
                         request,
                         stored: false,
@@ -272,9 +344,10 @@ impl Walk<'_> {
                 match sent {
                     Ok(()) => {
                         self.done.sent += 1;
+                        self.out[at].keys.push((bucket.clone(), key.clone()));
                         placed += 1;
                     }
-                    Err(SendError::Unreachable { .. }) => self.after.retain(|n| *n != node),
+                    Err(SendError::Unreachable { .. }) => self.drop_member(node),
                     // A full queue empties as answers come back: wait for
                     // one and try again (none outstanding: it will not).
                     Err(_) => {
@@ -298,29 +371,41 @@ impl Walk<'_> {
         }
     }
 
-    /// Waits for one answer until the deadline; false when the time is up
-    /// or no answer can come. A refusal (the owner holds a newer version)
-    /// is an answer, not a stored copy; so is a copy back unsent, whose
-    /// member is dropped from `after` and whose key is placed again.
+    /// Waits for one answer, or [`LOOK`], until the deadline; false when
+    /// the time is up or no answer can come. A refusal (the owner holds a
+    /// newer version) is an answer, not a stored copy. A copy back unsent
+    /// drops its member; so does suspicion, looked for when no answer came.
     async fn wait_one(&mut self) -> bool {
-        match tokio::time::timeout_at(self.deadline, self.acks.recv()).await {
-            Ok(Some(CacheMessage::Ack { stored, .. })) => {
-                self.answered += 1;
-                self.done.acked += u64::from(stored);
+        let until = self.deadline.min(Instant::now() + LOOK);
+        match tokio::time::timeout_at(until, self.acks.recv()).await {
+            Ok(Some(CacheMessage::Ack { request, stored })) => {
                 let unsent = std::mem::take(
                     &mut *self.unsent.lock().unwrap_or_else(PoisonError::into_inner),
                 );
-                for (node, bucket, key) in unsent {
-                    self.after.retain(|n| *n != node);
-                    self.retry.push((bucket, key));
+                for node in unsent {
+                    self.drop_member(node);
                 }
-                if self.after.is_empty() {
-                    self.retry.clear();
+                // A dropped member's answers find nothing left to answer.
+                if let Some(o) = self.out.iter_mut().find(|o| o.request == request)
+                    && o.answered < o.keys.len()
+                {
+                    o.answered += 1;
+                    if o.answered == o.keys.len() {
+                        // All answered: the keys need not be kept.
+                        o.keys.clear();
+                        o.answered = 0;
+                    }
+                    self.done.acked += u64::from(stored);
                 }
                 true
             }
             Ok(Some(_)) => true,
-            Ok(None) | Err(_) => false,
+            Ok(None) => false,
+            Err(_) if until >= self.deadline => false,
+            Err(_) => {
+                self.drop_suspects();
+                true
+            }
         }
     }
 }
