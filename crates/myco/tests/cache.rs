@@ -796,6 +796,24 @@ fn a_stopping_node_hands_nothing_to_a_member_that_stopped_answering() {
     }
 }
 
+/// The owner of key `k{k}` of bucket `solo` (one copy) among `of`.
+fn solo_owner(k: usize, of: &[NodeId]) -> NodeId {
+    myco_core::cache::owners("solo", &format!("k{k}"), of, 1)[0]
+}
+
+/// [`slow_to_declare_down`] with bucket `solo` of one copy holding 90
+/// keys, the three node ids, and the keys n2 holds that its view after
+/// it (n1 and n3) gives to n3.
+fn solo_keys_n2_would_give_n3(test: &str) -> (Harness, [NodeId; 3], Vec<usize>) {
+    let h = slow_to_declare_down(test, "solo", bucket(1, 0), 90, b"v");
+    let ids = node_ids(&h);
+    let to_n3: Vec<usize> = (0..90)
+        .filter(|&k| solo_owner(k, &ids) == ids[1] && solo_owner(k, &[ids[0], ids[2]]) == ids[2])
+        .collect();
+    assert!(!to_n3.is_empty(), "no key of n2's would go to n3");
+    (h, ids, to_n3)
+}
+
 #[test]
 fn a_stopping_node_hands_a_killed_members_keys_to_the_next_member() {
     // n3 is SIGKILLed and n2 stops gracefully at once, before membership
@@ -805,24 +823,16 @@ fn a_stopping_node_hands_a_killed_members_keys_to_the_next_member() {
     // they will have once n3 is seen gone. Before, their copies were
     // dropped unsent, n2 waited out its 5 s bound for acknowledgements
     // that could not come, and the keys went with it.
-    let mut h = slow_to_declare_down("cache-leave-killed", "solo", bucket(1, 0), 90, b"v");
+    let (mut h, ids, to_n3) = solo_keys_n2_would_give_n3("cache-leave-killed");
     let n1 = h.agent(0).client().clone();
-    let ids = node_ids(&h);
-    let key = |k: usize| format!("k{k}");
-    let owner = |k: usize, of: &[NodeId]| myco_core::cache::owners("solo", &key(k), of, 1)[0];
-    // n2's keys that its view after it (n1 and n3) gives to n3.
-    let to_n3: Vec<usize> = (0..90)
-        .filter(|&k| owner(k, &ids) == ids[1] && owner(k, &[ids[0], ids[2]]) == ids[2])
-        .collect();
-    assert!(!to_n3.is_empty(), "no key of n2's would go to n3");
     h.kill(2);
     let took = stop_gracefully(&mut h, 1);
     println!("n2 stopped {took:?} after SIGTERM, n3 killed just before");
     // Every key n3 did not hold reads back from n1, those n2 would have
     // given n3 included (n3's own went with it: one copy).
     let lost: Vec<usize> = (0..90)
-        .filter(|&k| owner(k, &ids) != ids[2])
-        .filter(|&k| get(&n1, "solo", &key(k)) != Some(b"v".to_vec()))
+        .filter(|&k| solo_owner(k, &ids) != ids[2])
+        .filter(|&k| get(&n1, "solo", &format!("k{k}")) != Some(b"v".to_vec()))
         .collect();
     assert!(
         lost.is_empty(),
@@ -843,16 +853,8 @@ fn a_stopping_node_hands_a_hung_members_keys_on_once_it_is_suspected() {
     // they will have once n3 is seen gone. Before, it waited out its 5 s
     // bound for n3's acknowledgements, and the keys it would have given
     // n3 were on neither n1 nor n2.
-    let mut h = slow_to_declare_down("cache-leave-hung", "solo", bucket(1, 0), 90, b"v");
+    let (mut h, _, to_n3) = solo_keys_n2_would_give_n3("cache-leave-hung");
     let n1 = h.agent(0).client().clone();
-    let ids = node_ids(&h);
-    let key = |k: usize| format!("k{k}");
-    let owner = |k: usize, of: &[NodeId]| myco_core::cache::owners("solo", &key(k), of, 1)[0];
-    // n2's keys that its view after it (n1 and n3) gives to n3.
-    let to_n3: Vec<usize> = (0..90)
-        .filter(|&k| owner(k, &ids) == ids[1] && owner(k, &[ids[0], ids[2]]) == ids[2])
-        .collect();
-    assert!(!to_n3.is_empty(), "no key of n2's would go to n3");
     h.signal(2, "STOP");
     let took = stop_gracefully(&mut h, 1);
     println!("n2 stopped {took:?} after SIGTERM, n3 stopped just before");
@@ -860,7 +862,7 @@ fn a_stopping_node_hands_a_hung_members_keys_on_once_it_is_suspected() {
     let missing: Vec<usize> = to_n3
         .iter()
         .copied()
-        .filter(|&k| n1.cache_get("solo", &key(k)).ok().flatten() != Some(b"v".to_vec()))
+        .filter(|&k| n1.cache_get("solo", &format!("k{k}")).ok().flatten() != Some(b"v".to_vec()))
         .collect();
     h.signal(2, "CONT");
     assert!(
