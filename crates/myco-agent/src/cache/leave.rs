@@ -349,9 +349,13 @@ impl Walk<'_> {
                     }
                     Err(SendError::Unreachable { .. }) => self.drop_member(node),
                     // A full queue empties as answers come back: wait for
-                    // one and try again (none outstanding: it will not).
+                    // one and try again (none outstanding: it will not;
+                    // nor to a member the wait dropped).
                     Err(_) => {
-                        if self.in_flight() > 0 && self.wait_one().await {
+                        if self.in_flight() > 0
+                            && self.wait_one().await
+                            && self.after.contains(&node)
+                        {
                             continue;
                         }
                     }
