@@ -75,9 +75,8 @@ impl Cache {
         // hold its copies unacknowledged for the whole bound, and take
         // them with it. A suspect that was only slow gets its keys back
         // from the stray pass (`rebalance`).
-        if after.iter().any(|n| !live.suspected(*n)) {
-            after.retain(|n| !live.suspected(*n));
-        }
+        let gone = gone_while_others_remain(&live, &after);
+        after.retain(|n| !gone.contains(n));
         let done = HandedOver::default();
         if after.is_empty() {
             return done;
@@ -244,6 +243,16 @@ struct Walk<'a> {
     done: HandedOver,
 }
 
+/// Those of `members` that membership suspects or has lost, while another
+/// of them remains (none else): the members a hand-over leaves out.
+fn gone_while_others_remain(live: &Live, members: &[NodeId]) -> Vec<NodeId> {
+    let gone = |n: &NodeId| live.suspected(*n) || !live.ids().contains(n);
+    if members.iter().all(gone) {
+        return Vec::new();
+    }
+    members.iter().copied().filter(gone).collect()
+}
+
 /// How often a walk waiting for answers looks for members membership has
 /// come to suspect, or lost.
 const LOOK: Duration = Duration::from_millis(200);
@@ -278,18 +287,11 @@ impl Walk<'_> {
         }
     }
 
-    /// Drops the members membership now suspects or has lost, while
-    /// another member remains (the rule the walk started with).
+    /// Drops the members membership now suspects or has lost, by the rule
+    /// the walk started with.
     fn drop_suspects(&mut self) {
-        let live = self.cache.live();
-        let gone = |n: &NodeId| live.suspected(*n) || !live.ids().contains(n);
-        if self.after.iter().any(|n| !gone(n)) {
-            for i in 0..self.out.len() {
-                let node = self.out[i].node;
-                if gone(&node) {
-                    self.drop_member(node);
-                }
-            }
+        for node in gone_while_others_remain(&self.cache.live(), &self.after) {
+            self.drop_member(node);
         }
     }
 
