@@ -256,6 +256,18 @@ pub fn encode_registry(src: &Sources<'_>) -> Registry {
 fn stream_metrics(r: &mut Registry, s: &StreamStats) {
     counter(
         r,
+        "stream_exchanges",
+        "Requests whose asking task wrote them and read the answer itself, on a pooled connection",
+        s.exchanges,
+    );
+    counter(
+        r,
+        "stream_exchange_connections",
+        "Connections opened for exchanges",
+        s.exchange_connections,
+    );
+    counter(
+        r,
         "stream_messages_sent",
         "Replication messages written to peers",
         s.sent_messages,

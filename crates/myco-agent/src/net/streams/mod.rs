@@ -27,13 +27,16 @@
 //! TCP flow control.
 //!
 //! Parts: [`outbound`] (the per-peer sender tasks), [`inbound`] (accepting
-//! and reading), [`back`] (answers on the asking connection), [`framing`] (the bytes of one message), [`tls`]
+//! and reading), [`back`] (answers on the asking connection), [`direct`]
+//! (exchanges: a request the asking task writes and whose answer it reads
+//! itself), [`framing`] (the bytes of one message), [`tls`]
 //! (certificates from cluster keys), [`queue`] (the bounded queues),
 //! [`config`], [`errors`] and [`stats`] (the counters).
 
 mod back;
 mod config;
 mod crypto;
+mod direct;
 mod errors;
 mod framing;
 mod inbound;
@@ -57,6 +60,7 @@ use tokio::task::AbortHandle;
 
 pub use back::Back;
 pub use config::{INCOMING_BYTES, QUEUE_BYTES_PER_PEER, StreamConfig};
+pub use direct::Exchange;
 pub use errors::{SendError, StreamError};
 pub use queue::{Inbox, Receipt};
 pub use rekey::KeyWatch;
@@ -144,6 +148,8 @@ struct Shared {
     rekeyed: tokio::sync::watch::Sender<u64>,
     /// What [`outbound::Reach`] counts its milliseconds from.
     epoch: tokio::time::Instant,
+    /// Connections for [`Streams::exchange`].
+    pool: direct::Pool,
 }
 
 impl Shared {
@@ -217,6 +223,7 @@ impl Streams {
             relay: std::sync::OnceLock::new(),
             rekeyed: tokio::sync::watch::Sender::new(0),
             epoch: tokio::time::Instant::now(),
+            pool: direct::Pool::default(),
         });
         let accept = tokio::spawn(inbound::accept_loop(listener, shared.clone())).abort_handle();
         tracing::debug!(%local, %node, "streams listening");
@@ -277,6 +284,24 @@ impl Streams {
     ) -> Result<(), SendError> {
         self.queue(to, channel, message, true, receipt)
             .map_err(|(e, _)| e)
+    }
+
+    /// Sends `message` on `channel` to the node whose stream port is `to`
+    /// and reads the answer, both on the calling task, over a connection
+    /// held for this exchange alone ([`direct`]): a forwarded request then
+    /// wakes no other task on this node. `answer` gets the first message
+    /// back and says whether it is the answer (a request id that matches);
+    /// if not, the connection is closed. [`Exchange::NotSent`] when no
+    /// connection is idle (the caller sends through the queue, as with
+    /// [`Streams::send_if_reachable`]); the caller bounds the wait.
+    pub async fn exchange(
+        &self,
+        to: SocketAddr,
+        channel: Channel,
+        message: &[u8],
+        answer: impl FnOnce(&[u8]) -> bool,
+    ) -> Exchange {
+        direct::exchange(&self.owner.shared, to, channel, message, answer).await
     }
 
     fn queue(

@@ -44,7 +44,7 @@ pub(super) fn evict_oldest(shared: &Shared, peers: &mut Peers) {
 
 /// Why a queued message was not delivered (for logs).
 #[derive(Debug, thiserror::Error)]
-enum Failure {
+pub(super) enum Failure {
     #[error("connect failed: {0}")]
     Connect(io::Error),
     #[error("TLS handshake failed: {0}")]
@@ -301,7 +301,7 @@ async fn deliver(
 /// connection whose peer was killed moments ago lost the message without
 /// a receipt (an increment right after its primary's SIGKILL waited 2 s
 /// for an answer instead of going to the next member).
-fn closed(watch: &TcpStream) -> bool {
+pub(super) fn closed(watch: &TcpStream) -> bool {
     use std::future::Future;
     let ready = std::pin::pin!(watch.ready(tokio::io::Interest::READABLE));
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
@@ -333,6 +333,43 @@ async fn connect(
     if backoff.until.is_some_and(|t| Instant::now() < t) {
         return Err(Failure::BackingOff);
     }
+    let result = open(shared, to, tls).await;
+    match result {
+        Ok((stream, watch)) => {
+            backoff.until = None;
+            backoff.delay = BACKOFF_MIN;
+            tracing::debug!(%to, "stream connection open");
+            let certs = stream.get_ref().1.peer_certificates();
+            let certs = certs.map(<[_]>::to_vec).unwrap_or_default();
+            let (read, writer) = tokio::io::split(stream);
+            let answers = back::read_answers(shared.clone(), to, certs.clone(), read);
+            Ok(Link {
+                writer,
+                generation,
+                certs,
+                reader: shared.runtime.spawn(answers),
+                watch,
+            })
+        }
+        Err(failure) => {
+            if backoff.until.is_some() {
+                backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
+            }
+            backoff.until = Some(Instant::now() + backoff.delay);
+            backoff.generation = generation;
+            Err(failure)
+        }
+    }
+}
+
+/// Opens a connection to `to` (TCP, TLS, then the server's acceptance
+/// byte), with a second registration of its socket for [`closed`];
+/// counts a failure.
+pub(super) async fn open(
+    shared: &Shared,
+    to: SocketAddr,
+    tls: &tls::Tls,
+) -> Result<(client::TlsStream<TcpStream>, TcpStream), Failure> {
     let result = async {
         let tcp = timeout(shared.config.connect_timeout, TcpStream::connect(to))
             .await
@@ -361,41 +398,18 @@ async fn connect(
             .map(|stream| (stream, watch))
     }
     .await;
-    match result {
-        Ok((stream, watch)) => {
-            backoff.until = None;
-            backoff.delay = BACKOFF_MIN;
-            tracing::debug!(%to, "stream connection open");
-            let certs = stream.get_ref().1.peer_certificates();
-            let certs = certs.map(<[_]>::to_vec).unwrap_or_default();
-            let (read, writer) = tokio::io::split(stream);
-            let answers = back::read_answers(shared.clone(), to, certs.clone(), read);
-            Ok(Link {
-                writer,
-                generation,
-                certs,
-                reader: shared.runtime.spawn(answers),
-                watch,
-            })
-        }
-        Err(failure) => {
-            let counter = match failure {
-                Failure::Connect(_) => &shared.stats.connect_failures,
-                _ => &shared.stats.outbound_handshake_failures,
-            };
-            bump(counter, 1);
-            if let Failure::Handshake(error) = &failure
-                && tls::no_common_version(error)
-            {
-                let ours = myco_proto::compat::THIS_BUILD.stream;
-                tracing::warn!(%to, "the node at {to} speaks no stream version this build speaks ({ours}): upgrade the older of the two");
-            }
-            if backoff.until.is_some() {
-                backoff.delay = (backoff.delay * 2).min(BACKOFF_MAX);
-            }
-            backoff.until = Some(Instant::now() + backoff.delay);
-            backoff.generation = generation;
-            Err(failure)
+    if let Err(failure) = &result {
+        let counter = match failure {
+            Failure::Connect(_) => &shared.stats.connect_failures,
+            _ => &shared.stats.outbound_handshake_failures,
+        };
+        bump(counter, 1);
+        if let Failure::Handshake(error) = failure
+            && tls::no_common_version(error)
+        {
+            let ours = myco_proto::compat::THIS_BUILD.stream;
+            tracing::warn!(%to, "the node at {to} speaks no stream version this build speaks ({ours}): upgrade the older of the two");
         }
     }
+    result
 }

@@ -72,6 +72,11 @@ counters! {
     /// Live connections (either way) closed because, after `set_keys`, the
     /// ring no longer trusts the peer's certificate.
     untrusted_after_rekey,
+    /// Requests answered on a connection the asking task held for the
+    /// exchange (see `direct`).
+    exchanges,
+    /// Connections opened for exchanges.
+    exchange_connections,
 }
 
 pub(super) fn bump(counter: &AtomicU64, n: u64) {
