@@ -434,12 +434,7 @@ impl Cache {
     /// dropped without being sent (`to` refused the connection), the wait
     /// ends at once with an `Ack` that stored nothing, as if `to` had
     /// refused, so the asker goes to the next node now.
-    fn send_request(
-        self: &Arc<Self>,
-        to: SocketAddr,
-        message: &CacheMessage,
-        request: u64,
-    ) -> bool {
+    fn send_request(self: &Arc<Self>, to: SocketAddr, message: Vec<u8>, request: u64) -> bool {
         let cache = Arc::downgrade(self);
         let receipt: crate::net::streams::Receipt = Box::new(move || {
             if let Some(cache) = cache.upgrade() {
@@ -447,7 +442,7 @@ impl Cache {
             }
         });
         self.streams
-            .send_if_reachable(to, Channel::Cache, message.encode(), Some(receipt))
+            .send_if_reachable(to, Channel::Cache, message, Some(receipt))
             .is_ok()
     }
 

@@ -424,7 +424,7 @@ impl Cache {
                 (0, 0)
             } else if live
                 .addr(node)
-                .is_some_and(|a| self.send_request(a, &message, request))
+                .is_some_and(|a| self.send_request(a, message.encode(), request))
             {
                 self.counters.forwards.fetch_add(1, Ordering::Relaxed);
                 (0, 1)
@@ -611,27 +611,6 @@ impl Cache {
         }
     }
 
-    /// Asks one node for a key: `Some(answer)` if it answered in time.
-    pub(super) async fn ask(
-        self: &Arc<Self>,
-        to: std::net::SocketAddr,
-        bucket: &str,
-        key: &str,
-    ) -> Option<Option<CacheEntry>> {
-        let answer = self
-            .request_one(to, OWNER_TIMEOUT, |request| CacheMessage::Get {
-                request,
-                bucket: bucket.to_string(),
-                key: key.to_string(),
-                reply_to: self.addr,
-            })
-            .await?;
-        match answer {
-            Some(CacheMessage::Answer { entry, .. }) => Some(entry),
-            _ => None,
-        }
-    }
-
     /// Sends one node the message `make` builds around a fresh request id
     /// and waits up to `wait` for its one answer: `None` if the message
     /// could not be queued, `Some(None)` if no answer came in time.
@@ -644,7 +623,7 @@ impl Cache {
         let request = self.request_id();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _registered = Registered::new(self, request, Waiter::One(Some(tx)));
-        if !self.send_request(to, &make(request), request) {
+        if !self.send_request(to, make(request).encode(), request) {
             return None;
         }
         self.counters.forwards.fetch_add(1, Ordering::Relaxed);

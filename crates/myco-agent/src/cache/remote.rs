@@ -6,12 +6,14 @@ use std::sync::{Arc, PoisonError};
 
 use std::net::SocketAddr;
 
-use myco_proto::cache::{CacheMessage, CounterError, IncrOutcome, check_bucket, check_entry};
+use myco_proto::cache::{
+    CacheEntry, CacheMessage, CounterError, IncrOutcome, check_bucket, check_entry,
+};
 use myco_proto::channel::Channel;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Cache, wall_ms};
-use crate::net::streams::Back;
+use super::{Cache, OWNER_TIMEOUT, wall_ms};
+use crate::net::streams::{Back, Exchange};
 
 /// Where the answers to one of this node's requests go.
 pub(super) enum Waiter {
@@ -56,6 +58,60 @@ pub(super) async fn consume(cache: Arc<Cache>, mut inbox: mpsc::Receiver<Vec<u8>
 }
 
 impl Cache {
+    /// Asks one node for a key: `Some(answer)` if it answered in time.
+    ///
+    /// The asking task writes the request and reads the answer itself when
+    /// a connection to `to` is idle ([`crate::net::streams::Streams::exchange`]),
+    /// else it goes through the peer's queue. A read asks again through the
+    /// queue if the exchange failed half way (it may have arrived: a read
+    /// asked twice is harmless). The answer may also come the other way
+    /// (one too large to go back on the asking connection), so the wait
+    /// watches both.
+    pub(super) async fn ask(
+        self: &Arc<Self>,
+        to: SocketAddr,
+        bucket: &str,
+        key: &str,
+    ) -> Option<Option<CacheEntry>> {
+        let request = self.request_id();
+        let (tx, mut rx) = oneshot::channel();
+        let _registered = Registered::new(self, request, Waiter::One(Some(tx)));
+        let message = CacheMessage::Get {
+            request,
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            reply_to: self.addr,
+        }
+        .encode();
+        self.counters.forwards.fetch_add(1, Ordering::Relaxed);
+        let answer = tokio::time::timeout(OWNER_TIMEOUT, async {
+            // Handed to its waiter (`rx`), as the reader task would.
+            let answered = |bytes: &[u8]| match CacheMessage::decode(bytes) {
+                Some(m @ CacheMessage::Answer { request: r, .. }) if r == request => {
+                    self.answer(request, m)
+                }
+                _ => false,
+            };
+            let exchange = self
+                .streams
+                .exchange(to, Channel::Cache, &message, answered);
+            let exchanged = tokio::select! {
+                biased;
+                answer = &mut rx => return Some(answer.ok()),
+                exchanged = exchange => exchanged,
+            };
+            if exchanged != Exchange::Answered && !self.send_request(to, message, request) {
+                return None;
+            }
+            Some((&mut rx).await.ok())
+        })
+        .await;
+        match answer {
+            Ok(Some(Some(CacheMessage::Answer { entry, .. }))) => Some(entry),
+            _ => None,
+        }
+    }
+
     /// Decodes and handles one cache-channel message; never blocks.
     /// Answers go on `back` when it leads to the asker.
     pub(super) fn on_bytes(&self, bytes: &[u8], back: &mut Back) {
