@@ -132,7 +132,9 @@ impl BucketConfig {
 pub struct CacheEntry {
     /// Who wrote it and when: the larger wins (last writer wins).
     pub ts: Timestamp,
-    /// The value; `None` is a delete.
+    /// The value; `None` is a delete. One run of bytes, not a sequence
+    /// (`crate::bytes`: same wire bytes, a copy instead of a visit per byte).
+    #[serde(with = "crate::bytes::option")]
     pub value: Option<Vec<u8>>,
     /// Wall time (ms since the epoch) from which it is gone; `None` never.
     pub expires_at_ms: Option<u64>,

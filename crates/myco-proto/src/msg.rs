@@ -97,6 +97,7 @@ pub enum MsgMessage {
         /// The topic.
         topic: String,
         /// The body.
+        #[serde(with = "crate::bytes")]
         body: Vec<u8>,
         /// The publishing node.
         origin: NodeId,
@@ -108,6 +109,7 @@ pub enum MsgMessage {
         /// The topic.
         topic: String,
         /// The body.
+        #[serde(with = "crate::bytes")]
         body: Vec<u8>,
         /// The asking node.
         origin: NodeId,
@@ -124,6 +126,7 @@ pub enum MsgMessage {
         /// What became of it.
         status: ReplyStatus,
         /// The answer.
+        #[serde(with = "crate::bytes")]
         body: Vec<u8>,
     },
     /// Messages on `topic` the sender published for the receiver and could
