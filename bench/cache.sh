@@ -23,6 +23,9 @@ C=${C:-50}
 # redis-benchmark's tests for the ops step: TESTS=set,get,incr adds
 # counters (one key, counter:__rand_int__, so one node is its primary).
 TESTS=${TESTS:-set,get}
+# The value size of the ops step's SETs, in bytes (redis-benchmark's -d;
+# its default is 3).
+DATA=${DATA:-3}
 W=$(mktemp -d -t mycobench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$W"; }
@@ -33,7 +36,7 @@ mesh3_up
 PIDS+=($!)
 sleep 0.5
 bench() { # port label: "label","test","rps","avg","min","p50","p95","p99","max" (ms)
-  "${RUN[@]}" redis-benchmark -p "$1" -c "$C" -n "$N" -t "$TESTS" --csv 2>/dev/null | grep -E '^"(SET|GET|INCR)"' | sed "s/^/\"$2\",/"
+  "${RUN[@]}" redis-benchmark -p "$1" -c "$C" -n "$N" -d "$DATA" -t "$TESTS" --csv 2>/dev/null | grep -E '^"(SET|GET|INCR)"' | sed "s/^/\"$2\",/"
 }
 if has ops; then
   bench $((BASE + 99)) "redis-server"
