@@ -67,6 +67,13 @@ impl Cache {
     /// asked twice is harmless). The answer may also come the other way
     /// (one too large to go back on the asking connection), so the wait
     /// watches both.
+    ///
+    /// An exchange's answer is taken straight from the exchange, not
+    /// through the waiter: sending on the oneshot this task itself waits
+    /// on woke the task while it ran, and tokio then woke a second worker
+    /// to share work there was none of (two futex calls a forwarded GET,
+    /// `strace -c`). For the same reason the receiver goes before the
+    /// registration, whose sender would otherwise wake it on the way out.
     pub(super) async fn ask(
         self: &Arc<Self>,
         to: SocketAddr,
@@ -75,7 +82,7 @@ impl Cache {
     ) -> Option<Option<CacheEntry>> {
         let request = self.request_id();
         let (tx, mut rx) = oneshot::channel();
-        let _registered = Registered::new(self, request, Waiter::One(Some(tx)));
+        let registered = Registered::new(self, request, Waiter::One(Some(tx)));
         let message = CacheMessage::Get {
             request,
             bucket: bucket.to_string(),
@@ -85,29 +92,35 @@ impl Cache {
         .encode();
         self.counters.forwards.fetch_add(1, Ordering::Relaxed);
         let answer = tokio::time::timeout(OWNER_TIMEOUT, async {
-            // Handed to its waiter (`rx`), as the reader task would.
+            let mut exchanged = None;
             let answered = |bytes: &[u8]| match CacheMessage::decode(bytes) {
                 Some(m @ CacheMessage::Answer { request: r, .. }) if r == request => {
-                    self.answer(request, m)
+                    exchanged = Some(m);
+                    true
                 }
                 _ => false,
             };
             let exchange = self
                 .streams
                 .exchange(to, Channel::Cache, &message, answered);
-            let exchanged = tokio::select! {
+            let outcome = tokio::select! {
                 biased;
-                answer = &mut rx => return Some(answer.ok()),
-                exchanged = exchange => exchanged,
+                answer = &mut rx => return answer.ok(),
+                outcome = exchange => outcome,
             };
-            if exchanged != Exchange::Answered && !self.send_request(to, message, request) {
+            if outcome == Exchange::Answered {
+                return exchanged;
+            }
+            if !self.send_request(to, message, request) {
                 return None;
             }
-            Some((&mut rx).await.ok())
+            (&mut rx).await.ok()
         })
         .await;
+        drop(rx);
+        drop(registered);
         match answer {
-            Ok(Some(Some(CacheMessage::Answer { entry, .. }))) => Some(entry),
+            Ok(Some(CacheMessage::Answer { entry, .. })) => Some(entry),
             _ => None,
         }
     }
