@@ -188,8 +188,7 @@ impl Cache {
             .map(|(_, a)| *a)
             .collect();
         let request = self.request_id();
-        let (tx, mut rx) = mpsc::channel(peers.len());
-        let _registered = Registered::new(self, request, Waiter::Many(tx));
+        let mut waiting = self.wait_many(request, peers.len());
         let message = CacheMessage::Exists {
             request,
             bucket: name.to_string(),
@@ -207,7 +206,7 @@ impl Cache {
                 return None;
             }
             tokio::select! {
-                answer = rx.recv(), if !known_elsewhere => match answer {
+                answer = waiting.rx.recv(), if !known_elsewhere => match answer {
                     Some(CacheMessage::Ack { stored: true, .. }) => known_elsewhere = true,
                     Some(_) => unknown += 1,
                     None => known_elsewhere = true,
@@ -390,9 +389,8 @@ impl Cache {
         let ranked = rank(bucket, key, live.ids());
         let owners = usize::from(config.replicas.max(1)).min(ranked.len());
         let need = owners.min(2);
-        let (tx, mut rx) = mpsc::channel(ranked.len().max(1));
         let request = self.request_id();
-        let _registered = Registered::new(self, request, Waiter::Many(tx));
+        let mut waiting = self.wait_many(request, ranked.len().max(1));
         let message = CacheMessage::Put {
             request,
             bucket: bucket.to_string(),
@@ -456,7 +454,7 @@ impl Cache {
             }
             let waiting_for_owners = !stood_in && next < ranked.len();
             let until = if waiting_for_owners { slow } else { deadline };
-            match tokio::time::timeout_at(until, rx.recv()).await {
+            match tokio::time::timeout_at(until, waiting.rx.recv()).await {
                 Ok(Some(CacheMessage::Ack { stored: true, .. })) => {
                     acked += 1;
                     pending -= 1;
@@ -621,14 +619,13 @@ impl Cache {
         make: impl FnOnce(u64) -> CacheMessage,
     ) -> Option<Option<CacheMessage>> {
         let request = self.request_id();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let _registered = Registered::new(self, request, Waiter::One(Some(tx)));
+        let mut waiting = self.wait_one(request);
         if !self.send_request(to, make(request).encode(), request) {
             return None;
         }
         self.counters.forwards.fetch_add(1, Ordering::Relaxed);
         Some(
-            tokio::time::timeout(wait, rx)
+            tokio::time::timeout(wait, &mut waiting.rx)
                 .await
                 .ok()
                 .and_then(Result::ok),

@@ -40,6 +40,45 @@ impl<'a> Registered<'a> {
     }
 }
 
+/// A request registered for answers and the receiver they arrive on.
+///
+/// The fields drop in order, receiver first: dropping the registration
+/// drops its sender, and a sender dropped while its receiver still waits
+/// wakes the waiting task, which is the running one. tokio then polls it
+/// again and wakes a second worker to share work there is none of: a
+/// forwarded GET's wake of itself (its exchange's answer sent on its own
+/// oneshot) cost two futex calls a GET (`strace -c`, BENCHMARKS.md
+/// "nineteenth pass"). Every single-channel wait goes through this, so
+/// none depends on its locals' declaration order.
+pub(super) struct Waiting<'a, R> {
+    pub(super) rx: R,
+    _registered: Registered<'a>,
+}
+
+impl Cache {
+    /// Registers `request` for its one answer.
+    pub(super) fn wait_one(&self, request: u64) -> Waiting<'_, oneshot::Receiver<CacheMessage>> {
+        let (tx, rx) = oneshot::channel();
+        Waiting {
+            rx,
+            _registered: Registered::new(self, request, Waiter::One(Some(tx))),
+        }
+    }
+
+    /// Registers `request` for up to `capacity` answers (one per owner).
+    pub(super) fn wait_many(
+        &self,
+        request: u64,
+        capacity: usize,
+    ) -> Waiting<'_, mpsc::Receiver<CacheMessage>> {
+        let (tx, rx) = mpsc::channel(capacity);
+        Waiting {
+            rx,
+            _registered: Registered::new(self, request, Waiter::Many(tx)),
+        }
+    }
+}
+
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         self.0
@@ -70,10 +109,7 @@ impl Cache {
     ///
     /// An exchange's answer is taken straight from the exchange, not
     /// through the waiter: sending on the oneshot this task itself waits
-    /// on woke the task while it ran, and tokio then woke a second worker
-    /// to share work there was none of (two futex calls a forwarded GET,
-    /// `strace -c`). For the same reason the receiver goes before the
-    /// registration, whose sender would otherwise wake it on the way out.
+    /// on would wake it while it runs ([`Waiting`] says what that costs).
     pub(super) async fn ask(
         self: &Arc<Self>,
         to: SocketAddr,
@@ -81,8 +117,7 @@ impl Cache {
         key: &str,
     ) -> Option<Option<CacheEntry>> {
         let request = self.request_id();
-        let (tx, mut rx) = oneshot::channel();
-        let registered = Registered::new(self, request, Waiter::One(Some(tx)));
+        let mut waiting = self.wait_one(request);
         let message = CacheMessage::Get {
             request,
             bucket: bucket.to_string(),
@@ -105,7 +140,7 @@ impl Cache {
                 .exchange(to, Channel::Cache, &message, answered);
             let outcome = tokio::select! {
                 biased;
-                answer = &mut rx => return answer.ok(),
+                answer = &mut waiting.rx => return answer.ok(),
                 outcome = exchange => outcome,
             };
             if outcome == Exchange::Answered {
@@ -114,11 +149,9 @@ impl Cache {
             if !self.send_request(to, message, request) {
                 return None;
             }
-            (&mut rx).await.ok()
+            (&mut waiting.rx).await.ok()
         })
         .await;
-        drop(rx);
-        drop(registered);
         match answer {
             Ok(Some(CacheMessage::Answer { entry, .. })) => Some(entry),
             _ => None,
