@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::Timestamp;
 
+mod wire;
+
 /// The version byte in front of every cache message.
 pub const CACHE_PROTO: u8 = 1;
 /// Longest bucket name.
@@ -294,15 +296,17 @@ pub enum CounterError {
 }
 
 impl CacheMessage {
-    /// Encodes the message behind its version byte.
+    /// Encodes the message behind its version byte (the messages of a
+    /// forwarded read or write by hand, in `wire`: the same bytes).
     pub fn encode(&self) -> Vec<u8> {
-        crate::versioned::encode(CACHE_PROTO, self)
+        wire::encode(CACHE_PROTO, self)
+            .unwrap_or_else(|| crate::versioned::encode(CACHE_PROTO, self))
     }
 
     /// Decodes a message; `None` for another version, trailing bytes or
     /// garbage.
     pub fn decode(bytes: &[u8]) -> Option<CacheMessage> {
-        crate::versioned::decode(CACHE_PROTO, bytes)
+        wire::decode(CACHE_PROTO, bytes).or_else(|| crate::versioned::decode(CACHE_PROTO, bytes))
     }
 }
 
