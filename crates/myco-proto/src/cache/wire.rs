@@ -89,7 +89,10 @@ fn bound(message: &CacheMessage) -> Option<usize> {
     let (head, addr) = (1 + 1 + 10, 1 + 16 + 3);
     Some(match message {
         CacheMessage::Put {
-            bucket, key, entry: e, ..
+            bucket,
+            key,
+            entry: e,
+            ..
         } => head + 20 + bucket.len() + key.len() + entry(e) + 1 + addr,
         CacheMessage::Get { bucket, key, .. } => head + 20 + bucket.len() + key.len() + addr,
         CacheMessage::Answer { entry: e, .. } => head + 1 + e.as_ref().map_or(0, entry),
