@@ -3,13 +3,21 @@
 
 use myco_proto::NodeId;
 use myco_proto::Timestamp;
-use myco_proto::cache::{CacheEntry, CacheMessage};
+use myco_proto::cache::{CACHE_PROTO, CacheEntry, CacheMessage};
 use myco_proto::msg::{MsgMessage, ReplyStatus, TopicSubscribers};
+use myco_proto::versioned;
 
-/// A cache message off a stream's cache channel.
+/// A cache message off a stream's cache channel. The messages a forward
+/// sends are read and written by hand (`myco_proto::cache::wire`): every
+/// input must decode as serde decodes it, and every message encode to
+/// serde's bytes.
 pub fn cache_message(data: &[u8]) {
-    if let Some(m) = CacheMessage::decode(data) {
-        assert_eq!(CacheMessage::decode(&m.encode()), Some(m));
+    let decoded = CacheMessage::decode(data);
+    assert_eq!(decoded, versioned::decode(CACHE_PROTO, data));
+    if let Some(m) = decoded {
+        let bytes = m.encode();
+        assert_eq!(bytes, versioned::encode(CACHE_PROTO, &m));
+        assert_eq!(CacheMessage::decode(&bytes), Some(m));
     }
 }
 
