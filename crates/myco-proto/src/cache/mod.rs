@@ -299,14 +299,13 @@ impl CacheMessage {
     /// Encodes the message behind its version byte (the messages of a
     /// forwarded read or write by hand, in `wire`: the same bytes).
     pub fn encode(&self) -> Vec<u8> {
-        wire::encode(CACHE_PROTO, self)
-            .unwrap_or_else(|| crate::versioned::encode(CACHE_PROTO, self))
+        wire::encode(self).unwrap_or_else(|| crate::versioned::encode(CACHE_PROTO, self))
     }
 
     /// Decodes a message; `None` for another version, trailing bytes or
     /// garbage.
     pub fn decode(bytes: &[u8]) -> Option<CacheMessage> {
-        wire::decode(CACHE_PROTO, bytes).or_else(|| crate::versioned::decode(CACHE_PROTO, bytes))
+        wire::decode(bytes).or_else(|| crate::versioned::decode(CACHE_PROTO, bytes))
     }
 }
 

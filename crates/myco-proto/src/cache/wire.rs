@@ -17,7 +17,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::{CacheEntry, CacheMessage};
+use super::{CACHE_PROTO, CacheEntry, CacheMessage};
 use crate::id::NodeId;
 use crate::state::Timestamp;
 
@@ -27,11 +27,15 @@ const GET: u64 = 1;
 const ANSWER: u64 = 2;
 const ACK: u64 = 3;
 
-/// `version` and the message, or `None` for a variant serde writes.
-pub(super) fn encode(version: u8, message: &CacheMessage) -> Option<Vec<u8>> {
-    let mut w = Writer(Vec::with_capacity(bound(message)?));
-    w.0.push(version);
-    match message {
+/// A message's bytes besides its strings and value, at most: version,
+/// variant and request; two string lengths; an entry's timestamp, value
+/// flag and length, expiry flag and expiry; a flag; an address (variant,
+/// 16 octets, port). A varint is at most 10 bytes.
+const MOST_FIXED: usize = 1 + 1 + 10 + 2 * 10 + (10 + 5 + 8 + 1 + 10 + 1 + 10) + 1 + (1 + 16 + 3);
+
+/// The message's bytes, or `None` for a variant serde writes.
+pub(super) fn encode(message: &CacheMessage) -> Option<Vec<u8>> {
+    let w = match message {
         CacheMessage::Put {
             request,
             bucket,
@@ -40,13 +44,14 @@ pub(super) fn encode(version: u8, message: &CacheMessage) -> Option<Vec<u8>> {
             ack,
             reply_to,
         } => {
-            w.varint(PUT);
-            w.varint(*request);
+            let variable = bucket.len() + key.len() + value_len(Some(entry));
+            let mut w = Writer::start(PUT, *request, variable);
             w.bytes(bucket.as_bytes());
             w.bytes(key.as_bytes());
             w.entry(entry);
             w.0.push(u8::from(*ack));
             w.addr(reply_to);
+            w
         }
         CacheMessage::Get {
             request,
@@ -54,15 +59,14 @@ pub(super) fn encode(version: u8, message: &CacheMessage) -> Option<Vec<u8>> {
             key,
             reply_to,
         } => {
-            w.varint(GET);
-            w.varint(*request);
+            let mut w = Writer::start(GET, *request, bucket.len() + key.len());
             w.bytes(bucket.as_bytes());
             w.bytes(key.as_bytes());
             w.addr(reply_to);
+            w
         }
         CacheMessage::Answer { request, entry } => {
-            w.varint(ANSWER);
-            w.varint(*request);
+            let mut w = Writer::start(ANSWER, *request, value_len(entry.as_ref()));
             match entry {
                 None => w.0.push(0),
                 Some(e) => {
@@ -70,42 +74,27 @@ pub(super) fn encode(version: u8, message: &CacheMessage) -> Option<Vec<u8>> {
                     w.entry(e);
                 }
             }
+            w
         }
         CacheMessage::Ack { request, stored } => {
-            w.varint(ACK);
-            w.varint(*request);
+            let mut w = Writer::start(ACK, *request, 0);
             w.0.push(u8::from(*stored));
+            w
         }
-        _ => unreachable!("bound() is None for the others"),
-    }
+        _ => return None,
+    };
     Some(w.0)
 }
 
-/// Bytes enough for `message` (a varint is at most 10), or `None` for a
-/// variant serde writes.
-fn bound(message: &CacheMessage) -> Option<usize> {
-    let entry = |e: &CacheEntry| 10 + 5 + 8 + 1 + 10 + e.value.as_ref().map_or(0, Vec::len) + 11;
-    // version, variant, request; an address: variant, 16 bytes, port.
-    let (head, addr) = (1 + 1 + 10, 1 + 16 + 3);
-    Some(match message {
-        CacheMessage::Put {
-            bucket,
-            key,
-            entry: e,
-            ..
-        } => head + 20 + bucket.len() + key.len() + entry(e) + 1 + addr,
-        CacheMessage::Get { bucket, key, .. } => head + 20 + bucket.len() + key.len() + addr,
-        CacheMessage::Answer { entry: e, .. } => head + 1 + e.as_ref().map_or(0, entry),
-        CacheMessage::Ack { .. } => head + 1,
-        _ => return None,
-    })
+fn value_len(entry: Option<&CacheEntry>) -> usize {
+    entry.and_then(|e| e.value.as_ref()).map_or(0, Vec::len)
 }
 
-/// The message behind `version`, or `None`: another variant, another
-/// version, or bytes this reader does not take (serde then decides).
-pub(super) fn decode(version: u8, bytes: &[u8]) -> Option<CacheMessage> {
+/// The message, or `None`: another variant, another version, or bytes
+/// this reader does not take (serde then decides).
+pub(super) fn decode(bytes: &[u8]) -> Option<CacheMessage> {
     let mut r = Reader(bytes);
-    if r.byte()? != version {
+    if r.byte()? != CACHE_PROTO {
         return None;
     }
     let message = match r.varint()? {
@@ -139,6 +128,16 @@ pub(super) fn decode(version: u8, bytes: &[u8]) -> Option<CacheMessage> {
 struct Writer(Vec<u8>);
 
 impl Writer {
+    /// A message's head, with room for the rest of it when its strings
+    /// and value take `variable` bytes (no growing while it is written).
+    fn start(variant: u64, request: u64, variable: usize) -> Writer {
+        let mut w = Writer(Vec::with_capacity(MOST_FIXED + variable));
+        w.0.push(CACHE_PROTO);
+        w.varint(variant);
+        w.varint(request);
+        w
+    }
+
     /// Into a local buffer, then one copy: a push per byte was a call
     /// per byte at the release profile's opt-level.
     fn varint(&mut self, mut v: u64) {
@@ -288,8 +287,19 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::CACHE_PROTO;
     use crate::versioned;
+
+    /// The bytes of a message's strings and value.
+    fn variable(m: &CacheMessage) -> usize {
+        match m {
+            CacheMessage::Put {
+                bucket, key, entry, ..
+            } => bucket.len() + key.len() + value_len(Some(entry)),
+            CacheMessage::Get { bucket, key, .. } => bucket.len() + key.len(),
+            CacheMessage::Answer { entry, .. } => value_len(entry.as_ref()),
+            _ => 0,
+        }
+    }
 
     /// A small deterministic generator (no rand in this crate).
     struct Gen(u64);
@@ -391,12 +401,16 @@ mod tests {
         let mut g = Gen(0x9e37_79b9_7f4a_7c15);
         for _ in 0..20_000 {
             let m = g.message();
-            let by_hand = encode(CACHE_PROTO, &m).expect("one of the four");
+            let by_hand = encode(&m).expect("one of the four");
             assert_eq!(by_hand, versioned::encode(CACHE_PROTO, &m), "{m:?}");
-            assert!(by_hand.len() <= by_hand.capacity());
-            assert_eq!(by_hand.capacity(), bound(&m).unwrap());
-            assert_eq!(decode(CACHE_PROTO, &by_hand).as_ref(), Some(&m));
-            assert_eq!(decode(CACHE_PROTO + 1, &by_hand), None);
+            assert!(
+                by_hand.len() <= MOST_FIXED + variable(&m),
+                "outgrew its room: {m:?}"
+            );
+            assert_eq!(decode(&by_hand).as_ref(), Some(&m));
+            let mut other = by_hand;
+            other[0] = CACHE_PROTO + 1;
+            assert_eq!(decode(&other), None);
         }
     }
 
@@ -420,7 +434,7 @@ mod tests {
                     bytes[at] ^= 1 << g.below(8);
                 }
             }
-            match decode(CACHE_PROTO, &bytes) {
+            match decode(&bytes) {
                 Some(m) => {
                     accepted += 1;
                     assert_eq!(serde_decode(&bytes), Some(m), "{bytes:?}");
@@ -439,17 +453,17 @@ mod tests {
         };
         // 7 as two bytes (0x87 0x00): postcard reads it, the reader does not.
         let padded = [CACHE_PROTO, 3, 0x87, 0x00, 1];
-        assert_eq!(decode(CACHE_PROTO, &padded), None);
+        assert_eq!(decode(&padded), None);
         assert_eq!(CacheMessage::decode(&padded), Some(ack.clone()));
-        assert_eq!(decode(CACHE_PROTO, &[CACHE_PROTO, 3, 7, 1]), Some(ack));
+        assert_eq!(decode(&[CACHE_PROTO, 3, 7, 1]), Some(ack));
         let exists = CacheMessage::Exists {
             request: 1,
             bucket: "b".into(),
             reply_to: "127.0.0.1:1".parse().unwrap(),
         };
-        assert_eq!(encode(CACHE_PROTO, &exists), None);
+        assert_eq!(encode(&exists), None);
         let bytes = exists.encode();
-        assert_eq!(decode(CACHE_PROTO, &bytes), None);
+        assert_eq!(decode(&bytes), None);
         assert_eq!(CacheMessage::decode(&bytes), Some(exists));
     }
 }
